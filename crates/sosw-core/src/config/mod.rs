@@ -1,0 +1,1027 @@
+//! sosw configuration: the JSON shape of Python sosw (reference §4), layered, validated up front.
+//!
+//! A config is built from layers (files) merged with [`recursive_update`]: first every layer's essential-wide
+//! keys, then every layer's section for the essential being run (`sosw_orchestrator_config`, …), which is how
+//! Python sosw merges `sosw_essential_config` with `<function>_config`. Unlike Python, class defaults never
+//! override the shared config (§7.25): defaults fill only what no layer says.
+//!
+//! Validation collects every problem at once; each error names the key path and the bad value. Keys sosw-rs does
+//! not know produce warnings; keys that only mean something to Python sosw on AWS (table names, `init_clients`,
+//! …) are accepted silently so one config can serve a mixed fleet. See `docs/config.md`.
+
+mod merge;
+mod reader;
+
+pub use merge::recursive_update;
+
+use crate::decide::{Backoff, Coefficients};
+use crate::ecology::{Comparison, EcoStatus, Feelings};
+use crate::greenfield::{GreenfieldParams, Markers, DEFAULT_COOLDOWN, DEFAULT_DURATION};
+use crate::time::Time;
+use reader::{join, show, Reader};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// One error in a config: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "`{}`: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every error found in a config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "invalid config ({n} error{})",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The essentials; each reads its own section of the config on top of the shared one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Essential {
+    Orchestrator,
+    Scavenger,
+    Scheduler,
+    WorkerAssistant,
+}
+
+impl Essential {
+    pub const ALL: [Essential; 4] = [
+        Essential::Orchestrator,
+        Essential::Scavenger,
+        Essential::Scheduler,
+        Essential::WorkerAssistant,
+    ];
+
+    /// The Lambda function name of the essential in Python sosw, used as the meta `author`.
+    pub fn function_name(self) -> &'static str {
+        match self {
+            Essential::Orchestrator => "sosw_orchestrator",
+            Essential::Scavenger => "sosw_scavenger",
+            Essential::Scheduler => "sosw_scheduler",
+            Essential::WorkerAssistant => "sosw_worker_assistant",
+        }
+    }
+
+    /// The name of its config row / section: `<function>_config`.
+    pub fn config_key(self) -> &'static str {
+        match self {
+            Essential::Orchestrator => "sosw_orchestrator_config",
+            Essential::Scavenger => "sosw_scavenger_config",
+            Essential::Scheduler => "sosw_scheduler_config",
+            Essential::WorkerAssistant => "sosw_worker_assistant_config",
+        }
+    }
+}
+
+/// Whether a process worker's exit reports the task, or the worker reports itself (`sosw complete`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportMode {
+    /// Exit status 0 reports completed (stdout, if JSON, is the result), anything else failed.
+    ExitCode,
+    /// The worker calls `sosw complete` / `sosw fail`; its exit status is only logged.
+    #[serde(rename = "self")]
+    SelfReport,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    pub command: Vec<String>,
+    pub report: ReportMode,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    /// Bytes of stdout kept as the result.
+    pub result_limit: usize,
+    /// The worker is killed (and reported failed) after this many seconds.
+    pub timeout_secs: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpMode {
+    /// 2xx means accepted; the worker reports later.
+    Async,
+    /// 2xx means completed; the response body (if a JSON object) is the result.
+    Sync,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpSpec {
+    pub url: String,
+    pub mode: HttpMode,
+    pub timeout_secs: f64,
+    pub headers: Vec<(String, String)>,
+}
+
+/// How a labourer is invoked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "invoker")]
+pub enum InvokerSpec {
+    Process(ProcessSpec),
+    Http(HttpSpec),
+    /// An AWS Lambda function (`arn`), invoked asynchronously.
+    Lambda {
+        arn: String,
+    },
+}
+
+/// Where a health metric's value comes from (`details`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "source")]
+pub enum MetricDetails {
+    /// A command whose stdout is a number.
+    Command {
+        command: Vec<String>,
+        timeout_secs: f64,
+    },
+    /// A JSON document over HTTP GET; `pointer` (RFC 6901) selects the number.
+    HttpJson {
+        url: String,
+        pointer: String,
+        timeout_secs: f64,
+    },
+    /// A Prometheus instant query; the first sample's value.
+    Prometheus {
+        base_url: String,
+        query: String,
+        timeout_secs: f64,
+    },
+    /// CloudWatch `GetMetricStatistics`, the shape of Python sosw's `details`.
+    CloudWatch(CloudWatchMetric),
+}
+
+impl MetricDetails {
+    /// Two metrics with equal details are fetched once per pass.
+    pub fn cache_key(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudWatchMetric {
+    pub namespace: String,
+    pub metric_name: String,
+    pub dimensions: Vec<(String, String)>,
+    pub period: i64,
+    pub statistic: String,
+    pub unit: Option<String>,
+    /// `MetricAggregationTimeSlice`: the window `[now − slice, now]`.
+    pub time_slice: i64,
+}
+
+/// One entry of a labourer's `health_metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthMetric {
+    pub name: String,
+    pub details: MetricDetails,
+    pub feelings: Feelings,
+    /// The status to assume when the value cannot be fetched (else the config-wide `metric_failure_status`).
+    pub failure_status: Option<EcoStatus>,
+}
+
+/// A labourer (a worker function) with every setting resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Labourer {
+    pub id: String,
+    pub invoker: InvokerSpec,
+    pub max_simultaneous_invocations: u32,
+    pub max_attempts: u32,
+    pub duration: i64,
+    pub cooldown: i64,
+    /// The longest a worker may run; the base of the retry delay.
+    pub max_duration: i64,
+    pub health_metrics: Vec<HealthMetric>,
+}
+
+impl Labourer {
+    pub fn markers(&self, now: Time, delta: i64) -> Markers {
+        Markers::new(now, delta, self.duration, self.cooldown)
+    }
+}
+
+/// The daemon's loop (`sosw run`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DaemonConfig {
+    pub orchestrator_interval: f64,
+    pub scavenger_interval: f64,
+    /// How long shutdown waits for running local workers to finish.
+    pub shutdown_grace: f64,
+}
+
+/// Dead-task notifications.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotifyConfig {
+    /// `sns_config.recipient` (an SNS topic ARN, used by the AWS build).
+    pub recipient: Option<String>,
+    pub subject: String,
+    /// `notify.command`: run with the subject as `$SOSW_SUBJECT` and the message on stdin.
+    pub command: Option<Vec<String>>,
+}
+
+/// The validated config of one essential.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `store`: `sqlite:PATH` (the embedded default), or a backend a later build adds.
+    pub store: Option<String>,
+    pub greenfield: GreenfieldParams,
+    /// In config order.
+    pub labourers: Vec<Labourer>,
+    pub coefficients: Coefficients,
+    pub retry_tasks_limit: usize,
+    pub retry_backoff: Backoff,
+    pub metric_failure_status: EcoStatus,
+    /// How many invocations run at once across all labourers in one pass.
+    pub invocation_concurrency: usize,
+    pub daemon: DaemonConfig,
+    pub notify: NotifyConfig,
+    /// `meta_handler_config.write_meta_to_ddb`.
+    pub write_meta: bool,
+    /// What validation had to say short of an error (unknown keys, ignored keys).
+    pub warnings: Vec<String>,
+    /// The merged JSON the config was read from, for keys later components read (the Scheduler's `job_schema`).
+    pub raw: Value,
+}
+
+/// The subject of dead-task notifications, as Python sosw sends them.
+pub const DEAD_TASK_SUBJECT: &str = "``sosw`` Dead Task";
+
+impl Config {
+    pub fn labourer(&self, id: &str) -> Option<&Labourer> {
+        self.labourers.iter().find(|l| l.id == id)
+    }
+
+    /// Merges `layers` for `essential` and validates the result.
+    pub fn from_layers(layers: &[Value], essential: Essential) -> Result<Config, ConfigErrors> {
+        let mut r = Reader::default();
+        let mut shared = Value::Object(Map::new());
+        let mut section = Value::Object(Map::new());
+        for (i, layer) in layers.iter().enumerate() {
+            let Value::Object(obj) = layer else {
+                r.error(
+                    format!("<layer {}>", i + 1),
+                    format!("a config must be a JSON object, got {}", show(layer)),
+                );
+                continue;
+            };
+            let mut essential_wide = obj.clone();
+            for e in Essential::ALL {
+                if let Some(sec) = essential_wide.remove(e.config_key()) {
+                    if !sec.is_object() {
+                        r.error(
+                            e.config_key(),
+                            format!("expected an object, got {}", show(&sec)),
+                        );
+                    } else if e == essential {
+                        section = recursive_update(&section, &sec);
+                    }
+                }
+            }
+            shared = recursive_update(&shared, &Value::Object(essential_wide));
+        }
+        if !r.errors.is_empty() {
+            return Err(ConfigErrors(r.errors));
+        }
+        Config::read(&recursive_update(&shared, &section), r)
+    }
+
+    /// Validates one already-merged config.
+    pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
+        Config::read(value, Reader::default())
+    }
+
+    fn read(value: &Value, mut r: Reader) -> Result<Config, ConfigErrors> {
+        let empty = Map::new();
+        let top = match value {
+            Value::Object(m) => m,
+            other => {
+                r.error(
+                    "",
+                    format!("a config must be a JSON object, got {}", show(other)),
+                );
+                return Err(ConfigErrors(r.errors));
+            }
+        };
+        r.unknown_keys(top, "", TOP_KEYS, |k| {
+            k.starts_with("max_attempts_")
+                || k.ends_with("_dynamo_db_config")
+                || k.ends_with("_config")
+        });
+        if top.contains_key("labourers") {
+            r.warn(
+                "`labourers` at the top level is not read (Python sosw does not read it either); move it under \
+                 `task_config.labourers`",
+            );
+        }
+        let tc = r.object(top, "task_config", "").unwrap_or(&empty);
+        r.unknown_keys(tc, "task_config", TASK_CONFIG_KEYS, |k| {
+            k.starts_with("max_attempts_")
+        });
+
+        // TaskManager settings: `task_config.X`, else top-level `X` (Python's nested processors see both).
+        let tm_int = |r: &mut Reader, key: &str, min: i64| -> Option<i64> {
+            r.int(tc, key, "task_config", min)
+                .or_else(|| r.int(top, key, "", min))
+        };
+        let greenfield = GreenfieldParams {
+            delta: tm_int(&mut r, "greenfield_invocation_delta", 1)
+                .unwrap_or(GreenfieldParams::default().delta),
+            step: tm_int(&mut r, "greenfield_task_step", 1)
+                .unwrap_or(GreenfieldParams::default().step),
+        };
+        let default_max_attempts =
+            tm_int(&mut r, "max_attempts", 1).map_or(3, |n| n.min(i64::from(u32::MAX)) as u32);
+        let default_max_inv = tm_int(&mut r, "max_simultaneous_invocations", 0)
+            .map_or(1, |n| n.min(i64::from(u32::MAX)) as u32);
+
+        let ecology = r
+            .object(tc, "ecology_config", "task_config")
+            .map(|m| (m, "task_config.ecology_config"))
+            .or_else(|| {
+                r.object(top, "ecology_config", "")
+                    .map(|m| (m, "ecology_config"))
+            });
+        let metric_failure_status = ecology
+            .and_then(|(m, p)| read_status(&mut r, m, "metric_failure_status", p))
+            .unwrap_or(EcoStatus::Bad);
+
+        let mut labourers = Vec::new();
+        if let Some(ls) = r.object(tc, "labourers", "task_config") {
+            for (id, lv) in ls {
+                let path = join("task_config.labourers", id);
+                let Value::Object(lc) = lv else {
+                    r.error(path, format!("expected an object, got {}", show(lv)));
+                    continue;
+                };
+                let max_attempts_key = format!("max_attempts_{id}");
+                let fallback_attempts = r
+                    .u32(tc, &max_attempts_key, "task_config", 1)
+                    .or_else(|| r.u32(top, &max_attempts_key, "", 1))
+                    .unwrap_or(default_max_attempts);
+                if let Some(l) =
+                    read_labourer(&mut r, id, lc, &path, fallback_attempts, default_max_inv)
+                {
+                    labourers.push(l);
+                }
+            }
+        }
+
+        let coefficients = read_coefficients(&mut r, top);
+        let retry_tasks_limit = r.int(top, "retry_tasks_limit", "", 1).unwrap_or(20) as usize;
+        let retry_backoff = match r.string(top, "retry_backoff", "").as_deref() {
+            None | Some("linear") => Backoff::Linear,
+            Some("exponential") => Backoff::Exponential,
+            Some(other) => {
+                r.error(
+                    "retry_backoff",
+                    format!("expected \"linear\" or \"exponential\", got \"{other}\""),
+                );
+                Backoff::Linear
+            }
+        };
+        let invocation_concurrency =
+            r.int(top, "invocation_concurrency", "", 1).unwrap_or(64) as usize;
+
+        let daemon_obj = r.object(top, "daemon", "").unwrap_or(&empty);
+        r.unknown_keys(
+            daemon_obj,
+            "daemon",
+            &[
+                "orchestrator_interval",
+                "scavenger_interval",
+                "shutdown_grace",
+            ],
+            |_| false,
+        );
+        let daemon = DaemonConfig {
+            orchestrator_interval: r
+                .positive_secs(daemon_obj, "orchestrator_interval", "daemon")
+                .unwrap_or(60.0),
+            scavenger_interval: r
+                .positive_secs(daemon_obj, "scavenger_interval", "daemon")
+                .unwrap_or(60.0),
+            shutdown_grace: r
+                .positive_secs(daemon_obj, "shutdown_grace", "daemon")
+                .unwrap_or(30.0),
+        };
+
+        let sns = r.object(top, "sns_config", "").unwrap_or(&empty);
+        let notify_obj = r.object(top, "notify", "").unwrap_or(&empty);
+        r.unknown_keys(notify_obj, "notify", &["command"], |_| false);
+        let notify = NotifyConfig {
+            recipient: r.string(sns, "recipient", "sns_config"),
+            subject: DEAD_TASK_SUBJECT.to_string(),
+            command: r.command(notify_obj, "command", "notify"),
+        };
+        let meta = r.object(top, "meta_handler_config", "").unwrap_or(&empty);
+        let write_meta = r
+            .bool(meta, "write_meta_to_ddb", "meta_handler_config")
+            .unwrap_or(true);
+        let store = r.string(top, "store", "");
+
+        if r.errors.is_empty() {
+            Ok(Config {
+                store,
+                greenfield,
+                labourers,
+                coefficients,
+                retry_tasks_limit,
+                retry_backoff,
+                metric_failure_status,
+                invocation_concurrency,
+                daemon,
+                notify,
+                write_meta,
+                warnings: r.warnings,
+                raw: value.clone(),
+            })
+        } else {
+            Err(ConfigErrors(r.errors))
+        }
+    }
+}
+
+/// Keys of the top level that sosw-rs reads, or that Python sosw's essentials read and sosw-rs accepts.
+const TOP_KEYS: &[&str] = &[
+    "store",
+    "task_config",
+    "invocation_number_coefficient",
+    "retry_tasks_limit",
+    "retry_backoff",
+    "invocation_concurrency",
+    "daemon",
+    "notify",
+    "sns_config",
+    "meta_handler_config",
+    "ecology_config",
+    "labourers",
+    "max_attempts",
+    "max_simultaneous_invocations",
+    "greenfield_invocation_delta",
+    "greenfield_task_step",
+    // Python sosw keys that mean nothing to the embedded engine but keep a shared config valid.
+    "init_clients",
+    "default_simultaneous_invocations",
+    "dynamo_db_config",
+    "job_schema",
+    "job_schema_variants",
+    "queue_bucket",
+    "s3_prefix",
+    "queue_file",
+    "shutdown_period",
+    "rows_to_process",
+    "task_operational_overhead_for_ddb",
+    "custom_period_patterns",
+    "siblings_config",
+    "lifetime_stats_params",
+    "dead_sns_topic",
+    "sosw_worker_assistant_lambda",
+    "scheduler",
+];
+
+const TASK_CONFIG_KEYS: &[&str] = &[
+    "labourers",
+    "max_attempts",
+    "max_simultaneous_invocations",
+    "greenfield_invocation_delta",
+    "greenfield_task_step",
+    "ecology_config",
+    "dynamo_db_config",
+    "sosw_closed_tasks_table",
+    "sosw_closed_tasks_labourer_status_index",
+    "sosw_retry_tasks_table",
+    "sosw_retry_tasks_greenfield_index",
+    "init_clients",
+    "max_closed_to_analyse_for_duration",
+    "meta_handler_config",
+];
+
+const LABOURER_KEYS: &[&str] = &[
+    "arn",
+    "command",
+    "url",
+    "invoker",
+    "mode",
+    "report",
+    "env",
+    "cwd",
+    "result_limit",
+    "timeout",
+    "headers",
+    "max_simultaneous_invocations",
+    "health_metrics",
+    "max_attempts",
+    "max_duration",
+    "duration",
+    "cooldown",
+];
+
+/// Labourer attributes Python sosw computes at run time; a config value for them is ignored with a warning.
+const COMPUTED_LABOURER_KEYS: &[&str] = &[
+    "start",
+    "invoked",
+    "expired",
+    "health",
+    "average_duration",
+    "id",
+];
+
+fn read_status(
+    r: &mut Reader,
+    obj: &Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Option<EcoStatus> {
+    let n = r.int(obj, key, path, 0)?;
+    match u8::try_from(n)
+        .ok()
+        .and_then(|n| EcoStatus::try_from(n).ok())
+    {
+        Some(s) => Some(s),
+        None => {
+            r.error(join(path, key), format!("an eco status is 0..4, got {n}"));
+            None
+        }
+    }
+}
+
+/// A status key of `feelings` or `invocation_number_coefficient`: an integer 0..4, given as a JSON string key.
+fn status_key(k: &str) -> Option<EcoStatus> {
+    let t = k.trim();
+    let n: u8 = t.parse().ok().or_else(|| {
+        t.parse::<f64>()
+            .ok()
+            .filter(|f| f.fract() == 0.0 && (0.0..=4.0).contains(f))
+            .map(|f| f as u8)
+    })?;
+    EcoStatus::try_from(n).ok()
+}
+
+fn read_coefficients(r: &mut Reader, top: &Map<String, Value>) -> Coefficients {
+    let mut c = Coefficients::default();
+    let Some(obj) = r.object(top, "invocation_number_coefficient", "") else {
+        return c;
+    };
+    for (k, v) in obj {
+        let path = join("invocation_number_coefficient", k);
+        let Some(status) = status_key(k) else {
+            r.error(path, format!("keys are eco statuses 0..4, got \"{k}\""));
+            continue;
+        };
+        match v.as_f64() {
+            Some(f) if f.is_finite() && f >= 0.0 => c.0[status as usize] = f,
+            _ => r.error(
+                path,
+                format!("expected a non-negative number, got {}", show(v)),
+            ),
+        }
+    }
+    c
+}
+
+fn read_labourer(
+    r: &mut Reader,
+    id: &str,
+    lc: &Map<String, Value>,
+    path: &str,
+    fallback_attempts: u32,
+    default_max_inv: u32,
+) -> Option<Labourer> {
+    let errors_before = r.errors.len();
+    if id.trim().is_empty() {
+        r.error(path, "a labourer id must not be empty");
+    }
+    r.unknown_keys(lc, path, LABOURER_KEYS, |k| {
+        COMPUTED_LABOURER_KEYS.contains(&k)
+    });
+    for k in COMPUTED_LABOURER_KEYS {
+        if lc.contains_key(*k) {
+            r.warn(format!(
+                "`{}` is computed at run time; the configured value is ignored",
+                join(path, k)
+            ));
+        }
+    }
+    let duration = r.int(lc, "duration", path, 1).unwrap_or(DEFAULT_DURATION);
+    let cooldown = r.int(lc, "cooldown", path, 0).unwrap_or(DEFAULT_COOLDOWN);
+    let max_duration = r.int(lc, "max_duration", path, 1).unwrap_or(duration);
+    let max_attempts = r
+        .u32(lc, "max_attempts", path, 1)
+        .unwrap_or(fallback_attempts);
+    let max_simultaneous_invocations = r
+        .u32(lc, "max_simultaneous_invocations", path, 0)
+        .unwrap_or(default_max_inv);
+    let invoker = read_invoker(r, lc, path, max_duration);
+    let mut health_metrics = Vec::new();
+    if let Some(metrics) = r.object(lc, "health_metrics", path) {
+        let mpath = join(path, "health_metrics");
+        for (name, mv) in metrics {
+            if let Some(m) = read_metric(r, name, mv, &join(&mpath, name)) {
+                health_metrics.push(m);
+            }
+        }
+    }
+    if r.errors.len() > errors_before {
+        return None;
+    }
+    Some(Labourer {
+        id: id.to_string(),
+        invoker: invoker?,
+        max_simultaneous_invocations,
+        max_attempts,
+        duration,
+        cooldown,
+        max_duration,
+        health_metrics,
+    })
+}
+
+fn read_invoker(
+    r: &mut Reader,
+    lc: &Map<String, Value>,
+    path: &str,
+    max_duration: i64,
+) -> Option<InvokerSpec> {
+    let explicit = r.string(lc, "invoker", path);
+    let has = |k: &str| lc.get(k).is_some_and(|v| !v.is_null());
+    let kind = match explicit.as_deref() {
+        Some(k @ ("process" | "http" | "lambda")) => k,
+        Some(other) => {
+            r.error(
+                join(path, "invoker"),
+                format!("expected \"process\", \"http\" or \"lambda\", got \"{other}\""),
+            );
+            return None;
+        }
+        None => match (has("command"), has("url")) {
+            (true, true) => {
+                r.error(path, "give either `command` (a local process) or `url` (an HTTP worker), not both; or say which with `invoker`");
+                return None;
+            }
+            (true, false) => "process",
+            (false, true) => "http",
+            (false, false) if has("arn") => "lambda",
+            (false, false) => {
+                r.error(path, "no way to invoke this labourer: give `command` (a local process), `url` (an HTTP worker) or `arn` (AWS Lambda)");
+                return None;
+            }
+        },
+    };
+    match kind {
+        "process" => {
+            let Some(command) = r.command(lc, "command", path) else {
+                if !has("command") {
+                    r.error(join(path, "command"), "a process labourer needs `command`");
+                }
+                return None;
+            };
+            let report = match r.string(lc, "report", path).as_deref() {
+                None | Some("exit_code") => ReportMode::ExitCode,
+                Some("self") => ReportMode::SelfReport,
+                Some(other) => {
+                    r.error(
+                        join(path, "report"),
+                        format!("expected \"exit_code\" or \"self\", got \"{other}\""),
+                    );
+                    ReportMode::ExitCode
+                }
+            };
+            Some(InvokerSpec::Process(ProcessSpec {
+                command,
+                report,
+                env: r.string_map(lc, "env", path),
+                cwd: r.string(lc, "cwd", path),
+                result_limit: r.int(lc, "result_limit", path, 0).unwrap_or(64 * 1024) as usize,
+                timeout_secs: r
+                    .positive_secs(lc, "timeout", path)
+                    .unwrap_or(max_duration as f64),
+            }))
+        }
+        "http" => {
+            let Some(url) = r.string(lc, "url", path) else {
+                if !has("url") {
+                    r.error(join(path, "url"), "an http labourer needs `url`");
+                }
+                return None;
+            };
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                r.error(
+                    join(path, "url"),
+                    format!("expected an http:// or https:// URL, got \"{url}\""),
+                );
+            }
+            let mode = match r.string(lc, "mode", path).as_deref() {
+                None | Some("async") => HttpMode::Async,
+                Some("sync") => HttpMode::Sync,
+                Some(other) => {
+                    r.error(
+                        join(path, "mode"),
+                        format!("expected \"async\" or \"sync\", got \"{other}\""),
+                    );
+                    HttpMode::Async
+                }
+            };
+            let default_timeout = if mode == HttpMode::Sync {
+                max_duration as f64
+            } else {
+                10.0
+            };
+            Some(InvokerSpec::Http(HttpSpec {
+                url,
+                mode,
+                timeout_secs: r
+                    .positive_secs(lc, "timeout", path)
+                    .unwrap_or(default_timeout),
+                headers: r.string_map(lc, "headers", path),
+            }))
+        }
+        _ => match r.string(lc, "arn", path) {
+            Some(arn) => Some(InvokerSpec::Lambda { arn }),
+            None => {
+                r.error(join(path, "arn"), "a lambda labourer needs `arn`");
+                None
+            }
+        },
+    }
+}
+
+fn read_metric(r: &mut Reader, name: &str, mv: &Value, path: &str) -> Option<HealthMetric> {
+    let Value::Object(m) = mv else {
+        r.error(path, format!("expected an object with `details`, `feelings` and `feeling_comparison_operator`, got {}", show(mv)));
+        return None;
+    };
+    r.unknown_keys(
+        m,
+        path,
+        &[
+            "details",
+            "feelings",
+            "feeling_comparison_operator",
+            "failure_status",
+        ],
+        |_| false,
+    );
+    let details = match r.object(m, "details", path) {
+        Some(d) => read_details(r, d, &join(path, "details")),
+        None => {
+            r.error(join(path, "details"), "a health metric needs `details`");
+            None
+        }
+    };
+    let op = match m.get("feeling_comparison_operator") {
+        Some(Value::String(s)) => match Comparison::parse(s) {
+            Some(op) => Some(op),
+            None => {
+                r.error(
+                    join(path, "feeling_comparison_operator"),
+                    format!("expected one of <, <=, >, >= (or lt, le, gt, ge), got \"{s}\""),
+                );
+                None
+            }
+        },
+        Some(other) => {
+            r.error(
+                join(path, "feeling_comparison_operator"),
+                format!("expected a string such as \"<=\", got {}", show(other)),
+            );
+            None
+        }
+        None => {
+            r.error(
+                join(path, "feeling_comparison_operator"),
+                "a health metric needs `feeling_comparison_operator` (e.g. \"<=\")",
+            );
+            None
+        }
+    };
+    let fpath = join(path, "feelings");
+    let mut levels = Vec::new();
+    match r.object(m, "feelings", path) {
+        Some(f) => {
+            for (k, v) in f {
+                let Some(status) = status_key(k) else {
+                    r.error(
+                        join(&fpath, k),
+                        format!("keys are eco statuses 0..4, got \"{k}\""),
+                    );
+                    continue;
+                };
+                match v.as_f64() {
+                    Some(t) => levels.push((status, t)),
+                    None => r.error(
+                        join(&fpath, k),
+                        format!("expected a number, got {}", show(v)),
+                    ),
+                }
+            }
+        }
+        None => r.error(
+            fpath.clone(),
+            "a health metric needs `feelings`, e.g. {\"3\": 50, \"4\": 25}",
+        ),
+    }
+    let failure_status = read_status(r, m, "failure_status", path);
+    let op = op?;
+    let feelings = match Feelings::new(levels, op) {
+        Ok(f) => f,
+        Err(e) => {
+            r.error(fpath, e.to_string());
+            return None;
+        }
+    };
+    Some(HealthMetric {
+        name: name.to_string(),
+        details: details?,
+        feelings,
+        failure_status,
+    })
+}
+
+fn read_details(r: &mut Reader, d: &Map<String, Value>, path: &str) -> Option<MetricDetails> {
+    let timeout = |r: &mut Reader| r.positive_secs(d, "timeout", path).unwrap_or(10.0);
+    if d.contains_key("command") {
+        r.unknown_keys(d, path, &["command", "timeout"], |_| false);
+        let command = r.command(d, "command", path)?;
+        return Some(MetricDetails::Command {
+            command,
+            timeout_secs: timeout(r),
+        });
+    }
+    if d.contains_key("prometheus") {
+        r.unknown_keys(d, path, &["prometheus", "query", "timeout"], |_| false);
+        let base_url = r.string(d, "prometheus", path);
+        let query = r.string(d, "query", path);
+        if query.is_none() && !d.contains_key("query") {
+            r.error(
+                join(path, "query"),
+                "a prometheus metric needs `query` (PromQL)",
+            );
+        }
+        return Some(MetricDetails::Prometheus {
+            base_url: base_url?,
+            query: query?,
+            timeout_secs: timeout(r),
+        });
+    }
+    if d.contains_key("url") {
+        r.unknown_keys(d, path, &["url", "pointer", "timeout"], |_| false);
+        let url = r.string(d, "url", path)?;
+        let pointer = match d.get("pointer") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(p)) if p.is_empty() || p.starts_with('/') => p.clone(),
+            Some(other) => {
+                r.error(
+                    join(path, "pointer"),
+                    format!(
+                        "expected a JSON pointer such as \"/cpu\", got {}",
+                        show(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        return Some(MetricDetails::HttpJson {
+            url,
+            pointer,
+            timeout_secs: timeout(r),
+        });
+    }
+    if d.contains_key("Namespace") || d.contains_key("MetricName") || d.contains_key("Name") {
+        return read_cloudwatch(r, d, path).map(MetricDetails::CloudWatch);
+    }
+    r.error(
+        path,
+        "unknown metric source: give `command`, `url` (+ `pointer`), `prometheus` (+ `query`), or CloudWatch's \
+         `Namespace` and `MetricName`",
+    );
+    None
+}
+
+fn read_cloudwatch(r: &mut Reader, d: &Map<String, Value>, path: &str) -> Option<CloudWatchMetric> {
+    r.unknown_keys(
+        d,
+        path,
+        &[
+            "Namespace",
+            "MetricName",
+            "Name",
+            "Dimensions",
+            "Period",
+            "Statistics",
+            "Unit",
+            "MetricAggregationTimeSlice",
+        ],
+        |_| false,
+    );
+    let namespace = r.string(d, "Namespace", path);
+    if namespace.is_none() && !d.contains_key("Namespace") {
+        r.error(
+            join(path, "Namespace"),
+            "a CloudWatch metric needs `Namespace`",
+        );
+    }
+    let metric_name = r
+        .string(d, "MetricName", path)
+        .or_else(|| r.string(d, "Name", path));
+    if metric_name.is_none() && !d.contains_key("MetricName") && !d.contains_key("Name") {
+        r.error(
+            join(path, "MetricName"),
+            "a CloudWatch metric needs `MetricName` (or `Name`)",
+        );
+    }
+    let mut dimensions = Vec::new();
+    match d.get("Dimensions") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let ipath = format!("{}[{i}]", join(path, "Dimensions"));
+                match (
+                    item.get("Name").and_then(Value::as_str),
+                    item.get("Value").and_then(Value::as_str),
+                ) {
+                    (Some(n), Some(v)) => dimensions.push((n.to_string(), v.to_string())),
+                    _ => r.error(
+                        ipath,
+                        format!(
+                            "expected {{\"Name\": ..., \"Value\": ...}}, got {}",
+                            show(item)
+                        ),
+                    ),
+                }
+            }
+        }
+        Some(other) => r.error(
+            join(path, "Dimensions"),
+            format!("expected an array, got {}", show(other)),
+        ),
+    }
+    let period = r.int(d, "Period", path, 1).unwrap_or(60);
+    let time_slice = r
+        .int(d, "MetricAggregationTimeSlice", path, 1)
+        .unwrap_or(300);
+    let statistic = match d.get("Statistics") {
+        None | Some(Value::Null) => Some("Average".to_string()),
+        Some(Value::Array(items)) if items.len() == 1 => match items[0].as_str() {
+            Some(s @ ("Average" | "Maximum" | "Minimum" | "Sum" | "SampleCount")) => {
+                Some(s.to_string())
+            }
+            _ => {
+                r.error(
+                    join(path, "Statistics"),
+                    format!(
+                        "expected one of Average, Maximum, Minimum, Sum, SampleCount, got {}",
+                        show(&items[0])
+                    ),
+                );
+                None
+            }
+        },
+        Some(other) => {
+            r.error(
+                join(path, "Statistics"),
+                format!(
+                    "expected a list of exactly one statistic, got {}",
+                    show(other)
+                ),
+            );
+            None
+        }
+    };
+    let unit = r.string(d, "Unit", path);
+    Some(CloudWatchMetric {
+        namespace: namespace?,
+        metric_name: metric_name?,
+        dimensions,
+        period,
+        statistic: statistic?,
+        unit,
+        time_slice,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,260 @@
+use super::*;
+use crate::ecology::EcoStatus::*;
+use serde_json::json;
+
+const SEED: &str = include_str!("../../../../examples/seed-orchestrator.json");
+
+fn load(v: Value) -> Config {
+    match Config::from_value(&v) {
+        Ok(c) => c,
+        Err(e) => panic!("config should load: {e}"),
+    }
+}
+
+fn errors(v: Value) -> Vec<String> {
+    match Config::from_value(&v) {
+        Ok(_) => panic!("config should be rejected: {v}"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn process(extra: Value) -> Value {
+    let mut l = json!({"command": ["sh", "w.sh"]});
+    if let (Value::Object(l), Value::Object(e)) = (&mut l, extra) {
+        l.extend(e);
+    }
+    json!({"task_config": {"labourers": {"w": l}}})
+}
+
+#[test]
+fn the_seed_orchestrator_config_loads_unchanged() {
+    let seed: Value = serde_json::from_str(SEED).expect("the seed is JSON");
+    let c = Config::from_layers(&[seed], Essential::Orchestrator).expect("the seed loads");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let l = c.labourer("some_function").expect("labourer");
+    assert_eq!(l.max_simultaneous_invocations, 10);
+    assert_eq!(l.max_attempts, 3);
+    assert_eq!((l.duration, l.cooldown, l.max_duration), (900, 300, 900));
+    assert!(
+        matches!(&l.invoker, InvokerSpec::Lambda { arn } if arn.ends_with(":function:some_function"))
+    );
+    let m = &l.health_metrics[0];
+    assert_eq!(m.name, "SomeDBCPU");
+    assert_eq!(m.feelings.health(30.0), Good);
+    assert_eq!(m.feelings.health(20.0), High);
+    assert_eq!(m.feelings.health(51.0), Bad);
+    let MetricDetails::CloudWatch(cw) = &m.details else {
+        panic!("cloudwatch details")
+    };
+    assert_eq!(cw.metric_name, "CPUUtilization");
+    assert_eq!(cw.namespace, "AWS/RDS");
+    assert_eq!(cw.statistic, "Average");
+    assert_eq!(
+        cw.dimensions,
+        vec![("DBInstanceIdentifier".to_string(), "YOUR-DB".to_string())]
+    );
+    assert_eq!((cw.period, cw.time_slice), (60, 300));
+    assert_eq!(c.coefficients, Coefficients::default());
+    assert_eq!(c.greenfield, GreenfieldParams::default());
+}
+
+#[test]
+fn defaults() {
+    let c = load(process(json!({})));
+    let l = &c.labourers[0];
+    assert_eq!(l.max_simultaneous_invocations, 1);
+    assert_eq!(l.max_attempts, 3);
+    assert_eq!(c.retry_tasks_limit, 20);
+    assert_eq!(c.metric_failure_status, Bad);
+    assert!(c.write_meta);
+    assert_eq!(c.daemon.orchestrator_interval, 60.0);
+    let InvokerSpec::Process(p) = &l.invoker else {
+        panic!("process")
+    };
+    assert_eq!(p.report, ReportMode::ExitCode);
+    assert_eq!(p.timeout_secs, 900.0);
+}
+
+#[test]
+fn string_keyed_coefficients_override_defaults() {
+    // Reference §7.14: JSON keys are strings; Python never matches them.
+    let mut v = process(json!({}));
+    v["invocation_number_coefficient"] = json!({"2": 0.3, "4": 0.9});
+    let c = load(v);
+    assert_eq!(c.coefficients.0, [0.0, 0.0, 0.3, 0.75, 0.9]);
+}
+
+#[test]
+fn max_attempts_precedence() {
+    let v = json!({
+        "max_attempts": 7,
+        "max_attempts_b": 4,
+        "task_config": {
+            "max_attempts": 5,
+            "labourers": {
+                "a": {"command": "true", "max_attempts": 9},
+                "b": {"command": "true"},
+                "c": {"command": "true"}
+            }
+        }
+    });
+    let c = load(v);
+    let attempts: Vec<u32> = c.labourers.iter().map(|l| l.max_attempts).collect();
+    assert_eq!(attempts, vec![9, 4, 5]);
+}
+
+#[test]
+fn labourers_keep_config_order() {
+    // TM-3
+    let c = load(json!({"task_config": {"labourers": {
+        "some_lambda": {"arn": "123"}, "some_lambda2": {"url": "http://127.0.0.1:1/x"}
+    }}}));
+    let ids: Vec<&str> = c.labourers.iter().map(|l| l.id.as_str()).collect();
+    assert_eq!(ids, vec!["some_lambda", "some_lambda2"]);
+}
+
+#[test]
+fn duration_and_cooldown_are_accepted() {
+    // TM-4 raised in Python; fixed.
+    let c = load(process(
+        json!({"duration": 600, "cooldown": 60, "max_duration": 300}),
+    ));
+    let l = &c.labourers[0];
+    assert_eq!((l.duration, l.cooldown, l.max_duration), (600, 60, 300));
+}
+
+#[test]
+fn essential_sections_merge_over_the_shared_config() {
+    let shared = json!({
+        "task_config": {"labourers": {"w": {"command": "true", "max_simultaneous_invocations": 2}}},
+        "sosw_orchestrator_config": {"task_config": {"labourers": {"w": {"max_simultaneous_invocations": 5}}}},
+        "sosw_scavenger_config": {"retry_tasks_limit": 3}
+    });
+    let local = json!({"sosw_orchestrator_config": {"invocation_concurrency": 8}});
+    let orch = Config::from_layers(&[shared.clone(), local.clone()], Essential::Orchestrator)
+        .expect("loads");
+    assert_eq!(orch.labourers[0].max_simultaneous_invocations, 5);
+    assert_eq!(orch.invocation_concurrency, 8);
+    assert_eq!(orch.retry_tasks_limit, 20);
+    let scav = Config::from_layers(&[shared, local], Essential::Scavenger).expect("loads");
+    assert_eq!(scav.labourers[0].max_simultaneous_invocations, 2);
+    assert_eq!(scav.retry_tasks_limit, 3);
+}
+
+#[test]
+fn errors_name_the_path_and_the_value() {
+    let errs = errors(process(
+        json!({"max_attempts": "three", "health_metrics": {"cpu": {
+            "details": {"command": ["echo", "1"]},
+            "feelings": {"1": 40, "3": 50, "4": 25},
+            "feeling_comparison_operator": "=="
+        }}}),
+    ));
+    assert!(
+        errs.iter().any(
+            |e| e.contains("`task_config.labourers.w.max_attempts`") && e.contains("\"three\"")
+        ),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| e
+            .contains("`task_config.labourers.w.health_metrics.cpu.feeling_comparison_operator`")
+            && e.contains("\"==\"")),
+        "{errs:?}"
+    );
+
+    let errs = errors(process(json!({"health_metrics": {"cpu": {
+        "details": {"command": ["echo", "1"]},
+        "feelings": {"1": 40, "3": 50, "4": 25},
+        "feeling_comparison_operator": "<="
+    }}})));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("health_metrics.cpu.feelings`") && e.contains("out of order")),
+        "{errs:?}"
+    );
+
+    let errs = errors(json!({"invocation_number_coefficient": {"7": 1, "2": -1}}));
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].contains("`invocation_number_coefficient.7`"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].contains("`invocation_number_coefficient.2`") && errs[1].contains("-1"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn a_labourer_needs_a_way_to_be_invoked() {
+    let errs =
+        errors(json!({"task_config": {"labourers": {"w": {"max_simultaneous_invocations": 2}}}}));
+    assert!(
+        errs[0].contains("`task_config.labourers.w`") && errs[0].contains("command"),
+        "{errs:?}"
+    );
+    let errs =
+        errors(json!({"task_config": {"labourers": {"w": {"command": "x", "url": "http://a"}}}}));
+    assert!(errs[0].contains("not both"), "{errs:?}");
+    let errs = errors(json!({"task_config": {"labourers": {"w": {"url": "ftp://a"}}}}));
+    assert!(errs[0].contains("ftp://a"), "{errs:?}");
+    let errs = errors(json!({"task_config": {"labourers": {"w": {"command": [1, 2]}}}}));
+    assert!(
+        errs[0].contains("`task_config.labourers.w.command`"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn metric_sources() {
+    let c = load(process(json!({"health_metrics": {
+        "a": {"details": {"url": "http://127.0.0.1:1/h", "pointer": "/cpu"}, "feelings": {"4": 10}, "feeling_comparison_operator": "<"},
+        "b": {"details": {"prometheus": "http://127.0.0.1:9090", "query": "up"}, "feelings": {"4": 1}, "feeling_comparison_operator": ">=", "failure_status": 2},
+        "c": {"details": {"command": "echo 5"}, "feelings": {"4": 10}, "feeling_comparison_operator": "le"}
+    }})));
+    let m = &c.labourers[0].health_metrics;
+    assert!(matches!(&m[0].details, MetricDetails::HttpJson { pointer, .. } if pointer == "/cpu"));
+    assert!(matches!(&m[1].details, MetricDetails::Prometheus { query, .. } if query == "up"));
+    assert_eq!(m[1].failure_status, Some(Moderate));
+    assert!(
+        matches!(&m[2].details, MetricDetails::Command { command, .. } if command == &["sh", "-c", "echo 5"])
+    );
+    assert_ne!(m[0].details.cache_key(), m[1].details.cache_key());
+
+    let errs = errors(process(
+        json!({"health_metrics": {"x": {"details": {"foo": 1}, "feelings": {"4": 1}, "feeling_comparison_operator": "<"}}}),
+    ));
+    assert!(errs[0].contains("unknown metric source"), "{errs:?}");
+    let errs = errors(process(
+        json!({"health_metrics": {"x": {"details": {"Namespace": "AWS/RDS", "MetricName": "CPU", "Statistics": ["p99"]}, "feelings": {"4": 1}, "feeling_comparison_operator": "<"}}}),
+    ));
+    assert!(
+        errs[0].contains("Statistics") && errs[0].contains("p99"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn unknown_keys_warn_and_python_keys_do_not() {
+    let mut v = process(json!({"colour": "blue", "start": 5}));
+    v["init_clients"] = json!(["Task"]);
+    v["tpyo"] = json!(1);
+    v["labourers"] = json!({});
+    let c = load(v);
+    let w = c.warnings.join("\n");
+    assert!(w.contains("`task_config.labourers.w.colour`"), "{w}");
+    assert!(w.contains("`tpyo`"), "{w}");
+    assert!(
+        w.contains("`task_config.labourers.w.start` is computed"),
+        "{w}"
+    );
+    assert!(w.contains("`labourers` at the top level"), "{w}");
+    assert!(!w.contains("init_clients"), "{w}");
+}
+
+#[test]
+fn a_non_object_layer_is_an_error() {
+    let err = Config::from_layers(&[json!([1])], Essential::Orchestrator).expect_err("rejected");
+    assert!(err.to_string().contains("must be a JSON object"), "{err}");
+}

@@ -1,0 +1,228 @@
+//! The decisions of the essentials, as pure functions (reference §5.5, §5.6, §7.6).
+
+use crate::ecology::EcoStatus;
+use serde::{Deserialize, Serialize};
+
+/// `invocation_number_coefficient`: the share of `max_simultaneous_invocations` allowed at each eco status.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Coefficients(pub [f64; 5]);
+
+impl Default for Coefficients {
+    fn default() -> Self {
+        Coefficients([0.0, 0.0, 0.5, 0.75, 1.0])
+    }
+}
+
+impl Coefficients {
+    pub fn get(&self, status: EcoStatus) -> f64 {
+        self.0[status as usize]
+    }
+}
+
+/// `floor(max_simultaneous_invocations × coefficient[status])`.
+pub fn desired_invocations(
+    max_simultaneous: u32,
+    status: EcoStatus,
+    coefficients: &Coefficients,
+) -> u32 {
+    let desired = (f64::from(max_simultaneous) * coefficients.get(status)).floor();
+    if desired.is_finite() && desired > 0.0 {
+        // Coefficients are validated to be finite and non-negative; the cast saturates for absurd configs.
+        desired as u32
+    } else {
+        0
+    }
+}
+
+/// How many queued tasks to invoke now: `max(desired − running, 0)`.
+pub fn to_invoke(desired: u32, running: u64) -> u32 {
+    u64::from(desired).saturating_sub(running) as u32
+}
+
+/// How the retry delay grows with the attempts already spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backoff {
+    /// `max_duration × attempts`: what Python sosw does (its docs call it exponential).
+    #[default]
+    Linear,
+    /// `max_duration × 2^(attempts − 1)`.
+    Exponential,
+}
+
+impl Backoff {
+    pub fn delay(self, max_duration: i64, attempts: u32) -> i64 {
+        match self {
+            Backoff::Linear => max_duration.saturating_mul(i64::from(attempts)),
+            Backoff::Exponential => {
+                let factor = 1_i64
+                    .checked_shl(attempts.saturating_sub(1))
+                    .unwrap_or(i64::MAX);
+                max_duration.saturating_mul(factor)
+            }
+        }
+    }
+}
+
+/// What the Scavenger does with an expired task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "decision")]
+pub enum ExpiredDecision {
+    /// Park it in the retry table until `desired_launch_time`.
+    Retry {
+        delay: i64,
+        desired_launch_time: i64,
+    },
+    /// Close it as dead and notify.
+    Dead,
+}
+
+/// Retry while `attempts < max_attempts`; the delay grows with the attempts spent.
+pub fn decide_expired(
+    attempts: u32,
+    max_attempts: u32,
+    max_duration: i64,
+    backoff: Backoff,
+    now_secs: i64,
+) -> ExpiredDecision {
+    if attempts < max_attempts {
+        let delay = backoff.delay(max_duration, attempts);
+        ExpiredDecision::Retry {
+            delay,
+            desired_launch_time: now_secs.saturating_add(delay),
+        }
+    } else {
+        ExpiredDecision::Dead
+    }
+}
+
+/// How an invocation failed, as the invoker classifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The worker asked us to slow down (HTTP 429/503, Lambda TooManyRequests). Not the task's fault.
+    Throttled,
+    /// The invocation certainly did not reach the worker (connection refused, could not spawn, 5xx).
+    Transient,
+    /// The worker can never accept this task (rejected payload, 4xx, payload too large).
+    Permanent,
+    /// The request may or may not have reached the worker (timeout after sending).
+    Unknown,
+}
+
+/// What the Orchestrator does with a task whose invocation failed after it was claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum AfterFailure {
+    /// Put it back where it was in the queue and refund the attempt (the original spends one).
+    Requeue,
+    /// Treat it as an expired attempt: retry later or close as dead.
+    Expired(ExpiredDecision),
+    /// Close it as dead now: it can never succeed.
+    Dead,
+    /// Leave it running: it will expire and be retried if the worker never reports.
+    LeaveRunning,
+}
+
+/// `attempts` is the count *after* the claim, i.e. including the failed invocation.
+pub fn decide_after_failure(
+    kind: FailureKind,
+    attempts: u32,
+    max_attempts: u32,
+    max_duration: i64,
+    backoff: Backoff,
+    now_secs: i64,
+) -> AfterFailure {
+    match kind {
+        FailureKind::Throttled => AfterFailure::Requeue,
+        FailureKind::Transient => AfterFailure::Expired(decide_expired(
+            attempts,
+            max_attempts,
+            max_duration,
+            backoff,
+            now_secs,
+        )),
+        FailureKind::Permanent => AfterFailure::Dead,
+        FailureKind::Unknown => AfterFailure::LeaveRunning,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use EcoStatus::*;
+
+    #[test]
+    fn desired_table_orc1() {
+        let c = Coefficients::default();
+        let got: Vec<u32> = EcoStatus::ALL
+            .iter()
+            .map(|s| desired_invocations(10, *s, &c))
+            .collect();
+        assert_eq!(got, vec![0, 0, 5, 7, 10]);
+        assert_eq!(desired_invocations(1, Moderate, &c), 0);
+        assert_eq!(desired_invocations(3, Good, &c), 2);
+        assert_eq!(
+            desired_invocations(u32::MAX, High, &Coefficients([0.0, 0.0, 0.0, 0.0, 10.0])),
+            u32::MAX
+        );
+    }
+
+    #[test]
+    fn to_invoke_orc4() {
+        assert_eq!(to_invoke(10, 4), 6);
+        assert_eq!(to_invoke(5, 7), 0);
+        assert_eq!(to_invoke(10, 0), 10);
+    }
+
+    #[test]
+    fn expired_decisions() {
+        // SCV-4: max_duration 45, attempts 5 → 225.
+        assert_eq!(
+            decide_expired(5, 6, 45, Backoff::Linear, 1000),
+            ExpiredDecision::Retry {
+                delay: 225,
+                desired_launch_time: 1225
+            }
+        );
+        // §5.6 worked example with max_attempts 3.
+        assert!(matches!(
+            decide_expired(1, 3, 900, Backoff::Linear, 0),
+            ExpiredDecision::Retry { delay: 900, .. }
+        ));
+        assert!(matches!(
+            decide_expired(2, 3, 900, Backoff::Linear, 0),
+            ExpiredDecision::Retry { delay: 1800, .. }
+        ));
+        assert_eq!(
+            decide_expired(3, 3, 900, Backoff::Linear, 0),
+            ExpiredDecision::Dead
+        );
+        assert_eq!(
+            decide_expired(4, 3, 900, Backoff::Linear, 0),
+            ExpiredDecision::Dead
+        );
+        assert_eq!(Backoff::Exponential.delay(100, 1), 100);
+        assert_eq!(Backoff::Exponential.delay(100, 3), 400);
+        assert_eq!(Backoff::Exponential.delay(100, 200), i64::MAX);
+    }
+
+    #[test]
+    fn after_failure_table() {
+        let d = |k, a| decide_after_failure(k, a, 3, 60, Backoff::Linear, 1000);
+        assert_eq!(d(FailureKind::Throttled, 3), AfterFailure::Requeue);
+        assert_eq!(
+            d(FailureKind::Transient, 1),
+            AfterFailure::Expired(ExpiredDecision::Retry {
+                delay: 60,
+                desired_launch_time: 1060
+            })
+        );
+        assert_eq!(
+            d(FailureKind::Transient, 3),
+            AfterFailure::Expired(ExpiredDecision::Dead)
+        );
+        assert_eq!(d(FailureKind::Permanent, 1), AfterFailure::Dead);
+        assert_eq!(d(FailureKind::Unknown, 1), AfterFailure::LeaveRunning);
+    }
+}

@@ -1,0 +1,353 @@
+//! Greenfield: the single number that holds a task's state and queue position (reference §3).
+//!
+//! A live task's `greenfield` is either a *queue position* (small numbers, FIFO: lower is earlier) or an
+//! *invocation marker* `invocation_time + delta`. The ranges are told apart only by magnitude, against markers
+//! computed once per pass and per labourer:
+//!
+//! ```text
+//! start S = now                 invoked I = S + delta           expired E = I - (duration + cooldown)
+//! queued:  g < S     expired: S <= g <= E (not completed)     running: g > E (not completed)
+//! ```
+//!
+//! Decisions recorded here (see `docs/task-states.md`):
+//! - the `g = E` tie, which Python sosw counts as both running and expired, is **expired** only;
+//! - `g > I` (a task invoked after this pass started, e.g. by a concurrent orchestrator with a later clock) is
+//!   **running**: the original's `E <= g <= I` would not count it and so over-invoke;
+//! - a new queue position that would reach the timestamp range is refused ([`GreenfieldError::QueueFull`])
+//!   instead of being silently classified as expired (reference §3.6, §7.18).
+
+use crate::time::Time;
+use serde::{Deserialize, Serialize};
+
+/// `greenfield_invocation_delta`: 365.25 days.
+pub const DEFAULT_INVOCATION_DELTA: i64 = 31_557_600;
+/// `greenfield_task_step`: distance between two consecutive new tasks.
+pub const DEFAULT_TASK_STEP: i64 = 1000;
+/// Labourer `duration` default.
+pub const DEFAULT_DURATION: i64 = 900;
+/// Labourer `cooldown` default.
+pub const DEFAULT_COOLDOWN: i64 = 300;
+
+/// The greenfield parameters shared by every labourer (`greenfield_invocation_delta`, `greenfield_task_step`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GreenfieldParams {
+    pub delta: i64,
+    pub step: i64,
+}
+
+impl Default for GreenfieldParams {
+    fn default() -> Self {
+        GreenfieldParams {
+            delta: DEFAULT_INVOCATION_DELTA,
+            step: DEFAULT_TASK_STEP,
+        }
+    }
+}
+
+/// The markers of one labourer for one pass (reference §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Markers {
+    /// `S`: the pass's `now`, in whole seconds.
+    pub start: i64,
+    /// `I = S + delta`: the greenfield a task invoked in this pass receives.
+    pub invoked: i64,
+    /// `E = I - (duration + cooldown)`: tasks at or below this (and at or above `S`) are expired.
+    pub expired: i64,
+}
+
+impl Markers {
+    pub fn new(now: Time, delta: i64, duration: i64, cooldown: i64) -> Self {
+        let start = now.secs();
+        let invoked = start + delta;
+        Markers {
+            start,
+            invoked,
+            expired: invoked - (duration + cooldown),
+        }
+    }
+
+    /// Classifies a live task (one in the tasks table, not in retry or closed).
+    pub fn classify(&self, greenfield: i64, completed: bool) -> TaskState {
+        if completed {
+            TaskState::Completed
+        } else if greenfield < self.start {
+            TaskState::Queued
+        } else if greenfield <= self.expired {
+            TaskState::Expired
+        } else {
+            TaskState::Running
+        }
+    }
+}
+
+/// The state of a live task as seen by a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting in the FIFO queue: `g < S`.
+    Queued,
+    /// Invoked longer ago than `duration + cooldown` and not completed: `S <= g <= E`.
+    Expired,
+    /// Invoked recently and not completed: `g > E`.
+    Running,
+    /// The worker reported success; waiting to be archived.
+    Completed,
+}
+
+/// A closed interval of greenfield values, `lo..=hi`, used to query one state of a labourer's live tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GreenfieldRange {
+    pub lo: i64,
+    pub hi: i64,
+}
+
+impl TaskState {
+    /// The greenfield range of this state under `markers`, and whether the state requires `completed_at`.
+    /// `Completed` is any greenfield with `completed_at` set.
+    pub fn range(self, markers: &Markers) -> (GreenfieldRange, bool) {
+        match self {
+            TaskState::Queued => (
+                GreenfieldRange {
+                    lo: i64::MIN,
+                    hi: markers.start - 1,
+                },
+                false,
+            ),
+            TaskState::Expired => (
+                GreenfieldRange {
+                    lo: markers.start,
+                    hi: markers.expired,
+                },
+                false,
+            ),
+            TaskState::Running => (
+                GreenfieldRange {
+                    lo: markers.expired + 1,
+                    hi: i64::MAX,
+                },
+                false,
+            ),
+            TaskState::Completed => (
+                GreenfieldRange {
+                    lo: i64::MIN,
+                    hi: i64::MAX,
+                },
+                true,
+            ),
+        }
+    }
+}
+
+/// The greenfield written when a task is invoked at `now`.
+pub fn invocation_greenfield(now: Time, delta: i64) -> i64 {
+    now.secs() + delta
+}
+
+/// Whether `greenfield` is a queue position at `now` (Python's `greenfield <= now()` used by the oldest/newest
+/// helpers).
+pub fn is_queue_position(greenfield: i64, now: Time) -> bool {
+    greenfield <= now.secs()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GreenfieldError {
+    #[error(
+        "queue of labourer `{labourer}` is full: position {position} would reach the invocation range (now = {now}); \
+         drain the queue or lower `greenfield_task_step`"
+    )]
+    QueueFull {
+        labourer: String,
+        position: i64,
+        now: i64,
+    },
+}
+
+/// Positions for `n` new tasks at the tail of a labourer's queue (reference §3.4).
+///
+/// `newest_queued` is the highest queue position present, if any. An empty queue behaves as if its newest task were
+/// at `step`, so the first task gets `2 * step` (2000 with the defaults), exactly as Python sosw.
+pub fn tail_positions(
+    labourer: &str,
+    newest_queued: Option<i64>,
+    step: i64,
+    n: usize,
+    now: Time,
+) -> Result<Vec<i64>, GreenfieldError> {
+    let base = newest_queued.unwrap_or(step);
+    let last = base.saturating_add(step.saturating_mul(n as i64));
+    if n > 0 && last >= now.secs() {
+        return Err(GreenfieldError::QueueFull {
+            labourer: labourer.to_string(),
+            position: last,
+            now: now.secs(),
+        });
+    }
+    Ok((1..=n as i64).map(|i| base + step * i).collect())
+}
+
+/// Positions for `n` tasks coming back from the retry table to the head of the queue (reference §3.4): the
+/// oldest queued position minus 1, 2, ... (an empty queue counts as `step`: 999, 998, ...). The last one processed
+/// becomes the new head, as in Python sosw.
+pub fn head_positions(oldest_queued: Option<i64>, step: i64, n: usize) -> Vec<i64> {
+    let base = oldest_queued.unwrap_or(step);
+    (1..=n as i64).map(|k| base - k).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_700_000_000;
+
+    fn markers() -> Markers {
+        Markers::new(
+            Time::from_secs(S),
+            DEFAULT_INVOCATION_DELTA,
+            DEFAULT_DURATION,
+            DEFAULT_COOLDOWN,
+        )
+    }
+
+    #[test]
+    fn markers_follow_the_reference() {
+        let m = markers();
+        assert_eq!(m.start, S);
+        assert_eq!(m.invoked, S + 31_557_600);
+        assert_eq!(m.expired, S + 31_557_600 - 1200);
+        // TM-2: time frozen at 123.
+        let m = Markers::new(Time::from_secs(123), DEFAULT_INVOCATION_DELTA, 900, 300);
+        assert_eq!(
+            (m.start, m.invoked, m.expired),
+            (123, 123 + 31_557_600, 123 + 31_557_600 - 1200)
+        );
+    }
+
+    #[test]
+    fn classification_table() {
+        let m = markers();
+        let d = DEFAULT_INVOCATION_DELTA;
+        let cases: &[(&str, i64, bool, TaskState)] = &[
+            ("first queue position", 2000, false, TaskState::Queued),
+            ("retried, negative", -5, false, TaskState::Queued),
+            ("just below S", S - 1, false, TaskState::Queued),
+            (
+                "S itself (BETWEEN is inclusive)",
+                S,
+                false,
+                TaskState::Expired,
+            ),
+            (
+                "invoked 1600 s ago",
+                S - 1600 + d,
+                false,
+                TaskState::Expired,
+            ),
+            (
+                "E tie: invoked exactly 1200 s ago",
+                S - 1200 + d,
+                false,
+                TaskState::Expired,
+            ),
+            (
+                "invoked 1199 s ago",
+                S - 1199 + d,
+                false,
+                TaskState::Running,
+            ),
+            ("invoked 600 s ago", S - 600 + d, false, TaskState::Running),
+            ("I: invoked in this pass", S + d, false, TaskState::Running),
+            (
+                "after I: a concurrent pass",
+                S + 10 + d,
+                false,
+                TaskState::Running,
+            ),
+            ("stale for over a year", S - 5, false, TaskState::Queued),
+            ("completed running", S - 600 + d, true, TaskState::Completed),
+            (
+                "completed expired",
+                S - 5000 + d,
+                true,
+                TaskState::Completed,
+            ),
+        ];
+        for (name, g, completed, want) in cases {
+            assert_eq!(m.classify(*g, *completed), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn ranges_agree_with_classification() {
+        let m = markers();
+        for g in [
+            i64::MIN,
+            -1,
+            0,
+            2000,
+            S - 1,
+            S,
+            m.expired - 1,
+            m.expired,
+            m.expired + 1,
+            m.invoked,
+            m.invoked + 5,
+        ] {
+            for state in [TaskState::Queued, TaskState::Expired, TaskState::Running] {
+                let (r, _) = state.range(&m);
+                assert_eq!(
+                    r.lo <= g && g <= r.hi,
+                    m.classify(g, false) == state,
+                    "g={g} state={state:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tail_positions_match_python() {
+        let now = Time::from_secs(S);
+        assert_eq!(
+            tail_positions("w", None, 1000, 3, now),
+            Ok(vec![2000, 3000, 4000])
+        );
+        // TM-6: newest 5000 → 6000.
+        assert_eq!(
+            tail_positions("w", Some(5000), 1000, 1, now),
+            Ok(vec![6000])
+        );
+        assert_eq!(tail_positions("w", Some(7), 1000, 0, now), Ok(vec![]));
+    }
+
+    #[test]
+    fn tail_positions_refuse_to_reach_timestamps() {
+        let now = Time::from_secs(10_000);
+        assert_eq!(
+            tail_positions("w", Some(8000), 1000, 1, now),
+            Ok(vec![9000])
+        );
+        assert!(matches!(
+            tail_positions("w", Some(8000), 1000, 2, now),
+            Err(GreenfieldError::QueueFull {
+                position: 10_000,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn head_positions_match_python() {
+        // SCV-5.
+        assert_eq!(head_positions(Some(5000), 1000, 3), vec![4999, 4998, 4997]);
+        assert_eq!(head_positions(None, 1000, 3), vec![999, 998, 997]);
+    }
+
+    #[test]
+    fn invocation_greenfield_from_tm13() {
+        // TM-13: greenfield 1000 at now = 100000 becomes 31657600.
+        assert_eq!(
+            invocation_greenfield(Time::from_secs(100_000), DEFAULT_INVOCATION_DELTA),
+            31_657_600
+        );
+        assert!(is_queue_position(1000, Time::from_secs(100_000)));
+    }
+}

@@ -1,0 +1,30 @@
+//! The pure core of sosw: domain types, every decision about a task, and the ports the engine talks through.
+//!
+//! Nothing in this crate performs I/O, starts an async runtime or reads the wall clock (only [`SystemClock`] does,
+//! and nothing here calls it). Every decision is a function of data, `now` and [`Config`]:
+//!
+//! - [`greenfield`]: the state encoding of a task (queue position or invocation time + delta), labourer markers,
+//!   classification and queue placement;
+//! - [`ecology`]: eco statuses, feelings and the health of a labourer;
+//! - [`decide`]: how many tasks to invoke, retry-or-die, what to do after a failed invocation;
+//! - [`payload`]: task payload construction and the flat worker event;
+//! - [`config`]: the sosw JSON config shape, deep merge, validation with key paths;
+//! - [`ports`]: the traits adapters implement (`TaskStore`, `MetaSink`, `Invoker`, `MetricSource`, `Notifier`,
+//!   `TaskReporter`).
+
+pub mod config;
+pub mod decide;
+pub mod ecology;
+pub mod greenfield;
+pub mod meta;
+pub mod payload;
+pub mod ports;
+pub mod task;
+pub mod time;
+
+pub use config::{Config, ConfigError, ConfigErrors, Essential, Labourer};
+pub use ecology::EcoStatus;
+pub use greenfield::{Markers, TaskState};
+pub use meta::{MetaAction, MetaEvent};
+pub use task::{NewTask, Place, StoredTask, Task, WorkerReport};
+pub use time::{Clock, SystemClock, Time};

@@ -1,0 +1,317 @@
+//! The ports: what the engine needs from the outside world, in domain verbs.
+//!
+//! Every backend implements the whole of a port; backend limits (transaction sizes, pagination, busy timeouts)
+//! stay inside the adapter. Conditional moves are atomic: losing a race is a typed [`StoreError::Conflict`] (or a
+//! [`Claim::Lost`]), never a silent double.
+
+use crate::config::{Labourer, MetricDetails};
+use crate::decide::FailureKind;
+use crate::greenfield::{GreenfieldRange, Markers};
+use crate::meta::MetaEvent;
+use crate::task::{NewTask, ReportKind, StoredTask, Task, WorkerReport};
+use crate::time::Time;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::fmt::Debug;
+use std::time::Duration;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The one error type of every [`TaskStore`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("task `{0}` not found")]
+    NotFound(String),
+    /// The task is not in the state the operation requires (another process moved it first, or the request does
+    /// not apply to it).
+    #[error("task `{task_id}`: {reason}")]
+    Conflict { task_id: String, reason: String },
+    #[error("the store is throttling requests")]
+    Throttled { retry_after: Option<Duration> },
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The request cannot be carried out as given (for example a queue that is full).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store's schema is missing or of another version.
+    #[error("{0}")]
+    Schema(String),
+    #[error("store backend error: {0}")]
+    Backend(#[source] BoxError),
+}
+
+impl StoreError {
+    /// Whether the same call may succeed if tried again later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Throttled { .. } | StoreError::Unavailable(_)
+        )
+    }
+
+    pub fn conflict(task_id: &str, reason: impl Into<String>) -> StoreError {
+        StoreError::Conflict {
+            task_id: task_id.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The result of [`TaskStore::create_tasks`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CreateReport {
+    pub created: Vec<Task>,
+    /// Ids that already existed (in any table) and were left untouched.
+    pub existing: Vec<String>,
+}
+
+/// The result of claiming one queued task for invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The task moved to the invoked range; `task` is the row after the move, `previous_greenfield` its queue
+    /// position before it (needed to put it back if the invocation is throttled).
+    Claimed {
+        task: Task,
+        previous_greenfield: i64,
+    },
+    /// Someone else claimed, completed, moved or deleted it first.
+    Lost { task_id: String },
+}
+
+/// What an archive move requires of the live row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveExpect {
+    /// `completed_at` is set: the row goes to closed with status `_1`.
+    Completed,
+    /// Not completed and still at `greenfield`: the row goes to closed with status `_0`.
+    Dead { greenfield: i64 },
+}
+
+/// What [`TaskStore::complete`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    /// The live row now has `completed_at` (it stays there until the Scavenger archives it).
+    Live(Task),
+    /// The task was waiting in the retry table (its previous attempt had expired): it was closed as completed
+    /// directly, so the finished work is neither lost nor run again.
+    ClosedFromRetry(Task),
+}
+
+/// Which table [`TaskStore::list`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Table {
+    Live,
+    Retry,
+    Closed,
+}
+
+/// A listing query. All filters are optional; rows come ordered by labourer, then queue order (live), desired
+/// launch time (retry) or close time (closed), then task id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskQuery {
+    pub table: Table,
+    pub labourer: Option<String>,
+    /// Live table only.
+    pub greenfield: Option<GreenfieldRange>,
+    /// Live table: whether `completed_at` is set. Closed table: completed (`_1`) or dead (`_0`).
+    pub completed: Option<bool>,
+    pub limit: usize,
+}
+
+/// The counts `sosw status` shows for one labourer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabourerCounts {
+    pub queued: u64,
+    pub running: u64,
+    pub expired: u64,
+    /// Completed and waiting to be archived.
+    pub completed: u64,
+    pub retry_waiting: u64,
+    pub closed_completed: u64,
+    pub closed_dead: u64,
+}
+
+/// The task tables: live (`sosw_tasks`), retry (`sosw_retry_tasks`) and closed (`sosw_closed_tasks`).
+#[async_trait]
+pub trait TaskStore: Send + Sync + Debug {
+    /// Creates the schema, or migrates it to this version. Idempotent.
+    async fn init(&self) -> StoreResult<()>;
+
+    /// Appends tasks to the tails of their labourers' queues, in the given order, positions `newest + step·k`.
+    /// A task id that exists in any table is skipped and reported in [`CreateReport::existing`]. Either every new
+    /// task is written or none is (a full queue fails the whole call with [`StoreError::Invalid`]).
+    async fn create_tasks(
+        &self,
+        tasks: &[NewTask],
+        step: i64,
+        now: Time,
+    ) -> StoreResult<CreateReport>;
+
+    /// The head of a labourer's queue: `greenfield < start`, not completed, in ascending greenfield order.
+    async fn next_queued(&self, labourer: &str, start: i64, limit: usize)
+        -> StoreResult<Vec<Task>>;
+
+    /// For each id, atomically: if it is still queued (`greenfield < start`, not completed), set
+    /// `greenfield = invoked_greenfield` and `attempts += 1`. One result per id, in order.
+    async fn claim(
+        &self,
+        labourer: &str,
+        task_ids: &[String],
+        start: i64,
+        invoked_greenfield: i64,
+    ) -> StoreResult<Vec<Claim>>;
+
+    /// Undoes a claim whose invocation was throttled: back to `previous_greenfield` with `attempts − 1`, if the
+    /// row is still at `invoked_greenfield` and not completed.
+    async fn release_claim(
+        &self,
+        task_id: &str,
+        invoked_greenfield: i64,
+        previous_greenfield: i64,
+    ) -> StoreResult<()>;
+
+    /// Live, not completed, `greenfield > expired` (see [`Markers`]).
+    async fn count_running(&self, labourer: &str, expired: i64) -> StoreResult<u64>;
+
+    /// Live, not completed, `start <= greenfield <= expired`, oldest invocation first.
+    async fn list_expired(
+        &self,
+        labourer: &str,
+        start: i64,
+        expired: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Task>>;
+
+    /// Live with `completed_at` set.
+    async fn list_completed(&self, labourer: &str, limit: usize) -> StoreResult<Vec<Task>>;
+
+    /// WorkerAssistant's `mark_task_as_completed`. Only for a task that has been invoked (`attempts >= 1`) and is
+    /// live or waiting for retry; never creates a row. Stats and result keys are merged into the stored ones;
+    /// a repeated completion keeps the first `completed_at`.
+    async fn complete(
+        &self,
+        task_id: &str,
+        now: Time,
+        report: &WorkerReport,
+    ) -> StoreResult<Completion>;
+
+    /// WorkerAssistant's `mark_task_as_failed`: `failed_attempts += 1` and the report merged, in the live or retry
+    /// table, for an invoked task. Does not change its state.
+    async fn fail(&self, task_id: &str, now: Time, report: &WorkerReport) -> StoreResult<Task>;
+
+    /// Moves a live task to closed with `closed_at = now` and its `labourer_id_task_status`, atomically and only if
+    /// the row still meets `expect`.
+    async fn archive(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<Task>;
+
+    /// Moves a live task to the retry table with `desired_launch_time`, atomically and only if it is not completed
+    /// and still at `expected_greenfield`: a completion that arrived first wins.
+    async fn move_to_retry(
+        &self,
+        task_id: &str,
+        expected_greenfield: i64,
+        desired_launch_time: i64,
+    ) -> StoreResult<()>;
+
+    /// Retry rows of a labourer with `desired_launch_time <= now`, earliest first.
+    async fn due_retries(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>>;
+
+    /// Moves a retry row back to the live table at `greenfield`, keeping every field (reference §7.5).
+    async fn requeue(&self, task_id: &str, labourer: &str, greenfield: i64) -> StoreResult<()>;
+
+    /// The lowest queue position (`greenfield <= now`) of a labourer, if its queue is not empty.
+    async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>>;
+
+    async fn get(&self, task_id: &str) -> StoreResult<Option<StoredTask>>;
+
+    async fn list(&self, query: &TaskQuery) -> StoreResult<Vec<StoredTask>>;
+
+    /// Every labourer id that has a row in any table.
+    async fn labourer_ids(&self) -> StoreResult<Vec<String>>;
+
+    async fn counts(&self, labourer: &str, markers: &Markers) -> StoreResult<LabourerCounts>;
+}
+
+/// Where meta (audit) events go. Writing them is best-effort for the engine: a failure is logged, never aborts
+/// the action it records (reference §7.21).
+#[async_trait]
+pub trait MetaSink: Send + Sync + Debug {
+    async fn record(&self, events: &[MetaEvent]) -> StoreResult<()>;
+    /// Events of one task, oldest first.
+    async fn events_of(&self, task_id: &str) -> StoreResult<Vec<MetaEvent>>;
+}
+
+/// What an invocation achieved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InvokeOutcome {
+    /// The worker accepted the task and will report (or its supervisor will) later.
+    Accepted,
+    /// The worker ran synchronously and reported on the spot.
+    Finished(ReportKind, WorkerReport),
+}
+
+/// A failed invocation, classified: the kind decides what happens to the task ([`crate::decide::decide_after_failure`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvokeError {
+    pub kind: FailureKind,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl InvokeError {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> InvokeError {
+        InvokeError {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// How one labourer is reached (a local process, an HTTP endpoint, a Lambda function).
+#[async_trait]
+pub trait Invoker: Send + Sync + Debug {
+    /// Delivers `event` (the flat worker event as JSON text) for `task`. Must not wait for an asynchronous worker
+    /// to finish.
+    async fn invoke(&self, task: &Task, event: &str) -> Result<InvokeOutcome, InvokeError>;
+}
+
+/// Builds the invoker of each labourer; the binaries pick the implementation.
+pub trait InvokerFactory: Send + Sync + Debug {
+    fn invoker_for(&self, labourer: &Labourer) -> Result<std::sync::Arc<dyn Invoker>, String>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MetricError(pub String);
+
+/// Where health metric values come from.
+#[async_trait]
+pub trait MetricSource: Send + Sync + Debug {
+    async fn fetch(&self, details: &MetricDetails, now: Time) -> Result<f64, MetricError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotifyError(pub String);
+
+/// Where dead-task notifications go (SNS in AWS).
+#[async_trait]
+pub trait Notifier: Send + Sync + Debug {
+    /// One notification carrying `messages`, as SnsManager commits its queue.
+    async fn notify(&self, subject: &str, messages: &[String]) -> Result<(), NotifyError>;
+}
+
+/// How a supervisor that watched a worker finish reports the outcome (the engine's WorkerAssistant implements it).
+#[async_trait]
+pub trait TaskReporter: Send + Sync + Debug {
+    async fn report(
+        &self,
+        task_id: &str,
+        kind: ReportKind,
+        report: WorkerReport,
+    ) -> StoreResult<()>;
+}
