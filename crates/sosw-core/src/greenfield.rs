@@ -143,10 +143,11 @@ pub fn invocation_greenfield(now: Time, delta: i64) -> i64 {
     now.secs() + delta
 }
 
-/// Whether `greenfield` is a queue position at `now` (Python's `greenfield <= now()` used by the oldest/newest
-/// helpers).
+/// Whether `greenfield` is a queue position at `now`: `g < now`, the same bound as [`Markers::classify`].
+/// (Python's oldest/newest helpers use `g <= now()`, which counts a task invoked exactly `delta` ago as the tail
+/// of the queue; sosw-rs keeps one definition.)
 pub fn is_queue_position(greenfield: i64, now: Time) -> bool {
-    greenfield <= now.secs()
+    greenfield < now.secs()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -349,5 +350,6 @@ mod tests {
             31_657_600
         );
         assert!(is_queue_position(1000, Time::from_secs(100_000)));
+        assert!(!is_queue_position(100_000, Time::from_secs(100_000)));
     }
 }

@@ -140,7 +140,8 @@ pub trait TaskStore: Send + Sync + Debug {
     /// Creates the schema, or migrates it to this version. Idempotent.
     async fn init(&self) -> StoreResult<()>;
 
-    /// Appends tasks to the tails of their labourers' queues, in the given order, positions `newest + step·k`.
+    /// Appends tasks to the tails of their labourers' queues, in the given order, positions `newest + step·k`
+    /// where `newest` is the highest `greenfield < now` of the labourer.
     /// A task id that exists in any table is skipped and reported in [`CreateReport::existing`]. Either every new
     /// task is written or none is (a full queue fails the whole call with [`StoreError::Invalid`]).
     async fn create_tasks(
@@ -221,7 +222,7 @@ pub trait TaskStore: Send + Sync + Debug {
     /// Moves a retry row back to the live table at `greenfield`, keeping every field (reference §7.5).
     async fn requeue(&self, task_id: &str, labourer: &str, greenfield: i64) -> StoreResult<()>;
 
-    /// The lowest queue position (`greenfield <= now`) of a labourer, if its queue is not empty.
+    /// The lowest queue position (`greenfield < now`) of a labourer, if its queue is not empty.
     async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>>;
 
     async fn get(&self, task_id: &str) -> StoreResult<Option<StoredTask>>;

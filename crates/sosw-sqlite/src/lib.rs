@@ -1,1 +1,907 @@
-//! placeholder
+//! The embedded store: sosw's live, retry, closed and meta tables in one SQLite file.
+//!
+//! - One connection per process, used from a blocking thread; several processes may share the file (WAL mode,
+//!   a busy timeout). Every write runs in a `BEGIN IMMEDIATE` transaction, so a conditional move (claim, archive,
+//!   retry, requeue) checks its condition and moves the row with no other writer in between, and a crash at any
+//!   instant leaves each task in exactly one table.
+//! - The schema version lives in `PRAGMA user_version`; [`TaskStore::init`] creates or migrates it, every other
+//!   entry point refuses a store of another version with a message that says what to do.
+
+mod schema;
+
+use async_trait::async_trait;
+use rusqlite::{
+    params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction,
+    TransactionBehavior,
+};
+use serde_json::{Map, Value};
+use sosw_core::greenfield::tail_positions;
+use sosw_core::meta::{MetaAction, MetaEvent};
+use sosw_core::ports::{
+    ArchiveExpect, Claim, Completion, CreateReport, LabourerCounts, MetaSink, StoreError,
+    StoreResult, Table, TaskQuery, TaskStore,
+};
+use sosw_core::task::closed_status;
+use sosw_core::{Markers, NewTask, Place, StoredTask, Task, Time, WorkerReport};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use schema::SCHEMA_VERSION;
+
+/// The columns every task table shares, in the order [`task_from_row`] reads them.
+const COLS: &str = "task_id, labourer_id, created_at, greenfield, attempts, payload, completed_at, failed_attempts, stats, result";
+
+/// A [`TaskStore`] and [`MetaSink`] on one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens an initialised store; fails if the file is missing or its schema is not this version.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<SqliteStore> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(StoreError::Schema(format!(
+                "no store at `{}`; create it with `sosw init`",
+                path.display()
+            )));
+        }
+        let store = SqliteStore::connect(path, false)?;
+        {
+            let conn = store.lock()?;
+            schema::check(&conn, path)?;
+        }
+        Ok(store)
+    }
+
+    /// Opens the file, creating it if needed, without checking the schema: call [`TaskStore::init`] next.
+    pub fn open_or_create(path: impl AsRef<Path>) -> StoreResult<SqliteStore> {
+        let path = path.as_ref();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot create the directory of `{}`: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        SqliteStore::connect(path, true)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn connect(path: &Path, create: bool) -> StoreResult<SqliteStore> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+            StoreError::Unavailable(format!("cannot open `{}`: {e}", path.display()))
+        })?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(backend)?;
+        // WAL lets readers run beside the one writer; NORMAL sync is durable across process crashes (the WAL is
+        // only at risk on power loss, where the last transactions may roll back, never corrupt).
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn lock(&self) -> StoreResult<std::sync::MutexGuard<'_, Connection>> {
+        self.conn.lock().map_err(|_| {
+            StoreError::Unavailable("the store connection was poisoned by a panic".into())
+        })
+    }
+
+    /// Runs `f` on the connection in a blocking thread.
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| {
+                StoreError::Unavailable("the store connection was poisoned by a panic".into())
+            })?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed if `f` succeeds.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(map_err)?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    map_err(e)
+}
+
+fn map_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
+        {
+            StoreError::Unavailable(format!("the database is locked by another process: {e}"))
+        }
+        _ => StoreError::Backend(Box::new(e)),
+    }
+}
+
+fn json_text(m: &Map<String, Value>) -> String {
+    serde_json::to_string(m).unwrap_or_else(|_| "{}".into())
+}
+
+fn parse_map(text: &str, task_id: &str, column: &str) -> rusqlite::Result<Map<String, Value>> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("column `{column}` of task `{task_id}` is not a JSON object").into(),
+        )),
+    }
+}
+
+fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
+    let task_id: String = row.get(0)?;
+    let stats: String = row.get(8)?;
+    let result: String = row.get(9)?;
+    Ok(Task {
+        labourer_id: row.get(1)?,
+        created_at: row.get(2)?,
+        greenfield: row.get(3)?,
+        attempts: row.get(4)?,
+        payload: row.get(5)?,
+        completed_at: row.get(6)?,
+        failed_attempts: row.get(7)?,
+        stats: parse_map(&stats, &task_id, "stats")?,
+        result: parse_map(&result, &task_id, "result")?,
+        task_id,
+    })
+}
+
+fn select_one(tx: &Connection, table: &str, task_id: &str) -> StoreResult<Option<Task>> {
+    tx.prepare_cached(&format!("SELECT {COLS} FROM {table} WHERE task_id = ?1"))
+        .map_err(map_err)?
+        .query_row([task_id], task_from_row)
+        .optional()
+        .map_err(map_err)
+}
+
+fn merge(into: &mut Map<String, Value>, from: &Map<String, Value>) {
+    for (k, v) in from {
+        into.insert(k.clone(), v.clone());
+    }
+}
+
+/// The closed row of a task, if it was archived.
+fn closed_place(tx: &Connection, task_id: &str) -> StoreResult<Option<Place>> {
+    tx.prepare_cached(
+        "SELECT closed_at, completed_at IS NOT NULL FROM closed_tasks WHERE task_id = ?1",
+    )
+    .map_err(map_err)?
+    .query_row([task_id], |r| {
+        Ok(Place::Closed {
+            closed_at: r.get(0)?,
+            completed: r.get(1)?,
+        })
+    })
+    .optional()
+    .map_err(map_err)
+}
+
+fn already_closed(tx: &Connection, task_id: &str) -> StoreResult<StoreError> {
+    Ok(match closed_place(tx, task_id)? {
+        Some(Place::Closed {
+            closed_at,
+            completed,
+        }) => StoreError::conflict(
+            task_id,
+            format!(
+                "is already closed as {} (closed_at {closed_at})",
+                if completed { "completed" } else { "dead" }
+            ),
+        ),
+        _ => StoreError::NotFound(task_id.to_string()),
+    })
+}
+
+fn not_invoked(task_id: &str) -> StoreError {
+    StoreError::conflict(
+        task_id,
+        "has not been invoked yet, so it cannot be reported on",
+    )
+}
+
+#[async_trait]
+impl TaskStore for SqliteStore {
+    async fn init(&self) -> StoreResult<()> {
+        let path = self.path.clone();
+        self.run(move |conn| schema::migrate(conn, &path)).await
+    }
+
+    async fn create_tasks(
+        &self,
+        tasks: &[NewTask],
+        step: i64,
+        now: Time,
+    ) -> StoreResult<CreateReport> {
+        let tasks = tasks.to_vec();
+        self.write(move |tx| {
+            let mut report = CreateReport::default();
+            let mut seen: HashSet<&str> = HashSet::new();
+            let mut fresh: Vec<&NewTask> = Vec::with_capacity(tasks.len());
+            {
+                let mut exists = tx
+                    .prepare_cached(
+                        "SELECT EXISTS(SELECT 1 FROM tasks WHERE task_id = ?1) OR EXISTS(SELECT 1 FROM retry_tasks \
+                         WHERE task_id = ?1) OR EXISTS(SELECT 1 FROM closed_tasks WHERE task_id = ?1)",
+                    )
+                    .map_err(map_err)?;
+                for t in &tasks {
+                    if t.task_id.is_empty() {
+                        return Err(StoreError::Invalid("a task id must not be empty".into()));
+                    }
+                    let found: bool = exists.query_row([&t.task_id], |r| r.get(0)).map_err(map_err)?;
+                    if found || !seen.insert(t.task_id.as_str()) {
+                        report.existing.push(t.task_id.clone());
+                    } else {
+                        fresh.push(t);
+                    }
+                }
+            }
+            // Positions per labourer: one look at the tail, then consecutive steps.
+            let mut per_labourer: HashMap<&str, usize> = HashMap::new();
+            for t in &fresh {
+                *per_labourer.entry(t.labourer_id.as_str()).or_default() += 1;
+            }
+            let mut positions: HashMap<&str, std::vec::IntoIter<i64>> = HashMap::new();
+            {
+                let mut newest = tx
+                    .prepare_cached("SELECT MAX(greenfield) FROM tasks WHERE labourer_id = ?1 AND greenfield < ?2")
+                    .map_err(map_err)?;
+                for (labourer, n) in &per_labourer {
+                    let tail: Option<i64> = newest.query_row(params![labourer, now.secs()], |r| r.get(0)).map_err(map_err)?;
+                    let p = tail_positions(labourer, tail, step, *n, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                    positions.insert(labourer, p.into_iter());
+                }
+            }
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO tasks (task_id, labourer_id, created_at, greenfield, attempts, payload) \
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+                )
+                .map_err(map_err)?;
+            let created_at = now.as_secs_f64();
+            for t in fresh {
+                let greenfield = positions
+                    .get_mut(t.labourer_id.as_str())
+                    .and_then(Iterator::next)
+                    .ok_or_else(|| StoreError::Invalid("internal: no position allocated".into()))?;
+                insert
+                    .execute(params![t.task_id, t.labourer_id, created_at, greenfield, t.payload])
+                    .map_err(map_err)?;
+                report.created.push(Task {
+                    task_id: t.task_id.clone(),
+                    labourer_id: t.labourer_id.clone(),
+                    created_at,
+                    greenfield,
+                    attempts: 0,
+                    payload: t.payload.clone(),
+                    completed_at: None,
+                    failed_attempts: 0,
+                    stats: Map::new(),
+                    result: Map::new(),
+                });
+            }
+            Ok(report)
+        })
+        .await
+    }
+
+    async fn next_queued(
+        &self,
+        labourer: &str,
+        start: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Task>> {
+        let labourer = labourer.to_string();
+        self.run(move |conn| {
+            let mut st = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLS} FROM tasks WHERE labourer_id = ?1 AND greenfield < ?2 AND completed_at IS NULL \
+                     ORDER BY greenfield, task_id LIMIT ?3"
+                ))
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![labourer, start, limit as i64], task_from_row)
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        labourer: &str,
+        task_ids: &[String],
+        start: i64,
+        invoked_greenfield: i64,
+    ) -> StoreResult<Vec<Claim>> {
+        let labourer = labourer.to_string();
+        let ids = task_ids.to_vec();
+        self.write(move |tx| {
+            let mut before = tx
+                .prepare_cached(
+                    "SELECT greenfield FROM tasks WHERE task_id = ?1 AND labourer_id = ?2 AND greenfield < ?3 \
+                     AND completed_at IS NULL",
+                )
+                .map_err(map_err)?;
+            let mut update = tx
+                .prepare_cached(&format!(
+                    "UPDATE tasks SET greenfield = ?2, attempts = attempts + 1 WHERE task_id = ?1 RETURNING {COLS}"
+                ))
+                .map_err(map_err)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let previous: Option<i64> = before
+                    .query_row(params![id, labourer, start], |r| r.get(0))
+                    .optional()
+                    .map_err(map_err)?;
+                match previous {
+                    Some(previous_greenfield) => {
+                        let task = update.query_row(params![id, invoked_greenfield], task_from_row).map_err(map_err)?;
+                        out.push(Claim::Claimed { task, previous_greenfield });
+                    }
+                    None => out.push(Claim::Lost { task_id: id }),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn release_claim(
+        &self,
+        task_id: &str,
+        invoked_greenfield: i64,
+        previous_greenfield: i64,
+    ) -> StoreResult<()> {
+        let id = task_id.to_string();
+        self.write(move |tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE tasks SET greenfield = ?3, attempts = MAX(attempts - 1, 0) WHERE task_id = ?1 \
+                     AND greenfield = ?2 AND completed_at IS NULL",
+                )
+                .map_err(map_err)?
+                .execute(params![id, invoked_greenfield, previous_greenfield])
+                .map_err(map_err)?;
+            match (n, select_one(tx, "tasks", &id)?) {
+                (1, _) => Ok(()),
+                (_, Some(_)) => Err(StoreError::conflict(&id, "moved or completed since it was claimed")),
+                (_, None) => Err(StoreError::NotFound(id)),
+            }
+        })
+        .await
+    }
+
+    async fn count_running(&self, labourer: &str, expired: i64) -> StoreResult<u64> {
+        let labourer = labourer.to_string();
+        self.run(move |conn| {
+            conn.prepare_cached("SELECT COUNT(*) FROM tasks WHERE labourer_id = ?1 AND greenfield > ?2 AND completed_at IS NULL")
+                .map_err(map_err)?
+                .query_row(params![labourer, expired], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_expired(
+        &self,
+        labourer: &str,
+        start: i64,
+        expired: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Task>> {
+        let labourer = labourer.to_string();
+        self.run(move |conn| {
+            let mut st = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLS} FROM tasks WHERE labourer_id = ?1 AND greenfield BETWEEN ?2 AND ?3 \
+                     AND completed_at IS NULL ORDER BY greenfield, task_id LIMIT ?4"
+                ))
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![labourer, start, expired, limit as i64], task_from_row)
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_completed(&self, labourer: &str, limit: usize) -> StoreResult<Vec<Task>> {
+        let labourer = labourer.to_string();
+        self.run(move |conn| {
+            let mut st = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLS} FROM tasks WHERE labourer_id = ?1 AND completed_at IS NOT NULL \
+                     ORDER BY completed_at, task_id LIMIT ?2"
+                ))
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![labourer, limit as i64], task_from_row)
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        task_id: &str,
+        now: Time,
+        report: &WorkerReport,
+    ) -> StoreResult<Completion> {
+        let id = task_id.to_string();
+        let report = report.clone();
+        self.write(move |tx| {
+            if let Some(mut t) = select_one(tx, "tasks", &id)? {
+                if t.attempts == 0 {
+                    return Err(not_invoked(&id));
+                }
+                merge(&mut t.stats, &report.stats);
+                merge(&mut t.result, &report.result);
+                let completed_at = t.completed_at.unwrap_or(now.secs());
+                t.completed_at = Some(completed_at);
+                tx.prepare_cached("UPDATE tasks SET completed_at = ?2, stats = ?3, result = ?4 WHERE task_id = ?1")
+                    .map_err(map_err)?
+                    .execute(params![id, completed_at, json_text(&t.stats), json_text(&t.result)])
+                    .map_err(map_err)?;
+                return Ok(Completion::Live(t));
+            }
+            if let Some(mut t) = select_one(tx, "retry_tasks", &id)? {
+                merge(&mut t.stats, &report.stats);
+                merge(&mut t.result, &report.result);
+                t.completed_at = Some(now.secs());
+                tx.prepare_cached(&format!(
+                    "INSERT INTO closed_tasks ({COLS}, closed_at, labourer_id_task_status) \
+                     SELECT task_id, labourer_id, created_at, greenfield, attempts, payload, ?2, failed_attempts, ?3, ?4, \
+                     ?2, ?5 FROM retry_tasks WHERE task_id = ?1"
+                ))
+                .map_err(map_err)?
+                .execute(params![
+                    id,
+                    now.secs(),
+                    json_text(&t.stats),
+                    json_text(&t.result),
+                    closed_status(&t.labourer_id, true)
+                ])
+                .map_err(map_err)?;
+                tx.prepare_cached("DELETE FROM retry_tasks WHERE task_id = ?1")
+                    .map_err(map_err)?
+                    .execute([&id])
+                    .map_err(map_err)?;
+                return Ok(Completion::ClosedFromRetry(t));
+            }
+            Err(already_closed(tx, &id)?)
+        })
+        .await
+    }
+
+    async fn fail(&self, task_id: &str, _now: Time, report: &WorkerReport) -> StoreResult<Task> {
+        let id = task_id.to_string();
+        let report = report.clone();
+        self.write(move |tx| {
+            for table in ["tasks", "retry_tasks"] {
+                if let Some(mut t) = select_one(tx, table, &id)? {
+                    if t.attempts == 0 {
+                        return Err(not_invoked(&id));
+                    }
+                    merge(&mut t.stats, &report.stats);
+                    merge(&mut t.result, &report.result);
+                    t.failed_attempts += 1;
+                    tx.prepare_cached(&format!(
+                        "UPDATE {table} SET failed_attempts = ?2, stats = ?3, result = ?4 WHERE task_id = ?1"
+                    ))
+                    .map_err(map_err)?
+                    .execute(params![id, t.failed_attempts, json_text(&t.stats), json_text(&t.result)])
+                    .map_err(map_err)?;
+                    return Ok(t);
+                }
+            }
+            Err(already_closed(tx, &id)?)
+        })
+        .await
+    }
+
+    async fn archive(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<Task> {
+        let id = task_id.to_string();
+        self.write(move |tx| {
+            let Some(t) = select_one(tx, "tasks", &id)? else {
+                return Err(already_closed(tx, &id)?);
+            };
+            let completed = t.completed_at.is_some();
+            match expect {
+                ArchiveExpect::Completed if !completed => {
+                    return Err(StoreError::conflict(
+                        &id,
+                        "is not completed, so it cannot be archived as completed",
+                    ))
+                }
+                ArchiveExpect::Dead { .. } if completed => {
+                    return Err(StoreError::conflict(
+                        &id,
+                        "was completed, so it is not dead",
+                    ))
+                }
+                ArchiveExpect::Dead { greenfield } if greenfield != t.greenfield => {
+                    return Err(StoreError::conflict(
+                        &id,
+                        format!(
+                            "moved since it was read (greenfield {} is now {})",
+                            greenfield, t.greenfield
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+            tx.prepare_cached(&format!(
+                "INSERT INTO closed_tasks ({COLS}, closed_at, labourer_id_task_status) \
+                 SELECT {COLS}, ?2, ?3 FROM tasks WHERE task_id = ?1"
+            ))
+            .map_err(map_err)?
+            .execute(params![
+                id,
+                now.secs(),
+                closed_status(&t.labourer_id, completed)
+            ])
+            .map_err(map_err)?;
+            tx.prepare_cached("DELETE FROM tasks WHERE task_id = ?1")
+                .map_err(map_err)?
+                .execute([&id])
+                .map_err(map_err)?;
+            Ok(t)
+        })
+        .await
+    }
+
+    async fn move_to_retry(
+        &self,
+        task_id: &str,
+        expected_greenfield: i64,
+        desired_launch_time: i64,
+    ) -> StoreResult<()> {
+        let id = task_id.to_string();
+        self.write(move |tx| {
+            let Some(t) = select_one(tx, "tasks", &id)? else {
+                return Err(already_closed(tx, &id)?);
+            };
+            if t.completed_at.is_some() {
+                return Err(StoreError::conflict(&id, "was completed, so it is not retried"));
+            }
+            if t.greenfield != expected_greenfield {
+                return Err(StoreError::conflict(
+                    &id,
+                    format!("moved since it was read (greenfield {expected_greenfield} is now {})", t.greenfield),
+                ));
+            }
+            tx.prepare_cached(&format!(
+                "INSERT INTO retry_tasks ({COLS}, desired_launch_time) SELECT {COLS}, ?2 FROM tasks WHERE task_id = ?1"
+            ))
+            .map_err(map_err)?
+            .execute(params![id, desired_launch_time])
+            .map_err(map_err)?;
+            tx.prepare_cached("DELETE FROM tasks WHERE task_id = ?1")
+                .map_err(map_err)?
+                .execute([&id])
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn due_retries(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        let labourer = labourer.to_string();
+        self.run(move |conn| {
+            let mut st = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLS} FROM retry_tasks WHERE labourer_id = ?1 AND desired_launch_time <= ?2 \
+                     ORDER BY desired_launch_time, task_id LIMIT ?3"
+                ))
+                .map_err(map_err)?;
+            let rows = st.query_map(params![labourer, now, limit as i64], task_from_row).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn requeue(&self, task_id: &str, labourer: &str, greenfield: i64) -> StoreResult<()> {
+        let id = task_id.to_string();
+        let labourer = labourer.to_string();
+        self.write(move |tx| {
+            let n = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO tasks ({COLS}) SELECT task_id, labourer_id, created_at, ?3, attempts, payload, \
+                     completed_at, failed_attempts, stats, result FROM retry_tasks WHERE task_id = ?1 AND labourer_id = ?2"
+                ))
+                .map_err(map_err)?
+                .execute(params![id, labourer, greenfield])
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(match select_one(tx, "tasks", &id)? {
+                    Some(_) => StoreError::conflict(&id, "is not waiting for retry (it is live)"),
+                    None => already_closed(tx, &id)?,
+                });
+            }
+            tx.prepare_cached("DELETE FROM retry_tasks WHERE task_id = ?1")
+                .map_err(map_err)?
+                .execute([&id])
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
+        let labourer = labourer.to_string();
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "SELECT MIN(greenfield) FROM tasks WHERE labourer_id = ?1 AND greenfield < ?2",
+            )
+            .map_err(map_err)?
+            .query_row(params![labourer, now], |r| r.get(0))
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn get(&self, task_id: &str) -> StoreResult<Option<StoredTask>> {
+        let id = task_id.to_string();
+        self.run(move |conn| {
+            if let Some(task) = select_one(conn, "tasks", &id)? {
+                return Ok(Some(StoredTask {
+                    task,
+                    place: Place::Live,
+                }));
+            }
+            let retry = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLS}, desired_launch_time FROM retry_tasks WHERE task_id = ?1"
+                ))
+                .map_err(map_err)?
+                .query_row([&id], |r| Ok((task_from_row(r)?, r.get::<_, i64>(10)?)))
+                .optional()
+                .map_err(map_err)?;
+            if let Some((task, desired_launch_time)) = retry {
+                return Ok(Some(StoredTask {
+                    task,
+                    place: Place::Retry {
+                        desired_launch_time,
+                    },
+                }));
+            }
+            match (
+                select_one(conn, "closed_tasks", &id)?,
+                closed_place(conn, &id)?,
+            ) {
+                (Some(task), Some(place)) => Ok(Some(StoredTask { task, place })),
+                _ => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, query: &TaskQuery) -> StoreResult<Vec<StoredTask>> {
+        let q = query.clone();
+        self.run(move |conn| {
+            let (table, extra, order) = match q.table {
+                Table::Live => ("tasks", "", "labourer_id, greenfield, task_id"),
+                Table::Retry => (
+                    "retry_tasks",
+                    ", desired_launch_time",
+                    "labourer_id, desired_launch_time, task_id",
+                ),
+                Table::Closed => (
+                    "closed_tasks",
+                    ", closed_at",
+                    "labourer_id, closed_at, task_id",
+                ),
+            };
+            let mut sql = format!("SELECT {COLS}{extra} FROM {table} WHERE 1 = 1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(l) = &q.labourer {
+                args.push(l.clone().into());
+                sql.push_str(&format!(" AND labourer_id = ?{}", args.len()));
+            }
+            if let (Table::Live, Some(r)) = (q.table, q.greenfield) {
+                args.push(r.lo.into());
+                args.push(r.hi.into());
+                sql.push_str(&format!(
+                    " AND greenfield BETWEEN ?{} AND ?{}",
+                    args.len() - 1,
+                    args.len()
+                ));
+            }
+            match (q.table, q.completed) {
+                (Table::Retry, _) | (_, None) => {}
+                (_, Some(true)) => sql.push_str(" AND completed_at IS NOT NULL"),
+                (_, Some(false)) => sql.push_str(" AND completed_at IS NULL"),
+            }
+            args.push((q.limit.min(i64::MAX as usize) as i64).into());
+            sql.push_str(&format!(" ORDER BY {order} LIMIT ?{}", args.len()));
+            let mut st = conn.prepare(&sql).map_err(map_err)?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    let task = task_from_row(r)?;
+                    let place = match q.table {
+                        Table::Live => Place::Live,
+                        Table::Retry => Place::Retry {
+                            desired_launch_time: r.get(10)?,
+                        },
+                        Table::Closed => Place::Closed {
+                            closed_at: r.get(10)?,
+                            completed: task.completed_at.is_some(),
+                        },
+                    };
+                    Ok(StoredTask { task, place })
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn labourer_ids(&self) -> StoreResult<Vec<String>> {
+        self.run(|conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT labourer_id FROM tasks UNION SELECT labourer_id FROM retry_tasks \
+                     UNION SELECT labourer_id FROM closed_tasks ORDER BY 1",
+                )
+                .map_err(map_err)?;
+            let rows = st.query_map([], |r| r.get(0)).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn counts(&self, labourer: &str, markers: &Markers) -> StoreResult<LabourerCounts> {
+        let labourer = labourer.to_string();
+        let m = *markers;
+        self.run(move |conn| {
+            let mut c = conn
+                .prepare_cached(
+                    "SELECT \
+                       COALESCE(SUM(completed_at IS NULL AND greenfield < ?2), 0), \
+                       COALESCE(SUM(completed_at IS NULL AND greenfield > ?3), 0), \
+                       COALESCE(SUM(completed_at IS NULL AND greenfield BETWEEN ?2 AND ?3), 0), \
+                       COALESCE(SUM(completed_at IS NOT NULL), 0) \
+                     FROM tasks WHERE labourer_id = ?1",
+                )
+                .map_err(map_err)?
+                .query_row(params![labourer, m.start, m.expired], |r| {
+                    Ok(LabourerCounts {
+                        queued: r.get::<_, i64>(0)? as u64,
+                        running: r.get::<_, i64>(1)? as u64,
+                        expired: r.get::<_, i64>(2)? as u64,
+                        completed: r.get::<_, i64>(3)? as u64,
+                        ..LabourerCounts::default()
+                    })
+                })
+                .map_err(map_err)?;
+            c.retry_waiting = conn
+                .prepare_cached("SELECT COUNT(*) FROM retry_tasks WHERE labourer_id = ?1")
+                .map_err(map_err)?
+                .query_row([&labourer], |r| r.get::<_, i64>(0))
+                .map_err(map_err)? as u64;
+            let mut closed = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM closed_tasks WHERE labourer_id_task_status = ?1",
+                )
+                .map_err(map_err)?;
+            c.closed_completed = closed
+                .query_row([closed_status(&labourer, true)], |r| r.get::<_, i64>(0))
+                .map_err(map_err)? as u64;
+            c.closed_dead = closed
+                .query_row([closed_status(&labourer, false)], |r| r.get::<_, i64>(0))
+                .map_err(map_err)? as u64;
+            Ok(c)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl MetaSink for SqliteStore {
+    async fn record(&self, events: &[MetaEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let events = events.to_vec();
+        self.write(move |tx| {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO tasks_meta (task_id, labourer_id, created_at, action, author, details) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(map_err)?;
+            for e in &events {
+                let details = e.details.as_ref().map(Value::to_string);
+                st.execute(params![e.task_id, e.labourer_id, e.at.as_secs_f64(), e.action.as_str(), e.author, details])
+                    .map_err(map_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn events_of(&self, task_id: &str) -> StoreResult<Vec<MetaEvent>> {
+        let id = task_id.to_string();
+        self.run(move |conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT task_id, labourer_id, created_at, action, author, details FROM tasks_meta \
+                     WHERE task_id = ?1 ORDER BY id",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([&id], |r| {
+                    let action: String = r.get(3)?;
+                    let details: Option<String> = r.get(5)?;
+                    let at: f64 = r.get(2)?;
+                    Ok((r.get(0)?, r.get(1)?, at, action, r.get(4)?, details))
+                })
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (task_id, labourer_id, at, action, author, details): (String, String, f64, String, String, Option<String>) =
+                    row.map_err(map_err)?;
+                let action: MetaAction = serde_json::from_value(Value::String(action.clone()))
+                    .map_err(|_| StoreError::Backend(format!("unknown meta action `{action}` in the store").into()))?;
+                out.push(MetaEvent {
+                    task_id,
+                    labourer_id,
+                    action,
+                    at: Time::from_millis((at * 1000.0).round() as i64),
+                    author,
+                    details: details.and_then(|d| serde_json::from_str(&d).ok()),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

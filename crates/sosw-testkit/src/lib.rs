@@ -1,1 +1,97 @@
-//! placeholder
+//! Test support shared by every sosw crate: a manual clock, fakes for the ports, and the [`TaskStore`]
+//! conformance suite that every store backend must pass.
+//!
+//! A backend runs the whole suite with one line:
+//!
+//! ```ignore
+//! sosw_testkit::store_conformance!(my_backend::harness());
+//! ```
+//!
+//! where `harness()` is an `async fn` returning a fresh, initialised [`Harness`]. The macro expands to one
+//! `#[tokio::test]` per case, so a new case reaches every backend at once.
+//!
+//! [`TaskStore`]: sosw_core::ports::TaskStore
+
+pub mod conformance;
+pub mod fakes;
+
+use sosw_core::ports::{MetaSink, TaskStore};
+use sosw_core::{Clock, Time};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+/// A clock that moves only when told to.
+#[derive(Debug)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn at_secs(secs: i64) -> Arc<ManualClock> {
+        Arc::new(ManualClock(AtomicI64::new(secs * 1000)))
+    }
+
+    pub fn advance_secs(&self, secs: i64) {
+        self.0.fetch_add(secs * 1000, Ordering::SeqCst);
+    }
+
+    pub fn set(&self, t: Time) {
+        self.0.store(t.millis(), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Time {
+        Time::from_millis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// A fresh, initialised store under test, and whatever keeps it alive (a temporary directory, a server).
+pub struct Harness {
+    pub store: Arc<dyn TaskStore>,
+    pub meta: Arc<dyn MetaSink>,
+    pub keep_alive: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance case, each on a fresh harness from `$make` (an expression
+/// evaluating to a future of [`Harness`]).
+#[macro_export]
+macro_rules! store_conformance {
+    ($make:expr) => {
+        $crate::store_conformance!(@cases $make;
+            create_assigns_fifo_positions_per_labourer,
+            create_skips_existing_ids,
+            create_refuses_a_full_queue_and_writes_nothing,
+            next_queued_is_fifo_with_a_strict_bound,
+            claim_is_conditional,
+            concurrent_claims_never_double,
+            release_claim_restores_position_and_attempts,
+            running_and_expired_bounds,
+            complete_only_invoked_tasks_and_never_create_rows,
+            repeated_completion_keeps_the_first_time,
+            fail_counts_and_keeps_state,
+            archive_is_conditional,
+            move_to_retry_loses_to_a_completion,
+            retry_round_trip_keeps_every_field,
+            completion_of_a_task_waiting_for_retry_closes_it,
+            oldest_queued_ignores_invoked_tasks,
+            counts_and_listing,
+            meta_events_in_order,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness: $crate::Harness = $make.await;
+                $crate::conformance::$case(&harness).await;
+            }
+        )*
+    };
+}

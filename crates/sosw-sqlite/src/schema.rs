@@ -1,0 +1,133 @@
+//! The schema and its migrations, versioned by `PRAGMA user_version`.
+
+use super::map_err;
+use rusqlite::Connection;
+use sosw_core::ports::{StoreError, StoreResult};
+use std::path::Path;
+
+/// The version this build writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tasks (
+    task_id         TEXT PRIMARY KEY NOT NULL,
+    labourer_id     TEXT NOT NULL,
+    created_at      REAL NOT NULL,
+    greenfield      INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    payload         TEXT NOT NULL,
+    completed_at    INTEGER,
+    failed_attempts INTEGER NOT NULL DEFAULT 0,
+    stats           TEXT NOT NULL DEFAULT '{}',
+    result          TEXT NOT NULL DEFAULT '{}'
+);
+-- sosw_tasks_greenfield: HASH labourer_id, RANGE greenfield.
+CREATE INDEX tasks_greenfield ON tasks (labourer_id, greenfield);
+CREATE INDEX tasks_completed ON tasks (labourer_id, completed_at) WHERE completed_at IS NOT NULL;
+
+CREATE TABLE retry_tasks (
+    task_id             TEXT PRIMARY KEY NOT NULL,
+    labourer_id         TEXT NOT NULL,
+    created_at          REAL NOT NULL,
+    greenfield          INTEGER NOT NULL,
+    attempts            INTEGER NOT NULL,
+    payload             TEXT NOT NULL,
+    completed_at        INTEGER,
+    failed_attempts     INTEGER NOT NULL DEFAULT 0,
+    stats               TEXT NOT NULL DEFAULT '{}',
+    result              TEXT NOT NULL DEFAULT '{}',
+    desired_launch_time INTEGER NOT NULL
+);
+-- labourer_id_greenfield (which, as in sosw, is on desired_launch_time).
+CREATE INDEX retry_tasks_launch ON retry_tasks (labourer_id, desired_launch_time);
+
+CREATE TABLE closed_tasks (
+    task_id                 TEXT PRIMARY KEY NOT NULL,
+    labourer_id             TEXT NOT NULL,
+    created_at              REAL NOT NULL,
+    greenfield              INTEGER NOT NULL,
+    attempts                INTEGER NOT NULL,
+    payload                 TEXT NOT NULL,
+    completed_at            INTEGER,
+    failed_attempts         INTEGER NOT NULL DEFAULT 0,
+    stats                   TEXT NOT NULL DEFAULT '{}',
+    result                  TEXT NOT NULL DEFAULT '{}',
+    closed_at               INTEGER NOT NULL,
+    labourer_id_task_status TEXT NOT NULL
+);
+-- labourer_task_status_with_time: HASH labourer_id_task_status, RANGE closed_at.
+CREATE INDEX closed_tasks_status ON closed_tasks (labourer_id_task_status, closed_at);
+CREATE INDEX closed_tasks_labourer ON closed_tasks (labourer_id);
+
+CREATE TABLE tasks_meta (
+    id          INTEGER PRIMARY KEY,
+    task_id     TEXT NOT NULL,
+    labourer_id TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    action      TEXT NOT NULL,
+    author      TEXT NOT NULL,
+    details     TEXT
+);
+CREATE INDEX tasks_meta_task ON tasks_meta (task_id, id);
+"#];
+
+fn version(conn: &Connection) -> StoreResult<i64> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(map_err)
+}
+
+/// Refuses a store this build cannot use, saying what to do about it.
+pub(crate) fn check(conn: &Connection, path: &Path) -> StoreResult<()> {
+    match version(conn)? {
+        v if v == SCHEMA_VERSION => Ok(()),
+        0 => Err(StoreError::Schema(format!(
+            "the store `{}` is not initialised; run `sosw init`",
+            path.display()
+        ))),
+        v if v < SCHEMA_VERSION => Err(StoreError::Schema(format!(
+            "the store `{}` has schema version {v}, this sosw needs {SCHEMA_VERSION}; run `sosw init` to migrate it",
+            path.display()
+        ))),
+        v => Err(StoreError::Schema(format!(
+            "the store `{}` has schema version {v}, newer than this sosw ({SCHEMA_VERSION}); upgrade sosw",
+            path.display()
+        ))),
+    }
+}
+
+/// Applies the missing migrations in one transaction.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> StoreResult<()> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .map_err(map_err)?;
+    let current = version(&tx)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Schema(format!(
+            "the store `{}` has schema version {current}, newer than this sosw ({SCHEMA_VERSION}); upgrade sosw",
+            path.display()
+        )));
+    }
+    if current == 0 {
+        // A file that is not empty but has no version is not ours: refuse rather than write into it.
+        let tables: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(map_err)?;
+        if tables > 0 {
+            return Err(StoreError::Schema(format!(
+                "`{}` is an SQLite database that sosw did not create; refusing to change it",
+                path.display()
+            )));
+        }
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql).map_err(map_err)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(map_err)?;
+    }
+    tx.commit().map_err(map_err)
+}

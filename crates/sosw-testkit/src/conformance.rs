@@ -1,0 +1,877 @@
+//! The [`TaskStore`] / [`MetaSink`] contract, as executable cases. Each case receives a fresh, initialised store.
+//! Written against the ports only, so that every backend runs exactly the same checks.
+
+use crate::Harness;
+use serde_json::{json, Map, Value};
+use sosw_core::greenfield::{DEFAULT_INVOCATION_DELTA as D, DEFAULT_TASK_STEP as STEP};
+use sosw_core::meta::{MetaAction, MetaEvent};
+use sosw_core::ports::{ArchiveExpect, Claim, Completion, StoreError, Table, TaskQuery, TaskStore};
+use sosw_core::{Markers, NewTask, Place, Time, WorkerReport};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// The time of every case: 2023-11-14.
+pub const NOW: i64 = 1_700_000_000;
+
+fn now() -> Time {
+    Time::from_secs(NOW)
+}
+
+fn new_task(id: &str, labourer: &str) -> NewTask {
+    NewTask {
+        task_id: id.to_string(),
+        labourer_id: labourer.to_string(),
+        payload: format!(r#"{{"id": "{id}", "nested": {{"a": [1, 2.5, "x"]}}}}"#),
+    }
+}
+
+async fn create(store: &dyn TaskStore, labourer: &str, ids: &[&str]) -> Vec<i64> {
+    let tasks: Vec<NewTask> = ids.iter().map(|id| new_task(id, labourer)).collect();
+    let report = store
+        .create_tasks(&tasks, STEP, now())
+        .await
+        .expect("create_tasks");
+    assert!(
+        report.existing.is_empty(),
+        "fresh ids reported as existing: {:?}",
+        report.existing
+    );
+    report.created.iter().map(|t| t.greenfield).collect()
+}
+
+/// Claims `ids` at `now`, asserting each is claimed; returns the invoked greenfield.
+async fn claim_all(store: &dyn TaskStore, labourer: &str, ids: &[&str], at: i64) -> i64 {
+    let invoked = at + D;
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    for c in store
+        .claim(labourer, &ids, at, invoked)
+        .await
+        .expect("claim")
+    {
+        assert!(
+            matches!(c, Claim::Claimed { .. }),
+            "expected a claim, got {c:?}"
+        );
+    }
+    invoked
+}
+
+fn report(stats: Value, result: Value) -> WorkerReport {
+    let obj = |v: Value| v.as_object().cloned().unwrap_or_else(Map::new);
+    WorkerReport {
+        stats: obj(stats),
+        result: obj(result),
+    }
+}
+
+async fn place(store: &dyn TaskStore, id: &str) -> Option<Place> {
+    store.get(id).await.expect("get").map(|s| s.place)
+}
+
+fn is_conflict<T: std::fmt::Debug>(r: &Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Conflict { .. }))
+}
+
+fn is_not_found<T: std::fmt::Debug>(r: &Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::NotFound(_)))
+}
+
+pub async fn create_assigns_fifo_positions_per_labourer(h: &Harness) {
+    let s = h.store.as_ref();
+    assert_eq!(
+        create(s, "w", &["a", "b", "c"]).await,
+        vec![2000, 3000, 4000]
+    );
+    assert_eq!(create(s, "w", &["d", "e"]).await, vec![5000, 6000]);
+    assert_eq!(create(s, "other", &["x"]).await, vec![2000]);
+    let got = s.get("a").await.expect("get").expect("a exists");
+    assert_eq!(got.place, Place::Live);
+    assert_eq!(got.task.labourer_id, "w");
+    assert_eq!(got.task.attempts, 0);
+    assert_eq!(got.task.created_at, NOW as f64);
+    assert_eq!(
+        got.task.payload,
+        new_task("a", "w").payload,
+        "payload text is stored verbatim"
+    );
+    assert_eq!(got.task.completed_at, None);
+    // Positions keep climbing while the queue is not empty, and restart at 2000 once it has drained.
+    let invoked = claim_all(s, "w", &["a", "b", "c", "d", "e"], NOW).await;
+    assert!(invoked > NOW);
+    assert_eq!(create(s, "w", &["f"]).await, vec![2000]);
+    let mixed = s
+        .create_tasks(
+            &[
+                new_task("g", "w"),
+                new_task("y", "other"),
+                new_task("h", "w"),
+            ],
+            STEP,
+            now(),
+        )
+        .await
+        .expect("create");
+    let got: Vec<(String, i64)> = mixed
+        .created
+        .iter()
+        .map(|t| (t.task_id.clone(), t.greenfield))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("g".into(), 3000), ("y".into(), 3000), ("h".into(), 4000)]
+    );
+}
+
+pub async fn create_skips_existing_ids(h: &Harness) {
+    let s = h.store.as_ref();
+    create(s, "w", &["a"]).await;
+    let r = s
+        .create_tasks(
+            &[new_task("a", "w"), new_task("b", "w"), new_task("b", "w")],
+            STEP,
+            now(),
+        )
+        .await
+        .expect("create");
+    assert_eq!(r.existing, vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(r.created.len(), 1);
+    assert_eq!(r.created[0].task_id, "b");
+    // An id that moved to the closed table still exists.
+    let g = claim_all(s, "w", &["a"], NOW).await;
+    s.archive("a", ArchiveExpect::Dead { greenfield: g }, now())
+        .await
+        .expect("archive");
+    let r = s
+        .create_tasks(&[new_task("a", "w")], STEP, now())
+        .await
+        .expect("create");
+    assert_eq!(r.existing, vec!["a".to_string()]);
+    assert!(r.created.is_empty());
+    let err = s.create_tasks(&[new_task("", "w")], STEP, now()).await;
+    assert!(matches!(err, Err(StoreError::Invalid(_))), "{err:?}");
+}
+
+pub async fn create_refuses_a_full_queue_and_writes_nothing(h: &Harness) {
+    let s = h.store.as_ref();
+    let early = Time::from_secs(10_000);
+    let seven: Vec<NewTask> = (0..7).map(|i| new_task(&format!("t{i}"), "w")).collect();
+    let r = s
+        .create_tasks(&seven, STEP, early)
+        .await
+        .expect("seven fit");
+    assert_eq!(r.created.last().map(|t| t.greenfield), Some(8000));
+    let more = [new_task("t7", "w"), new_task("t8", "w")];
+    let err = s.create_tasks(&more, STEP, early).await;
+    assert!(
+        matches!(&err, Err(StoreError::Invalid(m)) if m.contains("full")),
+        "{err:?}"
+    );
+    assert!(
+        s.get("t7").await.expect("get").is_none(),
+        "a failed create writes nothing"
+    );
+    let q = s.next_queued("w", 10_000, 100).await.expect("next");
+    assert_eq!(q.len(), 7);
+}
+
+pub async fn next_queued_is_fifo_with_a_strict_bound(h: &Harness) {
+    let s = h.store.as_ref();
+    create(s, "w", &["a", "b", "c"]).await;
+    create(s, "v", &["z"]).await;
+    let ids = |v: Vec<sosw_core::Task>| v.into_iter().map(|t| t.task_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.next_queued("w", NOW, 2).await.expect("next")),
+        vec!["a", "b"]
+    );
+    assert_eq!(
+        ids(s.next_queued("w", NOW, 5000).await.expect("next")),
+        vec!["a", "b", "c"]
+    );
+    // greenfield < start is strict: the task at 3000 is not queued for a pass starting at 3000.
+    assert_eq!(
+        ids(s.next_queued("w", 3000, 10).await.expect("next")),
+        vec!["a"]
+    );
+    claim_all(s, "w", &["a"], NOW).await;
+    assert_eq!(
+        ids(s.next_queued("w", NOW, 10).await.expect("next")),
+        vec!["b", "c"],
+        "invoked tasks are excluded"
+    );
+    assert!(s
+        .next_queued("nobody", NOW, 10)
+        .await
+        .expect("next")
+        .is_empty());
+}
+
+pub async fn claim_is_conditional(h: &Harness) {
+    let s = h.store.as_ref();
+    create(s, "w", &["a", "b"]).await;
+    let ids = vec!["a".to_string(), "missing".to_string(), "b".to_string()];
+    let claims = s.claim("w", &ids, NOW, NOW + D).await.expect("claim");
+    assert_eq!(claims.len(), 3);
+    match &claims[0] {
+        Claim::Claimed {
+            task,
+            previous_greenfield,
+        } => {
+            assert_eq!(task.task_id, "a");
+            assert_eq!(task.greenfield, NOW + D);
+            assert_eq!(task.attempts, 1);
+            assert_eq!(*previous_greenfield, 2000);
+        }
+        other => panic!("expected a claim, got {other:?}"),
+    }
+    assert_eq!(
+        claims[1],
+        Claim::Lost {
+            task_id: "missing".into()
+        }
+    );
+    assert!(matches!(claims[2], Claim::Claimed { .. }));
+    // Already invoked: lost, and nothing changes.
+    let again = s
+        .claim("w", &["a".to_string()], NOW + 1, NOW + 1 + D)
+        .await
+        .expect("claim");
+    assert_eq!(
+        again,
+        vec![Claim::Lost {
+            task_id: "a".into()
+        }]
+    );
+    let a = s.get("a").await.expect("get").expect("a");
+    assert_eq!((a.task.greenfield, a.task.attempts), (NOW + D, 1));
+    // Another labourer's claim on it is lost too.
+    create(s, "w", &["c"]).await;
+    assert_eq!(
+        s.claim("v", &["c".to_string()], NOW, NOW + D)
+            .await
+            .expect("claim"),
+        vec![Claim::Lost {
+            task_id: "c".into()
+        }]
+    );
+}
+
+pub async fn concurrent_claims_never_double(h: &Harness) {
+    let ids: Vec<String> = (0..60).map(|i| format!("task{i:03}")).collect();
+    let tasks: Vec<NewTask> = ids.iter().map(|id| new_task(id, "w")).collect();
+    h.store
+        .create_tasks(&tasks, STEP, now())
+        .await
+        .expect("create");
+    let mut handles = Vec::new();
+    for worker in 0..8_i64 {
+        let store: Arc<dyn TaskStore> = h.store.clone();
+        let mut mine = ids.clone();
+        mine.rotate_left((worker as usize * 7) % ids.len());
+        handles.push(tokio::spawn(async move {
+            let mut won = Vec::new();
+            for chunk in mine.chunks(5) {
+                for c in store
+                    .claim("w", chunk, NOW + worker, NOW + worker + D)
+                    .await
+                    .expect("claim")
+                {
+                    if let Claim::Claimed { task, .. } = c {
+                        won.push(task.task_id);
+                    }
+                }
+            }
+            won
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.expect("claimer"));
+    }
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), ids.len(), "every task claimed exactly once");
+    assert_eq!(unique.len(), ids.len());
+    for id in &ids {
+        assert_eq!(
+            h.store
+                .get(id)
+                .await
+                .expect("get")
+                .expect("task")
+                .task
+                .attempts,
+            1,
+            "{id}"
+        );
+    }
+}
+
+pub async fn release_claim_restores_position_and_attempts(h: &Harness) {
+    let s = h.store.as_ref();
+    create(s, "w", &["a", "b"]).await;
+    let invoked = claim_all(s, "w", &["a"], NOW).await;
+    s.release_claim("a", invoked, 2000).await.expect("release");
+    let a = s.get("a").await.expect("get").expect("a").task;
+    assert_eq!((a.greenfield, a.attempts), (2000, 0));
+    let next: Vec<String> = s
+        .next_queued("w", NOW, 10)
+        .await
+        .expect("next")
+        .into_iter()
+        .map(|t| t.task_id)
+        .collect();
+    assert_eq!(next, vec!["a", "b"], "back at its place at the head");
+    assert!(
+        is_conflict(&s.release_claim("a", invoked, 2000).await),
+        "a second release is a conflict"
+    );
+    assert!(is_not_found(
+        &s.release_claim("missing", invoked, 2000).await
+    ));
+    let invoked = claim_all(s, "w", &["b"], NOW).await;
+    s.complete("b", now(), &WorkerReport::default())
+        .await
+        .expect("complete");
+    assert!(
+        is_conflict(&s.release_claim("b", invoked, 3000).await),
+        "a completed task is not released"
+    );
+}
+
+pub async fn running_and_expired_bounds(h: &Harness) {
+    let s = h.store.as_ref();
+    let m = Markers::new(now(), D, 900, 300);
+    // Invoked at: the E tie (1200 s ago), 1199 s ago, exactly S − D (greenfield = S), a concurrent pass after I.
+    let cases = [
+        ("tie", m.expired),
+        ("fresh", m.expired + 1),
+        ("oldest", m.start),
+        ("later", m.invoked + 10),
+    ];
+    create(s, "w", &cases.map(|(id, _)| id)).await;
+    for (id, g) in cases {
+        let c = s
+            .claim("w", &[id.to_string()], NOW, g)
+            .await
+            .expect("claim");
+        assert!(matches!(c[0], Claim::Claimed { .. }), "{id}");
+    }
+    create(s, "w", &["queued"]).await;
+    assert_eq!(
+        s.count_running("w", m.expired).await.expect("count"),
+        2,
+        "fresh and later are running"
+    );
+    let expired: Vec<String> = s
+        .list_expired("w", m.start, m.expired, 100)
+        .await
+        .expect("expired")
+        .into_iter()
+        .map(|t| t.task_id)
+        .collect();
+    assert_eq!(
+        expired,
+        vec!["oldest", "tie"],
+        "oldest invocation first; the tie is expired only"
+    );
+    assert_eq!(
+        s.list_expired("w", m.start, m.expired, 1)
+            .await
+            .expect("expired")
+            .len(),
+        1
+    );
+    s.complete("fresh", now(), &WorkerReport::default())
+        .await
+        .expect("complete");
+    s.complete("tie", now(), &WorkerReport::default())
+        .await
+        .expect("complete");
+    assert_eq!(
+        s.count_running("w", m.expired).await.expect("count"),
+        1,
+        "completed tasks are not running"
+    );
+    assert_eq!(
+        s.list_expired("w", m.start, m.expired, 100)
+            .await
+            .expect("expired")
+            .len(),
+        1
+    );
+}
+
+pub async fn complete_only_invoked_tasks_and_never_create_rows(h: &Harness) {
+    let s = h.store.as_ref();
+    create(s, "w", &["a"]).await;
+    assert!(is_not_found(
+        &s.complete("ghost", now(), &WorkerReport::default()).await
+    ));
+    assert!(s.get("ghost").await.expect("get").is_none(), "no ghost row");
+    assert!(is_not_found(
+        &s.fail("ghost", now(), &WorkerReport::default()).await
+    ));
+    assert!(s.get("ghost").await.expect("get").is_none(), "no ghost row");
+    assert!(
+        is_conflict(&s.complete("a", now(), &WorkerReport::default()).await),
+        "a queued task was never invoked"
+    );
+    assert!(is_conflict(
+        &s.fail("a", now(), &WorkerReport::default()).await
+    ));
+    claim_all(s, "w", &["a"], NOW).await;
+    let r = report(
+        json!({"rows": 5, "nested": {"k": [1]}}),
+        json!({"url": "s3://x"}),
+    );
+    match s
+        .complete("a", Time::from_secs(NOW + 30), &r)
+        .await
+        .expect("complete")
+    {
+        Completion::Live(t) => {
+            assert_eq!(t.completed_at, Some(NOW + 30));
+            assert_eq!(
+                Value::Object(t.stats),
+                json!({"rows": 5, "nested": {"k": [1]}})
+            );
+        }
+        other => panic!("expected a live completion, got {other:?}"),
+    }
+    let done = s.list_completed("w", 10).await.expect("completed");
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        Value::Object(done[0].result.clone()),
+        json!({"url": "s3://x"})
+    );
+    // Archived: a later report is refused and writes nothing.
+    s.archive("a", ArchiveExpect::Completed, now())
+        .await
+        .expect("archive");
+    let late = s.complete("a", now(), &r).await;
+    assert!(
+        matches!(&late, Err(StoreError::Conflict { reason, .. }) if reason.contains("closed")),
+        "{late:?}"
+    );
+    assert!(is_conflict(&s.fail("a", now(), &r).await));
+}
+
+pub async fn repeated_completion_keeps_the_first_time(h: &Harness) {
+    let s = h.store.as_ref();
+    create(s, "w", &["a"]).await;
+    claim_all(s, "w", &["a"], NOW).await;
+    s.complete(
+        "a",
+        Time::from_secs(NOW + 5),
+        &report(json!({"x": 1, "y": 1}), json!({})),
+    )
+    .await
+    .expect("complete");
+    s.complete(
+        "a",
+        Time::from_secs(NOW + 9),
+        &report(json!({"y": 2}), json!({"r": true})),
+    )
+    .await
+    .expect("complete again");
+    let a = s.get("a").await.expect("get").expect("a").task;
+    assert_eq!(a.completed_at, Some(NOW + 5));
+    assert_eq!(Value::Object(a.stats), json!({"x": 1, "y": 2}));
+    assert_eq!(Value::Object(a.result), json!({"r": true}));
+}
+
+pub async fn fail_counts_and_keeps_state(h: &Harness) {
+    let s = h.store.as_ref();
+    create(s, "w", &["a"]).await;
+    let invoked = claim_all(s, "w", &["a"], NOW).await;
+    // WA-4
+    let t = s
+        .fail("a", now(), &report(json!({}), json!({"some_info": 33})))
+        .await
+        .expect("fail");
+    assert_eq!(t.failed_attempts, 1);
+    let t = s
+        .fail("a", now(), &report(json!({"s": 1}), json!({})))
+        .await
+        .expect("fail");
+    assert_eq!(t.failed_attempts, 2);
+    let a = s.get("a").await.expect("get").expect("a");
+    assert_eq!(a.place, Place::Live);
+    assert_eq!(
+        (a.task.greenfield, a.task.attempts, a.task.completed_at),
+        (invoked, 1, None)
+    );
+    assert_eq!(a.task.result.get("some_info"), Some(&json!(33)));
+    assert_eq!(a.task.stats.get("s"), Some(&json!(1)));
+}
+
+pub async fn archive_is_conditional(h: &Harness) {
+    let s = h.store.as_ref();
+    create(s, "w", &["done", "dead", "raced"]).await;
+    let g = claim_all(s, "w", &["done", "dead", "raced"], NOW).await;
+    assert!(
+        is_conflict(&s.archive("done", ArchiveExpect::Completed, now()).await),
+        "not completed yet"
+    );
+    s.complete("done", now(), &report(json!({"n": 1}), json!({})))
+        .await
+        .expect("complete");
+    let closed_at = Time::from_secs(NOW + 100);
+    s.archive("done", ArchiveExpect::Completed, closed_at)
+        .await
+        .expect("archive");
+    let got = s.get("done").await.expect("get").expect("done");
+    assert_eq!(
+        got.place,
+        Place::Closed {
+            closed_at: NOW + 100,
+            completed: true
+        }
+    );
+    assert_eq!(
+        got.task.stats.get("n"),
+        Some(&json!(1)),
+        "every field is kept"
+    );
+    assert_eq!(
+        got.task.payload,
+        new_task("done", "w").payload,
+        "the payload stays JSON text"
+    );
+    assert_eq!(got.to_row()["labourer_id_task_status"], json!("w_1"));
+    assert!(s
+        .list_completed("w", 10)
+        .await
+        .expect("completed")
+        .is_empty());
+    let again = s.archive("done", ArchiveExpect::Completed, closed_at).await;
+    assert!(is_conflict(&again), "archiving twice is refused: {again:?}");
+
+    assert!(
+        is_conflict(
+            &s.archive("dead", ArchiveExpect::Dead { greenfield: g - 1 }, now())
+                .await
+        ),
+        "stale greenfield"
+    );
+    s.archive("dead", ArchiveExpect::Dead { greenfield: g }, closed_at)
+        .await
+        .expect("archive dead");
+    let got = s.get("dead").await.expect("get").expect("dead");
+    assert_eq!(
+        got.place,
+        Place::Closed {
+            closed_at: NOW + 100,
+            completed: false
+        }
+    );
+    assert_eq!(got.to_row()["labourer_id_task_status"], json!("w_0"));
+
+    s.complete("raced", now(), &WorkerReport::default())
+        .await
+        .expect("complete");
+    assert!(
+        is_conflict(
+            &s.archive("raced", ArchiveExpect::Dead { greenfield: g }, now())
+                .await
+        ),
+        "a completion wins"
+    );
+    assert!(is_not_found(
+        &s.archive("missing", ArchiveExpect::Completed, now()).await
+    ));
+}
+
+pub async fn move_to_retry_loses_to_a_completion(h: &Harness) {
+    let s = h.store.as_ref();
+    create(s, "w", &["a", "b"]).await;
+    let g = claim_all(s, "w", &["a", "b"], NOW).await;
+    // The Scavenger read `a` as expired; the worker reports before the move: the completion wins.
+    s.complete("a", now(), &WorkerReport::default())
+        .await
+        .expect("complete");
+    assert!(is_conflict(&s.move_to_retry("a", g, NOW + 900).await));
+    assert_eq!(place(s, "a").await, Some(Place::Live));
+    assert!(
+        is_conflict(&s.move_to_retry("b", g + 1, NOW + 900).await),
+        "stale greenfield"
+    );
+    s.move_to_retry("b", g, NOW + 900).await.expect("move");
+    assert_eq!(
+        place(s, "b").await,
+        Some(Place::Retry {
+            desired_launch_time: NOW + 900
+        })
+    );
+    assert!(is_not_found(&s.move_to_retry("missing", g, NOW).await));
+    assert!(s
+        .due_retries("w", NOW + 899, 10)
+        .await
+        .expect("due")
+        .is_empty());
+    let due = s.due_retries("w", NOW + 900, 10).await.expect("due");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].task_id, "b");
+}
+
+pub async fn retry_round_trip_keeps_every_field(h: &Harness) {
+    let s = h.store.as_ref();
+    create(s, "w", &["a", "b", "c"]).await;
+    let g = claim_all(s, "w", &["a", "b", "c"], NOW).await;
+    s.fail(
+        "a",
+        now(),
+        &report(json!({"rows": 3}), json!({"err": "boom"})),
+    )
+    .await
+    .expect("fail");
+    for (id, launch) in [("a", NOW + 20), ("b", NOW + 10), ("c", NOW + 99)] {
+        s.move_to_retry(id, g, launch).await.expect("move");
+    }
+    let due: Vec<String> = s
+        .due_retries("w", NOW + 50, 10)
+        .await
+        .expect("due")
+        .into_iter()
+        .map(|t| t.task_id)
+        .collect();
+    assert_eq!(due, vec!["b", "a"], "earliest desired launch time first");
+    assert_eq!(s.due_retries("w", NOW + 50, 1).await.expect("due").len(), 1);
+    s.requeue("a", "w", 999).await.expect("requeue");
+    let a = s.get("a").await.expect("get").expect("a");
+    assert_eq!(a.place, Place::Live);
+    assert_eq!(
+        (a.task.greenfield, a.task.attempts, a.task.failed_attempts),
+        (999, 1, 1)
+    );
+    assert_eq!(a.task.stats.get("rows"), Some(&json!(3)));
+    assert_eq!(a.task.result.get("err"), Some(&json!("boom")));
+    assert_eq!(a.task.payload, new_task("a", "w").payload);
+    assert!(is_conflict(&s.requeue("a", "w", 998).await), "already live");
+    assert!(is_not_found(&s.requeue("missing", "w", 998).await));
+    let wrong = s.requeue("b", "other", 998).await;
+    assert!(
+        wrong.is_err(),
+        "a retry row is requeued only for its own labourer"
+    );
+    assert_eq!(
+        place(s, "b").await,
+        Some(Place::Retry {
+            desired_launch_time: NOW + 10
+        })
+    );
+    let next: Vec<String> = s
+        .next_queued("w", NOW + 50, 10)
+        .await
+        .expect("next")
+        .into_iter()
+        .map(|t| t.task_id)
+        .collect();
+    assert_eq!(next, vec!["a"]);
+}
+
+pub async fn completion_of_a_task_waiting_for_retry_closes_it(h: &Harness) {
+    let s = h.store.as_ref();
+    create(s, "w", &["a"]).await;
+    let g = claim_all(s, "w", &["a"], NOW).await;
+    s.move_to_retry("a", g, NOW + 900).await.expect("move");
+    let late = Time::from_secs(NOW + 60);
+    match s
+        .complete("a", late, &report(json!({"n": 2}), json!({})))
+        .await
+        .expect("complete")
+    {
+        Completion::ClosedFromRetry(t) => assert_eq!(t.completed_at, Some(NOW + 60)),
+        other => panic!("expected the retry row to close, got {other:?}"),
+    }
+    let got = s.get("a").await.expect("get").expect("a");
+    assert_eq!(
+        got.place,
+        Place::Closed {
+            closed_at: NOW + 60,
+            completed: true
+        }
+    );
+    assert_eq!(got.task.stats.get("n"), Some(&json!(2)));
+    assert!(s
+        .due_retries("w", NOW + 1000, 10)
+        .await
+        .expect("due")
+        .is_empty());
+    // A failure report for a waiting retry is recorded there.
+    create(s, "w", &["b"]).await;
+    let g = claim_all(s, "w", &["b"], NOW).await;
+    s.move_to_retry("b", g, NOW + 900).await.expect("move");
+    assert_eq!(
+        s.fail("b", now(), &WorkerReport::default())
+            .await
+            .expect("fail")
+            .failed_attempts,
+        1
+    );
+    assert_eq!(
+        place(s, "b").await,
+        Some(Place::Retry {
+            desired_launch_time: NOW + 900
+        })
+    );
+}
+
+pub async fn oldest_queued_ignores_invoked_tasks(h: &Harness) {
+    let s = h.store.as_ref();
+    assert_eq!(s.oldest_queued("w", NOW).await.expect("oldest"), None);
+    create(s, "w", &["a", "b", "c"]).await;
+    claim_all(s, "w", &["a"], NOW).await;
+    assert_eq!(s.oldest_queued("w", NOW).await.expect("oldest"), Some(3000));
+    assert_eq!(s.oldest_queued("other", NOW).await.expect("oldest"), None);
+}
+
+pub async fn counts_and_listing(h: &Harness) {
+    let s = h.store.as_ref();
+    let m = Markers::new(now(), D, 900, 300);
+    create(
+        s,
+        "w",
+        &[
+            "q1",
+            "q2",
+            "run",
+            "exp",
+            "done",
+            "retry",
+            "closed_ok",
+            "closed_dead",
+        ],
+    )
+    .await;
+    create(s, "v", &["other"]).await;
+    claim_all(s, "w", &["run", "done", "closed_ok"], NOW).await;
+    s.claim(
+        "w",
+        &["exp".into(), "retry".into(), "closed_dead".into()],
+        NOW,
+        m.expired,
+    )
+    .await
+    .expect("claim");
+    s.complete("done", now(), &WorkerReport::default())
+        .await
+        .expect("complete");
+    s.complete("closed_ok", now(), &WorkerReport::default())
+        .await
+        .expect("complete");
+    s.archive("closed_ok", ArchiveExpect::Completed, now())
+        .await
+        .expect("archive");
+    s.archive(
+        "closed_dead",
+        ArchiveExpect::Dead {
+            greenfield: m.expired,
+        },
+        now(),
+    )
+    .await
+    .expect("archive");
+    s.move_to_retry("retry", m.expired, NOW + 60)
+        .await
+        .expect("retry");
+    let c = s.counts("w", &m).await.expect("counts");
+    assert_eq!(
+        (
+            c.queued,
+            c.running,
+            c.expired,
+            c.completed,
+            c.retry_waiting,
+            c.closed_completed,
+            c.closed_dead
+        ),
+        (2, 1, 1, 1, 1, 1, 1)
+    );
+    assert_eq!(
+        s.counts("nobody", &m).await.expect("counts"),
+        Default::default()
+    );
+    assert_eq!(
+        s.labourer_ids().await.expect("ids"),
+        vec!["v".to_string(), "w".to_string()]
+    );
+
+    let list = |table, labourer: Option<&str>, completed| TaskQuery {
+        table,
+        labourer: labourer.map(str::to_string),
+        greenfield: None,
+        completed,
+        limit: 100,
+    };
+    let ids =
+        |v: Vec<sosw_core::StoredTask>| v.into_iter().map(|t| t.task.task_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s
+            .list(&list(Table::Live, Some("w"), Some(true)))
+            .await
+            .expect("list")),
+        vec!["done"]
+    );
+    assert_eq!(
+        ids(s.list(&list(Table::Retry, None, None)).await.expect("list")),
+        vec!["retry"]
+    );
+    assert_eq!(
+        ids(s
+            .list(&list(Table::Closed, Some("w"), Some(false)))
+            .await
+            .expect("list")),
+        vec!["closed_dead"]
+    );
+    assert_eq!(
+        s.list(&list(Table::Closed, None, None))
+            .await
+            .expect("list")
+            .len(),
+        2
+    );
+    let (range, _) = sosw_core::TaskState::Queued.range(&m);
+    let queued = TaskQuery {
+        greenfield: Some(range),
+        completed: Some(false),
+        ..list(Table::Live, Some("w"), None)
+    };
+    assert_eq!(ids(s.list(&queued).await.expect("list")), vec!["q1", "q2"]);
+    assert_eq!(
+        ids(s
+            .list(&TaskQuery { limit: 1, ..queued })
+            .await
+            .expect("list")),
+        vec!["q1"]
+    );
+    let all_live = s.list(&list(Table::Live, None, None)).await.expect("list");
+    assert_eq!(
+        all_live.first().map(|t| t.task.labourer_id.as_str()),
+        Some("v"),
+        "ordered by labourer"
+    );
+}
+
+pub async fn meta_events_in_order(h: &Harness) {
+    let ev = |action, ms| MetaEvent {
+        task_id: "a".into(),
+        labourer_id: "w".into(),
+        action,
+        at: Time::from_millis(ms),
+        author: "sosw_orchestrator".into(),
+        details: Some(json!({"k": 1})),
+    };
+    let events = vec![
+        ev(MetaAction::Created, 1_000),
+        ev(MetaAction::Invoked, 2_500),
+        ev(MetaAction::Archived, 2_000),
+    ];
+    h.meta.record(&events).await.expect("record");
+    h.meta.record(&[]).await.expect("record nothing");
+    assert_eq!(
+        h.meta.events_of("a").await.expect("events"),
+        events,
+        "in the order recorded"
+    );
+    assert!(h.meta.events_of("b").await.expect("events").is_empty());
+}
