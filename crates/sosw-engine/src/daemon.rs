@@ -1,0 +1,50 @@
+//! The daemon loop: orchestrator and scavenger passes on their own intervals until shutdown.
+//!
+//! Shutdown is checked between passes only, so a pass in progress always finishes.
+
+use crate::orchestrator::{Orchestrator, OrchestratorReport};
+use crate::scavenger::{Scavenger, ScavengerReport};
+use sosw_core::config::DaemonConfig;
+use sosw_core::Clock;
+use std::future::Future;
+use std::time::Duration;
+use tokio::time::{interval, MissedTickBehavior};
+
+/// A pass's report, as the loop hands it to its caller.
+#[derive(Debug, Clone)]
+pub enum PassReport {
+    Orchestrator(OrchestratorReport),
+    Scavenger(ScavengerReport),
+}
+
+/// Runs passes until `shutdown` completes; returns how many passes of each ran.
+pub async fn run(
+    orchestrator: &Orchestrator,
+    scavenger: &Scavenger,
+    clock: &dyn Clock,
+    intervals: DaemonConfig,
+    shutdown: impl Future<Output = ()>,
+    mut on_report: impl FnMut(PassReport),
+) -> (u64, u64) {
+    let mut orchestrate = interval(Duration::from_secs_f64(intervals.orchestrator_interval));
+    let mut scavenge = interval(Duration::from_secs_f64(intervals.scavenger_interval));
+    orchestrate.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    scavenge.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    let (mut orchestrated, mut scavenged) = (0, 0);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            _ = scavenge.tick() => {
+                scavenged += 1;
+                on_report(PassReport::Scavenger(scavenger.run_once(clock.now()).await));
+            }
+            _ = orchestrate.tick() => {
+                orchestrated += 1;
+                on_report(PassReport::Orchestrator(orchestrator.run_once(clock.now()).await));
+            }
+        }
+    }
+    (orchestrated, scavenged)
+}

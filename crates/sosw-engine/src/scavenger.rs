@@ -1,0 +1,290 @@
+//! Scavenger: archive completed tasks; retry or close expired ones; bring due retries back to the head of the queue
+//! (reference §5.6).
+//!
+//! Every move is the store's atomic conditional move, so a completion that lands while the Scavenger works wins
+//! (§7.2, §7.3), and two Scavengers never archive or retry one task twice. Dead-task notifications go out once,
+//! at the end of the pass (§7.26). Health metrics are not fetched here (§7.12).
+
+use crate::meta::MetaHandler;
+use crate::Wiring;
+use futures::future::join_all;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use sosw_core::config::{Config, Labourer, DEAD_TASK_SUBJECT};
+use sosw_core::decide::{decide_expired, ExpiredDecision};
+use sosw_core::greenfield::head_positions;
+use sosw_core::ports::{ArchiveExpect, Notifier, StoreError, TaskStore};
+use sosw_core::{Essential, MetaAction, MetaEvent, Time};
+use std::sync::Arc;
+
+/// How many rows a phase reads at a time.
+const PAGE: usize = 500;
+
+#[derive(Debug)]
+pub struct Scavenger {
+    config: Arc<Config>,
+    store: Arc<dyn TaskStore>,
+    meta: MetaHandler,
+    notifier: Arc<dyn Notifier>,
+}
+
+/// What one pass did for one labourer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LabourerScavenge {
+    pub labourer_id: String,
+    /// Completed tasks moved to the closed table.
+    pub archived: u32,
+    /// Expired tasks parked in the retry table.
+    pub retried: u32,
+    /// Expired tasks out of attempts, closed as dead.
+    pub dead: u32,
+    /// Due retries moved back to the head of the queue.
+    pub requeued: u32,
+    /// Rows another process moved first (or that a completion overtook).
+    pub skipped_conflict: u32,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ScavengerReport {
+    pub at: i64,
+    pub labourers: Vec<LabourerScavenge>,
+}
+
+impl ScavengerReport {
+    /// `{"at": ..., "labourers": {"<id>": {...}}}`
+    pub fn to_json(&self) -> Value {
+        let mut labourers = Map::new();
+        for l in &self.labourers {
+            let mut v = serde_json::to_value(l).unwrap_or(Value::Null);
+            if let Value::Object(o) = &mut v {
+                o.remove("labourer_id");
+            }
+            labourers.insert(l.labourer_id.clone(), v);
+        }
+        json!({"at": self.at, "labourers": labourers})
+    }
+
+    /// Whether the pass moved anything.
+    pub fn moved_anything(&self) -> bool {
+        self.labourers
+            .iter()
+            .any(|l| l.archived + l.retried + l.dead + l.requeued > 0)
+    }
+}
+
+/// How a conditional move ended.
+enum Moved {
+    Yes,
+    Conflict,
+    Failed(String),
+}
+
+fn moved<T>(r: Result<T, StoreError>) -> Moved {
+    match r {
+        Ok(_) => Moved::Yes,
+        Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => Moved::Conflict,
+        Err(e) => Moved::Failed(e.to_string()),
+    }
+}
+
+impl Scavenger {
+    pub fn new(config: Arc<Config>, wiring: &Wiring) -> Scavenger {
+        Scavenger {
+            store: wiring.store.clone(),
+            meta: wiring.meta_handler(Essential::Scavenger),
+            notifier: wiring.notifier.clone(),
+            config,
+        }
+    }
+
+    pub async fn run_once(&self, now: Time) -> ScavengerReport {
+        let results = join_all(self.config.labourers.iter().map(|l| self.scavenge(l, now))).await;
+        let mut report = ScavengerReport {
+            at: now.secs(),
+            labourers: Vec::with_capacity(results.len()),
+        };
+        let mut dead = Vec::new();
+        for (r, messages) in results {
+            report.labourers.push(r);
+            dead.extend(messages);
+        }
+        if !dead.is_empty() {
+            if let Err(e) = self.notifier.notify(DEAD_TASK_SUBJECT, &dead).await {
+                tracing::warn!(error = %e, count = dead.len(), "could not send the dead-task notification");
+            }
+        }
+        report
+    }
+
+    async fn scavenge(&self, l: &Labourer, now: Time) -> (LabourerScavenge, Vec<String>) {
+        let mut r = LabourerScavenge {
+            labourer_id: l.id.clone(),
+            ..LabourerScavenge::default()
+        };
+        let mut events = Vec::new();
+        let mut dead = Vec::new();
+        if let Err(e) = self.archive_completed(l, now, &mut r, &mut events).await {
+            r.errors.push(format!("archiving completed tasks: {e}"));
+        }
+        if let Err(e) = self
+            .handle_expired(l, now, &mut r, &mut events, &mut dead)
+            .await
+        {
+            r.errors.push(format!("handling expired tasks: {e}"));
+        }
+        if let Err(e) = self.retry_due(l, now, &mut r, &mut events).await {
+            r.errors.push(format!("requeueing due retries: {e}"));
+        }
+        self.meta.post(events).await;
+        (r, dead)
+    }
+
+    async fn archive_completed(
+        &self,
+        l: &Labourer,
+        now: Time,
+        r: &mut LabourerScavenge,
+        events: &mut Vec<MetaEvent>,
+    ) -> Result<(), StoreError> {
+        loop {
+            let page = self.store.list_completed(&l.id, PAGE).await?;
+            let mut progress = false;
+            for t in &page {
+                match moved(
+                    self.store
+                        .archive(&t.task_id, ArchiveExpect::Completed, now)
+                        .await,
+                ) {
+                    Moved::Yes => {
+                        r.archived += 1;
+                        progress = true;
+                        events.push(self.meta.event(
+                            &t.task_id,
+                            &l.id,
+                            MetaAction::Archived,
+                            now,
+                            None,
+                        ));
+                    }
+                    Moved::Conflict => r.skipped_conflict += 1,
+                    Moved::Failed(e) => r.errors.push(format!("archiving `{}`: {e}", t.task_id)),
+                }
+            }
+            if page.len() < PAGE || !progress {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn handle_expired(
+        &self,
+        l: &Labourer,
+        now: Time,
+        r: &mut LabourerScavenge,
+        events: &mut Vec<MetaEvent>,
+        dead: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        let markers = l.markers(now, self.config.greenfield.delta);
+        loop {
+            let page = self
+                .store
+                .list_expired(&l.id, markers.start, markers.expired, PAGE)
+                .await?;
+            let mut progress = false;
+            for t in &page {
+                let decision = decide_expired(
+                    t.attempts,
+                    l.max_attempts,
+                    l.max_duration,
+                    self.config.retry_backoff,
+                    now.secs(),
+                );
+                let (result, action, details) = match decision {
+                    ExpiredDecision::Retry {
+                        delay,
+                        desired_launch_time,
+                    } => (
+                        moved(
+                            self.store
+                                .move_to_retry(&t.task_id, t.greenfield, desired_launch_time)
+                                .await,
+                        ),
+                        MetaAction::ScheduledForRetry,
+                        json!({"delay": delay, "desired_launch_time": desired_launch_time, "attempts": t.attempts}),
+                    ),
+                    ExpiredDecision::Dead => (
+                        moved(
+                            self.store
+                                .archive(
+                                    &t.task_id,
+                                    ArchiveExpect::Dead {
+                                        greenfield: t.greenfield,
+                                    },
+                                    now,
+                                )
+                                .await,
+                        ),
+                        MetaAction::ArchivedDead,
+                        json!({"attempts": t.attempts}),
+                    ),
+                };
+                match result {
+                    Moved::Yes => {
+                        progress = true;
+                        if action == MetaAction::ArchivedDead {
+                            r.dead += 1;
+                            dead.push(format!("Closing dead task: {} ", t.task_id));
+                        } else {
+                            r.retried += 1;
+                        }
+                        events.push(
+                            self.meta
+                                .event(&t.task_id, &l.id, action, now, Some(details)),
+                        );
+                    }
+                    Moved::Conflict => r.skipped_conflict += 1,
+                    Moved::Failed(e) => r.errors.push(format!("expired task `{}`: {e}", t.task_id)),
+                }
+            }
+            if page.len() < PAGE || !progress {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn retry_due(
+        &self,
+        l: &Labourer,
+        now: Time,
+        r: &mut LabourerScavenge,
+        events: &mut Vec<MetaEvent>,
+    ) -> Result<(), StoreError> {
+        let due = self
+            .store
+            .due_retries(&l.id, now.secs(), self.config.retry_tasks_limit)
+            .await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let oldest = self.store.oldest_queued(&l.id, now.secs()).await?;
+        let positions = head_positions(oldest, self.config.greenfield.step, due.len());
+        for (t, greenfield) in due.iter().zip(positions) {
+            match moved(self.store.requeue(&t.task_id, &l.id, greenfield).await) {
+                Moved::Yes => {
+                    r.requeued += 1;
+                    events.push(self.meta.event(
+                        &t.task_id,
+                        &l.id,
+                        MetaAction::ReadyForRetry,
+                        now,
+                        Some(json!({"greenfield": greenfield})),
+                    ));
+                }
+                Moved::Conflict => r.skipped_conflict += 1,
+                Moved::Failed(e) => r.errors.push(format!("requeueing `{}`: {e}", t.task_id)),
+            }
+        }
+        Ok(())
+    }
+}

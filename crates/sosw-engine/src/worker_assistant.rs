@@ -1,0 +1,146 @@
+//! WorkerAssistant: workers report `mark_task_as_completed` / `mark_task_as_failed` (reference §5.8).
+//!
+//! Fixed here (reference §7.4, WA-5): a report never creates a row. It applies to a task that has been invoked and
+//! is live or waiting for retry; a completion for a task waiting for retry closes it as completed (its work is done).
+//! A report for an unknown, never-invoked or already closed task is a typed error.
+
+use crate::meta::MetaHandler;
+use async_trait::async_trait;
+use serde_json::{json, Map, Value};
+use sosw_core::payload::{worker_report, ReportFieldError};
+use sosw_core::ports::{Completion, StoreError, StoreResult, TaskReporter, TaskStore};
+use sosw_core::task::ReportKind;
+use sosw_core::{Clock, MetaAction, Task, Time, WorkerReport};
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct WorkerAssistant {
+    store: Arc<dyn TaskStore>,
+    meta: MetaHandler,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerAssistantError {
+    #[error(
+        "the event has no `action`; expected `mark_task_as_completed` or `mark_task_as_failed`"
+    )]
+    MissingAction,
+    #[error(
+        "action `{0}` is not supported; expected `mark_task_as_completed` or `mark_task_as_failed`"
+    )]
+    UnknownAction(String),
+    #[error("action `{0}` needs a string `task_id`")]
+    MissingTaskId(String),
+    #[error("the event must be a JSON object")]
+    NotAnObject,
+    #[error(transparent)]
+    Report(#[from] ReportFieldError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl WorkerAssistant {
+    pub fn new(
+        store: Arc<dyn TaskStore>,
+        meta: MetaHandler,
+        clock: Arc<dyn Clock>,
+    ) -> WorkerAssistant {
+        WorkerAssistant { store, meta, clock }
+    }
+
+    pub async fn complete(
+        &self,
+        task_id: &str,
+        report: &WorkerReport,
+        now: Time,
+    ) -> StoreResult<Completion> {
+        let completion = self.store.complete(task_id, now, report).await?;
+        let (task, closed) = match &completion {
+            Completion::Live(t) => (t, false),
+            Completion::ClosedFromRetry(t) => (t, true),
+        };
+        let mut events = vec![self.meta.event(
+            task_id,
+            &task.labourer_id,
+            MetaAction::MarkedAsCompleted,
+            now,
+            None,
+        )];
+        if closed {
+            events.push(self.meta.event(
+                task_id,
+                &task.labourer_id,
+                MetaAction::Archived,
+                now,
+                Some(json!({"reason": "completed while waiting for retry"})),
+            ));
+        }
+        self.meta.post(events).await;
+        Ok(completion)
+    }
+
+    pub async fn fail(&self, task_id: &str, report: &WorkerReport, now: Time) -> StoreResult<Task> {
+        let task = self.store.fail(task_id, now, report).await?;
+        let ev = self.meta.event(
+            task_id,
+            &task.labourer_id,
+            MetaAction::MarkedAsFailed,
+            now,
+            None,
+        );
+        self.meta.post(vec![ev]).await;
+        Ok(task)
+    }
+
+    /// Handles a sosw WorkerAssistant event:
+    /// `{"action": "mark_task_as_completed" | "mark_task_as_failed", "task_id": ..., "stats": ..., "result": ...}`,
+    /// `stats` and `result` as objects or JSON strings. Returns the task after the report, as a row.
+    pub async fn handle_event(
+        &self,
+        event: &Value,
+        now: Time,
+    ) -> Result<Map<String, Value>, WorkerAssistantError> {
+        let obj = event.as_object().ok_or(WorkerAssistantError::NotAnObject)?;
+        let action = obj
+            .get("action")
+            .or_else(|| obj.get("actions"))
+            .and_then(Value::as_str)
+            .ok_or(WorkerAssistantError::MissingAction)?;
+        let kind = match action {
+            "mark_task_as_completed" => ReportKind::Completed,
+            "mark_task_as_failed" => ReportKind::Failed,
+            other => return Err(WorkerAssistantError::UnknownAction(other.to_string())),
+        };
+        let task_id = obj
+            .get("task_id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| WorkerAssistantError::MissingTaskId(action.to_string()))?;
+        let report = worker_report(obj)?;
+        let task = match kind {
+            ReportKind::Completed => match self.complete(task_id, &report, now).await? {
+                Completion::Live(t) | Completion::ClosedFromRetry(t) => t,
+            },
+            ReportKind::Failed => self.fail(task_id, &report, now).await?,
+        };
+        let stored = self.store.get(&task.task_id).await?;
+        Ok(stored.map(|s| s.to_row()).unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl TaskReporter for WorkerAssistant {
+    async fn report(
+        &self,
+        task_id: &str,
+        kind: ReportKind,
+        report: WorkerReport,
+    ) -> StoreResult<()> {
+        let now = self.clock.now();
+        match kind {
+            ReportKind::Completed => self.complete(task_id, &report, now).await.map(|_| ()),
+            ReportKind::Failed => self.fail(task_id, &report, now).await.map(|_| ()),
+        }
+    }
+}
