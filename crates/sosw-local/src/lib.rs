@@ -1,1 +1,52 @@
-//! placeholder
+//! Local adapters: how embedded sosw reaches workers and reads health.
+//!
+//! - [`process::ProcessInvoker`]: a worker is a local command; the event goes to its stdin. A [`process::Supervisor`]
+//!   tracks every child, reaps it, and (in `exit_code` mode) reports its exit through the WorkerAssistant.
+//! - [`http::HttpInvoker`]: a worker is an HTTP endpoint; the event is POSTed.
+//! - [`metrics::LocalMetrics`]: health from a command, a JSON document over HTTP, or a Prometheus instant query.
+//! - [`notify`]: dead-task notifications to the log and, optionally, a command.
+//!
+//! Plain `http://` only: the embedded build carries no TLS stack (workers and metric endpoints are expected on the
+//! machine or the local network).
+
+pub mod http;
+pub mod metrics;
+pub mod notify;
+pub mod process;
+
+use sosw_core::config::{InvokerSpec, Labourer};
+use sosw_core::ports::{Invoker, InvokerFactory};
+use std::sync::Arc;
+
+/// Builds process and HTTP invokers; refuses Lambda labourers with a clear message.
+#[derive(Debug, Clone)]
+pub struct LocalInvokers {
+    supervisor: Arc<process::Supervisor>,
+    /// Extra environment for every process worker (e.g. `SOSW_CONFIG`, so that it can run `sosw complete`).
+    env: Vec<(String, String)>,
+}
+
+impl LocalInvokers {
+    pub fn new(supervisor: Arc<process::Supervisor>, env: Vec<(String, String)>) -> LocalInvokers {
+        LocalInvokers { supervisor, env }
+    }
+}
+
+impl InvokerFactory for LocalInvokers {
+    fn invoker_for(&self, labourer: &Labourer) -> Result<Arc<dyn Invoker>, String> {
+        match &labourer.invoker {
+            InvokerSpec::Process(spec) => Ok(Arc::new(process::ProcessInvoker::new(
+                &labourer.id,
+                spec.clone(),
+                self.env.clone(),
+                self.supervisor.clone(),
+            )?)),
+            InvokerSpec::Http(spec) => Ok(Arc::new(http::HttpInvoker::new(spec.clone())?)),
+            InvokerSpec::Lambda { .. } => Err(
+                "`arn` (AWS Lambda) labourers cannot be invoked by the embedded build; give `command` (a local \
+                 process) or `url` (an HTTP worker), or run sosw's AWS build"
+                    .to_string(),
+            ),
+        }
+    }
+}

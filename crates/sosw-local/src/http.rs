@@ -1,0 +1,143 @@
+//! Workers as HTTP endpoints: the event is POSTed as JSON.
+//!
+//! | response | async mode | sync mode |
+//! |---|---|---|
+//! | 2xx | accepted (the worker reports later) | completed; a JSON object body is the result |
+//! | 429, 503 | throttled: back to the queue, no attempt spent (`Retry-After` seconds kept) | same |
+//! | other 4xx | permanent: the task can never succeed, closed as dead | same |
+//! | other 5xx, connection refused | transient: retried later like an expired attempt | same |
+//! | timeout after sending | uncertain: left running, expires if nobody reports | same |
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use sosw_core::config::{HttpMode, HttpSpec};
+use sosw_core::decide::FailureKind;
+use sosw_core::payload::worker_report;
+use sosw_core::ports::{InvokeError, InvokeOutcome, Invoker};
+use sosw_core::task::ReportKind;
+use sosw_core::{Task, WorkerReport};
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct HttpInvoker {
+    spec: HttpSpec,
+    client: reqwest::Client,
+}
+
+impl HttpInvoker {
+    pub fn new(spec: HttpSpec) -> Result<HttpInvoker, String> {
+        if spec.url.starts_with("https://") {
+            return Err(format!(
+                "`{}`: this build of sosw speaks plain http:// only (no TLS stack in the embedded build)",
+                spec.url
+            ));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs_f64(spec.timeout_secs))
+            .connect_timeout(Duration::from_secs_f64(spec.timeout_secs.min(10.0)))
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        Ok(HttpInvoker { spec, client })
+    }
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+fn classify(e: &reqwest::Error, url: &str) -> InvokeError {
+    let kind = if e.is_connect() {
+        FailureKind::Transient
+    } else if e.is_builder() {
+        FailureKind::Permanent
+    } else {
+        // Timed out or broke after the request may have been sent.
+        FailureKind::Unknown
+    };
+    InvokeError::new(kind, format!("POST {url}: {e}"))
+}
+
+fn report_from_body(body: &[u8]) -> WorkerReport {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return WorkerReport::default();
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) if m.contains_key("stats") || m.contains_key("result") => {
+            worker_report(&m).unwrap_or_else(|_| WorkerReport {
+                stats: Map::new(),
+                result: m,
+            })
+        }
+        Ok(Value::Object(m)) => WorkerReport {
+            stats: Map::new(),
+            result: m,
+        },
+        _ => {
+            let mut result = Map::new();
+            let text = String::from_utf8_lossy(body);
+            result.insert(
+                "body".into(),
+                text.chars().take(4096).collect::<String>().into(),
+            );
+            WorkerReport {
+                stats: Map::new(),
+                result,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Invoker for HttpInvoker {
+    async fn invoke(&self, _task: &Task, event: &str) -> Result<InvokeOutcome, InvokeError> {
+        let mut req = self
+            .client
+            .post(&self.spec.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(event.to_string());
+        for (k, v) in &self.spec.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = req.send().await.map_err(|e| classify(&e, &self.spec.url))?;
+        let status = resp.status();
+        let after = retry_after(resp.headers());
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| classify(&e, &self.spec.url))?;
+        let snippet = || {
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(200)
+                .collect::<String>()
+        };
+        match status.as_u16() {
+            200..=299 => Ok(match self.spec.mode {
+                HttpMode::Async => InvokeOutcome::Accepted,
+                HttpMode::Sync => {
+                    InvokeOutcome::Finished(ReportKind::Completed, report_from_body(&body))
+                }
+            }),
+            429 | 503 => Err(InvokeError {
+                kind: FailureKind::Throttled,
+                message: format!("POST {}: {status}", self.spec.url),
+                retry_after: after,
+            }),
+            400..=499 => Err(InvokeError::new(
+                FailureKind::Permanent,
+                format!("POST {}: {status}: {}", self.spec.url, snippet()),
+            )),
+            _ => Err(InvokeError::new(
+                FailureKind::Transient,
+                format!("POST {}: {status}: {}", self.spec.url, snippet()),
+            )),
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The HTTP invoker and the HTTP metric sources against a real server on 127.0.0.1.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use sosw_core::config::{HttpMode, HttpSpec, MetricDetails};
+use sosw_core::decide::FailureKind;
+use sosw_core::ports::{InvokeOutcome, Invoker, MetricSource};
+use sosw_core::task::ReportKind;
+use sosw_core::{Task, Time};
+use sosw_local::http::HttpInvoker;
+use sosw_local::metrics::LocalMetrics;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+type Seen = Arc<Mutex<Vec<(HeaderMap, Value)>>>;
+
+async fn server() -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let app = Router::new()
+        .route("/accept", post(|State(s): State<Seen>, h: HeaderMap, Json(v): Json<Value>| async move {
+            s.lock().expect("lock").push((h, v));
+            StatusCode::ACCEPTED
+        }))
+        .route("/sync", post(|| async { Json(json!({"rows": 3})) }))
+        .route("/sync-report", post(|| async { Json(json!({"stats": {"t": 1}, "result": "{\"r\": 2}"})) }))
+        .route("/throttle", post(|| async { (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "7")], "slow down") }))
+        .route("/unavailable", post(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+        .route("/bad", post(|| async { (StatusCode::BAD_REQUEST, "missing field `x`") }))
+        .route("/boom", post(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+        .route("/slow", post(|| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            StatusCode::OK
+        }))
+        .route("/health", get(|| async { Json(json!({"db": {"cpu": 37.5, "name": "primary"}, "lag": "12"})) }))
+        .route("/api/v1/query", get(|Query(q): Query<HashMap<String, String>>| async move {
+            let value = if q.get("query").map(String::as_str) == Some("max(rate(x[5m]))") { "0.25" } else { "-1" };
+            Json(json!({"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1.0, value]}]}}))
+                .into_response()
+        }))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (format!("http://{addr}"), seen)
+}
+
+fn invoker(url: String, mode: HttpMode, timeout: f64) -> HttpInvoker {
+    HttpInvoker::new(HttpSpec {
+        url,
+        mode,
+        timeout_secs: timeout,
+        headers: vec![("x-token".into(), "secret".into())],
+    })
+    .expect("invoker")
+}
+
+fn task() -> Task {
+    Task {
+        task_id: "t1".into(),
+        labourer_id: "w".into(),
+        created_at: 1.0,
+        greenfield: 2000,
+        attempts: 1,
+        payload: "{}".into(),
+        completed_at: None,
+        failed_attempts: 0,
+        stats: Map::new(),
+        result: Map::new(),
+    }
+}
+
+#[tokio::test]
+async fn responses_map_to_outcomes() {
+    let (base, seen) = server().await;
+    let call = |path: &str, mode| {
+        let inv = invoker(format!("{base}{path}"), mode, 0.5);
+        async move { inv.invoke(&task(), r#"{"task_id": "t1", "a": 1}"#).await }
+    };
+    assert_eq!(
+        call("/accept", HttpMode::Async).await,
+        Ok(InvokeOutcome::Accepted)
+    );
+    let (headers, body) = seen.lock().expect("lock")[0].clone();
+    assert_eq!(body, json!({"task_id": "t1", "a": 1}));
+    assert_eq!(headers["x-token"], "secret");
+    assert_eq!(headers["content-type"], "application/json");
+
+    match call("/sync", HttpMode::Sync).await {
+        Ok(InvokeOutcome::Finished(ReportKind::Completed, r)) => {
+            assert_eq!(Value::Object(r.result), json!({"rows": 3}))
+        }
+        other => panic!("{other:?}"),
+    }
+    match call("/sync-report", HttpMode::Sync).await {
+        Ok(InvokeOutcome::Finished(ReportKind::Completed, r)) => {
+            assert_eq!(
+                (Value::Object(r.stats), Value::Object(r.result)),
+                (json!({"t": 1}), json!({"r": 2}))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let throttled = call("/throttle", HttpMode::Async)
+        .await
+        .expect_err("throttled");
+    assert_eq!(
+        (throttled.kind, throttled.retry_after),
+        (FailureKind::Throttled, Some(Duration::from_secs(7)))
+    );
+    assert_eq!(
+        call("/unavailable", HttpMode::Async)
+            .await
+            .expect_err("throttled")
+            .kind,
+        FailureKind::Throttled
+    );
+    let bad = call("/bad", HttpMode::Async).await.expect_err("permanent");
+    assert_eq!(bad.kind, FailureKind::Permanent);
+    assert!(bad.message.contains("missing field"), "{}", bad.message);
+    assert_eq!(
+        call("/boom", HttpMode::Async)
+            .await
+            .expect_err("transient")
+            .kind,
+        FailureKind::Transient
+    );
+    assert_eq!(
+        call("/missing", HttpMode::Async)
+            .await
+            .expect_err("404")
+            .kind,
+        FailureKind::Permanent
+    );
+    let slow = call("/slow", HttpMode::Async).await.expect_err("timeout");
+    assert_eq!(slow.kind, FailureKind::Unknown, "{}", slow.message);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_transient() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let err = invoker(format!("http://{addr}/run"), HttpMode::Async, 1.0)
+        .invoke(&task(), "{}")
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind, FailureKind::Transient, "{}", err.message);
+}
+
+#[test]
+fn https_is_refused_up_front() {
+    let err = HttpInvoker::new(HttpSpec {
+        url: "https://example.invalid/run".into(),
+        mode: HttpMode::Async,
+        timeout_secs: 1.0,
+        headers: vec![],
+    })
+    .expect_err("no tls");
+    assert!(err.contains("plain http://"), "{err}");
+}
+
+#[tokio::test]
+async fn metric_sources() {
+    let (base, _) = server().await;
+    let m = LocalMetrics::new();
+    let now = Time::from_secs(0);
+    let fetch = |d: MetricDetails| {
+        let m = m.clone();
+        async move { m.fetch(&d, now).await }
+    };
+    let json = |pointer: &str| MetricDetails::HttpJson {
+        url: format!("{base}/health"),
+        pointer: pointer.into(),
+        timeout_secs: 2.0,
+    };
+    assert_eq!(fetch(json("/db/cpu")).await, Ok(37.5));
+    assert_eq!(fetch(json("/lag")).await, Ok(12.0), "numeric strings count");
+    assert!(fetch(json("/db/name"))
+        .await
+        .expect_err("text")
+        .0
+        .contains("not a number"));
+    assert!(fetch(json("/nope"))
+        .await
+        .expect_err("missing")
+        .0
+        .contains("nothing at pointer"));
+    let prom = MetricDetails::Prometheus {
+        base_url: format!("{base}/"),
+        query: "max(rate(x[5m]))".into(),
+        timeout_secs: 2.0,
+    };
+    assert_eq!(fetch(prom).await, Ok(0.25), "the query is sent URL-encoded");
+    let cmd = |c: &str| MetricDetails::Command {
+        command: vec!["sh".into(), "-c".into(), c.into()],
+        timeout_secs: 2.0,
+    };
+    assert_eq!(fetch(cmd("echo 42")).await, Ok(42.0));
+    assert!(fetch(cmd("echo oops >&2; exit 2"))
+        .await
+        .expect_err("fails")
+        .0
+        .contains("oops"));
+    assert!(fetch(cmd("echo many words"))
+        .await
+        .expect_err("nan")
+        .0
+        .contains("not a number"));
+    assert!(fetch(cmd("sleep 5"))
+        .await
+        .expect_err("slow")
+        .0
+        .contains("timed out"));
+    let refused = MetricDetails::HttpJson {
+        url: "http://127.0.0.1:9/x".into(),
+        pointer: String::new(),
+        timeout_secs: 1.0,
+    };
+    assert!(fetch(refused).await.is_err());
+}
