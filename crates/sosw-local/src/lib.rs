@@ -24,23 +24,45 @@ pub struct LocalInvokers {
     supervisor: Arc<process::Supervisor>,
     /// Extra environment for every process worker (e.g. `SOSW_CONFIG`, so that it can run `sosw complete`).
     env: Vec<(String, String)>,
+    /// Where process workers run unless their `cwd` says otherwise (a relative `cwd` is relative to it): the
+    /// config file's directory, so that a config and its workers travel together.
+    base_dir: Option<std::path::PathBuf>,
 }
 
 impl LocalInvokers {
-    pub fn new(supervisor: Arc<process::Supervisor>, env: Vec<(String, String)>) -> LocalInvokers {
-        LocalInvokers { supervisor, env }
+    pub fn new(
+        supervisor: Arc<process::Supervisor>,
+        env: Vec<(String, String)>,
+        base_dir: Option<std::path::PathBuf>,
+    ) -> LocalInvokers {
+        LocalInvokers {
+            supervisor,
+            env,
+            base_dir,
+        }
+    }
+}
+
+/// `cwd` resolved against `base`.
+pub fn resolve_dir(base: Option<&std::path::Path>, cwd: Option<&str>) -> Option<String> {
+    match (base, cwd) {
+        (Some(b), Some(c)) if std::path::Path::new(c).is_relative() => {
+            Some(b.join(c).display().to_string())
+        }
+        (_, Some(c)) => Some(c.to_string()),
+        (Some(b), None) => Some(b.display().to_string()),
+        (None, None) => None,
     }
 }
 
 impl InvokerFactory for LocalInvokers {
     fn invoker_for(&self, labourer: &Labourer) -> Result<Arc<dyn Invoker>, String> {
         match &labourer.invoker {
-            InvokerSpec::Process(spec) => Ok(Arc::new(process::ProcessInvoker::new(
-                &labourer.id,
-                spec.clone(),
-                self.env.clone(),
-                self.supervisor.clone(),
-            )?)),
+            InvokerSpec::Process(spec) => {
+                let mut spec = spec.clone();
+                spec.cwd = resolve_dir(self.base_dir.as_deref(), spec.cwd.as_deref());
+                Ok(Arc::new(process::ProcessInvoker::new(&labourer.id, spec, self.env.clone(), self.supervisor.clone())?))
+            }
             InvokerSpec::Http(spec) => Ok(Arc::new(http::HttpInvoker::new(spec.clone())?)),
             InvokerSpec::Lambda { .. } => Err(
                 "`arn` (AWS Lambda) labourers cannot be invoked by the embedded build; give `command` (a local \

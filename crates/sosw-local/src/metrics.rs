@@ -11,6 +11,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct LocalMetrics {
     client: reqwest::Client,
+    /// Where metric commands run (the config's directory).
+    cwd: Option<std::path::PathBuf>,
 }
 
 impl Default for LocalMetrics {
@@ -23,7 +25,15 @@ impl LocalMetrics {
     pub fn new() -> LocalMetrics {
         LocalMetrics {
             client: reqwest::Client::new(),
+            cwd: None,
         }
+    }
+
+    /// Runs metric commands in `dir`.
+    #[must_use]
+    pub fn in_dir(mut self, dir: std::path::PathBuf) -> LocalMetrics {
+        self.cwd = Some(dir);
+        self
     }
 
     async fn get_json(&self, url: &str, timeout: f64) -> Result<Value, MetricError> {
@@ -123,11 +133,12 @@ impl MetricSource for LocalMetrics {
     async fn fetch(&self, details: &MetricDetails, _now: Time) -> Result<f64, MetricError> {
         match details {
             MetricDetails::Command { command, timeout_secs } => {
-                let run = tokio::process::Command::new(&command[0])
-                    .args(&command[1..])
-                    .stdin(Stdio::null())
-                    .kill_on_drop(true)
-                    .output();
+                let mut cmd = tokio::process::Command::new(&command[0]);
+                cmd.args(&command[1..]).stdin(Stdio::null()).kill_on_drop(true);
+                if let Some(dir) = &self.cwd {
+                    cmd.current_dir(dir);
+                }
+                let run = cmd.output();
                 let out = tokio::time::timeout(Duration::from_secs_f64(*timeout_secs), run)
                     .await
                     .map_err(|_| MetricError(format!("`{}` timed out after {timeout_secs} s", command.join(" "))))?

@@ -1,0 +1,199 @@
+//! Loading what every command needs: the config layers, the store, the adapters.
+
+use crate::UsageError;
+use anyhow::{Context, Result};
+use serde_json::Value;
+use sosw_core::ports::{Notifier, TaskStore};
+use sosw_core::{Clock, Config, Essential, SystemClock};
+use sosw_engine::Wiring;
+use sosw_local::metrics::LocalMetrics;
+use sosw_local::notify::LocalNotifier;
+use sosw_local::process::Supervisor;
+use sosw_local::LocalInvokers;
+use sosw_sqlite::SqliteStore;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::cli::Global;
+
+/// Reads the config layers at `path`: one JSON file, or a directory laid out as Python sosw's `.config`
+/// (`sosw_essential_config.json`, then each `<essential>_config.json` as that essential's section).
+pub fn read_layers(path: &Path) -> Result<Vec<Value>> {
+    if path.is_dir() {
+        let mut layers = Vec::new();
+        let shared = path.join("sosw_essential_config.json");
+        if shared.exists() {
+            layers.push(read_json(&shared)?);
+        }
+        for e in Essential::ALL {
+            let f = path.join(format!("{}.json", e.config_key()));
+            if f.exists() {
+                let mut section = serde_json::Map::new();
+                section.insert(e.config_key().to_string(), read_json(&f)?);
+                layers.push(Value::Object(section));
+            }
+        }
+        if layers.is_empty() {
+            return Err(UsageError(format!(
+                "the config directory `{}` has neither `sosw_essential_config.json` nor any `sosw_<essential>_config.json`",
+                path.display()
+            ))
+            .into());
+        }
+        Ok(layers)
+    } else if path.exists() {
+        Ok(vec![read_json(path)?])
+    } else {
+        Err(UsageError(format!(
+            "no config at `{}`; pass --config PATH or set SOSW_CONFIG (see docs/config.md)",
+            path.display()
+        ))
+        .into())
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config `{}`", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        UsageError(format!(
+            "the config `{}` is not valid JSON: {e}",
+            path.display()
+        ))
+        .into()
+    })
+}
+
+/// Loads and validates the config for `essential`; warnings go to the log.
+pub fn load_config(path: &Path, essential: Essential) -> Result<Config> {
+    let layers = read_layers(path)?;
+    let config = Config::from_layers(&layers, essential)
+        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    for w in &config.warnings {
+        tracing::warn!("{}: {w}", path.display());
+    }
+    Ok(config)
+}
+
+/// The SQLite file the store URL names. Relative paths in the config are relative to the config's directory;
+/// relative paths given on the command line are relative to the working directory.
+pub fn store_path(global: &Global, config: Option<&Config>) -> Result<PathBuf> {
+    let config_dir = {
+        let p = if global.config.is_dir() {
+            global.config.clone()
+        } else {
+            global
+                .config
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+        };
+        if p.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            p
+        }
+    };
+    let (url, base) = match (&global.store, config.and_then(|c| c.store.clone())) {
+        (Some(url), _) => (url.clone(), PathBuf::from(".")),
+        (None, Some(url)) => (url, config_dir),
+        (None, None) => return Ok(config_dir.join("sosw.db")),
+    };
+    match url.split_once(':') {
+        Some(("sqlite", path)) if !path.is_empty() => {
+            let p = PathBuf::from(path);
+            Ok(if p.is_absolute() { p } else { base.join(p) })
+        }
+        Some(("dynamodb", _)) => Err(UsageError(format!(
+            "store `{url}`: the DynamoDB store needs sosw's AWS build; this build has `sqlite:PATH`"
+        ))
+        .into()),
+        _ => Err(UsageError(format!(
+            "store `{url}` is not understood; expected `sqlite:PATH`"
+        ))
+        .into()),
+    }
+}
+
+/// A command's config, store and clock.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: Arc<SqliteStore>,
+    pub clock: Arc<dyn Clock>,
+    /// The store as a URL any sosw process can open (`sqlite:/abs/path`).
+    pub store_url: String,
+    pub config_path: PathBuf,
+}
+
+impl App {
+    pub fn load(global: &Global, essential: Essential) -> Result<App> {
+        let config = load_config(&global.config, essential)?;
+        let path = store_path(global, Some(&config))?;
+        let store = SqliteStore::open(&path).map_err(|e| match e {
+            sosw_core::ports::StoreError::Schema(m) => anyhow::Error::from(UsageError(m)),
+            other => anyhow::Error::from(other)
+                .context(format!("opening the store `{}`", path.display())),
+        })?;
+        App::new(config, store, global)
+    }
+
+    pub fn new(config: Config, store: SqliteStore, global: &Global) -> Result<App> {
+        let abs = std::path::absolute(store.path()).unwrap_or_else(|_| store.path().to_path_buf());
+        Ok(App {
+            config: Arc::new(config),
+            store_url: format!("sqlite:{}", abs.display()),
+            store: Arc::new(store),
+            clock: Arc::new(SystemClock),
+            config_path: std::path::absolute(&global.config)
+                .unwrap_or_else(|_| global.config.clone()),
+        })
+    }
+
+    pub fn wiring(&self) -> Wiring {
+        let store: Arc<dyn TaskStore> = self.store.clone();
+        let notifier: Arc<dyn Notifier> =
+            Arc::new(LocalNotifier::new(self.config.notify.command.clone()));
+        Wiring {
+            store,
+            meta: if self.config.write_meta {
+                Some(self.store.clone())
+            } else {
+                None
+            },
+            metrics: Arc::new(LocalMetrics::new().in_dir(self.config_dir())),
+            notifier,
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// The invokers of local workers, with the environment a worker needs to report back with `sosw complete`.
+    pub fn invokers(&self, wiring: &Wiring) -> (LocalInvokers, Arc<Supervisor>) {
+        let supervisor = Supervisor::new(Arc::new(wiring.worker_assistant()));
+        let mut env = vec![
+            (
+                "SOSW_CONFIG".to_string(),
+                self.config_path.display().to_string(),
+            ),
+            ("SOSW_STORE".to_string(), self.store_url.clone()),
+        ];
+        if let Ok(exe) = std::env::current_exe() {
+            env.push(("SOSW_BIN".to_string(), exe.display().to_string()));
+        }
+        (
+            LocalInvokers::new(supervisor.clone(), env, Some(self.config_dir())),
+            supervisor,
+        )
+    }
+
+    /// The directory of the config (the config itself, for a Python-style config directory).
+    pub fn config_dir(&self) -> PathBuf {
+        if self.config_path.is_dir() {
+            self.config_path.clone()
+        } else {
+            self.config_path
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        }
+    }
+}

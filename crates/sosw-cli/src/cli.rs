@@ -1,0 +1,141 @@
+//! The command line: the contract other tools rely on (extend it, don't rename it).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sosw",
+    version,
+    about = "Serverless Orchestrator of Serverless Workers, embedded on SQLite"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// The config: a JSON file, or a directory in Python sosw's layout (`sosw_essential_config.json` and
+    /// `<essential>_config.json`).
+    #[arg(long, global = true, env = "SOSW_CONFIG", default_value = "sosw.json")]
+    pub config: PathBuf,
+    /// The store, e.g. `sqlite:PATH` (default: config key `store`, else `sosw.db` beside the config).
+    #[arg(long, global = true, env = "SOSW_STORE")]
+    pub store: Option<String>,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging on stderr (-v info, -vv debug); `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the store, or migrate it to this version.
+    Init,
+    /// Create, show and list tasks.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// One Orchestrator pass: invoke queued tasks within each labourer's limits.
+    Orchestrate {
+        /// Do not wait for local worker processes to finish before exiting (their exits then go unreported; the
+        /// tasks expire and are retried).
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// One Scavenger pass: archive completed tasks, retry or close expired ones, requeue due retries.
+    Scavenge,
+    /// Report a task as completed (WorkerAssistant `mark_task_as_completed`).
+    Complete(Report),
+    /// Report a task as failed (WorkerAssistant `mark_task_as_failed`).
+    Fail(Report),
+    /// Where the tasks of every labourer are, with its eco status and invocation limit.
+    Status,
+    /// Run the Orchestrator and the Scavenger on intervals until SIGINT or SIGTERM.
+    Run {
+        /// Seconds between passes of each (overrides `daemon.orchestrator_interval` and `scavenger_interval`).
+        #[arg(long)]
+        interval: Option<f64>,
+    },
+    /// The end-to-end demo: two labourers, thousands of tasks, throttling, retries and dead tasks.
+    Demo(DemoArgs),
+    /// Benchmark the whole task lifecycle on SQLite with an in-process no-op worker.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Queue a task at the end of a labourer's queue; prints its id.
+    Create {
+        labourer: String,
+        /// The worker's arguments: a JSON object (anything else is kept under `"payload"`).
+        #[arg(long)]
+        payload: Option<String>,
+        /// Create this many tasks with the same payload.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// A task, where it is, and its audit trail.
+    Show { task_id: String },
+    /// Tasks, by labourer and state.
+    List {
+        #[arg(long)]
+        labourer: Option<String>,
+        #[arg(long, value_enum)]
+        state: Option<StateFilter>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateFilter {
+    Queued,
+    Running,
+    Expired,
+    Completed,
+    Retry,
+    Closed,
+    Dead,
+}
+
+#[derive(Debug, Args)]
+pub struct Report {
+    pub task_id: String,
+    /// A JSON object; each key `k` is stored as `stat_<k>`.
+    #[arg(long)]
+    pub stats: Option<String>,
+    /// A JSON object; each key `k` is stored as `result_<k>`.
+    #[arg(long)]
+    pub result: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Tasks to queue for each of the two labourers.
+    #[arg(long, default_value_t = 1500)]
+    pub tasks: u32,
+    /// Keep the demo's directory here instead of a temporary one.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Tasks to push through the lifecycle.
+    #[arg(long, default_value_t = 100_000)]
+    pub tasks: u32,
+    /// Labourers to spread them over.
+    #[arg(long, default_value_t = 4)]
+    pub labourers: u32,
+    /// Do not write meta (audit) events.
+    #[arg(long)]
+    pub no_meta: bool,
+    /// Put the database here instead of a temporary directory.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}

@@ -1,0 +1,641 @@
+//! One function per command: load, call the library, render.
+
+use crate::app::{load_config, store_path, App};
+use crate::cli::{Cli, Command, Global, Report, StateFilter, TaskCommand};
+use crate::output::{print_json, table};
+use crate::UsageError;
+use anyhow::{Context, Result};
+use serde_json::{json, Map, Value};
+use sosw_core::config::Config;
+use sosw_core::greenfield::{Markers, DEFAULT_COOLDOWN, DEFAULT_DURATION};
+use sosw_core::payload::{construct_payload, report_part};
+use sosw_core::ports::{MetaSink, Table, TaskQuery, TaskStore};
+use sosw_core::{Essential, NewTask, Place, StoredTask, TaskState, Time, WorkerReport};
+use sosw_engine::daemon::PassReport;
+use sosw_engine::{EcologyManager, Orchestrator, Scavenger, TaskManager};
+use sosw_sqlite::SqliteStore;
+use std::time::Duration;
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init => init(g).await,
+        Command::Task(TaskCommand::Create {
+            labourer,
+            payload,
+            count,
+        }) => task_create(g, &labourer, payload.as_deref(), count).await,
+        Command::Task(TaskCommand::Show { task_id }) => task_show(g, &task_id).await,
+        Command::Task(TaskCommand::List {
+            labourer,
+            state,
+            limit,
+        }) => task_list(g, labourer.as_deref(), state, limit).await,
+        Command::Orchestrate { no_wait } => orchestrate(g, no_wait).await,
+        Command::Scavenge => scavenge(g).await,
+        Command::Complete(r) => report(g, r, true).await,
+        Command::Fail(r) => report(g, r, false).await,
+        Command::Status => status(g).await,
+        Command::Run { interval } => daemon(g, interval).await,
+        Command::Demo(args) => crate::demo::run(args, g.json).await,
+        Command::Bench(args) => crate::bench::run(args, g.json).await,
+    }
+}
+
+async fn init(g: &Global) -> Result<()> {
+    // A missing config is fine for `init` when the store is named on the command line.
+    let config = match (&g.store, g.config.exists()) {
+        (Some(_), false) => None,
+        _ => Some(load_config(&g.config, Essential::Orchestrator)?),
+    };
+    let path = store_path(g, config.as_ref())?;
+    let store = SqliteStore::open_or_create(&path)
+        .with_context(|| format!("opening `{}`", path.display()))?;
+    store.init().await.map_err(|e| match e {
+        sosw_core::ports::StoreError::Schema(m) => anyhow::Error::from(UsageError(m)),
+        other => anyhow::Error::from(other),
+    })?;
+    if g.json {
+        print_json(
+            &json!({"store": format!("sqlite:{}", path.display()), "schema_version": sosw_sqlite::SCHEMA_VERSION}),
+        );
+    } else {
+        println!(
+            "store ready: {} (schema version {})",
+            path.display(),
+            sosw_sqlite::SCHEMA_VERSION
+        );
+    }
+    Ok(())
+}
+
+fn parse_json_arg(flag: &str, text: &str) -> Result<Value> {
+    serde_json::from_str(text)
+        .map_err(|e| UsageError(format!("`{flag}` is not valid JSON: {e}")).into())
+}
+
+fn new_task_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+async fn task_create(g: &Global, labourer: &str, payload: Option<&str>, count: u32) -> Result<()> {
+    let app = App::load(g, Essential::Scheduler)?;
+    if app.config.labourer(labourer).is_none() {
+        return Err(UsageError(format!(
+            "unknown labourer `{labourer}`: it is not in `task_config.labourers`"
+        ))
+        .into());
+    }
+    let base = payload
+        .map(|p| parse_json_arg("--payload", p))
+        .transpose()?;
+    let payload = Value::Object(construct_payload(base, Map::new())).to_string();
+    let tasks: Vec<NewTask> = (0..count)
+        .map(|_| NewTask {
+            task_id: new_task_id(),
+            labourer_id: labourer.to_string(),
+            payload: payload.clone(),
+        })
+        .collect();
+    let wiring = app.wiring();
+    let tm = TaskManager::new(
+        app.config.clone(),
+        wiring.store.clone(),
+        wiring.meta_handler(Essential::Scheduler),
+    );
+    let report = tm.create(&tasks, app.clock.now()).await?;
+    if g.json {
+        let rows: Vec<Value> = report
+            .created
+            .into_iter()
+            .map(|task| {
+                Value::Object(
+                    StoredTask {
+                        task,
+                        place: Place::Live,
+                    }
+                    .to_row(),
+                )
+            })
+            .collect();
+        print_json(&if count == 1 {
+            rows.into_iter().next().unwrap_or(Value::Null)
+        } else {
+            Value::Array(rows)
+        });
+    } else {
+        for t in report.created {
+            println!("{}", t.task_id);
+        }
+    }
+    Ok(())
+}
+
+fn markers_for(config: &Config, labourer: &str, now: Time) -> Markers {
+    match config.labourer(labourer) {
+        Some(l) => l.markers(now, config.greenfield.delta),
+        None => Markers::new(
+            now,
+            config.greenfield.delta,
+            DEFAULT_DURATION,
+            DEFAULT_COOLDOWN,
+        ),
+    }
+}
+
+/// The state name `task list` and `task show` use.
+fn state_of(config: &Config, t: &StoredTask, now: Time) -> &'static str {
+    match t.place {
+        Place::Retry { .. } => "retry",
+        Place::Closed {
+            completed: true, ..
+        } => "closed",
+        Place::Closed {
+            completed: false, ..
+        } => "dead",
+        Place::Live => match markers_for(config, &t.task.labourer_id, now)
+            .classify(t.task.greenfield, t.task.completed_at.is_some())
+        {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Expired => "expired",
+            TaskState::Completed => "completed",
+        },
+    }
+}
+
+async fn task_show(g: &Global, task_id: &str) -> Result<()> {
+    let app = App::load(g, Essential::Orchestrator)?;
+    let now = app.clock.now();
+    let Some(t) = app.store.get(task_id).await? else {
+        anyhow::bail!("task `{task_id}` not found");
+    };
+    let events = app.store.events_of(task_id).await?;
+    let state = state_of(&app.config, &t, now);
+    if g.json {
+        print_json(&json!({"state": state, "task": Value::Object(t.to_row()), "events": events}));
+        return Ok(());
+    }
+    println!("state: {state}");
+    for (k, v) in t.to_row() {
+        println!(
+            "{k}: {}",
+            v.as_str().map_or_else(|| v.to_string(), str::to_string)
+        );
+    }
+    if !events.is_empty() {
+        println!("events:");
+        for e in events {
+            let details = e.details.map(|d| format!(" {d}")).unwrap_or_default();
+            println!(
+                "  {}  {:<20}  {}{details}",
+                e.at,
+                e.action.as_str(),
+                e.author
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn task_list(
+    g: &Global,
+    labourer: Option<&str>,
+    state: Option<StateFilter>,
+    limit: usize,
+) -> Result<()> {
+    let app = App::load(g, Essential::Orchestrator)?;
+    let now = app.clock.now();
+    let labourers: Vec<String> = match labourer {
+        Some(l) => vec![l.to_string()],
+        None => {
+            let mut ids: Vec<String> = app.config.labourers.iter().map(|l| l.id.clone()).collect();
+            for id in app.store.labourer_ids().await? {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            ids
+        }
+    };
+    let mut rows: Vec<StoredTask> = Vec::new();
+    for l in &labourers {
+        let markers = markers_for(&app.config, l, now);
+        let live = |s: TaskState| {
+            let (range, completed) = s.range(&markers);
+            TaskQuery {
+                table: Table::Live,
+                labourer: Some(l.clone()),
+                greenfield: Some(range),
+                completed: Some(completed),
+                limit,
+            }
+        };
+        let of = |table, completed| TaskQuery {
+            table,
+            labourer: Some(l.clone()),
+            greenfield: None,
+            completed,
+            limit,
+        };
+        let queries = match state {
+            None => vec![
+                of(Table::Live, None),
+                of(Table::Retry, None),
+                of(Table::Closed, None),
+            ],
+            Some(StateFilter::Queued) => vec![live(TaskState::Queued)],
+            Some(StateFilter::Running) => vec![live(TaskState::Running)],
+            Some(StateFilter::Expired) => vec![live(TaskState::Expired)],
+            Some(StateFilter::Completed) => vec![live(TaskState::Completed)],
+            Some(StateFilter::Retry) => vec![of(Table::Retry, None)],
+            Some(StateFilter::Closed) => vec![of(Table::Closed, Some(true))],
+            Some(StateFilter::Dead) => vec![of(Table::Closed, Some(false))],
+        };
+        for q in queries {
+            if rows.len() >= limit {
+                break;
+            }
+            let q = TaskQuery {
+                limit: limit - rows.len(),
+                ..q
+            };
+            rows.extend(app.store.list(&q).await?);
+        }
+    }
+    if g.json {
+        let out: Vec<Value> = rows
+            .iter()
+            .map(|t| {
+                let mut row = t.to_row();
+                row.insert("state".into(), state_of(&app.config, t, now).into());
+                Value::Object(row)
+            })
+            .collect();
+        print_json(&Value::Array(out));
+        return Ok(());
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|t| {
+            vec![
+                t.task.task_id.clone(),
+                t.task.labourer_id.clone(),
+                state_of(&app.config, t, now).to_string(),
+                t.task.greenfield.to_string(),
+                t.task.attempts.to_string(),
+                t.task.payload.chars().take(60).collect(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "TASK_ID",
+            "LABOURER",
+            "STATE",
+            "GREENFIELD",
+            "ATTEMPTS",
+            "PAYLOAD",
+        ],
+        &cells,
+    );
+    Ok(())
+}
+
+/// Waits for local workers started by this process, so their exits are reported before it ends.
+async fn reap(supervisor: &sosw_local::process::Supervisor, grace: f64) {
+    let active = supervisor.active();
+    if active == 0 {
+        return;
+    }
+    tracing::info!(
+        workers = active,
+        "waiting up to {grace} s for local workers to finish"
+    );
+    let left = supervisor.drain(Duration::from_secs_f64(grace)).await;
+    if left > 0 {
+        tracing::warn!(workers = left, "workers still running were left to finish on their own; unreported tasks expire and are retried");
+    }
+}
+
+fn longest_process_timeout(config: &Config) -> f64 {
+    config
+        .labourers
+        .iter()
+        .filter_map(|l| match &l.invoker {
+            sosw_core::config::InvokerSpec::Process(p) => Some(p.timeout_secs),
+            _ => None,
+        })
+        .fold(0.0, f64::max)
+}
+
+fn print_orchestration(json: bool, r: &sosw_engine::OrchestratorReport) {
+    if json {
+        print_json(&r.to_json());
+        return;
+    }
+    let rows: Vec<Vec<String>> = r
+        .labourers
+        .iter()
+        .map(|l| {
+            vec![
+                l.labourer_id.clone(),
+                l.eco_status.to_string(),
+                l.desired.to_string(),
+                l.running.to_string(),
+                (l.invoked + l.finished_sync).to_string(),
+                l.skipped_conflict.to_string(),
+                l.throttled.to_string(),
+                (l.retry_later + l.dead).to_string(),
+                l.errors
+                    .iter()
+                    .chain(&l.metric_errors)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "LABOURER",
+            "ECO",
+            "DESIRED",
+            "RUNNING",
+            "INVOKED",
+            "CONFLICTS",
+            "THROTTLED",
+            "FAILED",
+            "PROBLEMS",
+        ],
+        &rows,
+    );
+}
+
+fn print_scavenge(json: bool, r: &sosw_engine::ScavengerReport) {
+    if json {
+        print_json(&r.to_json());
+        return;
+    }
+    let rows: Vec<Vec<String>> = r
+        .labourers
+        .iter()
+        .map(|l| {
+            vec![
+                l.labourer_id.clone(),
+                l.archived.to_string(),
+                l.retried.to_string(),
+                l.requeued.to_string(),
+                l.dead.to_string(),
+                l.skipped_conflict.to_string(),
+                l.errors.join("; "),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "LABOURER",
+            "ARCHIVED",
+            "RETRIED",
+            "REQUEUED",
+            "DEAD",
+            "CONFLICTS",
+            "PROBLEMS",
+        ],
+        &rows,
+    );
+}
+
+async fn orchestrate(g: &Global, no_wait: bool) -> Result<()> {
+    let app = App::load(g, Essential::Orchestrator)?;
+    let wiring = app.wiring();
+    let (invokers, supervisor) = app.invokers(&wiring);
+    let orchestrator = Orchestrator::new(app.config.clone(), &wiring, &invokers)
+        .map_err(|e| UsageError(e.to_string()))?;
+    let report = orchestrator.run_once(app.clock.now()).await;
+    print_orchestration(g.json, &report);
+    if !no_wait {
+        reap(&supervisor, longest_process_timeout(&app.config) + 5.0).await;
+    }
+    Ok(())
+}
+
+async fn scavenge(g: &Global) -> Result<()> {
+    let app = App::load(g, Essential::Scavenger)?;
+    let report = Scavenger::new(app.config.clone(), &app.wiring())
+        .run_once(app.clock.now())
+        .await;
+    print_scavenge(g.json, &report);
+    Ok(())
+}
+
+async fn report(g: &Global, r: Report, completed: bool) -> Result<()> {
+    let app = App::load(g, Essential::WorkerAssistant)?;
+    let part = |flag: &'static str, text: &Option<String>| -> Result<Map<String, Value>> {
+        match text {
+            None => Ok(Map::new()),
+            Some(t) => {
+                let v = parse_json_arg(flag, t)?;
+                report_part(flag, Some(&v)).map_err(|e| UsageError(format!("`--{e}")).into())
+            }
+        }
+    };
+    let report = WorkerReport {
+        stats: part("stats", &r.stats)?,
+        result: part("result", &r.result)?,
+    };
+    let wa = app.wiring().worker_assistant();
+    let now = app.clock.now();
+    if completed {
+        wa.complete(&r.task_id, &report, now).await?;
+    } else {
+        wa.fail(&r.task_id, &report, now).await?;
+    }
+    let stored = app.store.get(&r.task_id).await?;
+    if g.json {
+        print_json(
+            &stored
+                .map(|s| Value::Object(s.to_row()))
+                .unwrap_or(Value::Null),
+        );
+    } else {
+        println!(
+            "{} marked as {}",
+            r.task_id,
+            if completed { "completed" } else { "failed" }
+        );
+    }
+    Ok(())
+}
+
+async fn status(g: &Global) -> Result<()> {
+    let app = App::load(g, Essential::Orchestrator)?;
+    let now = app.clock.now();
+    let wiring = app.wiring();
+    let labourers: Vec<&sosw_core::Labourer> = app.config.labourers.iter().collect();
+    let health = EcologyManager::new(wiring.metrics.clone())
+        .statuses(&app.config, &labourers, now)
+        .await;
+    let mut out = Map::new();
+    for l in &app.config.labourers {
+        let c = app
+            .store
+            .counts(&l.id, &l.markers(now, app.config.greenfield.delta))
+            .await?;
+        let h = health.get(&l.id);
+        for e in h.map(|h| h.metric_errors.as_slice()).unwrap_or_default() {
+            tracing::warn!(labourer = %l.id, "{e}");
+        }
+        let status = h.map_or(app.config.metric_failure_status, |h| h.status);
+        let desired = sosw_core::decide::desired_invocations(
+            l.max_simultaneous_invocations,
+            status,
+            &app.config.coefficients,
+        );
+        out.insert(
+            l.id.clone(),
+            json!({
+                "queued": c.queued, "running": c.running, "expired": c.expired, "completed": c.completed,
+                "retry_waiting": c.retry_waiting, "closed_completed": c.closed_completed, "closed_dead": c.closed_dead,
+                "eco_status": status as u8, "max_simultaneous_invocations": l.max_simultaneous_invocations, "desired": desired
+            }),
+        );
+    }
+    for id in app.store.labourer_ids().await? {
+        if app.config.labourer(&id).is_none() {
+            tracing::warn!(labourer = %id, "the store has tasks of a labourer that is not configured");
+            let c = app
+                .store
+                .counts(&id, &markers_for(&app.config, &id, now))
+                .await?;
+            out.insert(
+                id,
+                json!({
+                    "queued": c.queued, "running": c.running, "expired": c.expired, "completed": c.completed,
+                    "retry_waiting": c.retry_waiting, "closed_completed": c.closed_completed, "closed_dead": c.closed_dead,
+                    "eco_status": null, "max_simultaneous_invocations": null, "desired": null
+                }),
+            );
+        }
+    }
+    if g.json {
+        print_json(&Value::Object(out));
+        return Ok(());
+    }
+    let keys = [
+        "queued",
+        "running",
+        "expired",
+        "completed",
+        "retry_waiting",
+        "closed_completed",
+        "closed_dead",
+        "eco_status",
+        "max_simultaneous_invocations",
+        "desired",
+    ];
+    let rows: Vec<Vec<String>> = out
+        .iter()
+        .map(|(id, v)| {
+            std::iter::once(id.clone())
+                .chain(keys.iter().map(|k| {
+                    if v[k].is_null() {
+                        "-".to_string()
+                    } else {
+                        v[k].to_string()
+                    }
+                }))
+                .collect()
+        })
+        .collect();
+    table(
+        &[
+            "LABOURER",
+            "QUEUED",
+            "RUNNING",
+            "EXPIRED",
+            "COMPLETED",
+            "RETRY",
+            "CLOSED",
+            "DEAD",
+            "ECO",
+            "MAX",
+            "DESIRED",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down: finishing the current pass");
+}
+
+async fn daemon(g: &Global, interval: Option<f64>) -> Result<()> {
+    if let Some(i) = interval.filter(|i| !(i.is_finite() && *i > 0.0)) {
+        return Err(UsageError(format!(
+            "`--interval` must be a positive number of seconds, got {i}"
+        ))
+        .into());
+    }
+    let app = App::load(g, Essential::Orchestrator)?;
+    let scavenger_config = std::sync::Arc::new(load_config(&g.config, Essential::Scavenger)?);
+    let wiring = app.wiring();
+    let (invokers, supervisor) = app.invokers(&wiring);
+    let orchestrator = Orchestrator::new(app.config.clone(), &wiring, &invokers)
+        .map_err(|e| UsageError(e.to_string()))?;
+    let scavenger = Scavenger::new(scavenger_config, &wiring);
+    let mut intervals = app.config.daemon;
+    if let Some(i) = interval {
+        intervals.orchestrator_interval = i;
+        intervals.scavenger_interval = i;
+    }
+    tracing::info!(?intervals, store = %app.store_url, "sosw running; SIGINT or SIGTERM stops it");
+    let json = g.json;
+    let (o, s) = sosw_engine::daemon::run(&orchestrator, &scavenger, app.clock.as_ref(), intervals, shutdown_signal(), |r| match r {
+        PassReport::Orchestrator(r) => {
+            if json {
+                println!("{}", json!({"orchestrator": r.to_json()}));
+            } else if r.total_invoked() > 0 || r.labourers.iter().any(|l| !l.errors.is_empty()) {
+                for l in &r.labourers {
+                    tracing::info!(labourer = %l.labourer_id, eco = l.eco_status, desired = l.desired, running = l.running, invoked = l.invoked, throttled = l.throttled, errors = ?l.errors, "orchestrated");
+                }
+            }
+        }
+        PassReport::Scavenger(r) => {
+            if json {
+                println!("{}", json!({"scavenger": r.to_json()}));
+            } else if r.moved_anything() {
+                for l in &r.labourers {
+                    tracing::info!(labourer = %l.labourer_id, archived = l.archived, retried = l.retried, requeued = l.requeued, dead = l.dead, "scavenged");
+                }
+            }
+        }
+    })
+    .await;
+    reap(&supervisor, app.config.daemon.shutdown_grace).await;
+    tracing::info!(orchestrator_passes = o, scavenger_passes = s, "stopped");
+    Ok(())
+}

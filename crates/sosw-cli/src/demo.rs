@@ -1,0 +1,3 @@
+pub async fn run(_a: crate::cli::DemoArgs, _j: bool) -> anyhow::Result<()> {
+    Ok(())
+}
