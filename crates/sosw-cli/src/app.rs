@@ -53,22 +53,15 @@ pub fn read_layers(path: &Path) -> Result<Vec<Value>> {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the config `{}`", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
-        UsageError(format!(
-            "the config `{}` is not valid JSON: {e}",
-            path.display()
-        ))
-        .into()
-    })
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the config `{}`", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| UsageError(format!("the config `{}` is not valid JSON: {e}", path.display())).into())
 }
 
 /// Loads and validates the config for `essential`; warnings go to the log.
 pub fn load_config(path: &Path, essential: Essential) -> Result<Config> {
     let layers = read_layers(path)?;
-    let config = Config::from_layers(&layers, essential)
-        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    let config = Config::from_layers(&layers, essential).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
     for w in &config.warnings {
         tracing::warn!("{}: {w}", path.display());
     }
@@ -82,11 +75,7 @@ pub fn store_path(global: &Global, config: Option<&Config>) -> Result<PathBuf> {
         let p = if global.config.is_dir() {
             global.config.clone()
         } else {
-            global
-                .config
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default()
+            global.config.parent().map(Path::to_path_buf).unwrap_or_default()
         };
         if p.as_os_str().is_empty() {
             PathBuf::from(".")
@@ -108,10 +97,7 @@ pub fn store_path(global: &Global, config: Option<&Config>) -> Result<PathBuf> {
             "store `{url}`: the DynamoDB store needs sosw's AWS build; this build has `sqlite:PATH`"
         ))
         .into()),
-        _ => Err(UsageError(format!(
-            "store `{url}` is not understood; expected `sqlite:PATH`"
-        ))
-        .into()),
+        _ => Err(UsageError(format!("store `{url}` is not understood; expected `sqlite:PATH`")).into()),
     }
 }
 
@@ -132,8 +118,7 @@ impl App {
         let path = store_path(global, Some(&config))?;
         let store = SqliteStore::open(&path).map_err(|e| match e {
             sosw_core::ports::StoreError::Schema(m) => anyhow::Error::from(UsageError(m)),
-            other => anyhow::Error::from(other)
-                .context(format!("opening the store `{}`", path.display())),
+            other => anyhow::Error::from(other).context(format!("opening the store `{}`", path.display())),
         })?;
         App::new(config, store, global)
     }
@@ -145,15 +130,13 @@ impl App {
             store_url: format!("sqlite:{}", abs.display()),
             store: Arc::new(store),
             clock: Arc::new(SystemClock),
-            config_path: std::path::absolute(&global.config)
-                .unwrap_or_else(|_| global.config.clone()),
+            config_path: std::path::absolute(&global.config).unwrap_or_else(|_| global.config.clone()),
         })
     }
 
     pub fn wiring(&self) -> Wiring {
         let store: Arc<dyn TaskStore> = self.store.clone();
-        let notifier: Arc<dyn Notifier> =
-            Arc::new(LocalNotifier::new(self.config.notify.command.clone()));
+        let notifier: Arc<dyn Notifier> = Arc::new(LocalNotifier::new(self.config.notify.command.clone()));
         Wiring {
             store,
             meta: if self.config.write_meta {
@@ -171,10 +154,7 @@ impl App {
     pub fn invokers(&self, wiring: &Wiring) -> (LocalInvokers, Arc<Supervisor>) {
         let supervisor = Supervisor::new(Arc::new(wiring.worker_assistant()));
         let mut env = vec![
-            (
-                "SOSW_CONFIG".to_string(),
-                self.config_path.display().to_string(),
-            ),
+            ("SOSW_CONFIG".to_string(), self.config_path.display().to_string()),
             ("SOSW_STORE".to_string(), self.store_url.clone()),
         ];
         if let Ok(exe) = std::env::current_exe() {

@@ -1,3 +1,167 @@
-pub async fn run(_a: crate::cli::BenchArgs, _j: bool) -> anyhow::Result<()> {
+//! `sosw bench`: the whole task lifecycle (create → invoke → complete → archive) on a real SQLite file, with an
+//! in-process no-op worker that completes every task synchronously, so what is measured is sosw itself.
+
+use crate::cli::BenchArgs;
+use crate::output::print_json;
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use serde_json::json;
+use sosw_core::config::Labourer;
+use sosw_core::ports::{InvokeError, InvokeOutcome, Invoker, InvokerFactory, TaskStore};
+use sosw_core::task::ReportKind;
+use sosw_core::{Clock, Config, Essential, NewTask, SystemClock, Task, WorkerReport};
+use sosw_engine::{Orchestrator, Scavenger, TaskManager, Wiring};
+use sosw_local::metrics::LocalMetrics;
+use sosw_local::notify::LocalNotifier;
+use sosw_sqlite::SqliteStore;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+struct Noop;
+
+#[async_trait]
+impl Invoker for Noop {
+    async fn invoke(&self, _task: &Task, _event: &str) -> Result<InvokeOutcome, InvokeError> {
+        Ok(InvokeOutcome::Finished(ReportKind::Completed, WorkerReport::default()))
+    }
+}
+
+#[derive(Debug)]
+struct NoopInvokers;
+
+impl InvokerFactory for NoopInvokers {
+    fn invoker_for(&self, _labourer: &Labourer) -> Result<Arc<dyn Invoker>, String> {
+        Ok(Arc::new(Noop))
+    }
+}
+
+pub async fn run(args: BenchArgs, json_out: bool) -> Result<()> {
+    if args.tasks == 0 || args.labourers == 0 {
+        return Err(crate::UsageError("`--tasks` and `--labourers` must be at least 1".into()).into());
+    }
+    let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let path = dir.join("bench.db");
+    let _ = std::fs::remove_file(&path);
+    let store = Arc::new(SqliteStore::open_or_create(&path)?);
+    store.init().await?;
+    let per_pass = 10_000;
+    let labourers: serde_json::Map<String, serde_json::Value> = (0..args.labourers)
+        .map(|i| {
+            (
+                format!("bench{i}"),
+                json!({"command": ["true"], "max_simultaneous_invocations": per_pass}),
+            )
+        })
+        .collect();
+    let config = Arc::new(
+        Config::from_value(&json!({
+            "task_config": {"labourers": labourers},
+            "meta_handler_config": {"write_meta_to_ddb": !args.no_meta},
+            "invocation_concurrency": 256
+        }))
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let wiring = Wiring {
+        store: store.clone(),
+        meta: if args.no_meta { None } else { Some(store.clone()) },
+        metrics: Arc::new(LocalMetrics::new()),
+        notifier: Arc::new(LocalNotifier::new(None)),
+        clock: clock.clone(),
+    };
+    let tm = TaskManager::new(
+        config.clone(),
+        wiring.store.clone(),
+        wiring.meta_handler(Essential::Scheduler),
+    );
+    let orchestrator = Orchestrator::new(config.clone(), &wiring, &NoopInvokers).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let scavenger = Scavenger::new(config.clone(), &wiring);
+
+    let started = Instant::now();
+    let mut create_time = Duration::ZERO;
+    let mut created = 0u32;
+    while created < args.tasks {
+        let batch = (args.tasks - created).min(10_000);
+        let tasks: Vec<NewTask> = (created..created + batch)
+            .map(|i| NewTask {
+                task_id: format!("{:032x}", u128::from(i)),
+                labourer_id: format!("bench{}", i % args.labourers),
+                payload: format!(r#"{{"n": {i}}}"#),
+            })
+            .collect();
+        let t = Instant::now();
+        tm.create(&tasks, clock.now()).await?;
+        create_time += t.elapsed();
+        created += batch;
+    }
+    let (mut orchestrate_time, mut scavenge_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut invoked, mut archived, mut passes) = (0u64, 0u64, 0u32);
+    while archived < u64::from(args.tasks) {
+        let t = Instant::now();
+        let o = orchestrator.run_once(clock.now()).await;
+        orchestrate_time += t.elapsed();
+        let t = Instant::now();
+        let s = scavenger.run_once(clock.now()).await;
+        scavenge_time += t.elapsed();
+        passes += 1;
+        let pass_invoked: u64 = o.labourers.iter().map(|l| u64::from(l.finished_sync + l.invoked)).sum();
+        let pass_archived: u64 = s.labourers.iter().map(|l| u64::from(l.archived)).sum();
+        if let Some(e) = o
+            .labourers
+            .iter()
+            .flat_map(|l| &l.errors)
+            .chain(s.labourers.iter().flat_map(|l| &l.errors))
+            .next()
+        {
+            anyhow::bail!("the benchmark hit an error: {e}");
+        }
+        if pass_invoked == 0 && pass_archived == 0 {
+            anyhow::bail!("no progress after {archived} of {} tasks", args.tasks);
+        }
+        invoked += pass_invoked;
+        archived += pass_archived;
+    }
+    let total = started.elapsed();
+    let rate = |d: Duration| f64::from(args.tasks) / d.as_secs_f64();
+    let db_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+        + std::fs::metadata(path.with_extension("db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+    let report = json!({
+        "tasks": args.tasks,
+        "labourers": args.labourers,
+        "meta": !args.no_meta,
+        "passes": passes,
+        "invoked": invoked,
+        "archived": archived,
+        "seconds": total.as_secs_f64(),
+        "tasks_per_second": rate(total),
+        "create_tasks_per_second": rate(create_time),
+        "orchestrate_tasks_per_second": rate(orchestrate_time),
+        "scavenge_tasks_per_second": rate(scavenge_time),
+        "database_bytes": db_bytes,
+    });
+    if json_out {
+        print_json(&report);
+    } else {
+        println!(
+            "{} tasks, {} labourers, meta {}: full lifecycle in {:.2} s = {:.0} tasks/s",
+            args.tasks,
+            args.labourers,
+            if args.no_meta { "off" } else { "on" },
+            total.as_secs_f64(),
+            rate(total)
+        );
+        println!(
+            "  create {:.0}/s, orchestrate+complete {:.0}/s, scavenge (archive) {:.0}/s, {} passes, database {:.1} MiB",
+            rate(create_time),
+            rate(orchestrate_time),
+            rate(scavenge_time),
+            passes,
+            db_bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
     Ok(())
 }

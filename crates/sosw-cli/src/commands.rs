@@ -26,11 +26,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             count,
         }) => task_create(g, &labourer, payload.as_deref(), count).await,
         Command::Task(TaskCommand::Show { task_id }) => task_show(g, &task_id).await,
-        Command::Task(TaskCommand::List {
-            labourer,
-            state,
-            limit,
-        }) => task_list(g, labourer.as_deref(), state, limit).await,
+        Command::Task(TaskCommand::List { labourer, state, limit }) => {
+            task_list(g, labourer.as_deref(), state, limit).await
+        }
         Command::Orchestrate { no_wait } => orchestrate(g, no_wait).await,
         Command::Scavenge => scavenge(g).await,
         Command::Complete(r) => report(g, r, true).await,
@@ -49,8 +47,7 @@ async fn init(g: &Global) -> Result<()> {
         _ => Some(load_config(&g.config, Essential::Orchestrator)?),
     };
     let path = store_path(g, config.as_ref())?;
-    let store = SqliteStore::open_or_create(&path)
-        .with_context(|| format!("opening `{}`", path.display()))?;
+    let store = SqliteStore::open_or_create(&path).with_context(|| format!("opening `{}`", path.display()))?;
     store.init().await.map_err(|e| match e {
         sosw_core::ports::StoreError::Schema(m) => anyhow::Error::from(UsageError(m)),
         other => anyhow::Error::from(other),
@@ -70,8 +67,7 @@ async fn init(g: &Global) -> Result<()> {
 }
 
 fn parse_json_arg(flag: &str, text: &str) -> Result<Value> {
-    serde_json::from_str(text)
-        .map_err(|e| UsageError(format!("`{flag}` is not valid JSON: {e}")).into())
+    serde_json::from_str(text).map_err(|e| UsageError(format!("`{flag}` is not valid JSON: {e}")).into())
 }
 
 fn new_task_id() -> String {
@@ -86,9 +82,7 @@ async fn task_create(g: &Global, labourer: &str, payload: Option<&str>, count: u
         ))
         .into());
     }
-    let base = payload
-        .map(|p| parse_json_arg("--payload", p))
-        .transpose()?;
+    let base = payload.map(|p| parse_json_arg("--payload", p)).transpose()?;
     let payload = Value::Object(construct_payload(base, Map::new())).to_string();
     let tasks: Vec<NewTask> = (0..count)
         .map(|_| NewTask {
@@ -134,12 +128,7 @@ async fn task_create(g: &Global, labourer: &str, payload: Option<&str>, count: u
 fn markers_for(config: &Config, labourer: &str, now: Time) -> Markers {
     match config.labourer(labourer) {
         Some(l) => l.markers(now, config.greenfield.delta),
-        None => Markers::new(
-            now,
-            config.greenfield.delta,
-            DEFAULT_DURATION,
-            DEFAULT_COOLDOWN,
-        ),
+        None => Markers::new(now, config.greenfield.delta, DEFAULT_DURATION, DEFAULT_COOLDOWN),
     }
 }
 
@@ -147,12 +136,8 @@ fn markers_for(config: &Config, labourer: &str, now: Time) -> Markers {
 fn state_of(config: &Config, t: &StoredTask, now: Time) -> &'static str {
     match t.place {
         Place::Retry { .. } => "retry",
-        Place::Closed {
-            completed: true, ..
-        } => "closed",
-        Place::Closed {
-            completed: false, ..
-        } => "dead",
+        Place::Closed { completed: true, .. } => "closed",
+        Place::Closed { completed: false, .. } => "dead",
         Place::Live => match markers_for(config, &t.task.labourer_id, now)
             .classify(t.task.greenfield, t.task.completed_at.is_some())
         {
@@ -178,32 +163,19 @@ async fn task_show(g: &Global, task_id: &str) -> Result<()> {
     }
     println!("state: {state}");
     for (k, v) in t.to_row() {
-        println!(
-            "{k}: {}",
-            v.as_str().map_or_else(|| v.to_string(), str::to_string)
-        );
+        println!("{k}: {}", v.as_str().map_or_else(|| v.to_string(), str::to_string));
     }
     if !events.is_empty() {
         println!("events:");
         for e in events {
             let details = e.details.map(|d| format!(" {d}")).unwrap_or_default();
-            println!(
-                "  {}  {:<20}  {}{details}",
-                e.at,
-                e.action.as_str(),
-                e.author
-            );
+            println!("  {}  {:<20}  {}{details}", e.at, e.action.as_str(), e.author);
         }
     }
     Ok(())
 }
 
-async fn task_list(
-    g: &Global,
-    labourer: Option<&str>,
-    state: Option<StateFilter>,
-    limit: usize,
-) -> Result<()> {
+async fn task_list(g: &Global, labourer: Option<&str>, state: Option<StateFilter>, limit: usize) -> Result<()> {
     let app = App::load(g, Essential::Orchestrator)?;
     let now = app.clock.now();
     let labourers: Vec<String> = match labourer {
@@ -239,11 +211,7 @@ async fn task_list(
             limit,
         };
         let queries = match state {
-            None => vec![
-                of(Table::Live, None),
-                of(Table::Retry, None),
-                of(Table::Closed, None),
-            ],
+            None => vec![of(Table::Live, None), of(Table::Retry, None), of(Table::Closed, None)],
             Some(StateFilter::Queued) => vec![live(TaskState::Queued)],
             Some(StateFilter::Running) => vec![live(TaskState::Running)],
             Some(StateFilter::Expired) => vec![live(TaskState::Expired)],
@@ -289,14 +257,7 @@ async fn task_list(
         })
         .collect();
     table(
-        &[
-            "TASK_ID",
-            "LABOURER",
-            "STATE",
-            "GREENFIELD",
-            "ATTEMPTS",
-            "PAYLOAD",
-        ],
+        &["TASK_ID", "LABOURER", "STATE", "GREENFIELD", "ATTEMPTS", "PAYLOAD"],
         &cells,
     );
     Ok(())
@@ -308,13 +269,13 @@ async fn reap(supervisor: &sosw_local::process::Supervisor, grace: f64) {
     if active == 0 {
         return;
     }
-    tracing::info!(
-        workers = active,
-        "waiting up to {grace} s for local workers to finish"
-    );
+    tracing::info!(workers = active, "waiting up to {grace} s for local workers to finish");
     let left = supervisor.drain(Duration::from_secs_f64(grace)).await;
     if left > 0 {
-        tracing::warn!(workers = left, "workers still running were left to finish on their own; unreported tasks expire and are retried");
+        tracing::warn!(
+            workers = left,
+            "workers still running were left to finish on their own; unreported tasks expire and are retried"
+        );
     }
 }
 
@@ -410,8 +371,8 @@ async fn orchestrate(g: &Global, no_wait: bool) -> Result<()> {
     let app = App::load(g, Essential::Orchestrator)?;
     let wiring = app.wiring();
     let (invokers, supervisor) = app.invokers(&wiring);
-    let orchestrator = Orchestrator::new(app.config.clone(), &wiring, &invokers)
-        .map_err(|e| UsageError(e.to_string()))?;
+    let orchestrator =
+        Orchestrator::new(app.config.clone(), &wiring, &invokers).map_err(|e| UsageError(e.to_string()))?;
     let report = orchestrator.run_once(app.clock.now()).await;
     print_orchestration(g.json, &report);
     if !no_wait {
@@ -453,11 +414,7 @@ async fn report(g: &Global, r: Report, completed: bool) -> Result<()> {
     }
     let stored = app.store.get(&r.task_id).await?;
     if g.json {
-        print_json(
-            &stored
-                .map(|s| Value::Object(s.to_row()))
-                .unwrap_or(Value::Null),
-        );
+        print_json(&stored.map(|s| Value::Object(s.to_row())).unwrap_or(Value::Null));
     } else {
         println!(
             "{} marked as {}",
@@ -487,11 +444,8 @@ async fn status(g: &Global) -> Result<()> {
             tracing::warn!(labourer = %l.id, "{e}");
         }
         let status = h.map_or(app.config.metric_failure_status, |h| h.status);
-        let desired = sosw_core::decide::desired_invocations(
-            l.max_simultaneous_invocations,
-            status,
-            &app.config.coefficients,
-        );
+        let desired =
+            sosw_core::decide::desired_invocations(l.max_simultaneous_invocations, status, &app.config.coefficients);
         out.insert(
             l.id.clone(),
             json!({
@@ -504,10 +458,7 @@ async fn status(g: &Global) -> Result<()> {
     for id in app.store.labourer_ids().await? {
         if app.config.labourer(&id).is_none() {
             tracing::warn!(labourer = %id, "the store has tasks of a labourer that is not configured");
-            let c = app
-                .store
-                .counts(&id, &markers_for(&app.config, &id, now))
-                .await?;
+            let c = app.store.counts(&id, &markers_for(&app.config, &id, now)).await?;
             out.insert(
                 id,
                 json!({
@@ -571,10 +522,7 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
             (Ok(mut int), Ok(mut term)) => {
                 tokio::select! {
                     _ = int.recv() => {}
@@ -595,17 +543,14 @@ async fn shutdown_signal() {
 
 async fn daemon(g: &Global, interval: Option<f64>) -> Result<()> {
     if let Some(i) = interval.filter(|i| !(i.is_finite() && *i > 0.0)) {
-        return Err(UsageError(format!(
-            "`--interval` must be a positive number of seconds, got {i}"
-        ))
-        .into());
+        return Err(UsageError(format!("`--interval` must be a positive number of seconds, got {i}")).into());
     }
     let app = App::load(g, Essential::Orchestrator)?;
     let scavenger_config = std::sync::Arc::new(load_config(&g.config, Essential::Scavenger)?);
     let wiring = app.wiring();
     let (invokers, supervisor) = app.invokers(&wiring);
-    let orchestrator = Orchestrator::new(app.config.clone(), &wiring, &invokers)
-        .map_err(|e| UsageError(e.to_string()))?;
+    let orchestrator =
+        Orchestrator::new(app.config.clone(), &wiring, &invokers).map_err(|e| UsageError(e.to_string()))?;
     let scavenger = Scavenger::new(scavenger_config, &wiring);
     let mut intervals = app.config.daemon;
     if let Some(i) = interval {

@@ -20,11 +20,7 @@ impl Coefficients {
 }
 
 /// `floor(max_simultaneous_invocations × coefficient[status])`.
-pub fn desired_invocations(
-    max_simultaneous: u32,
-    status: EcoStatus,
-    coefficients: &Coefficients,
-) -> u32 {
+pub fn desired_invocations(max_simultaneous: u32, status: EcoStatus, coefficients: &Coefficients) -> u32 {
     let desired = (f64::from(max_simultaneous) * coefficients.get(status)).floor();
     if desired.is_finite() && desired > 0.0 {
         // Coefficients are validated to be finite and non-negative; the cast saturates for absurd configs.
@@ -55,9 +51,7 @@ impl Backoff {
         match self {
             Backoff::Linear => max_duration.saturating_mul(i64::from(attempts)),
             Backoff::Exponential => {
-                let factor = 1_i64
-                    .checked_shl(attempts.saturating_sub(1))
-                    .unwrap_or(i64::MAX);
+                let factor = 1_i64.checked_shl(attempts.saturating_sub(1)).unwrap_or(i64::MAX);
                 max_duration.saturating_mul(factor)
             }
         }
@@ -69,10 +63,7 @@ impl Backoff {
 #[serde(rename_all = "snake_case", tag = "decision")]
 pub enum ExpiredDecision {
     /// Park it in the retry table until `desired_launch_time`.
-    Retry {
-        delay: i64,
-        desired_launch_time: i64,
-    },
+    Retry { delay: i64, desired_launch_time: i64 },
     /// Close it as dead and notify.
     Dead,
 }
@@ -135,13 +126,9 @@ pub fn decide_after_failure(
 ) -> AfterFailure {
     match kind {
         FailureKind::Throttled => AfterFailure::Requeue,
-        FailureKind::Transient => AfterFailure::Expired(decide_expired(
-            attempts,
-            max_attempts,
-            max_duration,
-            backoff,
-            now_secs,
-        )),
+        FailureKind::Transient => {
+            AfterFailure::Expired(decide_expired(attempts, max_attempts, max_duration, backoff, now_secs))
+        }
         FailureKind::Permanent => AfterFailure::Dead,
         FailureKind::Unknown => AfterFailure::LeaveRunning,
     }
@@ -155,10 +142,7 @@ mod tests {
     #[test]
     fn desired_table_orc1() {
         let c = Coefficients::default();
-        let got: Vec<u32> = EcoStatus::ALL
-            .iter()
-            .map(|s| desired_invocations(10, *s, &c))
-            .collect();
+        let got: Vec<u32> = EcoStatus::ALL.iter().map(|s| desired_invocations(10, *s, &c)).collect();
         assert_eq!(got, vec![0, 0, 5, 7, 10]);
         assert_eq!(desired_invocations(1, Moderate, &c), 0);
         assert_eq!(desired_invocations(3, Good, &c), 2);
@@ -194,14 +178,8 @@ mod tests {
             decide_expired(2, 3, 900, Backoff::Linear, 0),
             ExpiredDecision::Retry { delay: 1800, .. }
         ));
-        assert_eq!(
-            decide_expired(3, 3, 900, Backoff::Linear, 0),
-            ExpiredDecision::Dead
-        );
-        assert_eq!(
-            decide_expired(4, 3, 900, Backoff::Linear, 0),
-            ExpiredDecision::Dead
-        );
+        assert_eq!(decide_expired(3, 3, 900, Backoff::Linear, 0), ExpiredDecision::Dead);
+        assert_eq!(decide_expired(4, 3, 900, Backoff::Linear, 0), ExpiredDecision::Dead);
         assert_eq!(Backoff::Exponential.delay(100, 1), 100);
         assert_eq!(Backoff::Exponential.delay(100, 3), 400);
         assert_eq!(Backoff::Exponential.delay(100, 200), i64::MAX);

@@ -139,11 +139,7 @@ impl Feelings {
         for pair in levels.windows(2) {
             let (better, bt) = pair[0];
             let (worse, wt) = pair[1];
-            let ordered = if op.lower_is_better() {
-                wt > bt
-            } else {
-                wt < bt
-            };
+            let ordered = if op.lower_is_better() { wt > bt } else { wt < bt };
             if !ordered {
                 return Err(FeelingsError::OutOfOrder {
                     op: op_symbol(op),
@@ -151,11 +147,7 @@ impl Feelings {
                     better_threshold: bt,
                     worse: worse as u8,
                     worse_threshold: wt,
-                    direction: if op.lower_is_better() {
-                        "higher"
-                    } else {
-                        "lower"
-                    },
+                    direction: if op.lower_is_better() { "higher" } else { "lower" },
                 });
             }
         }
@@ -256,11 +248,7 @@ mod tests {
     #[test]
     fn out_of_order_feelings_are_rejected_up_front() {
         // ECO-8: {1: 40, 3: 50, 4: 25} with `le`.
-        let err = Feelings::new(
-            vec![(Poor, 40.0), (Good, 50.0), (High, 25.0)],
-            Comparison::Le,
-        )
-        .unwrap_err();
+        let err = Feelings::new(vec![(Poor, 40.0), (Good, 50.0), (High, 25.0)], Comparison::Le).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -275,10 +263,7 @@ mod tests {
         assert!(Feelings::new(vec![(Good, 50.0), (High, 75.0)], Comparison::Le).is_err());
         assert!(Feelings::new(vec![(Good, 50.0), (High, 25.0)], Comparison::Ge).is_err());
         assert!(Feelings::new(vec![(Good, 50.0), (High, 50.0)], Comparison::Le).is_err());
-        assert_eq!(
-            Feelings::new(vec![], Comparison::Le),
-            Err(FeelingsError::Empty)
-        );
+        assert_eq!(Feelings::new(vec![], Comparison::Le), Err(FeelingsError::Empty));
         assert!(Feelings::new(vec![(Good, f64::INFINITY)], Comparison::Le).is_err());
     }
 

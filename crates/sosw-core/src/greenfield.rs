@@ -156,11 +156,7 @@ pub enum GreenfieldError {
         "queue of labourer `{labourer}` is full: position {position} would reach the invocation range (now = {now}); \
          drain the queue or lower `greenfield_task_step`"
     )]
-    QueueFull {
-        labourer: String,
-        position: i64,
-        now: i64,
-    },
+    QueueFull { labourer: String, position: i64, now: i64 },
 }
 
 /// Positions for `n` new tasks at the tail of a labourer's queue (reference §3.4).
@@ -231,46 +227,21 @@ mod tests {
             ("first queue position", 2000, false, TaskState::Queued),
             ("retried, negative", -5, false, TaskState::Queued),
             ("just below S", S - 1, false, TaskState::Queued),
-            (
-                "S itself (BETWEEN is inclusive)",
-                S,
-                false,
-                TaskState::Expired,
-            ),
-            (
-                "invoked 1600 s ago",
-                S - 1600 + d,
-                false,
-                TaskState::Expired,
-            ),
+            ("S itself (BETWEEN is inclusive)", S, false, TaskState::Expired),
+            ("invoked 1600 s ago", S - 1600 + d, false, TaskState::Expired),
             (
                 "E tie: invoked exactly 1200 s ago",
                 S - 1200 + d,
                 false,
                 TaskState::Expired,
             ),
-            (
-                "invoked 1199 s ago",
-                S - 1199 + d,
-                false,
-                TaskState::Running,
-            ),
+            ("invoked 1199 s ago", S - 1199 + d, false, TaskState::Running),
             ("invoked 600 s ago", S - 600 + d, false, TaskState::Running),
             ("I: invoked in this pass", S + d, false, TaskState::Running),
-            (
-                "after I: a concurrent pass",
-                S + 10 + d,
-                false,
-                TaskState::Running,
-            ),
+            ("after I: a concurrent pass", S + 10 + d, false, TaskState::Running),
             ("stale for over a year", S - 5, false, TaskState::Queued),
             ("completed running", S - 600 + d, true, TaskState::Completed),
-            (
-                "completed expired",
-                S - 5000 + d,
-                true,
-                TaskState::Completed,
-            ),
+            ("completed expired", S - 5000 + d, true, TaskState::Completed),
         ];
         for (name, g, completed, want) in cases {
             assert_eq!(m.classify(*g, *completed), *want, "{name}");
@@ -307,31 +278,19 @@ mod tests {
     #[test]
     fn tail_positions_match_python() {
         let now = Time::from_secs(S);
-        assert_eq!(
-            tail_positions("w", None, 1000, 3, now),
-            Ok(vec![2000, 3000, 4000])
-        );
+        assert_eq!(tail_positions("w", None, 1000, 3, now), Ok(vec![2000, 3000, 4000]));
         // TM-6: newest 5000 → 6000.
-        assert_eq!(
-            tail_positions("w", Some(5000), 1000, 1, now),
-            Ok(vec![6000])
-        );
+        assert_eq!(tail_positions("w", Some(5000), 1000, 1, now), Ok(vec![6000]));
         assert_eq!(tail_positions("w", Some(7), 1000, 0, now), Ok(vec![]));
     }
 
     #[test]
     fn tail_positions_refuse_to_reach_timestamps() {
         let now = Time::from_secs(10_000);
-        assert_eq!(
-            tail_positions("w", Some(8000), 1000, 1, now),
-            Ok(vec![9000])
-        );
+        assert_eq!(tail_positions("w", Some(8000), 1000, 1, now), Ok(vec![9000]));
         assert!(matches!(
             tail_positions("w", Some(8000), 1000, 2, now),
-            Err(GreenfieldError::QueueFull {
-                position: 10_000,
-                ..
-            })
+            Err(GreenfieldError::QueueFull { position: 10_000, .. })
         ));
     }
 

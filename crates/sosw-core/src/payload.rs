@@ -91,10 +91,7 @@ pub struct ReportFieldError {
 }
 
 /// WorkerAssistant accepts `stats` and `result` as objects or as JSON strings holding objects (WA-2).
-pub fn report_part(
-    field: &'static str,
-    v: Option<&Value>,
-) -> Result<Map<String, Value>, ReportFieldError> {
+pub fn report_part(field: &'static str, v: Option<&Value>) -> Result<Map<String, Value>, ReportFieldError> {
     let bad = |got: &str| ReportFieldError {
         field,
         got: got.to_string(),
@@ -147,16 +144,8 @@ mod tests {
             ),
             (None, json!({"bar": "foo"}), json!({"bar": "foo"})),
             (None, json!({"bar": {"foo": 3}}), json!({"bar": {"foo": 3}})),
-            (
-                Some(json!("not json")),
-                json!({}),
-                json!({"payload": "not json"}),
-            ),
-            (
-                Some(json!([1, 2])),
-                json!({"x": 1}),
-                json!({"payload": [1, 2], "x": 1}),
-            ),
+            (Some(json!("not json")), json!({}), json!({"payload": "not json"})),
+            (Some(json!([1, 2])), json!({"x": 1}), json!({"payload": [1, 2], "x": 1})),
             // The original raises TypeError here.
             (Some(json!("[1,2]")), json!({}), json!({"payload": [1, 2]})),
             // TM-7
@@ -199,10 +188,7 @@ mod tests {
         );
         let mut t = task("{}");
         t.created_at = 1712345678.123456;
-        assert_eq!(
-            worker_event(&t).expect("valid")["created_at"],
-            json!(1712345678.123456)
-        );
+        assert_eq!(worker_event(&t).expect("valid")["created_at"], json!(1712345678.123456));
     }
 
     #[test]

@@ -43,10 +43,7 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the same call may succeed if tried again later.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Throttled { .. } | StoreError::Unavailable(_)
-        )
+        matches!(self, StoreError::Throttled { .. } | StoreError::Unavailable(_))
     }
 
     pub fn conflict(task_id: &str, reason: impl Into<String>) -> StoreError {
@@ -72,10 +69,7 @@ pub struct CreateReport {
 pub enum Claim {
     /// The task moved to the invoked range; `task` is the row after the move, `previous_greenfield` its queue
     /// position before it (needed to put it back if the invocation is throttled).
-    Claimed {
-        task: Task,
-        previous_greenfield: i64,
-    },
+    Claimed { task: Task, previous_greenfield: i64 },
     /// Someone else claimed, completed, moved or deleted it first.
     Lost { task_id: String },
 }
@@ -144,16 +138,10 @@ pub trait TaskStore: Send + Sync + Debug {
     /// where `newest` is the highest `greenfield < now` of the labourer.
     /// A task id that exists in any table is skipped and reported in [`CreateReport::existing`]. Either every new
     /// task is written or none is (a full queue fails the whole call with [`StoreError::Invalid`]).
-    async fn create_tasks(
-        &self,
-        tasks: &[NewTask],
-        step: i64,
-        now: Time,
-    ) -> StoreResult<CreateReport>;
+    async fn create_tasks(&self, tasks: &[NewTask], step: i64, now: Time) -> StoreResult<CreateReport>;
 
     /// The head of a labourer's queue: `greenfield < start`, not completed, in ascending greenfield order.
-    async fn next_queued(&self, labourer: &str, start: i64, limit: usize)
-        -> StoreResult<Vec<Task>>;
+    async fn next_queued(&self, labourer: &str, start: i64, limit: usize) -> StoreResult<Vec<Task>>;
 
     /// For each id, atomically: if it is still queued (`greenfield < start`, not completed), set
     /// `greenfield = invoked_greenfield` and `attempts += 1`. One result per id, in order.
@@ -167,24 +155,13 @@ pub trait TaskStore: Send + Sync + Debug {
 
     /// Undoes a claim whose invocation was throttled: back to `previous_greenfield` with `attempts − 1`, if the
     /// row is still at `invoked_greenfield` and not completed.
-    async fn release_claim(
-        &self,
-        task_id: &str,
-        invoked_greenfield: i64,
-        previous_greenfield: i64,
-    ) -> StoreResult<()>;
+    async fn release_claim(&self, task_id: &str, invoked_greenfield: i64, previous_greenfield: i64) -> StoreResult<()>;
 
     /// Live, not completed, `greenfield > expired` (see [`Markers`]).
     async fn count_running(&self, labourer: &str, expired: i64) -> StoreResult<u64>;
 
     /// Live, not completed, `start <= greenfield <= expired`, oldest invocation first.
-    async fn list_expired(
-        &self,
-        labourer: &str,
-        start: i64,
-        expired: i64,
-        limit: usize,
-    ) -> StoreResult<Vec<Task>>;
+    async fn list_expired(&self, labourer: &str, start: i64, expired: i64, limit: usize) -> StoreResult<Vec<Task>>;
 
     /// Live with `completed_at` set.
     async fn list_completed(&self, labourer: &str, limit: usize) -> StoreResult<Vec<Task>>;
@@ -192,12 +169,7 @@ pub trait TaskStore: Send + Sync + Debug {
     /// WorkerAssistant's `mark_task_as_completed`. Only for a task that has been invoked (`attempts >= 1`) and is
     /// live or waiting for retry; never creates a row. Stats and result keys are merged into the stored ones;
     /// a repeated completion keeps the first `completed_at`.
-    async fn complete(
-        &self,
-        task_id: &str,
-        now: Time,
-        report: &WorkerReport,
-    ) -> StoreResult<Completion>;
+    async fn complete(&self, task_id: &str, now: Time, report: &WorkerReport) -> StoreResult<Completion>;
 
     /// WorkerAssistant's `mark_task_as_failed`: `failed_attempts += 1` and the report merged, in the live or retry
     /// table, for an invoked task. Does not change its state.
@@ -205,16 +177,16 @@ pub trait TaskStore: Send + Sync + Debug {
 
     /// Moves a live task to closed with `closed_at = now` and its `labourer_id_task_status`, atomically and only if
     /// the row still meets `expect`.
-    async fn archive(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<Task>;
+    async fn archive(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<()>;
+
+    /// [`TaskStore::archive`] for many tasks in one request; each move succeeds or fails on its own (one result per
+    /// request, in order). An `Err` for the whole call means none of them was done.
+    async fn archive_many(&self, moves: &[(String, ArchiveExpect)], now: Time) -> StoreResult<Vec<StoreResult<()>>>;
 
     /// Moves a live task to the retry table with `desired_launch_time`, atomically and only if it is not completed
     /// and still at `expected_greenfield`: a completion that arrived first wins.
-    async fn move_to_retry(
-        &self,
-        task_id: &str,
-        expected_greenfield: i64,
-        desired_launch_time: i64,
-    ) -> StoreResult<()>;
+    async fn move_to_retry(&self, task_id: &str, expected_greenfield: i64, desired_launch_time: i64)
+        -> StoreResult<()>;
 
     /// Retry rows of a labourer with `desired_launch_time <= now`, earliest first.
     async fn due_retries(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>>;
@@ -309,10 +281,5 @@ pub trait Notifier: Send + Sync + Debug {
 /// How a supervisor that watched a worker finish reports the outcome (the engine's WorkerAssistant implements it).
 #[async_trait]
 pub trait TaskReporter: Send + Sync + Debug {
-    async fn report(
-        &self,
-        task_id: &str,
-        kind: ReportKind,
-        report: WorkerReport,
-    ) -> StoreResult<()>;
+    async fn report(&self, task_id: &str, kind: ReportKind, report: WorkerReport) -> StoreResult<()>;
 }

@@ -74,15 +74,10 @@ impl StoredTask {
         }
         match self.place {
             Place::Live => {}
-            Place::Retry {
-                desired_launch_time,
-            } => {
+            Place::Retry { desired_launch_time } => {
                 row.insert("desired_launch_time".into(), desired_launch_time.into());
             }
-            Place::Closed {
-                closed_at,
-                completed,
-            } => {
+            Place::Closed { closed_at, completed } => {
                 row.insert("closed_at".into(), closed_at.into());
                 row.insert(
                     "labourer_id_task_status".into(),

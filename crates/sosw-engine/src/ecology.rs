@@ -30,12 +30,7 @@ impl EcologyManager {
     }
 
     /// Statuses of `labourers`, keyed by id.
-    pub async fn statuses(
-        &self,
-        config: &Config,
-        labourers: &[&Labourer],
-        now: Time,
-    ) -> HashMap<String, Health> {
+    pub async fn statuses(&self, config: &Config, labourers: &[&Labourer], now: Time) -> HashMap<String, Health> {
         let mut distinct = HashMap::new();
         for l in labourers {
             for m in &l.health_metrics {

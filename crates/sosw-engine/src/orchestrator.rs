@@ -15,9 +15,7 @@ use futures::future::join_all;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sosw_core::config::{Config, Labourer, DEAD_TASK_SUBJECT};
-use sosw_core::decide::{
-    decide_after_failure, desired_invocations, to_invoke, AfterFailure, ExpiredDecision,
-};
+use sosw_core::decide::{decide_after_failure, desired_invocations, to_invoke, AfterFailure, ExpiredDecision};
 use sosw_core::payload::worker_event;
 use sosw_core::ports::{
     ArchiveExpect, Claim, InvokeError, InvokeOutcome, Invoker, InvokerFactory, Notifier, TaskStore,
@@ -90,10 +88,7 @@ impl OrchestratorReport {
     }
 
     pub fn total_invoked(&self) -> u32 {
-        self.labourers
-            .iter()
-            .map(|l| l.invoked + l.finished_sync)
-            .sum()
+        self.labourers.iter().map(|l| l.invoked + l.finished_sync).sum()
     }
 }
 
@@ -117,12 +112,10 @@ impl Orchestrator {
     ) -> Result<Orchestrator, EngineError> {
         let mut built = HashMap::new();
         for l in &config.labourers {
-            let inv = invokers
-                .invoker_for(l)
-                .map_err(|message| EngineError::Invoker {
-                    labourer: l.id.clone(),
-                    message,
-                })?;
+            let inv = invokers.invoker_for(l).map_err(|message| EngineError::Invoker {
+                labourer: l.id.clone(),
+                message,
+            })?;
             built.insert(l.id.clone(), inv);
         }
         Ok(Orchestrator {
@@ -171,21 +164,12 @@ impl Orchestrator {
         }
     }
 
-    async fn orchestrate(
-        &self,
-        l: &Labourer,
-        health: Health,
-        now: Time,
-    ) -> (LabourerOrchestration, Vec<String>) {
+    async fn orchestrate(&self, l: &Labourer, health: Health, now: Time) -> (LabourerOrchestration, Vec<String>) {
         let mut r = LabourerOrchestration {
             labourer_id: l.id.clone(),
             eco_status: health.status as u8,
             max_simultaneous_invocations: l.max_simultaneous_invocations,
-            desired: desired_invocations(
-                l.max_simultaneous_invocations,
-                health.status,
-                &self.config.coefficients,
-            ),
+            desired: desired_invocations(l.max_simultaneous_invocations, health.status, &self.config.coefficients),
             metric_errors: health.metric_errors,
             ..LabourerOrchestration::default()
         };
@@ -204,11 +188,7 @@ impl Orchestrator {
         if r.requested == 0 {
             return (r, Vec::new());
         }
-        let queued = match self
-            .store
-            .next_queued(&l.id, markers.start, r.requested as usize)
-            .await
-        {
+        let queued = match self.store.next_queued(&l.id, markers.start, r.requested as usize).await {
             Ok(q) => q,
             Err(e) => {
                 r.errors.push(format!("reading the queue: {e}"));
@@ -219,11 +199,7 @@ impl Orchestrator {
             return (r, Vec::new());
         }
         let ids: Vec<String> = queued.iter().map(|t| t.task_id.clone()).collect();
-        let claims = match self
-            .store
-            .claim(&l.id, &ids, markers.start, markers.invoked)
-            .await
-        {
+        let claims = match self.store.claim(&l.id, &ids, markers.start, markers.invoked).await {
             Ok(c) => c,
             Err(e) => {
                 r.errors.push(format!("claiming tasks: {e}"));
@@ -232,8 +208,7 @@ impl Orchestrator {
         };
         let before: HashMap<&str, &Task> = queued.iter().map(|t| (t.task_id.as_str(), t)).collect();
         let Some(invoker) = self.invokers.get(&l.id) else {
-            r.errors
-                .push("no invoker was built for this labourer".into());
+            r.errors.push("no invoker was built for this labourer".into());
             return (r, Vec::new());
         };
         let results = join_all(claims.into_iter().map(|c| async {
@@ -247,15 +222,8 @@ impl Orchestrator {
                     previous_greenfield,
                 } => {
                     let queued_task = before.get(task.task_id.as_str()).copied().unwrap_or(&task);
-                    self.invoke_one(
-                        l,
-                        invoker.as_ref(),
-                        queued_task,
-                        &task,
-                        previous_greenfield,
-                        now,
-                    )
-                    .await
+                    self.invoke_one(l, invoker.as_ref(), queued_task, &task, previous_greenfield, now)
+                        .await
                 }
             }
         }))
@@ -297,44 +265,38 @@ impl Orchestrator {
         let event = match worker_event(queued) {
             Ok(e) => serde_json::to_string(&Value::Object(e)).unwrap_or_default(),
             Err(e) => {
-                let err =
-                    InvokeError::new(sosw_core::decide::FailureKind::Permanent, e.to_string());
-                return self
-                    .after_failure(l, claimed, previous_greenfield, err, now)
-                    .await;
+                let err = InvokeError::new(sosw_core::decide::FailureKind::Permanent, e.to_string());
+                return self.after_failure(l, claimed, previous_greenfield, err, now).await;
             }
         };
         let result = {
             let _permit = self.permits.acquire().await;
             invoker.invoke(claimed, &event).await
         };
-        let invoked_event = |details| {
-            self.meta
-                .event(id, &l.id, MetaAction::Invoked, now, details)
-        };
+        let invoked_event = |details| self.meta.event(id, &l.id, MetaAction::Invoked, now, details);
         match result {
             Ok(InvokeOutcome::Accepted) => (Outcome::Invoked, vec![invoked_event(None)]),
             Ok(InvokeOutcome::Finished(kind, report)) => {
                 let reported = match kind {
-                    ReportKind::Completed => {
-                        self.assistant.complete(id, &report, now).await.map(|_| ())
-                    }
-                    ReportKind::Failed => self.assistant.fail(id, &report, now).await.map(|_| ()),
+                    ReportKind::Completed => self
+                        .assistant
+                        .complete_deferred(id, &report, now)
+                        .await
+                        .map(|(_, ev)| ev),
+                    ReportKind::Failed => self.assistant.fail_deferred(id, &report, now).await.map(|(_, ev)| ev),
                 };
                 match reported {
-                    Ok(()) => (Outcome::FinishedSync, vec![invoked_event(None)]),
+                    Ok(events) => (
+                        Outcome::FinishedSync,
+                        std::iter::once(invoked_event(None)).chain(events).collect(),
+                    ),
                     Err(e) => (
-                        Outcome::Error(format!(
-                            "task `{id}` finished but its report could not be stored: {e}"
-                        )),
+                        Outcome::Error(format!("task `{id}` finished but its report could not be stored: {e}")),
                         vec![invoked_event(None)],
                     ),
                 }
             }
-            Err(err) => {
-                self.after_failure(l, claimed, previous_greenfield, err, now)
-                    .await
-            }
+            Err(err) => self.after_failure(l, claimed, previous_greenfield, err, now).await,
         }
     }
 
@@ -357,13 +319,9 @@ impl Orchestrator {
         );
         tracing::warn!(labourer = %l.id, task_id = id, kind = ?err.kind, error = %err.message, ?decision, "invocation failed");
         let details = json!({"error": err.message, "kind": err.kind});
-        let failed = self.meta.event(
-            id,
-            &l.id,
-            MetaAction::InvocationFailed,
-            now,
-            Some(details.clone()),
-        );
+        let failed = self
+            .meta
+            .event(id, &l.id, MetaAction::InvocationFailed, now, Some(details.clone()));
         match decision {
             AfterFailure::Requeue => match self
                 .store
@@ -372,18 +330,12 @@ impl Orchestrator {
             {
                 Ok(()) => (
                     Outcome::Throttled,
-                    vec![self.meta.event(
-                        id,
-                        &l.id,
-                        MetaAction::InvocationThrottled,
-                        now,
-                        Some(details),
-                    )],
+                    vec![self
+                        .meta
+                        .event(id, &l.id, MetaAction::InvocationThrottled, now, Some(details))],
                 ),
                 Err(e) => (
-                    Outcome::Error(format!(
-                        "task `{id}` was throttled but could not be put back: {e}"
-                    )),
+                    Outcome::Error(format!("task `{id}` was throttled but could not be put back: {e}")),
                     vec![failed],
                 ),
             },
@@ -431,13 +383,7 @@ impl Orchestrator {
                         Outcome::Dead(format!("Closing dead task: {id} ")),
                         vec![
                             failed,
-                            self.meta.event(
-                                id,
-                                &l.id,
-                                MetaAction::ArchivedDead,
-                                now,
-                                Some(details),
-                            ),
+                            self.meta.event(id, &l.id, MetaAction::ArchivedDead, now, Some(details)),
                         ],
                     ),
                     Err(e) => (

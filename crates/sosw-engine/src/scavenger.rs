@@ -8,17 +8,20 @@
 use crate::meta::MetaHandler;
 use crate::Wiring;
 use futures::future::join_all;
+use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sosw_core::config::{Config, Labourer, DEAD_TASK_SUBJECT};
 use sosw_core::decide::{decide_expired, ExpiredDecision};
 use sosw_core::greenfield::head_positions;
 use sosw_core::ports::{ArchiveExpect, Notifier, StoreError, TaskStore};
-use sosw_core::{Essential, MetaAction, MetaEvent, Time};
+use sosw_core::{Essential, MetaAction, MetaEvent, Task, Time};
 use std::sync::Arc;
 
 /// How many rows a phase reads at a time.
 const PAGE: usize = 500;
+/// How many moves of one labourer are in flight at once (each is its own atomic, conditional move).
+const MOVES_IN_FLIGHT: usize = 64;
 
 #[derive(Debug)]
 pub struct Scavenger {
@@ -127,10 +130,7 @@ impl Scavenger {
         if let Err(e) = self.archive_completed(l, now, &mut r, &mut events).await {
             r.errors.push(format!("archiving completed tasks: {e}"));
         }
-        if let Err(e) = self
-            .handle_expired(l, now, &mut r, &mut events, &mut dead)
-            .await
-        {
+        if let Err(e) = self.handle_expired(l, now, &mut r, &mut events, &mut dead).await {
             r.errors.push(format!("handling expired tasks: {e}"));
         }
         if let Err(e) = self.retry_due(l, now, &mut r, &mut events).await {
@@ -149,23 +149,19 @@ impl Scavenger {
     ) -> Result<(), StoreError> {
         loop {
             let page = self.store.list_completed(&l.id, PAGE).await?;
+            let moves: Vec<(String, ArchiveExpect)> = page
+                .iter()
+                .map(|t| (t.task_id.clone(), ArchiveExpect::Completed))
+                .collect();
+            let outcomes = self.store.archive_many(&moves, now).await?;
+            let results = page.iter().zip(outcomes.into_iter().map(moved));
             let mut progress = false;
-            for t in &page {
-                match moved(
-                    self.store
-                        .archive(&t.task_id, ArchiveExpect::Completed, now)
-                        .await,
-                ) {
+            for (t, result) in results {
+                match result {
                     Moved::Yes => {
                         r.archived += 1;
                         progress = true;
-                        events.push(self.meta.event(
-                            &t.task_id,
-                            &l.id,
-                            MetaAction::Archived,
-                            now,
-                            None,
-                        ));
+                        events.push(self.meta.event(&t.task_id, &l.id, MetaAction::Archived, now, None));
                     }
                     Moved::Conflict => r.skipped_conflict += 1,
                     Moved::Failed(e) => r.errors.push(format!("archiving `{}`: {e}", t.task_id)),
@@ -174,6 +170,46 @@ impl Scavenger {
             if page.len() < PAGE || !progress {
                 return Ok(());
             }
+        }
+    }
+
+    /// Retries or closes one expired task, as [`decide_expired`] says.
+    async fn expire(&self, l: &Labourer, t: &Task, now: Time) -> (Moved, MetaAction, Value) {
+        let decision = decide_expired(
+            t.attempts,
+            l.max_attempts,
+            l.max_duration,
+            self.config.retry_backoff,
+            now.secs(),
+        );
+        match decision {
+            ExpiredDecision::Retry {
+                delay,
+                desired_launch_time,
+            } => (
+                moved(
+                    self.store
+                        .move_to_retry(&t.task_id, t.greenfield, desired_launch_time)
+                        .await,
+                ),
+                MetaAction::ScheduledForRetry,
+                json!({"delay": delay, "desired_launch_time": desired_launch_time, "attempts": t.attempts}),
+            ),
+            ExpiredDecision::Dead => (
+                moved(
+                    self.store
+                        .archive(
+                            &t.task_id,
+                            ArchiveExpect::Dead {
+                                greenfield: t.greenfield,
+                            },
+                            now,
+                        )
+                        .await,
+                ),
+                MetaAction::ArchivedDead,
+                json!({"attempts": t.attempts}),
+            ),
         }
     }
 
@@ -191,44 +227,13 @@ impl Scavenger {
                 .store
                 .list_expired(&l.id, markers.start, markers.expired, PAGE)
                 .await?;
+            let results: Vec<(&Task, (Moved, MetaAction, Value))> = stream::iter(&page)
+                .map(|t| async move { (t, self.expire(l, t, now).await) })
+                .buffered(MOVES_IN_FLIGHT)
+                .collect()
+                .await;
             let mut progress = false;
-            for t in &page {
-                let decision = decide_expired(
-                    t.attempts,
-                    l.max_attempts,
-                    l.max_duration,
-                    self.config.retry_backoff,
-                    now.secs(),
-                );
-                let (result, action, details) = match decision {
-                    ExpiredDecision::Retry {
-                        delay,
-                        desired_launch_time,
-                    } => (
-                        moved(
-                            self.store
-                                .move_to_retry(&t.task_id, t.greenfield, desired_launch_time)
-                                .await,
-                        ),
-                        MetaAction::ScheduledForRetry,
-                        json!({"delay": delay, "desired_launch_time": desired_launch_time, "attempts": t.attempts}),
-                    ),
-                    ExpiredDecision::Dead => (
-                        moved(
-                            self.store
-                                .archive(
-                                    &t.task_id,
-                                    ArchiveExpect::Dead {
-                                        greenfield: t.greenfield,
-                                    },
-                                    now,
-                                )
-                                .await,
-                        ),
-                        MetaAction::ArchivedDead,
-                        json!({"attempts": t.attempts}),
-                    ),
-                };
+            for (t, (result, action, details)) in results {
                 match result {
                     Moved::Yes => {
                         progress = true;
@@ -238,10 +243,7 @@ impl Scavenger {
                         } else {
                             r.retried += 1;
                         }
-                        events.push(
-                            self.meta
-                                .event(&t.task_id, &l.id, action, now, Some(details)),
-                        );
+                        events.push(self.meta.event(&t.task_id, &l.id, action, now, Some(details)));
                     }
                     Moved::Conflict => r.skipped_conflict += 1,
                     Moved::Failed(e) => r.errors.push(format!("expired task `{}`: {e}", t.task_id)),

@@ -24,25 +24,15 @@ pub enum CreateError {
 
 impl TaskManager {
     pub fn new(config: Arc<Config>, store: Arc<dyn TaskStore>, meta: MetaHandler) -> TaskManager {
-        TaskManager {
-            config,
-            store,
-            meta,
-        }
+        TaskManager { config, store, meta }
     }
 
     /// Appends `tasks` to their labourers' queues. Every labourer must be configured; nothing is written otherwise.
     pub async fn create(&self, tasks: &[NewTask], now: Time) -> Result<CreateReport, CreateError> {
-        if let Some(t) = tasks
-            .iter()
-            .find(|t| self.config.labourer(&t.labourer_id).is_none())
-        {
+        if let Some(t) = tasks.iter().find(|t| self.config.labourer(&t.labourer_id).is_none()) {
             return Err(EngineError::UnknownLabourer(t.labourer_id.clone()).into());
         }
-        let report = self
-            .store
-            .create_tasks(tasks, self.config.greenfield.step, now)
-            .await?;
+        let report = self.store.create_tasks(tasks, self.config.greenfield.step, now).await?;
         let events = report
             .created
             .iter()

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use sosw_core::payload::{worker_report, ReportFieldError};
 use sosw_core::ports::{Completion, StoreError, StoreResult, TaskReporter, TaskStore};
 use sosw_core::task::ReportKind;
-use sosw_core::{Clock, MetaAction, Task, Time, WorkerReport};
+use sosw_core::{Clock, MetaAction, MetaEvent, Task, Time, WorkerReport};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -22,13 +22,9 @@ pub struct WorkerAssistant {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerAssistantError {
-    #[error(
-        "the event has no `action`; expected `mark_task_as_completed` or `mark_task_as_failed`"
-    )]
+    #[error("the event has no `action`; expected `mark_task_as_completed` or `mark_task_as_failed`")]
     MissingAction,
-    #[error(
-        "action `{0}` is not supported; expected `mark_task_as_completed` or `mark_task_as_failed`"
-    )]
+    #[error("action `{0}` is not supported; expected `mark_task_as_completed` or `mark_task_as_failed`")]
     UnknownAction(String),
     #[error("action `{0}` needs a string `task_id`")]
     MissingTaskId(String),
@@ -41,32 +37,31 @@ pub enum WorkerAssistantError {
 }
 
 impl WorkerAssistant {
-    pub fn new(
-        store: Arc<dyn TaskStore>,
-        meta: MetaHandler,
-        clock: Arc<dyn Clock>,
-    ) -> WorkerAssistant {
+    pub fn new(store: Arc<dyn TaskStore>, meta: MetaHandler, clock: Arc<dyn Clock>) -> WorkerAssistant {
         WorkerAssistant { store, meta, clock }
     }
 
-    pub async fn complete(
+    pub async fn complete(&self, task_id: &str, report: &WorkerReport, now: Time) -> StoreResult<Completion> {
+        let (completion, events) = self.complete_deferred(task_id, report, now).await?;
+        self.meta.post(events).await;
+        Ok(completion)
+    }
+
+    /// [`WorkerAssistant::complete`], returning its meta events for the caller to post with others.
+    pub async fn complete_deferred(
         &self,
         task_id: &str,
         report: &WorkerReport,
         now: Time,
-    ) -> StoreResult<Completion> {
+    ) -> StoreResult<(Completion, Vec<MetaEvent>)> {
         let completion = self.store.complete(task_id, now, report).await?;
         let (task, closed) = match &completion {
             Completion::Live(t) => (t, false),
             Completion::ClosedFromRetry(t) => (t, true),
         };
-        let mut events = vec![self.meta.event(
-            task_id,
-            &task.labourer_id,
-            MetaAction::MarkedAsCompleted,
-            now,
-            None,
-        )];
+        let mut events = vec![self
+            .meta
+            .event(task_id, &task.labourer_id, MetaAction::MarkedAsCompleted, now, None)];
         if closed {
             events.push(self.meta.event(
                 task_id,
@@ -76,31 +71,33 @@ impl WorkerAssistant {
                 Some(json!({"reason": "completed while waiting for retry"})),
             ));
         }
-        self.meta.post(events).await;
-        Ok(completion)
+        Ok((completion, events))
     }
 
     pub async fn fail(&self, task_id: &str, report: &WorkerReport, now: Time) -> StoreResult<Task> {
-        let task = self.store.fail(task_id, now, report).await?;
-        let ev = self.meta.event(
-            task_id,
-            &task.labourer_id,
-            MetaAction::MarkedAsFailed,
-            now,
-            None,
-        );
-        self.meta.post(vec![ev]).await;
+        let (task, events) = self.fail_deferred(task_id, report, now).await?;
+        self.meta.post(events).await;
         Ok(task)
+    }
+
+    /// [`WorkerAssistant::fail`], returning its meta events for the caller to post with others.
+    pub async fn fail_deferred(
+        &self,
+        task_id: &str,
+        report: &WorkerReport,
+        now: Time,
+    ) -> StoreResult<(Task, Vec<MetaEvent>)> {
+        let task = self.store.fail(task_id, now, report).await?;
+        let ev = self
+            .meta
+            .event(task_id, &task.labourer_id, MetaAction::MarkedAsFailed, now, None);
+        Ok((task, vec![ev]))
     }
 
     /// Handles a sosw WorkerAssistant event:
     /// `{"action": "mark_task_as_completed" | "mark_task_as_failed", "task_id": ..., "stats": ..., "result": ...}`,
     /// `stats` and `result` as objects or JSON strings. Returns the task after the report, as a row.
-    pub async fn handle_event(
-        &self,
-        event: &Value,
-        now: Time,
-    ) -> Result<Map<String, Value>, WorkerAssistantError> {
+    pub async fn handle_event(&self, event: &Value, now: Time) -> Result<Map<String, Value>, WorkerAssistantError> {
         let obj = event.as_object().ok_or(WorkerAssistantError::NotAnObject)?;
         let action = obj
             .get("action")
@@ -131,12 +128,7 @@ impl WorkerAssistant {
 
 #[async_trait]
 impl TaskReporter for WorkerAssistant {
-    async fn report(
-        &self,
-        task_id: &str,
-        kind: ReportKind,
-        report: WorkerReport,
-    ) -> StoreResult<()> {
+    async fn report(&self, task_id: &str, kind: ReportKind, report: WorkerReport) -> StoreResult<()> {
         let now = self.clock.now();
         match kind {
             ReportKind::Completed => self.complete(task_id, &report, now).await.map(|_| ()),

@@ -62,8 +62,7 @@ impl World {
     }
 
     fn orchestrator(&self) -> Orchestrator {
-        Orchestrator::new(self.config.clone(), &self.wiring, self.invokers.as_ref())
-            .expect("orchestrator")
+        Orchestrator::new(self.config.clone(), &self.wiring, self.invokers.as_ref()).expect("orchestrator")
     }
 
     fn scavenger(&self) -> Scavenger {
@@ -92,21 +91,11 @@ impl World {
     }
 
     async fn place(&self, id: &str) -> Place {
-        self.store
-            .get(id)
-            .await
-            .expect("get")
-            .expect("task exists")
-            .place
+        self.store.get(id).await.expect("get").expect("task exists").place
     }
 
     async fn task(&self, id: &str) -> sosw_core::Task {
-        self.store
-            .get(id)
-            .await
-            .expect("get")
-            .expect("task exists")
-            .task
+        self.store.get(id).await.expect("get").expect("task exists").task
     }
 
     async fn actions(&self, id: &str) -> Vec<MetaAction> {
@@ -144,11 +133,7 @@ async fn expire_retry_with_delay_head_of_queue_then_dead() {
     assert_eq!(fake.invoked_ids(), vec!["a", "b"], "FIFO");
     let event = fake.events.lock().expect("lock")[0].1.clone();
     assert_eq!(event["n"], json!("a"));
-    assert_eq!(
-        event["task_id"],
-        json!("a"),
-        "task fields overwrite payload keys"
-    );
+    assert_eq!(event["task_id"], json!("a"), "task fields overwrite payload keys");
     assert_eq!(
         (event["greenfield"].clone(), event["attempts"].clone()),
         (json!(2000), json!(0)),
@@ -167,13 +152,7 @@ async fn expire_retry_with_delay_head_of_queue_then_dead() {
         "c takes the freed slot"
     );
     assert_eq!(scav.run_once(w.now()).await.labourers[0].archived, 1);
-    assert!(matches!(
-        w.place("a").await,
-        Place::Closed {
-            completed: true,
-            ..
-        }
-    ));
+    assert!(matches!(w.place("a").await, Place::Closed { completed: true, .. }));
 
     // b and c never report: after duration + cooldown (90 s) they expire and wait max_duration × attempts.
     w.clock.advance_secs(89);
@@ -236,19 +215,10 @@ async fn expire_retry_with_delay_head_of_queue_then_dead() {
         orch.run_once(w.now()).await;
         assert_eq!(fake.invoked_ids(), vec!["c", "b"]);
     }
-    assert!(matches!(
-        w.place("b").await,
-        Place::Closed {
-            completed: false,
-            ..
-        }
-    ));
+    assert!(matches!(w.place("b").await, Place::Closed { completed: false, .. }));
     let mut messages = w.notifier.messages();
     messages.sort();
-    assert_eq!(
-        messages,
-        vec!["Closing dead task: b ", "Closing dead task: c "]
-    );
+    assert_eq!(messages, vec!["Closing dead task: b ", "Closing dead task: c "]);
     assert_eq!(w.notifier.notifications(), 1, "one notification per pass");
     use MetaAction::*;
     assert_eq!(
@@ -288,36 +258,21 @@ async fn a_completion_that_races_the_scavenger_is_not_lost() {
     w.create("w", &["b"]).await;
     w.orchestrator().run_once(w.now()).await;
     w.clock.advance_secs(200);
-    assert_eq!(
-        w.scavenger().run_once(w.now()).await.labourers[0].retried,
-        1
-    );
+    assert_eq!(w.scavenger().run_once(w.now()).await.labourers[0].retried, 1);
     w.assistant()
         .complete("b", &WorkerReport::default(), w.now())
         .await
         .expect("late completion");
-    assert!(matches!(
-        w.place("b").await,
-        Place::Closed {
-            completed: true,
-            ..
-        }
-    ));
+    assert!(matches!(w.place("b").await, Place::Closed { completed: true, .. }));
     w.clock.advance_secs(10_000);
-    assert_eq!(
-        w.scavenger().run_once(w.now()).await.labourers[0].requeued,
-        0
-    );
+    assert_eq!(w.scavenger().run_once(w.now()).await.labourers[0].requeued, 0);
 }
 
 #[tokio::test]
 async fn invocation_failures_are_handled_per_task() {
     let w = World::new(one_labourer(json!({"max_simultaneous_invocations": 10}))).await;
-    w.create(
-        "w",
-        &["throttled", "transient", "permanent", "uncertain", "ok"],
-    )
-    .await;
+    w.create("w", &["throttled", "transient", "permanent", "uncertain", "ok"])
+        .await;
     let throttled = InvokeError {
         kind: FailureKind::Throttled,
         message: "429".into(),
@@ -325,10 +280,7 @@ async fn invocation_failures_are_handled_per_task() {
     };
     w.invokers.of("w").then([
         Err(throttled),
-        Err(InvokeError::new(
-            FailureKind::Transient,
-            "connection refused",
-        )),
+        Err(InvokeError::new(FailureKind::Transient, "connection refused")),
         Err(InvokeError::new(FailureKind::Permanent, "400 bad request")),
         Err(InvokeError::new(FailureKind::Unknown, "timed out")),
         Ok(InvokeOutcome::Accepted),
@@ -354,10 +306,7 @@ async fn invocation_failures_are_handled_per_task() {
     );
     assert!(matches!(
         w.place("permanent").await,
-        Place::Closed {
-            completed: false,
-            ..
-        }
+        Place::Closed { completed: false, .. }
     ));
     assert_eq!(w.notifier.messages(), vec!["Closing dead task: permanent "]);
     let u = w.store.get("uncertain").await.expect("get").expect("task");
@@ -397,10 +346,7 @@ async fn a_poison_payload_is_closed_as_dead_without_invoking() {
     assert!(w.invokers.of("w").invoked_ids().is_empty());
     assert!(matches!(
         w.place("poison").await,
-        Place::Closed {
-            completed: false,
-            ..
-        }
+        Place::Closed { completed: false, .. }
     ));
 }
 
@@ -418,28 +364,19 @@ async fn sync_workers_report_on_the_spot() {
                 result,
             },
         )),
-        Ok(InvokeOutcome::Finished(
-            ReportKind::Failed,
-            WorkerReport::default(),
-        )),
+        Ok(InvokeOutcome::Finished(ReportKind::Failed, WorkerReport::default())),
     ]);
     let r = w.orchestrator().run_once(w.now()).await;
     assert_eq!(r.labourers[0].finished_sync, 2);
     let a = w.store.get("a").await.expect("get").expect("a").task;
-    assert_eq!(
-        (a.completed_at, a.result.get("rows")),
-        (Some(T0), Some(&json!(7)))
-    );
+    assert_eq!((a.completed_at, a.result.get("rows")), (Some(T0), Some(&json!(7))));
     let b = w.store.get("b").await.expect("get").expect("b").task;
     assert_eq!(
         (b.completed_at, b.failed_attempts),
         (None, 1),
         "a failure leaves the task to expire and retry"
     );
-    assert_eq!(
-        w.scavenger().run_once(w.now()).await.labourers[0].archived,
-        1
-    );
+    assert_eq!(w.scavenger().run_once(w.now()).await.labourers[0].archived, 1);
 }
 
 fn metric(details: Value, feelings: Value, op: &str) -> Value {
@@ -473,12 +410,10 @@ async fn ecology_throttles_and_isolates_labourers() {
     };
     w.metrics.set(&details("busy", 0), Ok(30.0));
     w.metrics.set(&details("busy", 1), Ok(500.0));
-    w.metrics
-        .set(&details("broken", 0), Err("exit status 127".into()));
+    w.metrics.set(&details("broken", 0), Err("exit status 127".into()));
     for l in ["busy", "shares_cpu", "broken", "lenient"] {
         let ids: Vec<String> = (0..12).map(|i| format!("{l}{i}")).collect();
-        w.create(l, &ids.iter().map(String::as_str).collect::<Vec<_>>())
-            .await;
+        w.create(l, &ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
     }
     let r = w.orchestrator().run_once(w.now()).await;
     let by_id = |id: &str| {
@@ -496,10 +431,7 @@ async fn ecology_throttles_and_isolates_labourers() {
     );
     assert_eq!(by_id("shares_cpu").invoked, 7);
     let broken = by_id("broken");
-    assert_eq!(
-        (broken.eco_status, broken.desired, broken.invoked),
-        (0, 0, 0)
-    );
+    assert_eq!((broken.eco_status, broken.desired, broken.invoked), (0, 0, 0));
     assert!(
         broken.metric_errors[0].contains("exit status 127"),
         "{:?}",
@@ -511,11 +443,7 @@ async fn ecology_throttles_and_isolates_labourers() {
         (2, 5),
         "failure_status 2 → coefficient 0.5"
     );
-    assert_eq!(
-        w.metrics.fetch_count(),
-        3,
-        "one fetch per distinct metric per pass"
-    );
+    assert_eq!(w.metrics.fetch_count(), 3, "one fetch per distinct metric per pass");
     // The metric recovers: full speed, minus the running ones.
     w.metrics.set(&details("busy", 0), Ok(10.0));
     let busy = w.orchestrator().run_once(w.now()).await.labourers[0].clone();
@@ -529,8 +457,7 @@ async fn ecology_throttles_and_isolates_labourers() {
 async fn two_orchestrators_on_one_file_never_invoke_a_task_twice() {
     let w = World::new(one_labourer(json!({"max_simultaneous_invocations": 1000}))).await;
     let ids: Vec<String> = (0..300).map(|i| format!("t{i:03}")).collect();
-    w.create("w", &ids.iter().map(String::as_str).collect::<Vec<_>>())
-        .await;
+    w.create("w", &ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
     // A second process: its own connection to the same file, its own invokers.
     let other_store = Arc::new(SqliteStore::open(&w.path).expect("open"));
     let other_wiring = Wiring {
@@ -540,8 +467,7 @@ async fn two_orchestrators_on_one_file_never_invoke_a_task_twice() {
     };
     let other_invokers = FakeInvokers::new();
     let first = w.orchestrator();
-    let second = Orchestrator::new(w.config.clone(), &other_wiring, other_invokers.as_ref())
-        .expect("orchestrator");
+    let second = Orchestrator::new(w.config.clone(), &other_wiring, other_invokers.as_ref()).expect("orchestrator");
     let (a, b) = tokio::join!(first.run_once(w.now()), second.run_once(w.now()));
     let mut all = w.invokers.of("w").invoked_ids();
     all.extend(other_invokers.of("w").invoked_ids());
@@ -570,14 +496,14 @@ async fn worker_assistant_events() {
         .await
         .expect("failed");
     assert_eq!(
-        (
-            row["failed_attempts"].clone(),
-            row["result_some_info"].clone()
-        ),
+        (row["failed_attempts"].clone(), row["result_some_info"].clone()),
         (json!(1), json!(33))
     );
     let row = wa
-        .handle_event(&json!({"action": "mark_task_as_completed", "task_id": "a", "stats": {"s_key": "value"}}), w.now())
+        .handle_event(
+            &json!({"action": "mark_task_as_completed", "task_id": "a", "stats": {"s_key": "value"}}),
+            w.now(),
+        )
         .await
         .expect("completed");
     assert_eq!(row["completed_at"], json!(T0));
@@ -585,10 +511,7 @@ async fn worker_assistant_events() {
     for (event, want) in [
         (json!({"action": "unknown_action"}), "not supported"),
         (json!({"task_id": "a"}), "no `action`"),
-        (
-            json!({"action": "mark_task_as_completed"}),
-            "needs a string `task_id`",
-        ),
+        (json!({"action": "mark_task_as_completed"}), "needs a string `task_id`"),
         (
             json!({"action": "mark_task_as_completed", "task_id": "nope"}),
             "not found",
@@ -610,10 +533,7 @@ async fn worker_assistant_events() {
             .to_string();
         assert!(err.contains(want), "{event}: {err}");
     }
-    assert!(
-        w.store.get("nope").await.expect("get").is_none(),
-        "no ghost row"
-    );
+    assert!(w.store.get("nope").await.expect("get").is_none(), "no ghost row");
 }
 
 #[tokio::test]
@@ -636,11 +556,7 @@ async fn unknown_labourers_are_refused_before_writing() {
             payload: "{}".into(),
         },
     ];
-    let err = tm
-        .create(&tasks, w.now())
-        .await
-        .expect_err("refused")
-        .to_string();
+    let err = tm.create(&tasks, w.now()).await.expect_err("refused").to_string();
     assert!(err.contains("`nobody`"), "{err}");
     assert!(w.store.get("a").await.expect("get").is_none());
 }

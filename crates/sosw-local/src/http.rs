@@ -69,12 +69,11 @@ fn report_from_body(body: &[u8]) -> WorkerReport {
         return WorkerReport::default();
     }
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) if m.contains_key("stats") || m.contains_key("result") => {
-            worker_report(&m).unwrap_or_else(|_| WorkerReport {
+        Ok(Value::Object(m)) if m.contains_key("stats") || m.contains_key("result") => worker_report(&m)
+            .unwrap_or_else(|_| WorkerReport {
                 stats: Map::new(),
                 result: m,
-            })
-        }
+            }),
         Ok(Value::Object(m)) => WorkerReport {
             stats: Map::new(),
             result: m,
@@ -82,10 +81,7 @@ fn report_from_body(body: &[u8]) -> WorkerReport {
         _ => {
             let mut result = Map::new();
             let text = String::from_utf8_lossy(body);
-            result.insert(
-                "body".into(),
-                text.chars().take(4096).collect::<String>().into(),
-            );
+            result.insert("body".into(), text.chars().take(4096).collect::<String>().into());
             WorkerReport {
                 stats: Map::new(),
                 result,
@@ -108,22 +104,12 @@ impl Invoker for HttpInvoker {
         let resp = req.send().await.map_err(|e| classify(&e, &self.spec.url))?;
         let status = resp.status();
         let after = retry_after(resp.headers());
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| classify(&e, &self.spec.url))?;
-        let snippet = || {
-            String::from_utf8_lossy(&body)
-                .chars()
-                .take(200)
-                .collect::<String>()
-        };
+        let body = resp.bytes().await.map_err(|e| classify(&e, &self.spec.url))?;
+        let snippet = || String::from_utf8_lossy(&body).chars().take(200).collect::<String>();
         match status.as_u16() {
             200..=299 => Ok(match self.spec.mode {
                 HttpMode::Async => InvokeOutcome::Accepted,
-                HttpMode::Sync => {
-                    InvokeOutcome::Finished(ReportKind::Completed, report_from_body(&body))
-                }
+                HttpMode::Sync => InvokeOutcome::Finished(ReportKind::Completed, report_from_body(&body)),
             }),
             429 | 503 => Err(InvokeError {
                 kind: FailureKind::Throttled,

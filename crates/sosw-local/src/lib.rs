@@ -46,9 +46,7 @@ impl LocalInvokers {
 /// `cwd` resolved against `base`.
 pub fn resolve_dir(base: Option<&std::path::Path>, cwd: Option<&str>) -> Option<String> {
     match (base, cwd) {
-        (Some(b), Some(c)) if std::path::Path::new(c).is_relative() => {
-            Some(b.join(c).display().to_string())
-        }
+        (Some(b), Some(c)) if std::path::Path::new(c).is_relative() => Some(b.join(c).display().to_string()),
         (_, Some(c)) => Some(c.to_string()),
         (Some(b), None) => Some(b.display().to_string()),
         (None, None) => None,
@@ -61,7 +59,12 @@ impl InvokerFactory for LocalInvokers {
             InvokerSpec::Process(spec) => {
                 let mut spec = spec.clone();
                 spec.cwd = resolve_dir(self.base_dir.as_deref(), spec.cwd.as_deref());
-                Ok(Arc::new(process::ProcessInvoker::new(&labourer.id, spec, self.env.clone(), self.supervisor.clone())?))
+                Ok(Arc::new(process::ProcessInvoker::new(
+                    &labourer.id,
+                    spec,
+                    self.env.clone(),
+                    self.supervisor.clone(),
+                )?))
             }
             InvokerSpec::Http(spec) => Ok(Arc::new(http::HttpInvoker::new(spec.clone())?)),
             InvokerSpec::Lambda { .. } => Err(

@@ -45,16 +45,12 @@ impl LocalMetrics {
             .await
             .map_err(|e| MetricError(format!("GET {url}: {e}")))?;
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| MetricError(format!("GET {url}: {e}")))?;
+        let body = resp.bytes().await.map_err(|e| MetricError(format!("GET {url}: {e}")))?;
         if !status.is_success() {
             let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
             return Err(MetricError(format!("GET {url}: {status}: {text}")));
         }
-        serde_json::from_slice(&body)
-            .map_err(|e| MetricError(format!("GET {url}: the body is not JSON: {e}")))
+        serde_json::from_slice(&body).map_err(|e| MetricError(format!("GET {url}: the body is not JSON: {e}")))
     }
 }
 
@@ -89,11 +85,7 @@ pub fn prometheus_value(body: &Value) -> Result<f64, String> {
     let data = body.get("data").ok_or("the response has no `data`")?;
     let sample = match data.get("resultType").and_then(Value::as_str) {
         Some("scalar") => data.get("result"),
-        Some("vector") => match data
-            .get("result")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-        {
+        Some("vector") => match data.get("result").and_then(Value::as_array).map(Vec::as_slice) {
             Some([one]) => one.get("value"),
             Some([]) => return Err("the query returned no data".into()),
             Some(many) => {
@@ -146,21 +138,42 @@ impl MetricSource for LocalMetrics {
                 let stdout = String::from_utf8_lossy(&out.stdout);
                 if !out.status.success() {
                     let stderr = String::from_utf8_lossy(&out.stderr);
-                    return Err(MetricError(format!("`{}` failed ({}): {}", command.join(" "), out.status, stderr.trim())));
+                    return Err(MetricError(format!(
+                        "`{}` failed ({}): {}",
+                        command.join(" "),
+                        out.status,
+                        stderr.trim()
+                    )));
                 }
                 parse_output(&stdout).ok_or_else(|| {
-                    MetricError(format!("`{}` printed {:?}, not a number", command.join(" "), stdout.trim()))
+                    MetricError(format!(
+                        "`{}` printed {:?}, not a number",
+                        command.join(" "),
+                        stdout.trim()
+                    ))
                 })
             }
-            MetricDetails::HttpJson { url, pointer, timeout_secs } => {
+            MetricDetails::HttpJson {
+                url,
+                pointer,
+                timeout_secs,
+            } => {
                 let body = self.get_json(url, *timeout_secs).await?;
                 let v = body
                     .pointer(pointer)
                     .ok_or_else(|| MetricError(format!("GET {url}: nothing at pointer `{pointer}`")))?;
                 as_number(v).ok_or_else(|| MetricError(format!("GET {url}: `{pointer}` is {v}, not a number")))
             }
-            MetricDetails::Prometheus { base_url, query, timeout_secs } => {
-                let url = format!("{}/api/v1/query?query={}", base_url.trim_end_matches('/'), percent_encode(query));
+            MetricDetails::Prometheus {
+                base_url,
+                query,
+                timeout_secs,
+            } => {
+                let url = format!(
+                    "{}/api/v1/query?query={}",
+                    base_url.trim_end_matches('/'),
+                    percent_encode(query)
+                );
                 let body = self.get_json(&url, *timeout_secs).await?;
                 prometheus_value(&body).map_err(|e| MetricError(format!("prometheus `{query}`: {e}")))
             }
@@ -182,17 +195,14 @@ mod tests {
     fn prometheus_responses() {
         let vector = json!({"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "42.5"]}]}});
         assert_eq!(prometheus_value(&vector), Ok(42.5));
-        let scalar =
-            json!({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "3"]}});
+        let scalar = json!({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "3"]}});
         assert_eq!(prometheus_value(&scalar), Ok(3.0));
         let empty = json!({"status": "success", "data": {"resultType": "vector", "result": []}});
         assert!(prometheus_value(&empty).unwrap_err().contains("no data"));
         let two = json!({"status": "success", "data": {"resultType": "vector", "result": [{"value": [1, "1"]}, {"value": [1, "2"]}]}});
         assert!(prometheus_value(&two).unwrap_err().contains("2 series"));
         let failed = json!({"status": "error", "error": "parse error"});
-        assert!(prometheus_value(&failed)
-            .unwrap_err()
-            .contains("parse error"));
+        assert!(prometheus_value(&failed).unwrap_err().contains("parse error"));
     }
 
     #[test]
@@ -200,9 +210,6 @@ mod tests {
         assert_eq!(parse_output("42\n"), Some(42.0));
         assert_eq!(parse_output("warming up\n 17.5 \n\n"), Some(17.5));
         assert_eq!(parse_output("nope"), None);
-        assert_eq!(
-            percent_encode("max(up{job=\"x\"})"),
-            "max%28up%7Bjob%3D%22x%22%7D%29"
-        );
+        assert_eq!(percent_encode("max(up{job=\"x\"})"), "max%28up%7Bjob%3D%22x%22%7D%29");
     }
 }

@@ -45,10 +45,7 @@ impl Notifier for LocalNotifier {
         if status.success() {
             Ok(())
         } else {
-            Err(NotifyError(format!(
-                "`{}` failed: {status}",
-                command.join(" ")
-            )))
+            Err(NotifyError(format!("`{}` failed: {status}", command.join(" "))))
         }
     }
 }

@@ -40,9 +40,7 @@ impl Supervisor {
     }
 
     fn set(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
-        self.running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// How many workers are still being watched.
@@ -117,8 +115,7 @@ fn program_exists(program: &str, cwd: Option<&Path>) -> bool {
             _ => p.is_file(),
         };
     }
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 #[async_trait]
@@ -174,20 +171,13 @@ struct Capped {
 }
 
 /// Reads everything into `into`, so the child never blocks on a full pipe.
-async fn read_capped(
-    mut r: impl AsyncRead + Unpin,
-    limit: usize,
-    tail: bool,
-    into: Arc<Mutex<Capped>>,
-) {
+async fn read_capped(mut r: impl AsyncRead + Unpin, limit: usize, tail: bool, into: Arc<Mutex<Capped>>) {
     let mut buf = [0u8; 8192];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                let mut c = into
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut c = into.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 c.kept.extend_from_slice(&buf[..n]);
                 if c.kept.len() > limit {
                     c.truncated = true;
@@ -212,10 +202,7 @@ fn take(c: &Mutex<Capped>) -> (Vec<u8>, bool) {
 fn kill_group(child: &mut Child) {
     #[cfg(unix)]
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
     let _ = child.start_kill();
 }
@@ -238,12 +225,7 @@ impl Watch {
         let stdout = Arc::new(Mutex::new(Capped::default()));
         let stderr = Arc::new(Mutex::new(Capped::default()));
         if let Some(s) = child.stdout.take() {
-            pipes.spawn(read_capped(
-                s,
-                self.spec.result_limit,
-                false,
-                stdout.clone(),
-            ));
+            pipes.spawn(read_capped(s, self.spec.result_limit, false, stdout.clone()));
         }
         if let Some(s) = child.stderr.take() {
             pipes.spawn(read_capped(s, STDERR_TAIL, true, stderr.clone()));
@@ -256,10 +238,8 @@ impl Watch {
                 (child.wait().await, true)
             }
         };
-        let drained = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
-            while pipes.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(DRAIN_AFTER_EXIT, async { while pipes.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             pipes.abort_all();
         }
@@ -318,10 +298,7 @@ fn outcome(
             false
         }
         Err(e) => {
-            result.insert(
-                "error".into(),
-                format!("waiting for the worker: {e}").into(),
-            );
+            result.insert("error".into(), format!("waiting for the worker: {e}").into());
             false
         }
     };
@@ -331,11 +308,7 @@ fn outcome(
             String::from_utf8_lossy(&stderr).trim().to_string().into(),
         );
     }
-    let kind = if ok {
-        ReportKind::Completed
-    } else {
-        ReportKind::Failed
-    };
+    let kind = if ok { ReportKind::Completed } else { ReportKind::Failed };
     (
         kind,
         WorkerReport {

@@ -43,9 +43,7 @@ async fn server() -> (String, Seen) {
                 .into_response()
         }))
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     (format!("http://{addr}"), seen)
@@ -83,10 +81,7 @@ async fn responses_map_to_outcomes() {
         let inv = invoker(format!("{base}{path}"), mode, 0.5);
         async move { inv.invoke(&task(), r#"{"task_id": "t1", "a": 1}"#).await }
     };
-    assert_eq!(
-        call("/accept", HttpMode::Async).await,
-        Ok(InvokeOutcome::Accepted)
-    );
+    assert_eq!(call("/accept", HttpMode::Async).await, Ok(InvokeOutcome::Accepted));
     let (headers, body) = seen.lock().expect("lock")[0].clone();
     assert_eq!(body, json!({"task_id": "t1", "a": 1}));
     assert_eq!(headers["x-token"], "secret");
@@ -107,35 +102,24 @@ async fn responses_map_to_outcomes() {
         }
         other => panic!("{other:?}"),
     }
-    let throttled = call("/throttle", HttpMode::Async)
-        .await
-        .expect_err("throttled");
+    let throttled = call("/throttle", HttpMode::Async).await.expect_err("throttled");
     assert_eq!(
         (throttled.kind, throttled.retry_after),
         (FailureKind::Throttled, Some(Duration::from_secs(7)))
     );
     assert_eq!(
-        call("/unavailable", HttpMode::Async)
-            .await
-            .expect_err("throttled")
-            .kind,
+        call("/unavailable", HttpMode::Async).await.expect_err("throttled").kind,
         FailureKind::Throttled
     );
     let bad = call("/bad", HttpMode::Async).await.expect_err("permanent");
     assert_eq!(bad.kind, FailureKind::Permanent);
     assert!(bad.message.contains("missing field"), "{}", bad.message);
     assert_eq!(
-        call("/boom", HttpMode::Async)
-            .await
-            .expect_err("transient")
-            .kind,
+        call("/boom", HttpMode::Async).await.expect_err("transient").kind,
         FailureKind::Transient
     );
     assert_eq!(
-        call("/missing", HttpMode::Async)
-            .await
-            .expect_err("404")
-            .kind,
+        call("/missing", HttpMode::Async).await.expect_err("404").kind,
         FailureKind::Permanent
     );
     let slow = call("/slow", HttpMode::Async).await.expect_err("timeout");
@@ -213,11 +197,7 @@ async fn metric_sources() {
         .expect_err("nan")
         .0
         .contains("not a number"));
-    assert!(fetch(cmd("sleep 5"))
-        .await
-        .expect_err("slow")
-        .0
-        .contains("timed out"));
+    assert!(fetch(cmd("sleep 5")).await.expect_err("slow").0.contains("timed out"));
     let refused = MetricDetails::HttpJson {
         url: "http://127.0.0.1:9/x".into(),
         pointer: String::new(),

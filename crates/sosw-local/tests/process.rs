@@ -16,16 +16,8 @@ struct Reports(Mutex<Vec<(String, ReportKind, WorkerReport)>>);
 
 #[async_trait]
 impl TaskReporter for Reports {
-    async fn report(
-        &self,
-        task_id: &str,
-        kind: ReportKind,
-        report: WorkerReport,
-    ) -> StoreResult<()> {
-        self.0
-            .lock()
-            .expect("lock")
-            .push((task_id.to_string(), kind, report));
+    async fn report(&self, task_id: &str, kind: ReportKind, report: WorkerReport) -> StoreResult<()> {
+        self.0.lock().expect("lock").push((task_id.to_string(), kind, report));
         Ok(())
     }
 }
@@ -79,11 +71,7 @@ async fn run(spec: ProcessSpec, event: &str) -> Arc<Reports> {
         inv.invoke(&task("t1"), event).await.expect("spawned"),
         InvokeOutcome::Accepted
     );
-    assert_eq!(
-        sup.drain(Duration::from_secs(30)).await,
-        0,
-        "the worker finished"
-    );
+    assert_eq!(sup.drain(Duration::from_secs(30)).await, 0, "the worker finished");
     reports
 }
 
@@ -92,11 +80,7 @@ async fn the_event_goes_to_stdin_and_json_stdout_is_the_result() {
     let r = run(spec("cat"), r#"{"task_id": "t1", "n": 5}"#).await;
     assert_eq!(
         r.only(),
-        (
-            "t1".into(),
-            ReportKind::Completed,
-            json!({"task_id": "t1", "n": 5})
-        )
+        ("t1".into(), ReportKind::Completed, json!({"task_id": "t1", "n": 5}))
     );
 }
 
@@ -157,8 +141,7 @@ async fn self_reporting_workers_are_reaped_but_not_reported() {
 async fn invoke_does_not_wait_for_the_worker() {
     let reports = Arc::new(Reports::default());
     let sup = Supervisor::new(reports.clone());
-    let inv = ProcessInvoker::new("w", spec("read line; echo done"), vec![], sup.clone())
-        .expect("invoker");
+    let inv = ProcessInvoker::new("w", spec("read line; echo done"), vec![], sup.clone()).expect("invoker");
     // The worker waits for a line on stdin that the event (no newline) never completes... until stdin closes.
     inv.invoke(&task("a"), "{}").await.expect("spawned");
     inv.invoke(&task("b"), "{}").await.expect("spawned");
@@ -187,10 +170,7 @@ fn a_missing_program_is_a_config_error() {
     let mut s = spec("true");
     s.command = vec!["definitely-not-a-sosw-worker".into()];
     let err = ProcessInvoker::new("w", s.clone(), vec![], sup.clone()).expect_err("refused");
-    assert!(
-        err.contains("`definitely-not-a-sosw-worker` was not found"),
-        "{err}"
-    );
+    assert!(err.contains("`definitely-not-a-sosw-worker` was not found"), "{err}");
     s.command = vec!["./nope.sh".into()];
     assert!(ProcessInvoker::new("w", s, vec![], sup).is_err());
 }
@@ -205,10 +185,7 @@ async fn a_spawn_failure_is_transient() {
     s.command = vec![script.display().to_string()];
     // Exists but is not executable: found at config time, fails at spawn.
     let inv = ProcessInvoker::new("w", s, vec![], sup).expect("invoker");
-    let err = inv
-        .invoke(&task("a"), "{}")
-        .await
-        .expect_err("cannot spawn");
+    let err = inv.invoke(&task("a"), "{}").await.expect_err("cannot spawn");
     assert_eq!(err.kind, FailureKind::Transient);
     assert!(err.message.contains("cannot start"), "{}", err.message);
     let _ = std::fs::remove_dir_all(dir);

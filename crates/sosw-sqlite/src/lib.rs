@@ -10,16 +10,13 @@
 mod schema;
 
 use async_trait::async_trait;
-use rusqlite::{
-    params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction,
-    TransactionBehavior,
-};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 use serde_json::{Map, Value};
 use sosw_core::greenfield::tail_positions;
 use sosw_core::meta::{MetaAction, MetaEvent};
 use sosw_core::ports::{
-    ArchiveExpect, Claim, Completion, CreateReport, LabourerCounts, MetaSink, StoreError,
-    StoreResult, Table, TaskQuery, TaskStore,
+    ArchiveExpect, Claim, Completion, CreateReport, LabourerCounts, MetaSink, StoreError, StoreResult, Table,
+    TaskQuery, TaskStore,
 };
 use sosw_core::task::closed_status;
 use sosw_core::{Markers, NewTask, Place, StoredTask, Task, Time, WorkerReport};
@@ -31,13 +28,135 @@ use std::time::Duration;
 pub use schema::SCHEMA_VERSION;
 
 /// The columns every task table shares, in the order [`task_from_row`] reads them.
-const COLS: &str = "task_id, labourer_id, created_at, greenfield, attempts, payload, completed_at, failed_attempts, stats, result";
+const COLS: &str =
+    "task_id, labourer_id, created_at, greenfield, attempts, payload, completed_at, failed_attempts, stats, result";
 
 /// A [`TaskStore`] and [`MetaSink`] on one SQLite file.
+///
+/// Writes go to one writer thread that owns the write connection and **group-commits**: it takes every write
+/// queued at that moment, runs them in one transaction, commits once, and only then answers each caller.
+/// Concurrent single-task writes (completions, moves) thus share one commit instead of paying one each.
+///
+/// Every write checks its conditions before it writes anything, so a refused write (a conflict, a missing task)
+/// leaves nothing behind and needs no rollback. A write that fails in SQLite itself, or a commit that fails, rolls
+/// the group back; each write of the group is then run again alone, so only the broken one reports an error.
+/// Reads use their own connection; WAL lets them run beside the writer.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+    writer: std::sync::mpsc::Sender<Box<dyn WriteJob>>,
     path: PathBuf,
+}
+
+/// At most this many writes share one commit.
+const GROUP_COMMIT_MAX: usize = 4096;
+
+/// How a write went, as far as its transaction is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Done, or refused before writing anything: the transaction may commit.
+    Clean,
+    /// SQLite failed part-way: the transaction must roll back.
+    Broken,
+}
+
+/// A write waiting for the writer thread.
+trait WriteJob: Send {
+    /// Runs inside the open transaction and keeps the result. May run again (alone) if its group rolls back.
+    fn run(&mut self, conn: &Connection) -> Status;
+    /// Answers the caller: the kept result if the transaction committed, else why it did not.
+    fn deliver(self: Box<Self>, failure: Option<&str>);
+}
+
+impl std::fmt::Debug for dyn WriteJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteJob")
+    }
+}
+
+struct Job<F, T> {
+    f: F,
+    result: Option<StoreResult<T>>,
+    reply: tokio::sync::oneshot::Sender<StoreResult<T>>,
+}
+
+/// Errors a write returns before writing anything.
+fn is_refusal(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::NotFound(_) | StoreError::Conflict { .. } | StoreError::Invalid(_) | StoreError::Schema(_)
+    )
+}
+
+impl<F, T> WriteJob for Job<F, T>
+where
+    F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> Status {
+        let result = (self.f)(conn);
+        let status = match &result {
+            Err(e) if !is_refusal(e) => Status::Broken,
+            _ => Status::Clean,
+        };
+        self.result = Some(result);
+        status
+    }
+
+    fn deliver(self: Box<Self>, failure: Option<&str>) {
+        let result = match (self.result, failure) {
+            (Some(Err(e)), Some(_)) if !is_refusal(&e) => Err(e),
+            (_, Some(why)) => Err(StoreError::Unavailable(format!("the write was rolled back: {why}"))),
+            (Some(r), None) => r,
+            (None, None) => Err(StoreError::Unavailable("the write was never run".into())),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+/// Runs one of the writer's control statements (`BEGIN IMMEDIATE`, `COMMIT`, ...), parsed once.
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// Runs `jobs` in one transaction; `Err` means it was rolled back.
+fn run_group(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
+    control(conn, "BEGIN IMMEDIATE").map_err(|e| format!("the transaction could not start: {e}"))?;
+    for job in jobs.iter_mut() {
+        if job.run(conn) == Status::Broken {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err("a write in the same transaction failed".into());
+        }
+    }
+    control(conn, "COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        format!("the transaction could not commit: {e}")
+    })
+}
+
+fn writer_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Box<dyn WriteJob>>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT_MAX {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        match run_group(&conn, &mut batch) {
+            Ok(()) => batch.into_iter().for_each(|j| j.deliver(None)),
+            Err(e) if batch.len() == 1 => batch.into_iter().for_each(|j| j.deliver(Some(&e))),
+            Err(e) => {
+                tracing::warn!(writes = batch.len(), error = %e, "a group commit failed; running its writes one by one");
+                for job in batch {
+                    let mut one = [job];
+                    let outcome = run_group(&conn, &mut one);
+                    let [job] = one;
+                    job.deliver(outcome.err().as_deref());
+                }
+            }
+        }
+    }
 }
 
 impl SqliteStore {
@@ -63,10 +182,7 @@ impl SqliteStore {
         let path = path.as_ref();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot create the directory of `{}`: {e}",
-                    path.display()
-                ))
+                StoreError::Unavailable(format!("cannot create the directory of `{}`: {e}", path.display()))
             })?;
         }
         SqliteStore::connect(path, true)
@@ -76,69 +192,75 @@ impl SqliteStore {
         &self.path
     }
 
-    fn connect(path: &Path, create: bool) -> StoreResult<SqliteStore> {
-        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
+    fn open_connection(path: &Path, create: bool) -> StoreResult<Connection> {
+        let mut flags =
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| {
-            StoreError::Unavailable(format!("cannot open `{}`: {e}", path.display()))
-        })?;
-        conn.busy_timeout(Duration::from_secs(30))
-            .map_err(backend)?;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open `{}`: {e}", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(backend)?;
         // WAL lets readers run beside the one writer; NORMAL sync is durable across process crashes (the WAL is
         // only at risk on power loss, where the last transactions may roll back, never corrupt).
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
         conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+
+    fn connect(path: &Path, create: bool) -> StoreResult<SqliteStore> {
+        let reader = SqliteStore::open_connection(path, create)?;
+        let write_conn = SqliteStore::open_connection(path, false)?;
+        let (writer, jobs) = std::sync::mpsc::channel::<Box<dyn WriteJob>>();
+        std::thread::Builder::new()
+            .name("sosw-sqlite-writer".into())
+            .spawn(move || writer_loop(write_conn, jobs))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
+            writer,
             path: path.to_path_buf(),
         })
     }
 
     fn lock(&self) -> StoreResult<std::sync::MutexGuard<'_, Connection>> {
-        self.conn.lock().map_err(|_| {
-            StoreError::Unavailable("the store connection was poisoned by a panic".into())
-        })
+        self.reader
+            .lock()
+            .map_err(|_| StoreError::Unavailable("the store connection was poisoned by a panic".into()))
     }
 
-    /// Runs `f` on the connection in a blocking thread.
+    /// Runs a read on the read connection in a blocking thread.
     async fn run<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
+        let conn = self.reader.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| {
-                StoreError::Unavailable("the store connection was poisoned by a panic".into())
-            })?;
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Unavailable("the store connection was poisoned by a panic".into()))?;
             f(&mut guard)
         })
         .await
         .map_err(|e| StoreError::Backend(Box::new(e)))?
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed if `f` succeeds.
+    /// Runs `f` in the writer's group-committed transaction. `f` must check its conditions before it writes (a
+    /// refusal must leave nothing behind), and may run twice if its group is rolled back.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+        F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.run(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(map_err)?;
-            Ok(out)
-        })
-        .await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.writer
+            .send(Box::new(Job { f, result: None, reply }))
+            .map_err(|_| StoreError::Unavailable("the store's writer thread has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's writer thread stopped before answering".into()))?
     }
 }
 
@@ -206,26 +328,21 @@ fn merge(into: &mut Map<String, Value>, from: &Map<String, Value>) {
 
 /// The closed row of a task, if it was archived.
 fn closed_place(tx: &Connection, task_id: &str) -> StoreResult<Option<Place>> {
-    tx.prepare_cached(
-        "SELECT closed_at, completed_at IS NOT NULL FROM closed_tasks WHERE task_id = ?1",
-    )
-    .map_err(map_err)?
-    .query_row([task_id], |r| {
-        Ok(Place::Closed {
-            closed_at: r.get(0)?,
-            completed: r.get(1)?,
+    tx.prepare_cached("SELECT closed_at, completed_at IS NOT NULL FROM closed_tasks WHERE task_id = ?1")
+        .map_err(map_err)?
+        .query_row([task_id], |r| {
+            Ok(Place::Closed {
+                closed_at: r.get(0)?,
+                completed: r.get(1)?,
+            })
         })
-    })
-    .optional()
-    .map_err(map_err)
+        .optional()
+        .map_err(map_err)
 }
 
 fn already_closed(tx: &Connection, task_id: &str) -> StoreResult<StoreError> {
     Ok(match closed_place(tx, task_id)? {
-        Some(Place::Closed {
-            closed_at,
-            completed,
-        }) => StoreError::conflict(
+        Some(Place::Closed { closed_at, completed }) => StoreError::conflict(
             task_id,
             format!(
                 "is already closed as {} (closed_at {closed_at})",
@@ -236,11 +353,47 @@ fn already_closed(tx: &Connection, task_id: &str) -> StoreResult<StoreError> {
     })
 }
 
+/// Moves one live task to closed if it meets `expect`. The outer `Err` is an SQL failure (the caller's whole
+/// transaction is rolled back); the inner one is this task's condition failing, with nothing written.
+fn archive_one(tx: &Connection, id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<StoreResult<()>> {
+    let row: Option<(String, i64, bool)> = tx
+        .prepare_cached("SELECT labourer_id, greenfield, completed_at IS NOT NULL FROM tasks WHERE task_id = ?1")
+        .map_err(map_err)?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
+        .map_err(map_err)?;
+    let Some((labourer, greenfield, completed)) = row else {
+        return Ok(Err(already_closed(tx, id)?));
+    };
+    let refused = match expect {
+        ArchiveExpect::Completed if !completed => {
+            Some("is not completed, so it cannot be archived as completed".into())
+        }
+        ArchiveExpect::Dead { .. } if completed => Some("was completed, so it is not dead".into()),
+        ArchiveExpect::Dead { greenfield: expected } if expected != greenfield => Some(format!(
+            "moved since it was read (greenfield {expected} is now {greenfield})"
+        )),
+        _ => None,
+    };
+    if let Some(reason) = refused {
+        return Ok(Err(StoreError::conflict(id, reason)));
+    }
+    tx.prepare_cached(&format!(
+        "INSERT INTO closed_tasks ({COLS}, closed_at, labourer_id_task_status) SELECT {COLS}, ?2, ?3 FROM tasks \
+         WHERE task_id = ?1"
+    ))
+    .map_err(map_err)?
+    .execute(params![id, now.secs(), closed_status(&labourer, completed)])
+    .map_err(map_err)?;
+    tx.prepare_cached("DELETE FROM tasks WHERE task_id = ?1")
+        .map_err(map_err)?
+        .execute([id])
+        .map_err(map_err)?;
+    Ok(Ok(()))
+}
+
 fn not_invoked(task_id: &str) -> StoreError {
-    StoreError::conflict(
-        task_id,
-        "has not been invoked yet, so it cannot be reported on",
-    )
+    StoreError::conflict(task_id, "has not been invoked yet, so it cannot be reported on")
 }
 
 #[async_trait]
@@ -250,12 +403,7 @@ impl TaskStore for SqliteStore {
         self.run(move |conn| schema::migrate(conn, &path)).await
     }
 
-    async fn create_tasks(
-        &self,
-        tasks: &[NewTask],
-        step: i64,
-        now: Time,
-    ) -> StoreResult<CreateReport> {
+    async fn create_tasks(&self, tasks: &[NewTask], step: i64, now: Time) -> StoreResult<CreateReport> {
         let tasks = tasks.to_vec();
         self.write(move |tx| {
             let mut report = CreateReport::default();
@@ -291,8 +439,11 @@ impl TaskStore for SqliteStore {
                     .prepare_cached("SELECT MAX(greenfield) FROM tasks WHERE labourer_id = ?1 AND greenfield < ?2")
                     .map_err(map_err)?;
                 for (labourer, n) in &per_labourer {
-                    let tail: Option<i64> = newest.query_row(params![labourer, now.secs()], |r| r.get(0)).map_err(map_err)?;
-                    let p = tail_positions(labourer, tail, step, *n, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                    let tail: Option<i64> = newest
+                        .query_row(params![labourer, now.secs()], |r| r.get(0))
+                        .map_err(map_err)?;
+                    let p = tail_positions(labourer, tail, step, *n, now)
+                        .map_err(|e| StoreError::Invalid(e.to_string()))?;
                     positions.insert(labourer, p.into_iter());
                 }
             }
@@ -329,12 +480,7 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn next_queued(
-        &self,
-        labourer: &str,
-        start: i64,
-        limit: usize,
-    ) -> StoreResult<Vec<Task>> {
+    async fn next_queued(&self, labourer: &str, start: i64, limit: usize) -> StoreResult<Vec<Task>> {
         let labourer = labourer.to_string();
         self.run(move |conn| {
             let mut st = conn
@@ -373,17 +519,22 @@ impl TaskStore for SqliteStore {
                 ))
                 .map_err(map_err)?;
             let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
+            for id in &ids {
                 let previous: Option<i64> = before
                     .query_row(params![id, labourer, start], |r| r.get(0))
                     .optional()
                     .map_err(map_err)?;
                 match previous {
                     Some(previous_greenfield) => {
-                        let task = update.query_row(params![id, invoked_greenfield], task_from_row).map_err(map_err)?;
-                        out.push(Claim::Claimed { task, previous_greenfield });
+                        let task = update
+                            .query_row(params![id, invoked_greenfield], task_from_row)
+                            .map_err(map_err)?;
+                        out.push(Claim::Claimed {
+                            task,
+                            previous_greenfield,
+                        });
                     }
-                    None => out.push(Claim::Lost { task_id: id }),
+                    None => out.push(Claim::Lost { task_id: id.clone() }),
                 }
             }
             Ok(out)
@@ -391,12 +542,7 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn release_claim(
-        &self,
-        task_id: &str,
-        invoked_greenfield: i64,
-        previous_greenfield: i64,
-    ) -> StoreResult<()> {
+    async fn release_claim(&self, task_id: &str, invoked_greenfield: i64, previous_greenfield: i64) -> StoreResult<()> {
         let id = task_id.to_string();
         self.write(move |tx| {
             let n = tx
@@ -410,7 +556,7 @@ impl TaskStore for SqliteStore {
             match (n, select_one(tx, "tasks", &id)?) {
                 (1, _) => Ok(()),
                 (_, Some(_)) => Err(StoreError::conflict(&id, "moved or completed since it was claimed")),
-                (_, None) => Err(StoreError::NotFound(id)),
+                (_, None) => Err(StoreError::NotFound(id.clone())),
             }
         })
         .await
@@ -419,22 +565,18 @@ impl TaskStore for SqliteStore {
     async fn count_running(&self, labourer: &str, expired: i64) -> StoreResult<u64> {
         let labourer = labourer.to_string();
         self.run(move |conn| {
-            conn.prepare_cached("SELECT COUNT(*) FROM tasks WHERE labourer_id = ?1 AND greenfield > ?2 AND completed_at IS NULL")
-                .map_err(map_err)?
-                .query_row(params![labourer, expired], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(map_err)
+            conn.prepare_cached(
+                "SELECT COUNT(*) FROM tasks WHERE labourer_id = ?1 AND greenfield > ?2 AND completed_at IS NULL",
+            )
+            .map_err(map_err)?
+            .query_row(params![labourer, expired], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(map_err)
         })
         .await
     }
 
-    async fn list_expired(
-        &self,
-        labourer: &str,
-        start: i64,
-        expired: i64,
-        limit: usize,
-    ) -> StoreResult<Vec<Task>> {
+    async fn list_expired(&self, labourer: &str, start: i64, expired: i64, limit: usize) -> StoreResult<Vec<Task>> {
         let labourer = labourer.to_string();
         self.run(move |conn| {
             let mut st = conn
@@ -468,12 +610,7 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn complete(
-        &self,
-        task_id: &str,
-        now: Time,
-        report: &WorkerReport,
-    ) -> StoreResult<Completion> {
+    async fn complete(&self, task_id: &str, now: Time, report: &WorkerReport) -> StoreResult<Completion> {
         let id = task_id.to_string();
         let report = report.clone();
         self.write(move |tx| {
@@ -536,7 +673,12 @@ impl TaskStore for SqliteStore {
                         "UPDATE {table} SET failed_attempts = ?2, stats = ?3, result = ?4 WHERE task_id = ?1"
                     ))
                     .map_err(map_err)?
-                    .execute(params![id, t.failed_attempts, json_text(&t.stats), json_text(&t.result)])
+                    .execute(params![
+                        id,
+                        t.failed_attempts,
+                        json_text(&t.stats),
+                        json_text(&t.result)
+                    ])
                     .map_err(map_err)?;
                     return Ok(t);
                 }
@@ -546,53 +688,22 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn archive(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<Task> {
-        let id = task_id.to_string();
+    async fn archive(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<()> {
+        let moves = [(task_id.to_string(), expect)];
+        let mut results = self.archive_many(&moves, now).await?;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::NotFound(task_id.to_string())))
+    }
+
+    async fn archive_many(&self, moves: &[(String, ArchiveExpect)], now: Time) -> StoreResult<Vec<StoreResult<()>>> {
+        let moves = moves.to_vec();
         self.write(move |tx| {
-            let Some(t) = select_one(tx, "tasks", &id)? else {
-                return Err(already_closed(tx, &id)?);
-            };
-            let completed = t.completed_at.is_some();
-            match expect {
-                ArchiveExpect::Completed if !completed => {
-                    return Err(StoreError::conflict(
-                        &id,
-                        "is not completed, so it cannot be archived as completed",
-                    ))
-                }
-                ArchiveExpect::Dead { .. } if completed => {
-                    return Err(StoreError::conflict(
-                        &id,
-                        "was completed, so it is not dead",
-                    ))
-                }
-                ArchiveExpect::Dead { greenfield } if greenfield != t.greenfield => {
-                    return Err(StoreError::conflict(
-                        &id,
-                        format!(
-                            "moved since it was read (greenfield {} is now {})",
-                            greenfield, t.greenfield
-                        ),
-                    ))
-                }
-                _ => {}
+            let mut out = Vec::with_capacity(moves.len());
+            for (id, expect) in &moves {
+                out.push(archive_one(tx, id, *expect, now)?);
             }
-            tx.prepare_cached(&format!(
-                "INSERT INTO closed_tasks ({COLS}, closed_at, labourer_id_task_status) \
-                 SELECT {COLS}, ?2, ?3 FROM tasks WHERE task_id = ?1"
-            ))
-            .map_err(map_err)?
-            .execute(params![
-                id,
-                now.secs(),
-                closed_status(&t.labourer_id, completed)
-            ])
-            .map_err(map_err)?;
-            tx.prepare_cached("DELETE FROM tasks WHERE task_id = ?1")
-                .map_err(map_err)?
-                .execute([&id])
-                .map_err(map_err)?;
-            Ok(t)
+            Ok(out)
         })
         .await
     }
@@ -614,7 +725,10 @@ impl TaskStore for SqliteStore {
             if t.greenfield != expected_greenfield {
                 return Err(StoreError::conflict(
                     &id,
-                    format!("moved since it was read (greenfield {expected_greenfield} is now {})", t.greenfield),
+                    format!(
+                        "moved since it was read (greenfield {expected_greenfield} is now {})",
+                        t.greenfield
+                    ),
                 ));
             }
             tx.prepare_cached(&format!(
@@ -641,7 +755,9 @@ impl TaskStore for SqliteStore {
                      ORDER BY desired_launch_time, task_id LIMIT ?3"
                 ))
                 .map_err(map_err)?;
-            let rows = st.query_map(params![labourer, now, limit as i64], task_from_row).map_err(map_err)?;
+            let rows = st
+                .query_map(params![labourer, now, limit as i64], task_from_row)
+                .map_err(map_err)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
         })
         .await
@@ -677,12 +793,10 @@ impl TaskStore for SqliteStore {
     async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
         let labourer = labourer.to_string();
         self.run(move |conn| {
-            conn.prepare_cached(
-                "SELECT MIN(greenfield) FROM tasks WHERE labourer_id = ?1 AND greenfield < ?2",
-            )
-            .map_err(map_err)?
-            .query_row(params![labourer, now], |r| r.get(0))
-            .map_err(map_err)
+            conn.prepare_cached("SELECT MIN(greenfield) FROM tasks WHERE labourer_id = ?1 AND greenfield < ?2")
+                .map_err(map_err)?
+                .query_row(params![labourer, now], |r| r.get(0))
+                .map_err(map_err)
         })
         .await
     }
@@ -707,15 +821,10 @@ impl TaskStore for SqliteStore {
             if let Some((task, desired_launch_time)) = retry {
                 return Ok(Some(StoredTask {
                     task,
-                    place: Place::Retry {
-                        desired_launch_time,
-                    },
+                    place: Place::Retry { desired_launch_time },
                 }));
             }
-            match (
-                select_one(conn, "closed_tasks", &id)?,
-                closed_place(conn, &id)?,
-            ) {
+            match (select_one(conn, "closed_tasks", &id)?, closed_place(conn, &id)?) {
                 (Some(task), Some(place)) => Ok(Some(StoredTask { task, place })),
                 _ => Ok(None),
             }
@@ -733,11 +842,7 @@ impl TaskStore for SqliteStore {
                     ", desired_launch_time",
                     "labourer_id, desired_launch_time, task_id",
                 ),
-                Table::Closed => (
-                    "closed_tasks",
-                    ", closed_at",
-                    "labourer_id, closed_at, task_id",
-                ),
+                Table::Closed => ("closed_tasks", ", closed_at", "labourer_id, closed_at, task_id"),
             };
             let mut sql = format!("SELECT {COLS}{extra} FROM {table} WHERE 1 = 1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
@@ -792,8 +897,7 @@ impl TaskStore for SqliteStore {
                 )
                 .map_err(map_err)?;
             let rows = st.query_map([], |r| r.get(0)).map_err(map_err)?;
-            rows.collect::<rusqlite::Result<Vec<String>>>()
-                .map_err(map_err)
+            rows.collect::<rusqlite::Result<Vec<String>>>().map_err(map_err)
         })
         .await
     }
@@ -828,9 +932,7 @@ impl TaskStore for SqliteStore {
                 .query_row([&labourer], |r| r.get::<_, i64>(0))
                 .map_err(map_err)? as u64;
             let mut closed = conn
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM closed_tasks WHERE labourer_id_task_status = ?1",
-                )
+                .prepare_cached("SELECT COUNT(*) FROM closed_tasks WHERE labourer_id_task_status = ?1")
                 .map_err(map_err)?;
             c.closed_completed = closed
                 .query_row([closed_status(&labourer, true)], |r| r.get::<_, i64>(0))
@@ -860,8 +962,15 @@ impl MetaSink for SqliteStore {
                 .map_err(map_err)?;
             for e in &events {
                 let details = e.details.as_ref().map(Value::to_string);
-                st.execute(params![e.task_id, e.labourer_id, e.at.as_secs_f64(), e.action.as_str(), e.author, details])
-                    .map_err(map_err)?;
+                st.execute(params![
+                    e.task_id,
+                    e.labourer_id,
+                    e.at.as_secs_f64(),
+                    e.action.as_str(),
+                    e.author,
+                    details
+                ])
+                .map_err(map_err)?;
             }
             Ok(())
         })
@@ -887,8 +996,14 @@ impl MetaSink for SqliteStore {
                 .map_err(map_err)?;
             let mut out = Vec::new();
             for row in rows {
-                let (task_id, labourer_id, at, action, author, details): (String, String, f64, String, String, Option<String>) =
-                    row.map_err(map_err)?;
+                let (task_id, labourer_id, at, action, author, details): (
+                    String,
+                    String,
+                    f64,
+                    String,
+                    String,
+                    Option<String>,
+                ) = row.map_err(map_err)?;
                 let action: MetaAction = serde_json::from_value(Value::String(action.clone()))
                     .map_err(|_| StoreError::Backend(format!("unknown meta action `{action}` in the store").into()))?;
                 out.push(MetaEvent {
@@ -903,5 +1018,67 @@ impl MetaSink for SqliteStore {
             Ok(out)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open_or_create(dir.path().join("t.db")).expect("open");
+        store.init().await.expect("init");
+        (dir, store)
+    }
+
+    fn insert(conn: &Connection, id: &str) -> StoreResult<()> {
+        conn.execute(
+            "INSERT INTO tasks (task_id, labourer_id, created_at, greenfield, payload) VALUES (?1, 'w', 0, 1, '{}')",
+            [id],
+        )
+        .map(|_| ())
+        .map_err(map_err)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broken_write_fails_alone_when_its_group_rolls_back() {
+        let (_dir, store) = store().await;
+        // The first write is queued before the others and holds the writer until they are queued too, so the
+        // broken and the good write always share a group (with or without the first).
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let wait = Mutex::new(wait);
+        let (reply, first) = tokio::sync::oneshot::channel();
+        let hold = move |c: &Connection| {
+            let _ = wait.lock().expect("lock").recv();
+            insert(c, "first")
+        };
+        store
+            .writer
+            .send(Box::new(Job {
+                f: hold,
+                result: None,
+                reply,
+            }))
+            .expect("writer running");
+        let broken = store.write(|c| {
+            insert(c, "broken_twin")?;
+            // A duplicate primary key: SQLite fails after this job has already written a row.
+            insert(c, "broken_twin")
+        });
+        let good = store.write(|c| insert(c, "good"));
+        // `move`: the sender must be dropped, or a re-run of the first write (after the group rolls back) would
+        // wait forever.
+        let (broken, good, ()) = tokio::join!(broken, good, async move {
+            let _ = release.send(());
+        });
+        assert!(first.await.expect("answered").is_ok());
+        assert!(matches!(broken, Err(StoreError::Backend(_))), "{broken:?}");
+        assert!(good.is_ok(), "{good:?}");
+        assert!(store.get("good").await.expect("get").is_some());
+        assert!(
+            store.get("broken_twin").await.expect("get").is_none(),
+            "the broken write left nothing"
+        );
     }
 }

@@ -9,6 +9,8 @@ use std::path::Path;
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
+// The task tables are WITHOUT ROWID: each row lives once, in the b-tree of its `task_id` (a rowid table would add
+// a second b-tree for the text primary key, and every move between tables would pay for both).
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE tasks (
     task_id         TEXT PRIMARY KEY NOT NULL,
@@ -21,7 +23,7 @@ CREATE TABLE tasks (
     failed_attempts INTEGER NOT NULL DEFAULT 0,
     stats           TEXT NOT NULL DEFAULT '{}',
     result          TEXT NOT NULL DEFAULT '{}'
-);
+) WITHOUT ROWID;
 -- sosw_tasks_greenfield: HASH labourer_id, RANGE greenfield.
 CREATE INDEX tasks_greenfield ON tasks (labourer_id, greenfield);
 CREATE INDEX tasks_completed ON tasks (labourer_id, completed_at) WHERE completed_at IS NOT NULL;
@@ -38,7 +40,7 @@ CREATE TABLE retry_tasks (
     stats               TEXT NOT NULL DEFAULT '{}',
     result              TEXT NOT NULL DEFAULT '{}',
     desired_launch_time INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 -- labourer_id_greenfield (which, as in sosw, is on desired_launch_time).
 CREATE INDEX retry_tasks_launch ON retry_tasks (labourer_id, desired_launch_time);
 
@@ -55,7 +57,7 @@ CREATE TABLE closed_tasks (
     result                  TEXT NOT NULL DEFAULT '{}',
     closed_at               INTEGER NOT NULL,
     labourer_id_task_status TEXT NOT NULL
-);
+) WITHOUT ROWID;
 -- labourer_task_status_with_time: HASH labourer_id_task_status, RANGE closed_at.
 CREATE INDEX closed_tasks_status ON closed_tasks (labourer_id_task_status, closed_at);
 CREATE INDEX closed_tasks_labourer ON closed_tasks (labourer_id);
@@ -111,11 +113,9 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> StoreResult<()> {
     if current == 0 {
         // A file that is not empty but has no version is not ours: refuse rather than write into it.
         let tables: i64 = tx
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'", [], |r| {
+                r.get(0)
+            })
             .map_err(map_err)?;
         if tables > 0 {
             return Err(StoreError::Schema(format!(
@@ -126,8 +126,7 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> StoreResult<()> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql).map_err(map_err)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)
-            .map_err(map_err)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1).map_err(map_err)?;
     }
     tx.commit().map_err(map_err)
 }

@@ -27,10 +27,7 @@ fn new_task(id: &str, labourer: &str) -> NewTask {
 
 async fn create(store: &dyn TaskStore, labourer: &str, ids: &[&str]) -> Vec<i64> {
     let tasks: Vec<NewTask> = ids.iter().map(|id| new_task(id, labourer)).collect();
-    let report = store
-        .create_tasks(&tasks, STEP, now())
-        .await
-        .expect("create_tasks");
+    let report = store.create_tasks(&tasks, STEP, now()).await.expect("create_tasks");
     assert!(
         report.existing.is_empty(),
         "fresh ids reported as existing: {:?}",
@@ -43,15 +40,8 @@ async fn create(store: &dyn TaskStore, labourer: &str, ids: &[&str]) -> Vec<i64>
 async fn claim_all(store: &dyn TaskStore, labourer: &str, ids: &[&str], at: i64) -> i64 {
     let invoked = at + D;
     let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    for c in store
-        .claim(labourer, &ids, at, invoked)
-        .await
-        .expect("claim")
-    {
-        assert!(
-            matches!(c, Claim::Claimed { .. }),
-            "expected a claim, got {c:?}"
-        );
+    for c in store.claim(labourer, &ids, at, invoked).await.expect("claim") {
+        assert!(matches!(c, Claim::Claimed { .. }), "expected a claim, got {c:?}");
     }
     invoked
 }
@@ -78,10 +68,7 @@ fn is_not_found<T: std::fmt::Debug>(r: &Result<T, StoreError>) -> bool {
 
 pub async fn create_assigns_fifo_positions_per_labourer(h: &Harness) {
     let s = h.store.as_ref();
-    assert_eq!(
-        create(s, "w", &["a", "b", "c"]).await,
-        vec![2000, 3000, 4000]
-    );
+    assert_eq!(create(s, "w", &["a", "b", "c"]).await, vec![2000, 3000, 4000]);
     assert_eq!(create(s, "w", &["d", "e"]).await, vec![5000, 6000]);
     assert_eq!(create(s, "other", &["x"]).await, vec![2000]);
     let got = s.get("a").await.expect("get").expect("a exists");
@@ -101,11 +88,7 @@ pub async fn create_assigns_fifo_positions_per_labourer(h: &Harness) {
     assert_eq!(create(s, "w", &["f"]).await, vec![2000]);
     let mixed = s
         .create_tasks(
-            &[
-                new_task("g", "w"),
-                new_task("y", "other"),
-                new_task("h", "w"),
-            ],
+            &[new_task("g", "w"), new_task("y", "other"), new_task("h", "w")],
             STEP,
             now(),
         )
@@ -116,10 +99,7 @@ pub async fn create_assigns_fifo_positions_per_labourer(h: &Harness) {
         .iter()
         .map(|t| (t.task_id.clone(), t.greenfield))
         .collect();
-    assert_eq!(
-        got,
-        vec![("g".into(), 3000), ("y".into(), 3000), ("h".into(), 4000)]
-    );
+    assert_eq!(got, vec![("g".into(), 3000), ("y".into(), 3000), ("h".into(), 4000)]);
 }
 
 pub async fn create_skips_existing_ids(h: &Harness) {
@@ -155,10 +135,7 @@ pub async fn create_refuses_a_full_queue_and_writes_nothing(h: &Harness) {
     let s = h.store.as_ref();
     let early = Time::from_secs(10_000);
     let seven: Vec<NewTask> = (0..7).map(|i| new_task(&format!("t{i}"), "w")).collect();
-    let r = s
-        .create_tasks(&seven, STEP, early)
-        .await
-        .expect("seven fit");
+    let r = s.create_tasks(&seven, STEP, early).await.expect("seven fit");
     assert_eq!(r.created.last().map(|t| t.greenfield), Some(8000));
     let more = [new_task("t7", "w"), new_task("t8", "w")];
     let err = s.create_tasks(&more, STEP, early).await;
@@ -179,30 +156,20 @@ pub async fn next_queued_is_fifo_with_a_strict_bound(h: &Harness) {
     create(s, "w", &["a", "b", "c"]).await;
     create(s, "v", &["z"]).await;
     let ids = |v: Vec<sosw_core::Task>| v.into_iter().map(|t| t.task_id).collect::<Vec<_>>();
-    assert_eq!(
-        ids(s.next_queued("w", NOW, 2).await.expect("next")),
-        vec!["a", "b"]
-    );
+    assert_eq!(ids(s.next_queued("w", NOW, 2).await.expect("next")), vec!["a", "b"]);
     assert_eq!(
         ids(s.next_queued("w", NOW, 5000).await.expect("next")),
         vec!["a", "b", "c"]
     );
     // greenfield < start is strict: the task at 3000 is not queued for a pass starting at 3000.
-    assert_eq!(
-        ids(s.next_queued("w", 3000, 10).await.expect("next")),
-        vec!["a"]
-    );
+    assert_eq!(ids(s.next_queued("w", 3000, 10).await.expect("next")), vec!["a"]);
     claim_all(s, "w", &["a"], NOW).await;
     assert_eq!(
         ids(s.next_queued("w", NOW, 10).await.expect("next")),
         vec!["b", "c"],
         "invoked tasks are excluded"
     );
-    assert!(s
-        .next_queued("nobody", NOW, 10)
-        .await
-        .expect("next")
-        .is_empty());
+    assert!(s.next_queued("nobody", NOW, 10).await.expect("next").is_empty());
 }
 
 pub async fn claim_is_conditional(h: &Harness) {
@@ -235,33 +202,21 @@ pub async fn claim_is_conditional(h: &Harness) {
         .claim("w", &["a".to_string()], NOW + 1, NOW + 1 + D)
         .await
         .expect("claim");
-    assert_eq!(
-        again,
-        vec![Claim::Lost {
-            task_id: "a".into()
-        }]
-    );
+    assert_eq!(again, vec![Claim::Lost { task_id: "a".into() }]);
     let a = s.get("a").await.expect("get").expect("a");
     assert_eq!((a.task.greenfield, a.task.attempts), (NOW + D, 1));
     // Another labourer's claim on it is lost too.
     create(s, "w", &["c"]).await;
     assert_eq!(
-        s.claim("v", &["c".to_string()], NOW, NOW + D)
-            .await
-            .expect("claim"),
-        vec![Claim::Lost {
-            task_id: "c".into()
-        }]
+        s.claim("v", &["c".to_string()], NOW, NOW + D).await.expect("claim"),
+        vec![Claim::Lost { task_id: "c".into() }]
     );
 }
 
 pub async fn concurrent_claims_never_double(h: &Harness) {
     let ids: Vec<String> = (0..60).map(|i| format!("task{i:03}")).collect();
     let tasks: Vec<NewTask> = ids.iter().map(|id| new_task(id, "w")).collect();
-    h.store
-        .create_tasks(&tasks, STEP, now())
-        .await
-        .expect("create");
+    h.store.create_tasks(&tasks, STEP, now()).await.expect("create");
     let mut handles = Vec::new();
     for worker in 0..8_i64 {
         let store: Arc<dyn TaskStore> = h.store.clone();
@@ -292,13 +247,7 @@ pub async fn concurrent_claims_never_double(h: &Harness) {
     assert_eq!(unique.len(), ids.len());
     for id in &ids {
         assert_eq!(
-            h.store
-                .get(id)
-                .await
-                .expect("get")
-                .expect("task")
-                .task
-                .attempts,
+            h.store.get(id).await.expect("get").expect("task").task.attempts,
             1,
             "{id}"
         );
@@ -324,9 +273,7 @@ pub async fn release_claim_restores_position_and_attempts(h: &Harness) {
         is_conflict(&s.release_claim("a", invoked, 2000).await),
         "a second release is a conflict"
     );
-    assert!(is_not_found(
-        &s.release_claim("missing", invoked, 2000).await
-    ));
+    assert!(is_not_found(&s.release_claim("missing", invoked, 2000).await));
     let invoked = claim_all(s, "w", &["b"], NOW).await;
     s.complete("b", now(), &WorkerReport::default())
         .await
@@ -349,10 +296,7 @@ pub async fn running_and_expired_bounds(h: &Harness) {
     ];
     create(s, "w", &cases.map(|(id, _)| id)).await;
     for (id, g) in cases {
-        let c = s
-            .claim("w", &[id.to_string()], NOW, g)
-            .await
-            .expect("claim");
+        let c = s.claim("w", &[id.to_string()], NOW, g).await.expect("claim");
         assert!(matches!(c[0], Claim::Claimed { .. }), "{id}");
     }
     create(s, "w", &["queued"]).await;
@@ -374,10 +318,7 @@ pub async fn running_and_expired_bounds(h: &Harness) {
         "oldest invocation first; the tie is expired only"
     );
     assert_eq!(
-        s.list_expired("w", m.start, m.expired, 1)
-            .await
-            .expect("expired")
-            .len(),
+        s.list_expired("w", m.start, m.expired, 1).await.expect("expired").len(),
         1
     );
     s.complete("fresh", now(), &WorkerReport::default())
@@ -407,46 +348,27 @@ pub async fn complete_only_invoked_tasks_and_never_create_rows(h: &Harness) {
         &s.complete("ghost", now(), &WorkerReport::default()).await
     ));
     assert!(s.get("ghost").await.expect("get").is_none(), "no ghost row");
-    assert!(is_not_found(
-        &s.fail("ghost", now(), &WorkerReport::default()).await
-    ));
+    assert!(is_not_found(&s.fail("ghost", now(), &WorkerReport::default()).await));
     assert!(s.get("ghost").await.expect("get").is_none(), "no ghost row");
     assert!(
         is_conflict(&s.complete("a", now(), &WorkerReport::default()).await),
         "a queued task was never invoked"
     );
-    assert!(is_conflict(
-        &s.fail("a", now(), &WorkerReport::default()).await
-    ));
+    assert!(is_conflict(&s.fail("a", now(), &WorkerReport::default()).await));
     claim_all(s, "w", &["a"], NOW).await;
-    let r = report(
-        json!({"rows": 5, "nested": {"k": [1]}}),
-        json!({"url": "s3://x"}),
-    );
-    match s
-        .complete("a", Time::from_secs(NOW + 30), &r)
-        .await
-        .expect("complete")
-    {
+    let r = report(json!({"rows": 5, "nested": {"k": [1]}}), json!({"url": "s3://x"}));
+    match s.complete("a", Time::from_secs(NOW + 30), &r).await.expect("complete") {
         Completion::Live(t) => {
             assert_eq!(t.completed_at, Some(NOW + 30));
-            assert_eq!(
-                Value::Object(t.stats),
-                json!({"rows": 5, "nested": {"k": [1]}})
-            );
+            assert_eq!(Value::Object(t.stats), json!({"rows": 5, "nested": {"k": [1]}}));
         }
         other => panic!("expected a live completion, got {other:?}"),
     }
     let done = s.list_completed("w", 10).await.expect("completed");
     assert_eq!(done.len(), 1);
-    assert_eq!(
-        Value::Object(done[0].result.clone()),
-        json!({"url": "s3://x"})
-    );
+    assert_eq!(Value::Object(done[0].result.clone()), json!({"url": "s3://x"}));
     // Archived: a later report is refused and writes nothing.
-    s.archive("a", ArchiveExpect::Completed, now())
-        .await
-        .expect("archive");
+    s.archive("a", ArchiveExpect::Completed, now()).await.expect("archive");
     let late = s.complete("a", now(), &r).await;
     assert!(
         matches!(&late, Err(StoreError::Conflict { reason, .. }) if reason.contains("closed")),
@@ -527,22 +449,14 @@ pub async fn archive_is_conditional(h: &Harness) {
             completed: true
         }
     );
-    assert_eq!(
-        got.task.stats.get("n"),
-        Some(&json!(1)),
-        "every field is kept"
-    );
+    assert_eq!(got.task.stats.get("n"), Some(&json!(1)), "every field is kept");
     assert_eq!(
         got.task.payload,
         new_task("done", "w").payload,
         "the payload stays JSON text"
     );
     assert_eq!(got.to_row()["labourer_id_task_status"], json!("w_1"));
-    assert!(s
-        .list_completed("w", 10)
-        .await
-        .expect("completed")
-        .is_empty());
+    assert!(s.list_completed("w", 10).await.expect("completed").is_empty());
     let again = s.archive("done", ArchiveExpect::Completed, closed_at).await;
     assert!(is_conflict(&again), "archiving twice is refused: {again:?}");
 
@@ -570,10 +484,7 @@ pub async fn archive_is_conditional(h: &Harness) {
         .await
         .expect("complete");
     assert!(
-        is_conflict(
-            &s.archive("raced", ArchiveExpect::Dead { greenfield: g }, now())
-                .await
-        ),
+        is_conflict(&s.archive("raced", ArchiveExpect::Dead { greenfield: g }, now()).await),
         "a completion wins"
     );
     assert!(is_not_found(
@@ -603,11 +514,7 @@ pub async fn move_to_retry_loses_to_a_completion(h: &Harness) {
         })
     );
     assert!(is_not_found(&s.move_to_retry("missing", g, NOW).await));
-    assert!(s
-        .due_retries("w", NOW + 899, 10)
-        .await
-        .expect("due")
-        .is_empty());
+    assert!(s.due_retries("w", NOW + 899, 10).await.expect("due").is_empty());
     let due = s.due_retries("w", NOW + 900, 10).await.expect("due");
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].task_id, "b");
@@ -617,13 +524,9 @@ pub async fn retry_round_trip_keeps_every_field(h: &Harness) {
     let s = h.store.as_ref();
     create(s, "w", &["a", "b", "c"]).await;
     let g = claim_all(s, "w", &["a", "b", "c"], NOW).await;
-    s.fail(
-        "a",
-        now(),
-        &report(json!({"rows": 3}), json!({"err": "boom"})),
-    )
-    .await
-    .expect("fail");
+    s.fail("a", now(), &report(json!({"rows": 3}), json!({"err": "boom"})))
+        .await
+        .expect("fail");
     for (id, launch) in [("a", NOW + 20), ("b", NOW + 10), ("c", NOW + 99)] {
         s.move_to_retry(id, g, launch).await.expect("move");
     }
@@ -649,10 +552,7 @@ pub async fn retry_round_trip_keeps_every_field(h: &Harness) {
     assert!(is_conflict(&s.requeue("a", "w", 998).await), "already live");
     assert!(is_not_found(&s.requeue("missing", "w", 998).await));
     let wrong = s.requeue("b", "other", 998).await;
-    assert!(
-        wrong.is_err(),
-        "a retry row is requeued only for its own labourer"
-    );
+    assert!(wrong.is_err(), "a retry row is requeued only for its own labourer");
     assert_eq!(
         place(s, "b").await,
         Some(Place::Retry {
@@ -692,11 +592,7 @@ pub async fn completion_of_a_task_waiting_for_retry_closes_it(h: &Harness) {
         }
     );
     assert_eq!(got.task.stats.get("n"), Some(&json!(2)));
-    assert!(s
-        .due_retries("w", NOW + 1000, 10)
-        .await
-        .expect("due")
-        .is_empty());
+    assert!(s.due_retries("w", NOW + 1000, 10).await.expect("due").is_empty());
     // A failure report for a waiting retry is recorded there.
     create(s, "w", &["b"]).await;
     let g = claim_all(s, "w", &["b"], NOW).await;
@@ -731,16 +627,7 @@ pub async fn counts_and_listing(h: &Harness) {
     create(
         s,
         "w",
-        &[
-            "q1",
-            "q2",
-            "run",
-            "exp",
-            "done",
-            "retry",
-            "closed_ok",
-            "closed_dead",
-        ],
+        &["q1", "q2", "run", "exp", "done", "retry", "closed_ok", "closed_dead"],
     )
     .await;
     create(s, "v", &["other"]).await;
@@ -762,18 +649,10 @@ pub async fn counts_and_listing(h: &Harness) {
     s.archive("closed_ok", ArchiveExpect::Completed, now())
         .await
         .expect("archive");
-    s.archive(
-        "closed_dead",
-        ArchiveExpect::Dead {
-            greenfield: m.expired,
-        },
-        now(),
-    )
-    .await
-    .expect("archive");
-    s.move_to_retry("retry", m.expired, NOW + 60)
+    s.archive("closed_dead", ArchiveExpect::Dead { greenfield: m.expired }, now())
         .await
-        .expect("retry");
+        .expect("archive");
+    s.move_to_retry("retry", m.expired, NOW + 60).await.expect("retry");
     let c = s.counts("w", &m).await.expect("counts");
     assert_eq!(
         (
@@ -787,10 +666,7 @@ pub async fn counts_and_listing(h: &Harness) {
         ),
         (2, 1, 1, 1, 1, 1, 1)
     );
-    assert_eq!(
-        s.counts("nobody", &m).await.expect("counts"),
-        Default::default()
-    );
+    assert_eq!(s.counts("nobody", &m).await.expect("counts"), Default::default());
     assert_eq!(
         s.labourer_ids().await.expect("ids"),
         vec!["v".to_string(), "w".to_string()]
@@ -803,13 +679,9 @@ pub async fn counts_and_listing(h: &Harness) {
         completed,
         limit: 100,
     };
-    let ids =
-        |v: Vec<sosw_core::StoredTask>| v.into_iter().map(|t| t.task.task_id).collect::<Vec<_>>();
+    let ids = |v: Vec<sosw_core::StoredTask>| v.into_iter().map(|t| t.task.task_id).collect::<Vec<_>>();
     assert_eq!(
-        ids(s
-            .list(&list(Table::Live, Some("w"), Some(true)))
-            .await
-            .expect("list")),
+        ids(s.list(&list(Table::Live, Some("w"), Some(true))).await.expect("list")),
         vec!["done"]
     );
     assert_eq!(
@@ -823,13 +695,7 @@ pub async fn counts_and_listing(h: &Harness) {
             .expect("list")),
         vec!["closed_dead"]
     );
-    assert_eq!(
-        s.list(&list(Table::Closed, None, None))
-            .await
-            .expect("list")
-            .len(),
-        2
-    );
+    assert_eq!(s.list(&list(Table::Closed, None, None)).await.expect("list").len(), 2);
     let (range, _) = sosw_core::TaskState::Queued.range(&m);
     let queued = TaskQuery {
         greenfield: Some(range),
@@ -838,10 +704,7 @@ pub async fn counts_and_listing(h: &Harness) {
     };
     assert_eq!(ids(s.list(&queued).await.expect("list")), vec!["q1", "q2"]);
     assert_eq!(
-        ids(s
-            .list(&TaskQuery { limit: 1, ..queued })
-            .await
-            .expect("list")),
+        ids(s.list(&TaskQuery { limit: 1, ..queued }).await.expect("list")),
         vec!["q1"]
     );
     let all_live = s.list(&list(Table::Live, None, None)).await.expect("list");

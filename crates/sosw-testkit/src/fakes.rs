@@ -3,8 +3,7 @@
 use async_trait::async_trait;
 use sosw_core::config::{Labourer, MetricDetails};
 use sosw_core::ports::{
-    InvokeError, InvokeOutcome, Invoker, InvokerFactory, MetricError, MetricSource, Notifier,
-    NotifyError,
+    InvokeError, InvokeOutcome, Invoker, InvokerFactory, MetricError, MetricSource, Notifier, NotifyError,
 };
 use sosw_core::{Task, Time};
 use std::collections::{HashMap, VecDeque};
@@ -32,10 +31,7 @@ impl FakeInvoker {
     }
 
     pub fn invoked_ids(&self) -> Vec<String> {
-        lock(&self.events)
-            .iter()
-            .map(|(id, _)| id.clone())
-            .collect()
+        lock(&self.events).iter().map(|(id, _)| id.clone()).collect()
     }
 }
 
@@ -44,9 +40,7 @@ impl Invoker for FakeInvoker {
     async fn invoke(&self, task: &Task, event: &str) -> Result<InvokeOutcome, InvokeError> {
         let parsed = serde_json::from_str(event).unwrap_or(serde_json::Value::Null);
         lock(&self.events).push((task.task_id.clone(), parsed));
-        lock(&self.script)
-            .pop_front()
-            .unwrap_or(Ok(InvokeOutcome::Accepted))
+        lock(&self.script).pop_front().unwrap_or(Ok(InvokeOutcome::Accepted))
     }
 }
 
@@ -60,10 +54,7 @@ impl FakeInvokers {
     }
 
     pub fn of(&self, labourer: &str) -> Arc<FakeInvoker> {
-        lock(&self.0)
-            .entry(labourer.to_string())
-            .or_default()
-            .clone()
+        lock(&self.0).entry(labourer.to_string()).or_default().clone()
     }
 }
 
@@ -119,10 +110,7 @@ impl RecordingNotifier {
     }
 
     pub fn messages(&self) -> Vec<String> {
-        lock(&self.sent)
-            .iter()
-            .flat_map(|(_, m)| m.clone())
-            .collect()
+        lock(&self.sent).iter().flat_map(|(_, m)| m.clone()).collect()
     }
 
     pub fn notifications(&self) -> usize {

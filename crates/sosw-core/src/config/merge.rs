@@ -51,10 +51,7 @@ mod tests {
             recursive_update(&json!({"b": 2}), &json!({"b": null})),
             json!({"b": null})
         );
-        let dicts = recursive_update(
-            &json!({"l": [{"a": 1}, {"b": 2}]}),
-            &json!({"l": [{"b": 2}, {"c": 3}]}),
-        );
+        let dicts = recursive_update(&json!({"l": [{"a": 1}, {"b": 2}]}), &json!({"l": [{"b": 2}, {"c": 3}]}));
         assert_eq!(dicts, json!({"l": [{"a": 1}, {"b": 2}, {"c": 3}]}));
     }
 
@@ -63,10 +60,7 @@ mod tests {
         let d = json!({"init_clients": ["Task"]});
         let u = json!({"init_clients": ["Task", "Sns", "Siblings", "s3"]});
         let merged = recursive_update(&d, &u);
-        assert_eq!(
-            merged["init_clients"],
-            json!(["Task", "Sns", "Siblings", "s3"])
-        );
+        assert_eq!(merged["init_clients"], json!(["Task", "Sns", "Siblings", "s3"]));
         assert_eq!(d, json!({"init_clients": ["Task"]}));
         assert_eq!(
             recursive_update(&json!({"a": {"x": 1}}), &json!({"a": 5})),

@@ -47,11 +47,7 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        write!(
-            f,
-            "invalid config ({n} error{})",
-            if n == 1 { "" } else { "s" }
-        )?;
+        write!(f, "invalid config ({n} error{})", if n == 1 { "" } else { "s" })?;
         for e in &self.0 {
             write!(f, "\n  - {e}")?;
         }
@@ -155,10 +151,7 @@ pub enum InvokerSpec {
 #[serde(rename_all = "snake_case", tag = "source")]
 pub enum MetricDetails {
     /// A command whose stdout is a number.
-    Command {
-        command: Vec<String>,
-        timeout_secs: f64,
-    },
+    Command { command: Vec<String>, timeout_secs: f64 },
     /// A JSON document over HTTP GET; `pointer` (RFC 6901) selects the number.
     HttpJson {
         url: String,
@@ -292,10 +285,7 @@ impl Config {
             for e in Essential::ALL {
                 if let Some(sec) = essential_wide.remove(e.config_key()) {
                     if !sec.is_object() {
-                        r.error(
-                            e.config_key(),
-                            format!("expected an object, got {}", show(&sec)),
-                        );
+                        r.error(e.config_key(), format!("expected an object, got {}", show(&sec)));
                     } else if e == essential {
                         section = recursive_update(&section, &sec);
                     }
@@ -319,17 +309,12 @@ impl Config {
         let top = match value {
             Value::Object(m) => m,
             other => {
-                r.error(
-                    "",
-                    format!("a config must be a JSON object, got {}", show(other)),
-                );
+                r.error("", format!("a config must be a JSON object, got {}", show(other)));
                 return Err(ConfigErrors(r.errors));
             }
         };
         r.unknown_keys(top, "", TOP_KEYS, |k| {
-            k.starts_with("max_attempts_")
-                || k.ends_with("_dynamo_db_config")
-                || k.ends_with("_config")
+            k.starts_with("max_attempts_") || k.ends_with("_dynamo_db_config") || k.ends_with("_config")
         });
         if top.contains_key("labourers") {
             r.warn(
@@ -338,33 +323,24 @@ impl Config {
             );
         }
         let tc = r.object(top, "task_config", "").unwrap_or(&empty);
-        r.unknown_keys(tc, "task_config", TASK_CONFIG_KEYS, |k| {
-            k.starts_with("max_attempts_")
-        });
+        r.unknown_keys(tc, "task_config", TASK_CONFIG_KEYS, |k| k.starts_with("max_attempts_"));
 
         // TaskManager settings: `task_config.X`, else top-level `X` (Python's nested processors see both).
         let tm_int = |r: &mut Reader, key: &str, min: i64| -> Option<i64> {
-            r.int(tc, key, "task_config", min)
-                .or_else(|| r.int(top, key, "", min))
+            r.int(tc, key, "task_config", min).or_else(|| r.int(top, key, "", min))
         };
         let greenfield = GreenfieldParams {
-            delta: tm_int(&mut r, "greenfield_invocation_delta", 1)
-                .unwrap_or(GreenfieldParams::default().delta),
-            step: tm_int(&mut r, "greenfield_task_step", 1)
-                .unwrap_or(GreenfieldParams::default().step),
+            delta: tm_int(&mut r, "greenfield_invocation_delta", 1).unwrap_or(GreenfieldParams::default().delta),
+            step: tm_int(&mut r, "greenfield_task_step", 1).unwrap_or(GreenfieldParams::default().step),
         };
-        let default_max_attempts =
-            tm_int(&mut r, "max_attempts", 1).map_or(3, |n| n.min(i64::from(u32::MAX)) as u32);
-        let default_max_inv = tm_int(&mut r, "max_simultaneous_invocations", 0)
-            .map_or(1, |n| n.min(i64::from(u32::MAX)) as u32);
+        let default_max_attempts = tm_int(&mut r, "max_attempts", 1).map_or(3, |n| n.min(i64::from(u32::MAX)) as u32);
+        let default_max_inv =
+            tm_int(&mut r, "max_simultaneous_invocations", 0).map_or(1, |n| n.min(i64::from(u32::MAX)) as u32);
 
         let ecology = r
             .object(tc, "ecology_config", "task_config")
             .map(|m| (m, "task_config.ecology_config"))
-            .or_else(|| {
-                r.object(top, "ecology_config", "")
-                    .map(|m| (m, "ecology_config"))
-            });
+            .or_else(|| r.object(top, "ecology_config", "").map(|m| (m, "ecology_config")));
         let metric_failure_status = ecology
             .and_then(|(m, p)| read_status(&mut r, m, "metric_failure_status", p))
             .unwrap_or(EcoStatus::Bad);
@@ -382,9 +358,7 @@ impl Config {
                     .u32(tc, &max_attempts_key, "task_config", 1)
                     .or_else(|| r.u32(top, &max_attempts_key, "", 1))
                     .unwrap_or(default_max_attempts);
-                if let Some(l) =
-                    read_labourer(&mut r, id, lc, &path, fallback_attempts, default_max_inv)
-                {
+                if let Some(l) = read_labourer(&mut r, id, lc, &path, fallback_attempts, default_max_inv) {
                     labourers.push(l);
                 }
             }
@@ -403,18 +377,13 @@ impl Config {
                 Backoff::Linear
             }
         };
-        let invocation_concurrency =
-            r.int(top, "invocation_concurrency", "", 1).unwrap_or(64) as usize;
+        let invocation_concurrency = r.int(top, "invocation_concurrency", "", 1).unwrap_or(64) as usize;
 
         let daemon_obj = r.object(top, "daemon", "").unwrap_or(&empty);
         r.unknown_keys(
             daemon_obj,
             "daemon",
-            &[
-                "orchestrator_interval",
-                "scavenger_interval",
-                "shutdown_grace",
-            ],
+            &["orchestrator_interval", "scavenger_interval", "shutdown_grace"],
             |_| false,
         );
         let daemon = DaemonConfig {
@@ -424,9 +393,7 @@ impl Config {
             scavenger_interval: r
                 .positive_secs(daemon_obj, "scavenger_interval", "daemon")
                 .unwrap_or(60.0),
-            shutdown_grace: r
-                .positive_secs(daemon_obj, "shutdown_grace", "daemon")
-                .unwrap_or(30.0),
+            shutdown_grace: r.positive_secs(daemon_obj, "shutdown_grace", "daemon").unwrap_or(30.0),
         };
 
         let sns = r.object(top, "sns_config", "").unwrap_or(&empty);
@@ -438,9 +405,7 @@ impl Config {
             command: r.command(notify_obj, "command", "notify"),
         };
         let meta = r.object(top, "meta_handler_config", "").unwrap_or(&empty);
-        let write_meta = r
-            .bool(meta, "write_meta_to_ddb", "meta_handler_config")
-            .unwrap_or(true);
+        let write_meta = r.bool(meta, "write_meta_to_ddb", "meta_handler_config").unwrap_or(true);
         let store = r.string(top, "store", "");
 
         if r.errors.is_empty() {
@@ -541,26 +506,11 @@ const LABOURER_KEYS: &[&str] = &[
 ];
 
 /// Labourer attributes Python sosw computes at run time; a config value for them is ignored with a warning.
-const COMPUTED_LABOURER_KEYS: &[&str] = &[
-    "start",
-    "invoked",
-    "expired",
-    "health",
-    "average_duration",
-    "id",
-];
+const COMPUTED_LABOURER_KEYS: &[&str] = &["start", "invoked", "expired", "health", "average_duration", "id"];
 
-fn read_status(
-    r: &mut Reader,
-    obj: &Map<String, Value>,
-    key: &str,
-    path: &str,
-) -> Option<EcoStatus> {
+fn read_status(r: &mut Reader, obj: &Map<String, Value>, key: &str, path: &str) -> Option<EcoStatus> {
     let n = r.int(obj, key, path, 0)?;
-    match u8::try_from(n)
-        .ok()
-        .and_then(|n| EcoStatus::try_from(n).ok())
-    {
+    match u8::try_from(n).ok().and_then(|n| EcoStatus::try_from(n).ok()) {
         Some(s) => Some(s),
         None => {
             r.error(join(path, key), format!("an eco status is 0..4, got {n}"));
@@ -594,10 +544,7 @@ fn read_coefficients(r: &mut Reader, top: &Map<String, Value>) -> Coefficients {
         };
         match v.as_f64() {
             Some(f) if f.is_finite() && f >= 0.0 => c.0[status as usize] = f,
-            _ => r.error(
-                path,
-                format!("expected a non-negative number, got {}", show(v)),
-            ),
+            _ => r.error(path, format!("expected a non-negative number, got {}", show(v))),
         }
     }
     c
@@ -615,9 +562,7 @@ fn read_labourer(
     if id.trim().is_empty() {
         r.error(path, "a labourer id must not be empty");
     }
-    r.unknown_keys(lc, path, LABOURER_KEYS, |k| {
-        COMPUTED_LABOURER_KEYS.contains(&k)
-    });
+    r.unknown_keys(lc, path, LABOURER_KEYS, |k| COMPUTED_LABOURER_KEYS.contains(&k));
     for k in COMPUTED_LABOURER_KEYS {
         if lc.contains_key(*k) {
             r.warn(format!(
@@ -629,9 +574,7 @@ fn read_labourer(
     let duration = r.int(lc, "duration", path, 1).unwrap_or(DEFAULT_DURATION);
     let cooldown = r.int(lc, "cooldown", path, 0).unwrap_or(DEFAULT_COOLDOWN);
     let max_duration = r.int(lc, "max_duration", path, 1).unwrap_or(duration);
-    let max_attempts = r
-        .u32(lc, "max_attempts", path, 1)
-        .unwrap_or(fallback_attempts);
+    let max_attempts = r.u32(lc, "max_attempts", path, 1).unwrap_or(fallback_attempts);
     let max_simultaneous_invocations = r
         .u32(lc, "max_simultaneous_invocations", path, 0)
         .unwrap_or(default_max_inv);
@@ -660,12 +603,7 @@ fn read_labourer(
     })
 }
 
-fn read_invoker(
-    r: &mut Reader,
-    lc: &Map<String, Value>,
-    path: &str,
-    max_duration: i64,
-) -> Option<InvokerSpec> {
+fn read_invoker(r: &mut Reader, lc: &Map<String, Value>, path: &str, max_duration: i64) -> Option<InvokerSpec> {
     let explicit = r.string(lc, "invoker", path);
     let has = |k: &str| lc.get(k).is_some_and(|v| !v.is_null());
     let kind = match explicit.as_deref() {
@@ -716,9 +654,7 @@ fn read_invoker(
                 env: r.string_map(lc, "env", path),
                 cwd: r.string(lc, "cwd", path),
                 result_limit: r.int(lc, "result_limit", path, 0).unwrap_or(64 * 1024) as usize,
-                timeout_secs: r
-                    .positive_secs(lc, "timeout", path)
-                    .unwrap_or(max_duration as f64),
+                timeout_secs: r.positive_secs(lc, "timeout", path).unwrap_or(max_duration as f64),
             }))
         }
         "http" => {
@@ -753,9 +689,7 @@ fn read_invoker(
             Some(InvokerSpec::Http(HttpSpec {
                 url,
                 mode,
-                timeout_secs: r
-                    .positive_secs(lc, "timeout", path)
-                    .unwrap_or(default_timeout),
+                timeout_secs: r.positive_secs(lc, "timeout", path).unwrap_or(default_timeout),
                 headers: r.string_map(lc, "headers", path),
             }))
         }
@@ -771,18 +705,19 @@ fn read_invoker(
 
 fn read_metric(r: &mut Reader, name: &str, mv: &Value, path: &str) -> Option<HealthMetric> {
     let Value::Object(m) = mv else {
-        r.error(path, format!("expected an object with `details`, `feelings` and `feeling_comparison_operator`, got {}", show(mv)));
+        r.error(
+            path,
+            format!(
+                "expected an object with `details`, `feelings` and `feeling_comparison_operator`, got {}",
+                show(mv)
+            ),
+        );
         return None;
     };
     r.unknown_keys(
         m,
         path,
-        &[
-            "details",
-            "feelings",
-            "feeling_comparison_operator",
-            "failure_status",
-        ],
+        &["details", "feelings", "feeling_comparison_operator", "failure_status"],
         |_| false,
     );
     let details = match r.object(m, "details", path) {
@@ -824,18 +759,12 @@ fn read_metric(r: &mut Reader, name: &str, mv: &Value, path: &str) -> Option<Hea
         Some(f) => {
             for (k, v) in f {
                 let Some(status) = status_key(k) else {
-                    r.error(
-                        join(&fpath, k),
-                        format!("keys are eco statuses 0..4, got \"{k}\""),
-                    );
+                    r.error(join(&fpath, k), format!("keys are eco statuses 0..4, got \"{k}\""));
                     continue;
                 };
                 match v.as_f64() {
                     Some(t) => levels.push((status, t)),
-                    None => r.error(
-                        join(&fpath, k),
-                        format!("expected a number, got {}", show(v)),
-                    ),
+                    None => r.error(join(&fpath, k), format!("expected a number, got {}", show(v))),
                 }
             }
         }
@@ -876,10 +805,7 @@ fn read_details(r: &mut Reader, d: &Map<String, Value>, path: &str) -> Option<Me
         let base_url = r.string(d, "prometheus", path);
         let query = r.string(d, "query", path);
         if query.is_none() && !d.contains_key("query") {
-            r.error(
-                join(path, "query"),
-                "a prometheus metric needs `query` (PromQL)",
-            );
+            r.error(join(path, "query"), "a prometheus metric needs `query` (PromQL)");
         }
         return Some(MetricDetails::Prometheus {
             base_url: base_url?,
@@ -896,10 +822,7 @@ fn read_details(r: &mut Reader, d: &Map<String, Value>, path: &str) -> Option<Me
             Some(other) => {
                 r.error(
                     join(path, "pointer"),
-                    format!(
-                        "expected a JSON pointer such as \"/cpu\", got {}",
-                        show(other)
-                    ),
+                    format!("expected a JSON pointer such as \"/cpu\", got {}", show(other)),
                 );
                 return None;
             }
@@ -939,14 +862,9 @@ fn read_cloudwatch(r: &mut Reader, d: &Map<String, Value>, path: &str) -> Option
     );
     let namespace = r.string(d, "Namespace", path);
     if namespace.is_none() && !d.contains_key("Namespace") {
-        r.error(
-            join(path, "Namespace"),
-            "a CloudWatch metric needs `Namespace`",
-        );
+        r.error(join(path, "Namespace"), "a CloudWatch metric needs `Namespace`");
     }
-    let metric_name = r
-        .string(d, "MetricName", path)
-        .or_else(|| r.string(d, "Name", path));
+    let metric_name = r.string(d, "MetricName", path).or_else(|| r.string(d, "Name", path));
     if metric_name.is_none() && !d.contains_key("MetricName") && !d.contains_key("Name") {
         r.error(
             join(path, "MetricName"),
@@ -966,10 +884,7 @@ fn read_cloudwatch(r: &mut Reader, d: &Map<String, Value>, path: &str) -> Option
                     (Some(n), Some(v)) => dimensions.push((n.to_string(), v.to_string())),
                     _ => r.error(
                         ipath,
-                        format!(
-                            "expected {{\"Name\": ..., \"Value\": ...}}, got {}",
-                            show(item)
-                        ),
+                        format!("expected {{\"Name\": ..., \"Value\": ...}}, got {}", show(item)),
                     ),
                 }
             }
@@ -980,15 +895,11 @@ fn read_cloudwatch(r: &mut Reader, d: &Map<String, Value>, path: &str) -> Option
         ),
     }
     let period = r.int(d, "Period", path, 1).unwrap_or(60);
-    let time_slice = r
-        .int(d, "MetricAggregationTimeSlice", path, 1)
-        .unwrap_or(300);
+    let time_slice = r.int(d, "MetricAggregationTimeSlice", path, 1).unwrap_or(300);
     let statistic = match d.get("Statistics") {
         None | Some(Value::Null) => Some("Average".to_string()),
         Some(Value::Array(items)) if items.len() == 1 => match items[0].as_str() {
-            Some(s @ ("Average" | "Maximum" | "Minimum" | "Sum" | "SampleCount")) => {
-                Some(s.to_string())
-            }
+            Some(s @ ("Average" | "Maximum" | "Minimum" | "Sum" | "SampleCount")) => Some(s.to_string()),
             _ => {
                 r.error(
                     join(path, "Statistics"),
@@ -1003,10 +914,7 @@ fn read_cloudwatch(r: &mut Reader, d: &Map<String, Value>, path: &str) -> Option
         Some(other) => {
             r.error(
                 join(path, "Statistics"),
-                format!(
-                    "expected a list of exactly one statistic, got {}",
-                    show(other)
-                ),
+                format!("expected a list of exactly one statistic, got {}", show(other)),
             );
             None
         }

@@ -39,13 +39,7 @@ impl Reader {
     }
 
     /// Warns about keys of `obj` that are neither in `known` nor accepted by `also`.
-    pub fn unknown_keys(
-        &mut self,
-        obj: &Map<String, Value>,
-        path: &str,
-        known: &[&str],
-        also: impl Fn(&str) -> bool,
-    ) {
+    pub fn unknown_keys(&mut self, obj: &Map<String, Value>, path: &str, known: &[&str], also: impl Fn(&str) -> bool) {
         for k in obj.keys() {
             if !known.contains(&k.as_str()) && !also(k) {
                 self.warn(format!("unknown config key `{}` is ignored", join(path, k)));
@@ -63,22 +57,13 @@ impl Reader {
             None | Some(Value::Null) => None,
             Some(Value::Object(m)) => Some(m),
             Some(other) => {
-                self.error(
-                    join(path, key),
-                    format!("expected an object, got {}", show(other)),
-                );
+                self.error(join(path, key), format!("expected an object, got {}", show(other)));
                 None
             }
         }
     }
 
-    pub fn int(
-        &mut self,
-        parent: &Map<String, Value>,
-        key: &str,
-        path: &str,
-        min: i64,
-    ) -> Option<i64> {
+    pub fn int(&mut self, parent: &Map<String, Value>, key: &str, path: &str, min: i64) -> Option<i64> {
         let v = parent.get(key)?;
         if v.is_null() {
             return None;
@@ -95,30 +80,18 @@ impl Reader {
                 None
             }
             None => {
-                self.error(
-                    join(path, key),
-                    format!("expected an integer, got {}", show(v)),
-                );
+                self.error(join(path, key), format!("expected an integer, got {}", show(v)));
                 None
             }
         }
     }
 
-    pub fn u32(
-        &mut self,
-        parent: &Map<String, Value>,
-        key: &str,
-        path: &str,
-        min: u32,
-    ) -> Option<u32> {
+    pub fn u32(&mut self, parent: &Map<String, Value>, key: &str, path: &str, min: u32) -> Option<u32> {
         let n = self.int(parent, key, path, i64::from(min))?;
         match u32::try_from(n) {
             Ok(n) => Some(n),
             Err(_) => {
-                self.error(
-                    join(path, key),
-                    format!("must be at most {}, got {n}", u32::MAX),
-                );
+                self.error(join(path, key), format!("must be at most {}, got {n}", u32::MAX));
                 None
             }
         }
@@ -130,21 +103,13 @@ impl Reader {
             Some(f) if f.is_finite() => Some(f),
             _ if v.is_null() => None,
             _ => {
-                self.error(
-                    join(path, key),
-                    format!("expected a number, got {}", show(v)),
-                );
+                self.error(join(path, key), format!("expected a number, got {}", show(v)));
                 None
             }
         }
     }
 
-    pub fn positive_secs(
-        &mut self,
-        parent: &Map<String, Value>,
-        key: &str,
-        path: &str,
-    ) -> Option<f64> {
+    pub fn positive_secs(&mut self, parent: &Map<String, Value>, key: &str, path: &str) -> Option<f64> {
         let f = self.number(parent, key, path)?;
         if f > 0.0 {
             Some(f)
@@ -178,31 +143,18 @@ impl Reader {
             Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
             Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
             other => {
-                self.error(
-                    join(path, key),
-                    format!("expected true or false, got {}", show(other)),
-                );
+                self.error(join(path, key), format!("expected true or false, got {}", show(other)));
                 None
             }
         }
     }
 
     /// A command line: an array of strings (run as is) or one string (run with `sh -c`).
-    pub fn command(
-        &mut self,
-        parent: &Map<String, Value>,
-        key: &str,
-        path: &str,
-    ) -> Option<Vec<String>> {
+    pub fn command(&mut self, parent: &Map<String, Value>, key: &str, path: &str) -> Option<Vec<String>> {
         match parent.get(key)? {
-            Value::String(s) if !s.trim().is_empty() => {
-                Some(vec!["sh".into(), "-c".into(), s.clone()])
-            }
+            Value::String(s) if !s.trim().is_empty() => Some(vec!["sh".into(), "-c".into(), s.clone()]),
             Value::Array(items) if !items.is_empty() => {
-                let strings: Option<Vec<String>> = items
-                    .iter()
-                    .map(|i| i.as_str().map(str::to_string))
-                    .collect();
+                let strings: Option<Vec<String>> = items.iter().map(|i| i.as_str().map(str::to_string)).collect();
                 match strings {
                     Some(s) if !s[0].is_empty() => Some(s),
                     _ => {
@@ -221,19 +173,17 @@ impl Reader {
             other => {
                 self.error(
                     join(path, key),
-                    format!("expected a command as an array of strings (e.g. [\"python3\", \"worker.py\"]), got {}", show(other)),
+                    format!(
+                        "expected a command as an array of strings (e.g. [\"python3\", \"worker.py\"]), got {}",
+                        show(other)
+                    ),
                 );
                 None
             }
         }
     }
 
-    pub fn string_map(
-        &mut self,
-        parent: &Map<String, Value>,
-        key: &str,
-        path: &str,
-    ) -> Vec<(String, String)> {
+    pub fn string_map(&mut self, parent: &Map<String, Value>, key: &str, path: &str) -> Vec<(String, String)> {
         let Some(obj) = self.object(parent, key, path) else {
             return Vec::new();
         };

@@ -35,9 +35,7 @@ fn the_seed_orchestrator_config_loads_unchanged() {
     assert_eq!(l.max_simultaneous_invocations, 10);
     assert_eq!(l.max_attempts, 3);
     assert_eq!((l.duration, l.cooldown, l.max_duration), (900, 300, 900));
-    assert!(
-        matches!(&l.invoker, InvokerSpec::Lambda { arn } if arn.ends_with(":function:some_function"))
-    );
+    assert!(matches!(&l.invoker, InvokerSpec::Lambda { arn } if arn.ends_with(":function:some_function")));
     let m = &l.health_metrics[0];
     assert_eq!(m.name, "SomeDBCPU");
     assert_eq!(m.feelings.health(30.0), Good);
@@ -116,9 +114,7 @@ fn labourers_keep_config_order() {
 #[test]
 fn duration_and_cooldown_are_accepted() {
     // TM-4 raised in Python; fixed.
-    let c = load(process(
-        json!({"duration": 600, "cooldown": 60, "max_duration": 300}),
-    ));
+    let c = load(process(json!({"duration": 600, "cooldown": 60, "max_duration": 300})));
     let l = &c.labourers[0];
     assert_eq!((l.duration, l.cooldown, l.max_duration), (600, 60, 300));
 }
@@ -131,8 +127,7 @@ fn essential_sections_merge_over_the_shared_config() {
         "sosw_scavenger_config": {"retry_tasks_limit": 3}
     });
     let local = json!({"sosw_orchestrator_config": {"invocation_concurrency": 8}});
-    let orch = Config::from_layers(&[shared.clone(), local.clone()], Essential::Orchestrator)
-        .expect("loads");
+    let orch = Config::from_layers(&[shared.clone(), local.clone()], Essential::Orchestrator).expect("loads");
     assert_eq!(orch.labourers[0].max_simultaneous_invocations, 5);
     assert_eq!(orch.invocation_concurrency, 8);
     assert_eq!(orch.retry_tasks_limit, 20);
@@ -143,23 +138,21 @@ fn essential_sections_merge_over_the_shared_config() {
 
 #[test]
 fn errors_name_the_path_and_the_value() {
-    let errs = errors(process(
-        json!({"max_attempts": "three", "health_metrics": {"cpu": {
-            "details": {"command": ["echo", "1"]},
-            "feelings": {"1": 40, "3": 50, "4": 25},
-            "feeling_comparison_operator": "=="
-        }}}),
-    ));
+    let errs = errors(process(json!({"max_attempts": "three", "health_metrics": {"cpu": {
+        "details": {"command": ["echo", "1"]},
+        "feelings": {"1": 40, "3": 50, "4": 25},
+        "feeling_comparison_operator": "=="
+    }}})));
     assert!(
-        errs.iter().any(
-            |e| e.contains("`task_config.labourers.w.max_attempts`") && e.contains("\"three\"")
-        ),
+        errs.iter()
+            .any(|e| e.contains("`task_config.labourers.w.max_attempts`") && e.contains("\"three\"")),
         "{errs:?}"
     );
     assert!(
-        errs.iter().any(|e| e
-            .contains("`task_config.labourers.w.health_metrics.cpu.feeling_comparison_operator`")
-            && e.contains("\"==\"")),
+        errs.iter().any(
+            |e| e.contains("`task_config.labourers.w.health_metrics.cpu.feeling_comparison_operator`")
+                && e.contains("\"==\"")
+        ),
         "{errs:?}"
     );
 
@@ -176,10 +169,7 @@ fn errors_name_the_path_and_the_value() {
 
     let errs = errors(json!({"invocation_number_coefficient": {"7": 1, "2": -1}}));
     assert_eq!(errs.len(), 2, "{errs:?}");
-    assert!(
-        errs[0].contains("`invocation_number_coefficient.7`"),
-        "{errs:?}"
-    );
+    assert!(errs[0].contains("`invocation_number_coefficient.7`"), "{errs:?}");
     assert!(
         errs[1].contains("`invocation_number_coefficient.2`") && errs[1].contains("-1"),
         "{errs:?}"
@@ -188,22 +178,17 @@ fn errors_name_the_path_and_the_value() {
 
 #[test]
 fn a_labourer_needs_a_way_to_be_invoked() {
-    let errs =
-        errors(json!({"task_config": {"labourers": {"w": {"max_simultaneous_invocations": 2}}}}));
+    let errs = errors(json!({"task_config": {"labourers": {"w": {"max_simultaneous_invocations": 2}}}}));
     assert!(
         errs[0].contains("`task_config.labourers.w`") && errs[0].contains("command"),
         "{errs:?}"
     );
-    let errs =
-        errors(json!({"task_config": {"labourers": {"w": {"command": "x", "url": "http://a"}}}}));
+    let errs = errors(json!({"task_config": {"labourers": {"w": {"command": "x", "url": "http://a"}}}}));
     assert!(errs[0].contains("not both"), "{errs:?}");
     let errs = errors(json!({"task_config": {"labourers": {"w": {"url": "ftp://a"}}}}));
     assert!(errs[0].contains("ftp://a"), "{errs:?}");
     let errs = errors(json!({"task_config": {"labourers": {"w": {"command": [1, 2]}}}}));
-    assert!(
-        errs[0].contains("`task_config.labourers.w.command`"),
-        "{errs:?}"
-    );
+    assert!(errs[0].contains("`task_config.labourers.w.command`"), "{errs:?}");
 }
 
 #[test]
@@ -217,9 +202,7 @@ fn metric_sources() {
     assert!(matches!(&m[0].details, MetricDetails::HttpJson { pointer, .. } if pointer == "/cpu"));
     assert!(matches!(&m[1].details, MetricDetails::Prometheus { query, .. } if query == "up"));
     assert_eq!(m[1].failure_status, Some(Moderate));
-    assert!(
-        matches!(&m[2].details, MetricDetails::Command { command, .. } if command == &["sh", "-c", "echo 5"])
-    );
+    assert!(matches!(&m[2].details, MetricDetails::Command { command, .. } if command == &["sh", "-c", "echo 5"]));
     assert_ne!(m[0].details.cache_key(), m[1].details.cache_key());
 
     let errs = errors(process(
@@ -229,10 +212,7 @@ fn metric_sources() {
     let errs = errors(process(
         json!({"health_metrics": {"x": {"details": {"Namespace": "AWS/RDS", "MetricName": "CPU", "Statistics": ["p99"]}, "feelings": {"4": 1}, "feeling_comparison_operator": "<"}}}),
     ));
-    assert!(
-        errs[0].contains("Statistics") && errs[0].contains("p99"),
-        "{errs:?}"
-    );
+    assert!(errs[0].contains("Statistics") && errs[0].contains("p99"), "{errs:?}");
 }
 
 #[test]
@@ -245,10 +225,7 @@ fn unknown_keys_warn_and_python_keys_do_not() {
     let w = c.warnings.join("\n");
     assert!(w.contains("`task_config.labourers.w.colour`"), "{w}");
     assert!(w.contains("`tpyo`"), "{w}");
-    assert!(
-        w.contains("`task_config.labourers.w.start` is computed"),
-        "{w}"
-    );
+    assert!(w.contains("`task_config.labourers.w.start` is computed"), "{w}");
     assert!(w.contains("`labourers` at the top level"), "{w}");
     assert!(!w.contains("init_clients"), "{w}");
 }
