@@ -136,7 +136,8 @@ impl App {
 
     pub fn wiring(&self) -> Wiring {
         let store: Arc<dyn TaskStore> = self.store.clone();
-        let notifier: Arc<dyn Notifier> = Arc::new(LocalNotifier::new(self.config.notify.command.clone()));
+        let notifier: Arc<dyn Notifier> =
+            Arc::new(LocalNotifier::new(self.config.notify.command.clone()).in_dir(self.config_dir()));
         Wiring {
             store,
             meta: if self.config.write_meta {

@@ -13,26 +13,39 @@ pub const SEPARATOR: &str = "\n\n#####\n\n";
 #[derive(Debug, Clone, Default)]
 pub struct LocalNotifier {
     command: Option<Vec<String>>,
+    cwd: Option<std::path::PathBuf>,
 }
 
 impl LocalNotifier {
     pub fn new(command: Option<Vec<String>>) -> LocalNotifier {
-        LocalNotifier { command }
+        LocalNotifier { command, cwd: None }
+    }
+
+    /// Runs the command in `dir` (the config's directory).
+    #[must_use]
+    pub fn in_dir(mut self, dir: std::path::PathBuf) -> LocalNotifier {
+        self.cwd = Some(dir);
+        self
     }
 }
 
 #[async_trait]
 impl Notifier for LocalNotifier {
     async fn notify(&self, subject: &str, messages: &[String]) -> Result<(), NotifyError> {
-        tracing::warn!(subject, count = messages.len(), "{}", messages.join("; "));
         let Some(command) = &self.command else {
+            tracing::warn!(subject, count = messages.len(), "{}", messages.join("; "));
             return Ok(());
         };
-        let mut child = tokio::process::Command::new(&command[0])
-            .args(&command[1..])
+        tracing::info!(subject, count = messages.len(), "{}", messages.join("; "));
+        let mut cmd = tokio::process::Command::new(&command[0]);
+        cmd.args(&command[1..])
             .env("SOSW_SUBJECT", subject)
             .stdin(Stdio::piped())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd
             .spawn()
             .map_err(|e| NotifyError(format!("cannot run `{}`: {e}", command.join(" "))))?;
         if let Some(mut stdin) = child.stdin.take() {
