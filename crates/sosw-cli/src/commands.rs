@@ -396,8 +396,9 @@ async fn report(g: &Global, r: Report, completed: bool) -> Result<()> {
         match text {
             None => Ok(Map::new()),
             Some(t) => {
-                let v = parse_json_arg(flag, t)?;
-                report_part(flag, Some(&v)).map_err(|e| UsageError(format!("`--{e}")).into())
+                let v = parse_json_arg(&format!("--{flag}"), t)?;
+                report_part(flag, Some(&v))
+                    .map_err(|e| UsageError(format!("`--{flag}` must be a JSON object, got {}", e.got)).into())
             }
         }
     };

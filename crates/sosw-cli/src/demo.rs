@@ -213,9 +213,11 @@ pub async fn run(args: DemoArgs, json_out: bool) -> Result<()> {
 
     let notifications = std::fs::read_to_string(dir.join("notifications.log")).unwrap_or_default();
     let notified = notifications.matches("Closing dead task:").count();
-    let tally = tally
-        .lock()
-        .map_err(|_| anyhow::anyhow!("the demo's tally was poisoned"))?;
+    let tally = std::mem::take(
+        &mut *tally
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the demo's tally was poisoned"))?,
+    );
     let now = sosw_core::Clock::now(&sosw_core::SystemClock);
     let mut labourers = serde_json::Map::new();
     for l in &app.config.labourers {

@@ -135,7 +135,7 @@ impl Feelings {
         if let Some((s, _)) = levels.iter().find(|(_, t)| !t.is_finite()) {
             return Err(FeelingsError::NotFinite { status: *s as u8 });
         }
-        levels.sort_by(|a, b| b.0.cmp(&a.0));
+        levels.sort_by_key(|(status, _)| std::cmp::Reverse(*status));
         for pair in levels.windows(2) {
             let (better, bt) = pair[0];
             let (worse, wt) = pair[1];
@@ -248,7 +248,8 @@ mod tests {
     #[test]
     fn out_of_order_feelings_are_rejected_up_front() {
         // ECO-8: {1: 40, 3: 50, 4: 25} with `le`.
-        let err = Feelings::new(vec![(Poor, 40.0), (Good, 50.0), (High, 25.0)], Comparison::Le).unwrap_err();
+        let err =
+            Feelings::new(vec![(Poor, 40.0), (Good, 50.0), (High, 25.0)], Comparison::Le).expect_err("out of order");
         assert!(
             matches!(
                 err,

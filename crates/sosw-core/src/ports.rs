@@ -69,7 +69,7 @@ pub struct CreateReport {
 pub enum Claim {
     /// The task moved to the invoked range; `task` is the row after the move, `previous_greenfield` its queue
     /// position before it (needed to put it back if the invocation is throttled).
-    Claimed { task: Task, previous_greenfield: i64 },
+    Claimed { task: Box<Task>, previous_greenfield: i64 },
     /// Someone else claimed, completed, moved or deleted it first.
     Lost { task_id: String },
 }

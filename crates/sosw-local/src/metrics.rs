@@ -198,11 +198,11 @@ mod tests {
         let scalar = json!({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "3"]}});
         assert_eq!(prometheus_value(&scalar), Ok(3.0));
         let empty = json!({"status": "success", "data": {"resultType": "vector", "result": []}});
-        assert!(prometheus_value(&empty).unwrap_err().contains("no data"));
+        assert!(prometheus_value(&empty).expect_err("no data").contains("no data"));
         let two = json!({"status": "success", "data": {"resultType": "vector", "result": [{"value": [1, "1"]}, {"value": [1, "2"]}]}});
-        assert!(prometheus_value(&two).unwrap_err().contains("2 series"));
+        assert!(prometheus_value(&two).expect_err("two series").contains("2 series"));
         let failed = json!({"status": "error", "error": "parse error"});
-        assert!(prometheus_value(&failed).unwrap_err().contains("parse error"));
+        assert!(prometheus_value(&failed).expect_err("failed").contains("parse error"));
     }
 
     #[test]

@@ -530,7 +530,7 @@ impl TaskStore for SqliteStore {
                             .query_row(params![id, invoked_greenfield], task_from_row)
                             .map_err(map_err)?;
                         out.push(Claim::Claimed {
-                            task,
+                            task: Box::new(task),
                             previous_greenfield,
                         });
                     }

@@ -1,0 +1,456 @@
+//! End-to-end: the `sosw` binary against a temporary SQLite file, real worker processes and a real HTTP worker.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new(config: Value) -> Sandbox {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("sosw.json"),
+            serde_json::to_string_pretty(&config).expect("json"),
+        )
+        .expect("write config");
+        let s = Sandbox { dir };
+        s.ok(&["init"]);
+        s
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sosw"));
+        c.args(args)
+            .current_dir(self.path())
+            .env("SOSW_CONFIG", self.path().join("sosw.json"))
+            .env_remove("SOSW_STORE")
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("sosw runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "sosw {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).expect("JSON output")
+    }
+
+    /// Runs a failing command; returns (exit code, stderr).
+    fn fails(&self, args: &[&str]) -> (i32, String) {
+        let out = self.run(args);
+        assert!(!out.status.success(), "sosw {args:?} should fail");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    fn status(&self) -> Value {
+        self.json(&["status"])
+    }
+}
+
+fn worker(command: &str, extra: Value) -> Value {
+    let mut l = json!({"command": ["sh", "-c", command], "max_simultaneous_invocations": 10});
+    if let (Value::Object(l), Value::Object(e)) = (&mut l, extra) {
+        l.extend(e);
+    }
+    l
+}
+
+fn config(labourers: Value) -> Value {
+    json!({"task_config": {"labourers": labourers}})
+}
+
+#[test]
+fn a_task_through_its_whole_life_with_a_process_worker() {
+    let s = Sandbox::new(config(
+        json!({"w": worker("cat > event.json; echo '{\"pages\": 3}'", json!({}))}),
+    ));
+    let task = s.json(&["task", "create", "w", "--payload", r#"{"doc": "a.pdf"}"#]);
+    let id = task["task_id"].as_str().expect("id").to_string();
+    assert_eq!(id.len(), 32);
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(
+        (task["greenfield"].clone(), task["attempts"].clone()),
+        (json!(2000), json!(0))
+    );
+    assert_eq!(s.status()["w"]["queued"], json!(1));
+
+    let report = s.json(&["orchestrate"]);
+    assert_eq!(report["labourers"]["w"]["invoked"], json!(1));
+    assert_eq!(report["labourers"]["w"]["eco_status"], json!(4));
+    // The worker got the flat event on stdin, and its exit was reported before `orchestrate` returned.
+    let event: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path().join("event.json")).expect("event")).expect("json");
+    assert_eq!(event["doc"], json!("a.pdf"));
+    assert_eq!(event["task_id"], json!(id));
+    assert_eq!(s.status()["w"]["completed"], json!(1));
+
+    let scavenged = s.json(&["scavenge"]);
+    assert_eq!(scavenged["labourers"]["w"]["archived"], json!(1));
+    let shown = s.json(&["task", "show", &id]);
+    assert_eq!(shown["state"], json!("closed"));
+    assert_eq!(shown["task"]["result_pages"], json!(3));
+    assert_eq!(shown["task"]["labourer_id_task_status"], json!("w_1"));
+    let actions: Vec<&str> = shown["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(actions, vec!["created", "invoked", "marked_as_completed", "archived"]);
+    let status = s.status();
+    assert_eq!(
+        status["w"],
+        json!({"queued": 0, "running": 0, "expired": 0, "completed": 0, "retry_waiting": 0, "closed_completed": 1,
+               "closed_dead": 0, "eco_status": 4, "max_simultaneous_invocations": 10, "desired": 10})
+    );
+    let listed = s.json(&["task", "list", "--state", "closed"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert!(s
+        .json(&["task", "list", "--state", "queued"])
+        .as_array()
+        .expect("array")
+        .is_empty());
+}
+
+#[test]
+fn a_failing_worker_is_reported_and_its_task_stays_until_it_expires() {
+    let s = Sandbox::new(config(json!({"w": worker("echo 'no disk' >&2; exit 4", json!({}))})));
+    let id = s.ok(&["task", "create", "w"]).trim().to_string();
+    s.ok(&["orchestrate"]);
+    let t = s.json(&["task", "show", &id]);
+    assert_eq!(t["state"], json!("running"));
+    assert_eq!(t["task"]["failed_attempts"], json!(1));
+    assert_eq!(t["task"]["result_exit_code"], json!(4));
+    assert_eq!(t["task"]["result_stderr"], json!("no disk"));
+}
+
+#[test]
+fn a_self_reporting_worker_uses_sosw_complete() {
+    let script =
+        r#"cat >/dev/null; "$SOSW_BIN" complete "$SOSW_TASK_ID" --stats '{"rows": 9}' --result '{"url": "s3://b/k"}'"#;
+    let s = Sandbox::new(config(json!({"w": worker(script, json!({"report": "self"}))})));
+    let id = s.ok(&["task", "create", "w"]).trim().to_string();
+    s.ok(&["orchestrate"]);
+    let t = s.json(&["task", "show", &id]);
+    assert_eq!(t["state"], json!("completed"));
+    assert_eq!(
+        (t["task"]["stat_rows"].clone(), t["task"]["result_url"].clone()),
+        (json!(9), json!("s3://b/k"))
+    );
+}
+
+#[test]
+fn reports_on_unknown_or_uninvoked_tasks_fail_cleanly() {
+    let s = Sandbox::new(config(json!({"w": worker("true", json!({}))})));
+    let id = s.ok(&["task", "create", "w"]).trim().to_string();
+    let (code, err) = s.fails(&["complete", "0123456789abcdef0123456789abcdef"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("task `0123456789abcdef0123456789abcdef` not found"),
+        "{err}"
+    );
+    let (code, err) = s.fails(&["fail", &id]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has not been invoked"), "{err}");
+    let (code, err) = s.fails(&["complete", &id, "--stats", "{not json"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`--stats` is not valid JSON"), "{err}");
+    let (code, err) = s.fails(&["complete", &id, "--result", "[1]"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`--result` must be a JSON object"), "{err}");
+    // Nothing was written by any of them.
+    assert_eq!(s.status()["w"]["queued"], json!(1));
+    assert_eq!(s.json(&["task", "show", &id])["task"].get("failed_attempts"), None);
+    let (code, err) = s.fails(&["task", "show", "nope"]);
+    assert_eq!((code, err.contains("task `nope` not found")), (1, true), "{err}");
+}
+
+#[test]
+fn config_and_usage_errors_exit_2_and_name_the_problem() {
+    let s = Sandbox::new(config(json!({"w": worker("true", json!({}))})));
+    let (code, err) = s.fails(&["task", "create", "nobody"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown labourer `nobody`"), "{err}");
+    let (code, err) = s.fails(&["task", "create", "w", "--payload", "{oops"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`--payload` is not valid JSON"), "{err}");
+    let (code, _) = s.fails(&["no-such-command"]);
+    assert_eq!(code, 2);
+
+    std::fs::write(
+        s.path().join("bad.json"),
+        r#"{"task_config": {"labourers": {"w": {"command": "true", "max_attempts": 0}}}}"#,
+    )
+    .expect("write");
+    let (code, err) = s.fails(&["--config", "bad.json", "status"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`task_config.labourers.w.max_attempts`: must be at least 1, got 0"),
+        "{err}"
+    );
+    std::fs::write(s.path().join("broken.json"), "{").expect("write");
+    let (code, err) = s.fails(&["--config", "broken.json", "status"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("is not valid JSON"), "{err}");
+    let (code, err) = s.fails(&["--config", "missing.json", "status"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no config at `missing.json`"), "{err}");
+    let (code, err) = s.fails(&["--store", "dynamodb:", "status"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("AWS build"), "{err}");
+    let (code, err) = s.fails(&["--store", "sqlite:other.db", "status"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("sosw init"), "{err}");
+    let (code, err) = s.fails(&["run", "--interval", "0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`--interval`"), "{err}");
+}
+
+#[test]
+fn a_foreign_sqlite_file_is_not_touched() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("theirs.db");
+    let db = rusqlite::Connection::open(&path).expect("create");
+    db.execute_batch("CREATE TABLE important (x); INSERT INTO important VALUES (42);")
+        .expect("fill");
+    drop(db);
+    let out = Command::new(env!("CARGO_BIN_EXE_sosw"))
+        .args(["--store", &format!("sqlite:{}", path.display()), "init"])
+        .current_dir(dir.path())
+        .env_remove("SOSW_CONFIG")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not create"));
+    let db = rusqlite::Connection::open(&path).expect("open");
+    let x: i64 = db
+        .query_row("SELECT x FROM important", [], |r| r.get(0))
+        .expect("still there");
+    assert_eq!(x, 42);
+    let tables: i64 = db
+        .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'", [], |r| {
+            r.get(0)
+        })
+        .expect("count");
+    assert_eq!(tables, 1, "nothing was added");
+}
+
+#[test]
+fn the_seed_config_loads_and_lambda_labourers_are_a_clear_error() {
+    let seed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed-orchestrator.json");
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(seed).expect("seed")).expect("json");
+    let s = Sandbox::new(config);
+    // Status works: the CloudWatch metric cannot be read here, so the labourer counts as Bad, with a warning.
+    let out = s.run(&["--json", "status"]);
+    assert!(out.status.success());
+    let status: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (
+            status["some_function"]["eco_status"].clone(),
+            status["some_function"]["desired"].clone()
+        ),
+        (json!(0), json!(0))
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs sosw's AWS build"));
+    let (code, err) = s.fails(&["orchestrate"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("labourer `some_function`") && err.contains("AWS Lambda"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_python_style_config_directory_is_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = dir.path().join(".config");
+    std::fs::create_dir(&cfg).expect("mkdir");
+    std::fs::write(
+        cfg.join("sosw_essential_config.json"),
+        r#"{"task_config": {"labourers": {"w": {"command": "true", "max_simultaneous_invocations": 2}}}}"#,
+    )
+    .expect("write");
+    std::fs::write(
+        cfg.join("sosw_orchestrator_config.json"),
+        r#"{"task_config": {"labourers": {"w": {"max_simultaneous_invocations": 7}}}}"#,
+    )
+    .expect("write");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sosw"))
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .current_dir(dir.path())
+            .output()
+            .expect("runs")
+    };
+    assert!(run(&["init"]).status.success());
+    let out = run(&["--json", "status"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        status["w"]["max_simultaneous_invocations"],
+        json!(7),
+        "the orchestrator's own file wins"
+    );
+    assert!(
+        cfg.join("sosw.db").exists(),
+        "the store defaults to sosw.db beside the config"
+    );
+}
+
+#[test]
+fn two_orchestrators_on_one_file_never_invoke_a_task_twice() {
+    let s = Sandbox::new(config(
+        json!({"w": worker("cat >/dev/null; echo \"$SOSW_TASK_ID\" >> invoked.log", json!({"max_simultaneous_invocations": 1000}))}),
+    ));
+    s.ok(&["task", "create", "w", "--count", "300"]);
+    let spawn = || {
+        s.cmd(&["--json", "orchestrate"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().expect("a"), b.wait_with_output().expect("b"));
+    assert!(a.status.success() && b.status.success());
+    let invoked = |o: &Output| -> u64 {
+        let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+        v["labourers"]["w"]["invoked"].as_u64().expect("count")
+    };
+    assert_eq!(invoked(&a) + invoked(&b), 300);
+    let log = std::fs::read_to_string(s.path().join("invoked.log")).expect("log");
+    let lines: Vec<&str> = log.lines().collect();
+    let unique: std::collections::HashSet<&&str> = lines.iter().collect();
+    assert_eq!(lines.len(), 300, "every task ran once");
+    assert_eq!(unique.len(), 300, "no task ran twice");
+    assert_eq!(s.status()["w"]["completed"], json!(300));
+}
+
+#[test]
+fn the_daemon_runs_until_sigterm_and_finishes_its_pass() {
+    let s = Sandbox::new(config(
+        json!({"w": worker("cat >/dev/null", json!({"max_simultaneous_invocations": 50}))}),
+    ));
+    s.ok(&["task", "create", "w", "--count", "120"]);
+    let mut daemon = s.cmd(&["run", "--interval", "0.1"]).spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // Waiting for an outcome of a real daemon: poll its observable state, bounded.
+    while s.status()["w"]["closed_completed"] != json!(120) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not finish: {}",
+            s.status()
+        );
+        std::thread::yield_now();
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    let status = daemon.wait().expect("wait");
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+}
+
+mod http_worker {
+    use super::*;
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use std::sync::{Arc, Mutex};
+
+    type Seen = Arc<Mutex<Vec<Value>>>;
+
+    fn serve() -> (String, Seen) {
+        let seen: Seen = Arc::default();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = Router::new()
+            .route(
+                "/sync",
+                post(|Json(v): Json<Value>| async move { Json(json!({"echo": v["n"]})) }),
+            )
+            .route(
+                "/async",
+                post({
+                    let seen = seen.clone();
+                    move |Json(v): Json<Value>| async move {
+                        seen.lock().expect("lock").push(v);
+                        StatusCode::ACCEPTED
+                    }
+                }),
+            )
+            .route(
+                "/busy",
+                post(|| async { (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "30")]) }),
+            );
+        std::thread::spawn(move || rt.block_on(async move { axum::serve(listener, app).await.expect("serve") }));
+        (format!("http://{addr}"), seen)
+    }
+
+    #[test]
+    fn http_workers_sync_async_and_throttled() {
+        let (base, seen) = serve();
+        let s = Sandbox::new(config(json!({
+            "sync": {"url": format!("{base}/sync"), "mode": "sync"},
+            "async": {"url": format!("{base}/async")},
+            "busy": {"url": format!("{base}/busy")}
+        })));
+        let sync = s.json(&["task", "create", "sync", "--payload", r#"{"n": 5}"#]);
+        let asynchronous = s.json(&["task", "create", "async", "--payload", r#"{"n": 6}"#]);
+        let busy = s.json(&["task", "create", "busy"]);
+        let report = s.json(&["orchestrate"]);
+        assert_eq!(report["labourers"]["sync"]["finished_sync"], json!(1));
+        assert_eq!(report["labourers"]["async"]["invoked"], json!(1));
+        assert_eq!(report["labourers"]["busy"]["throttled"], json!(1));
+
+        let t = s.json(&["task", "show", sync["task_id"].as_str().expect("id")]);
+        assert_eq!(
+            (t["state"].clone(), t["task"]["result_echo"].clone()),
+            (json!("completed"), json!(5))
+        );
+
+        let async_id = asynchronous["task_id"].as_str().expect("id");
+        assert_eq!(seen.lock().expect("lock")[0]["task_id"], json!(async_id));
+        assert_eq!(s.json(&["task", "show", async_id])["state"], json!("running"));
+        s.ok(&["complete", async_id]);
+        assert_eq!(s.json(&["task", "show", async_id])["state"], json!("completed"));
+
+        let b = s.json(&["task", "show", busy["task_id"].as_str().expect("id")]);
+        assert_eq!(
+            (
+                b["state"].clone(),
+                b["task"]["attempts"].clone(),
+                b["task"]["greenfield"].clone()
+            ),
+            (json!("queued"), json!(0), json!(2000))
+        );
+    }
+}
