@@ -204,3 +204,31 @@ mod tests {
         assert_eq!(d(FailureKind::Unknown, 1), AfterFailure::LeaveRunning);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn retry_while_attempts_remain(attempts in 0u32..20, max in 1u32..20, max_duration in 1i64..100_000, now in 0i64..2_000_000_000) {
+            match decide_expired(attempts, max, max_duration, Backoff::Linear, now) {
+                ExpiredDecision::Retry { delay, desired_launch_time } => {
+                    prop_assert!(attempts < max);
+                    prop_assert_eq!(delay, max_duration * i64::from(attempts));
+                    prop_assert_eq!(desired_launch_time, now + delay);
+                }
+                ExpiredDecision::Dead => prop_assert!(attempts >= max),
+            }
+        }
+
+        #[test]
+        fn never_more_than_the_limit(max in 0u32..100_000, status in 0u8..5, c in proptest::array::uniform5(0.0f64..=1.0), running in 0u64..200_000) {
+            let status = EcoStatus::try_from(status).expect("0..4");
+            let desired = desired_invocations(max, status, &Coefficients(c));
+            prop_assert!(desired <= max);
+            prop_assert!(u64::from(to_invoke(desired, running)) + running.min(u64::from(desired)) <= u64::from(desired));
+        }
+    }
+}

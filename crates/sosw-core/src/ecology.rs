@@ -282,3 +282,43 @@ mod tests {
         assert_eq!(labourer_status([]), High);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Valid feelings: distinct statuses with thresholds ordered for `op`.
+    fn feelings() -> impl Strategy<Value = Feelings> {
+        (
+            proptest::sample::subsequence(vec![1u8, 2, 3, 4], 1..=4),
+            proptest::collection::vec(0.1f64..100.0, 4),
+            0usize..4,
+        )
+            .prop_map(|(statuses, mut gaps, op)| {
+                let op = [Comparison::Lt, Comparison::Le, Comparison::Gt, Comparison::Ge][op];
+                gaps.truncate(statuses.len());
+                // From the best status down, thresholds get worse: higher for lower-is-better, lower otherwise.
+                let mut t = 0.0;
+                let levels = statuses
+                    .iter()
+                    .rev()
+                    .zip(gaps)
+                    .map(|(s, gap)| {
+                        t += gap;
+                        let threshold = if op.lower_is_better() { t } else { -t };
+                        (EcoStatus::try_from(*s).expect("1..4"), threshold)
+                    })
+                    .collect();
+                Feelings::new(levels, op).expect("valid by construction")
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn a_worse_value_never_feels_better(f in feelings(), a in -500.0f64..500.0, b in -500.0f64..500.0) {
+            let (better, worse) = if f.comparison().lower_is_better() { (a.min(b), a.max(b)) } else { (a.max(b), a.min(b)) };
+            prop_assert!(f.health(better) >= f.health(worse));
+        }
+    }
+}

@@ -312,3 +312,53 @@ mod tests {
         assert!(!is_queue_position(100_000, Time::from_secs(100_000)));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn tail_positions_climb_by_step_and_stay_queued(
+            newest in proptest::option::of(-1_000_000i64..1_000_000_000),
+            step in 1i64..10_000,
+            n in 0usize..500,
+            now in 1_000_000_000i64..2_000_000_000,
+        ) {
+            match tail_positions("w", newest, step, n, Time::from_secs(now)) {
+                Ok(p) => {
+                    prop_assert_eq!(p.len(), n);
+                    let base = newest.unwrap_or(step);
+                    for (i, g) in p.iter().enumerate() {
+                        prop_assert_eq!(*g, base + step * (i as i64 + 1));
+                        prop_assert!(*g < now, "a new task is queued");
+                    }
+                }
+                Err(GreenfieldError::QueueFull { position, .. }) => prop_assert!(position >= now),
+            }
+        }
+
+        #[test]
+        fn head_positions_go_below_the_oldest(oldest in proptest::option::of(-1_000_000i64..1_000_000_000), n in 0usize..100) {
+            let p = head_positions(oldest, DEFAULT_TASK_STEP, n);
+            let base = oldest.unwrap_or(DEFAULT_TASK_STEP);
+            prop_assert!(p.windows(2).all(|w| w[1] == w[0] - 1));
+            prop_assert!(p.iter().all(|g| *g < base));
+        }
+
+        #[test]
+        fn every_greenfield_is_in_exactly_one_state(
+            g in proptest::num::i64::ANY,
+            now in 0i64..4_000_000_000,
+            duration in 1i64..100_000,
+            cooldown in 0i64..100_000,
+        ) {
+            let m = Markers::new(Time::from_secs(now), DEFAULT_INVOCATION_DELTA, duration, cooldown);
+            let states = [TaskState::Queued, TaskState::Expired, TaskState::Running];
+            let holding: Vec<_> = states.iter().filter(|s| { let (r, _) = s.range(&m); r.lo <= g && g <= r.hi }).collect();
+            prop_assert_eq!(holding.len(), 1);
+            prop_assert_eq!(*holding[0], m.classify(g, false));
+        }
+    }
+}
