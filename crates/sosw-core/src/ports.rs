@@ -65,11 +65,10 @@ pub struct CreateReport {
 }
 
 /// The result of claiming one queued task for invocation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// The task moved to the invoked range; `task` is the row after the move, `previous_greenfield` its queue
-    /// position before it (needed to put it back if the invocation is throttled).
-    Claimed { task: Box<Task>, previous_greenfield: i64 },
+    /// The task moved from `previous_greenfield` (its queue position) to the invoked range, with one more attempt.
+    Claimed { task_id: String, previous_greenfield: i64 },
     /// Someone else claimed, completed, moved or deleted it first.
     Lost { task_id: String },
 }
@@ -143,12 +142,14 @@ pub trait TaskStore: Send + Sync + Debug {
     /// The head of a labourer's queue: `greenfield < start`, not completed, in ascending greenfield order.
     async fn next_queued(&self, labourer: &str, start: i64, limit: usize) -> StoreResult<Vec<Task>>;
 
-    /// For each id, atomically: if it is still queued (`greenfield < start`, not completed), set
-    /// `greenfield = invoked_greenfield` and `attempts += 1`. One result per id, in order.
+    /// For each `(task_id, greenfield as read)`, atomically: if the row is still at that greenfield, queued
+    /// (`greenfield < start`) and not completed, set `greenfield = invoked_greenfield` and `attempts += 1`. One result
+    /// per task, in order. (Python sosw's guard is `greenfield < start`; requiring the greenfield as read is
+    /// stricter, so Rust and Python orchestrators still never invoke one task twice.)
     async fn claim(
         &self,
         labourer: &str,
-        task_ids: &[String],
+        tasks: &[(String, i64)],
         start: i64,
         invoked_greenfield: i64,
     ) -> StoreResult<Vec<Claim>>;

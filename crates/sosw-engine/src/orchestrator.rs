@@ -198,8 +198,8 @@ impl Orchestrator {
         if queued.is_empty() {
             return (r, Vec::new());
         }
-        let ids: Vec<String> = queued.iter().map(|t| t.task_id.clone()).collect();
-        let claims = match self.store.claim(&l.id, &ids, markers.start, markers.invoked).await {
+        let read: Vec<(String, i64)> = queued.iter().map(|t| (t.task_id.clone(), t.greenfield)).collect();
+        let claims = match self.store.claim(&l.id, &read, markers.start, markers.invoked).await {
             Ok(c) => c,
             Err(e) => {
                 r.errors.push(format!("claiming tasks: {e}"));
@@ -218,13 +218,22 @@ impl Orchestrator {
                     (Outcome::Conflict, Vec::new())
                 }
                 Claim::Claimed {
-                    task,
+                    task_id,
                     previous_greenfield,
-                } => {
-                    let queued_task = before.get(task.task_id.as_str()).copied().unwrap_or(&task);
-                    self.invoke_one(l, invoker.as_ref(), queued_task, &task, previous_greenfield, now)
-                        .await
-                }
+                } => match before.get(task_id.as_str()) {
+                    Some(queued) => {
+                        // The row as the claim left it: at the invoked marker, with one more attempt.
+                        let mut claimed = (*queued).clone();
+                        claimed.greenfield = markers.invoked;
+                        claimed.attempts += 1;
+                        self.invoke_one(l, invoker.as_ref(), queued, &claimed, previous_greenfield, now)
+                            .await
+                    }
+                    None => (
+                        Outcome::Error(format!("the store claimed `{task_id}`, which was not asked for")),
+                        Vec::new(),
+                    ),
+                },
             }
         }))
         .await;

@@ -500,42 +500,32 @@ impl TaskStore for SqliteStore {
     async fn claim(
         &self,
         labourer: &str,
-        task_ids: &[String],
+        tasks: &[(String, i64)],
         start: i64,
         invoked_greenfield: i64,
     ) -> StoreResult<Vec<Claim>> {
         let labourer = labourer.to_string();
-        let ids = task_ids.to_vec();
+        let tasks = tasks.to_vec();
         self.write(move |tx| {
-            let mut before = tx
+            let mut update = tx
                 .prepare_cached(
-                    "SELECT greenfield FROM tasks WHERE task_id = ?1 AND labourer_id = ?2 AND greenfield < ?3 \
-                     AND completed_at IS NULL",
+                    "UPDATE tasks SET greenfield = ?4, attempts = attempts + 1 WHERE task_id = ?1 AND labourer_id = ?2 \
+                     AND greenfield = ?3 AND greenfield < ?5 AND completed_at IS NULL",
                 )
                 .map_err(map_err)?;
-            let mut update = tx
-                .prepare_cached(&format!(
-                    "UPDATE tasks SET greenfield = ?2, attempts = attempts + 1 WHERE task_id = ?1 RETURNING {COLS}"
-                ))
-                .map_err(map_err)?;
-            let mut out = Vec::with_capacity(ids.len());
-            for id in &ids {
-                let previous: Option<i64> = before
-                    .query_row(params![id, labourer, start], |r| r.get(0))
-                    .optional()
+            let mut out = Vec::with_capacity(tasks.len());
+            for (id, read) in &tasks {
+                let changed = update
+                    .execute(params![id, labourer, read, invoked_greenfield, start])
                     .map_err(map_err)?;
-                match previous {
-                    Some(previous_greenfield) => {
-                        let task = update
-                            .query_row(params![id, invoked_greenfield], task_from_row)
-                            .map_err(map_err)?;
-                        out.push(Claim::Claimed {
-                            task: Box::new(task),
-                            previous_greenfield,
-                        });
+                out.push(if changed == 1 {
+                    Claim::Claimed {
+                        task_id: id.clone(),
+                        previous_greenfield: *read,
                     }
-                    None => out.push(Claim::Lost { task_id: id.clone() }),
-                }
+                } else {
+                    Claim::Lost { task_id: id.clone() }
+                });
             }
             Ok(out)
         })
@@ -614,6 +604,21 @@ impl TaskStore for SqliteStore {
         let id = task_id.to_string();
         let report = report.clone();
         self.write(move |tx| {
+            if report.stats.is_empty() && report.result.is_empty() {
+                // Nothing to merge: one conditional statement does it.
+                let done = tx
+                    .prepare_cached(&format!(
+                        "UPDATE tasks SET completed_at = COALESCE(completed_at, ?2) WHERE task_id = ?1 AND attempts >= 1 \
+                         RETURNING {COLS}"
+                    ))
+                    .map_err(map_err)?
+                    .query_row(params![id, now.secs()], task_from_row)
+                    .optional()
+                    .map_err(map_err)?;
+                if let Some(t) = done {
+                    return Ok(Completion::Live(t));
+                }
+            }
             if let Some(mut t) = select_one(tx, "tasks", &id)? {
                 if t.attempts == 0 {
                     return Err(not_invoked(&id));

@@ -36,11 +36,26 @@ async fn create(store: &dyn TaskStore, labourer: &str, ids: &[&str]) -> Vec<i64>
     report.created.iter().map(|t| t.greenfield).collect()
 }
 
-/// Claims `ids` at `now`, asserting each is claimed; returns the invoked greenfield.
+/// `(task_id, greenfield as stored now)` for `ids` (a missing task gets greenfield 0).
+async fn as_read(store: &dyn TaskStore, ids: &[&str]) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for id in ids {
+        let g = store.get(id).await.expect("get").map_or(0, |t| t.task.greenfield);
+        out.push((id.to_string(), g));
+    }
+    out
+}
+
+/// Claims `ids` as they are now, for a pass starting at `start`, moving them to `invoked`.
+async fn claim(store: &dyn TaskStore, labourer: &str, ids: &[&str], start: i64, invoked: i64) -> Vec<Claim> {
+    let read = as_read(store, ids).await;
+    store.claim(labourer, &read, start, invoked).await.expect("claim")
+}
+
+/// Claims `ids` at `at`, asserting each is claimed; returns the invoked greenfield.
 async fn claim_all(store: &dyn TaskStore, labourer: &str, ids: &[&str], at: i64) -> i64 {
     let invoked = at + D;
-    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    for c in store.claim(labourer, &ids, at, invoked).await.expect("claim") {
+    for c in claim(store, labourer, ids, at, invoked).await {
         assert!(matches!(c, Claim::Claimed { .. }), "expected a claim, got {c:?}");
     }
     invoked
@@ -175,48 +190,61 @@ pub async fn next_queued_is_fifo_with_a_strict_bound(h: &Harness) {
 pub async fn claim_is_conditional(h: &Harness) {
     let s = h.store.as_ref();
     create(s, "w", &["a", "b"]).await;
-    let ids = vec!["a".to_string(), "missing".to_string(), "b".to_string()];
-    let claims = s.claim("w", &ids, NOW, NOW + D).await.expect("claim");
-    assert_eq!(claims.len(), 3);
-    match &claims[0] {
-        Claim::Claimed {
-            task,
-            previous_greenfield,
-        } => {
-            assert_eq!(task.task_id, "a");
-            assert_eq!(task.greenfield, NOW + D);
-            assert_eq!(task.attempts, 1);
-            assert_eq!(*previous_greenfield, 2000);
-        }
-        other => panic!("expected a claim, got {other:?}"),
-    }
+    let claims = claim(s, "w", &["a", "missing", "b"], NOW, NOW + D).await;
     assert_eq!(
-        claims[1],
-        Claim::Lost {
-            task_id: "missing".into()
-        }
+        claims,
+        vec![
+            Claim::Claimed {
+                task_id: "a".into(),
+                previous_greenfield: 2000
+            },
+            Claim::Lost {
+                task_id: "missing".into()
+            },
+            Claim::Claimed {
+                task_id: "b".into(),
+                previous_greenfield: 3000
+            },
+        ]
     );
-    assert!(matches!(claims[2], Claim::Claimed { .. }));
+    let a = s.get("a").await.expect("get").expect("a");
+    assert_eq!((a.task.greenfield, a.task.attempts), (NOW + D, 1));
     // Already invoked: lost, and nothing changes.
-    let again = s
-        .claim("w", &["a".to_string()], NOW + 1, NOW + 1 + D)
-        .await
-        .expect("claim");
-    assert_eq!(again, vec![Claim::Lost { task_id: "a".into() }]);
+    assert_eq!(
+        claim(s, "w", &["a"], NOW + 1, NOW + 1 + D).await,
+        vec![Claim::Lost { task_id: "a".into() }]
+    );
     let a = s.get("a").await.expect("get").expect("a");
     assert_eq!((a.task.greenfield, a.task.attempts), (NOW + D, 1));
     // Another labourer's claim on it is lost too.
-    create(s, "w", &["c"]).await;
+    create(s, "w", &["c", "d"]).await;
     assert_eq!(
-        s.claim("v", &["c".to_string()], NOW, NOW + D).await.expect("claim"),
+        claim(s, "v", &["c"], NOW, NOW + D).await,
         vec![Claim::Lost { task_id: "c".into() }]
     );
+    // Read at another greenfield (it moved since): lost, and nothing changes.
+    let stale = s
+        .claim("w", &[("c".to_string(), 1)], NOW, NOW + D)
+        .await
+        .expect("claim");
+    assert_eq!(stale, vec![Claim::Lost { task_id: "c".into() }]);
+    // Not queued for a pass that starts before its position (`greenfield < start` is strict).
+    assert_eq!(
+        claim(s, "w", &["d"], 2000, 2000 + D).await,
+        vec![Claim::Lost { task_id: "d".into() }]
+    );
+    let c = s.get("c").await.expect("get").expect("c");
+    assert_eq!((c.task.attempts, c.place), (0, Place::Live));
 }
 
 pub async fn concurrent_claims_never_double(h: &Harness) {
     let ids: Vec<String> = (0..60).map(|i| format!("task{i:03}")).collect();
     let tasks: Vec<NewTask> = ids.iter().map(|id| new_task(id, "w")).collect();
     h.store.create_tasks(&tasks, STEP, now()).await.expect("create");
+    // task000 is at 2000, task001 at 3000, ...
+    fn position(id: &str) -> i64 {
+        2000 + STEP * id.trim_start_matches("task").parse::<i64>().expect("numbered")
+    }
     let mut handles = Vec::new();
     for worker in 0..8_i64 {
         let store: Arc<dyn TaskStore> = h.store.clone();
@@ -225,13 +253,15 @@ pub async fn concurrent_claims_never_double(h: &Harness) {
         handles.push(tokio::spawn(async move {
             let mut won = Vec::new();
             for chunk in mine.chunks(5) {
+                // Everyone read the queue before anyone claimed: every task at its first position.
+                let read: Vec<(String, i64)> = chunk.iter().map(|id| (id.clone(), position(id))).collect();
                 for c in store
-                    .claim("w", chunk, NOW + worker, NOW + worker + D)
+                    .claim("w", &read, NOW + worker, NOW + worker + D)
                     .await
                     .expect("claim")
                 {
-                    if let Claim::Claimed { task, .. } = c {
-                        won.push(task.task_id);
+                    if let Claim::Claimed { task_id, .. } = c {
+                        won.push(task_id);
                     }
                 }
             }
@@ -296,7 +326,7 @@ pub async fn running_and_expired_bounds(h: &Harness) {
     ];
     create(s, "w", &cases.map(|(id, _)| id)).await;
     for (id, g) in cases {
-        let c = s.claim("w", &[id.to_string()], NOW, g).await.expect("claim");
+        let c = claim(s, "w", &[id], NOW, g).await;
         assert!(matches!(c[0], Claim::Claimed { .. }), "{id}");
     }
     create(s, "w", &["queued"]).await;
@@ -632,14 +662,7 @@ pub async fn counts_and_listing(h: &Harness) {
     .await;
     create(s, "v", &["other"]).await;
     claim_all(s, "w", &["run", "done", "closed_ok"], NOW).await;
-    s.claim(
-        "w",
-        &["exp".into(), "retry".into(), "closed_dead".into()],
-        NOW,
-        m.expired,
-    )
-    .await
-    .expect("claim");
+    claim(s, "w", &["exp", "retry", "closed_dead"], NOW, m.expired).await;
     s.complete("done", now(), &WorkerReport::default())
         .await
         .expect("complete");
