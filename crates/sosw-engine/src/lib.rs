@@ -51,6 +51,22 @@ impl Wiring {
     }
 }
 
+/// A pass report as JSON: `{"at": ..., "labourers": {"<id>": {...}}}`, each labourer's row without its id.
+pub(crate) fn report_json<T: serde::Serialize>(
+    at: i64,
+    rows: impl IntoIterator<Item = (String, T)>,
+) -> serde_json::Value {
+    let mut labourers = serde_json::Map::new();
+    for (id, row) in rows {
+        let mut v = serde_json::to_value(row).unwrap_or(serde_json::Value::Null);
+        if let serde_json::Value::Object(o) = &mut v {
+            o.remove("labourer_id");
+        }
+        labourers.insert(id, v);
+    }
+    serde_json::json!({"at": at, "labourers": labourers})
+}
+
 /// Why an essential could not be built from its config.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {

@@ -13,7 +13,7 @@ use crate::worker_assistant::WorkerAssistant;
 use crate::{EngineError, Wiring};
 use futures::future::join_all;
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sosw_core::config::{Config, Labourer, DEAD_TASK_SUBJECT};
 use sosw_core::decide::{decide_after_failure, desired_invocations, to_invoke, AfterFailure, ExpiredDecision};
 use sosw_core::payload::worker_event;
@@ -76,15 +76,7 @@ pub struct OrchestratorReport {
 impl OrchestratorReport {
     /// `{"at": ..., "labourers": {"<id>": {...}}}`
     pub fn to_json(&self) -> Value {
-        let mut labourers = Map::new();
-        for l in &self.labourers {
-            let mut v = serde_json::to_value(l).unwrap_or(Value::Null);
-            if let Value::Object(o) = &mut v {
-                o.remove("labourer_id");
-            }
-            labourers.insert(l.labourer_id.clone(), v);
-        }
-        json!({"at": self.at, "labourers": labourers})
+        crate::report_json(self.at, self.labourers.iter().map(|l| (l.labourer_id.clone(), l)))
     }
 
     pub fn total_invoked(&self) -> u32 {

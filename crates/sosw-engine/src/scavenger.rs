@@ -10,7 +10,7 @@ use crate::Wiring;
 use futures::future::join_all;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sosw_core::config::{Config, Labourer, DEAD_TASK_SUBJECT};
 use sosw_core::decide::{decide_expired, ExpiredDecision};
 use sosw_core::greenfield::head_positions;
@@ -57,15 +57,7 @@ pub struct ScavengerReport {
 impl ScavengerReport {
     /// `{"at": ..., "labourers": {"<id>": {...}}}`
     pub fn to_json(&self) -> Value {
-        let mut labourers = Map::new();
-        for l in &self.labourers {
-            let mut v = serde_json::to_value(l).unwrap_or(Value::Null);
-            if let Value::Object(o) = &mut v {
-                o.remove("labourer_id");
-            }
-            labourers.insert(l.labourer_id.clone(), v);
-        }
-        json!({"at": self.at, "labourers": labourers})
+        crate::report_json(self.at, self.labourers.iter().map(|l| (l.labourer_id.clone(), l)))
     }
 
     /// Whether the pass moved anything.

@@ -5,14 +5,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sosw_core::config::{HttpMode, HttpSpec, MetricDetails};
 use sosw_core::decide::FailureKind;
 use sosw_core::ports::{InvokeOutcome, Invoker, MetricSource};
 use sosw_core::task::ReportKind;
-use sosw_core::{Task, Time};
+use sosw_core::Time;
 use sosw_local::http::HttpInvoker;
 use sosw_local::metrics::LocalMetrics;
+use sosw_testkit::fakes::sample_task;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -59,27 +60,12 @@ fn invoker(url: String, mode: HttpMode, timeout: f64) -> HttpInvoker {
     .expect("invoker")
 }
 
-fn task() -> Task {
-    Task {
-        task_id: "t1".into(),
-        labourer_id: "w".into(),
-        created_at: 1.0,
-        greenfield: 2000,
-        attempts: 1,
-        payload: "{}".into(),
-        completed_at: None,
-        failed_attempts: 0,
-        stats: Map::new(),
-        result: Map::new(),
-    }
-}
-
 #[tokio::test]
 async fn responses_map_to_outcomes() {
     let (base, seen) = server().await;
     let call = |path: &str, mode| {
         let inv = invoker(format!("{base}{path}"), mode, 0.5);
-        async move { inv.invoke(&task(), r#"{"task_id": "t1", "a": 1}"#).await }
+        async move { inv.invoke(&sample_task("t1"), r#"{"task_id": "t1", "a": 1}"#).await }
     };
     assert_eq!(call("/accept", HttpMode::Async).await, Ok(InvokeOutcome::Accepted));
     let (headers, body) = seen.lock().expect("lock")[0].clone();
@@ -132,7 +118,7 @@ async fn a_refused_connection_is_transient() {
     let addr = listener.local_addr().expect("addr");
     drop(listener);
     let err = invoker(format!("http://{addr}/run"), HttpMode::Async, 1.0)
-        .invoke(&task(), "{}")
+        .invoke(&sample_task("t1"), "{}")
         .await
         .expect_err("refused");
     assert_eq!(err.kind, FailureKind::Transient, "{}", err.message);

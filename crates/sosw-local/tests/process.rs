@@ -1,13 +1,14 @@
 //! The process invoker against real child processes.
 
 use async_trait::async_trait;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sosw_core::config::{ProcessSpec, ReportMode};
 use sosw_core::decide::FailureKind;
 use sosw_core::ports::{InvokeOutcome, Invoker, StoreResult, TaskReporter};
 use sosw_core::task::ReportKind;
-use sosw_core::{Task, WorkerReport};
+use sosw_core::WorkerReport;
 use sosw_local::process::{ProcessInvoker, Supervisor};
+use sosw_testkit::fakes::sample_task;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,21 +43,6 @@ fn spec(script: &str) -> ProcessSpec {
     }
 }
 
-fn task(id: &str) -> Task {
-    Task {
-        task_id: id.into(),
-        labourer_id: "w".into(),
-        created_at: 1.0,
-        greenfield: 2000,
-        attempts: 1,
-        payload: "{}".into(),
-        completed_at: None,
-        failed_attempts: 0,
-        stats: Map::new(),
-        result: Map::new(),
-    }
-}
-
 async fn run(spec: ProcessSpec, event: &str) -> Arc<Reports> {
     let reports = Arc::new(Reports::default());
     let sup = Supervisor::new(reports.clone());
@@ -68,7 +54,7 @@ async fn run(spec: ProcessSpec, event: &str) -> Arc<Reports> {
     )
     .expect("invoker");
     assert_eq!(
-        inv.invoke(&task("t1"), event).await.expect("spawned"),
+        inv.invoke(&sample_task("t1"), event).await.expect("spawned"),
         InvokeOutcome::Accepted
     );
     assert_eq!(sup.drain(Duration::from_secs(30)).await, 0, "the worker finished");
@@ -143,8 +129,8 @@ async fn invoke_does_not_wait_for_the_worker() {
     let sup = Supervisor::new(reports.clone());
     let inv = ProcessInvoker::new("w", spec("read line; echo done"), vec![], sup.clone()).expect("invoker");
     // The worker waits for a line on stdin that the event (no newline) never completes... until stdin closes.
-    inv.invoke(&task("a"), "{}").await.expect("spawned");
-    inv.invoke(&task("b"), "{}").await.expect("spawned");
+    inv.invoke(&sample_task("a"), "{}").await.expect("spawned");
+    inv.invoke(&sample_task("b"), "{}").await.expect("spawned");
     assert_eq!(sup.drain(Duration::from_secs(30)).await, 0);
     assert_eq!(reports.0.lock().expect("lock").len(), 2);
 }
@@ -154,7 +140,7 @@ async fn drain_gives_up_after_the_grace_period() {
     let reports = Arc::new(Reports::default());
     let sup = Supervisor::new(reports.clone());
     let inv = ProcessInvoker::new("w", spec("sleep 30"), vec![], sup.clone()).expect("invoker");
-    inv.invoke(&task("a"), "{}").await.expect("spawned");
+    inv.invoke(&sample_task("a"), "{}").await.expect("spawned");
     assert_eq!(sup.active(), 1);
     assert_eq!(
         sup.drain(Duration::from_millis(50)).await,
@@ -185,7 +171,7 @@ async fn a_spawn_failure_is_transient() {
     s.command = vec![script.display().to_string()];
     // Exists but is not executable: found at config time, fails at spawn.
     let inv = ProcessInvoker::new("w", s, vec![], sup).expect("invoker");
-    let err = inv.invoke(&task("a"), "{}").await.expect_err("cannot spawn");
+    let err = inv.invoke(&sample_task("a"), "{}").await.expect_err("cannot spawn");
     assert_eq!(err.kind, FailureKind::Transient);
     assert!(err.message.contains("cannot start"), "{}", err.message);
     let _ = std::fs::remove_dir_all(dir);

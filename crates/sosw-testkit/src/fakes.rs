@@ -125,3 +125,19 @@ impl Notifier for RecordingNotifier {
         Ok(())
     }
 }
+
+/// A live task of labourer `w` at queue position 2000, invoked once, with an empty payload.
+pub fn sample_task(task_id: &str) -> Task {
+    Task {
+        task_id: task_id.into(),
+        labourer_id: "w".into(),
+        created_at: 1.0,
+        greenfield: 2000,
+        attempts: 1,
+        payload: "{}".into(),
+        completed_at: None,
+        failed_attempts: 0,
+        stats: serde_json::Map::new(),
+        result: serde_json::Map::new(),
+    }
+}
