@@ -558,7 +558,14 @@ async fn daemon(g: &Global, interval: Option<f64>) -> Result<()> {
         intervals.orchestrator_interval = i;
         intervals.scavenger_interval = i;
     }
-    tracing::info!(?intervals, store = %app.store_url, "sosw running; SIGINT or SIGTERM stops it");
+    eprintln!(
+        "sosw running: {} labourer(s), store {}, orchestrating every {} s and scavenging every {} s; Ctrl-C or SIGTERM \
+         stops it (-v shows each pass)",
+        app.config.labourers.len(),
+        app.store_url,
+        intervals.orchestrator_interval,
+        intervals.scavenger_interval
+    );
     let json = g.json;
     let (o, s) = sosw_engine::daemon::run(&orchestrator, &scavenger, app.clock.as_ref(), intervals, shutdown_signal(), |r| match r {
         PassReport::Orchestrator(r) => {
@@ -582,6 +589,6 @@ async fn daemon(g: &Global, interval: Option<f64>) -> Result<()> {
     })
     .await;
     reap(&supervisor, app.config.daemon.shutdown_grace).await;
-    tracing::info!(orchestrator_passes = o, scavenger_passes = s, "stopped");
+    eprintln!("sosw stopped after {o} orchestrator and {s} scavenger passes");
     Ok(())
 }
