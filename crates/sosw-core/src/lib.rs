@@ -8,6 +8,7 @@
 //! - [`ecology`]: eco statuses, feelings and the health of a labourer;
 //! - [`decide`]: how many tasks to invoke, retry-or-die, what to do after a failed invocation;
 //! - [`payload`]: task payload construction and the flat worker event;
+//! - [`schedule`]: a business job → the payloads of its tasks (dates, chunking);
 //! - [`config`]: the sosw JSON config shape, deep merge, validation with key paths;
 //! - [`ports`]: the traits adapters implement (`TaskStore`, `MetaSink`, `Invoker`, `MetricSource`, `Notifier`,
 //!   `TaskReporter`).
@@ -19,6 +20,7 @@ pub mod greenfield;
 pub mod meta;
 pub mod payload;
 pub mod ports;
+pub mod schedule;
 pub mod task;
 pub mod time;
 
