@@ -3,6 +3,7 @@
 use super::dates::{period_dates, Date};
 use super::JobError;
 use serde_json::{Map, Value};
+use std::ops::ControlFlow;
 
 /// The levels to chunk by, outermost first (`job_schema.chunkable_attrs`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -215,18 +216,43 @@ fn flat_values(value: &Value) -> Option<Vec<Value>> {
     }
 }
 
+/// Where tasks go as the walk produces them; `Break` stops the walk early.
+type Emit<'a> = dyn FnMut(Map<String, Value>) -> ControlFlow<()> + 'a;
+
+/// Why a walk ended early.
+#[derive(Debug)]
+enum Stop {
+    Job(JobError),
+    /// The receiver asked to stop (not an error).
+    Requested,
+}
+
+impl From<JobError> for Stop {
+    fn from(e: JobError) -> Stop {
+        Stop::Job(e)
+    }
+}
+
+fn send(emit: &mut Emit<'_>, task: Map<String, Value>) -> Result<(), Stop> {
+    match emit(task) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(Stop::Requested),
+    }
+}
+
 fn push_batches(
-    out: &mut Vec<Map<String, Value>>,
+    emit: &mut Emit<'_>,
     skeleton: &Map<String, Value>,
     plural: &str,
     values: Vec<Value>,
     size: usize,
-) {
+) -> Result<(), Stop> {
     for chunk in values.chunks(size.max(1)) {
         let mut task = skeleton.clone();
         task.insert(plural.to_string(), Value::Array(chunk.to_vec()));
-        out.push(task);
+        send(emit, task)?;
     }
+    Ok(())
 }
 
 fn walk(
@@ -235,15 +261,13 @@ fn walk(
     level: usize,
     inherited: &Map<String, Value>,
     path: &str,
-    out: &mut Vec<Map<String, Value>>,
-) -> Result<(), JobError> {
+    emit: &mut Emit<'_>,
+) -> Result<(), Stop> {
     let Some(attr) = attrs.get(level) else {
-        out.push(job);
-        return Ok(());
+        return send(emit, job);
     };
     let Some(key) = key_of(&job, attr, path)? else {
-        out.push(job);
-        return Ok(());
+        return send(emit, job);
     };
     let plural = format!("{attr}s");
     let flags = flags_at(inherited, &job);
@@ -260,8 +284,7 @@ fn walk(
             Some(values) => skeleton.insert(plural, Value::Array(values)),
             None => skeleton.insert(key, value),
         };
-        out.push(skeleton);
-        return Ok(());
+        return send(emit, skeleton);
     }
     let size = batch.unwrap_or(1);
     let objects = entries(&value);
@@ -276,53 +299,54 @@ fn walk(
                         "to chunk it, give a list of values or an object of values, got {}",
                         describe(other)
                     ),
-                })
+                }
+                .into())
             }
         };
-        push_batches(out, &skeleton, &plural, values, size);
-        return Ok(());
+        return push_batches(emit, &skeleton, &plural, values, size);
     }
     for m in objects {
         if m.values().all(Value::is_null) {
             push_batches(
-                out,
+                emit,
                 &skeleton,
                 &plural,
                 m.keys().cloned().map(Value::String).collect(),
                 size,
-            );
+            )?;
             continue;
         }
         for (name, sub) in m {
             let mut task = skeleton.clone();
             task.insert(plural.clone(), Value::Array(vec![Value::String(name.clone())]));
             match sub {
-                Value::Null => out.push(task),
+                Value::Null => send(emit, task)?,
                 Value::Object(sub) if level + 1 < attrs.len() => {
-                    let mut below = Vec::new();
+                    // The lower level's tasks, each on top of this level's task (the lower level's keys win).
+                    let mut on_top = |lower: Map<String, Value>| {
+                        let mut t = task.clone();
+                        t.extend(lower);
+                        emit(t)
+                    };
                     walk(
                         sub.clone(),
                         attrs,
                         level + 1,
                         &flags,
                         &format!("{here}.{name}"),
-                        &mut below,
+                        &mut on_top,
                     )?;
-                    for lower in below {
-                        let mut t = task.clone();
-                        t.extend(lower);
-                        out.push(t);
-                    }
                 }
                 Value::Object(sub) => {
                     task.extend(sub.clone());
-                    out.push(task);
+                    send(emit, task)?;
                 }
                 other => {
                     return Err(JobError::Invalid {
                         path: format!("{here}.{name}"),
                         reason: format!("expected an object or null, got {}", describe(other)),
-                    })
+                    }
+                    .into())
                 }
             }
         }
@@ -330,35 +354,41 @@ fn walk(
     Ok(())
 }
 
-/// The task payloads of a job body (without `lambda_name`): dates first, then each chunkable level. `today` is
-/// the date at the scheduling time in the configured zone.
+/// The task payloads of a job body (without `lambda_name`), all in memory. See [`chunk_each`].
 pub fn chunk(body: &Map<String, Value>, schema: &Schema, today: Date) -> Result<Vec<Map<String, Value>>, JobError> {
+    let mut out = Vec::new();
+    chunk_each(body, schema, today, &mut |t| {
+        out.push(t);
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
+}
+
+/// Produces the task payloads of a job body (without `lambda_name`) one at a time, in a deterministic order, without
+/// holding them: dates first (`period`, `isolate_days`), then each chunkable level. `today` is the date at the
+/// scheduling time in the configured zone. Returns how many were produced; `emit` may stop the walk with `Break`
+/// (that is not an error). An invalid job fails at the first offending value, possibly after producing tasks:
+/// callers that must write nothing for an invalid job run a counting pass first.
+pub fn chunk_each(
+    body: &Map<String, Value>,
+    schema: &Schema,
+    today: Date,
+    emit: &mut dyn FnMut(Map<String, Value>) -> ControlFlow<()>,
+) -> Result<u64, JobError> {
+    let mut count = 0u64;
+    let mut counted = |t: Map<String, Value>| {
+        count += 1;
+        emit(t)
+    };
     let mut job = body.clone();
     let period = job.remove("period");
     let isolate_days = match job.remove("isolate_days") {
         Some(v) => truthy("isolate_days", &v)?,
         None => false,
     };
-    let dated: Vec<Map<String, Value>> = match period {
-        None | Some(Value::Null) => vec![job],
-        Some(Value::String(p)) => {
-            let dates = period_dates(&p, today).ok_or_else(|| JobError::UnsupportedPeriod(p.clone()))?;
-            let list = |ds: &[Date]| Value::Array(ds.iter().map(|d| Value::String(d.to_string())).collect());
-            if isolate_days {
-                dates
-                    .iter()
-                    .map(|d| {
-                        let mut t = job.clone();
-                        t.insert("date_list".into(), list(std::slice::from_ref(d)));
-                        t
-                    })
-                    .collect()
-            } else {
-                let mut t = job;
-                t.insert("date_list".into(), list(&dates));
-                vec![t]
-            }
-        }
+    let dates = match period {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) => Some(period_dates(&p, today).ok_or_else(|| JobError::UnsupportedPeriod(p.clone()))?),
         Some(other) => {
             return Err(JobError::BadValue {
                 key: "period".into(),
@@ -367,11 +397,30 @@ pub fn chunk(body: &Map<String, Value>, schema: &Schema, today: Date) -> Result<
             })
         }
     };
-    let mut out = Vec::new();
+    let list = |ds: &[Date]| Value::Array(ds.iter().map(|d| Value::String(d.to_string())).collect());
+    let dated: Vec<Map<String, Value>> = match dates {
+        None => vec![job],
+        Some(dates) if isolate_days => dates
+            .iter()
+            .map(|d| {
+                let mut t = job.clone();
+                t.insert("date_list".into(), list(std::slice::from_ref(d)));
+                t
+            })
+            .collect(),
+        Some(dates) => {
+            job.insert("date_list".into(), list(&dates));
+            vec![job]
+        }
+    };
     for job in dated {
-        walk(job, &schema.chunkable_attrs, 0, &Map::new(), "", &mut out)?;
+        match walk(job, &schema.chunkable_attrs, 0, &Map::new(), "", &mut counted) {
+            Ok(()) => {}
+            Err(Stop::Requested) => break,
+            Err(Stop::Job(e)) => return Err(e),
+        }
     }
-    Ok(out)
+    Ok(count)
 }
 
 #[cfg(test)]

@@ -308,3 +308,32 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn chunk_each_streams_counts_and_stops_on_request() {
+    let job =
+        obj(json!({"period": "last_5_days", "isolate_days": true, "isolate_sections": true, "sections": ["a", "b"]}));
+    let mut seen = Vec::new();
+    let n = chunk_each(&job, &schema(&["section"]), today(), &mut |t| {
+        seen.push(t);
+        ControlFlow::Continue(())
+    })
+    .expect("chunks");
+    assert_eq!((n, seen.len()), (10, 10));
+    assert_eq!(
+        seen,
+        chunk(&job, &schema(&["section"]), today()).expect("chunks"),
+        "the same order as `chunk`"
+    );
+    let mut taken = 0;
+    let n = chunk_each(&job, &schema(&["section"]), today(), &mut |_| {
+        taken += 1;
+        if taken == 3 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .expect("stopping is not an error");
+    assert_eq!((n, taken), (3, 3));
+}
