@@ -127,7 +127,22 @@ pub struct LabourerCounts {
     pub closed_dead: u64,
 }
 
-/// The task tables: live (`sosw_tasks`), retry (`sosw_retry_tasks`) and closed (`sosw_closed_tasks`).
+/// How far the scheduling of a job has come (`sosw job show`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobProgress {
+    pub job_id: String,
+    pub labourer_id: String,
+    /// The tasks the job makes.
+    pub total: u64,
+    /// How many of them are known to be in the store (created by this run or an earlier one).
+    pub scheduled: u64,
+    pub started_at: Time,
+    pub updated_at: Time,
+    pub finished_at: Option<Time>,
+}
+
+/// The task tables: live (`sosw_tasks`), retry (`sosw_retry_tasks`) and closed (`sosw_closed_tasks`), and the
+/// progress of scheduled jobs.
 #[async_trait]
 pub trait TaskStore: Send + Sync + Debug {
     /// Creates the schema, or migrates it to this version. Idempotent.
@@ -206,6 +221,14 @@ pub trait TaskStore: Send + Sync + Debug {
     async fn labourer_ids(&self) -> StoreResult<Vec<String>>;
 
     async fn counts(&self, labourer: &str, markers: &Markers) -> StoreResult<LabourerCounts>;
+
+    /// Creates or replaces the progress record of a job.
+    async fn save_job(&self, job: &JobProgress) -> StoreResult<()>;
+
+    async fn get_job(&self, job_id: &str) -> StoreResult<Option<JobProgress>>;
+
+    /// The most recently updated jobs first.
+    async fn list_jobs(&self, limit: usize) -> StoreResult<Vec<JobProgress>>;
 }
 
 /// Where meta (audit) events go. Writing them is best-effort for the engine: a failure is logged, never aborts

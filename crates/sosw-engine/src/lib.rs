@@ -1,4 +1,4 @@
-//! The sosw essentials over the core ports: [`Orchestrator`], [`Scavenger`], [`WorkerAssistant`],
+//! The sosw essentials over the core ports: [`Orchestrator`], [`Scavenger`], [`Scheduler`], [`WorkerAssistant`],
 //! [`TaskManager`], with the [`MetaHandler`] audit trail and the [`EcologyManager`].
 //!
 //! Each essential has `run_once(now) -> Report`: one pass, with `now` given, so tests drive it with a manual clock.
@@ -11,6 +11,7 @@ pub mod ecology;
 pub mod meta;
 pub mod orchestrator;
 pub mod scavenger;
+pub mod scheduler;
 pub mod tasks;
 pub mod worker_assistant;
 
@@ -18,6 +19,7 @@ pub use ecology::EcologyManager;
 pub use meta::MetaHandler;
 pub use orchestrator::{LabourerOrchestration, Orchestrator, OrchestratorReport};
 pub use scavenger::{LabourerScavenge, Scavenger, ScavengerReport};
+pub use scheduler::{Plan, ScheduleError, ScheduleReport, Scheduler};
 pub use tasks::TaskManager;
 pub use worker_assistant::{WorkerAssistant, WorkerAssistantError};
 

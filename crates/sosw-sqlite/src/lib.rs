@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 use sosw_core::greenfield::tail_positions;
 use sosw_core::meta::{MetaAction, MetaEvent};
 use sosw_core::ports::{
-    ArchiveExpect, Claim, Completion, CreateReport, LabourerCounts, MetaSink, StoreError, StoreResult, Table,
-    TaskQuery, TaskStore,
+    ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts, MetaSink, StoreError, StoreResult,
+    Table, TaskQuery, TaskStore,
 };
 use sosw_core::task::closed_status;
 use sosw_core::{Markers, NewTask, Place, StoredTask, Task, Time, WorkerReport};
@@ -907,6 +907,55 @@ impl TaskStore for SqliteStore {
         .await
     }
 
+    async fn save_job(&self, job: &JobProgress) -> StoreResult<()> {
+        let j = job.clone();
+        self.write(move |tx| {
+            tx.prepare_cached(&format!(
+                "INSERT OR REPLACE INTO jobs ({JOB_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            ))
+            .map_err(map_err)?
+            .execute(params![
+                j.job_id,
+                j.labourer_id,
+                j.total as i64,
+                j.scheduled as i64,
+                j.started_at.millis(),
+                j.updated_at.millis(),
+                j.finished_at.map(Time::millis)
+            ])
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_job(&self, job_id: &str) -> StoreResult<Option<JobProgress>> {
+        let id = job_id.to_string();
+        self.run(move |conn| {
+            conn.prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE job_id = ?1"))
+                .map_err(map_err)?
+                .query_row([&id], job_from_row)
+                .optional()
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_jobs(&self, limit: usize) -> StoreResult<Vec<JobProgress>> {
+        self.run(move |conn| {
+            let mut st = conn
+                .prepare_cached(&format!(
+                    "SELECT {JOB_COLS} FROM jobs ORDER BY updated_at DESC, job_id LIMIT ?1"
+                ))
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([limit.min(i64::MAX as usize) as i64], job_from_row)
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
     async fn counts(&self, labourer: &str, markers: &Markers) -> StoreResult<LabourerCounts> {
         let labourer = labourer.to_string();
         let m = *markers;
@@ -950,6 +999,20 @@ impl TaskStore for SqliteStore {
         .await
     }
 }
+
+fn job_from_row(r: &Row<'_>) -> rusqlite::Result<JobProgress> {
+    Ok(JobProgress {
+        job_id: r.get(0)?,
+        labourer_id: r.get(1)?,
+        total: r.get::<_, i64>(2)? as u64,
+        scheduled: r.get::<_, i64>(3)? as u64,
+        started_at: Time::from_millis(r.get(4)?),
+        updated_at: Time::from_millis(r.get(5)?),
+        finished_at: r.get::<_, Option<i64>>(6)?.map(Time::from_millis),
+    })
+}
+
+const JOB_COLS: &str = "job_id, labourer_id, total, scheduled, started_at, updated_at, finished_at";
 
 #[async_trait]
 impl MetaSink for SqliteStore {
@@ -1044,6 +1107,29 @@ mod tests {
         )
         .map(|_| ())
         .map_err(map_err)
+    }
+
+    #[tokio::test]
+    async fn an_old_store_is_refused_until_migrated_and_keeps_its_data() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).expect("create");
+            conn.execute_batch(schema::migrations()[0]).expect("version 1");
+            conn.pragma_update(None, "user_version", 1).expect("version");
+            insert(&conn, "kept").expect("a task");
+        }
+        let err = SqliteStore::open(&path).expect_err("old");
+        assert!(err.to_string().contains("run `sosw init` to migrate"), "{err}");
+        let store = SqliteStore::open_or_create(&path).expect("open");
+        store.init().await.expect("migrate");
+        let store = SqliteStore::open(&path).expect("current now");
+        assert!(
+            store.get("kept").await.expect("get").is_some(),
+            "data survives the migration"
+        );
+        assert!(store.list_jobs(10).await.expect("jobs table").is_empty());
+        store.init().await.expect("init is idempotent");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

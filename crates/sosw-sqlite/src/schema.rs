@@ -6,12 +6,13 @@ use sosw_core::ports::{StoreError, StoreResult};
 use std::path::Path;
 
 /// The version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 // The task tables are WITHOUT ROWID: each row lives once, in the b-tree of its `task_id` (a rowid table would add
 // a second b-tree for the text primary key, and every move between tables would pay for both).
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tasks (
     task_id         TEXT PRIMARY KEY NOT NULL,
     labourer_id     TEXT NOT NULL,
@@ -72,7 +73,21 @@ CREATE TABLE tasks_meta (
     details     TEXT
 );
 CREATE INDEX tasks_meta_task ON tasks_meta (task_id, id);
-"#];
+"#,
+    // 2: progress of scheduled jobs.
+    r#"
+CREATE TABLE jobs (
+    job_id      TEXT PRIMARY KEY NOT NULL,
+    labourer_id TEXT NOT NULL,
+    total       INTEGER NOT NULL,
+    scheduled   INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    finished_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX jobs_updated ON jobs (updated_at);
+"#,
+];
 
 fn version(conn: &Connection) -> StoreResult<i64> {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
@@ -96,6 +111,12 @@ pub(crate) fn check(conn: &Connection, path: &Path) -> StoreResult<()> {
             path.display()
         ))),
     }
+}
+
+/// `MIGRATIONS[..n]`, for tests that build an old store.
+#[cfg(test)]
+pub(crate) fn migrations() -> &'static [&'static str] {
+    MIGRATIONS
 }
 
 /// Applies the missing migrations in one transaction.

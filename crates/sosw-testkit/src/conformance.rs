@@ -5,7 +5,7 @@ use crate::Harness;
 use serde_json::{json, Map, Value};
 use sosw_core::greenfield::{DEFAULT_INVOCATION_DELTA as D, DEFAULT_TASK_STEP as STEP};
 use sosw_core::meta::{MetaAction, MetaEvent};
-use sosw_core::ports::{ArchiveExpect, Claim, Completion, StoreError, Table, TaskQuery, TaskStore};
+use sosw_core::ports::{ArchiveExpect, Claim, Completion, JobProgress, StoreError, Table, TaskQuery, TaskStore};
 use sosw_core::{Markers, NewTask, Place, Time, WorkerReport};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -760,4 +760,41 @@ pub async fn meta_events_in_order(h: &Harness) {
         "in the order recorded"
     );
     assert!(h.meta.events_of("b").await.expect("events").is_empty());
+}
+
+pub async fn job_progress_round_trip(h: &Harness) {
+    let s = h.store.as_ref();
+    assert_eq!(s.get_job("j1").await.expect("get"), None);
+    let mut job = JobProgress {
+        job_id: "j1".into(),
+        labourer_id: "w".into(),
+        total: 200_000,
+        scheduled: 10_000,
+        started_at: Time::from_millis(1_700_000_000_123),
+        updated_at: Time::from_millis(1_700_000_001_000),
+        finished_at: None,
+    };
+    s.save_job(&job).await.expect("save");
+    assert_eq!(s.get_job("j1").await.expect("get"), Some(job.clone()));
+    job.scheduled = 200_000;
+    job.updated_at = Time::from_millis(1_700_000_009_000);
+    job.finished_at = Some(job.updated_at);
+    s.save_job(&job).await.expect("replace");
+    assert_eq!(s.get_job("j1").await.expect("get"), Some(job.clone()));
+    let other = JobProgress {
+        job_id: "j2".into(),
+        updated_at: Time::from_millis(1_700_000_005_000),
+        finished_at: None,
+        ..job.clone()
+    };
+    s.save_job(&other).await.expect("save");
+    let listed: Vec<String> = s
+        .list_jobs(10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    assert_eq!(listed, vec!["j1", "j2"], "most recently updated first");
+    assert_eq!(s.list_jobs(1).await.expect("list").len(), 1);
 }

@@ -83,6 +83,7 @@ macro_rules! store_conformance {
             oldest_queued_ignores_invoked_tasks,
             counts_and_listing,
             meta_events_in_order,
+            job_progress_round_trip,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

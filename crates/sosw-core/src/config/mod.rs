@@ -254,6 +254,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// `meta_handler_config.write_meta_to_ddb`.
     pub write_meta: bool,
+    /// `time_zone`: the Scheduler's dates are taken this many seconds east of UTC.
+    pub utc_offset_secs: i64,
     /// What validation had to say short of an error (unknown keys, ignored keys).
     pub warnings: Vec<String>,
     /// The merged JSON the config was read from, for keys later components read (the Scheduler's `job_schema`).
@@ -407,6 +409,32 @@ impl Config {
         let meta = r.object(top, "meta_handler_config", "").unwrap_or(&empty);
         let write_meta = r.bool(meta, "write_meta_to_ddb", "meta_handler_config").unwrap_or(true);
         let store = r.string(top, "store", "");
+        let utc_offset_secs = match r.string(top, "time_zone", "") {
+            None => 0,
+            Some(tz) => match parse_utc_offset(&tz) {
+                Some(secs) => secs,
+                None => {
+                    r.error(
+                        "time_zone",
+                        format!("expected \"UTC\" or an offset such as \"+02:00\", got \"{tz}\""),
+                    );
+                    0
+                }
+            },
+        };
+        if let Some(schema) = top.get("job_schema").filter(|v| !v.is_null()) {
+            if let Err(e) = crate::schedule::Schema::parse(schema, "job_schema") {
+                r.error("job_schema", e.to_string());
+            }
+        }
+        if let Some(variants) = r.object(top, "job_schema_variants", "") {
+            for (name, schema) in variants {
+                let path = join("job_schema_variants", name);
+                if let Err(e) = crate::schedule::Schema::parse(schema, &path) {
+                    r.error(path, e.to_string());
+                }
+            }
+        }
 
         if r.errors.is_empty() {
             Ok(Config {
@@ -421,6 +449,7 @@ impl Config {
                 daemon,
                 notify,
                 write_meta,
+                utc_offset_secs,
                 warnings: r.warnings,
                 raw: value.clone(),
             })
@@ -466,7 +495,27 @@ const TOP_KEYS: &[&str] = &[
     "dead_sns_topic",
     "sosw_worker_assistant_lambda",
     "scheduler",
+    "time_zone",
 ];
+
+/// `UTC`, `Z`, or `±HH:MM` → seconds east of UTC.
+fn parse_utc_offset(tz: &str) -> Option<i64> {
+    let tz = tz.trim();
+    if tz.eq_ignore_ascii_case("utc") || tz == "Z" {
+        return Some(0);
+    }
+    let (sign, rest) = match tz.as_bytes().first()? {
+        b'+' => (1, &tz[1..]),
+        b'-' => (-1, &tz[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 14 && m < 60).then_some(sign * (h * 3600 + m * 60))
+}
 
 const TASK_CONFIG_KEYS: &[&str] = &[
     "labourers",

@@ -235,3 +235,21 @@ fn a_non_object_layer_is_an_error() {
     let err = Config::from_layers(&[json!([1])], Essential::Orchestrator).expect_err("rejected");
     assert!(err.to_string().contains("must be a JSON object"), "{err}");
 }
+
+#[test]
+fn scheduler_keys_are_validated_up_front() {
+    let c = load(json!({"time_zone": "+05:30", "job_schema": {"chunkable_attrs": [["section", {}]]}}));
+    assert_eq!(c.utc_offset_secs, 5 * 3600 + 1800);
+    assert_eq!(load(json!({"time_zone": "UTC"})).utc_offset_secs, 0);
+    assert_eq!(load(json!({"time_zone": "-08:00"})).utc_offset_secs, -8 * 3600);
+    let errs = errors(json!({"time_zone": "Europe/Paris"}));
+    assert!(
+        errs[0].contains("`time_zone`") && errs[0].contains("Europe/Paris"),
+        "{errs:?}"
+    );
+    let errs = errors(json!({"job_schema_variants": {"daily": {"chunkable_attrs": ["stores"]}}}));
+    assert!(
+        errs[0].contains("job_schema_variants.daily") && errs[0].contains("`stores`"),
+        "{errs:?}"
+    );
+}

@@ -1,0 +1,231 @@
+//! Scheduler: a business job → tasks at the end of its labourer's queue (reference §5.9).
+//!
+//! Beyond Python sosw:
+//! - **validated before writing**: [`Scheduler::plan`] walks the whole job once, counting; an invalid job fails
+//!   naming the offending key and nothing is written;
+//! - **streaming**: [`Scheduler::run`] generates tasks on a blocking thread and hands them over in batches through a
+//!   bounded channel, so memory does not grow with the job;
+//! - **idempotent and resumable**: task ids derive from (job id, index) and the store skips ids it has, so a
+//!   resubmitted job, or one re-run after a crash, creates only the missing tasks, in order;
+//! - **progress** is recorded in the store per batch (`sosw job show`).
+
+use crate::tasks::{CreateError, TaskManager};
+use crate::{EngineError, Wiring};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sosw_core::config::Config;
+use sosw_core::ports::{JobProgress, StoreError, TaskStore};
+use sosw_core::schedule::{chunk_each, extract_job, job_id_of, task_id, Date, JobError, Schema};
+use sosw_core::{Clock, Essential, NewTask, Time};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+/// Tasks written per store call.
+pub const BATCH: usize = 10_000;
+
+#[derive(Debug)]
+pub struct Scheduler {
+    config: Arc<Config>,
+    store: Arc<dyn TaskStore>,
+    tasks: TaskManager,
+    clock: Arc<dyn Clock>,
+}
+
+/// A validated job, ready to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub job_id: String,
+    pub labourer: String,
+    pub schema: Schema,
+    pub today: Date,
+    pub body: Map<String, Value>,
+    /// The tasks the job makes.
+    pub total: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("invalid job: {0}")]
+    Job(#[from] JobError),
+    #[error(transparent)]
+    Config(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the task generator stopped unexpectedly: {0}")]
+    Generator(String),
+}
+
+impl From<CreateError> for ScheduleError {
+    fn from(e: CreateError) -> ScheduleError {
+        match e {
+            CreateError::Config(e) => ScheduleError::Config(e),
+            CreateError::Store(e) => ScheduleError::Store(e),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScheduleReport {
+    pub job_id: String,
+    pub labourer_id: String,
+    pub total: u64,
+    /// Created by this run.
+    pub created: u64,
+    /// Already in the store (an earlier run of the same job).
+    pub existing: u64,
+}
+
+impl Scheduler {
+    pub fn new(config: Arc<Config>, wiring: &Wiring) -> Scheduler {
+        Scheduler {
+            tasks: TaskManager::new(
+                config.clone(),
+                wiring.store.clone(),
+                wiring.meta_handler(Essential::Scheduler),
+            ),
+            store: wiring.store.clone(),
+            clock: wiring.clock.clone(),
+            config,
+        }
+    }
+
+    /// Reads a Scheduler event (`{"job": ...}` or the job itself), checks its labourer and schema, and walks every
+    /// task once to validate and count them. Writes nothing.
+    pub async fn plan(&self, event: &Value, now: Time) -> Result<Plan, ScheduleError> {
+        let job = extract_job(event)?;
+        if self.config.labourer(&job.labourer).is_none() {
+            return Err(EngineError::UnknownLabourer(job.labourer).into());
+        }
+        let schema_name = match job.body.get("job_schema_name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                return Err(JobError::BadValue {
+                    key: "job_schema_name".into(),
+                    expected: "the name of a job schema variant".into(),
+                    got: other.to_string(),
+                }
+                .into())
+            }
+        };
+        let schema = Schema::from_config(&self.config.raw, schema_name.as_deref())?;
+        let today = Date::at(now, self.config.utc_offset_secs);
+        let job_id = job
+            .job_id
+            .clone()
+            .unwrap_or_else(|| job_id_of(&job.labourer, &job.body, &today.to_string()));
+        let (body, counted_schema) = (job.body.clone(), schema.clone());
+        let total = tokio::task::spawn_blocking(move || {
+            chunk_each(&body, &counted_schema, today, &mut |_| ControlFlow::Continue(()))
+        })
+        .await
+        .map_err(|e| ScheduleError::Generator(e.to_string()))??;
+        Ok(Plan {
+            job_id,
+            labourer: job.labourer,
+            schema,
+            today,
+            body: job.body,
+            total,
+        })
+    }
+
+    /// Every task of `plan`, in order, with its id: what [`Scheduler::run`] writes (`--dry-run`).
+    pub fn each_task(plan: &Plan, emit: &mut dyn FnMut(NewTask) -> ControlFlow<()>) -> Result<u64, JobError> {
+        let mut index = 0u64;
+        chunk_each(&plan.body, &plan.schema, plan.today, &mut |payload| {
+            let t = NewTask {
+                task_id: task_id(&plan.job_id, index),
+                labourer_id: plan.labourer.clone(),
+                payload: Value::Object(payload).to_string(),
+            };
+            index += 1;
+            emit(t)
+        })
+    }
+
+    /// Writes the tasks of `plan` in batches, skipping those already there, and records progress after each batch
+    /// (`on_progress` sees it too).
+    pub async fn run(
+        &self,
+        plan: &Plan,
+        mut on_progress: impl FnMut(&JobProgress),
+    ) -> Result<ScheduleReport, ScheduleError> {
+        let started = self.clock.now();
+        let previous = self.store.get_job(&plan.job_id).await?;
+        let mut progress = JobProgress {
+            job_id: plan.job_id.clone(),
+            labourer_id: plan.labourer.clone(),
+            total: plan.total,
+            scheduled: 0,
+            started_at: previous.map_or(started, |p| p.started_at),
+            updated_at: started,
+            finished_at: None,
+        };
+        self.store.save_job(&progress).await?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<NewTask>>(2);
+        let producer_plan = plan.clone();
+        let producer = tokio::task::spawn_blocking(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            let result = Scheduler::each_task(&producer_plan, &mut |t| {
+                batch.push(t);
+                if batch.len() == BATCH
+                    && tx
+                        .blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                        .is_err()
+                {
+                    // The writer stopped (it failed): stop generating.
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            });
+            if !batch.is_empty() {
+                let _ = tx.blocking_send(batch);
+            }
+            result
+        });
+        let mut report = ScheduleReport {
+            job_id: plan.job_id.clone(),
+            labourer_id: plan.labourer.clone(),
+            total: plan.total,
+            created: 0,
+            existing: 0,
+        };
+        let mut failure = None;
+        while let Some(batch) = rx.recv().await {
+            let now = self.clock.now();
+            match self.tasks.create(&batch, now).await {
+                Ok(r) => {
+                    report.created += r.created.len() as u64;
+                    report.existing += r.existing.len() as u64;
+                    progress.scheduled += batch.len() as u64;
+                    progress.updated_at = now;
+                    self.store.save_job(&progress).await?;
+                    on_progress(&progress);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(rx);
+        let generated = producer.await.map_err(|e| ScheduleError::Generator(e.to_string()))?;
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        generated?;
+        if progress.scheduled != plan.total {
+            return Err(ScheduleError::Generator(format!(
+                "the job made {} tasks this time and {} when it was planned",
+                progress.scheduled, plan.total
+            )));
+        }
+        progress.finished_at = Some(self.clock.now());
+        progress.updated_at = progress.finished_at.unwrap_or(progress.updated_at);
+        self.store.save_job(&progress).await?;
+        on_progress(&progress);
+        Ok(report)
+    }
+}
