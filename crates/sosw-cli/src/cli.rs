@@ -61,6 +61,16 @@ pub enum Command {
         #[arg(long)]
         interval: Option<f64>,
     },
+    /// Turn a business job into tasks at the end of its labourer's queue (`-` reads the job from stdin).
+    Schedule {
+        job: String,
+        /// Print the tasks (JSON lines) instead of writing them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Scheduled jobs and their progress.
+    #[command(subcommand)]
+    Job(JobCommand),
     /// The end-to-end demo: two labourers, thousands of tasks, throttling, retries and dead tasks.
     Demo(DemoArgs),
     /// Benchmark the whole task lifecycle on SQLite with an in-process no-op worker.
@@ -88,6 +98,17 @@ pub enum TaskCommand {
         #[arg(long, value_enum)]
         state: Option<StateFilter>,
         #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// A job's progress.
+    Show { job_id: String },
+    /// The most recently scheduled jobs.
+    List {
+        #[arg(long, default_value_t = 20)]
         limit: usize,
     },
 }
@@ -135,6 +156,9 @@ pub struct BenchArgs {
     /// Do not write meta (audit) events.
     #[arg(long)]
     pub no_meta: bool,
+    /// Benchmark the Scheduler instead: one job that makes `--tasks` tasks.
+    #[arg(long)]
+    pub schedule: bool,
     /// Put the database here instead of a temporary directory.
     #[arg(long)]
     pub dir: Option<PathBuf>,

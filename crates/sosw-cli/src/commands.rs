@@ -1,7 +1,7 @@
 //! One function per command: load, call the library, render.
 
 use crate::app::{load_config, store_path, App};
-use crate::cli::{Cli, Command, Global, Report, StateFilter, TaskCommand};
+use crate::cli::{Cli, Command, Global, JobCommand, Report, StateFilter, TaskCommand};
 use crate::output::{print_json, table};
 use crate::UsageError;
 use anyhow::{Context, Result};
@@ -35,6 +35,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Fail(r) => report(g, r, false).await,
         Command::Status => status(g).await,
         Command::Run { interval } => daemon(g, interval).await,
+        Command::Schedule { job, dry_run } => crate::schedule::schedule(g, &job, dry_run).await,
+        Command::Job(JobCommand::Show { job_id }) => crate::schedule::show(g, &job_id).await,
+        Command::Job(JobCommand::List { limit }) => crate::schedule::list(g, limit).await,
         Command::Demo(args) => crate::demo::run(args, g.json).await,
         Command::Bench(args) => crate::bench::run(args, g.json).await,
     }

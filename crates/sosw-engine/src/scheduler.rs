@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sosw_core::config::Config;
 use sosw_core::ports::{JobProgress, StoreError, TaskStore};
-use sosw_core::schedule::{chunk_each, extract_job, job_id_of, task_id, Date, JobError, Schema};
+use sosw_core::schedule::{chunk_each, extract_job, job_id_of, Date, JobError, Schema, TaskIds};
 use sosw_core::{Clock, Essential, NewTask, Time};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -134,9 +134,10 @@ impl Scheduler {
     /// Every task of `plan`, in order, with its id: what [`Scheduler::run`] writes (`--dry-run`).
     pub fn each_task(plan: &Plan, emit: &mut dyn FnMut(NewTask) -> ControlFlow<()>) -> Result<u64, JobError> {
         let mut index = 0u64;
+        let ids = TaskIds::new(&plan.job_id);
         chunk_each(&plan.body, &plan.schema, plan.today, &mut |payload| {
             let t = NewTask {
-                task_id: task_id(&plan.job_id, index),
+                task_id: ids.id(index),
                 labourer_id: plan.labourer.clone(),
                 payload: Value::Object(payload).to_string(),
             };

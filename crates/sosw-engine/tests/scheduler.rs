@@ -37,7 +37,11 @@ async fn world() -> World {
         "job_schema_variants": {"by_section": {"chunkable_attrs": ["section", "store"]}}
     }))
     .expect("config");
-    World { _dir: dir, scheduler: Scheduler::new(Arc::new(config), &wiring), store }
+    World {
+        _dir: dir,
+        scheduler: Scheduler::new(Arc::new(config), &wiring),
+        store,
+    }
 }
 
 fn big_job(n: u64) -> Value {
@@ -46,7 +50,13 @@ fn big_job(n: u64) -> Value {
 }
 
 async fn live_in_queue_order(store: &SqliteStore) -> Vec<(String, u64)> {
-    let q = TaskQuery { table: Table::Live, labourer: Some("w".into()), greenfield: None, completed: None, limit: 1_000_000 };
+    let q = TaskQuery {
+        table: Table::Live,
+        labourer: Some("w".into()),
+        greenfield: None,
+        completed: None,
+        limit: 1_000_000,
+    };
     store
         .list(&q)
         .await
@@ -62,21 +72,45 @@ async fn live_in_queue_order(store: &SqliteStore) -> Vec<(String, u64)> {
 #[tokio::test]
 async fn a_job_goes_in_whole_in_order_and_only_once() {
     let w = world().await;
-    let plan = w.scheduler.plan(&big_job(25_000), Time::from_secs(T0)).await.expect("plan");
-    assert_eq!((plan.job_id.as_str(), plan.labourer.as_str(), plan.total), ("big", "w", 25_000));
+    let plan = w
+        .scheduler
+        .plan(&big_job(25_000), Time::from_secs(T0))
+        .await
+        .expect("plan");
+    assert_eq!(
+        (plan.job_id.as_str(), plan.labourer.as_str(), plan.total),
+        ("big", "w", 25_000)
+    );
     let mut seen = Vec::new();
-    let report = w.scheduler.run(&plan, |p| seen.push((p.scheduled, p.finished_at.is_some()))).await.expect("run");
+    let report = w
+        .scheduler
+        .run(&plan, |p| seen.push((p.scheduled, p.finished_at.is_some())))
+        .await
+        .expect("run");
     assert_eq!((report.created, report.existing), (25_000, 0));
-    assert_eq!(seen, vec![(10_000, false), (20_000, false), (25_000, false), (25_000, true)]);
+    assert_eq!(
+        seen,
+        vec![(10_000, false), (20_000, false), (25_000, false), (25_000, true)]
+    );
     let queue = live_in_queue_order(&w.store).await;
     assert_eq!(queue.len(), 25_000);
     for (i, (id, item)) in queue.iter().enumerate() {
-        assert_eq!((*item, id.clone()), (i as u64, task_id("big", i as u64)), "FIFO in generation order");
+        assert_eq!(
+            (*item, id.clone()),
+            (i as u64, task_id("big", i as u64)),
+            "FIFO in generation order"
+        );
     }
     let events = w.store.events_of(&queue[7].0).await.expect("events");
-    assert_eq!(events.iter().map(|e| e.action).collect::<Vec<_>>(), vec![MetaAction::Created]);
+    assert_eq!(
+        events.iter().map(|e| e.action).collect::<Vec<_>>(),
+        vec![MetaAction::Created]
+    );
     let job = w.store.get_job("big").await.expect("get").expect("recorded");
-    assert_eq!((job.total, job.scheduled, job.finished_at.is_some()), (25_000, 25_000, true));
+    assert_eq!(
+        (job.total, job.scheduled, job.finished_at.is_some()),
+        (25_000, 25_000, true)
+    );
 
     // Submitted again: nothing new.
     let again = w.scheduler.run(&plan, |_| {}).await.expect("run again");
@@ -87,16 +121,27 @@ async fn a_job_goes_in_whole_in_order_and_only_once() {
 #[tokio::test]
 async fn a_run_cut_short_resumes_with_only_the_missing_tasks() {
     let w = world().await;
-    let plan = w.scheduler.plan(&big_job(25_000), Time::from_secs(T0)).await.expect("plan");
+    let plan = w
+        .scheduler
+        .plan(&big_job(25_000), Time::from_secs(T0))
+        .await
+        .expect("plan");
     // What a crashed run had committed: its first 12,345 tasks.
     let mut first = Vec::new();
     Scheduler::each_task(&plan, &mut |t: NewTask| {
         first.push(t);
-        if first.len() == 12_345 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        if first.len() == 12_345 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     })
     .expect("tasks");
     for chunk in first.chunks(5_000) {
-        w.store.create_tasks(chunk, 1000, Time::from_secs(T0)).await.expect("partial");
+        w.store
+            .create_tasks(chunk, 1000, Time::from_secs(T0))
+            .await
+            .expect("partial");
     }
     let report = w.scheduler.run(&plan, |_| {}).await.expect("resume");
     assert_eq!((report.created, report.existing), (25_000 - 12_345, 12_345));
@@ -114,9 +159,15 @@ async fn an_invalid_job_writes_nothing() {
     for i in 0..5_000 {
         sections.insert(format!("s{i:05}"), Value::Null);
     }
-    sections.insert("zzz".into(), json!({"isolate_stores": true, "stores": {"bad": "a string"}}));
+    sections.insert(
+        "zzz".into(),
+        json!({"isolate_stores": true, "stores": {"bad": "a string"}}),
+    );
     let cases = [
-        (json!({"lambda_name": "w", "job_schema_name": "by_section", "isolate_sections": true, "sections": sections}), "`sections.zzz.stores.bad`"),
+        (
+            json!({"lambda_name": "w", "job_schema_name": "by_section", "isolate_sections": true, "sections": sections}),
+            "`sections.zzz.stores.bad`",
+        ),
         (json!({"lambda_name": "nobody"}), "unknown labourer `nobody`"),
         (json!({"lambda_name": "w", "period": "fortnight"}), "`fortnight`"),
         (json!({"lambda_name": "w", "job_schema_name": "weekly"}), "`weekly`"),
@@ -126,9 +177,15 @@ async fn an_invalid_job_writes_nothing() {
     for (job, want) in cases {
         let err = w.scheduler.plan(&job, now).await.expect_err("invalid");
         assert!(err.to_string().contains(want), "{job}: {err}");
-        assert!(matches!(err, ScheduleError::Job(_) | ScheduleError::Config(_)), "{err:?}");
+        assert!(
+            matches!(err, ScheduleError::Job(_) | ScheduleError::Config(_)),
+            "{err:?}"
+        );
     }
-    assert!(w.store.labourer_ids().await.expect("ids").is_empty(), "nothing was written");
+    assert!(
+        w.store.labourer_ids().await.expect("ids").is_empty(),
+        "nothing was written"
+    );
     assert!(w.store.list_jobs(10).await.expect("jobs").is_empty());
 }
 
@@ -145,10 +202,24 @@ async fn schema_variants_and_dates_come_from_config_and_the_clock() {
         ControlFlow::Continue(())
     })
     .expect("tasks");
-    assert_eq!(tasks[0], json!({"job_schema_name": "by_section", "isolate_sections": true, "sections": ["a"], "date_list": ["2019-01-28"]}));
+    assert_eq!(
+        tasks[0],
+        json!({"job_schema_name": "by_section", "isolate_sections": true, "sections": ["a"], "date_list": ["2019-01-28"]})
+    );
     assert_eq!(tasks[3]["date_list"], json!(["2019-01-29"]));
     // Without `job_id`, the id is derived from the content and the date: the same job tomorrow is another job.
-    let tomorrow = w.scheduler.plan(&job, Time::from_secs(T0 + 86_400)).await.expect("plan");
+    let tomorrow = w
+        .scheduler
+        .plan(&job, Time::from_secs(T0 + 86_400))
+        .await
+        .expect("plan");
     assert_ne!(plan.job_id, tomorrow.job_id);
-    assert_eq!(plan.job_id, w.scheduler.plan(&job, Time::from_secs(T0 + 7200)).await.expect("plan").job_id);
+    assert_eq!(
+        plan.job_id,
+        w.scheduler
+            .plan(&job, Time::from_secs(T0 + 7200))
+            .await
+            .expect("plan")
+            .job_id
+    );
 }

@@ -19,7 +19,7 @@ mod job;
 
 pub use chunk::{chunk, chunk_each, Schema};
 pub use dates::{period_dates, Date};
-pub use ids::{job_id_of, task_id};
+pub use ids::{job_id_of, task_id, TaskIds};
 pub use job::{extract_job, trim_arn_to_name, Job};
 
 /// Why a job cannot be scheduled. Every variant names the offending key or value.
