@@ -180,7 +180,7 @@ async fn schedule(args: BenchArgs, json_out: bool) -> Result<()> {
     store.init().await?;
     let config = Arc::new(
         Config::from_value(&json!({
-            "task_config": {"labourers": {"bench": {"command": ["true"]}}},
+            "task_config": {"labourers": {"bench": {"command": ["true"]}}, "greenfield_task_step": 1},
             "job_schema": {"chunkable_attrs": ["store"]},
             "meta_handler_config": {"write_meta_to_ddb": !args.no_meta}
         }))

@@ -28,7 +28,9 @@ fn read_job(source: &str) -> Result<Value> {
 /// Invalid jobs and unknown labourers are usage errors (exit 2); store trouble is a runtime error.
 fn classify(e: ScheduleError) -> anyhow::Error {
     match e {
-        ScheduleError::Job(_) | ScheduleError::Config(_) => UsageError(e.to_string()).into(),
+        ScheduleError::Job(_) | ScheduleError::Config(_) | ScheduleError::QueueFull(_) => {
+            UsageError(e.to_string()).into()
+        }
         other => other.into(),
     }
 }

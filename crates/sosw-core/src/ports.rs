@@ -213,6 +213,9 @@ pub trait TaskStore: Send + Sync + Debug {
     /// The lowest queue position (`greenfield < now`) of a labourer, if its queue is not empty.
     async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>>;
 
+    /// The highest queue position (`greenfield < now`) of a labourer, if its queue is not empty.
+    async fn newest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>>;
+
     async fn get(&self, task_id: &str) -> StoreResult<Option<StoredTask>>;
 
     async fn list(&self, query: &TaskQuery) -> StoreResult<Vec<StoredTask>>;

@@ -14,6 +14,7 @@ use crate::{EngineError, Wiring};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sosw_core::config::Config;
+use sosw_core::greenfield::tail_positions;
 use sosw_core::ports::{JobProgress, StoreError, TaskStore};
 use sosw_core::schedule::{chunk_each, extract_job, job_id_of, Date, JobError, Schema, TaskIds};
 use sosw_core::{Clock, Essential, NewTask, Time};
@@ -51,6 +52,8 @@ pub enum ScheduleError {
     Config(#[from] EngineError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    QueueFull(String),
     #[error("the task generator stopped unexpectedly: {0}")]
     Generator(String),
 }
@@ -121,6 +124,21 @@ impl Scheduler {
         })
         .await
         .map_err(|e| ScheduleError::Generator(e.to_string()))??;
+        // Does the job fit in the queue? (The store checks again per batch, against concurrent writers.)
+        let newest = self.store.newest_queued(&job.labourer, now.secs()).await?;
+        let step = self.config.greenfield.step;
+        if let Err(e) = tail_positions(
+            &job.labourer,
+            newest,
+            step,
+            usize::try_from(total).unwrap_or(usize::MAX),
+            now,
+        ) {
+            let room = (now.secs() - 1 - newest.unwrap_or(step)).max(0) / step;
+            return Err(ScheduleError::QueueFull(format!(
+                "{e}: this job makes {total} tasks and the queue has room for {room} more at `greenfield_task_step` {step}"
+            )));
+        }
         Ok(Plan {
             job_id,
             labourer: job.labourer,

@@ -182,6 +182,13 @@ async fn an_invalid_job_writes_nothing() {
             "{err:?}"
         );
     }
+    // A job too big for the queue at this step (positions would reach the timestamp range): refused up front.
+    let early = Time::from_secs(1_000_000);
+    let err = w.scheduler.plan(&big_job(999), early).await.expect_err("too big");
+    assert!(
+        matches!(err, ScheduleError::QueueFull(_)) && err.to_string().contains("greenfield_task_step"),
+        "{err}"
+    );
     assert!(
         w.store.labourer_ids().await.expect("ids").is_empty(),
         "nothing was written"

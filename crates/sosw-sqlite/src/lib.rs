@@ -795,6 +795,17 @@ impl TaskStore for SqliteStore {
         .await
     }
 
+    async fn newest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
+        let labourer = labourer.to_string();
+        self.run(move |conn| {
+            conn.prepare_cached("SELECT MAX(greenfield) FROM tasks WHERE labourer_id = ?1 AND greenfield < ?2")
+                .map_err(map_err)?
+                .query_row(params![labourer, now], |r| r.get(0))
+                .map_err(map_err)
+        })
+        .await
+    }
+
     async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
         let labourer = labourer.to_string();
         self.run(move |conn| {

@@ -645,10 +645,13 @@ pub async fn completion_of_a_task_waiting_for_retry_closes_it(h: &Harness) {
 pub async fn oldest_queued_ignores_invoked_tasks(h: &Harness) {
     let s = h.store.as_ref();
     assert_eq!(s.oldest_queued("w", NOW).await.expect("oldest"), None);
+    assert_eq!(s.newest_queued("w", NOW).await.expect("newest"), None);
     create(s, "w", &["a", "b", "c"]).await;
     claim_all(s, "w", &["a"], NOW).await;
     assert_eq!(s.oldest_queued("w", NOW).await.expect("oldest"), Some(3000));
+    assert_eq!(s.newest_queued("w", NOW).await.expect("newest"), Some(4000));
     assert_eq!(s.oldest_queued("other", NOW).await.expect("oldest"), None);
+    assert_eq!(s.newest_queued("other", NOW).await.expect("newest"), None);
 }
 
 pub async fn counts_and_listing(h: &Harness) {

@@ -398,23 +398,19 @@ pub fn chunk_each(
         }
     };
     let list = |ds: &[Date]| Value::Array(ds.iter().map(|d| Value::String(d.to_string())).collect());
-    let dated: Vec<Map<String, Value>> = match dates {
-        None => vec![job],
-        Some(dates) if isolate_days => dates
-            .iter()
-            .map(|d| {
-                let mut t = job.clone();
-                t.insert("date_list".into(), list(std::slice::from_ref(d)));
-                t
-            })
-            .collect(),
-        Some(dates) => {
-            job.insert("date_list".into(), list(&dates));
-            vec![job]
-        }
+    // One walk per date (or one for the whole job); each dated copy is made just before its walk, so memory does
+    // not grow with the number of dates.
+    let walks: Vec<Option<Value>> = match &dates {
+        None => vec![None],
+        Some(dates) if isolate_days => dates.iter().map(|d| Some(list(std::slice::from_ref(d)))).collect(),
+        Some(dates) => vec![Some(list(dates))],
     };
-    for job in dated {
-        match walk(job, &schema.chunkable_attrs, 0, &Map::new(), "", &mut counted) {
+    for date_list in walks {
+        let mut dated = job.clone();
+        if let Some(date_list) = date_list {
+            dated.insert("date_list".into(), date_list);
+        }
+        match walk(dated, &schema.chunkable_attrs, 0, &Map::new(), "", &mut counted) {
             Ok(()) => {}
             Err(Stop::Requested) => break,
             Err(Stop::Job(e)) => return Err(e),
