@@ -116,8 +116,21 @@ fn progress_row(p: &JobProgress) -> Vec<String> {
         } else {
             "incomplete (re-run to resume)".into()
         },
-        p.updated_at.to_string(),
+        utc(p.updated_at),
     ]
+}
+
+/// `2026-11-28 08:49:32Z`.
+fn utc(t: sosw_core::Time) -> String {
+    let secs = t.secs();
+    let date = sosw_core::schedule::Date::at(t, 0);
+    let of_day = secs.rem_euclid(86_400);
+    format!(
+        "{date} {:02}:{:02}:{:02}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    )
 }
 
 const HEADER: [&str; 5] = ["JOB", "LABOURER", "SCHEDULED", "STATE", "UPDATED"];

@@ -337,3 +337,22 @@ fn chunk_each_streams_counts_and_stops_on_request() {
     .expect("stopping is not an error");
     assert_eq!((n, taken), (3, 3));
 }
+
+#[test]
+fn the_example_of_docs_jobs_md() {
+    let job = json!({
+        "period": "last_2_days", "isolate_days": true,
+        "isolate_sections": true,
+        "sections": {
+            "111": {"all_campaigns": true},
+            "333": {"isolate_stores": true, "stores": {"333-111": null, "333-333": {"keep_me": 7}}}
+        }
+    });
+    let tasks = run(&["section", "store", "product"], job).expect("chunks");
+    assert_eq!(tasks.len(), 6);
+    assert_eq!(
+        tasks[2],
+        json!({"isolate_sections": true, "sections": ["333"], "isolate_stores": true, "stores": ["333-333"], "keep_me": 7,
+               "date_list": ["2019-01-28"]})
+    );
+}
