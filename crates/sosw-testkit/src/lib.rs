@@ -3,7 +3,7 @@
 //!
 //! A backend runs the whole suite with one line:
 //!
-//! ```ignore
+//! ```text
 //! sosw_testkit::store_conformance!(my_backend::harness());
 //! ```
 //!
