@@ -801,3 +801,32 @@ pub async fn job_progress_round_trip(h: &Harness) {
     assert_eq!(listed, vec!["j1", "j2"], "most recently updated first");
     assert_eq!(s.list_jobs(1).await.expect("list").len(), 1);
 }
+
+pub async fn create_skips_existing_ids_in_large_ordered_batches(h: &Harness) {
+    let s = h.store.as_ref();
+    // A Scheduler-like batch: 200 ascending ids; some already live, some in retry, some closed, one duplicated.
+    let ids: Vec<String> = (0..200).map(|i| format!("job0000000000000{i:016x}")).collect();
+    let first: Vec<NewTask> = ids.iter().step_by(10).map(|id| new_task(id, "w")).collect();
+    s.create_tasks(&first, STEP, now()).await.expect("create");
+    let g = NOW + D;
+    let read = vec![(ids[10].clone(), 3000), (ids[20].clone(), 4000)];
+    s.claim("w", &read, NOW, g).await.expect("claim");
+    s.move_to_retry(&ids[10], g, NOW + 60).await.expect("retry");
+    s.archive(&ids[20], ArchiveExpect::Dead { greenfield: g }, now())
+        .await
+        .expect("close");
+    let mut batch: Vec<NewTask> = ids.iter().map(|id| new_task(id, "w")).collect();
+    batch.push(new_task("zzz-after-the-range", "w"));
+    let r = s.create_tasks(&batch, STEP, now()).await.expect("create");
+    let mut existing = r.existing.clone();
+    existing.sort();
+    let mut want: Vec<String> = ids.iter().step_by(10).cloned().collect();
+    want.sort();
+    assert_eq!(
+        existing, want,
+        "ids in the live, retry and closed tables are all skipped"
+    );
+    assert_eq!(r.created.len(), 200 - 20 + 1);
+    let r = s.create_tasks(&batch, STEP, now()).await.expect("again");
+    assert!(r.created.is_empty() && r.existing.len() == batch.len());
+}

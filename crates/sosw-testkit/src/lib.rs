@@ -67,6 +67,7 @@ macro_rules! store_conformance {
         $crate::store_conformance!(@cases $make;
             create_assigns_fifo_positions_per_labourer,
             create_skips_existing_ids,
+            create_skips_existing_ids_in_large_ordered_batches,
             create_refuses_a_full_queue_and_writes_nothing,
             next_queued_is_fifo_with_a_strict_bound,
             claim_is_conditional,
