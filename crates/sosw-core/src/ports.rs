@@ -87,9 +87,10 @@ pub enum ArchiveExpect {
 pub enum Completion {
     /// The live row now has `completed_at` (it stays there until the Scavenger archives it).
     Live(Task),
-    /// The task was waiting in the retry table (its previous attempt had expired): it was closed as completed
-    /// directly, so the finished work is neither lost nor run again.
-    ClosedFromRetry(Task),
+    /// The task's attempt had expired and it was waiting for a retry (in the retry table, or queued again): that
+    /// attempt finished after all, so the task was closed as completed directly — the work is neither lost nor run
+    /// again, and every completed live task keeps its invocation marker (`greenfield >= now`).
+    Closed(Task),
 }
 
 /// Which table [`TaskStore::list`] reads.
@@ -179,12 +180,14 @@ pub trait TaskStore: Send + Sync + Debug {
     /// Live, not completed, `start <= greenfield <= expired`, oldest invocation first.
     async fn list_expired(&self, labourer: &str, start: i64, expired: i64, limit: usize) -> StoreResult<Vec<Task>>;
 
-    /// Live with `completed_at` set.
-    async fn list_completed(&self, labourer: &str, limit: usize) -> StoreResult<Vec<Task>>;
+    /// Live with `completed_at` set and `greenfield >= now` (a completed live task carries the marker of its
+    /// invocation; Python sosw's query, which lets a backend read only the invoked range).
+    async fn list_completed(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>>;
 
     /// WorkerAssistant's `mark_task_as_completed`. Only for a task that has been invoked (`attempts >= 1`) and is
     /// live or waiting for retry; never creates a row. Stats and result keys are merged into the stored ones;
-    /// a repeated completion keeps the first `completed_at`.
+    /// a repeated completion keeps the first `completed_at`. A task waiting for a retry (in the retry table, or
+    /// queued again) is closed as completed at once ([`Completion::Closed`]).
     async fn complete(&self, task_id: &str, now: Time, report: &WorkerReport) -> StoreResult<Completion>;
 
     /// WorkerAssistant's `mark_task_as_failed`: `failed_attempts += 1` and the report merged, in the live or retry

@@ -140,7 +140,7 @@ impl Scavenger {
         events: &mut Vec<MetaEvent>,
     ) -> Result<(), StoreError> {
         loop {
-            let page = self.store.list_completed(&l.id, PAGE).await?;
+            let page = self.store.list_completed(&l.id, now.secs(), PAGE).await?;
             let moves: Vec<(String, ArchiveExpect)> = page
                 .iter()
                 .map(|t| (t.task_id.clone(), ArchiveExpect::Completed))

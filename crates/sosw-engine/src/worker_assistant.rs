@@ -57,7 +57,7 @@ impl WorkerAssistant {
         let completion = self.store.complete(task_id, now, report).await?;
         let (task, closed) = match &completion {
             Completion::Live(t) => (t, false),
-            Completion::ClosedFromRetry(t) => (t, true),
+            Completion::Closed(t) => (t, true),
         };
         let mut events = vec![self
             .meta
@@ -68,7 +68,7 @@ impl WorkerAssistant {
                 &task.labourer_id,
                 MetaAction::Archived,
                 now,
-                Some(json!({"reason": "completed while waiting for retry"})),
+                Some(json!({"reason": "an expired attempt completed while the task waited for a retry"})),
             ));
         }
         Ok((completion, events))
@@ -117,7 +117,7 @@ impl WorkerAssistant {
         let report = worker_report(obj)?;
         let task = match kind {
             ReportKind::Completed => match self.complete(task_id, &report, now).await? {
-                Completion::Live(t) | Completion::ClosedFromRetry(t) => t,
+                Completion::Live(t) | Completion::Closed(t) => t,
             },
             ReportKind::Failed => self.fail(task_id, &report, now).await?,
         };

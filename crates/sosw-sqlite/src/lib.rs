@@ -432,6 +432,29 @@ fn existing_ids(tx: &Connection, tasks: &[NewTask]) -> StoreResult<HashSet<Strin
     Ok(found)
 }
 
+/// Moves `t` (already merged with its report) from `table` to closed as completed at `now`.
+fn close_completed(tx: &Connection, table: &str, t: &mut Task, now: Time) -> StoreResult<()> {
+    t.completed_at = Some(now.secs());
+    tx.prepare_cached(&format!(
+        "INSERT INTO closed_tasks ({COLS}, closed_at, labourer_id_task_status) SELECT task_id, labourer_id, created_at, \
+         greenfield, attempts, payload, ?2, failed_attempts, ?3, ?4, ?2, ?5 FROM {table} WHERE task_id = ?1"
+    ))
+    .map_err(map_err)?
+    .execute(params![
+        t.task_id,
+        now.secs(),
+        json_text(&t.stats),
+        json_text(&t.result),
+        closed_status(&t.labourer_id, true)
+    ])
+    .map_err(map_err)?;
+    tx.prepare_cached(&format!("DELETE FROM {table} WHERE task_id = ?1"))
+        .map_err(map_err)?
+        .execute([&t.task_id])
+        .map_err(map_err)?;
+    Ok(())
+}
+
 fn not_invoked(task_id: &str) -> StoreError {
     StoreError::conflict(task_id, "has not been invoked yet, so it cannot be reported on")
 }
@@ -615,17 +638,17 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn list_completed(&self, labourer: &str, limit: usize) -> StoreResult<Vec<Task>> {
+    async fn list_completed(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
         let labourer = labourer.to_string();
         self.run(move |conn| {
             let mut st = conn
                 .prepare_cached(&format!(
-                    "SELECT {COLS} FROM tasks WHERE labourer_id = ?1 AND completed_at IS NOT NULL \
-                     ORDER BY completed_at, task_id LIMIT ?2"
+                    "SELECT {COLS} FROM tasks WHERE labourer_id = ?1 AND completed_at IS NOT NULL AND greenfield >= ?2 \
+                     ORDER BY completed_at, task_id LIMIT ?3"
                 ))
                 .map_err(map_err)?;
             let rows = st
-                .query_map(params![labourer, limit as i64], task_from_row)
+                .query_map(params![labourer, now, limit as i64], task_from_row)
                 .map_err(map_err)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
         })
@@ -637,11 +660,11 @@ impl TaskStore for SqliteStore {
         let report = report.clone();
         self.write(move |tx| {
             if report.stats.is_empty() && report.result.is_empty() {
-                // Nothing to merge: one conditional statement does it.
+                // Nothing to merge, and the task is where an invocation put it: one conditional statement does it.
                 let done = tx
                     .prepare_cached(&format!(
                         "UPDATE tasks SET completed_at = COALESCE(completed_at, ?2) WHERE task_id = ?1 AND attempts >= 1 \
-                         RETURNING {COLS}"
+                         AND greenfield >= ?2 RETURNING {COLS}"
                     ))
                     .map_err(map_err)?
                     .query_row(params![id, now.secs()], task_from_row)
@@ -657,6 +680,11 @@ impl TaskStore for SqliteStore {
                 }
                 merge(&mut t.stats, &report.stats);
                 merge(&mut t.result, &report.result);
+                if t.greenfield < now.secs() {
+                    // Queued again after an expired attempt: that attempt finished after all.
+                    close_completed(tx, "tasks", &mut t, now)?;
+                    return Ok(Completion::Closed(t));
+                }
                 let completed_at = t.completed_at.unwrap_or(now.secs());
                 t.completed_at = Some(completed_at);
                 tx.prepare_cached("UPDATE tasks SET completed_at = ?2, stats = ?3, result = ?4 WHERE task_id = ?1")
@@ -668,26 +696,8 @@ impl TaskStore for SqliteStore {
             if let Some(mut t) = select_one(tx, "retry_tasks", &id)? {
                 merge(&mut t.stats, &report.stats);
                 merge(&mut t.result, &report.result);
-                t.completed_at = Some(now.secs());
-                tx.prepare_cached(&format!(
-                    "INSERT INTO closed_tasks ({COLS}, closed_at, labourer_id_task_status) \
-                     SELECT task_id, labourer_id, created_at, greenfield, attempts, payload, ?2, failed_attempts, ?3, ?4, \
-                     ?2, ?5 FROM retry_tasks WHERE task_id = ?1"
-                ))
-                .map_err(map_err)?
-                .execute(params![
-                    id,
-                    now.secs(),
-                    json_text(&t.stats),
-                    json_text(&t.result),
-                    closed_status(&t.labourer_id, true)
-                ])
-                .map_err(map_err)?;
-                tx.prepare_cached("DELETE FROM retry_tasks WHERE task_id = ?1")
-                    .map_err(map_err)?
-                    .execute([&id])
-                    .map_err(map_err)?;
-                return Ok(Completion::ClosedFromRetry(t));
+                close_completed(tx, "retry_tasks", &mut t, now)?;
+                return Ok(Completion::Closed(t));
             }
             Err(already_closed(tx, &id)?)
         })

@@ -394,7 +394,7 @@ pub async fn complete_only_invoked_tasks_and_never_create_rows(h: &Harness) {
         }
         other => panic!("expected a live completion, got {other:?}"),
     }
-    let done = s.list_completed("w", 10).await.expect("completed");
+    let done = s.list_completed("w", NOW, 10).await.expect("completed");
     assert_eq!(done.len(), 1);
     assert_eq!(Value::Object(done[0].result.clone()), json!({"url": "s3://x"}));
     // Archived: a later report is refused and writes nothing.
@@ -486,7 +486,7 @@ pub async fn archive_is_conditional(h: &Harness) {
         "the payload stays JSON text"
     );
     assert_eq!(got.to_row()["labourer_id_task_status"], json!("w_1"));
-    assert!(s.list_completed("w", 10).await.expect("completed").is_empty());
+    assert!(s.list_completed("w", NOW, 10).await.expect("completed").is_empty());
     let again = s.archive("done", ArchiveExpect::Completed, closed_at).await;
     assert!(is_conflict(&again), "archiving twice is refused: {again:?}");
 
@@ -610,7 +610,7 @@ pub async fn completion_of_a_task_waiting_for_retry_closes_it(h: &Harness) {
         .await
         .expect("complete")
     {
-        Completion::ClosedFromRetry(t) => assert_eq!(t.completed_at, Some(NOW + 60)),
+        Completion::Closed(t) => assert_eq!(t.completed_at, Some(NOW + 60)),
         other => panic!("expected the retry row to close, got {other:?}"),
     }
     let got = s.get("a").await.expect("get").expect("a");
@@ -829,4 +829,36 @@ pub async fn create_skips_existing_ids_in_large_ordered_batches(h: &Harness) {
     assert_eq!(r.created.len(), 200 - 20 + 1);
     let r = s.create_tasks(&batch, STEP, now()).await.expect("again");
     assert!(r.created.is_empty() && r.existing.len() == batch.len());
+}
+
+pub async fn completion_of_a_requeued_task_closes_it(h: &Harness) {
+    let s = h.store.as_ref();
+    create(s, "w", &["a", "b"]).await;
+    let g = claim_all(s, "w", &["a", "b"], NOW).await;
+    s.move_to_retry("a", g, NOW + 60).await.expect("retry");
+    s.requeue("a", "w", 999).await.expect("requeue");
+    // Attempt 1's report arrives while attempt 2 waits in the queue: done, closed, never invoked again.
+    let late = Time::from_secs(NOW + 30);
+    match s
+        .complete("a", late, &report(json!({"n": 1}), json!({})))
+        .await
+        .expect("complete")
+    {
+        Completion::Closed(t) => assert_eq!((t.completed_at, t.attempts), (Some(NOW + 30), 1)),
+        other => panic!("expected the queued task to close, got {other:?}"),
+    }
+    let got = s.get("a").await.expect("get").expect("a");
+    assert_eq!(
+        got.place,
+        Place::Closed {
+            closed_at: NOW + 30,
+            completed: true
+        }
+    );
+    assert_eq!(got.task.stats.get("n"), Some(&json!(1)));
+    assert!(s.next_queued("w", NOW + 60, 10).await.expect("next").is_empty());
+    // A completed live task is listed while its marker is current (greenfield >= now).
+    s.complete("b", late, &WorkerReport::default()).await.expect("complete");
+    assert_eq!(s.list_completed("w", NOW + 30, 10).await.expect("completed").len(), 1);
+    assert!(s.list_completed("w", g + 1, 10).await.expect("completed").is_empty());
 }

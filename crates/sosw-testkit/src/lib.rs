@@ -81,6 +81,7 @@ macro_rules! store_conformance {
             move_to_retry_loses_to_a_completion,
             retry_round_trip_keeps_every_field,
             completion_of_a_task_waiting_for_retry_closes_it,
+            completion_of_a_requeued_task_closes_it,
             oldest_queued_ignores_invoked_tasks,
             counts_and_listing,
             meta_events_in_order,
