@@ -242,7 +242,7 @@ pub trait TaskStore: Send + Sync + Debug {
 #[async_trait]
 pub trait MetaSink: Send + Sync + Debug {
     async fn record(&self, events: &[MetaEvent]) -> StoreResult<()>;
-    /// Events of one task, oldest first.
+    /// Events of one task, by time (`at`), then in the order recorded.
     async fn events_of(&self, task_id: &str) -> StoreResult<Vec<MetaEvent>>;
 }
 

@@ -1104,7 +1104,7 @@ impl MetaSink for SqliteStore {
             let mut st = conn
                 .prepare_cached(
                     "SELECT task_id, labourer_id, created_at, action, author, details FROM tasks_meta \
-                     WHERE task_id = ?1 ORDER BY id",
+                     WHERE task_id = ?1 ORDER BY created_at, id",
                 )
                 .map_err(map_err)?;
             let rows = st

@@ -757,11 +757,17 @@ pub async fn meta_events_in_order(h: &Harness) {
     ];
     h.meta.record(&events).await.expect("record");
     h.meta.record(&[]).await.expect("record nothing");
-    assert_eq!(
-        h.meta.events_of("a").await.expect("events"),
-        events,
-        "in the order recorded"
-    );
+    let by_time = vec![events[0].clone(), events[2].clone(), events[1].clone()];
+    assert_eq!(h.meta.events_of("a").await.expect("events"), by_time, "by time");
+    // Two events at the same millisecond are both kept, in the order recorded.
+    let same = vec![
+        ev(MetaAction::MarkedAsCompleted, 3_000),
+        ev(MetaAction::Archived, 3_000),
+    ];
+    h.meta.record(&same).await.expect("record");
+    let all = h.meta.events_of("a").await.expect("events");
+    assert_eq!(all.len(), 5);
+    assert_eq!(&all[3..], &same[..]);
     assert!(h.meta.events_of("b").await.expect("events").is_empty());
 }
 
