@@ -1,0 +1,189 @@
+//! Tasks as DynamoDB items, with Python sosw's attribute names and types (reference §2.1–2.4): `task_id` S,
+//! `labourer_id` S, `created_at` N (a float), `greenfield` N, `attempts` N, `payload` S (JSON text),
+//! `completed_at` N, `failed_attempts` N, one `stat_<k>` / `result_<k>` attribute per reported key.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{Map, Number, Value};
+use sosw_core::ports::StoreError;
+use sosw_core::Task;
+use std::collections::HashMap;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+pub fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// A float as Python writes it (`str(1712345678.123456)`), an integer without a fraction.
+pub fn n_f64(v: f64) -> AttributeValue {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        n(v as i64)
+    } else {
+        n(v)
+    }
+}
+
+pub fn json_to_attr(v: &Value) -> AttributeValue {
+    match v {
+        Value::Null => AttributeValue::Null(true),
+        Value::Bool(b) => AttributeValue::Bool(*b),
+        Value::Number(x) => AttributeValue::N(x.to_string()),
+        Value::String(x) => AttributeValue::S(x.clone()),
+        Value::Array(items) => AttributeValue::L(items.iter().map(json_to_attr).collect()),
+        Value::Object(m) => AttributeValue::M(m.iter().map(|(k, v)| (k.clone(), json_to_attr(v))).collect()),
+    }
+}
+
+/// An `N` as Python reads it: an integer unless it has a fraction.
+fn number(text: &str) -> Value {
+    if let Ok(i) = text.parse::<i64>() {
+        return Value::Number(i.into());
+    }
+    text.parse::<f64>()
+        .ok()
+        .and_then(Number::from_f64)
+        .map_or_else(|| Value::String(text.to_string()), Value::Number)
+}
+
+pub fn attr_to_json(a: &AttributeValue) -> Value {
+    match a {
+        AttributeValue::S(x) => Value::String(x.clone()),
+        AttributeValue::N(x) => number(x),
+        AttributeValue::Bool(b) => Value::Bool(*b),
+        AttributeValue::Null(_) => Value::Null,
+        AttributeValue::L(items) => Value::Array(items.iter().map(attr_to_json).collect()),
+        AttributeValue::M(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), attr_to_json(v))).collect()),
+        AttributeValue::Ss(v) => Value::Array(v.iter().cloned().map(Value::String).collect()),
+        AttributeValue::Ns(v) => Value::Array(v.iter().map(|x| number(x)).collect()),
+        _ => Value::String("<binary>".into()),
+    }
+}
+
+fn get_s(item: &Item, key: &str) -> Option<String> {
+    match item.get(key)? {
+        AttributeValue::S(x) => Some(x.clone()),
+        AttributeValue::N(x) => Some(x.clone()),
+        _ => None,
+    }
+}
+
+pub fn get_i64(item: &Item, key: &str) -> Option<i64> {
+    match item.get(key)? {
+        AttributeValue::N(x) => x
+            .parse::<i64>()
+            .ok()
+            .or_else(|| x.parse::<f64>().ok().map(|f| f as i64)),
+        AttributeValue::S(x) => x.parse().ok(),
+        _ => None,
+    }
+}
+
+fn get_f64(item: &Item, key: &str) -> Option<f64> {
+    match item.get(key)? {
+        AttributeValue::N(x) | AttributeValue::S(x) => x.parse().ok(),
+        _ => None,
+    }
+}
+
+fn corrupt(item: &Item, what: &str) -> StoreError {
+    let id = get_s(item, "task_id").unwrap_or_else(|| "?".into());
+    StoreError::Backend(format!("item of task `{id}` {what}").into())
+}
+
+/// Reads a task item (of any of the three tables); attributes this model has no field for are ignored here, and
+/// moves copy whole items, so they survive.
+pub fn task_from_item(item: &Item) -> Result<Task, StoreError> {
+    let task_id = get_s(item, "task_id").ok_or_else(|| corrupt(item, "has no `task_id`"))?;
+    let labourer_id = get_s(item, "labourer_id").ok_or_else(|| corrupt(item, "has no `labourer_id`"))?;
+    let greenfield = get_i64(item, "greenfield").ok_or_else(|| corrupt(item, "has no numeric `greenfield`"))?;
+    let payload = match item.get("payload") {
+        Some(AttributeValue::S(x)) => x.clone(),
+        Some(other) => attr_to_json(other).to_string(),
+        None => "{}".to_string(),
+    };
+    let mut stats = Map::new();
+    let mut result = Map::new();
+    for (k, v) in item {
+        if let Some(key) = k.strip_prefix("stat_") {
+            stats.insert(key.to_string(), attr_to_json(v));
+        } else if let Some(key) = k.strip_prefix("result_") {
+            result.insert(key.to_string(), attr_to_json(v));
+        }
+    }
+    Ok(Task {
+        task_id,
+        labourer_id,
+        created_at: get_f64(item, "created_at").unwrap_or(0.0),
+        greenfield,
+        attempts: get_i64(item, "attempts").map_or(0, |a| a.clamp(0, i64::from(u32::MAX)) as u32),
+        payload,
+        completed_at: get_i64(item, "completed_at"),
+        failed_attempts: get_i64(item, "failed_attempts").map_or(0, |a| a.clamp(0, i64::from(u32::MAX)) as u32),
+        stats,
+        result,
+    })
+}
+
+/// The item of a new task.
+pub fn item_of(t: &Task) -> Item {
+    let mut item = Item::new();
+    item.insert("task_id".into(), s(&t.task_id));
+    item.insert("labourer_id".into(), s(&t.labourer_id));
+    item.insert("created_at".into(), n_f64(t.created_at));
+    item.insert("greenfield".into(), n(t.greenfield));
+    item.insert("attempts".into(), n(t.attempts));
+    item.insert("payload".into(), s(&t.payload));
+    if let Some(c) = t.completed_at {
+        item.insert("completed_at".into(), n(c));
+    }
+    if t.failed_attempts > 0 {
+        item.insert("failed_attempts".into(), n(t.failed_attempts));
+    }
+    for (k, v) in &t.stats {
+        item.insert(format!("stat_{k}"), json_to_attr(v));
+    }
+    for (k, v) in &t.result {
+        item.insert(format!("result_{k}"), json_to_attr(v));
+    }
+    item
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_task_round_trips_with_sosw_attribute_names() {
+        let mut stats = Map::new();
+        stats.insert("rows".into(), json!(5));
+        let mut result = Map::new();
+        result.insert("doc".into(), json!({"a": [1, 2.5, "x", null, true]}));
+        let t = Task {
+            task_id: "t1".into(),
+            labourer_id: "w".into(),
+            created_at: 1712345678.123456,
+            greenfield: 2000,
+            attempts: 1,
+            payload: r#"{"a": 1}"#.into(),
+            completed_at: Some(99),
+            failed_attempts: 2,
+            stats,
+            result,
+        };
+        let item = item_of(&t);
+        assert_eq!(item["created_at"], AttributeValue::N("1712345678.123456".into()));
+        assert_eq!(item["payload"], AttributeValue::S(r#"{"a": 1}"#.into()));
+        assert_eq!(item["stat_rows"], AttributeValue::N("5".into()));
+        assert!(matches!(item["result_doc"], AttributeValue::M(_)));
+        assert_eq!(task_from_item(&item).expect("task"), t);
+        let mut whole = item_of(&Task { created_at: 5.0, ..t });
+        assert_eq!(whole["created_at"], AttributeValue::N("5".into()));
+        whole.remove("greenfield");
+        assert!(task_from_item(&whole).is_err());
+    }
+}

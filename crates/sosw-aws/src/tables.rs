@@ -1,0 +1,194 @@
+//! The tables of Python sosw (reference §2.1–2.5), with their configurable names, and their creation.
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
+    ProjectionType, ScalarAttributeType,
+};
+use aws_sdk_dynamodb::Client;
+use serde_json::Value;
+use sosw_core::ports::StoreError;
+
+/// Table and index names; the defaults are Python sosw's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    pub tasks: String,
+    pub greenfield_index: String,
+    pub closed: String,
+    pub closed_index: String,
+    pub retry: String,
+    pub retry_index: String,
+    pub meta: String,
+    /// New in sosw-rs: the Scheduler's job progress.
+    pub jobs: String,
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        Tables {
+            tasks: "sosw_tasks".into(),
+            greenfield_index: "sosw_tasks_greenfield".into(),
+            closed: "sosw_closed_tasks".into(),
+            closed_index: "labourer_task_status_with_time".into(),
+            retry: "sosw_retry_tasks".into(),
+            retry_index: "labourer_id_greenfield".into(),
+            meta: "sosw_tasks_meta".into(),
+            jobs: "sosw_jobs".into(),
+        }
+    }
+}
+
+impl Tables {
+    /// The names a sosw config gives (`task_config.dynamo_db_config.table_name`, `index_greenfield`,
+    /// `sosw_closed_tasks_table`, …, `meta_handler_config.dynamo_db_config.table_name`).
+    pub fn from_config(raw: &Value) -> Tables {
+        let mut t = Tables::default();
+        let tc = raw.get("task_config");
+        let name = |v: Option<&Value>, into: &mut String| {
+            if let Some(s) = v.and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                *into = s.to_string();
+            }
+        };
+        let ddb = tc.and_then(|t| t.get("dynamo_db_config"));
+        name(ddb.and_then(|d| d.get("table_name")), &mut t.tasks);
+        name(ddb.and_then(|d| d.get("index_greenfield")), &mut t.greenfield_index);
+        name(tc.and_then(|c| c.get("sosw_closed_tasks_table")), &mut t.closed);
+        name(
+            tc.and_then(|c| c.get("sosw_closed_tasks_labourer_status_index")),
+            &mut t.closed_index,
+        );
+        name(tc.and_then(|c| c.get("sosw_retry_tasks_table")), &mut t.retry);
+        name(
+            tc.and_then(|c| c.get("sosw_retry_tasks_greenfield_index")),
+            &mut t.retry_index,
+        );
+        name(
+            raw.pointer("/meta_handler_config/dynamo_db_config/table_name"),
+            &mut t.meta,
+        );
+        name(raw.get("jobs_table"), &mut t.jobs);
+        t
+    }
+}
+
+fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, StoreError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .map_err(build_err)
+}
+
+fn attr(name: &str, kind: ScalarAttributeType) -> Result<AttributeDefinition, StoreError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(kind)
+        .build()
+        .map_err(build_err)
+}
+
+pub(crate) fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+/// Creates the tables that do not exist yet (on-demand billing). Existing tables are left as they are.
+pub async fn ensure(client: &Client, t: &Tables) -> Result<(), StoreError> {
+    use KeyType::{Hash, Range};
+    use ScalarAttributeType::{N, S};
+    let existing = crate::existing_tables(client).await?;
+    let all = Projection::builder().projection_type(ProjectionType::All).build();
+    if !existing.contains(&t.tasks) {
+        let gsi = GlobalSecondaryIndex::builder()
+            .index_name(&t.greenfield_index)
+            .key_schema(key("labourer_id", Hash)?)
+            .key_schema(key("greenfield", Range)?)
+            .projection(all.clone())
+            .build()
+            .map_err(build_err)?;
+        client
+            .create_table()
+            .table_name(&t.tasks)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key("task_id", Hash)?)
+            .attribute_definitions(attr("task_id", S)?)
+            .attribute_definitions(attr("labourer_id", S)?)
+            .attribute_definitions(attr("greenfield", N)?)
+            .global_secondary_indexes(gsi)
+            .send()
+            .await
+            .map_err(crate::sdk_err)?;
+    }
+    if !existing.contains(&t.closed) {
+        let projection = Projection::builder()
+            .projection_type(ProjectionType::Include)
+            .non_key_attributes("completed_at")
+            .non_key_attributes("greenfield")
+            .non_key_attributes("attempts")
+            .build();
+        let gsi = GlobalSecondaryIndex::builder()
+            .index_name(&t.closed_index)
+            .key_schema(key("labourer_id_task_status", Hash)?)
+            .key_schema(key("closed_at", Range)?)
+            .projection(projection)
+            .build()
+            .map_err(build_err)?;
+        client
+            .create_table()
+            .table_name(&t.closed)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key("task_id", Hash)?)
+            .attribute_definitions(attr("task_id", S)?)
+            .attribute_definitions(attr("labourer_id_task_status", S)?)
+            .attribute_definitions(attr("closed_at", N)?)
+            .global_secondary_indexes(gsi)
+            .send()
+            .await
+            .map_err(crate::sdk_err)?;
+    }
+    if !existing.contains(&t.retry) {
+        let lsi = LocalSecondaryIndex::builder()
+            .index_name(&t.retry_index)
+            .key_schema(key("labourer_id", Hash)?)
+            .key_schema(key("desired_launch_time", Range)?)
+            .projection(all.clone())
+            .build()
+            .map_err(build_err)?;
+        client
+            .create_table()
+            .table_name(&t.retry)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key("labourer_id", Hash)?)
+            .key_schema(key("task_id", Range)?)
+            .attribute_definitions(attr("labourer_id", S)?)
+            .attribute_definitions(attr("task_id", S)?)
+            .attribute_definitions(attr("desired_launch_time", N)?)
+            .local_secondary_indexes(lsi)
+            .send()
+            .await
+            .map_err(crate::sdk_err)?;
+    }
+    if !existing.contains(&t.meta) {
+        client
+            .create_table()
+            .table_name(&t.meta)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key("task_id", Hash)?)
+            .key_schema(key("created_at", Range)?)
+            .attribute_definitions(attr("task_id", S)?)
+            .attribute_definitions(attr("created_at", N)?)
+            .send()
+            .await
+            .map_err(crate::sdk_err)?;
+    }
+    if !existing.contains(&t.jobs) {
+        client
+            .create_table()
+            .table_name(&t.jobs)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key("job_id", Hash)?)
+            .attribute_definitions(attr("job_id", S)?)
+            .send()
+            .await
+            .map_err(crate::sdk_err)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! The DynamoDB store runs the shared store conformance suite against a local AWS-compatible server
+//! (`moto_server`; `.ci/run` starts one). Point `SOSW_TEST_DYNAMODB` at it, e.g. `http://127.0.0.1:5123`.
+//! Each case gets its own tables (a unique name prefix), created by `init`.
+
+use sosw_aws::{DynamoStore, Tables};
+use sosw_core::ports::TaskStore;
+use sosw_testkit::Harness;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+static CASE: AtomicUsize = AtomicUsize::new(0);
+
+fn endpoint() -> Option<String> {
+    std::env::var("SOSW_TEST_DYNAMODB").ok().filter(|e| !e.is_empty())
+}
+
+fn missing() -> Option<String> {
+    endpoint()
+        .is_none()
+        .then(|| "SOSW_TEST_DYNAMODB is not set (the URL of a local moto_server)".to_string())
+}
+
+async fn harness() -> Harness {
+    let prefix = format!("c{}_{}_", std::process::id(), CASE.fetch_add(1, Ordering::SeqCst));
+    let d = Tables::default();
+    let tables = Tables {
+        tasks: format!("{prefix}{}", d.tasks),
+        greenfield_index: d.greenfield_index,
+        closed: format!("{prefix}{}", d.closed),
+        closed_index: d.closed_index,
+        retry: format!("{prefix}{}", d.retry),
+        retry_index: d.retry_index,
+        meta: format!("{prefix}{}", d.meta),
+        jobs: format!("{prefix}{}", d.jobs),
+    };
+    let store = DynamoStore::connect(endpoint().as_deref(), tables).await;
+    store.init().await.expect("create tables");
+    let store = Arc::new(store);
+    Harness {
+        store: store.clone(),
+        meta: store,
+        keep_alive: Box::new(()),
+    }
+}
+
+sosw_testkit::store_conformance!(harness(), skip_unless: missing());
