@@ -1,0 +1,154 @@
+//! How many DynamoDB requests one task costs over its whole life (create → invoke → complete → archive), counted
+//! at the SDK by an interceptor against a local moto_server (`SOSW_TEST_DYNAMODB`). Python sosw needs about 8.
+
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use serde_json::json;
+use sosw_aws::{DynamoStore, Tables};
+use sosw_core::config::Config;
+use sosw_core::ports::{MetaSink, TaskStore};
+use sosw_core::{Clock, NewTask};
+use sosw_engine::{Orchestrator, Scavenger, TaskManager, Wiring};
+use sosw_testkit::fakes::{FakeInvokers, FakeMetrics, RecordingNotifier};
+use sosw_testkit::ManualClock;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Default)]
+struct Counter(Mutex<BTreeMap<String, u64>>);
+
+impl Intercept for Counter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let op = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or("?")
+            .to_string();
+        *self.0.lock().expect("lock").entry(op).or_default() += 1;
+        Ok(())
+    }
+}
+
+impl Counter {
+    fn take(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *self.0.lock().expect("lock"))
+    }
+}
+
+#[tokio::test]
+async fn requests_per_task_lifecycle() {
+    let Some(endpoint) = std::env::var("SOSW_TEST_DYNAMODB").ok().filter(|e| !e.is_empty()) else {
+        assert!(
+            std::env::var_os("SOSW_REQUIRE_SERVICES").is_none(),
+            "required service missing: SOSW_TEST_DYNAMODB"
+        );
+        eprintln!("skipped: SOSW_TEST_DYNAMODB is not set");
+        return;
+    };
+    let counter = Arc::new(Counter::default());
+    let sdk = DynamoStore::sdk_config(Some(&endpoint)).await;
+    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .interceptor(CounterRef(counter.clone()))
+        .build();
+    let prefix = format!("r{}_", std::process::id());
+    let d = Tables::default();
+    let tables = Tables {
+        tasks: format!("{prefix}{}", d.tasks),
+        closed: format!("{prefix}{}", d.closed),
+        retry: format!("{prefix}{}", d.retry),
+        meta: format!("{prefix}{}", d.meta),
+        jobs: format!("{prefix}{}", d.jobs),
+        ..d
+    };
+    let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(conf), tables));
+    store.init().await.expect("tables");
+    counter.take();
+
+    const N: usize = 100;
+    let clock = ManualClock::at_secs(1_700_000_000);
+    let config = Arc::new(
+        Config::from_value(
+            &json!({"task_config": {"labourers": {"w": {"command": "true", "max_simultaneous_invocations": N}}}}),
+        )
+        .expect("config"),
+    );
+    for with_meta in [false, true] {
+        let meta: Option<Arc<dyn MetaSink>> = if with_meta { Some(store.clone()) } else { None };
+        let wiring = Wiring {
+            store: store.clone(),
+            meta,
+            metrics: FakeMetrics::new(),
+            notifier: RecordingNotifier::new(),
+            clock: clock.clone(),
+        };
+        let tm = TaskManager::new(
+            config.clone(),
+            wiring.store.clone(),
+            wiring.meta_handler(sosw_core::Essential::Scheduler),
+        );
+        let tasks: Vec<NewTask> = (0..N)
+            .map(|i| NewTask {
+                task_id: format!("{with_meta}-{i:04}"),
+                labourer_id: "w".into(),
+                payload: "{}".into(),
+            })
+            .collect();
+        tm.create(&tasks, clock.now()).await.expect("create");
+        let report = Orchestrator::new(config.clone(), &wiring, FakeInvokers::new().as_ref())
+            .expect("orchestrator")
+            .run_once(clock.now())
+            .await;
+        assert_eq!(report.labourers[0].invoked as usize, N);
+        let wa = wiring.worker_assistant();
+        for t in &tasks {
+            wa.complete(&t.task_id, &Default::default(), clock.now())
+                .await
+                .expect("complete");
+        }
+        let s = Scavenger::new(config.clone(), &wiring).run_once(clock.now()).await;
+        assert_eq!(s.labourers[0].archived as usize, N);
+        let counts = counter.take();
+        let total: u64 = counts.values().sum();
+        let per_task = total as f64 / N as f64;
+        eprintln!(
+            "meta {}: {total} requests for {N} tasks = {per_task:.2} per task: {counts:?}",
+            if with_meta { "on" } else { "off" }
+        );
+        if !with_meta {
+            // claim 1 + complete 1 + archive 2 (read + transaction), plus the batched create and per-pass queries.
+            assert!(per_task <= 4.2, "{per_task} requests per task: {counts:?}");
+        }
+        clock.advance_secs(10);
+    }
+}
+
+/// `Intercept` for an `Arc` we keep a handle on.
+#[derive(Debug)]
+struct CounterRef(Arc<Counter>);
+
+impl Intercept for CounterRef {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.read_before_transmit(context, runtime_components, cfg)
+    }
+}
