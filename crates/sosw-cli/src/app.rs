@@ -3,7 +3,7 @@
 use crate::UsageError;
 use anyhow::{Context, Result};
 use serde_json::Value;
-use sosw_core::ports::{Notifier, TaskStore};
+use sosw_core::ports::{MetaSink, Notifier, TaskStore};
 use sosw_core::{Clock, Config, Essential, SystemClock};
 use sosw_engine::Wiring;
 use sosw_local::metrics::LocalMetrics;
@@ -68,9 +68,19 @@ pub fn load_config(path: &Path, essential: Essential) -> Result<Config> {
     Ok(config)
 }
 
-/// The SQLite file the store URL names. Relative paths in the config are relative to the config's directory;
-/// relative paths given on the command line are relative to the working directory.
-pub fn store_path(global: &Global, config: Option<&Config>) -> Result<PathBuf> {
+/// Where the tasks live: an SQLite file, or DynamoDB (the AWS build).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    Sqlite(PathBuf),
+    /// `dynamodb:` (AWS as configured by the environment) or `dynamodb:http://127.0.0.1:PORT` (a local endpoint).
+    DynamoDb {
+        endpoint: Option<String>,
+    },
+}
+
+/// The store a command uses: `--store`, else the config's `store`, else `sosw.db` beside the config. Relative SQLite
+/// paths in the config are relative to the config's directory; on the command line, to the working directory.
+pub fn store_spec(global: &Global, config: Option<&Config>) -> Result<StoreSpec> {
     let config_dir = {
         let p = if global.config.is_dir() {
             global.config.clone()
@@ -86,18 +96,92 @@ pub fn store_path(global: &Global, config: Option<&Config>) -> Result<PathBuf> {
     let (url, base) = match (&global.store, config.and_then(|c| c.store.clone())) {
         (Some(url), _) => (url.clone(), PathBuf::from(".")),
         (None, Some(url)) => (url, config_dir),
-        (None, None) => return Ok(config_dir.join("sosw.db")),
+        (None, None) => return Ok(StoreSpec::Sqlite(config_dir.join("sosw.db"))),
     };
     match url.split_once(':') {
         Some(("sqlite", path)) if !path.is_empty() => {
             let p = PathBuf::from(path);
-            Ok(if p.is_absolute() { p } else { base.join(p) })
+            Ok(StoreSpec::Sqlite(if p.is_absolute() { p } else { base.join(p) }))
         }
-        Some(("dynamodb", _)) => Err(UsageError(format!(
-            "store `{url}`: the DynamoDB store needs sosw's AWS build; this build has `sqlite:PATH`"
+        Some(("dynamodb", endpoint)) => Ok(StoreSpec::DynamoDb {
+            endpoint: (!endpoint.is_empty()).then(|| endpoint.to_string()),
+        }),
+        _ => Err(UsageError(format!(
+            "store `{url}` is not understood; expected `sqlite:PATH` or `dynamodb:[ENDPOINT]`"
         ))
         .into()),
-        _ => Err(UsageError(format!("store `{url}` is not understood; expected `sqlite:PATH`")).into()),
+    }
+}
+
+/// An open store.
+#[derive(Debug, Clone)]
+pub struct OpenStore {
+    pub tasks: Arc<dyn TaskStore>,
+    pub meta: Arc<dyn MetaSink>,
+    /// The store as a URL any sosw process can open (`sqlite:/abs/path`, `dynamodb:ENDPOINT`).
+    pub url: String,
+    /// What `sosw init` says it made ready.
+    pub describe: String,
+}
+
+fn schema_usage(e: sosw_core::ports::StoreError) -> anyhow::Error {
+    match e {
+        sosw_core::ports::StoreError::Schema(m) => UsageError(m).into(),
+        other => other.into(),
+    }
+}
+
+/// Opens the store; with `init`, creates or migrates it first.
+pub async fn open_store(spec: &StoreSpec, config: Option<&Config>, init: bool) -> Result<OpenStore> {
+    match spec {
+        StoreSpec::Sqlite(path) => {
+            let store = if init {
+                let s = SqliteStore::open_or_create(path).with_context(|| format!("opening `{}`", path.display()))?;
+                s.init().await.map_err(schema_usage)?;
+                s
+            } else {
+                SqliteStore::open(path).map_err(|e| match e {
+                    sosw_core::ports::StoreError::Schema(m) => anyhow::Error::from(UsageError(m)),
+                    other => anyhow::Error::from(other).context(format!("opening the store `{}`", path.display())),
+                })?
+            };
+            let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+            let store = Arc::new(store);
+            Ok(OpenStore {
+                tasks: store.clone(),
+                meta: store,
+                url: format!("sqlite:{}", abs.display()),
+                describe: format!("{} (schema version {})", path.display(), sosw_sqlite::SCHEMA_VERSION),
+            })
+        }
+        #[cfg(feature = "aws")]
+        StoreSpec::DynamoDb { endpoint } => {
+            let tables = config.map_or_else(sosw_aws::Tables::default, |c| sosw_aws::Tables::from_config(&c.raw));
+            let store = sosw_aws::DynamoStore::connect(endpoint.as_deref(), tables.clone()).await;
+            if init {
+                store.init().await.map_err(schema_usage)?;
+            }
+            let store = Arc::new(store);
+            Ok(OpenStore {
+                tasks: store.clone(),
+                meta: store,
+                url: format!("dynamodb:{}", endpoint.clone().unwrap_or_default()),
+                describe: format!(
+                    "DynamoDB tables {}, {}, {}, {}, {}",
+                    tables.tasks, tables.closed, tables.retry, tables.meta, tables.jobs
+                ),
+            })
+        }
+        #[cfg(not(feature = "aws"))]
+        StoreSpec::DynamoDb { .. } => {
+            let _ = config;
+            Err(UsageError(
+                "the DynamoDB store needs sosw's AWS build (`cargo build --release -p sosw-cli --features aws`); this \
+                 build has `sqlite:PATH`"
+                    .into(),
+            )
+            .into())
+        }
     }
 }
 
@@ -105,7 +189,8 @@ pub fn store_path(global: &Global, config: Option<&Config>) -> Result<PathBuf> {
 #[derive(Debug, Clone)]
 pub struct App {
     pub config: Arc<Config>,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn TaskStore>,
+    pub meta: Arc<dyn MetaSink>,
     pub clock: Arc<dyn Clock>,
     /// The store as a URL any sosw process can open (`sqlite:/abs/path`).
     pub store_url: String,
@@ -113,25 +198,22 @@ pub struct App {
 }
 
 impl App {
-    pub fn load(global: &Global, essential: Essential) -> Result<App> {
+    pub async fn load(global: &Global, essential: Essential) -> Result<App> {
         let config = load_config(&global.config, essential)?;
-        let path = store_path(global, Some(&config))?;
-        let store = SqliteStore::open(&path).map_err(|e| match e {
-            sosw_core::ports::StoreError::Schema(m) => anyhow::Error::from(UsageError(m)),
-            other => anyhow::Error::from(other).context(format!("opening the store `{}`", path.display())),
-        })?;
-        App::new(config, store, global)
+        let spec = store_spec(global, Some(&config))?;
+        let store = open_store(&spec, Some(&config), false).await?;
+        Ok(App::new(config, store, global))
     }
 
-    pub fn new(config: Config, store: SqliteStore, global: &Global) -> Result<App> {
-        let abs = std::path::absolute(store.path()).unwrap_or_else(|_| store.path().to_path_buf());
-        Ok(App {
+    pub fn new(config: Config, store: OpenStore, global: &Global) -> App {
+        App {
             config: Arc::new(config),
-            store_url: format!("sqlite:{}", abs.display()),
-            store: Arc::new(store),
+            store_url: store.url,
+            store: store.tasks,
+            meta: store.meta,
             clock: Arc::new(SystemClock),
             config_path: std::path::absolute(&global.config).unwrap_or_else(|_| global.config.clone()),
-        })
+        }
     }
 
     pub fn wiring(&self) -> Wiring {
@@ -141,7 +223,7 @@ impl App {
         Wiring {
             store,
             meta: if self.config.write_meta {
-                Some(self.store.clone())
+                Some(self.meta.clone())
             } else {
                 None
             },

@@ -1,19 +1,18 @@
 //! One function per command: load, call the library, render.
 
-use crate::app::{load_config, store_path, App};
+use crate::app::{load_config, open_store, store_spec, App};
 use crate::cli::{Cli, Command, Global, JobCommand, Report, StateFilter, TaskCommand};
 use crate::output::{print_json, table};
 use crate::UsageError;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{json, Map, Value};
 use sosw_core::config::Config;
 use sosw_core::greenfield::{Markers, DEFAULT_COOLDOWN, DEFAULT_DURATION};
 use sosw_core::payload::{construct_payload, report_part};
-use sosw_core::ports::{MetaSink, Table, TaskQuery, TaskStore};
+use sosw_core::ports::{Table, TaskQuery};
 use sosw_core::{Essential, NewTask, Place, StoredTask, TaskState, Time, WorkerReport};
 use sosw_engine::daemon::PassReport;
 use sosw_engine::{EcologyManager, Orchestrator, Scavenger, TaskManager};
-use sosw_sqlite::SqliteStore;
 use std::time::Duration;
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -49,22 +48,12 @@ async fn init(g: &Global) -> Result<()> {
         (Some(_), false) => None,
         _ => Some(load_config(&g.config, Essential::Orchestrator)?),
     };
-    let path = store_path(g, config.as_ref())?;
-    let store = SqliteStore::open_or_create(&path).with_context(|| format!("opening `{}`", path.display()))?;
-    store.init().await.map_err(|e| match e {
-        sosw_core::ports::StoreError::Schema(m) => anyhow::Error::from(UsageError(m)),
-        other => anyhow::Error::from(other),
-    })?;
+    let spec = store_spec(g, config.as_ref())?;
+    let store = open_store(&spec, config.as_ref(), true).await?;
     if g.json {
-        print_json(
-            &json!({"store": format!("sqlite:{}", path.display()), "schema_version": sosw_sqlite::SCHEMA_VERSION}),
-        );
+        print_json(&json!({"store": store.url, "ready": store.describe}));
     } else {
-        println!(
-            "store ready: {} (schema version {})",
-            path.display(),
-            sosw_sqlite::SCHEMA_VERSION
-        );
+        println!("store ready: {}", store.describe);
     }
     Ok(())
 }
@@ -78,7 +67,7 @@ fn new_task_id() -> String {
 }
 
 async fn task_create(g: &Global, labourer: &str, payload: Option<&str>, count: u32) -> Result<()> {
-    let app = App::load(g, Essential::Scheduler)?;
+    let app = App::load(g, Essential::Scheduler).await?;
     if app.config.labourer(labourer).is_none() {
         return Err(UsageError(format!(
             "unknown labourer `{labourer}`: it is not in `task_config.labourers`"
@@ -153,12 +142,12 @@ fn state_of(config: &Config, t: &StoredTask, now: Time) -> &'static str {
 }
 
 async fn task_show(g: &Global, task_id: &str) -> Result<()> {
-    let app = App::load(g, Essential::Orchestrator)?;
+    let app = App::load(g, Essential::Orchestrator).await?;
     let now = app.clock.now();
     let Some(t) = app.store.get(task_id).await? else {
         anyhow::bail!("task `{task_id}` not found");
     };
-    let events = app.store.events_of(task_id).await?;
+    let events = app.meta.events_of(task_id).await?;
     let state = state_of(&app.config, &t, now);
     if g.json {
         print_json(&json!({"state": state, "task": Value::Object(t.to_row()), "events": events}));
@@ -179,7 +168,7 @@ async fn task_show(g: &Global, task_id: &str) -> Result<()> {
 }
 
 async fn task_list(g: &Global, labourer: Option<&str>, state: Option<StateFilter>, limit: usize) -> Result<()> {
-    let app = App::load(g, Essential::Orchestrator)?;
+    let app = App::load(g, Essential::Orchestrator).await?;
     let now = app.clock.now();
     let labourers: Vec<String> = match labourer {
         Some(l) => vec![l.to_string()],
@@ -371,7 +360,7 @@ fn print_scavenge(json: bool, r: &sosw_engine::ScavengerReport) {
 }
 
 async fn orchestrate(g: &Global, no_wait: bool) -> Result<()> {
-    let app = App::load(g, Essential::Orchestrator)?;
+    let app = App::load(g, Essential::Orchestrator).await?;
     let wiring = app.wiring();
     let (invokers, supervisor) = app.invokers(&wiring);
     let orchestrator =
@@ -385,7 +374,7 @@ async fn orchestrate(g: &Global, no_wait: bool) -> Result<()> {
 }
 
 async fn scavenge(g: &Global) -> Result<()> {
-    let app = App::load(g, Essential::Scavenger)?;
+    let app = App::load(g, Essential::Scavenger).await?;
     let report = Scavenger::new(app.config.clone(), &app.wiring())
         .run_once(app.clock.now())
         .await;
@@ -394,7 +383,7 @@ async fn scavenge(g: &Global) -> Result<()> {
 }
 
 async fn report(g: &Global, r: Report, completed: bool) -> Result<()> {
-    let app = App::load(g, Essential::WorkerAssistant)?;
+    let app = App::load(g, Essential::WorkerAssistant).await?;
     let part = |flag: &'static str, text: &Option<String>| -> Result<Map<String, Value>> {
         match text {
             None => Ok(Map::new()),
@@ -430,7 +419,7 @@ async fn report(g: &Global, r: Report, completed: bool) -> Result<()> {
 }
 
 async fn status(g: &Global) -> Result<()> {
-    let app = App::load(g, Essential::Orchestrator)?;
+    let app = App::load(g, Essential::Orchestrator).await?;
     let now = app.clock.now();
     let wiring = app.wiring();
     let labourers: Vec<&sosw_core::Labourer> = app.config.labourers.iter().collect();
@@ -549,7 +538,7 @@ async fn daemon(g: &Global, interval: Option<f64>) -> Result<()> {
     if let Some(i) = interval.filter(|i| !(i.is_finite() && *i > 0.0)) {
         return Err(UsageError(format!("`--interval` must be a positive number of seconds, got {i}")).into());
     }
-    let app = App::load(g, Essential::Orchestrator)?;
+    let app = App::load(g, Essential::Orchestrator).await?;
     let scavenger_config = std::sync::Arc::new(load_config(&g.config, Essential::Scavenger)?);
     let wiring = app.wiring();
     let (invokers, supervisor) = app.invokers(&wiring);

@@ -2,17 +2,15 @@
 //! `examples/demo/`. Two labourers share thousands of tasks: `resize` has flaky and corrupt inputs (retries, dead
 //! tasks, notifications); `reports` is throttled by a database CPU metric that the demo moves over time.
 
-use crate::app::{load_config, store_path, App};
+use crate::app::{load_config, open_store, store_spec, App};
 use crate::cli::{DemoArgs, Global};
 use crate::output::print_json;
 use crate::UsageError;
 use anyhow::{Context, Result};
 use serde_json::json;
-use sosw_core::ports::TaskStore;
 use sosw_core::{Essential, NewTask};
 use sosw_engine::daemon::{self, PassReport};
 use sosw_engine::{Orchestrator, Scavenger, TaskManager};
-use sosw_sqlite::SqliteStore;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -86,10 +84,9 @@ pub async fn run(args: DemoArgs, json_out: bool) -> Result<()> {
     };
     let config = load_config(&global.config, Essential::Orchestrator)?;
     let scavenger_config = Arc::new(load_config(&global.config, Essential::Scavenger)?);
-    let path = store_path(&global, Some(&config))?;
-    let store = SqliteStore::open_or_create(&path)?;
-    store.init().await?;
-    let app = App::new(config, store, &global)?;
+    let spec = store_spec(&global, Some(&config))?;
+    let store = open_store(&spec, Some(&config), true).await?;
+    let app = App::new(config, store, &global);
     let wiring = app.wiring();
 
     let started = Instant::now();

@@ -6,7 +6,7 @@ use crate::output::{print_json, table};
 use crate::UsageError;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use sosw_core::ports::{JobProgress, TaskStore};
+use sosw_core::ports::JobProgress;
 use sosw_core::Essential;
 use sosw_engine::{ScheduleError, Scheduler};
 use std::io::{IsTerminal, Read, Write};
@@ -37,7 +37,7 @@ fn classify(e: ScheduleError) -> anyhow::Error {
 
 pub async fn schedule(g: &Global, source: &str, dry_run: bool) -> Result<()> {
     let event = read_job(source)?;
-    let app = App::load(g, Essential::Scheduler)?;
+    let app = App::load(g, Essential::Scheduler).await?;
     let scheduler = Scheduler::new(app.config.clone(), &app.wiring());
     let plan = scheduler.plan(&event, app.clock.now()).await.map_err(classify)?;
     if dry_run {
@@ -136,7 +136,7 @@ fn utc(t: sosw_core::Time) -> String {
 const HEADER: [&str; 5] = ["JOB", "LABOURER", "SCHEDULED", "STATE", "UPDATED"];
 
 pub async fn show(g: &Global, job_id: &str) -> Result<()> {
-    let app = App::load(g, Essential::Scheduler)?;
+    let app = App::load(g, Essential::Scheduler).await?;
     let Some(p) = app.store.get_job(job_id).await? else {
         anyhow::bail!("job `{job_id}` not found");
     };
@@ -149,7 +149,7 @@ pub async fn show(g: &Global, job_id: &str) -> Result<()> {
 }
 
 pub async fn list(g: &Global, limit: usize) -> Result<()> {
-    let app = App::load(g, Essential::Scheduler)?;
+    let app = App::load(g, Essential::Scheduler).await?;
     let jobs = app.store.list_jobs(limit).await?;
     if g.json {
         print_json(&Value::Array(jobs.iter().map(progress_json).collect()));

@@ -1,0 +1,92 @@
+//! `sosw --store dynamodb:ENDPOINT …` end to end against a local moto_server (the AWS build:
+//! `cargo test -p sosw-cli --features aws --test dynamodb`, with `SOSW_TEST_DYNAMODB` set).
+#![cfg(feature = "aws")]
+
+use serde_json::{json, Value};
+use std::process::Command;
+
+fn endpoint() -> Option<String> {
+    let e = std::env::var("SOSW_TEST_DYNAMODB").ok().filter(|e| !e.is_empty());
+    if e.is_none() {
+        assert!(
+            std::env::var_os("SOSW_REQUIRE_SERVICES").is_none(),
+            "required service missing: SOSW_TEST_DYNAMODB"
+        );
+        eprintln!("skipped: SOSW_TEST_DYNAMODB is not set");
+    }
+    e
+}
+
+#[test]
+fn sosw_runs_on_dynamodb() {
+    let Some(endpoint) = endpoint() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = format!("cli{}_", std::process::id());
+    let config = json!({
+        "store": format!("dynamodb:{endpoint}"),
+        "task_config": {
+            "dynamo_db_config": {"table_name": format!("{p}sosw_tasks")},
+            "sosw_closed_tasks_table": format!("{p}sosw_closed_tasks"),
+            "sosw_retry_tasks_table": format!("{p}sosw_retry_tasks"),
+            "labourers": {"w": {"command": ["sh", "-c", "cat >/dev/null; echo '{\"ok\": true}'"], "max_simultaneous_invocations": 5}}
+        },
+        "meta_handler_config": {"dynamo_db_config": {"table_name": format!("{p}sosw_tasks_meta")}},
+        "jobs_table": format!("{p}sosw_jobs"),
+        "job_schema": {"chunkable_attrs": ["store"]}
+    });
+    std::fs::write(dir.path().join("sosw.json"), config.to_string()).expect("config");
+    let sosw = |args: &[&str]| -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_sosw"))
+            .arg("--json")
+            .args(args)
+            .current_dir(dir.path())
+            .env("SOSW_CONFIG", dir.path().join("sosw.json"))
+            .env_remove("SOSW_STORE")
+            .output()
+            .expect("sosw runs");
+        assert!(
+            out.status.success(),
+            "sosw {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    let ready = sosw(&["init"]);
+    assert!(
+        ready["ready"]
+            .as_str()
+            .expect("ready")
+            .contains(&format!("{p}sosw_tasks")),
+        "{ready}"
+    );
+    sosw(&["init"]);
+    let task = sosw(&["task", "create", "w", "--payload", r#"{"doc": 1}"#]);
+    let id = task["task_id"].as_str().expect("id").to_string();
+    assert_eq!(sosw(&["status"])["w"]["queued"], json!(1));
+    assert_eq!(sosw(&["orchestrate"])["labourers"]["w"]["invoked"], json!(1));
+    assert_eq!(sosw(&["scavenge"])["labourers"]["w"]["archived"], json!(1));
+    let shown = sosw(&["task", "show", &id]);
+    assert_eq!(
+        (shown["state"].clone(), shown["task"]["result_ok"].clone()),
+        (json!("closed"), json!(true))
+    );
+    let actions: Vec<&str> = shown["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(actions, vec!["created", "invoked", "marked_as_completed", "archived"]);
+    std::fs::write(
+        dir.path().join("job.json"),
+        r#"{"lambda_name": "w", "isolate_stores": true, "stores": ["a", "b", "c"]}"#,
+    )
+    .expect("job");
+    let job = sosw(&["schedule", "job.json"]);
+    assert_eq!(job["created"], json!(3));
+    assert_eq!(
+        sosw(&["job", "show", job["job_id"].as_str().expect("id")])["state"],
+        json!("finished")
+    );
+    assert_eq!(sosw(&["status"])["w"]["queued"], json!(3));
+}
