@@ -1,4 +1,4 @@
-//! sosw on AWS. This crate holds the DynamoDB store: the same tables, keys, indexes and attribute types as Python
+//! sosw on AWS: the [`LambdaInvoker`], and the DynamoDB store: the same tables, keys, indexes and attribute types as Python
 //! sosw (reference §2), so that Rust and Python essentials can share them, passing the same conformance suite as
 //! the SQLite store.
 //!
@@ -12,8 +12,10 @@
 //! labourer scans the three tables.
 
 mod item;
+pub mod lambda;
 mod tables;
 
+pub use lambda::LambdaInvoker;
 pub use tables::Tables;
 
 use async_trait::async_trait;

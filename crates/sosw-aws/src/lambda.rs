@@ -1,0 +1,128 @@
+//! Labourers as AWS Lambda functions (`arn`), invoked asynchronously (`InvocationType=Event`) with the flat worker
+//! event, as Python sosw's Orchestrator does.
+
+use async_trait::async_trait;
+use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::InvocationType;
+use sosw_core::decide::FailureKind;
+use sosw_core::ports::{InvokeError, InvokeOutcome, Invoker};
+use sosw_core::Task;
+use std::time::Duration;
+
+/// Lambda's limit on an asynchronous invocation's payload.
+pub const MAX_ASYNC_PAYLOAD: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct LambdaInvoker {
+    client: aws_sdk_lambda::Client,
+    function: String,
+}
+
+impl LambdaInvoker {
+    /// `function` is the labourer's `arn` (a name, an ARN, or an ARN with a version or alias).
+    pub fn new(client: aws_sdk_lambda::Client, function: impl Into<String>) -> LambdaInvoker {
+        LambdaInvoker {
+            client,
+            function: function.into(),
+        }
+    }
+}
+
+/// How a failed `Invoke` affects the task: throttling is not the task's fault; a missing function or a rejected
+/// request never succeeds; a failed connection certainly did not deliver; anything after sending may have.
+fn classify<E, R>(function: &str, e: SdkError<E, R>) -> InvokeError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let message = format!(
+        "invoking `{function}`: {}",
+        aws_sdk_lambda::error::DisplayErrorContext(&e)
+    );
+    let kind = match e.code() {
+        Some(code) => kind_of(code),
+        None => match e {
+            SdkError::ConstructionFailure(_) => FailureKind::Permanent,
+            SdkError::DispatchFailure(_) => FailureKind::Transient,
+            _ => FailureKind::Unknown,
+        },
+    };
+    InvokeError {
+        kind,
+        message,
+        retry_after: None,
+    }
+}
+
+/// The failure kind of a Lambda error code.
+fn kind_of(code: &str) -> FailureKind {
+    match code {
+        "TooManyRequestsException" | "EC2ThrottledException" | "ThrottlingException" => FailureKind::Throttled,
+        "ResourceNotFoundException"
+        | "InvalidRequestContentException"
+        | "RequestTooLargeException"
+        | "InvalidParameterValueException"
+        | "UnsupportedMediaTypeException"
+        | "AccessDeniedException" => FailureKind::Permanent,
+        _ => FailureKind::Transient,
+    }
+}
+
+#[async_trait]
+impl Invoker for LambdaInvoker {
+    async fn invoke(&self, _task: &Task, event: &str) -> Result<InvokeOutcome, InvokeError> {
+        if event.len() > MAX_ASYNC_PAYLOAD {
+            return Err(InvokeError::new(
+                FailureKind::Permanent,
+                format!(
+                    "the event is {} bytes, over Lambda's {} KiB limit for asynchronous invocations; it was not sent",
+                    event.len(),
+                    MAX_ASYNC_PAYLOAD / 1024
+                ),
+            ));
+        }
+        let out = self
+            .client
+            .invoke()
+            .function_name(&self.function)
+            .invocation_type(InvocationType::Event)
+            .payload(Blob::new(event.as_bytes()))
+            .send()
+            .await;
+        match out {
+            Ok(o) if (200..300).contains(&o.status_code()) => Ok(InvokeOutcome::Accepted),
+            Ok(o) => Err(InvokeError::new(
+                FailureKind::Transient,
+                format!("invoking `{}`: status {}", self.function, o.status_code()),
+            )),
+            Err(e) => {
+                let mut err = classify(&self.function, e);
+                if err.kind == FailureKind::Throttled {
+                    err.retry_after = Some(Duration::from_secs(1));
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes() {
+        for (code, kind) in [
+            ("TooManyRequestsException", FailureKind::Throttled),
+            ("EC2ThrottledException", FailureKind::Throttled),
+            ("ResourceNotFoundException", FailureKind::Permanent),
+            ("RequestTooLargeException", FailureKind::Permanent),
+            ("AccessDeniedException", FailureKind::Permanent),
+            ("ServiceException", FailureKind::Transient),
+            ("ResourceNotReadyException", FailureKind::Transient),
+        ] {
+            assert_eq!(kind_of(code), kind, "{code}");
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! The Lambda invoker against a local moto_server (Lambda without Docker). Needs `SOSW_TEST_DYNAMODB` (the moto
+//! endpoint) and `SOSW_TEST_PYTHON_SOSW` (a Python with boto3, to create the function); `.ci/run` provides both.
+
+use sosw_aws::{DynamoStore, LambdaInvoker};
+use sosw_core::decide::FailureKind;
+use sosw_core::ports::{InvokeOutcome, Invoker};
+use sosw_testkit::fakes::sample_task;
+use std::process::Command;
+
+#[tokio::test]
+async fn invokes_asynchronously_and_refuses_oversized_events() {
+    let (Some(endpoint), Some(python)) = (
+        std::env::var("SOSW_TEST_DYNAMODB").ok().filter(|e| !e.is_empty()),
+        std::env::var("SOSW_TEST_PYTHON_SOSW").ok().filter(|e| !e.is_empty()),
+    ) else {
+        assert!(
+            std::env::var_os("SOSW_REQUIRE_SERVICES").is_none(),
+            "required service missing: moto and Python"
+        );
+        eprintln!("skipped: SOSW_TEST_DYNAMODB or SOSW_TEST_PYTHON_SOSW is not set");
+        return;
+    };
+    let name = format!("worker{}", std::process::id());
+    let out = Command::new(&python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/moto_lambda.py"))
+        .args([&endpoint, &name])
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let arn = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(arn.ends_with(&format!(":function:{name}")), "{arn}");
+
+    let client = aws_sdk_lambda::Client::new(&DynamoStore::sdk_config(Some(&endpoint)).await);
+    let task = sample_task("t1");
+    let event = r#"{"task_id": "t1", "labourer_id": "w", "n": 1}"#;
+    let invoker = LambdaInvoker::new(client.clone(), &arn);
+    assert_eq!(invoker.invoke(&task, event).await, Ok(InvokeOutcome::Accepted));
+
+    // (moto accepts an asynchronous invocation even of a function that does not exist, so the classification of
+    // Lambda's error codes is unit-tested in `lambda.rs`.)
+    let huge = format!(r#"{{"blob": "{}"}}"#, "x".repeat(300 * 1024));
+    let err = invoker.invoke(&task, &huge).await.expect_err("too large");
+    assert_eq!(err.kind, FailureKind::Permanent);
+    assert!(
+        err.message.contains("256 KiB") && err.message.contains("not sent"),
+        "{}",
+        err.message
+    );
+}
