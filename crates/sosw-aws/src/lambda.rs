@@ -126,3 +126,35 @@ mod tests {
         }
     }
 }
+
+/// Invokers for the AWS build: labourers with an `arn` through [`LambdaInvoker`], every other one through
+/// `fallback` (the local process and HTTP invokers).
+#[derive(Debug)]
+pub struct AwsInvokers {
+    lambda: aws_sdk_lambda::Client,
+    fallback: Box<dyn sosw_core::ports::InvokerFactory>,
+}
+
+impl AwsInvokers {
+    pub fn new(lambda: aws_sdk_lambda::Client, fallback: Box<dyn sosw_core::ports::InvokerFactory>) -> AwsInvokers {
+        AwsInvokers { lambda, fallback }
+    }
+
+    /// With AWS configured by the environment (region, credentials, `AWS_ENDPOINT_URL`).
+    pub async fn from_env(fallback: Box<dyn sosw_core::ports::InvokerFactory>) -> AwsInvokers {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        AwsInvokers::new(aws_sdk_lambda::Client::new(&sdk), fallback)
+    }
+}
+
+impl sosw_core::ports::InvokerFactory for AwsInvokers {
+    fn invoker_for(&self, labourer: &sosw_core::Labourer) -> Result<std::sync::Arc<dyn Invoker>, String> {
+        match &labourer.invoker {
+            sosw_core::config::InvokerSpec::Lambda { arn } => Ok(std::sync::Arc::new(LambdaInvoker::new(
+                self.lambda.clone(),
+                arn.clone(),
+            ))),
+            _ => self.fallback.invoker_for(labourer),
+        }
+    }
+}

@@ -15,7 +15,7 @@ mod item;
 pub mod lambda;
 mod tables;
 
-pub use lambda::LambdaInvoker;
+pub use lambda::{AwsInvokers, LambdaInvoker};
 pub use tables::Tables;
 
 use async_trait::async_trait;

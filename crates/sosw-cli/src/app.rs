@@ -3,7 +3,7 @@
 use crate::UsageError;
 use anyhow::{Context, Result};
 use serde_json::Value;
-use sosw_core::ports::{MetaSink, Notifier, TaskStore};
+use sosw_core::ports::{InvokerFactory, MetaSink, Notifier, TaskStore};
 use sosw_core::{Clock, Config, Essential, SystemClock};
 use sosw_engine::Wiring;
 use sosw_local::metrics::LocalMetrics;
@@ -233,8 +233,9 @@ impl App {
         }
     }
 
-    /// The invokers of local workers, with the environment a worker needs to report back with `sosw complete`.
-    pub fn invokers(&self, wiring: &Wiring) -> (LocalInvokers, Arc<Supervisor>) {
+    /// Every labourer's invoker: local processes and HTTP endpoints, with the environment a worker needs to report
+    /// back with `sosw complete`, and in the AWS build Lambda functions too.
+    pub async fn invokers(&self, wiring: &Wiring) -> (Box<dyn InvokerFactory>, Arc<Supervisor>) {
         let supervisor = Supervisor::new(Arc::new(wiring.worker_assistant()));
         let mut env = vec![
             ("SOSW_CONFIG".to_string(), self.config_path.display().to_string()),
@@ -243,10 +244,11 @@ impl App {
         if let Ok(exe) = std::env::current_exe() {
             env.push(("SOSW_BIN".to_string(), exe.display().to_string()));
         }
-        (
-            LocalInvokers::new(supervisor.clone(), env, Some(self.config_dir())),
-            supervisor,
-        )
+        let local: Box<dyn InvokerFactory> =
+            Box::new(LocalInvokers::new(supervisor.clone(), env, Some(self.config_dir())));
+        #[cfg(feature = "aws")]
+        let local: Box<dyn InvokerFactory> = Box::new(sosw_aws::AwsInvokers::from_env(local).await);
+        (local, supervisor)
     }
 
     /// The directory of the config (the config itself, for a Python-style config directory).

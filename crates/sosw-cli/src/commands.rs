@@ -362,9 +362,9 @@ fn print_scavenge(json: bool, r: &sosw_engine::ScavengerReport) {
 async fn orchestrate(g: &Global, no_wait: bool) -> Result<()> {
     let app = App::load(g, Essential::Orchestrator).await?;
     let wiring = app.wiring();
-    let (invokers, supervisor) = app.invokers(&wiring);
+    let (invokers, supervisor) = app.invokers(&wiring).await;
     let orchestrator =
-        Orchestrator::new(app.config.clone(), &wiring, &invokers).map_err(|e| UsageError(e.to_string()))?;
+        Orchestrator::new(app.config.clone(), &wiring, invokers.as_ref()).map_err(|e| UsageError(e.to_string()))?;
     let report = orchestrator.run_once(app.clock.now()).await;
     print_orchestration(g.json, &report);
     if !no_wait {
@@ -541,9 +541,9 @@ async fn daemon(g: &Global, interval: Option<f64>) -> Result<()> {
     let app = App::load(g, Essential::Orchestrator).await?;
     let scavenger_config = std::sync::Arc::new(load_config(&g.config, Essential::Scavenger)?);
     let wiring = app.wiring();
-    let (invokers, supervisor) = app.invokers(&wiring);
+    let (invokers, supervisor) = app.invokers(&wiring).await;
     let orchestrator =
-        Orchestrator::new(app.config.clone(), &wiring, &invokers).map_err(|e| UsageError(e.to_string()))?;
+        Orchestrator::new(app.config.clone(), &wiring, invokers.as_ref()).map_err(|e| UsageError(e.to_string()))?;
     let scavenger = Scavenger::new(scavenger_config, &wiring);
     let mut intervals = app.config.daemon;
     if let Some(i) = interval {

@@ -113,9 +113,9 @@ pub async fn run(args: DemoArgs, json_out: bool) -> Result<()> {
         );
     }
 
-    let (invokers, supervisor) = app.invokers(&wiring);
+    let (invokers, supervisor) = app.invokers(&wiring).await;
     let orchestrator =
-        Orchestrator::new(app.config.clone(), &wiring, &invokers).map_err(|e| UsageError(e.to_string()))?;
+        Orchestrator::new(app.config.clone(), &wiring, invokers.as_ref()).map_err(|e| UsageError(e.to_string()))?;
     let scavenger = Scavenger::new(scavenger_config, &wiring);
     let tally = Arc::new(Mutex::new(Tally::default()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -90,3 +90,58 @@ fn sosw_runs_on_dynamodb() {
     );
     assert_eq!(sosw(&["status"])["w"]["queued"], json!(3));
 }
+
+#[test]
+fn lambda_labourers_are_invoked_in_the_aws_build() {
+    let Some(endpoint) = endpoint() else { return };
+    let Some(python) = std::env::var("SOSW_TEST_PYTHON_SOSW").ok().filter(|p| !p.is_empty()) else {
+        assert!(
+            std::env::var_os("SOSW_REQUIRE_SERVICES").is_none(),
+            "required service missing: SOSW_TEST_PYTHON_SOSW"
+        );
+        eprintln!("skipped: SOSW_TEST_PYTHON_SOSW is not set");
+        return;
+    };
+    let name = format!("cliworker{}", std::process::id());
+    let out = Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../sosw-aws/tests/python/moto_lambda.py"
+        ))
+        .args([&endpoint, &name])
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let arn = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("sosw.db");
+    let config = json!({"task_config": {"labourers": {"lam": {"arn": arn, "max_simultaneous_invocations": 2}}}});
+    std::fs::write(dir.path().join("sosw.json"), config.to_string()).expect("config");
+    let sosw = |args: &[&str]| -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_sosw"))
+            .arg("--json")
+            .args(args)
+            .current_dir(dir.path())
+            .env("SOSW_CONFIG", dir.path().join("sosw.json"))
+            .env("SOSW_STORE", format!("sqlite:{}", db.display()))
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("AWS_ACCESS_KEY_ID", "local")
+            .env("AWS_SECRET_ACCESS_KEY", "local")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .expect("sosw runs");
+        assert!(
+            out.status.success(),
+            "sosw {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    sosw(&["init"]);
+    let id = sosw(&["task", "create", "lam", "--payload", r#"{"n": 1}"#])["task_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(sosw(&["orchestrate"])["labourers"]["lam"]["invoked"], json!(1));
+    assert_eq!(sosw(&["task", "show", &id])["state"], json!("running"));
+}
