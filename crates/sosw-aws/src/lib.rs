@@ -1,4 +1,4 @@
-//! sosw on AWS: the [`LambdaInvoker`], and the DynamoDB store: the same tables, keys, indexes and attribute types as Python
+//! sosw on AWS: the [`LambdaInvoker`], [`CloudWatchMetrics`], and the DynamoDB store: the same tables, keys, indexes and attribute types as Python
 //! sosw (reference §2), so that Rust and Python essentials can share them, passing the same conformance suite as
 //! the SQLite store.
 //!
@@ -11,10 +11,12 @@
 //! labourer, then task), which `get`, `complete` and `fail` do only after the live table missed; listing every
 //! labourer scans the three tables.
 
+pub mod cloudwatch;
 mod item;
 pub mod lambda;
 mod tables;
 
+pub use cloudwatch::CloudWatchMetrics;
 pub use lambda::{AwsInvokers, LambdaInvoker};
 pub use tables::Tables;
 

@@ -3,7 +3,7 @@
 use crate::UsageError;
 use anyhow::{Context, Result};
 use serde_json::Value;
-use sosw_core::ports::{InvokerFactory, MetaSink, Notifier, TaskStore};
+use sosw_core::ports::{InvokerFactory, MetaSink, MetricSource, Notifier, TaskStore};
 use sosw_core::{Clock, Config, Essential, SystemClock};
 use sosw_engine::Wiring;
 use sosw_local::metrics::LocalMetrics;
@@ -191,6 +191,8 @@ pub struct App {
     pub config: Arc<Config>,
     pub store: Arc<dyn TaskStore>,
     pub meta: Arc<dyn MetaSink>,
+    /// Health metric values: the local sources, and CloudWatch in the AWS build.
+    pub metrics: Arc<dyn MetricSource>,
     pub clock: Arc<dyn Clock>,
     /// The store as a URL any sosw process can open (`sqlite:/abs/path`).
     pub store_url: String,
@@ -202,17 +204,32 @@ impl App {
         let config = load_config(&global.config, essential)?;
         let spec = store_spec(global, Some(&config))?;
         let store = open_store(&spec, Some(&config), false).await?;
-        Ok(App::new(config, store, global))
+        #[allow(unused_mut)]
+        let mut app = App::new(config, store, global);
+        #[cfg(feature = "aws")]
+        {
+            app.metrics = Arc::new(sosw_aws::CloudWatchMetrics::from_env(app.metrics.clone()).await);
+        }
+        Ok(app)
     }
 
     pub fn new(config: Config, store: OpenStore, global: &Global) -> App {
+        let config_path = std::path::absolute(&global.config).unwrap_or_else(|_| global.config.clone());
+        let config_dir = if config_path.is_dir() {
+            config_path.clone()
+        } else {
+            config_path
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        };
         App {
             config: Arc::new(config),
             store_url: store.url,
             store: store.tasks,
             meta: store.meta,
+            metrics: Arc::new(LocalMetrics::new().in_dir(config_dir)),
             clock: Arc::new(SystemClock),
-            config_path: std::path::absolute(&global.config).unwrap_or_else(|_| global.config.clone()),
+            config_path,
         }
     }
 
@@ -227,7 +244,7 @@ impl App {
             } else {
                 None
             },
-            metrics: Arc::new(LocalMetrics::new().in_dir(self.config_dir())),
+            metrics: self.metrics.clone(),
             notifier,
             clock: self.clock.clone(),
         }
