@@ -357,6 +357,28 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().delete(del).build())
     }
 
+    /// One `BatchWriteItem` (at most 25 requests), its unprocessed items retried with backoff.
+    async fn write_batch(&self, table: String, requests: Vec<WriteRequest>) -> StoreResult<()> {
+        let mut pending = HashMap::from([(table, requests)]);
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let out = self
+                .client
+                .batch_write_item()
+                .set_request_items(Some(pending))
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            pending = out.unprocessed_items().cloned().unwrap_or_default();
+            pending.retain(|_, v| !v.is_empty());
+            if !pending.is_empty() {
+                backoff(attempt).await?;
+                attempt += 1;
+            }
+        }
+        Ok(())
+    }
+
     fn task_key(task_id: &str) -> Item {
         HashMap::from([("task_id".to_string(), s(task_id))])
     }
@@ -616,23 +638,7 @@ impl TaskStore for DynamoStore {
                     .map_err(build_err)?;
                 requests.push(WriteRequest::builder().put_request(put).build());
             }
-            let mut pending = HashMap::from([(self.tables.tasks.clone(), requests)]);
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(sdk_err)?;
-                pending = out.unprocessed_items().cloned().unwrap_or_default();
-                pending.retain(|_, v| !v.is_empty());
-                if !pending.is_empty() {
-                    backoff(attempt).await?;
-                    attempt += 1;
-                }
-            }
+            self.write_batch(self.tables.tasks.clone(), requests).await?;
         }
         Ok(report)
     }
@@ -1331,23 +1337,7 @@ impl MetaSink for DynamoStore {
                 let put = PutRequest::builder().set_item(Some(item)).build().map_err(build_err)?;
                 requests.push(WriteRequest::builder().put_request(put).build());
             }
-            let mut pending = HashMap::from([(self.tables.meta.clone(), requests)]);
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(sdk_err)?;
-                pending = out.unprocessed_items().cloned().unwrap_or_default();
-                pending.retain(|_, v| !v.is_empty());
-                if !pending.is_empty() {
-                    backoff(attempt).await?;
-                    attempt += 1;
-                }
-            }
+            self.write_batch(self.tables.meta.clone(), requests).await?;
         }
         Ok(())
     }

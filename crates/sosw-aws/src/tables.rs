@@ -38,6 +38,19 @@ impl Default for Tables {
 }
 
 impl Tables {
+    /// Python sosw's names with a prefix on every table (indexes keep their names), e.g. one set per environment.
+    pub fn prefixed(prefix: &str) -> Tables {
+        let d = Tables::default();
+        Tables {
+            tasks: format!("{prefix}{}", d.tasks),
+            closed: format!("{prefix}{}", d.closed),
+            retry: format!("{prefix}{}", d.retry),
+            meta: format!("{prefix}{}", d.meta),
+            jobs: format!("{prefix}{}", d.jobs),
+            ..d
+        }
+    }
+
     /// The names a sosw config gives (`task_config.dynamo_db_config.table_name`, `index_greenfield`,
     /// `sosw_closed_tasks_table`, …, `meta_handler_config.dynamo_db_config.table_name`).
     pub fn from_config(raw: &Value) -> Tables {

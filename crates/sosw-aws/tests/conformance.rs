@@ -22,17 +22,7 @@ fn missing() -> Option<String> {
 
 async fn harness() -> Harness {
     let prefix = format!("c{}_{}_", std::process::id(), CASE.fetch_add(1, Ordering::SeqCst));
-    let d = Tables::default();
-    let tables = Tables {
-        tasks: format!("{prefix}{}", d.tasks),
-        greenfield_index: d.greenfield_index,
-        closed: format!("{prefix}{}", d.closed),
-        closed_index: d.closed_index,
-        retry: format!("{prefix}{}", d.retry),
-        retry_index: d.retry_index,
-        meta: format!("{prefix}{}", d.meta),
-        jobs: format!("{prefix}{}", d.jobs),
-    };
+    let tables = Tables::prefixed(&prefix);
     let store = DynamoStore::connect(endpoint().as_deref(), tables).await;
     store.init().await.expect("create tables");
     let store = Arc::new(store);

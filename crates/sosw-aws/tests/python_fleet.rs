@@ -43,15 +43,7 @@ async fn python_sosw_creates_and_sosw_rs_runs_the_tasks() {
         return;
     };
     let prefix = format!("py{}_", std::process::id());
-    let d = Tables::default();
-    let tables = Tables {
-        tasks: format!("{prefix}{}", d.tasks),
-        closed: format!("{prefix}{}", d.closed),
-        retry: format!("{prefix}{}", d.retry),
-        meta: format!("{prefix}{}", d.meta),
-        jobs: format!("{prefix}{}", d.jobs),
-        ..d
-    };
+    let tables = Tables::prefixed(&prefix);
     let store = Arc::new(DynamoStore::connect(Some(&endpoint), tables).await);
     store.init().await.expect("tables");
 

@@ -63,15 +63,7 @@ async fn requests_per_task_lifecycle() {
         .interceptor(CounterRef(counter.clone()))
         .build();
     let prefix = format!("r{}_", std::process::id());
-    let d = Tables::default();
-    let tables = Tables {
-        tasks: format!("{prefix}{}", d.tasks),
-        closed: format!("{prefix}{}", d.closed),
-        retry: format!("{prefix}{}", d.retry),
-        meta: format!("{prefix}{}", d.meta),
-        jobs: format!("{prefix}{}", d.jobs),
-        ..d
-    };
+    let tables = Tables::prefixed(&prefix);
     let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(conf), tables));
     store.init().await.expect("tables");
     counter.take();

@@ -455,6 +455,16 @@ fn close_completed(tx: &Connection, table: &str, t: &mut Task, now: Time) -> Sto
     Ok(())
 }
 
+/// The lowest (`MIN`) or highest (`MAX`) queue position of a labourer (`greenfield < now`).
+fn queue_end(conn: &Connection, labourer: &str, now: i64, end: &str) -> StoreResult<Option<i64>> {
+    conn.prepare_cached(&format!(
+        "SELECT {end}(greenfield) FROM tasks WHERE labourer_id = ?1 AND greenfield < ?2"
+    ))
+    .map_err(map_err)?
+    .query_row(params![labourer, now], |r| r.get(0))
+    .map_err(map_err)
+}
+
 fn not_invoked(task_id: &str) -> StoreError {
     StoreError::conflict(task_id, "has not been invoked yet, so it cannot be reported on")
 }
@@ -490,13 +500,8 @@ impl TaskStore for SqliteStore {
             }
             let mut positions: HashMap<&str, std::vec::IntoIter<i64>> = HashMap::new();
             {
-                let mut newest = tx
-                    .prepare_cached("SELECT MAX(greenfield) FROM tasks WHERE labourer_id = ?1 AND greenfield < ?2")
-                    .map_err(map_err)?;
                 for (labourer, n) in &per_labourer {
-                    let tail: Option<i64> = newest
-                        .query_row(params![labourer, now.secs()], |r| r.get(0))
-                        .map_err(map_err)?;
+                    let tail = queue_end(tx, labourer, now.secs(), "MAX")?;
                     let p = tail_positions(labourer, tail, step, *n, now)
                         .map_err(|e| StoreError::Invalid(e.to_string()))?;
                     positions.insert(labourer, p.into_iter());
@@ -839,24 +844,12 @@ impl TaskStore for SqliteStore {
 
     async fn newest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
         let labourer = labourer.to_string();
-        self.run(move |conn| {
-            conn.prepare_cached("SELECT MAX(greenfield) FROM tasks WHERE labourer_id = ?1 AND greenfield < ?2")
-                .map_err(map_err)?
-                .query_row(params![labourer, now], |r| r.get(0))
-                .map_err(map_err)
-        })
-        .await
+        self.run(move |conn| queue_end(conn, &labourer, now, "MAX")).await
     }
 
     async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
         let labourer = labourer.to_string();
-        self.run(move |conn| {
-            conn.prepare_cached("SELECT MIN(greenfield) FROM tasks WHERE labourer_id = ?1 AND greenfield < ?2")
-                .map_err(map_err)?
-                .query_row(params![labourer, now], |r| r.get(0))
-                .map_err(map_err)
-        })
-        .await
+        self.run(move |conn| queue_end(conn, &labourer, now, "MIN")).await
     }
 
     async fn get(&self, task_id: &str) -> StoreResult<Option<StoredTask>> {
