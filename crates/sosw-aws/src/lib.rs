@@ -1,4 +1,4 @@
-//! sosw on AWS: the [`LambdaInvoker`], [`CloudWatchMetrics`], and the DynamoDB store: the same tables, keys, indexes and attribute types as Python
+//! sosw on AWS: the [`LambdaInvoker`], [`CloudWatchMetrics`], the [`SnsNotifier`], and the DynamoDB store: the same tables, keys, indexes and attribute types as Python
 //! sosw (reference §2), so that Rust and Python essentials can share them, passing the same conformance suite as
 //! the SQLite store.
 //!
@@ -14,10 +14,12 @@
 pub mod cloudwatch;
 mod item;
 pub mod lambda;
+pub mod sns;
 mod tables;
 
 pub use cloudwatch::CloudWatchMetrics;
 pub use lambda::{AwsInvokers, LambdaInvoker};
+pub use sns::SnsNotifier;
 pub use tables::Tables;
 
 use async_trait::async_trait;

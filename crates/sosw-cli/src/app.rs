@@ -193,6 +193,8 @@ pub struct App {
     pub meta: Arc<dyn MetaSink>,
     /// Health metric values: the local sources, and CloudWatch in the AWS build.
     pub metrics: Arc<dyn MetricSource>,
+    /// Dead-task notifications: the log and `notify.command`, or SNS (`sns_config.recipient`) in the AWS build.
+    pub notifier: Arc<dyn Notifier>,
     pub clock: Arc<dyn Clock>,
     /// The store as a URL any sosw process can open (`sqlite:/abs/path`).
     pub store_url: String,
@@ -209,6 +211,9 @@ impl App {
         #[cfg(feature = "aws")]
         {
             app.metrics = Arc::new(sosw_aws::CloudWatchMetrics::from_env(app.metrics.clone()).await);
+            if let Some(topic) = app.config.notify.recipient.clone() {
+                app.notifier = Arc::new(sosw_aws::SnsNotifier::from_env(topic).await);
+            }
         }
         Ok(app)
     }
@@ -222,12 +227,14 @@ impl App {
                 .parent()
                 .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
         };
+        let notify_command = config.notify.command.clone();
         App {
             config: Arc::new(config),
             store_url: store.url,
             store: store.tasks,
             meta: store.meta,
-            metrics: Arc::new(LocalMetrics::new().in_dir(config_dir)),
+            metrics: Arc::new(LocalMetrics::new().in_dir(config_dir.clone())),
+            notifier: Arc::new(LocalNotifier::new(notify_command).in_dir(config_dir)),
             clock: Arc::new(SystemClock),
             config_path,
         }
@@ -235,8 +242,7 @@ impl App {
 
     pub fn wiring(&self) -> Wiring {
         let store: Arc<dyn TaskStore> = self.store.clone();
-        let notifier: Arc<dyn Notifier> =
-            Arc::new(LocalNotifier::new(self.config.notify.command.clone()).in_dir(self.config_dir()));
+        let notifier = self.notifier.clone();
         Wiring {
             store,
             meta: if self.config.write_meta {
