@@ -32,11 +32,11 @@ use aws_sdk_dynamodb::Client;
 use futures::stream::{self, StreamExt};
 use item::{get_i64, item_of, n, n_f64, s, task_from_item, Item};
 use serde_json::Value;
-use sosw_core::greenfield::tail_positions;
+use sosw_core::greenfield::{is_queue_position, tail_positions};
 use sosw_core::meta::{MetaAction, MetaEvent};
 use sosw_core::ports::{
-    ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts, MetaSink, StoreError, StoreResult,
-    Table, TaskQuery, TaskStore,
+    retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts, MetaSink, StoreError,
+    StoreResult, Table, TaskQuery, TaskStore,
 };
 use sosw_core::task::closed_status;
 use sosw_core::{Markers, NewTask, Place, StoredTask, Task, Time, WorkerReport};
@@ -409,23 +409,11 @@ impl DynamoStore {
         };
         let completed = item.contains_key("completed_at");
         let greenfield = get_i64(&item, "greenfield").unwrap_or_default();
+        if let Some(reason) = expect.refusal(completed, greenfield) {
+            return Err(StoreError::conflict(task_id, reason));
+        }
         let (condition, values) = match expect {
-            ArchiveExpect::Completed if !completed => {
-                return Err(StoreError::conflict(
-                    task_id,
-                    "is not completed, so it cannot be archived as completed",
-                ))
-            }
             ArchiveExpect::Completed => ("attribute_exists(#c)", vec![]),
-            ArchiveExpect::Dead { .. } if completed => {
-                return Err(StoreError::conflict(task_id, "was completed, so it is not dead"))
-            }
-            ArchiveExpect::Dead { greenfield: expected } if expected != greenfield => {
-                return Err(StoreError::conflict(
-                    task_id,
-                    format!("moved since it was read (greenfield {expected} is now {greenfield})"),
-                ))
-            }
             ArchiveExpect::Dead { greenfield } => ("attribute_not_exists(#c) AND #g = :g", vec![(":g", n(greenfield))]),
         };
         let names: &[(&str, &str)] = if values.is_empty() {
@@ -792,7 +780,7 @@ impl TaskStore for DynamoStore {
             if task.attempts == 0 {
                 return Err(not_invoked(task_id));
             }
-            if task.greenfield < now.secs() {
+            if is_queue_position(task.greenfield, now) {
                 let closed = self
                     .close_completed(
                         task_id,
@@ -937,15 +925,9 @@ impl TaskStore for DynamoStore {
         let Some(mut item) = self.get_live(task_id).await? else {
             return Err(self.already_closed(task_id).await?);
         };
-        if item.contains_key("completed_at") {
-            return Err(StoreError::conflict(task_id, "was completed, so it is not retried"));
-        }
         let g = get_i64(&item, "greenfield").unwrap_or_default();
-        if g != expected_greenfield {
-            return Err(StoreError::conflict(
-                task_id,
-                format!("moved since it was read (greenfield {expected_greenfield} is now {g})"),
-            ));
+        if let Some(reason) = retry_refusal(item.contains_key("completed_at"), g, expected_greenfield) {
+            return Err(StoreError::conflict(task_id, reason));
         }
         item.insert("desired_launch_time".into(), n(desired_launch_time));
         let items = vec![

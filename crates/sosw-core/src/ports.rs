@@ -82,6 +82,36 @@ pub enum ArchiveExpect {
     Dead { greenfield: i64 },
 }
 
+impl ArchiveExpect {
+    /// Why a live task that is (or is not) `completed`, at `greenfield`, does not meet this expectation — `None`
+    /// when it does. Every backend refuses with these reasons.
+    pub fn refusal(self, completed: bool, greenfield: i64) -> Option<String> {
+        match self {
+            ArchiveExpect::Completed if !completed => {
+                Some("is not completed, so it cannot be archived as completed".into())
+            }
+            ArchiveExpect::Dead { .. } if completed => Some("was completed, so it is not dead".into()),
+            ArchiveExpect::Dead { greenfield: expected } if expected != greenfield => Some(moved(expected, greenfield)),
+            _ => None,
+        }
+    }
+}
+
+/// Why a live task cannot be parked for retry (see [`TaskStore::move_to_retry`]) — `None` when it can.
+pub fn retry_refusal(completed: bool, greenfield: i64, expected_greenfield: i64) -> Option<String> {
+    if completed {
+        Some("was completed, so it is not retried".into())
+    } else if greenfield != expected_greenfield {
+        Some(moved(expected_greenfield, greenfield))
+    } else {
+        None
+    }
+}
+
+fn moved(expected: i64, actual: i64) -> String {
+    format!("moved since it was read (greenfield {expected} is now {actual})")
+}
+
 /// What [`TaskStore::complete`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Completion {

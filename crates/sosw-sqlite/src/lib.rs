@@ -12,11 +12,11 @@ mod schema;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 use serde_json::{Map, Value};
-use sosw_core::greenfield::tail_positions;
+use sosw_core::greenfield::{is_queue_position, tail_positions};
 use sosw_core::meta::{MetaAction, MetaEvent};
 use sosw_core::ports::{
-    ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts, MetaSink, StoreError, StoreResult,
-    Table, TaskQuery, TaskStore,
+    retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts, MetaSink, StoreError,
+    StoreResult, Table, TaskQuery, TaskStore,
 };
 use sosw_core::task::closed_status;
 use sosw_core::{Markers, NewTask, Place, StoredTask, Task, Time, WorkerReport};
@@ -365,16 +365,7 @@ fn archive_one(tx: &Connection, id: &str, expect: ArchiveExpect, now: Time) -> S
     let Some((labourer, greenfield, completed)) = row else {
         return Ok(Err(already_closed(tx, id)?));
     };
-    let refused = match expect {
-        ArchiveExpect::Completed if !completed => {
-            Some("is not completed, so it cannot be archived as completed".into())
-        }
-        ArchiveExpect::Dead { .. } if completed => Some("was completed, so it is not dead".into()),
-        ArchiveExpect::Dead { greenfield: expected } if expected != greenfield => Some(format!(
-            "moved since it was read (greenfield {expected} is now {greenfield})"
-        )),
-        _ => None,
-    };
+    let refused = expect.refusal(completed, greenfield);
     if let Some(reason) = refused {
         return Ok(Err(StoreError::conflict(id, reason)));
     }
@@ -685,7 +676,7 @@ impl TaskStore for SqliteStore {
                 }
                 merge(&mut t.stats, &report.stats);
                 merge(&mut t.result, &report.result);
-                if t.greenfield < now.secs() {
+                if is_queue_position(t.greenfield, now) {
                     // Queued again after an expired attempt: that attempt finished after all.
                     close_completed(tx, "tasks", &mut t, now)?;
                     return Ok(Completion::Closed(t));
@@ -771,17 +762,8 @@ impl TaskStore for SqliteStore {
             let Some(t) = select_one(tx, "tasks", &id)? else {
                 return Err(already_closed(tx, &id)?);
             };
-            if t.completed_at.is_some() {
-                return Err(StoreError::conflict(&id, "was completed, so it is not retried"));
-            }
-            if t.greenfield != expected_greenfield {
-                return Err(StoreError::conflict(
-                    &id,
-                    format!(
-                        "moved since it was read (greenfield {expected_greenfield} is now {})",
-                        t.greenfield
-                    ),
-                ));
+            if let Some(reason) = retry_refusal(t.completed_at.is_some(), t.greenfield, expected_greenfield) {
+                return Err(StoreError::conflict(&id, reason));
             }
             tx.prepare_cached(&format!(
                 "INSERT INTO retry_tasks ({COLS}, desired_launch_time) SELECT {COLS}, ?2 FROM tasks WHERE task_id = ?1"
