@@ -12,15 +12,22 @@
 //! labourer scans the three tables.
 
 pub mod cloudwatch;
+pub mod config_source;
 mod item;
 pub mod lambda;
 pub mod sns;
 mod tables;
 
 pub use cloudwatch::CloudWatchMetrics;
+pub use config_source::{ConfigSource, ConfigSourceError};
 pub use lambda::{AwsInvokers, LambdaInvoker};
 pub use sns::SnsNotifier;
 pub use tables::Tables;
+
+/// Re-exported for the binary, so that it does not name the AWS SDK crates itself.
+pub use aws_config::SdkConfig;
+pub use aws_sdk_dynamodb::Client as DynamoDbClient;
+pub use aws_sdk_ssm::Client as SsmClient;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};

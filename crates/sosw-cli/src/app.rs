@@ -58,9 +58,57 @@ fn read_json(path: &Path) -> Result<Value> {
         .map_err(|e| UsageError(format!("the config `{}` is not valid JSON: {e}", path.display())).into())
 }
 
-/// Loads and validates the config for `essential`; warnings go to the log.
-pub fn load_config(path: &Path, essential: Essential) -> Result<Config> {
-    let layers = read_layers(path)?;
+/// The config layers of `essential` from AWS (`ssm:` or `dynamodb:[TABLE]`), if `path` names such a source.
+async fn aws_layers(path: &Path, essential: Essential) -> Result<Option<Vec<Value>>> {
+    let text = path.to_string_lossy();
+    let (kind, rest) = match text.split_once(':') {
+        Some((k @ ("ssm" | "dynamodb"), rest)) => (k, rest.to_string()),
+        _ => return Ok(None),
+    };
+    #[cfg(feature = "aws")]
+    {
+        let sdk = sosw_aws::DynamoStore::sdk_config(None).await;
+        let source = if kind == "ssm" {
+            sosw_aws::ConfigSource::Ssm {
+                client: aws_sdk_ssm_client(&sdk),
+            }
+        } else {
+            sosw_aws::ConfigSource::Dynamo {
+                client: aws_sdk_dynamodb_client(&sdk),
+                table: if rest.is_empty() { "config".into() } else { rest },
+                env: "production".into(),
+            }
+        };
+        let layers = source.layers(essential).await.map_err(|e| UsageError(e.to_string()))?;
+        Ok(Some(layers))
+    }
+    #[cfg(not(feature = "aws"))]
+    {
+        let _ = (essential, rest);
+        Err(UsageError(format!(
+            "config `{kind}:` is read from AWS, which needs sosw's AWS build (`cargo build --release -p sosw-cli --features aws`)"
+        ))
+        .into())
+    }
+}
+
+#[cfg(feature = "aws")]
+fn aws_sdk_ssm_client(sdk: &sosw_aws::SdkConfig) -> sosw_aws::SsmClient {
+    sosw_aws::SsmClient::new(sdk)
+}
+
+#[cfg(feature = "aws")]
+fn aws_sdk_dynamodb_client(sdk: &sosw_aws::SdkConfig) -> sosw_aws::DynamoDbClient {
+    sosw_aws::DynamoDbClient::new(sdk)
+}
+
+/// Loads and validates the config for `essential`: files (a JSON file or a Python-style directory), or in the AWS
+/// build `ssm:` / `dynamodb:[TABLE]` (Python sosw's config rows). Warnings go to the log.
+pub async fn load_config(path: &Path, essential: Essential) -> Result<Config> {
+    let layers = match aws_layers(path, essential).await? {
+        Some(layers) => layers,
+        None => read_layers(path)?,
+    };
     let config = Config::from_layers(&layers, essential).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
     for w in &config.warnings {
         tracing::warn!("{}: {w}", path.display());
@@ -203,7 +251,7 @@ pub struct App {
 
 impl App {
     pub async fn load(global: &Global, essential: Essential) -> Result<App> {
-        let config = load_config(&global.config, essential)?;
+        let config = load_config(&global.config, essential).await?;
         let spec = store_spec(global, Some(&config))?;
         let store = open_store(&spec, Some(&config), false).await?;
         #[allow(unused_mut)]

@@ -46,7 +46,7 @@ async fn init(g: &Global) -> Result<()> {
     // A missing config is fine for `init` when the store is named on the command line.
     let config = match (&g.store, g.config.exists()) {
         (Some(_), false) => None,
-        _ => Some(load_config(&g.config, Essential::Orchestrator)?),
+        _ => Some(load_config(&g.config, Essential::Orchestrator).await?),
     };
     let spec = store_spec(g, config.as_ref())?;
     let store = open_store(&spec, config.as_ref(), true).await?;
@@ -539,7 +539,7 @@ async fn daemon(g: &Global, interval: Option<f64>) -> Result<()> {
         return Err(UsageError(format!("`--interval` must be a positive number of seconds, got {i}")).into());
     }
     let app = App::load(g, Essential::Orchestrator).await?;
-    let scavenger_config = std::sync::Arc::new(load_config(&g.config, Essential::Scavenger)?);
+    let scavenger_config = std::sync::Arc::new(load_config(&g.config, Essential::Scavenger).await?);
     let wiring = app.wiring();
     let (invokers, supervisor) = app.invokers(&wiring).await;
     let orchestrator =

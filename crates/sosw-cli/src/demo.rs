@@ -82,8 +82,8 @@ pub async fn run(args: DemoArgs, json_out: bool) -> Result<()> {
         json: json_out,
         verbose: 0,
     };
-    let config = load_config(&global.config, Essential::Orchestrator)?;
-    let scavenger_config = Arc::new(load_config(&global.config, Essential::Scavenger)?);
+    let config = load_config(&global.config, Essential::Orchestrator).await?;
+    let scavenger_config = Arc::new(load_config(&global.config, Essential::Scavenger).await?);
     let spec = store_spec(&global, Some(&config))?;
     let store = open_store(&spec, Some(&config), true).await?;
     let app = App::new(config, store, &global);

@@ -222,6 +222,9 @@ fn config_and_usage_errors_exit_2_and_name_the_problem() {
     let (code, err) = s.fails(&["--store", "dynamodb:", "status"]);
     assert_eq!(code, 2);
     assert!(err.contains("AWS build"), "{err}");
+    let (code, err) = s.fails(&["--config", "ssm:", "status"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("AWS build"), "{err}");
     let (code, err) = s.fails(&["--store", "sqlite:other.db", "status"]);
     assert_eq!(code, 2);
     assert!(err.contains("sosw init"), "{err}");

@@ -145,3 +145,25 @@ fn lambda_labourers_are_invoked_in_the_aws_build() {
     assert_eq!(sosw(&["orchestrate"])["labourers"]["lam"]["invoked"], json!(1));
     assert_eq!(sosw(&["task", "show", &id])["state"], json!("running"));
 }
+
+#[test]
+fn an_unreadable_aws_config_is_an_error_not_an_empty_config() {
+    let Some(endpoint) = endpoint() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_sosw"))
+        .args(["--config", "dynamodb:no_such_config_table", "status"])
+        .current_dir(dir.path())
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("SOSW_CONFIG")
+        .output()
+        .expect("sosw runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot be read from DynamoDB table `no_such_config_table`"),
+        "{err}"
+    );
+}

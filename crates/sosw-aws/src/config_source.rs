@@ -1,0 +1,114 @@
+//! Config rows as Python sosw keeps them (reference §4.1–4.3): the DynamoDB table `config` (`env` = `production`,
+//! `config_name`, `config_value` holding JSON text) or SSM Parameter Store (`GetParameter` with decryption), named
+//! `sosw_essential_config` and `<function>_config`. Unlike Python sosw, a config that cannot be read is an error,
+//! never a silent `{}` (§7.23).
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::Value;
+use sosw_core::Essential;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigSourceError {
+    #[error("config `{name}` cannot be read from {source_name}: {reason}")]
+    Unreadable {
+        name: String,
+        source_name: String,
+        reason: String,
+    },
+    #[error("config `{name}` in {source_name} is not a JSON object")]
+    NotAnObject { name: String, source_name: String },
+    #[error("neither `sosw_essential_config` nor `{function}_config` exists in {source_name}")]
+    Missing { function: String, source_name: String },
+}
+
+/// Where config rows come from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// The DynamoDB config table, rows of `env`.
+    Dynamo {
+        client: aws_sdk_dynamodb::Client,
+        table: String,
+        env: String,
+    },
+    Ssm {
+        client: aws_sdk_ssm::Client,
+    },
+}
+
+impl ConfigSource {
+    fn name(&self) -> String {
+        match self {
+            ConfigSource::Dynamo { table, env, .. } => format!("DynamoDB table `{table}` (env `{env}`)"),
+            ConfigSource::Ssm { .. } => "SSM Parameter Store".to_string(),
+        }
+    }
+
+    /// One config by name: `Ok(None)` when there is no such row or parameter.
+    pub async fn get(&self, name: &str) -> Result<Option<Value>, ConfigSourceError> {
+        let unreadable = |reason: String| ConfigSourceError::Unreadable {
+            name: name.to_string(),
+            source_name: self.name(),
+            reason,
+        };
+        let text = match self {
+            ConfigSource::Dynamo { client, table, env } => {
+                let out = client
+                    .get_item()
+                    .table_name(table)
+                    .key("env", AttributeValue::S(env.clone()))
+                    .key("config_name", AttributeValue::S(name.to_string()))
+                    .send()
+                    .await
+                    .map_err(|e| unreadable(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()))?;
+                match out.item().and_then(|i| i.get("config_value")) {
+                    None => return Ok(None),
+                    Some(AttributeValue::S(v)) => v.clone(),
+                    Some(_) => {
+                        return Err(ConfigSourceError::NotAnObject {
+                            name: name.into(),
+                            source_name: self.name(),
+                        })
+                    }
+                }
+            }
+            ConfigSource::Ssm { client } => {
+                match client.get_parameter().name(name).with_decryption(true).send().await {
+                    Ok(out) => match out.parameter().and_then(|p| p.value()) {
+                        Some(v) => v.to_string(),
+                        None => return Ok(None),
+                    },
+                    Err(e) if e.as_service_error().is_some_and(|se| se.is_parameter_not_found()) => return Ok(None),
+                    Err(e) => return Err(unreadable(aws_sdk_ssm::error::DisplayErrorContext(&e).to_string())),
+                }
+            }
+        };
+        match serde_json::from_str::<Value>(&text) {
+            Ok(v @ Value::Object(_)) => Ok(Some(v)),
+            _ => Err(ConfigSourceError::NotAnObject {
+                name: name.into(),
+                source_name: self.name(),
+            }),
+        }
+    }
+
+    /// The layers of `essential`'s config, for `Config::from_layers`: `sosw_essential_config`, then
+    /// `<function>_config` as the essential's own section (§4.3).
+    pub async fn layers(&self, essential: Essential) -> Result<Vec<Value>, ConfigSourceError> {
+        let shared = self.get("sosw_essential_config").await?;
+        let own = self.get(essential.config_key()).await?;
+        if shared.is_none() && own.is_none() {
+            return Err(ConfigSourceError::Missing {
+                function: essential.function_name().to_string(),
+                source_name: self.name(),
+            });
+        }
+        let mut layers = Vec::new();
+        layers.extend(shared);
+        if let Some(own) = own {
+            let mut section = serde_json::Map::new();
+            section.insert(essential.config_key().to_string(), own);
+            layers.push(Value::Object(section));
+        }
+        Ok(layers)
+    }
+}
