@@ -251,11 +251,12 @@ impl DynamoStore {
         self.read(r).await?.0.iter().map(task_from_item).collect()
     }
 
-    async fn get_live(&self, task_id: &str) -> StoreResult<Option<Item>> {
+    /// A task's item in a table keyed by `task_id` alone (live or closed), read consistently.
+    async fn get_by_id(&self, table: &str, task_id: &str) -> StoreResult<Option<Item>> {
         let out = self
             .client
             .get_item()
-            .table_name(&self.tables.tasks)
+            .table_name(table)
             .key("task_id", s(task_id))
             .consistent_read(true)
             .send()
@@ -264,17 +265,12 @@ impl DynamoStore {
         Ok(out.item().cloned())
     }
 
+    async fn get_live(&self, task_id: &str) -> StoreResult<Option<Item>> {
+        self.get_by_id(&self.tables.tasks, task_id).await
+    }
+
     async fn get_closed(&self, task_id: &str) -> StoreResult<Option<Item>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.closed)
-            .key("task_id", s(task_id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk_err)?;
-        Ok(out.item().cloned())
+        self.get_by_id(&self.tables.closed, task_id).await
     }
 
     /// A retry row by task id alone: the retry table's key starts with the labourer, so this is a Scan.

@@ -12,12 +12,7 @@ use sosw_testkit::fakes::FakeMetrics;
 
 #[tokio::test]
 async fn reads_the_seed_shape_and_treats_no_data_as_unreadable() {
-    let Some(endpoint) = std::env::var("SOSW_TEST_DYNAMODB").ok().filter(|e| !e.is_empty()) else {
-        assert!(
-            std::env::var_os("SOSW_REQUIRE_SERVICES").is_none(),
-            "required service missing: SOSW_TEST_DYNAMODB"
-        );
-        eprintln!("skipped: SOSW_TEST_DYNAMODB is not set");
+    let Some(endpoint) = sosw_testkit::service("SOSW_TEST_DYNAMODB") else {
         return;
     };
     let client = aws_sdk_cloudwatch::Client::new(&DynamoStore::sdk_config(Some(&endpoint)).await);

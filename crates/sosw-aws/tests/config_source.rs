@@ -8,15 +8,7 @@ use sosw_aws::{ConfigSource, ConfigSourceError, DynamoStore};
 use sosw_core::{Config, Essential};
 
 fn endpoint() -> Option<String> {
-    let e = std::env::var("SOSW_TEST_DYNAMODB").ok().filter(|e| !e.is_empty());
-    if e.is_none() {
-        assert!(
-            std::env::var_os("SOSW_REQUIRE_SERVICES").is_none(),
-            "required service missing: SOSW_TEST_DYNAMODB"
-        );
-        eprintln!("skipped: SOSW_TEST_DYNAMODB is not set");
-    }
-    e
+    sosw_testkit::service("SOSW_TEST_DYNAMODB")
 }
 
 fn max_inv(layers: &[serde_json::Value], e: Essential) -> u32 {

@@ -10,14 +10,9 @@ use std::process::Command;
 #[tokio::test]
 async fn invokes_asynchronously_and_refuses_oversized_events() {
     let (Some(endpoint), Some(python)) = (
-        std::env::var("SOSW_TEST_DYNAMODB").ok().filter(|e| !e.is_empty()),
-        std::env::var("SOSW_TEST_PYTHON_SOSW").ok().filter(|e| !e.is_empty()),
+        sosw_testkit::service("SOSW_TEST_DYNAMODB"),
+        sosw_testkit::service("SOSW_TEST_PYTHON_SOSW"),
     ) else {
-        assert!(
-            std::env::var_os("SOSW_REQUIRE_SERVICES").is_none(),
-            "required service missing: moto and Python"
-        );
-        eprintln!("skipped: SOSW_TEST_DYNAMODB or SOSW_TEST_PYTHON_SOSW is not set");
         return;
     };
     let name = format!("worker{}", std::process::id());

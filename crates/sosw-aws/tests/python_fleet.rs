@@ -32,14 +32,9 @@ fn python(endpoint: &str, interpreter: &str, args: &[&str]) -> Value {
 #[tokio::test]
 async fn python_sosw_creates_and_sosw_rs_runs_the_tasks() {
     let (Some(endpoint), Some(interpreter)) = (
-        std::env::var("SOSW_TEST_DYNAMODB").ok().filter(|e| !e.is_empty()),
-        std::env::var("SOSW_TEST_PYTHON_SOSW").ok().filter(|e| !e.is_empty()),
+        sosw_testkit::service("SOSW_TEST_DYNAMODB"),
+        sosw_testkit::service("SOSW_TEST_PYTHON_SOSW"),
     ) else {
-        assert!(
-            std::env::var_os("SOSW_REQUIRE_SERVICES").is_none(),
-            "required service missing: SOSW_TEST_DYNAMODB and SOSW_TEST_PYTHON_SOSW"
-        );
-        eprintln!("skipped: SOSW_TEST_DYNAMODB or SOSW_TEST_PYTHON_SOSW is not set");
         return;
     };
     let prefix = format!("py{}_", std::process::id());

@@ -49,12 +49,7 @@ impl Counter {
 
 #[tokio::test]
 async fn requests_per_task_lifecycle() {
-    let Some(endpoint) = std::env::var("SOSW_TEST_DYNAMODB").ok().filter(|e| !e.is_empty()) else {
-        assert!(
-            std::env::var_os("SOSW_REQUIRE_SERVICES").is_none(),
-            "required service missing: SOSW_TEST_DYNAMODB"
-        );
-        eprintln!("skipped: SOSW_TEST_DYNAMODB is not set");
+    let Some(endpoint) = sosw_testkit::service("SOSW_TEST_DYNAMODB") else {
         return;
     };
     let counter = Arc::new(Counter::default());

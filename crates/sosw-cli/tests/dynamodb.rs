@@ -6,15 +6,7 @@ use serde_json::{json, Value};
 use std::process::Command;
 
 fn endpoint() -> Option<String> {
-    let e = std::env::var("SOSW_TEST_DYNAMODB").ok().filter(|e| !e.is_empty());
-    if e.is_none() {
-        assert!(
-            std::env::var_os("SOSW_REQUIRE_SERVICES").is_none(),
-            "required service missing: SOSW_TEST_DYNAMODB"
-        );
-        eprintln!("skipped: SOSW_TEST_DYNAMODB is not set");
-    }
-    e
+    sosw_testkit::service("SOSW_TEST_DYNAMODB")
 }
 
 #[test]
@@ -94,12 +86,7 @@ fn sosw_runs_on_dynamodb() {
 #[test]
 fn lambda_labourers_are_invoked_in_the_aws_build() {
     let Some(endpoint) = endpoint() else { return };
-    let Some(python) = std::env::var("SOSW_TEST_PYTHON_SOSW").ok().filter(|p| !p.is_empty()) else {
-        assert!(
-            std::env::var_os("SOSW_REQUIRE_SERVICES").is_none(),
-            "required service missing: SOSW_TEST_PYTHON_SOSW"
-        );
-        eprintln!("skipped: SOSW_TEST_PYTHON_SOSW is not set");
+    let Some(python) = sosw_testkit::service("SOSW_TEST_PYTHON_SOSW") else {
         return;
     };
     let name = format!("cliworker{}", std::process::id());

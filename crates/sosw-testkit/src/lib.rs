@@ -112,3 +112,18 @@ macro_rules! store_conformance {
         )*
     };
 }
+
+/// The value of `var` — the address of a service a test needs (`SOSW_TEST_DYNAMODB`, …) — or `None` after printing
+/// why the test is skipped. With `SOSW_REQUIRE_SERVICES` set, as `.ci/run` sets it, a missing service fails the
+/// test instead: CI never skips.
+pub fn service(var: &str) -> Option<String> {
+    let value = std::env::var(var).ok().filter(|v| !v.is_empty());
+    if value.is_none() {
+        assert!(
+            std::env::var_os("SOSW_REQUIRE_SERVICES").is_none(),
+            "required service missing: {var} is not set"
+        );
+        eprintln!("skipped: {var} is not set");
+    }
+    value
+}
