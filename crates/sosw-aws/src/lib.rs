@@ -39,7 +39,7 @@ use aws_sdk_dynamodb::Client;
 use futures::stream::{self, StreamExt};
 use item::{get_i64, item_of, n, n_f64, s, task_from_item, Item};
 use serde_json::Value;
-use sosw_core::greenfield::{is_queue_position, tail_positions};
+use sosw_core::greenfield::{is_queue_position, labourer_counts, queued_rows};
 use sosw_core::meta::{MetaAction, MetaEvent};
 use sosw_core::ports::{
     retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts, MetaSink, StoreError,
@@ -587,40 +587,12 @@ impl TaskStore for DynamoStore {
                 fresh.push(t);
             }
         }
-        // Positions per labourer, all checked before anything is written.
-        let mut per_labourer: Vec<(&str, usize)> = Vec::new();
-        for t in &fresh {
-            match per_labourer.iter_mut().find(|(l, _)| *l == t.labourer_id) {
-                Some((_, n)) => *n += 1,
-                None => per_labourer.push((t.labourer_id.as_str(), 1)),
-            }
+        // Every position is allocated (and checked) before anything is written.
+        let mut tails = Vec::new();
+        for (labourer, _) in labourer_counts(fresh.iter().copied()) {
+            tails.push((labourer, self.newest_queued(labourer, now.secs()).await?));
         }
-        let mut positions: HashMap<&str, std::vec::IntoIter<i64>> = HashMap::new();
-        for (labourer, count) in per_labourer {
-            let newest = self.newest_queued(labourer, now.secs()).await?;
-            let p =
-                tail_positions(labourer, newest, step, count, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            positions.insert(labourer, p.into_iter());
-        }
-        let created_at = now.as_secs_f64();
-        for t in fresh {
-            let greenfield = positions
-                .get_mut(t.labourer_id.as_str())
-                .and_then(Iterator::next)
-                .ok_or_else(|| StoreError::Invalid("internal: no position allocated".into()))?;
-            report.created.push(Task {
-                task_id: t.task_id.clone(),
-                labourer_id: t.labourer_id.clone(),
-                created_at,
-                greenfield,
-                attempts: 0,
-                payload: t.payload.clone(),
-                completed_at: None,
-                failed_attempts: 0,
-                stats: Default::default(),
-                result: Default::default(),
-            });
-        }
+        report.created = queued_rows(&fresh, &tails, step, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
         // BatchWriteItem, 25 items a request, unprocessed items retried with backoff.
         for chunk in report.created.chunks(25) {
             let mut requests: Vec<WriteRequest> = Vec::with_capacity(chunk.len());

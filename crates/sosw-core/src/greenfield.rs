@@ -362,3 +362,84 @@ mod properties {
         }
     }
 }
+
+/// The labourers of `tasks`, in order of first appearance, with how many tasks each gets.
+pub fn labourer_counts<'a>(tasks: impl IntoIterator<Item = &'a crate::task::NewTask>) -> Vec<(&'a str, usize)> {
+    let mut out: Vec<(&str, usize)> = Vec::new();
+    for t in tasks {
+        match out.iter_mut().find(|(l, _)| *l == t.labourer_id) {
+            Some((_, n)) => *n += 1,
+            None => out.push((t.labourer_id.as_str(), 1)),
+        }
+    }
+    out
+}
+
+/// The rows of new tasks at the tails of their queues, in order: `tails` gives each labourer's highest queue
+/// position (as [`labourer_counts`] listed them, looked up by the store). Every position is checked before any row
+/// is returned, so a full queue fails the whole batch.
+pub fn queued_rows(
+    tasks: &[&crate::task::NewTask],
+    tails: &[(&str, Option<i64>)],
+    step: i64,
+    now: Time,
+) -> Result<Vec<crate::task::Task>, GreenfieldError> {
+    let counts = labourer_counts(tasks.iter().copied());
+    let mut positions: Vec<(&str, std::vec::IntoIter<i64>)> = Vec::with_capacity(counts.len());
+    for (labourer, n) in counts {
+        let tail = tails.iter().find(|(l, _)| *l == labourer).and_then(|(_, t)| *t);
+        positions.push((labourer, tail_positions(labourer, tail, step, n, now)?.into_iter()));
+    }
+    let created_at = now.as_secs_f64();
+    Ok(tasks
+        .iter()
+        .filter_map(|t| {
+            let greenfield = positions.iter_mut().find(|(l, _)| *l == t.labourer_id)?.1.next()?;
+            Some(crate::task::Task {
+                task_id: t.task_id.clone(),
+                labourer_id: t.labourer_id.clone(),
+                created_at,
+                greenfield,
+                attempts: 0,
+                payload: t.payload.clone(),
+                completed_at: None,
+                failed_attempts: 0,
+                stats: Default::default(),
+                result: Default::default(),
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod new_rows {
+    use super::*;
+    use crate::task::NewTask;
+
+    fn t(id: &str, l: &str) -> NewTask {
+        NewTask {
+            task_id: id.into(),
+            labourer_id: l.into(),
+            payload: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn rows_take_consecutive_positions_per_labourer() {
+        let tasks = [t("a", "w"), t("b", "v"), t("c", "w")];
+        let refs: Vec<&NewTask> = tasks.iter().collect();
+        assert_eq!(labourer_counts(refs.iter().copied()), vec![("w", 2), ("v", 1)]);
+        let rows = queued_rows(
+            &refs,
+            &[("w", Some(5000)), ("v", None)],
+            1000,
+            Time::from_secs(1_000_000),
+        )
+        .expect("fit");
+        let got: Vec<(&str, i64)> = rows.iter().map(|r| (r.task_id.as_str(), r.greenfield)).collect();
+        assert_eq!(got, vec![("a", 6000), ("b", 2000), ("c", 7000)]);
+        assert!(rows.iter().all(|r| r.attempts == 0 && r.created_at == 1_000_000.0));
+        let full = queued_rows(&refs, &[("w", Some(998_000))], 1000, Time::from_secs(1_000_000));
+        assert!(matches!(full, Err(GreenfieldError::QueueFull { .. })));
+    }
+}

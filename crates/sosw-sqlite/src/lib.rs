@@ -12,7 +12,7 @@ mod schema;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 use serde_json::{Map, Value};
-use sosw_core::greenfield::{is_queue_position, tail_positions};
+use sosw_core::greenfield::{is_queue_position, labourer_counts, queued_rows};
 use sosw_core::meta::{MetaAction, MetaEvent};
 use sosw_core::ports::{
     retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts, MetaSink, StoreError,
@@ -20,7 +20,7 @@ use sosw_core::ports::{
 };
 use sosw_core::task::closed_status;
 use sosw_core::{Markers, NewTask, Place, StoredTask, Task, Time, WorkerReport};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -484,48 +484,24 @@ impl TaskStore for SqliteStore {
                     fresh.push(t);
                 }
             }
-            // Positions per labourer: one look at the tail, then consecutive steps.
-            let mut per_labourer: HashMap<&str, usize> = HashMap::new();
-            for t in &fresh {
-                *per_labourer.entry(t.labourer_id.as_str()).or_default() += 1;
+            // Every position is allocated (and checked) before anything is written.
+            let mut tails = Vec::new();
+            for (labourer, _) in labourer_counts(fresh.iter().copied()) {
+                tails.push((labourer, queue_end(tx, labourer, now.secs(), "MAX")?));
             }
-            let mut positions: HashMap<&str, std::vec::IntoIter<i64>> = HashMap::new();
-            {
-                for (labourer, n) in &per_labourer {
-                    let tail = queue_end(tx, labourer, now.secs(), "MAX")?;
-                    let p = tail_positions(labourer, tail, step, *n, now)
-                        .map_err(|e| StoreError::Invalid(e.to_string()))?;
-                    positions.insert(labourer, p.into_iter());
-                }
-            }
+            let rows = queued_rows(&fresh, &tails, step, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO tasks (task_id, labourer_id, created_at, greenfield, attempts, payload) \
                      VALUES (?1, ?2, ?3, ?4, 0, ?5)",
                 )
                 .map_err(map_err)?;
-            let created_at = now.as_secs_f64();
-            for t in fresh {
-                let greenfield = positions
-                    .get_mut(t.labourer_id.as_str())
-                    .and_then(Iterator::next)
-                    .ok_or_else(|| StoreError::Invalid("internal: no position allocated".into()))?;
+            for t in &rows {
                 insert
-                    .execute(params![t.task_id, t.labourer_id, created_at, greenfield, t.payload])
+                    .execute(params![t.task_id, t.labourer_id, t.created_at, t.greenfield, t.payload])
                     .map_err(map_err)?;
-                report.created.push(Task {
-                    task_id: t.task_id.clone(),
-                    labourer_id: t.labourer_id.clone(),
-                    created_at,
-                    greenfield,
-                    attempts: 0,
-                    payload: t.payload.clone(),
-                    completed_at: None,
-                    failed_attempts: 0,
-                    stats: Map::new(),
-                    result: Map::new(),
-                });
             }
+            report.created = rows;
             Ok(report)
         })
         .await
