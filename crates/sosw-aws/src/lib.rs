@@ -15,12 +15,15 @@ pub mod cloudwatch;
 pub mod config_source;
 mod item;
 pub mod lambda;
+pub mod s3;
+mod sdk;
 pub mod sns;
 mod tables;
 
 pub use cloudwatch::CloudWatchMetrics;
 pub use config_source::{ConfigSource, ConfigSourceError};
 pub use lambda::{AwsInvokers, LambdaInvoker};
+pub use sdk::{is_throttling, retry_config, Aws, MAX_ATTEMPTS};
 pub use sns::SnsNotifier;
 pub use tables::Tables;
 
@@ -62,53 +65,39 @@ pub struct DynamoStore {
     tables: Tables,
     /// Sub-millisecond offsets that keep meta keys (`task_id`, `created_at`) of same-millisecond events apart.
     meta_seq: std::sync::Arc<AtomicU64>,
+    /// Throttled responses: counted by the client's interceptor, and here for unprocessed batch items.
+    throttled: std::sync::Arc<AtomicU64>,
 }
 
 impl DynamoStore {
+    /// A store on `client`; throttling is not counted unless the client comes from [`DynamoStore::from_aws`].
     pub fn new(client: Client, tables: Tables) -> DynamoStore {
         DynamoStore {
             client,
             tables,
             meta_seq: std::sync::Arc::default(),
+            throttled: std::sync::Arc::default(),
         }
     }
 
-    /// A client from the environment's AWS configuration, or for a local endpoint (`http://127.0.0.1:5000`) with
+    /// A store on `aws`'s DynamoDB client, which counts throttled responses ([`TaskStore::throttled_requests`]).
+    pub fn from_aws(aws: &Aws, tables: Tables) -> DynamoStore {
+        DynamoStore {
+            client: aws.dynamodb(),
+            tables,
+            meta_seq: std::sync::Arc::default(),
+            throttled: aws.throttle_counter(),
+        }
+    }
+
+    /// A store on AWS as the environment configures it, or on a local endpoint (`http://127.0.0.1:5000`) with
     /// dummy credentials.
     pub async fn connect(endpoint: Option<&str>, tables: Tables) -> DynamoStore {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(url) = endpoint {
-            loader = loader
-                .endpoint_url(url)
-                .region(aws_config::Region::new(
-                    std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
-                ))
-                .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                    "local", "local", None, None, "sosw",
-                ));
-        }
-        let config = loader.load().await;
-        DynamoStore::new(Client::new(&config), tables)
+        DynamoStore::from_aws(&Aws::connect(endpoint).await, tables)
     }
 
     pub fn tables(&self) -> &Tables {
         &self.tables
-    }
-
-    /// The SDK configuration [`DynamoStore::connect`] uses, for callers that build their own client.
-    pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(url) = endpoint {
-            loader = loader
-                .endpoint_url(url)
-                .region(aws_config::Region::new(
-                    std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
-                ))
-                .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                    "local", "local", None, None, "sosw",
-                ));
-        }
-        loader.load().await
     }
 }
 
@@ -377,6 +366,7 @@ impl DynamoStore {
             pending = out.unprocessed_items().cloned().unwrap_or_default();
             pending.retain(|_, v| !v.is_empty());
             if !pending.is_empty() {
+                self.throttled.fetch_add(1, Ordering::Relaxed);
                 backoff(attempt).await?;
                 attempt += 1;
             }
@@ -500,8 +490,8 @@ fn not_invoked(task_id: &str) -> StoreError {
     StoreError::conflict(task_id, "has not been invoked yet, so it cannot be reported on")
 }
 
-/// Retries a batch request's unprocessed part with exponential backoff; DynamoDB throttling is retried here and
-/// nowhere else (the SDK's own retries stay at their default of three attempts per request).
+/// Waits before re-sending a batch request's unprocessed part (DynamoDB's partial throttling, which the SDK does not
+/// see as an error); failed requests are retried by the SDK alone ([`sdk`]).
 async fn backoff(attempt: u32) -> StoreResult<()> {
     if attempt >= 8 {
         return Err(StoreError::Throttled { retry_after: None });
@@ -572,6 +562,7 @@ impl TaskStore for DynamoStore {
                 }
                 request = out.unprocessed_keys().cloned().unwrap_or_default();
                 if !request.is_empty() {
+                    self.throttled.fetch_add(1, Ordering::Relaxed);
                     backoff(attempt).await?;
                     attempt += 1;
                 }
@@ -1236,6 +1227,10 @@ impl TaskStore for DynamoStore {
         jobs.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then_with(|| a.job_id.cmp(&b.job_id)));
         jobs.truncate(limit);
         Ok(jobs)
+    }
+
+    fn throttled_requests(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
     }
 }
 

@@ -4,7 +4,7 @@
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
 use serde_json::json;
-use sosw_aws::{CloudWatchMetrics, DynamoStore};
+use sosw_aws::CloudWatchMetrics;
 use sosw_core::config::Config;
 use sosw_core::ports::MetricSource;
 use sosw_core::{Clock, SystemClock};
@@ -15,7 +15,7 @@ async fn reads_the_seed_shape_and_treats_no_data_as_unreadable() {
     let Some(endpoint) = sosw_testkit::service("SOSW_TEST_DYNAMODB") else {
         return;
     };
-    let client = aws_sdk_cloudwatch::Client::new(&DynamoStore::sdk_config(Some(&endpoint)).await);
+    let client = sosw_aws::Aws::local(&endpoint).await.cloudwatch();
     // The clock of a real server: the datapoints carry wall-clock timestamps.
     let now = SystemClock.now();
     let db = format!("db-{}", std::process::id());

@@ -4,7 +4,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use serde_json::json;
-use sosw_aws::{ConfigSource, ConfigSourceError, DynamoStore};
+use sosw_aws::{ConfigSource, ConfigSourceError};
 use sosw_core::{Config, Essential};
 
 fn endpoint() -> Option<String> {
@@ -18,7 +18,7 @@ fn max_inv(layers: &[serde_json::Value], e: Essential) -> u32 {
 #[tokio::test]
 async fn config_rows_from_dynamodb() {
     let Some(endpoint) = endpoint() else { return };
-    let sdk = DynamoStore::sdk_config(Some(&endpoint)).await;
+    let sdk = sosw_aws::Aws::local(&endpoint).await.sdk().clone();
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let table = format!("config{}", std::process::id());
     let key = |n: &str, k: KeyType| {
@@ -113,7 +113,7 @@ async fn config_rows_from_dynamodb() {
 #[tokio::test]
 async fn config_parameters_from_ssm() {
     let Some(endpoint) = endpoint() else { return };
-    let sdk = DynamoStore::sdk_config(Some(&endpoint)).await;
+    let sdk = sosw_aws::Aws::local(&endpoint).await.sdk().clone();
     let client = aws_sdk_ssm::Client::new(&sdk);
     client
         .put_parameter()

@@ -1,7 +1,7 @@
 //! The Lambda invoker against a local moto_server (Lambda without Docker). Needs `SOSW_TEST_DYNAMODB` (the moto
 //! endpoint) and `SOSW_TEST_PYTHON_SOSW` (a Python with boto3, to create the function); `.ci/run` provides both.
 
-use sosw_aws::{DynamoStore, LambdaInvoker};
+use sosw_aws::LambdaInvoker;
 use sosw_core::decide::FailureKind;
 use sosw_core::ports::{InvokeOutcome, Invoker};
 use sosw_testkit::fakes::sample_task;
@@ -25,7 +25,7 @@ async fn invokes_asynchronously_and_refuses_oversized_events() {
     let arn = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(arn.ends_with(&format!(":function:{name}")), "{arn}");
 
-    let client = aws_sdk_lambda::Client::new(&DynamoStore::sdk_config(Some(&endpoint)).await);
+    let client = sosw_aws::Aws::local(&endpoint).await.lambda();
     let task = sample_task("t1");
     let event = r#"{"task_id": "t1", "labourer_id": "w", "n": 1}"#;
     let invoker = LambdaInvoker::new(client.clone(), &arn);

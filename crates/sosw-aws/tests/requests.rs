@@ -53,7 +53,7 @@ async fn requests_per_task_lifecycle() {
         return;
     };
     let counter = Arc::new(Counter::default());
-    let sdk = DynamoStore::sdk_config(Some(&endpoint)).await;
+    let sdk = sosw_aws::Aws::local(&endpoint).await.sdk().clone();
     let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
         .interceptor(CounterRef(counter.clone()))
         .build();

@@ -2,7 +2,7 @@
 //! `SOSW_TEST_DYNAMODB` (the moto endpoint) and `SOSW_TEST_PYTHON_SOSW` (a Python with boto3).
 
 use serde_json::Value;
-use sosw_aws::{DynamoStore, SnsNotifier};
+use sosw_aws::SnsNotifier;
 use sosw_core::ports::Notifier;
 use std::process::Command;
 
@@ -28,7 +28,7 @@ async fn dead_tasks_reach_the_topic_in_one_message() {
     let setup = python(&py, &["setup", &endpoint, &name]);
     let topic = setup["topic"].as_str().expect("topic");
     let queue = setup["queue"].as_str().expect("queue");
-    let client = aws_sdk_sns::Client::new(&DynamoStore::sdk_config(Some(&endpoint)).await);
+    let client = sosw_aws::Aws::local(&endpoint).await.sns();
     let notifier = SnsNotifier::new(client, topic);
     let messages = vec!["Closing dead task: a ".to_string(), "Closing dead task: b ".to_string()];
     notifier

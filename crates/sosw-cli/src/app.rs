@@ -67,7 +67,7 @@ async fn aws_layers(path: &Path, essential: Essential) -> Result<Option<Vec<Valu
     };
     #[cfg(feature = "aws")]
     {
-        let sdk = sosw_aws::DynamoStore::sdk_config(None).await;
+        let sdk = sosw_aws::Aws::from_env().await.sdk().clone();
         let source = if kind == "ssm" {
             sosw_aws::ConfigSource::Ssm {
                 client: aws_sdk_ssm_client(&sdk),

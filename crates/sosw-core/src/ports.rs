@@ -265,6 +265,12 @@ pub trait TaskStore: Send + Sync + Debug {
 
     /// The most recently updated jobs first.
     async fn list_jobs(&self, limit: usize) -> StoreResult<Vec<JobProgress>>;
+
+    /// Requests the backend throttled since the store was opened (and retried, by the one layer that retries), for
+    /// the pass reports. Backends that are never throttled report 0.
+    fn throttled_requests(&self) -> u64 {
+        0
+    }
 }
 
 /// Where meta (audit) events go. Writing them is best-effort for the engine: a failure is logged, never aborts

@@ -53,9 +53,11 @@ impl Wiring {
     }
 }
 
-/// A pass report as JSON: `{"at": ..., "labourers": {"<id>": {...}}}`, each labourer's row without its id.
+/// A pass report as JSON: `{"at": ..., "store_throttled": n, "labourers": {"<id>": {...}}}`, each labourer's row
+/// without its id.
 pub(crate) fn report_json<T: serde::Serialize>(
     at: i64,
+    store_throttled: u64,
     rows: impl IntoIterator<Item = (String, T)>,
 ) -> serde_json::Value {
     let mut labourers = serde_json::Map::new();
@@ -66,7 +68,7 @@ pub(crate) fn report_json<T: serde::Serialize>(
         }
         labourers.insert(id, v);
     }
-    serde_json::json!({"at": at, "labourers": labourers})
+    serde_json::json!({"at": at, "store_throttled": store_throttled, "labourers": labourers})
 }
 
 /// Why an essential could not be built from its config.

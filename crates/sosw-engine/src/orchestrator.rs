@@ -70,13 +70,20 @@ pub struct LabourerOrchestration {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct OrchestratorReport {
     pub at: i64,
+    /// Store requests throttled during the pass (each was retried by the store's client; with several passes at
+    /// once in one process, each counts the others' too).
+    pub store_throttled: u64,
     pub labourers: Vec<LabourerOrchestration>,
 }
 
 impl OrchestratorReport {
-    /// `{"at": ..., "labourers": {"<id>": {...}}}`
+    /// `{"at": ..., "store_throttled": n, "labourers": {"<id>": {...}}}`
     pub fn to_json(&self) -> Value {
-        crate::report_json(self.at, self.labourers.iter().map(|l| (l.labourer_id.clone(), l)))
+        crate::report_json(
+            self.at,
+            self.store_throttled,
+            self.labourers.iter().map(|l| (l.labourer_id.clone(), l)),
+        )
     }
 
     pub fn total_invoked(&self) -> u32 {
@@ -124,6 +131,7 @@ impl Orchestrator {
 
     /// One pass over every labourer, at `now`.
     pub async fn run_once(&self, now: Time) -> OrchestratorReport {
+        let throttled_before = self.store.throttled_requests();
         let labourers: Vec<&Labourer> = self.config.labourers.iter().collect();
         let health = self.ecology.statuses(&self.config, &labourers, now).await;
         let results = join_all(labourers.iter().map(|l| {
@@ -136,6 +144,7 @@ impl Orchestrator {
         .await;
         let mut report = OrchestratorReport {
             at: now.secs(),
+            store_throttled: self.store.throttled_requests().saturating_sub(throttled_before),
             labourers: Vec::with_capacity(results.len()),
         };
         let mut dead_messages = Vec::new();

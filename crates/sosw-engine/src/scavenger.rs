@@ -51,13 +51,20 @@ pub struct LabourerScavenge {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ScavengerReport {
     pub at: i64,
+    /// Store requests throttled during the pass (each was retried by the store's client; with several passes at
+    /// once in one process, each counts the others' too).
+    pub store_throttled: u64,
     pub labourers: Vec<LabourerScavenge>,
 }
 
 impl ScavengerReport {
-    /// `{"at": ..., "labourers": {"<id>": {...}}}`
+    /// `{"at": ..., "store_throttled": n, "labourers": {"<id>": {...}}}`
     pub fn to_json(&self) -> Value {
-        crate::report_json(self.at, self.labourers.iter().map(|l| (l.labourer_id.clone(), l)))
+        crate::report_json(
+            self.at,
+            self.store_throttled,
+            self.labourers.iter().map(|l| (l.labourer_id.clone(), l)),
+        )
     }
 
     /// Whether the pass moved anything.
@@ -94,9 +101,11 @@ impl Scavenger {
     }
 
     pub async fn run_once(&self, now: Time) -> ScavengerReport {
+        let throttled_before = self.store.throttled_requests();
         let results = join_all(self.config.labourers.iter().map(|l| self.scavenge(l, now))).await;
         let mut report = ScavengerReport {
             at: now.secs(),
+            store_throttled: self.store.throttled_requests().saturating_sub(throttled_before),
             labourers: Vec::with_capacity(results.len()),
         };
         let mut dead = Vec::new();

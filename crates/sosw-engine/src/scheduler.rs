@@ -77,6 +77,9 @@ pub struct ScheduleReport {
     pub created: u64,
     /// Already in the store (an earlier run of the same job).
     pub existing: u64,
+    /// Whether every task of the job is in the store; `false` when the run stopped at its deadline
+    /// ([`Scheduler::run_until`]) and the job must be resumed.
+    pub finished: bool,
 }
 
 impl Scheduler {
@@ -96,6 +99,13 @@ impl Scheduler {
     /// Reads a Scheduler event (`{"job": ...}` or the job itself), checks its labourer and schema, and walks every
     /// task once to validate and count them. Writes nothing.
     pub async fn plan(&self, event: &Value, now: Time) -> Result<Plan, ScheduleError> {
+        self.plan_for(event, now, None).await
+    }
+
+    /// [`Scheduler::plan`] with the day relative periods (`today`, `last_3_days`, ...) resolve against: `None` for
+    /// the day of `now`, or the day a job was first planned on when it is resumed, so that a job continued after
+    /// midnight still makes the same tasks with the same ids.
+    pub async fn plan_for(&self, event: &Value, now: Time, today: Option<Date>) -> Result<Plan, ScheduleError> {
         let job = extract_job(event)?;
         if self.config.labourer(&job.labourer).is_none() {
             return Err(EngineError::UnknownLabourer(job.labourer).into());
@@ -113,7 +123,7 @@ impl Scheduler {
             }
         };
         let schema = Schema::from_config(&self.config.raw, schema_name.as_deref())?;
-        let today = Date::at(now, self.config.utc_offset_secs);
+        let today = today.unwrap_or_else(|| Date::at(now, self.config.utc_offset_secs));
         let job_id = job
             .job_id
             .clone()
@@ -169,15 +179,32 @@ impl Scheduler {
     pub async fn run(
         &self,
         plan: &Plan,
+        on_progress: impl FnMut(&JobProgress),
+    ) -> Result<ScheduleReport, ScheduleError> {
+        self.run_until(plan, None, on_progress).await
+    }
+
+    /// [`Scheduler::run`] that stops after the first batch that ends at or after `stop_at` (by the clock), with
+    /// `finished: false` and its progress recorded, so that a later run of the same plan continues where it stopped:
+    /// the tasks an earlier run recorded as scheduled are skipped without reading the store, the rest are checked.
+    pub async fn run_until(
+        &self,
+        plan: &Plan,
+        stop_at: Option<Time>,
         mut on_progress: impl FnMut(&JobProgress),
     ) -> Result<ScheduleReport, ScheduleError> {
         let started = self.clock.now();
         let previous = self.store.get_job(&plan.job_id).await?;
+        // Recorded after their batch was written: certainly in the store.
+        let done = previous
+            .as_ref()
+            .filter(|p| p.total == plan.total)
+            .map_or(0, |p| p.scheduled.min(plan.total));
         let mut progress = JobProgress {
             job_id: plan.job_id.clone(),
             labourer_id: plan.labourer.clone(),
             total: plan.total,
-            scheduled: 0,
+            scheduled: done,
             started_at: previous.map_or(started, |p| p.started_at),
             updated_at: started,
             finished_at: None,
@@ -187,7 +214,12 @@ impl Scheduler {
         let producer_plan = plan.clone();
         let producer = tokio::task::spawn_blocking(move || {
             let mut batch = Vec::with_capacity(BATCH);
+            let mut skip = done;
             let result = Scheduler::each_task(&producer_plan, &mut |t| {
+                if skip > 0 {
+                    skip -= 1;
+                    return ControlFlow::Continue(());
+                }
                 batch.push(t);
                 if batch.len() == BATCH
                     && tx
@@ -209,7 +241,8 @@ impl Scheduler {
             labourer_id: plan.labourer.clone(),
             total: plan.total,
             created: 0,
-            existing: 0,
+            existing: done,
+            finished: false,
         };
         let mut failure = None;
         while let Some(batch) = rx.recv().await {
@@ -222,6 +255,9 @@ impl Scheduler {
                     progress.updated_at = now;
                     self.store.save_job(&progress).await?;
                     on_progress(&progress);
+                    if stop_at.is_some_and(|at| self.clock.now() >= at) && progress.scheduled < plan.total {
+                        break;
+                    }
                 }
                 Err(e) => {
                     failure = Some(e);
@@ -235,6 +271,9 @@ impl Scheduler {
             return Err(e.into());
         }
         generated?;
+        if progress.scheduled < plan.total && stop_at.is_some_and(|at| self.clock.now() >= at) {
+            return Ok(report);
+        }
         if progress.scheduled != plan.total {
             return Err(ScheduleError::Generator(format!(
                 "the job made {} tasks this time and {} when it was planned",
@@ -245,6 +284,7 @@ impl Scheduler {
         progress.updated_at = progress.finished_at.unwrap_or(progress.updated_at);
         self.store.save_job(&progress).await?;
         on_progress(&progress);
+        report.finished = true;
         Ok(report)
     }
 }

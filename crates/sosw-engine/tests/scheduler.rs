@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 use sosw_core::config::Config;
 use sosw_core::ports::{MetaSink, Table, TaskQuery, TaskStore};
 use sosw_core::schedule::task_id;
-use sosw_core::{MetaAction, NewTask, Time};
+use sosw_core::{Clock, MetaAction, NewTask, Time};
 use sosw_engine::{ScheduleError, Scheduler, Wiring};
 use sosw_sqlite::SqliteStore;
 use sosw_testkit::fakes::{FakeMetrics, RecordingNotifier};
@@ -18,18 +18,20 @@ struct World {
     _dir: tempfile::TempDir,
     store: Arc<SqliteStore>,
     scheduler: Scheduler,
+    clock: Arc<ManualClock>,
 }
 
 async fn world() -> World {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(SqliteStore::open_or_create(dir.path().join("s.db")).expect("open"));
     store.init().await.expect("init");
+    let clock = ManualClock::at_secs(T0);
     let wiring = Wiring {
         store: store.clone(),
         meta: Some(store.clone()),
         metrics: FakeMetrics::new(),
         notifier: RecordingNotifier::new(),
-        clock: ManualClock::at_secs(T0),
+        clock: clock.clone(),
     };
     let config = Config::from_value(&json!({
         "task_config": {"labourers": {"w": {"command": "true"}}},
@@ -41,6 +43,7 @@ async fn world() -> World {
         _dir: dir,
         scheduler: Scheduler::new(Arc::new(config), &wiring),
         store,
+        clock,
     }
 }
 
@@ -148,6 +151,41 @@ async fn a_run_cut_short_resumes_with_only_the_missing_tasks() {
     let queue = live_in_queue_order(&w.store).await;
     let items: Vec<u64> = queue.iter().map(|(_, i)| *i).collect();
     assert_eq!(items, (0..25_000).collect::<Vec<_>>(), "each task once, in order");
+}
+
+#[tokio::test]
+async fn a_run_stopped_at_its_deadline_is_continued_by_a_later_run_even_the_next_day() {
+    let w = world().await;
+    // No `job_id`: the id derives from the job and its day, which a continuation must keep.
+    let job = json!({"lambda_name": "w", "isolate_items": true, "items": (0..25_000).collect::<Vec<u64>>()});
+    let plan = w.scheduler.plan(&job, Time::from_secs(T0)).await.expect("plan");
+    // Each batch of 10,000 takes 6 s by the clock; the deadline is 10 s away: the run stops after two batches.
+    let clock = w.clock.clone();
+    let first = w
+        .scheduler
+        .run_until(&plan, Some(Time::from_secs(T0 + 10)), |_| clock.advance_secs(6))
+        .await
+        .expect("first part");
+    assert_eq!((first.created, first.existing, first.finished), (20_000, 0, false));
+    let progress = w.store.get_job(&plan.job_id).await.expect("get").expect("recorded");
+    assert_eq!((progress.scheduled, progress.finished_at), (20_000, None));
+    assert_eq!(live_in_queue_order(&w.store).await.len(), 20_000);
+
+    // Continued the next day, with the day the job was planned on.
+    w.clock.advance_secs(86_400);
+    let now = w.clock.now();
+    let resumed = w
+        .scheduler
+        .plan_for(&job, now, Some(plan.today))
+        .await
+        .expect("plan again");
+    assert_eq!(resumed.job_id, plan.job_id);
+    let rest = w.scheduler.run_until(&resumed, Some(now), |_| {}).await.expect("rest");
+    assert_eq!((rest.created, rest.existing, rest.finished), (5_000, 20_000, true));
+    let items: Vec<u64> = live_in_queue_order(&w.store).await.iter().map(|(_, i)| *i).collect();
+    assert_eq!(items, (0..25_000).collect::<Vec<_>>(), "each task once, in order");
+    let done = w.store.get_job(&plan.job_id).await.expect("get").expect("recorded");
+    assert_eq!((done.scheduled, done.finished_at.is_some()), (25_000, true));
 }
 
 #[tokio::test]
