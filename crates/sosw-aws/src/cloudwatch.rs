@@ -22,10 +22,8 @@ impl CloudWatchMetrics {
         CloudWatchMetrics { client, fallback }
     }
 
-    /// With AWS configured by the environment (region, credentials, `AWS_ENDPOINT_URL`).
-    pub async fn from_env(fallback: Arc<dyn MetricSource>) -> CloudWatchMetrics {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        CloudWatchMetrics::new(aws_sdk_cloudwatch::Client::new(&sdk), fallback)
+    pub fn from_aws(aws: &crate::Aws, fallback: Arc<dyn MetricSource>) -> CloudWatchMetrics {
+        CloudWatchMetrics::new(aws.cloudwatch(), fallback)
     }
 
     async fn fetch_cloudwatch(&self, m: &CloudWatchMetric, now: Time) -> Result<f64, MetricError> {

@@ -72,6 +72,13 @@ fn kind_of(code: &str) -> FailureKind {
 #[async_trait]
 impl Invoker for LambdaInvoker {
     async fn invoke(&self, _task: &Task, event: &str) -> Result<InvokeOutcome, InvokeError> {
+        self.send_event(event).await
+    }
+}
+
+impl LambdaInvoker {
+    /// Invokes the function asynchronously with `event` (checked against Lambda's size limit before sending).
+    pub async fn send_event(&self, event: &str) -> Result<InvokeOutcome, InvokeError> {
         if event.len() > MAX_ASYNC_PAYLOAD {
             return Err(InvokeError::new(
                 FailureKind::Permanent,
@@ -140,10 +147,9 @@ impl AwsInvokers {
         AwsInvokers { lambda, fallback }
     }
 
-    /// With AWS configured by the environment (region, credentials, `AWS_ENDPOINT_URL`).
-    pub async fn from_env(fallback: Box<dyn sosw_core::ports::InvokerFactory>) -> AwsInvokers {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        AwsInvokers::new(aws_sdk_lambda::Client::new(&sdk), fallback)
+    /// With `aws`'s Lambda client (which never retries an invocation).
+    pub fn from_aws(aws: &crate::Aws, fallback: Box<dyn sosw_core::ports::InvokerFactory>) -> AwsInvokers {
+        AwsInvokers::new(aws.lambda(), fallback)
     }
 }
 

@@ -55,6 +55,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tables::build_err;
 
+/// Sub-millisecond offsets that keep meta keys (`task_id`, `created_at`) of same-millisecond events apart: one
+/// sequence per process, so that the essentials of one process (each with its own store) never collide.
+static META_SEQ: AtomicU64 = AtomicU64::new(0);
+
 /// Requests of one labourer in flight at once (claims, archive moves).
 const IN_FLIGHT: usize = 16;
 
@@ -63,8 +67,6 @@ const IN_FLIGHT: usize = 16;
 pub struct DynamoStore {
     client: Client,
     tables: Tables,
-    /// Sub-millisecond offsets that keep meta keys (`task_id`, `created_at`) of same-millisecond events apart.
-    meta_seq: std::sync::Arc<AtomicU64>,
     /// Throttled responses: counted by the client's interceptor, and here for unprocessed batch items.
     throttled: std::sync::Arc<AtomicU64>,
 }
@@ -75,7 +77,6 @@ impl DynamoStore {
         DynamoStore {
             client,
             tables,
-            meta_seq: std::sync::Arc::default(),
             throttled: std::sync::Arc::default(),
         }
     }
@@ -85,7 +86,6 @@ impl DynamoStore {
         DynamoStore {
             client: aws.dynamodb(),
             tables,
-            meta_seq: std::sync::Arc::default(),
             throttled: aws.throttle_counter(),
         }
     }
@@ -1272,7 +1272,7 @@ impl MetaSink for DynamoStore {
             for e in chunk {
                 // `created_at` is the range key: events of one millisecond are kept apart by a few microseconds
                 // (less than half a millisecond, so `at` reads back unchanged), in the order recorded.
-                let seq = self.meta_seq.fetch_add(1, Ordering::Relaxed) % 400;
+                let seq = META_SEQ.fetch_add(1, Ordering::Relaxed) % 400;
                 let mut item = Item::from([
                     ("task_id".to_string(), s(&e.task_id)),
                     (

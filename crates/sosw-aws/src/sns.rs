@@ -24,10 +24,8 @@ impl SnsNotifier {
         }
     }
 
-    /// With AWS configured by the environment (region, credentials, `AWS_ENDPOINT_URL`).
-    pub async fn from_env(topic_arn: impl Into<String>) -> SnsNotifier {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), topic_arn)
+    pub fn from_aws(aws: &crate::Aws, topic_arn: impl Into<String>) -> SnsNotifier {
+        SnsNotifier::new(aws.sns(), topic_arn)
     }
 }
 

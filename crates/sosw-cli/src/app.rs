@@ -247,6 +247,9 @@ pub struct App {
     /// The store as a URL any sosw process can open (`sqlite:/abs/path`).
     pub store_url: String,
     pub config_path: PathBuf,
+    /// The AWS clients (the AWS build): the store's endpoint if it names one, else AWS as the environment configures it.
+    #[cfg(feature = "aws")]
+    pub aws: Option<sosw_aws::Aws>,
 }
 
 impl App {
@@ -258,10 +261,16 @@ impl App {
         let mut app = App::new(config, store, global);
         #[cfg(feature = "aws")]
         {
-            app.metrics = Arc::new(sosw_aws::CloudWatchMetrics::from_env(app.metrics.clone()).await);
+            let endpoint = match &spec {
+                StoreSpec::DynamoDb { endpoint } => endpoint.clone(),
+                StoreSpec::Sqlite(_) => None,
+            };
+            let aws = sosw_aws::Aws::connect(endpoint.as_deref()).await;
+            app.metrics = Arc::new(sosw_aws::CloudWatchMetrics::from_aws(&aws, app.metrics.clone()));
             if let Some(topic) = app.config.notify.recipient.clone() {
-                app.notifier = Arc::new(sosw_aws::SnsNotifier::from_env(topic).await);
+                app.notifier = Arc::new(sosw_aws::SnsNotifier::from_aws(&aws, topic));
             }
+            app.aws = Some(aws);
         }
         Ok(app)
     }
@@ -285,6 +294,8 @@ impl App {
             notifier: Arc::new(LocalNotifier::new(notify_command).in_dir(config_dir)),
             clock: Arc::new(SystemClock),
             config_path,
+            #[cfg(feature = "aws")]
+            aws: None,
         }
     }
 
@@ -318,7 +329,13 @@ impl App {
         let local: Box<dyn InvokerFactory> =
             Box::new(LocalInvokers::new(supervisor.clone(), env, Some(self.config_dir())));
         #[cfg(feature = "aws")]
-        let local: Box<dyn InvokerFactory> = Box::new(sosw_aws::AwsInvokers::from_env(local).await);
+        let local: Box<dyn InvokerFactory> = {
+            let aws = match &self.aws {
+                Some(aws) => aws.clone(),
+                None => sosw_aws::Aws::from_env().await,
+            };
+            Box::new(sosw_aws::AwsInvokers::from_aws(&aws, local))
+        };
         (local, supervisor)
     }
 

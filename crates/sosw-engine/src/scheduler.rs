@@ -21,9 +21,6 @@ use sosw_core::{Clock, Essential, NewTask, Time};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-/// Tasks written per store call.
-pub const BATCH: usize = 10_000;
-
 #[derive(Debug)]
 pub struct Scheduler {
     config: Arc<Config>,
@@ -212,8 +209,10 @@ impl Scheduler {
         self.store.save_job(&progress).await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<NewTask>>(2);
         let producer_plan = plan.clone();
+        let batch_size = self.config.schedule_batch_size.max(1);
         let producer = tokio::task::spawn_blocking(move || {
-            let mut batch = Vec::with_capacity(BATCH);
+            let capacity = batch_size.min(100_000);
+            let mut batch = Vec::with_capacity(capacity);
             let mut skip = done;
             let result = Scheduler::each_task(&producer_plan, &mut |t| {
                 if skip > 0 {
@@ -221,9 +220,9 @@ impl Scheduler {
                     return ControlFlow::Continue(());
                 }
                 batch.push(t);
-                if batch.len() == BATCH
+                if batch.len() >= batch_size
                     && tx
-                        .blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                        .blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(capacity)))
                         .is_err()
                 {
                     // The writer stopped (it failed): stop generating.

@@ -258,6 +258,12 @@ pub struct Config {
     pub utc_offset_secs: i64,
     /// What validation had to say short of an error (unknown keys, ignored keys).
     pub warnings: Vec<String>,
+    /// Tasks the Scheduler writes per store call, and between its deadline checks (`schedule_batch_size`, sosw-rs;
+    /// default 10,000).
+    pub schedule_batch_size: usize,
+    /// Seconds before a Lambda invocation's deadline at which the Scheduler stops and continues the job in a new
+    /// invocation (`shutdown_period`, as Python sosw; default 60).
+    pub shutdown_period: i64,
     /// The merged JSON the config was read from, for keys later components read (the Scheduler's `job_schema`).
     pub raw: Value,
 }
@@ -409,6 +415,10 @@ impl Config {
         let meta = r.object(top, "meta_handler_config", "").unwrap_or(&empty);
         let write_meta = r.bool(meta, "write_meta_to_ddb", "meta_handler_config").unwrap_or(true);
         let store = r.string(top, "store", "");
+        let schedule_batch_size = r
+            .int(top, "schedule_batch_size", "", 1)
+            .map_or(10_000, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        let shutdown_period = r.int(top, "shutdown_period", "", 0).unwrap_or(60);
         let utc_offset_secs = match r.string(top, "time_zone", "") {
             None => 0,
             Some(tz) => match parse_utc_offset(&tz) {
@@ -450,6 +460,8 @@ impl Config {
                 notify,
                 write_meta,
                 utc_offset_secs,
+                schedule_batch_size,
+                shutdown_period,
                 warnings: r.warnings,
                 raw: value.clone(),
             })
@@ -487,6 +499,7 @@ const TOP_KEYS: &[&str] = &[
     "s3_prefix",
     "queue_file",
     "shutdown_period",
+    "schedule_batch_size",
     "rows_to_process",
     "task_operational_overhead_for_ddb",
     "custom_period_patterns",
