@@ -164,6 +164,44 @@ fn a_self_reporting_worker_uses_sosw_complete() {
 }
 
 #[test]
+fn a_rust_worker_reports_through_the_worker_sdk() {
+    // `crates/sosw-worker/examples/report_self.rs`, built by `cargo test --workspace` beside the `sosw` binary.
+    let example = std::path::Path::new(env!("CARGO_BIN_EXE_sosw"))
+        .parent()
+        .expect("target dir")
+        .join("examples/report_self");
+    assert!(
+        example.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds the examples",
+        example.display()
+    );
+    let s = Sandbox::new(config(
+        json!({"w": {"command": [example], "report": "self", "max_simultaneous_invocations": 10}}),
+    ));
+    let ok = s
+        .ok(&["task", "create", "w", "--payload", r#"{"items": [1, 2, 3]}"#])
+        .trim()
+        .to_string();
+    let failing = s
+        .ok(&["task", "create", "w", "--payload", r#"{"fail": true}"#])
+        .trim()
+        .to_string();
+    s.ok(&["orchestrate"]);
+    let t = s.json(&["task", "show", &ok]);
+    assert_eq!(t["state"], json!("completed"), "{t}");
+    assert_eq!(
+        (t["task"]["stat_items"].clone(), t["task"]["result_labourer"].clone()),
+        (json!(3), json!("w"))
+    );
+    let f = s.json(&["task", "show", &failing]);
+    assert_eq!(
+        (f["state"].clone(), f["task"]["failed_attempts"].clone()),
+        (json!("running"), json!(1)),
+        "{f}"
+    );
+}
+
+#[test]
 fn reports_on_unknown_or_uninvoked_tasks_fail_cleanly() {
     let s = Sandbox::new(config(json!({"w": worker("true", json!({}))})));
     let id = s.ok(&["task", "create", "w"]).trim().to_string();

@@ -6,7 +6,6 @@ mod common;
 use common::{config, container};
 use lambda_runtime::Context;
 use serde_json::json;
-use sosw_core::ports::TaskStore;
 use sosw_core::{Config, Essential, NewTask, Place, Time};
 use sosw_lambda::{config_layers, Container, HandlerError, InitError};
 use sosw_testkit::ManualClock;
@@ -19,7 +18,10 @@ async fn the_worker_assistant_takes_sosw_events_and_refuses_bad_ones() {
         return;
     };
     let tables = moto.tables("wa").await;
-    let config = config(&tables, json!({"task_config": {"labourers": {"w": {"arn": "arn:aws:lambda:us-east-1:1:function:w"}}}}));
+    let config = config(
+        &tables,
+        json!({"task_config": {"labourers": {"w": {"arn": "arn:aws:lambda:us-east-1:1:function:w"}}}}),
+    );
     let clock = ManualClock::at_secs(T0);
     let wa = container(&moto, &config, Essential::WorkerAssistant, clock.clone());
     let orchestrator = container(&moto, &config, Essential::Orchestrator, clock.clone());
@@ -44,7 +46,10 @@ async fn the_worker_assistant_takes_sosw_events_and_refuses_bad_ones() {
         (json!({"action": "mark_task_as_done", "task_id": id}), "not supported"),
         (json!({"action": "mark_task_as_completed"}), "needs a string `task_id`"),
         (json!(["mark_task_as_completed"]), "JSON object"),
-        (json!({"action": "mark_task_as_completed", "task_id": id, "stats": "{not json"}), "stats"),
+        (
+            json!({"action": "mark_task_as_completed", "task_id": id, "stats": "{not json"}),
+            "stats",
+        ),
     ];
     for (event, says) in refused {
         let err = wa.handle(event.clone(), &ctx).await.expect_err("refused");
@@ -58,12 +63,21 @@ async fn the_worker_assistant_takes_sosw_events_and_refuses_bad_ones() {
         .expect_err("not invoked yet");
     assert!(err.to_string().contains("has not been invoked"), "{err}");
     let ghost = wa
-        .handle(json!({"action": "mark_task_as_completed", "task_id": "f".repeat(32)}), &ctx)
+        .handle(
+            json!({"action": "mark_task_as_completed", "task_id": "f".repeat(32)}),
+            &ctx,
+        )
         .await
         .expect_err("no such task");
     assert!(matches!(ghost, HandlerError::WorkerAssistant(_)), "{ghost}");
-    assert!(store.get(&"f".repeat(32)).await.expect("get").is_none(), "no ghost item");
-    assert!(matches!(store.get(&id).await.expect("get").expect("task").place, Place::Live));
+    assert!(
+        store.get(&"f".repeat(32)).await.expect("get").is_none(),
+        "no ghost item"
+    );
+    assert!(matches!(
+        store.get(&id).await.expect("get").expect("task").place,
+        Place::Live
+    ));
 
     // Once invoked, the sosw event completes it; the answer is the row as stored.
     orchestrator.handle(json!({}), &ctx).await.expect("orchestrated");
@@ -75,7 +89,11 @@ async fn the_worker_assistant_takes_sosw_events_and_refuses_bad_ones() {
         .await
         .expect("completed");
     assert_eq!(
-        (row["completed_at"].clone(), row["stat_rows"].clone(), row["result_file"].clone()),
+        (
+            row["completed_at"].clone(),
+            row["stat_rows"].clone(),
+            row["result_file"].clone()
+        ),
         (json!(T0), json!(3), json!("s3://x")),
         "{row}"
     );
@@ -87,18 +105,27 @@ async fn cold_start_config_comes_from_the_config_table_or_a_file_and_errors_are_
         return;
     };
     // A source that is not one.
-    let err = config_layers(&moto.aws, "etcd:cluster", Essential::Scheduler).await.expect_err("unknown");
+    let err = config_layers(&moto.aws, "etcd:cluster", Essential::Scheduler)
+        .await
+        .expect_err("unknown");
     assert!(matches!(err, InitError::Source(_)), "{err}");
     // A missing config table is an error, not an empty config.
-    let err = config_layers(&moto.aws, &format!("dynamodb:nope_{}", std::process::id()), Essential::Orchestrator)
-        .await
-        .expect_err("no table");
+    let err = config_layers(
+        &moto.aws,
+        &format!("dynamodb:nope_{}", std::process::id()),
+        Essential::Orchestrator,
+    )
+    .await
+    .expect_err("no table");
     assert!(err.to_string().contains("cannot be read"), "{err}");
     // A file packaged with the function.
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("sosw.json");
-    std::fs::write(&file, r#"{"task_config": {"labourers": {"w": {"arn": "arn:aws:lambda:us-east-1:1:function:w"}}}}"#)
-        .expect("write");
+    std::fs::write(
+        &file,
+        r#"{"task_config": {"labourers": {"w": {"arn": "arn:aws:lambda:us-east-1:1:function:w"}}}}"#,
+    )
+    .expect("write");
     let layers = config_layers(&moto.aws, &file.display().to_string(), Essential::Orchestrator)
         .await
         .expect("file");
@@ -111,8 +138,14 @@ async fn cold_start_config_comes_from_the_config_table_or_a_file_and_errors_are_
     assert!(err.to_string().contains("not valid JSON"), "{err}");
 
     // An orchestrator cannot start with a labourer it cannot invoke from Lambda.
-    let config = Config::from_value(&json!({"task_config": {"labourers": {"local": {"command": ["true"]}}}})).expect("config");
-    let err = Container::new(moto.aws.clone(), config, Essential::Orchestrator, ManualClock::at_secs(T0))
-        .expect_err("refused");
+    let config =
+        Config::from_value(&json!({"task_config": {"labourers": {"local": {"command": ["true"]}}}})).expect("config");
+    let err = Container::new(
+        moto.aws.clone(),
+        config,
+        Essential::Orchestrator,
+        ManualClock::at_secs(T0),
+    )
+    .expect_err("refused");
     assert!(err.to_string().contains("has no `arn`"), "{err}");
 }

@@ -37,17 +37,33 @@ async fn a_job_cut_by_the_deadline_continues_in_a_new_invocation() {
     let job = json!({"job": {"lambda_name": "w", "isolate_items": true, "items": (0..25).collect::<Vec<i64>>()}});
 
     // 60 s before the deadline already: one batch of 10, then the hand-over.
-    let function = format!("arn:aws:lambda:us-east-1:123456789012:function:sosw_scheduler_{}", std::process::id());
+    let function = format!(
+        "arn:aws:lambda:us-east-1:123456789012:function:sosw_scheduler_{}",
+        std::process::id()
+    );
     let mut ctx = Context::default();
     ctx.deadline = u64::try_from(clock.now().millis()).expect("positive") + 60_000;
     ctx.invoked_function_arn = function.clone();
     moto.start_recording().await;
     let first = scheduler.handle(job.clone(), &ctx).await.expect("first part");
-    let sibling = moto.recorded_invocations(&format!("sosw_scheduler_{}", std::process::id())).await;
-    assert_eq!((first["created"].clone(), first["finished"].clone()), (json!(10), json!(false)), "{first}");
-    let key = first["continued_in"]["file_name"].as_str().expect("continued").to_string();
+    let sibling = moto
+        .recorded_invocations(&format!("sosw_scheduler_{}", std::process::id()))
+        .await;
+    assert_eq!(
+        (first["created"].clone(), first["finished"].clone()),
+        (json!(10), json!(false)),
+        "{first}"
+    );
+    let key = first["continued_in"]["file_name"]
+        .as_str()
+        .expect("continued")
+        .to_string();
     assert_eq!(first["continued_in"]["function"], json!(function));
-    assert_eq!(sibling, vec![json!({"file_name": key})], "the function invoked itself, once");
+    assert_eq!(
+        sibling,
+        vec![json!({"file_name": key})],
+        "the function invoked itself, once"
+    );
     let queue = QueueFiles::new(moto.aws.s3(), QueueLocation::from_config(&config));
     let saved = queue.load(&key).await.expect("the continuation is in S3");
     assert_eq!(saved.job["lambda_name"], json!("w"));
@@ -55,9 +71,17 @@ async fn a_job_cut_by_the_deadline_continues_in_a_new_invocation() {
 
     // The sibling, a day later (the job keeps its day and so its id), with time to spare.
     clock.advance_secs(86_400);
-    let rest = scheduler.handle(json!({"file_name": key}), &Context::default()).await.expect("the rest");
+    let rest = scheduler
+        .handle(json!({"file_name": key}), &Context::default())
+        .await
+        .expect("the rest");
     assert_eq!(
-        (rest["created"].clone(), rest["existing"].clone(), rest["finished"].clone(), rest["job_id"].clone()),
+        (
+            rest["created"].clone(),
+            rest["existing"].clone(),
+            rest["finished"].clone(),
+            rest["job_id"].clone()
+        ),
         (json!(15), json!(10), json!(true), first["job_id"].clone()),
         "{rest}"
     );
@@ -92,7 +116,10 @@ async fn a_job_cut_by_the_deadline_continues_in_a_new_invocation() {
     );
 
     // Delivered twice (Lambda retries asynchronous events): the file is gone, which is said plainly.
-    let err = scheduler.handle(json!({"file_name": key}), &Context::default()).await.expect_err("gone");
+    let err = scheduler
+        .handle(json!({"file_name": key}), &Context::default())
+        .await
+        .expect_err("gone");
     assert!(matches!(err, HandlerError::Queue(_)), "{err}");
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
