@@ -262,6 +262,27 @@ impl Container {
     }
 }
 
+/// A Lambda function's `main`: the runtime loop of `essential`, or a plain message and a failure exit status when
+/// the container cannot start (outside Lambda, or without a readable config).
+pub async fn main(essential: Essential) -> std::process::ExitCode {
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        eprintln!(
+            "{}: this is an AWS Lambda function (runtime provided.al2023) and AWS_LAMBDA_RUNTIME_API is not set; deploy \
+             it (deploy/template.yaml) or run the essentials locally with the `sosw` binary",
+            essential.function_name()
+        );
+        return std::process::ExitCode::from(2);
+    }
+    match run(essential).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("{}: {e}", essential.function_name());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// The Lambda runtime loop of one essential's function.
 pub async fn run(essential: Essential) -> Result<(), lambda_runtime::Error> {
     tracing_subscriber::fmt()
