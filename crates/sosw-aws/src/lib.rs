@@ -59,6 +59,14 @@ use tables::build_err;
 /// sequence per process, so that the essentials of one process (each with its own store) never collide.
 static META_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Bumped by every worker report (`complete`, `fail`) on a live task: an item copy with the same `completed_at`,
+/// greenfield and revision is the item as it is, whatever index it was read from. (Python sosw's WorkerAssistant
+/// does not bump it; its reports change `completed_at`, except a second report within the same second.)
+const REVISION: &str = "sosw_rev";
+
+/// Completed items kept between `list_completed` and `archive` (a bound, not a cache size to tune).
+const MAX_COMPLETED_COPIES: usize = 100_000;
+
 /// Requests of one labourer in flight at once (claims, archive moves).
 const IN_FLIGHT: usize = 16;
 
@@ -69,6 +77,9 @@ pub struct DynamoStore {
     tables: Tables,
     /// Throttled responses: counted by the client's interceptor, and here for unprocessed batch items.
     throttled: std::sync::Arc<AtomicU64>,
+    /// The completed tasks' items as `list_completed` read them, so that archiving one is a single request when
+    /// its item has not changed since (see `archive_one`).
+    completed_copies: std::sync::Arc<std::sync::Mutex<HashMap<String, Item>>>,
 }
 
 impl DynamoStore {
@@ -78,6 +89,7 @@ impl DynamoStore {
             client,
             tables,
             throttled: std::sync::Arc::default(),
+            completed_copies: std::sync::Arc::default(),
         }
     }
 
@@ -87,6 +99,7 @@ impl DynamoStore {
             client: aws.dynamodb(),
             tables,
             throttled: aws.throttle_counter(),
+            completed_copies: std::sync::Arc::default(),
         }
     }
 
@@ -397,6 +410,17 @@ impl DynamoStore {
     }
 
     async fn archive_one(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<()> {
+        let copy = match expect {
+            ArchiveExpect::Completed => self.completed_copies.lock().map_or(None, |mut c| c.remove(task_id)),
+            ArchiveExpect::Dead { .. } => None,
+        };
+        if let Some(copy) = copy {
+            match self.archive_copy(task_id, copy, now).await {
+                // Changed since it was listed: read it again below.
+                Err(StoreError::Conflict { .. }) => {}
+                done => return done,
+            }
+        }
         let Some(item) = self.get_live(task_id).await? else {
             return Err(self.already_closed(task_id).await?);
         };
@@ -430,6 +454,34 @@ impl DynamoStore {
         ];
         self.transact(task_id, items, "moved or completed while it was being archived")
             .await
+    }
+
+    /// Archives a completed task from the item `list_completed` read (from the greenfield index, which may lag the
+    /// table): one `TransactWriteItems`, conditional on the live item still having that item's `completed_at`,
+    /// greenfield and revision. A `Conflict` means the item changed (or went): the caller reads it again.
+    async fn archive_copy(&self, task_id: &str, item: Item, now: Time) -> StoreResult<()> {
+        let (Some(completed_at), Some(greenfield)) =
+            (item.get("completed_at").cloned(), item.get("greenfield").cloned())
+        else {
+            return Err(StoreError::conflict(task_id, "its listed copy is not completed"));
+        };
+        let (revision, condition) = match item.get(REVISION) {
+            Some(r) => (Some(r.clone()), "#c = :c AND #g = :g AND #r = :r"),
+            None => (None, "#c = :c AND #g = :g AND attribute_not_exists(#r)"),
+        };
+        let mut values = vec![(":c", completed_at), (":g", greenfield)];
+        values.extend(revision.map(|r| (":r", r)));
+        let items = vec![
+            self.put(&self.tables.closed, DynamoStore::closed_item(item, true, now), None)?,
+            self.delete(
+                &self.tables.tasks,
+                DynamoStore::task_key(task_id),
+                condition,
+                &[("#c", "completed_at"), ("#g", "greenfield"), ("#r", REVISION)],
+                values,
+            )?,
+        ];
+        self.transact(task_id, items, "changed after it was listed").await
     }
 
     /// Closes a task as completed at `now` from `table` (`key` is its key there), with its report merged.
@@ -704,7 +756,17 @@ impl TaskStore for DynamoStore {
         let mut r = self.by_greenfield(labourer, "#g >= :now", Some("attribute_exists(#c)"));
         r.values.push((":now", n(now)));
         r.limit = Some(limit);
-        self.tasks_of(r).await
+        let items = self.read(r).await?.0;
+        let tasks = items.iter().map(task_from_item).collect::<StoreResult<Vec<Task>>>()?;
+        if let Ok(mut copies) = self.completed_copies.lock() {
+            if copies.len() + items.len() > MAX_COMPLETED_COPIES {
+                copies.clear();
+            }
+            for (task, item) in tasks.iter().zip(items) {
+                copies.insert(task.task_id.clone(), item);
+            }
+        }
+        Ok(tasks)
     }
 
     async fn complete(&self, task_id: &str, now: Time, report: &WorkerReport) -> StoreResult<Completion> {
@@ -714,8 +776,16 @@ impl TaskStore for DynamoStore {
             ("#g".to_string(), "greenfield".to_string()),
             ("#a".to_string(), "attempts".to_string()),
         ]);
-        let mut values = HashMap::from([(":now".to_string(), n(now.secs())), (":one".to_string(), n(1))]);
-        let mut sets = vec!["#c = if_not_exists(#c, :now)".to_string()];
+        let mut values = HashMap::from([
+            (":now".to_string(), n(now.secs())),
+            (":one".to_string(), n(1)),
+            (":zero".to_string(), n(0)),
+        ]);
+        names.insert("#r".into(), REVISION.into());
+        let mut sets = vec![
+            "#c = if_not_exists(#c, :now)".to_string(),
+            "#r = if_not_exists(#r, :zero) + :one".to_string(),
+        ];
         sets.extend(report_updates(report, &mut names, &mut values));
         let fast = self
             .client
@@ -766,8 +836,14 @@ impl TaskStore for DynamoStore {
             let mut values = HashMap::from([
                 (":now".to_string(), n(now.secs())),
                 (":g".to_string(), n(task.greenfield)),
+                (":zero".to_string(), n(0)),
+                (":one".to_string(), n(1)),
             ]);
-            let mut sets = vec!["#c = if_not_exists(#c, :now)".to_string()];
+            names.insert("#r".into(), REVISION.into());
+            let mut sets = vec![
+                "#c = if_not_exists(#c, :now)".to_string(),
+                "#r = if_not_exists(#r, :zero) + :one".to_string(),
+            ];
             sets.extend(report_updates(report, &mut names, &mut values));
             let out = self
                 .client
@@ -827,9 +903,15 @@ impl TaskStore for DynamoStore {
         if task_from_item(&item)?.attempts == 0 {
             return Err(not_invoked(task_id));
         }
-        let mut names = HashMap::from([("#f".to_string(), "failed_attempts".to_string())]);
+        let mut names = HashMap::from([
+            ("#f".to_string(), "failed_attempts".to_string()),
+            ("#r".to_string(), REVISION.to_string()),
+        ]);
         let mut values = HashMap::from([(":zero".to_string(), n(0)), (":one".to_string(), n(1))]);
-        let mut sets = vec!["#f = if_not_exists(#f, :zero) + :one".to_string()];
+        let mut sets = vec![
+            "#f = if_not_exists(#f, :zero) + :one".to_string(),
+            "#r = if_not_exists(#r, :zero) + :one".to_string(),
+        ];
         sets.extend(report_updates(report, &mut names, &mut values));
         let out = self
             .client

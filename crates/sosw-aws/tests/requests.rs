@@ -1,7 +1,9 @@
 //! How many DynamoDB requests one task costs over its whole life (create → invoke → complete → archive), counted
 //! at the SDK by an interceptor against a local moto_server (`SOSW_TEST_DYNAMODB`). Python sosw needs about 8.
+//! Attempts that moto answered with a server error (it has races under concurrent transactions), which the SDK then
+//! retried, are subtracted: DynamoDB would have answered them.
 
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::interceptors::{BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef};
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use serde_json::json;
@@ -15,8 +17,9 @@ use sosw_testkit::ManualClock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+/// Requests sent, by operation, and how many of them the server failed with a 5xx.
 #[derive(Debug, Default)]
-struct Counter(Mutex<BTreeMap<String, u64>>);
+struct Counter(Mutex<BTreeMap<String, u64>>, Mutex<u64>);
 
 impl Intercept for Counter {
     fn name(&self) -> &'static str {
@@ -39,11 +42,27 @@ impl Intercept for Counter {
         *self.0.lock().expect("lock").entry(op).or_default() += 1;
         Ok(())
     }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if context.response().is_some_and(|r| r.status().is_server_error()) {
+            *self.1.lock().expect("lock") += 1;
+        }
+        Ok(())
+    }
 }
 
 impl Counter {
-    fn take(&self) -> BTreeMap<String, u64> {
-        std::mem::take(&mut *self.0.lock().expect("lock"))
+    /// (requests by operation, server errors among them), since the last call.
+    fn take(&self) -> (BTreeMap<String, u64>, u64) {
+        (
+            std::mem::take(&mut *self.0.lock().expect("lock")),
+            std::mem::take(&mut *self.1.lock().expect("lock")),
+        )
     }
 }
 
@@ -106,16 +125,18 @@ async fn requests_per_task_lifecycle() {
         }
         let s = Scavenger::new(config.clone(), &wiring).run_once(clock.now()).await;
         assert_eq!(s.labourers[0].archived as usize, N);
-        let counts = counter.take();
-        let total: u64 = counts.values().sum();
+        let (counts, server_errors) = counter.take();
+        let total: u64 = counts.values().sum::<u64>() - server_errors;
         let per_task = total as f64 / N as f64;
         eprintln!(
-            "meta {}: {total} requests for {N} tasks = {per_task:.2} per task: {counts:?}",
+            "meta {}: {total} requests for {N} tasks = {per_task:.2} per task: {counts:?}, less {server_errors} \
+             retried after a moto server error",
             if with_meta { "on" } else { "off" }
         );
         if !with_meta {
-            // claim 1 + complete 1 + archive 2 (read + transaction), plus the batched create and per-pass queries.
-            assert!(per_task <= 4.2, "{per_task} requests per task: {counts:?}");
+            // claim 1 + complete 1 + archive 1 (a transaction from the Scavenger's own copy of the item), plus the
+            // batched create and the per-pass queries.
+            assert!(per_task <= 3.2, "{per_task} requests per task: {counts:?}");
         }
         clock.advance_secs(10);
     }
@@ -137,5 +158,14 @@ impl Intercept for CounterRef {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         self.0.read_before_transmit(context, runtime_components, cfg)
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.read_after_attempt(context, runtime_components, cfg)
     }
 }

@@ -522,6 +522,46 @@ pub async fn archive_is_conditional(h: &Harness) {
     ));
 }
 
+/// A report that lands after the Scavenger listed a completed task, and before it archives it, is archived too: a
+/// store that archives from the listed copy must notice that the task changed.
+pub async fn reports_between_listing_and_archiving_are_kept(h: &Harness) {
+    let s = h.store.as_ref();
+    create(s, "w", &["a", "b"]).await;
+    claim_all(s, "w", &["a", "b"], NOW).await;
+    for id in ["a", "b"] {
+        s.complete(id, now(), &report(json!({"rows": 1}), json!({})))
+            .await
+            .expect("complete");
+    }
+    let listed = s.list_completed("w", NOW, 10).await.expect("completed");
+    assert_eq!(listed.len(), 2);
+    // The same second: `completed_at` stays as it was, only the report changes.
+    s.complete("a", now(), &report(json!({"rows": 2}), json!({"late": true})))
+        .await
+        .expect("a second completion");
+    s.fail("b", now(), &report(json!({"errors": 1}), json!({})))
+        .await
+        .expect("a failure report");
+    let moves = vec![
+        ("a".to_string(), ArchiveExpect::Completed),
+        ("b".to_string(), ArchiveExpect::Completed),
+    ];
+    for r in s.archive_many(&moves, now()).await.expect("archive") {
+        r.expect("archived");
+    }
+    let a = s.get("a").await.expect("get").expect("a");
+    assert!(matches!(a.place, Place::Closed { completed: true, .. }));
+    assert_eq!(
+        (a.task.stats.get("rows"), a.task.result.get("late")),
+        (Some(&json!(2)), Some(&json!(true)))
+    );
+    let b = s.get("b").await.expect("get").expect("b");
+    assert_eq!(
+        (b.task.failed_attempts, b.task.stats.get("errors")),
+        (1, Some(&json!(1)))
+    );
+}
+
 pub async fn move_to_retry_loses_to_a_completion(h: &Harness) {
     let s = h.store.as_ref();
     create(s, "w", &["a", "b"]).await;

@@ -14,6 +14,7 @@
 
 pub mod conformance;
 pub mod fakes;
+pub mod moto;
 
 use sosw_core::ports::{MetaSink, TaskStore};
 use sosw_core::{Clock, Time};
@@ -85,6 +86,7 @@ macro_rules! store_conformance {
             retry_round_trip_keeps_every_field,
             completion_of_a_task_waiting_for_retry_closes_it,
             completion_of_a_requeued_task_closes_it,
+            reports_between_listing_and_archiving_are_kept,
             oldest_queued_ignores_invoked_tasks,
             counts_and_listing,
             meta_events_in_order,

@@ -2,8 +2,7 @@
 //! surfacing as an error), and the WorkerAssistant invocation on moto_server (`SOSW_TEST_DYNAMODB`), read back
 //! from the server's request recorder.
 
-use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::json;
 use sosw_worker::{Report, Reporter, WorkerError};
 
 #[tokio::test]
@@ -37,19 +36,12 @@ async fn the_cli_reporter_runs_sosw_complete_and_fail() {
         "complete t1 --stats {\"rows\":3} --result {\"url\":\"s3://b/k\"}\nfail t2\ncomplete refused\n"
     );
 }
-
 #[tokio::test]
 async fn the_lambda_reporter_invokes_the_worker_assistant_as_python_sosw_does() {
     let Some(endpoint) = sosw_testkit::service("SOSW_TEST_DYNAMODB") else {
         return;
     };
-    let http = reqwest::Client::new();
-    let moto = |path: &str| format!("{endpoint}/moto-api/{path}");
-    http.post(moto("config"))
-        .json(&json!({"lambda": {"use_docker": false}}))
-        .send()
-        .await
-        .expect("moto");
+    sosw_testkit::moto::lambda_without_docker(&endpoint).await;
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(&endpoint)
         .region(aws_config::Region::new("us-east-1"))
@@ -61,44 +53,13 @@ async fn the_lambda_reporter_invokes_the_worker_assistant_as_python_sosw_does() 
         client: aws_sdk_lambda::Client::new(&sdk),
         function: function.clone(),
     };
-    for path in ["recorder/reset-recording", "recorder/start-recording"] {
-        http.post(moto(path)).send().await.expect("recorder");
-    }
+    sosw_testkit::moto::start_recording(&endpoint).await;
     reporter
         .completed("t1", &Report::new().stat("rows", 3))
         .await
         .expect("completed");
     reporter.failed("t2", &Report::new()).await.expect("failed");
-    http.post(moto("recorder/stop-recording"))
-        .send()
-        .await
-        .expect("recorder");
-    let text = http
-        .get(moto("recorder/download-recording"))
-        .send()
-        .await
-        .expect("recording")
-        .text()
-        .await
-        .expect("text");
-    let events: Vec<Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| {
-            e["url"]
-                .as_str()
-                .is_some_and(|u| u.contains(&function) && u.ends_with("/invocations"))
-        })
-        .map(|e| {
-            let body = e["body"].as_str().unwrap_or_default();
-            let bytes = if e["body_encoded"] == json!(true) {
-                base64::engine::general_purpose::STANDARD.decode(body).expect("base64")
-            } else {
-                body.as_bytes().to_vec()
-            };
-            serde_json::from_slice(&bytes).expect("json")
-        })
-        .collect();
+    let events = sosw_testkit::moto::recorded_invocations(&endpoint, &function).await;
     assert_eq!(
         events,
         vec![

@@ -3,7 +3,6 @@
 //! server's request recorder, which shows what the handlers invoked.
 #![allow(dead_code)]
 
-use base64::Engine;
 use serde_json::{json, Value};
 use sosw_aws::{Aws, DynamoStore, Tables};
 use sosw_core::ports::TaskStore;
@@ -22,12 +21,7 @@ pub struct Moto {
 pub async fn moto() -> Option<Moto> {
     let endpoint = sosw_testkit::service("SOSW_TEST_DYNAMODB")?;
     let python = sosw_testkit::service("SOSW_TEST_PYTHON_SOSW")?;
-    let http = reqwest::Client::new();
-    http.post(format!("{endpoint}/moto-api/config"))
-        .json(&json!({"lambda": {"use_docker": false}}))
-        .send()
-        .await
-        .expect("moto config");
+    sosw_testkit::moto::lambda_without_docker(&endpoint).await;
     let aws = Aws::local(&endpoint).await;
     Some(Moto { endpoint, python, aws })
 }
@@ -83,54 +77,12 @@ impl Moto {
         serde_json::from_slice(&out.stdout).expect("json")
     }
 
-    /// Starts the server's request recorder (cleared first).
     pub async fn start_recording(&self) {
-        for action in ["reset-recording", "start-recording"] {
-            reqwest::Client::new()
-                .post(format!("{}/moto-api/recorder/{action}", self.endpoint))
-                .send()
-                .await
-                .expect("recorder");
-        }
+        sosw_testkit::moto::start_recording(&self.endpoint).await;
     }
 
-    /// Stops recording; returns the asynchronous Lambda invocations of `function` recorded, their events decoded.
     pub async fn recorded_invocations(&self, function: &str) -> Vec<Value> {
-        let http = reqwest::Client::new();
-        http.post(format!("{}/moto-api/recorder/stop-recording", self.endpoint))
-            .send()
-            .await
-            .expect("recorder");
-        let text = http
-            .get(format!("{}/moto-api/recorder/download-recording", self.endpoint))
-            .send()
-            .await
-            .expect("recording")
-            .text()
-            .await
-            .expect("text");
-        let mut out = Vec::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let entry: Value = serde_json::from_str(line).expect("a recorded request");
-            let url = entry["url"].as_str().unwrap_or_default();
-            if !(url.contains(function) && url.ends_with("/invocations")) {
-                continue;
-            }
-            let headers = entry["headers"].as_object().expect("headers");
-            let kind = headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-invocation-type"))
-                .and_then(|(_, v)| v.as_str());
-            assert_eq!(kind, Some("Event"), "invoked asynchronously: {entry}");
-            let body = entry["body"].as_str().unwrap_or_default();
-            let bytes = if entry["body_encoded"] == json!(true) {
-                base64::engine::general_purpose::STANDARD.decode(body).expect("base64")
-            } else {
-                body.as_bytes().to_vec()
-            };
-            out.push(serde_json::from_slice(&bytes).expect("the event is JSON"));
-        }
-        out
+        sosw_testkit::moto::recorded_invocations(&self.endpoint, function).await
     }
 }
 
