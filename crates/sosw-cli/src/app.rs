@@ -318,6 +318,15 @@ impl App {
     /// Every labourer's invoker: local processes and HTTP endpoints, with the environment a worker needs to report
     /// back with `sosw complete`, and in the AWS build Lambda functions too.
     pub async fn invokers(&self, wiring: &Wiring) -> (Box<dyn InvokerFactory>, Arc<Supervisor>) {
+        self.invokers_reporting_to(wiring, None).await
+    }
+
+    /// [`App::invokers`] whose workers are told to POST their reports to `report_url` (`sosw run --listen`).
+    pub async fn invokers_reporting_to(
+        &self,
+        wiring: &Wiring,
+        report_url: Option<String>,
+    ) -> (Box<dyn InvokerFactory>, Arc<Supervisor>) {
         let supervisor = Supervisor::new(Arc::new(wiring.worker_assistant()));
         let mut env = vec![
             ("SOSW_CONFIG".to_string(), self.config_path.display().to_string()),
@@ -326,8 +335,11 @@ impl App {
         if let Ok(exe) = std::env::current_exe() {
             env.push(("SOSW_BIN".to_string(), exe.display().to_string()));
         }
-        let local: Box<dyn InvokerFactory> =
-            Box::new(LocalInvokers::new(supervisor.clone(), env, Some(self.config_dir())));
+        let mut local = LocalInvokers::new(supervisor.clone(), env, Some(self.config_dir()));
+        if let Some(url) = report_url {
+            local = local.with_report_url(url);
+        }
+        let local: Box<dyn InvokerFactory> = Box::new(local);
         #[cfg(feature = "aws")]
         let local: Box<dyn InvokerFactory> = {
             let aws = match &self.aws {

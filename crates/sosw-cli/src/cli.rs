@@ -60,6 +60,10 @@ pub enum Command {
         /// Seconds between passes of each (overrides `daemon.orchestrator_interval` and `scavenger_interval`).
         #[arg(long)]
         interval: Option<f64>,
+        /// Serve worker reports on this address (e.g. 127.0.0.1:8787): POST /report with the WorkerAssistant event.
+        /// Workers learn the URL from SOSW_REPORT_URL (processes) or the X-Sosw-Report-Url header (HTTP).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Turn a business job into tasks at the end of its labourer's queue (`-` reads the job from stdin).
     Schedule {

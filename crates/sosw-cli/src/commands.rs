@@ -33,7 +33,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Complete(r) => report(g, r, true).await,
         Command::Fail(r) => report(g, r, false).await,
         Command::Status => status(g).await,
-        Command::Run { interval } => daemon(g, interval).await,
+        Command::Run { interval, listen } => daemon(g, interval, listen).await,
         Command::Schedule { job, dry_run } => crate::schedule::schedule(g, &job, dry_run).await,
         Command::Job(JobCommand::Show { job_id }) => crate::schedule::show(g, &job_id).await,
         Command::Job(JobCommand::List { limit }) => crate::schedule::list(g, limit).await,
@@ -534,14 +534,20 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing the current pass");
 }
 
-async fn daemon(g: &Global, interval: Option<f64>) -> Result<()> {
+async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std::net::SocketAddr>) -> Result<()> {
     if let Some(i) = interval.filter(|i| !(i.is_finite() && *i > 0.0)) {
         return Err(UsageError(format!("`--interval` must be a positive number of seconds, got {i}")).into());
     }
     let app = App::load(g, Essential::Orchestrator).await?;
     let scavenger_config = std::sync::Arc::new(load_config(&g.config, Essential::Scavenger).await?);
     let wiring = app.wiring();
-    let (invokers, supervisor) = app.invokers(&wiring).await;
+    let reports = match listen {
+        Some(addr) => Some(crate::reports::serve(addr, wiring.worker_assistant(), app.clock.clone()).await?),
+        None => None,
+    };
+    let (invokers, supervisor) = app
+        .invokers_reporting_to(&wiring, reports.as_ref().map(|r| r.url.clone()))
+        .await;
     let orchestrator =
         Orchestrator::new(app.config.clone(), &wiring, invokers.as_ref()).map_err(|e| UsageError(e.to_string()))?;
     let scavenger = Scavenger::new(scavenger_config, &wiring);
@@ -558,6 +564,9 @@ async fn daemon(g: &Global, interval: Option<f64>) -> Result<()> {
         intervals.orchestrator_interval,
         intervals.scavenger_interval
     );
+    if let Some(r) = &reports {
+        eprintln!("sosw serving worker reports on {}", r.url);
+    }
     let json = g.json;
     let (o, s) = sosw_engine::daemon::run(&orchestrator, &scavenger, app.clock.as_ref(), intervals, shutdown_signal(), |r| match r {
         PassReport::Orchestrator(r) => {
@@ -581,6 +590,7 @@ async fn daemon(g: &Global, interval: Option<f64>) -> Result<()> {
     })
     .await;
     reap(&supervisor, app.config.daemon.shutdown_grace).await;
+    drop(reports);
     eprintln!("sosw stopped after {o} orchestrator and {s} scavenger passes");
     Ok(())
 }

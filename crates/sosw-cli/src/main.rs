@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod demo;
 mod output;
+mod reports;
 mod schedule;
 
 use clap::Parser;

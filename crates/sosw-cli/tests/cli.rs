@@ -451,9 +451,100 @@ mod http_worker {
             .route(
                 "/busy",
                 post(|| async { (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "30")]) }),
+            )
+            .route(
+                // Accepts, then reports with the worker SDK to where sosw said (the daemon's `--listen`).
+                "/reporting",
+                post(|headers: axum::http::HeaderMap, Json(v): Json<Value>| async move {
+                    let url = headers
+                        .get(sosw_worker::REPORT_URL_HEADER)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_string);
+                    let Some(url) = url else {
+                        return StatusCode::BAD_REQUEST;
+                    };
+                    tokio::spawn(async move {
+                        let task = sosw_worker::Task::from_value(v).expect("a task event");
+                        let n: i64 = task.get("n").expect("n");
+                        sosw_worker::Reporter::Http { url }
+                            .completed(task.task_id(), &sosw_worker::Report::new().stat("n", n))
+                            .await
+                            .expect("reported");
+                    });
+                    StatusCode::ACCEPTED
+                }),
             );
         std::thread::spawn(move || rt.block_on(async move { axum::serve(listener, app).await.expect("serve") }));
         (format!("http://{addr}"), seen)
+    }
+
+    #[test]
+    fn http_workers_report_to_the_daemon_over_http() {
+        let (base, _) = serve();
+        let s = Sandbox::new(config(json!({
+            "rep": {"url": format!("{base}/reporting"), "max_simultaneous_invocations": 10}
+        })));
+        for n in 0..3 {
+            s.ok(&["task", "create", "rep", "--payload", &json!({"n": n}).to_string()]);
+        }
+        let mut daemon = s
+            .cmd(&["run", "--interval", "0.1", "--listen", "127.0.0.1:0"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stderr = daemon.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("sosw serving worker reports on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the daemon says where it serves reports");
+        assert!(
+            url.starts_with("http://127.0.0.1:") && url.ends_with("/report"),
+            "{url}"
+        );
+
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        // Waiting for an outcome of a real daemon: poll its observable state, bounded.
+        while s.status()["rep"]["closed_completed"] != json!(3) {
+            assert!(std::time::Instant::now() < deadline, "not reported: {}", s.status());
+            std::thread::yield_now();
+        }
+        let closed = s.json(&["task", "list", "--state", "closed"]);
+        let mut stats: Vec<i64> = closed
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|t| t["stat_n"].as_i64().expect("stat_n"))
+            .collect();
+        stats.sort_unstable();
+        assert_eq!(stats, vec![0, 1, 2]);
+
+        // Refusals carry their reason and status.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let err = rt
+            .block_on(
+                sosw_worker::Reporter::Http { url: url.clone() }
+                    .completed("0123456789abcdef0123456789abcdef", &sosw_worker::Report::new()),
+            )
+            .expect_err("unknown task");
+        assert!(
+            err.to_string().contains("404") && err.to_string().contains("not found"),
+            "{err}"
+        );
+
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+        assert!(daemon.wait().expect("wait").success());
     }
 
     #[test]

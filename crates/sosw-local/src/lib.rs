@@ -27,7 +27,13 @@ pub struct LocalInvokers {
     /// Where process workers run unless their `cwd` says otherwise (a relative `cwd` is relative to it): the
     /// config file's directory, so that a config and its workers travel together.
     base_dir: Option<std::path::PathBuf>,
+    /// Where workers may POST their reports (`sosw run --listen`): `SOSW_REPORT_URL` for process workers, the
+    /// [`REPORT_URL_HEADER`] of every HTTP invocation.
+    report_url: Option<String>,
 }
+
+/// The header that tells an HTTP worker where to report (when `sosw run --listen` serves reports).
+pub const REPORT_URL_HEADER: &str = "X-Sosw-Report-Url";
 
 impl LocalInvokers {
     pub fn new(
@@ -39,7 +45,16 @@ impl LocalInvokers {
             supervisor,
             env,
             base_dir,
+            report_url: None,
         }
+    }
+
+    /// Tells every worker where to POST its report (the WorkerAssistant event).
+    pub fn with_report_url(mut self, url: impl Into<String>) -> LocalInvokers {
+        let url = url.into();
+        self.env.push(("SOSW_REPORT_URL".into(), url.clone()));
+        self.report_url = Some(url);
+        self
     }
 }
 
@@ -66,7 +81,13 @@ impl InvokerFactory for LocalInvokers {
                     self.supervisor.clone(),
                 )?))
             }
-            InvokerSpec::Http(spec) => Ok(Arc::new(http::HttpInvoker::new(spec.clone())?)),
+            InvokerSpec::Http(spec) => {
+                let mut spec = spec.clone();
+                if let Some(url) = &self.report_url {
+                    spec.headers.push((REPORT_URL_HEADER.into(), url.clone()));
+                }
+                Ok(Arc::new(http::HttpInvoker::new(spec)?))
+            }
             InvokerSpec::Lambda { .. } => Err(
                 "`arn` (AWS Lambda) labourers cannot be invoked by the embedded build; give `command` (a local \
                  process) or `url` (an HTTP worker), or run sosw's AWS build"

@@ -4,8 +4,10 @@
 //! `created_at`, `greenfield`, `attempts`) on top, Python sosw's flat event — does the work, and reports the outcome
 //! with optional `stats` and `result` (stored as `stat_<k>` / `result_<k>` on the task). Where the report goes:
 //!
-//! - **embedded sosw** (a process worker with `"report": "self"`): through the `sosw` binary the orchestrator
-//!   named in `SOSW_BIN`, on the store and config in `SOSW_STORE` / `SOSW_CONFIG` ([`Reporter::Cli`]);
+//! - **embedded sosw, over HTTP** (`sosw run --listen ADDR`): a POST of the WorkerAssistant event to the URL a process
+//!   worker finds in `SOSW_REPORT_URL` and an HTTP worker in the `X-Sosw-Report-Url` header ([`Reporter::Http`]);
+//! - **embedded sosw, through the binary** (a process worker with `"report": "self"`): the `sosw` binary the
+//!   orchestrator named in `SOSW_BIN`, on the store and config in `SOSW_STORE` / `SOSW_CONFIG` ([`Reporter::Cli`]);
 //! - **AWS Lambda** (feature `lambda`): an asynchronous invocation of the WorkerAssistant function
 //!   (`sosw_worker_assistant`, or `SOSW_WORKER_ASSISTANT_LAMBDA`) with sosw's event
 //!   `{"action": "mark_task_as_completed" | "mark_task_as_failed", "task_id", "stats"?, "result"?}`, exactly as
@@ -186,9 +188,14 @@ pub fn assistant_event(outcome: Outcome, task_id: &str, report: &Report) -> Valu
     Value::Object(e)
 }
 
+/// The header in which `sosw run --listen` tells an HTTP worker where to report.
+pub const REPORT_URL_HEADER: &str = "X-Sosw-Report-Url";
+
 /// Where reports go.
 #[derive(Debug, Clone)]
 pub enum Reporter {
+    /// A POST of the WorkerAssistant event to `sosw run --listen`'s `/report` (plain `http://`).
+    Http { url: String },
     /// `<bin> complete|fail TASK_ID --stats JSON --result JSON`, the `sosw` binary (`SOSW_BIN`), which finds the
     /// store and config in the environment the orchestrator gave the worker.
     Cli { bin: PathBuf },
@@ -201,10 +208,13 @@ pub enum Reporter {
 }
 
 impl Reporter {
-    /// `SOSW_BIN` set (an embedded process worker): [`Reporter::Cli`]. Otherwise, with the `lambda` feature and in
-    /// AWS Lambda (`AWS_LAMBDA_FUNCTION_NAME` set): [`Reporter::Lambda`] to `SOSW_WORKER_ASSISTANT_LAMBDA` or
-    /// `sosw_worker_assistant`.
+    /// `SOSW_REPORT_URL` set: [`Reporter::Http`]; else `SOSW_BIN` set (an embedded process worker):
+    /// [`Reporter::Cli`]; else, with the `lambda` feature and in AWS Lambda (`AWS_LAMBDA_FUNCTION_NAME` set):
+    /// [`Reporter::Lambda`] to `SOSW_WORKER_ASSISTANT_LAMBDA` or `sosw_worker_assistant`.
     pub async fn from_env() -> Result<Reporter, WorkerError> {
+        if let Some(url) = std::env::var("SOSW_REPORT_URL").ok().filter(|u| !u.is_empty()) {
+            return Ok(Reporter::Http { url });
+        }
         if let Some(bin) = std::env::var_os("SOSW_BIN").filter(|b| !b.is_empty()) {
             return Ok(Reporter::Cli { bin: bin.into() });
         }
@@ -219,8 +229,8 @@ impl Reporter {
             });
         }
         Err(WorkerError::NoReporter(
-            "neither SOSW_BIN (set by embedded sosw for its process workers) nor, with the `lambda` feature, \
-             AWS_LAMBDA_FUNCTION_NAME is set"
+            "none of SOSW_REPORT_URL, SOSW_BIN (set by embedded sosw for its process workers) or, with the `lambda` \
+             feature, AWS_LAMBDA_FUNCTION_NAME is set"
                 .into(),
         ))
     }
@@ -239,6 +249,21 @@ impl Reporter {
             reason,
         };
         match self {
+            Reporter::Http { url } => {
+                let response = reqwest::Client::new()
+                    .post(url)
+                    .json(&assistant_event(outcome, task_id, report))
+                    .send()
+                    .await
+                    .map_err(|e| fail(format!("POST {url}: {e}")))?;
+                let status = response.status();
+                if status.is_success() {
+                    return Ok(());
+                }
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                let why = body.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+                Err(fail(format!("POST {url}: {status}: {why}")))
+            }
             Reporter::Cli { bin } => {
                 let mut cmd = tokio::process::Command::new(bin);
                 cmd.arg(outcome.cli_command()).arg(task_id);
