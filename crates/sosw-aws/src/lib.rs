@@ -67,6 +67,9 @@ const REVISION: &str = "sosw_rev";
 /// Completed items kept between `list_completed` and `archive` (a bound, not a cache size to tune).
 const MAX_COMPLETED_COPIES: usize = 100_000;
 
+/// Actions in one `TransactWriteItems` (DynamoDB's limit).
+const TRANSACTION_ITEMS: usize = 100;
+
 /// Requests of one labourer in flight at once (claims, archive moves).
 const IN_FLIGHT: usize = 16;
 
@@ -636,18 +639,56 @@ impl TaskStore for DynamoStore {
             tails.push((labourer, self.newest_queued(labourer, now.secs()).await?));
         }
         report.created = queued_rows(&fresh, &tails, step, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        // BatchWriteItem, 25 items a request, unprocessed items retried with backoff.
-        for chunk in report.created.chunks(25) {
-            let mut requests: Vec<WriteRequest> = Vec::with_capacity(chunk.len());
-            for t in chunk {
-                let put = PutRequest::builder()
-                    .set_item(Some(item_of(t)))
-                    .build()
-                    .map_err(build_err)?;
-                requests.push(WriteRequest::builder().put_request(put).build());
+        // Conditional puts, 100 to a transaction: a task that another writer created meanwhile (the same job
+        // delivered twice, run at once) is reported as existing and never overwritten — an overwrite would put an
+        // invoked task back in the queue, to be invoked again.
+        let mut created = Vec::with_capacity(report.created.len());
+        for chunk in report.created.chunks(TRANSACTION_ITEMS) {
+            let mut pending: Vec<&Task> = chunk.iter().collect();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                let items = pending
+                    .iter()
+                    .map(|t| self.put(&self.tables.tasks, item_of(t), Some("attribute_not_exists(task_id)")))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                let e = match self
+                    .client
+                    .transact_write_items()
+                    .set_transact_items(Some(items))
+                    .send()
+                    .await
+                {
+                    Ok(_) => {
+                        created.extend(pending.drain(..).cloned());
+                        break;
+                    }
+                    Err(e) => e,
+                };
+                let reasons = match e.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(c)) => c.cancellation_reasons().to_vec(),
+                    _ => return Err(sdk_err(e)),
+                };
+                let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
+                if reasons.len() == pending.len() && (0..pending.len()).any(|i| code(i) == "ConditionalCheckFailed") {
+                    let mut rest = Vec::with_capacity(pending.len());
+                    for (i, t) in pending.into_iter().enumerate() {
+                        if code(i) == "ConditionalCheckFailed" {
+                            report.existing.push(t.task_id.clone());
+                        } else {
+                            rest.push(t);
+                        }
+                    }
+                    pending = rest;
+                } else if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+                    self.throttled.fetch_add(1, Ordering::Relaxed);
+                    backoff(attempt).await?;
+                    attempt += 1;
+                } else {
+                    return Err(sdk_err(e));
+                }
             }
-            self.write_batch(self.tables.tasks.clone(), requests).await?;
         }
+        report.created = created;
         Ok(report)
     }
 

@@ -146,6 +146,32 @@ pub async fn create_skips_existing_ids(h: &Harness) {
     assert!(matches!(err, Err(StoreError::Invalid(_))), "{err:?}");
 }
 
+/// The same job delivered twice and run at once (Lambda delivers asynchronous events at least once): every task is
+/// created by exactly one of the writers, and one already invoked is never put back in the queue.
+pub async fn concurrent_creates_of_the_same_ids_create_each_once(h: &Harness) {
+    let s = h.store.clone();
+    create(s.as_ref(), "w", &["first"]).await;
+    claim_all(s.as_ref(), "w", &["first"], NOW).await;
+    let ids: Vec<String> = std::iter::once("first".to_string())
+        .chain((0..300).map(|i| format!("t{i:04}")))
+        .collect();
+    let tasks: Vec<NewTask> = ids.iter().map(|id| new_task(id, "w")).collect();
+    let (a, b) = tokio::join!(s.create_tasks(&tasks, STEP, now()), s.create_tasks(&tasks, STEP, now()));
+    let (a, b) = (a.expect("first writer"), b.expect("second writer"));
+    let created: Vec<String> = a.created.iter().chain(&b.created).map(|t| t.task_id.clone()).collect();
+    let distinct: std::collections::BTreeSet<&String> = created.iter().collect();
+    assert_eq!(
+        created.len() - distinct.len(),
+        0,
+        "tasks created by both writers (the second overwrote the first)"
+    );
+    assert_eq!(distinct, ids[1..].iter().collect(), "each new task created, once");
+    assert_eq!(a.created.len() + a.existing.len(), ids.len());
+    assert_eq!(b.created.len() + b.existing.len(), ids.len());
+    let first = s.get("first").await.expect("get").expect("first").task;
+    assert_eq!(first.attempts, 1, "the invoked task was not put back in the queue");
+}
+
 pub async fn create_refuses_a_full_queue_and_writes_nothing(h: &Harness) {
     let s = h.store.as_ref();
     let early = Time::from_secs(10_000);

@@ -73,6 +73,7 @@ macro_rules! store_conformance {
             create_skips_existing_ids,
             create_skips_existing_ids_in_large_ordered_batches,
             create_refuses_a_full_queue_and_writes_nothing,
+            concurrent_creates_of_the_same_ids_create_each_once,
             next_queued_is_fifo_with_a_strict_bound,
             claim_is_conditional,
             concurrent_claims_never_double,
