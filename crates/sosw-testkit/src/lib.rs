@@ -50,6 +50,10 @@ pub struct Harness {
     pub store: Arc<dyn TaskStore>,
     pub meta: Arc<dyn MetaSink>,
     pub keep_alive: Box<dyn std::any::Any + Send + Sync>,
+    /// Whether concurrent transactions on the backend are isolated, so that cases may race two writers. False for
+    /// moto_server, whose transactions restore a whole-table snapshot when they fail, erasing concurrent writes
+    /// (DynamoDB itself isolates them); such cases then run their writers one after the other.
+    pub isolated_transactions: bool,
 }
 
 impl std::fmt::Debug for Harness {

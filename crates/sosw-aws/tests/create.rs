@@ -1,0 +1,69 @@
+//! Creating tasks never overwrites one: the conditional transactional puts behind `create_tasks`, driven directly
+//! (as a second writer whose lookup missed what a first writer created meanwhile), against moto_server
+//! (`SOSW_TEST_DYNAMODB`). The conformance suite covers the lookup; moto's transactions are not isolated enough to
+//! race two writers there (see `sosw_testkit::Harness::isolated_transactions`).
+
+use sosw_aws::{DynamoStore, Tables};
+use sosw_core::ports::{Claim, TaskStore};
+use sosw_core::{NewTask, Task, Time};
+
+const NOW: i64 = 1_700_000_000;
+
+#[tokio::test]
+async fn a_second_writer_never_overwrites_a_task_or_requeues_an_invoked_one() {
+    let Some(endpoint) = sosw_testkit::service("SOSW_TEST_DYNAMODB") else {
+        return;
+    };
+    let tables = Tables::prefixed(&format!("cr{}_", std::process::id()));
+    let store = DynamoStore::connect(Some(&endpoint), tables).await;
+    store.init().await.expect("tables");
+    let now = Time::from_secs(NOW);
+    let first: Vec<NewTask> = (0..150)
+        .map(|i| NewTask {
+            task_id: format!("t{i:04}"),
+            labourer_id: "w".into(),
+            payload: format!(r#"{{"i": {i}}}"#),
+        })
+        .collect();
+    let written = store
+        .create_tasks(&first, 1000, now)
+        .await
+        .expect("first writer")
+        .created;
+    // The orchestrator invokes one of them (in the second transaction's range).
+    let target = &written[120];
+    let claims = store
+        .claim("w", &[(target.task_id.clone(), target.greenfield)], NOW, NOW + 1)
+        .await
+        .expect("claim");
+    assert!(matches!(claims[0], Claim::Claimed { .. }), "{claims:?}");
+
+    // The second writer's rows: the same 150 (positions of its own) and 10 new ones.
+    let mut second: Vec<Task> = written
+        .iter()
+        .map(|t| Task {
+            greenfield: t.greenfield + 500_000,
+            ..t.clone()
+        })
+        .collect();
+    for i in 150..160 {
+        second.push(Task {
+            task_id: format!("t{i:04}"),
+            greenfield: 2000 + i * 1000 + 500_000,
+            ..written[0].clone()
+        });
+    }
+    let (created, existing) = store.put_new_tasks(&second).await.expect("second writer");
+    let created: Vec<&str> = created.iter().map(|t| t.task_id.as_str()).collect();
+    let new: Vec<String> = (150..160).map(|i| format!("t{i:04}")).collect();
+    assert_eq!(created, new.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(existing.len(), 150);
+    let invoked = store.get(&target.task_id).await.expect("get").expect("task").task;
+    assert_eq!(
+        (invoked.attempts, invoked.greenfield),
+        (1, NOW + 1),
+        "the invoked task is untouched"
+    );
+    let other = store.get("t0007").await.expect("get").expect("task").task;
+    assert_eq!(other.greenfield, written[7].greenfield, "queued tasks keep their place");
+}
