@@ -109,11 +109,20 @@ impl InvokerFactory for LambdaOnly {
 /// What one Lambda container keeps between invocations.
 #[derive(Debug)]
 pub struct Container {
-    essential: Essential,
+    role: Role,
     config: Arc<Config>,
     wiring: Wiring,
     aws: Aws,
-    orchestrator: Option<Orchestrator>,
+}
+
+/// The essential a container runs, with what it builds once per container.
+#[derive(Debug)]
+enum Role {
+    /// Its invokers are resolved (and checked) at the cold start.
+    Orchestrator(Box<Orchestrator>),
+    Scavenger,
+    Scheduler,
+    WorkerAssistant,
 }
 
 impl Container {
@@ -144,24 +153,30 @@ impl Container {
             clock,
         };
         let config = Arc::new(config);
-        let orchestrator = match essential {
+        let role = match essential {
             Essential::Orchestrator => {
                 let invokers = AwsInvokers::from_aws(&aws, Box::new(LambdaOnly));
-                Some(Orchestrator::new(config.clone(), &wiring, &invokers)?)
+                Role::Orchestrator(Box::new(Orchestrator::new(config.clone(), &wiring, &invokers)?))
             }
-            _ => None,
+            Essential::Scavenger => Role::Scavenger,
+            Essential::Scheduler => Role::Scheduler,
+            Essential::WorkerAssistant => Role::WorkerAssistant,
         };
         Ok(Container {
-            essential,
+            role,
             config,
             wiring,
             aws,
-            orchestrator,
         })
     }
 
     pub fn essential(&self) -> Essential {
-        self.essential
+        match self.role {
+            Role::Orchestrator(_) => Essential::Orchestrator,
+            Role::Scavenger => Essential::Scavenger,
+            Role::Scheduler => Essential::Scheduler,
+            Role::WorkerAssistant => Essential::WorkerAssistant,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn TaskStore> {
@@ -171,15 +186,14 @@ impl Container {
     /// One invocation.
     pub async fn handle(&self, event: Value, context: &Context) -> Result<Value, HandlerError> {
         let now = self.wiring.clock.now();
-        match (self.essential, &self.orchestrator) {
-            (Essential::Orchestrator, Some(o)) => Ok(o.run_once(now).await.to_json()),
-            (Essential::Orchestrator, None) => unreachable!("an orchestrator container is built with its orchestrator"),
-            (Essential::Scavenger, _) => Ok(Scavenger::new(self.config.clone(), &self.wiring)
+        match &self.role {
+            Role::Orchestrator(o) => Ok(o.run_once(now).await.to_json()),
+            Role::Scavenger => Ok(Scavenger::new(self.config.clone(), &self.wiring)
                 .run_once(now)
                 .await
                 .to_json()),
-            (Essential::Scheduler, _) => self.schedule(event, context, now).await,
-            (Essential::WorkerAssistant, _) => {
+            Role::Scheduler => self.schedule(event, context, now).await,
+            Role::WorkerAssistant => {
                 let done = self.wiring.worker_assistant().handle_event(&event, now).await?;
                 Ok(Value::Object(done))
             }
