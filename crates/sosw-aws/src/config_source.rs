@@ -36,6 +36,28 @@ pub enum ConfigSource {
 }
 
 impl ConfigSource {
+    /// The source a config spec names: `ssm:` (SSM Parameter Store) or `dynamodb:[TABLE]` (the config table, by
+    /// default `config`, rows of env `SOSW_CONFIG_ENV`, by default `production`). `Ok(None)` for a spec of another
+    /// kind (a file path); an error for `ssm:` followed by anything.
+    pub fn from_spec(aws: &crate::Aws, spec: &str) -> Result<Option<ConfigSource>, String> {
+        match spec.split_once(':') {
+            Some(("ssm", "")) => Ok(Some(ConfigSource::Ssm { client: aws.ssm() })),
+            Some(("ssm", rest)) => Err(format!(
+                "config `{spec}`: `ssm:` reads the parameters `sosw_essential_config` and `<function>_config` and takes \
+                 nothing after the colon, got `{rest}`"
+            )),
+            Some(("dynamodb", table)) => Ok(Some(ConfigSource::Dynamo {
+                client: aws.dynamodb(),
+                table: if table.is_empty() { "config".into() } else { table.into() },
+                env: std::env::var("SOSW_CONFIG_ENV")
+                    .ok()
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| "production".into()),
+            })),
+            _ => Ok(None),
+        }
+    }
+
     fn name(&self) -> String {
         match self {
             ConfigSource::Dynamo { table, env, .. } => format!("DynamoDB table `{table}` (env `{env}`)"),

@@ -178,9 +178,7 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     match e.code() {
-        Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded") => {
-            StoreError::Throttled { retry_after: None }
-        }
+        Some(code) if sdk::THROTTLING_CODES.contains(&code) => StoreError::Throttled { retry_after: None },
         Some("ResourceNotFoundException") => StoreError::Schema(format!(
             "a sosw table is missing ({}); create them with `sosw init`",
             e.message().unwrap_or("no message")

@@ -24,7 +24,7 @@ use std::time::Duration;
 pub const MAX_ATTEMPTS: u32 = 5;
 
 /// Error codes that mean "slow down", as DynamoDB sends them.
-const THROTTLING_CODES: [&str; 4] = [
+pub(crate) const THROTTLING_CODES: [&str; 4] = [
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
     "RequestLimitExceeded",

@@ -132,3 +132,21 @@ async fn config_parameters_from_ssm() {
     assert_eq!(max_inv(&layers, Essential::Scheduler), 4);
     assert_eq!(source.get("sosw_no_such_config").await, Ok(None));
 }
+
+#[tokio::test]
+async fn config_specs_name_their_source() {
+    // Building a source contacts nothing.
+    let aws = sosw_aws::Aws::local("http://127.0.0.1:9").await;
+    match ConfigSource::from_spec(&aws, "dynamodb:") {
+        Ok(Some(ConfigSource::Dynamo { table, .. })) => assert_eq!(table, "config"),
+        other => panic!("{other:?}"),
+    }
+    match ConfigSource::from_spec(&aws, "dynamodb:prod-config") {
+        Ok(Some(ConfigSource::Dynamo { table, .. })) => assert_eq!(table, "prod-config"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(ConfigSource::from_spec(&aws, "ssm:"), Ok(Some(ConfigSource::Ssm { .. }))));
+    let err = ConfigSource::from_spec(&aws, "ssm:/prod").expect_err("refused");
+    assert!(err.contains("`/prod`"), "{err}");
+    assert!(matches!(ConfigSource::from_spec(&aws, "config/sosw.json"), Ok(None)));
+}

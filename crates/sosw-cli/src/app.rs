@@ -16,90 +16,46 @@ use std::sync::Arc;
 
 use crate::cli::Global;
 
-/// Reads the config layers at `path`: one JSON file, or a directory laid out as Python sosw's `.config`
-/// (`sosw_essential_config.json`, then each `<essential>_config.json` as that essential's section).
+/// Reads the config layers at `path` ([`sosw_local::config_files::read_layers`]); a missing or unreadable
+/// config is a usage error.
 pub fn read_layers(path: &Path) -> Result<Vec<Value>> {
-    if path.is_dir() {
-        let mut layers = Vec::new();
-        let shared = path.join("sosw_essential_config.json");
-        if shared.exists() {
-            layers.push(read_json(&shared)?);
-        }
-        for e in Essential::ALL {
-            let f = path.join(format!("{}.json", e.config_key()));
-            if f.exists() {
-                let mut section = serde_json::Map::new();
-                section.insert(e.config_key().to_string(), read_json(&f)?);
-                layers.push(Value::Object(section));
-            }
-        }
-        if layers.is_empty() {
-            return Err(UsageError(format!(
-                "the config directory `{}` has neither `sosw_essential_config.json` nor any `sosw_<essential>_config.json`",
-                path.display()
-            ))
-            .into());
-        }
-        Ok(layers)
-    } else if path.exists() {
-        Ok(vec![read_json(path)?])
-    } else {
-        Err(UsageError(format!(
-            "no config at `{}`; pass --config PATH or set SOSW_CONFIG (see docs/config.md)",
-            path.display()
+    use sosw_local::config_files::ConfigFileError;
+    sosw_local::config_files::read_layers(path).map_err(|e| match e {
+        ConfigFileError::Missing(_) => UsageError(format!(
+            "{e}; pass --config PATH or set SOSW_CONFIG (see docs/config.md)"
         ))
-        .into())
-    }
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading the config `{}`", path.display()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| UsageError(format!("the config `{}` is not valid JSON: {e}", path.display())).into())
+        .into(),
+        ConfigFileError::Unreadable { .. } => anyhow::Error::from(e),
+        other => UsageError(other.to_string()).into(),
+    })
 }
 
 /// The config layers of `essential` from AWS (`ssm:` or `dynamodb:[TABLE]`), if `path` names such a source.
 async fn aws_layers(path: &Path, essential: Essential) -> Result<Option<Vec<Value>>> {
     let text = path.to_string_lossy();
-    let (kind, rest) = match text.split_once(':') {
-        Some((k @ ("ssm" | "dynamodb"), rest)) => (k, rest.to_string()),
+    let kind = match text.split_once(':') {
+        Some((k @ ("ssm" | "dynamodb"), _)) => k,
         _ => return Ok(None),
     };
     #[cfg(feature = "aws")]
     {
-        let sdk = sosw_aws::Aws::from_env().await.sdk().clone();
-        let source = if kind == "ssm" {
-            sosw_aws::ConfigSource::Ssm {
-                client: aws_sdk_ssm_client(&sdk),
-            }
-        } else {
-            sosw_aws::ConfigSource::Dynamo {
-                client: aws_sdk_dynamodb_client(&sdk),
-                table: if rest.is_empty() { "config".into() } else { rest },
-                env: "production".into(),
-            }
-        };
-        let layers = source.layers(essential).await.map_err(|e| UsageError(e.to_string()))?;
-        Ok(Some(layers))
+        let _ = kind;
+        let aws = sosw_aws::Aws::from_env().await;
+        match sosw_aws::ConfigSource::from_spec(&aws, &text).map_err(UsageError)? {
+            Some(source) => Ok(Some(
+                source.layers(essential).await.map_err(|e| UsageError(e.to_string()))?,
+            )),
+            None => Ok(None),
+        }
     }
     #[cfg(not(feature = "aws"))]
     {
-        let _ = (essential, rest);
+        let _ = essential;
         Err(UsageError(format!(
             "config `{kind}:` is read from AWS, which needs sosw's AWS build (`cargo build --release -p sosw-cli --features aws`)"
         ))
         .into())
     }
-}
-
-#[cfg(feature = "aws")]
-fn aws_sdk_ssm_client(sdk: &sosw_aws::SdkConfig) -> sosw_aws::SsmClient {
-    sosw_aws::SsmClient::new(sdk)
-}
-
-#[cfg(feature = "aws")]
-fn aws_sdk_dynamodb_client(sdk: &sosw_aws::SdkConfig) -> sosw_aws::DynamoDbClient {
-    sosw_aws::DynamoDbClient::new(sdk)
 }
 
 /// Loads and validates the config for `essential`: files (a JSON file or a Python-style directory), or in the AWS

@@ -31,12 +31,12 @@ use std::sync::Arc;
 /// Why a container could not start: the function fails its cold start with this message.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
-    #[error("SOSW_CONFIG `{0}` is not understood; expected `dynamodb:[TABLE]`, `ssm:` or the path of a JSON file")]
+    #[error("{0}")]
     Source(String),
     #[error(transparent)]
     Unreadable(#[from] sosw_aws::ConfigSourceError),
-    #[error("the config file `{path}`: {reason}")]
-    File { path: String, reason: String },
+    #[error(transparent)]
+    File(#[from] sosw_local::config_files::ConfigFileError),
     #[error("the config is invalid: {0}")]
     Config(String),
     #[error(transparent)]
@@ -62,33 +62,19 @@ pub enum HandlerError {
 }
 
 /// Where the config comes from, by `SOSW_CONFIG`: `dynamodb:[TABLE]` (the default, `dynamodb:config`: Python
-/// sosw's config table, rows `sosw_essential_config` and `<function>_config`), `ssm:` (parameters of the same names),
-/// or a JSON file packaged with the function.
+/// sosw's config table, rows `sosw_essential_config` and `<function>_config` of env `SOSW_CONFIG_ENV`, default
+/// `production`), `ssm:` (parameters of the same names), or a JSON file or Python-style `.config` directory
+/// packaged with the function.
 pub async fn config_layers(aws: &Aws, source: &str, essential: Essential) -> Result<Vec<Value>, InitError> {
+    if let Some(from) = ConfigSource::from_spec(aws, source).map_err(InitError::Source)? {
+        return Ok(from.layers(essential).await?);
+    }
     match source.split_once(':') {
-        Some(("dynamodb", table)) => {
-            let source = ConfigSource::Dynamo {
-                client: aws.dynamodb(),
-                table: if table.is_empty() {
-                    "config".into()
-                } else {
-                    table.into()
-                },
-                env: std::env::var("SOSW_CONFIG_ENV").unwrap_or_else(|_| "production".into()),
-            };
-            Ok(source.layers(essential).await?)
-        }
-        Some(("ssm", "")) => Ok(ConfigSource::Ssm { client: aws.ssm() }.layers(essential).await?),
-        Some((kind, _)) if !kind.contains('/') && !kind.contains('.') => Err(InitError::Source(source.into())),
-        _ => {
-            let file = |reason: String| InitError::File {
-                path: source.into(),
-                reason,
-            };
-            let text = std::fs::read_to_string(source).map_err(|e| file(e.to_string()))?;
-            let v: Value = serde_json::from_str(&text).map_err(|e| file(format!("not valid JSON: {e}")))?;
-            Ok(vec![v])
-        }
+        Some((kind, _)) if !kind.contains('/') && !kind.contains('.') => Err(InitError::Source(format!(
+            "SOSW_CONFIG `{source}` is not understood; expected `dynamodb:[TABLE]`, `ssm:` or the path of a JSON file \
+             or config directory"
+        ))),
+        _ => Ok(sosw_local::config_files::read_layers(std::path::Path::new(source))?),
     }
 }
 

@@ -151,7 +151,7 @@ fn outside_lambda_or_without_config_the_binaries_say_so() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("sosw_worker_assistant: the config file `/nonexistent/sosw.json`"),
+        err.contains("sosw_worker_assistant: no config at `/nonexistent/sosw.json`"),
         "{err}"
     );
 }

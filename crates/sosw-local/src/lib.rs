@@ -9,6 +9,7 @@
 //! Plain `http://` only: the embedded build carries no TLS stack (workers and metric endpoints are expected on the
 //! machine or the local network).
 
+pub mod config_files;
 pub mod http;
 pub mod metrics;
 pub mod notify;
