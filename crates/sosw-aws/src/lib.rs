@@ -45,8 +45,8 @@ use serde_json::Value;
 use sosw_core::greenfield::{is_queue_position, labourer_counts, queued_rows};
 use sosw_core::meta::{MetaAction, MetaEvent};
 use sosw_core::ports::{
-    retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts, MetaSink, StoreError,
-    StoreResult, Table, TaskQuery, TaskStore,
+    report_refusal, retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts,
+    MetaSink, StoreError, StoreResult, Table, TaskQuery, TaskStore,
 };
 use sosw_core::task::closed_status;
 use sosw_core::{Markers, NewTask, Place, StoredTask, Task, Time, WorkerReport};
@@ -598,8 +598,52 @@ fn report_updates(
     sets
 }
 
-fn not_invoked(task_id: &str) -> StoreError {
-    StoreError::conflict(task_id, "has not been invoked yet, so it cannot be reported on")
+/// A worker report's update of one task item: `SET` `sets` plus the report's own clauses, if `condition` holds.
+/// The item as it is after the update, or `None` when the condition failed.
+struct ReportUpdate<'a> {
+    table: &'a str,
+    key: Item,
+    sets: Vec<&'a str>,
+    condition: &'a str,
+    names: Vec<(&'a str, &'a str)>,
+    values: Vec<(&'a str, AttributeValue)>,
+}
+
+impl DynamoStore {
+    async fn apply_report(&self, u: ReportUpdate<'_>, report: &WorkerReport) -> StoreResult<Option<Task>> {
+        let mut names: HashMap<String, String> = u.names.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut values: HashMap<String, AttributeValue> =
+            u.values.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let mut sets: Vec<String> = u.sets.iter().map(|s| s.to_string()).collect();
+        sets.extend(report_updates(report, &mut names, &mut values));
+        let out = self
+            .client
+            .update_item()
+            .table_name(u.table)
+            .set_key(Some(u.key))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression(u.condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match out {
+            Ok(o) => {
+                let item = o
+                    .attributes()
+                    .ok_or_else(|| StoreError::Backend("no attributes returned".into()))?;
+                Ok(Some(task_from_item(item)?))
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
 }
 
 /// Waits before re-sending a batch request's unprocessed part (DynamoDB's partial throttling, which the SDK does not
@@ -822,43 +866,20 @@ impl TaskStore for DynamoStore {
 
     async fn complete(&self, task_id: &str, now: Time, report: &WorkerReport) -> StoreResult<Completion> {
         // The common case, in one request: the task is where its invocation put it.
-        let mut names = HashMap::from([
-            ("#c".to_string(), "completed_at".to_string()),
-            ("#g".to_string(), "greenfield".to_string()),
-            ("#a".to_string(), "attempts".to_string()),
-        ]);
-        let mut values = HashMap::from([(":now".to_string(), n(now.secs())), (":one".to_string(), n(1))]);
-        let mut sets = vec!["#c = if_not_exists(#c, :now)".to_string()];
-        sets.extend(report_updates(report, &mut names, &mut values));
-        let fast = self
-            .client
-            .update_item()
-            .table_name(&self.tables.tasks)
-            .key("task_id", s(task_id))
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression("attribute_exists(task_id) AND #a >= :one AND #g >= :now")
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match fast {
-            Ok(o) => {
-                let item = o
-                    .attributes()
-                    .ok_or_else(|| StoreError::Backend("no attributes returned".into()))?;
-                return Ok(Completion::Live(task_from_item(item)?));
-            }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) => {}
-            Err(e) => return Err(sdk_err(e)),
+        let fast = ReportUpdate {
+            table: &self.tables.tasks,
+            key: DynamoStore::task_key(task_id),
+            sets: vec!["#c = if_not_exists(#c, :now)"],
+            condition: "attribute_exists(task_id) AND #a >= :one AND #g >= :now",
+            names: vec![("#c", "completed_at"), ("#g", "greenfield"), ("#a", "attempts")],
+            values: vec![(":now", n(now.secs())), (":one", n(1))],
+        };
+        if let Some(task) = self.apply_report(fast, report).await? {
+            return Ok(Completion::Live(task));
         }
         if let Some(item) = self.get_live(task_id).await? {
             let task = task_from_item(&item)?;
-            if task.attempts == 0 {
-                return Err(not_invoked(task_id));
-            }
+            report_refusal(task_id, task.attempts)?;
             if is_queue_position(task.greenfield, now) {
                 let closed = self
                     .close_completed(
@@ -872,44 +893,20 @@ impl TaskStore for DynamoStore {
                     .await?;
                 return Ok(Completion::Closed(closed));
             }
-            let mut names = HashMap::from([
-                ("#c".to_string(), "completed_at".to_string()),
-                ("#g".to_string(), "greenfield".to_string()),
-            ]);
-            let mut values = HashMap::from([
-                (":now".to_string(), n(now.secs())),
-                (":g".to_string(), n(task.greenfield)),
-            ]);
-            let mut sets = vec!["#c = if_not_exists(#c, :now)".to_string()];
-            sets.extend(report_updates(report, &mut names, &mut values));
-            let out = self
-                .client
-                .update_item()
-                .table_name(&self.tables.tasks)
-                .key("task_id", s(task_id))
-                .update_expression(format!("SET {}", sets.join(", ")))
-                .condition_expression("attribute_exists(task_id) AND #g = :g")
-                .set_expression_attribute_names(Some(names))
-                .set_expression_attribute_values(Some(values))
-                .return_values(ReturnValue::AllNew)
-                .send()
-                .await;
-            return match out {
-                Ok(o) => {
-                    Ok(Completion::Live(task_from_item(o.attributes().ok_or_else(|| {
-                        StoreError::Backend("no attributes returned".into())
-                    })?)?))
-                }
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-                {
-                    Err(StoreError::conflict(
-                        task_id,
-                        "moved while its completion was being recorded; report again",
-                    ))
-                }
-                Err(e) => Err(sdk_err(e)),
+            let update = ReportUpdate {
+                table: &self.tables.tasks,
+                key: DynamoStore::task_key(task_id),
+                sets: vec!["#c = if_not_exists(#c, :now)"],
+                condition: "attribute_exists(task_id) AND #g = :g",
+                names: vec![("#c", "completed_at"), ("#g", "greenfield")],
+                values: vec![(":now", n(now.secs())), (":g", n(task.greenfield))],
+            };
+            return match self.apply_report(update, report).await? {
+                Some(task) => Ok(Completion::Live(task)),
+                None => Err(StoreError::conflict(
+                    task_id,
+                    "moved while its completion was being recorded; report again",
+                )),
             };
         }
         if let Some(item) = self.find_retry(task_id).await? {
@@ -937,41 +934,18 @@ impl TaskStore for DynamoStore {
                 None => return Err(self.already_closed(task_id).await?),
             },
         };
-        if task_from_item(&item)?.attempts == 0 {
-            return Err(not_invoked(task_id));
-        }
-        let mut names = HashMap::from([("#f".to_string(), "failed_attempts".to_string())]);
-        let mut values = HashMap::from([(":zero".to_string(), n(0)), (":one".to_string(), n(1))]);
-        let mut sets = vec!["#f = if_not_exists(#f, :zero) + :one".to_string()];
-        sets.extend(report_updates(report, &mut names, &mut values));
-        let out = self
-            .client
-            .update_item()
-            .table_name(table)
-            .set_key(Some(key))
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression("attribute_exists(task_id)")
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match out {
-            Ok(o) => task_from_item(
-                o.attributes()
-                    .ok_or_else(|| StoreError::Backend("no attributes returned".into()))?,
-            ),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::conflict(
-                    task_id,
-                    "moved while its failure was being recorded; report again",
-                ))
-            }
-            Err(e) => Err(sdk_err(e)),
-        }
+        report_refusal(task_id, task_from_item(&item)?.attempts)?;
+        let update = ReportUpdate {
+            table,
+            key,
+            sets: vec!["#f = if_not_exists(#f, :zero) + :one"],
+            condition: "attribute_exists(task_id)",
+            names: vec![("#f", "failed_attempts")],
+            values: vec![(":zero", n(0)), (":one", n(1))],
+        };
+        self.apply_report(update, report)
+            .await?
+            .ok_or_else(|| StoreError::conflict(task_id, "moved while its failure was being recorded; report again"))
     }
 
     async fn archive(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<()> {

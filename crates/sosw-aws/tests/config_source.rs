@@ -145,7 +145,10 @@ async fn config_specs_name_their_source() {
         Ok(Some(ConfigSource::Dynamo { table, .. })) => assert_eq!(table, "prod-config"),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(ConfigSource::from_spec(&aws, "ssm:"), Ok(Some(ConfigSource::Ssm { .. }))));
+    assert!(matches!(
+        ConfigSource::from_spec(&aws, "ssm:"),
+        Ok(Some(ConfigSource::Ssm { .. }))
+    ));
     let err = ConfigSource::from_spec(&aws, "ssm:/prod").expect_err("refused");
     assert!(err.contains("`/prod`"), "{err}");
     assert!(matches!(ConfigSource::from_spec(&aws, "config/sosw.json"), Ok(None)));

@@ -108,6 +108,19 @@ pub fn retry_refusal(completed: bool, greenfield: i64, expected_greenfield: i64)
     }
 }
 
+/// A worker report on a task invoked `attempts` times: refused (a `Conflict`) when it was never invoked, for a task
+/// that was never invoked has no worker to report on it. Every backend refuses the same way and writes nothing.
+pub fn report_refusal(task_id: &str, attempts: u32) -> Result<(), StoreError> {
+    if attempts == 0 {
+        Err(StoreError::conflict(
+            task_id,
+            "has not been invoked yet, so it cannot be reported on",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 fn moved(expected: i64, actual: i64) -> String {
     format!("moved since it was read (greenfield {expected} is now {actual})")
 }

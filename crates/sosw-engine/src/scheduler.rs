@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use sosw_core::config::Config;
 use sosw_core::greenfield::tail_positions;
 use sosw_core::ports::{JobProgress, StoreError, TaskStore};
-use sosw_core::schedule::{chunk_each, extract_job, job_id_of, Date, JobError, Schema, TaskIds};
+use sosw_core::schedule::{already_written, chunk_each, extract_job, job_id_of, Date, JobError, Schema, TaskIds};
 use sosw_core::{Clock, Essential, NewTask, Time};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -192,11 +192,7 @@ impl Scheduler {
     ) -> Result<ScheduleReport, ScheduleError> {
         let started = self.clock.now();
         let previous = self.store.get_job(&plan.job_id).await?;
-        // Recorded after their batch was written: certainly in the store.
-        let done = previous
-            .as_ref()
-            .filter(|p| p.total == plan.total)
-            .map_or(0, |p| p.scheduled.min(plan.total));
+        let done = already_written(previous.as_ref(), plan.total);
         let mut progress = JobProgress {
             job_id: plan.job_id.clone(),
             labourer_id: plan.labourer.clone(),

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use sosw_aws::s3::{Continuation, QueueError, QueueFiles, QueueLocation};
 use sosw_aws::{Aws, AwsInvokers, CloudWatchMetrics, ConfigSource, DynamoStore, LambdaInvoker, SnsNotifier, Tables};
 use sosw_core::ports::{InvokerFactory, MetaSink, Notifier, StoreError, TaskStore};
-use sosw_core::schedule::Date;
+use sosw_core::schedule::{stop_writing_at, Date};
 use sosw_core::{Clock, Config, Essential, Labourer, SystemClock, Time};
 use sosw_engine::{Orchestrator, Scavenger, ScheduleError, Scheduler, Wiring, WorkerAssistantError};
 use sosw_local::metrics::LocalMetrics;
@@ -211,10 +211,7 @@ impl Container {
                 scheduler.plan_for(&Value::Object(c.job), now, Some(today)).await?
             }
         };
-        let shutdown = self.config.shutdown_period;
-        // `deadline` is 0 outside Lambda (a default context): no deadline.
-        let stop_at = (context.deadline > 0)
-            .then(|| Time::from_millis(i64::try_from(context.deadline).unwrap_or(i64::MAX)).plus_secs(-shutdown));
+        let stop_at = stop_writing_at(context.deadline, self.config.shutdown_period);
         let report = scheduler.run_until(&plan, stop_at, |_| {}).await?;
         let mut out = serde_json::to_value(&report).unwrap_or(Value::Null);
         if report.finished {

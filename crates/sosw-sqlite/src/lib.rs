@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 use sosw_core::greenfield::{is_queue_position, labourer_counts, queued_rows};
 use sosw_core::meta::{MetaAction, MetaEvent};
 use sosw_core::ports::{
-    retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts, MetaSink, StoreError,
-    StoreResult, Table, TaskQuery, TaskStore,
+    report_refusal, retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts,
+    MetaSink, StoreError, StoreResult, Table, TaskQuery, TaskStore,
 };
 use sosw_core::task::closed_status;
 use sosw_core::{Markers, NewTask, Place, StoredTask, Task, Time, WorkerReport};
@@ -456,10 +456,6 @@ fn queue_end(conn: &Connection, labourer: &str, now: i64, end: &str) -> StoreRes
     .map_err(map_err)
 }
 
-fn not_invoked(task_id: &str) -> StoreError {
-    StoreError::conflict(task_id, "has not been invoked yet, so it cannot be reported on")
-}
-
 #[async_trait]
 impl TaskStore for SqliteStore {
     async fn init(&self) -> StoreResult<()> {
@@ -647,9 +643,7 @@ impl TaskStore for SqliteStore {
                 }
             }
             if let Some(mut t) = select_one(tx, "tasks", &id)? {
-                if t.attempts == 0 {
-                    return Err(not_invoked(&id));
-                }
+                report_refusal(&id, t.attempts)?;
                 merge(&mut t.stats, &report.stats);
                 merge(&mut t.result, &report.result);
                 if is_queue_position(t.greenfield, now) {
@@ -682,9 +676,7 @@ impl TaskStore for SqliteStore {
         self.write(move |tx| {
             for table in ["tasks", "retry_tasks"] {
                 if let Some(mut t) = select_one(tx, table, &id)? {
-                    if t.attempts == 0 {
-                        return Err(not_invoked(&id));
-                    }
+                    report_refusal(&id, t.attempts)?;
                     merge(&mut t.stats, &report.stats);
                     merge(&mut t.result, &report.result);
                     t.failed_attempts += 1;

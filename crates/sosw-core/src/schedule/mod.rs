@@ -16,11 +16,13 @@ mod chunk;
 mod dates;
 mod ids;
 mod job;
+mod resume;
 
 pub use chunk::{chunk, chunk_each, Schema};
 pub use dates::{period_dates, Date};
 pub use ids::{job_id_of, task_id, TaskIds};
 pub use job::{extract_job, trim_arn_to_name, Job};
+pub use resume::{already_written, stop_writing_at};
 
 /// Why a job cannot be scheduled. Every variant names the offending key or value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
