@@ -7,7 +7,7 @@ use sosw_aws::{DynamoStore, Tables};
 use sosw_core::config::Config;
 use sosw_core::ports::TaskStore;
 use sosw_core::{Clock, NewTask, Place};
-use sosw_engine::{Orchestrator, Scavenger, TaskManager, Wiring};
+use sosw_engine::{Orchestrator, Scavenger, Wiring};
 use sosw_testkit::fakes::{FakeInvokers, FakeMetrics, RecordingNotifier};
 use sosw_testkit::ManualClock;
 use std::process::Command;
@@ -63,11 +63,7 @@ async fn python_sosw_creates_and_sosw_rs_runs_the_tasks() {
         notifier: RecordingNotifier::new(),
         clock: clock.clone(),
     };
-    let tm = TaskManager::new(
-        config.clone(),
-        wiring.store.clone(),
-        wiring.meta_handler(sosw_core::Essential::Scheduler),
-    );
+    let tm = wiring.task_manager(config.clone());
     let ours = ["0000000000000000000000000000rust", "0000000000000000000000000001rust"];
     let report = tm
         .create(

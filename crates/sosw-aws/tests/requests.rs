@@ -11,7 +11,7 @@ use sosw_aws::{DynamoStore, Tables};
 use sosw_core::config::Config;
 use sosw_core::ports::{MetaSink, TaskStore};
 use sosw_core::{Clock, NewTask};
-use sosw_engine::{Orchestrator, Scavenger, TaskManager, Wiring};
+use sosw_engine::{Orchestrator, Scavenger, Wiring};
 use sosw_testkit::fakes::{FakeInvokers, FakeMetrics, RecordingNotifier};
 use sosw_testkit::ManualClock;
 use std::collections::BTreeMap;
@@ -99,11 +99,7 @@ async fn requests_per_task_lifecycle() {
             notifier: RecordingNotifier::new(),
             clock: clock.clone(),
         };
-        let tm = TaskManager::new(
-            config.clone(),
-            wiring.store.clone(),
-            wiring.meta_handler(sosw_core::Essential::Scheduler),
-        );
+        let tm = wiring.task_manager(config.clone());
         let tasks: Vec<NewTask> = (0..N)
             .map(|i| NewTask {
                 task_id: format!("{with_meta}-{i:04}"),

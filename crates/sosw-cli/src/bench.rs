@@ -9,8 +9,8 @@ use serde_json::json;
 use sosw_core::config::Labourer;
 use sosw_core::ports::{InvokeError, InvokeOutcome, Invoker, InvokerFactory, TaskStore};
 use sosw_core::task::ReportKind;
-use sosw_core::{Clock, Config, Essential, NewTask, SystemClock, Task, WorkerReport};
-use sosw_engine::{Orchestrator, Scavenger, TaskManager, Wiring};
+use sosw_core::{Config, NewTask, SystemClock, Task, WorkerReport};
+use sosw_engine::{Orchestrator, Scavenger, Wiring};
 use sosw_local::metrics::LocalMetrics;
 use sosw_local::notify::LocalNotifier;
 use sosw_sqlite::SqliteStore;
@@ -66,19 +66,9 @@ pub async fn run(args: BenchArgs, json_out: bool) -> Result<()> {
         }))
         .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let wiring = Wiring {
-        store: store.clone(),
-        meta: if args.no_meta { None } else { Some(store.clone()) },
-        metrics: Arc::new(LocalMetrics::new()),
-        notifier: Arc::new(LocalNotifier::new(None)),
-        clock: clock.clone(),
-    };
-    let tm = TaskManager::new(
-        config.clone(),
-        wiring.store.clone(),
-        wiring.meta_handler(Essential::Scheduler),
-    );
+    let wiring = wiring(&store, args.no_meta);
+    let clock = wiring.clock.clone();
+    let tm = wiring.task_manager(config.clone());
     let orchestrator = Orchestrator::new(config.clone(), &wiring, &NoopInvokers).map_err(|e| anyhow::anyhow!("{e}"))?;
     let scavenger = Scavenger::new(config.clone(), &wiring);
 
@@ -186,14 +176,8 @@ async fn schedule(args: BenchArgs, json_out: bool) -> Result<()> {
         }))
         .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let wiring = Wiring {
-        store: store.clone(),
-        meta: if args.no_meta { None } else { Some(store.clone()) },
-        metrics: Arc::new(LocalMetrics::new()),
-        notifier: Arc::new(LocalNotifier::new(None)),
-        clock: clock.clone(),
-    };
+    let wiring = wiring(&store, args.no_meta);
+    let clock = wiring.clock.clone();
     let days = u64::from(args.tasks).min(1000);
     let stores = u64::from(args.tasks).div_ceil(days);
     let job = json!({
@@ -245,4 +229,15 @@ async fn schedule(args: BenchArgs, json_out: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The benchmark's adapters: the SQLite file, the system clock, no metrics or notifications worth measuring.
+fn wiring(store: &Arc<SqliteStore>, no_meta: bool) -> Wiring {
+    Wiring {
+        store: store.clone(),
+        meta: if no_meta { None } else { Some(store.clone()) },
+        metrics: Arc::new(LocalMetrics::new()),
+        notifier: Arc::new(LocalNotifier::new(None)),
+        clock: Arc::new(SystemClock),
+    }
 }

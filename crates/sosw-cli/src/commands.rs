@@ -12,7 +12,7 @@ use sosw_core::payload::{construct_payload, report_part};
 use sosw_core::ports::{Table, TaskQuery};
 use sosw_core::{Essential, NewTask, Place, StoredTask, TaskState, Time, WorkerReport};
 use sosw_engine::daemon::PassReport;
-use sosw_engine::{EcologyManager, Orchestrator, Scavenger, TaskManager};
+use sosw_engine::{EcologyManager, Orchestrator, Scavenger};
 use std::time::Duration;
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -84,11 +84,7 @@ async fn task_create(g: &Global, labourer: &str, payload: Option<&str>, count: u
         })
         .collect();
     let wiring = app.wiring();
-    let tm = TaskManager::new(
-        app.config.clone(),
-        wiring.store.clone(),
-        wiring.meta_handler(Essential::Scheduler),
-    );
+    let tm = wiring.task_manager(app.config.clone());
     let report = tm.create(&tasks, app.clock.now()).await?;
     if g.json {
         let rows: Vec<Value> = report

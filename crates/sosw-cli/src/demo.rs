@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use sosw_core::{Essential, NewTask};
 use sosw_engine::daemon::{self, PassReport};
-use sosw_engine::{Orchestrator, Scavenger, TaskManager};
+use sosw_engine::{Orchestrator, Scavenger};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -90,11 +90,7 @@ pub async fn run(args: DemoArgs, json_out: bool) -> Result<()> {
     let wiring = app.wiring();
 
     let started = Instant::now();
-    let tm = TaskManager::new(
-        app.config.clone(),
-        wiring.store.clone(),
-        wiring.meta_handler(Essential::Scheduler),
-    );
+    let tm = wiring.task_manager(app.config.clone());
     for (labourer, what) in [("resize", "image"), ("reports", "report")] {
         let tasks: Vec<NewTask> = (1..=args.tasks)
             .map(|n| NewTask {

@@ -44,6 +44,15 @@ impl Wiring {
         MetaHandler::new(self.meta.clone(), essential.function_name())
     }
 
+    /// Task creation on these adapters; its audit events are written as the Scheduler's, as in Python sosw.
+    pub fn task_manager(&self, config: Arc<sosw_core::Config>) -> TaskManager {
+        TaskManager::new(
+            config,
+            self.store.clone(),
+            self.meta_handler(sosw_core::Essential::Scheduler),
+        )
+    }
+
     pub fn worker_assistant(&self) -> WorkerAssistant {
         WorkerAssistant::new(
             self.store.clone(),

@@ -17,7 +17,7 @@ use sosw_core::config::Config;
 use sosw_core::greenfield::tail_positions;
 use sosw_core::ports::{JobProgress, StoreError, TaskStore};
 use sosw_core::schedule::{already_written, chunk_each, extract_job, job_id_of, Date, JobError, Schema, TaskIds};
-use sosw_core::{Clock, Essential, NewTask, Time};
+use sosw_core::{Clock, NewTask, Time};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -82,11 +82,7 @@ pub struct ScheduleReport {
 impl Scheduler {
     pub fn new(config: Arc<Config>, wiring: &Wiring) -> Scheduler {
         Scheduler {
-            tasks: TaskManager::new(
-                config.clone(),
-                wiring.store.clone(),
-                wiring.meta_handler(Essential::Scheduler),
-            ),
+            tasks: wiring.task_manager(config.clone()),
             store: wiring.store.clone(),
             clock: wiring.clock.clone(),
             config,

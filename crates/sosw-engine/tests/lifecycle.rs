@@ -6,7 +6,7 @@ use sosw_core::decide::FailureKind;
 use sosw_core::ports::{InvokeError, InvokeOutcome, MetaSink, TaskStore};
 use sosw_core::task::ReportKind;
 use sosw_core::{Clock, MetaAction, NewTask, Place, Time, WorkerReport};
-use sosw_engine::{Orchestrator, Scavenger, TaskManager, Wiring, WorkerAssistant};
+use sosw_engine::{Orchestrator, Scavenger, Wiring, WorkerAssistant};
 use sosw_sqlite::SqliteStore;
 use sosw_testkit::fakes::{FakeInvokers, FakeMetrics, RecordingNotifier};
 use sosw_testkit::ManualClock;
@@ -74,11 +74,7 @@ impl World {
     }
 
     async fn create(&self, labourer: &str, ids: &[&str]) {
-        let tm = TaskManager::new(
-            self.config.clone(),
-            self.wiring.store.clone(),
-            self.wiring.meta_handler(sosw_core::Essential::Scheduler),
-        );
+        let tm = self.wiring.task_manager(self.config.clone());
         let tasks: Vec<NewTask> = ids
             .iter()
             .map(|id| NewTask {
@@ -542,11 +538,7 @@ async fn worker_assistant_events() {
 #[tokio::test]
 async fn unknown_labourers_are_refused_before_writing() {
     let w = World::new(one_labourer(json!({}))).await;
-    let tm = TaskManager::new(
-        w.config.clone(),
-        w.wiring.store.clone(),
-        w.wiring.meta_handler(sosw_core::Essential::Scheduler),
-    );
+    let tm = w.wiring.task_manager(w.config.clone());
     let tasks = [
         NewTask {
             task_id: "a".into(),

@@ -7,7 +7,7 @@ use sosw_core::config::Config;
 use sosw_core::decide::FailureKind;
 use sosw_core::ports::{InvokeError, MetaSink, Table, TaskQuery, TaskStore};
 use sosw_core::{Clock, MetaAction, NewTask, Place, StoredTask, WorkerReport};
-use sosw_engine::{Orchestrator, Scavenger, TaskManager, Wiring};
+use sosw_engine::{Orchestrator, Scavenger, Wiring};
 use sosw_sqlite::SqliteStore;
 use sosw_testkit::fakes::{FakeInvokers, FakeMetrics, RecordingNotifier};
 use sosw_testkit::ManualClock;
@@ -83,11 +83,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let invokers = FakeInvokers::new();
     let orchestrator = Orchestrator::new(config.clone(), &wiring, invokers.as_ref()).expect("orchestrator");
     let scavenger = Scavenger::new(config.clone(), &wiring);
-    let tm = TaskManager::new(
-        config.clone(),
-        wiring.store.clone(),
-        wiring.meta_handler(sosw_core::Essential::Scheduler),
-    );
+    let tm = wiring.task_manager(config.clone());
     let assistant = wiring.worker_assistant();
     let mut ids: Vec<String> = Vec::new();
     let mut last_attempts: HashMap<String, u32> = HashMap::new();
