@@ -152,7 +152,12 @@ impl QueueFiles {
             .into_bytes();
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| QueueError::Invalid(format!("s3://{}/{key} is not JSON: {e}", self.location.bucket)))?;
-        Continuation::from_json(&v)
+        Continuation::from_json(&v).map_err(|e| {
+            QueueError::Invalid(format!(
+                "s3://{}/{key} is not a continuation: {e}",
+                self.location.bucket
+            ))
+        })
     }
 
     /// Removes the continuation at `key` (a missing object is not an error).

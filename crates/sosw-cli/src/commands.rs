@@ -319,6 +319,7 @@ fn print_orchestration(json: bool, r: &sosw_engine::OrchestratorReport) {
         ],
         &rows,
     );
+    throttled(r.store_throttled);
 }
 
 fn print_scavenge(json: bool, r: &sosw_engine::ScavengerReport) {
@@ -353,6 +354,14 @@ fn print_scavenge(json: bool, r: &sosw_engine::ScavengerReport) {
         ],
         &rows,
     );
+    throttled(r.store_throttled);
+}
+
+/// Throttling that the store's retries hid, said when there was any.
+fn throttled(requests: u64) {
+    if requests > 0 {
+        println!("{requests} store request(s) were throttled during the pass (and retried)");
+    }
 }
 
 async fn orchestrate(g: &Global, no_wait: bool) -> Result<()> {

@@ -122,4 +122,32 @@ async fn a_job_cut_by_the_deadline_continues_in_a_new_invocation() {
         .expect_err("gone");
     assert!(matches!(err, HandlerError::Queue(_)), "{err}");
     assert!(err.to_string().contains("does not exist"), "{err}");
+
+    // A file that is not a continuation is refused, naming it, and nothing is written.
+    let foreign = "sosw/scheduler/tasks_queue_not-ours.txt";
+    moto.aws
+        .s3()
+        .put_object()
+        .bucket(&bucket)
+        .key(foreign)
+        .body(r#"{"labourer_id": "w", "n": 1}"#.as_bytes().to_vec().into())
+        .send()
+        .await
+        .expect("put");
+    let before = scheduler
+        .store()
+        .counts("w", &sosw_core::Markers::new(clock.now(), 1, 60, 30))
+        .await
+        .expect("counts");
+    let err = scheduler
+        .handle(json!({"file_name": foreign}), &Context::default())
+        .await
+        .expect_err("not a continuation");
+    assert!(err.to_string().contains(&format!("s3://{bucket}/{foreign}")), "{err}");
+    let after = scheduler
+        .store()
+        .counts("w", &sosw_core::Markers::new(clock.now(), 1, 60, 30))
+        .await
+        .expect("counts");
+    assert_eq!(before, after, "nothing written");
 }
