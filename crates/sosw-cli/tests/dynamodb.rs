@@ -5,6 +5,26 @@
 use serde_json::{json, Value};
 use std::process::Command;
 
+/// `sosw --json` in `dir`, with `dir/sosw.json` as its config.
+fn sosw_in(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sosw"));
+    c.arg("--json")
+        .current_dir(dir)
+        .env("SOSW_CONFIG", dir.join("sosw.json"));
+    c
+}
+
+/// Runs `cmd` with `args`; it must succeed; its JSON output (or null).
+fn json_of(mut cmd: Command, args: &[&str]) -> Value {
+    let out = cmd.args(args).output().expect("sosw runs");
+    assert!(
+        out.status.success(),
+        "sosw {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
 fn endpoint() -> Option<String> {
     sosw_testkit::service("SOSW_TEST_DYNAMODB")
 }
@@ -27,21 +47,10 @@ fn sosw_runs_on_dynamodb() {
         "job_schema": {"chunkable_attrs": ["store"]}
     });
     std::fs::write(dir.path().join("sosw.json"), config.to_string()).expect("config");
-    let sosw = |args: &[&str]| -> Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_sosw"))
-            .arg("--json")
-            .args(args)
-            .current_dir(dir.path())
-            .env("SOSW_CONFIG", dir.path().join("sosw.json"))
-            .env_remove("SOSW_STORE")
-            .output()
-            .expect("sosw runs");
-        assert!(
-            out.status.success(),
-            "sosw {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    let sosw = |args: &[&str]| {
+        let mut c = sosw_in(dir.path());
+        c.env_remove("SOSW_STORE");
+        json_of(c, args)
     };
     let ready = sosw(&["init"]);
     assert!(
@@ -104,25 +113,14 @@ fn lambda_labourers_are_invoked_in_the_aws_build() {
     let db = dir.path().join("sosw.db");
     let config = json!({"task_config": {"labourers": {"lam": {"arn": arn, "max_simultaneous_invocations": 2}}}});
     std::fs::write(dir.path().join("sosw.json"), config.to_string()).expect("config");
-    let sosw = |args: &[&str]| -> Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_sosw"))
-            .arg("--json")
-            .args(args)
-            .current_dir(dir.path())
-            .env("SOSW_CONFIG", dir.path().join("sosw.json"))
-            .env("SOSW_STORE", format!("sqlite:{}", db.display()))
+    let sosw = |args: &[&str]| {
+        let mut c = sosw_in(dir.path());
+        c.env("SOSW_STORE", format!("sqlite:{}", db.display()))
             .env("AWS_ENDPOINT_URL", &endpoint)
             .env("AWS_ACCESS_KEY_ID", "local")
             .env("AWS_SECRET_ACCESS_KEY", "local")
-            .env("AWS_REGION", "us-east-1")
-            .output()
-            .expect("sosw runs");
-        assert!(
-            out.status.success(),
-            "sosw {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+            .env("AWS_REGION", "us-east-1");
+        json_of(c, args)
     };
     sosw(&["init"]);
     let id = sosw(&["task", "create", "lam", "--payload", r#"{"n": 1}"#])["task_id"]
