@@ -1,5 +1,6 @@
-//! The Lambda invoker against a local moto_server (Lambda without Docker). Needs `SOSW_TEST_DYNAMODB` (the moto
-//! endpoint) and `SOSW_TEST_PYTHON_SOSW` (a Python with boto3, to create the function); `.ci/run` provides both.
+//! The Lambda invoker against a local moto_server (Lambda without Docker), which records what it was sent. Needs
+//! `SOSW_TEST_DYNAMODB` (the moto endpoint) and `SOSW_TEST_PYTHON_SOSW` (a Python with boto3, to create the
+//! function); `.ci/run` provides both.
 
 use sosw_aws::LambdaInvoker;
 use sosw_core::decide::FailureKind;
@@ -29,7 +30,13 @@ async fn invokes_asynchronously_and_refuses_oversized_events() {
     let task = sample_task("t1");
     let event = r#"{"task_id": "t1", "labourer_id": "w", "n": 1}"#;
     let invoker = LambdaInvoker::new(client.clone(), &arn);
+    sosw_testkit::moto::start_recording(&endpoint).await;
     assert_eq!(invoker.invoke(&task, event).await, Ok(InvokeOutcome::Accepted));
+    assert_eq!(
+        sosw_testkit::moto::recorded_invocations(&endpoint, &name).await,
+        vec![serde_json::json!({"task_id": "t1", "labourer_id": "w", "n": 1})],
+        "delivered once, asynchronously, as sent"
+    );
 
     // (moto accepts an asynchronous invocation even of a function that does not exist, so the classification of
     // Lambda's error codes is unit-tested in `lambda.rs`.)

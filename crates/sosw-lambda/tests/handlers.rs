@@ -46,10 +46,6 @@ async fn the_worker_assistant_takes_sosw_events_and_refuses_bad_ones() {
         (json!({"action": "mark_task_as_done", "task_id": id}), "not supported"),
         (json!({"action": "mark_task_as_completed"}), "needs a string `task_id`"),
         (json!(["mark_task_as_completed"]), "JSON object"),
-        (
-            json!({"action": "mark_task_as_completed", "task_id": id, "stats": "{not json"}),
-            "stats",
-        ),
     ];
     for (event, says) in refused {
         let err = wa.handle(event.clone(), &ctx).await.expect_err("refused");
@@ -79,8 +75,23 @@ async fn the_worker_assistant_takes_sosw_events_and_refuses_bad_ones() {
         Place::Live
     ));
 
-    // Once invoked, the sosw event completes it; the answer is the row as stored.
+    // Once invoked: a report with unreadable stats is refused before anything is written.
     orchestrator.handle(json!({}), &ctx).await.expect("orchestrated");
+    let err = wa
+        .handle(
+            json!({"action": "mark_task_as_completed", "task_id": id, "stats": "{not json", "result": {"x": 1}}),
+            &ctx,
+        )
+        .await
+        .expect_err("bad stats");
+    assert!(err.to_string().contains("stats"), "{err}");
+    let untouched = store.get(&id).await.expect("get").expect("task").task;
+    assert_eq!(
+        (untouched.completed_at, untouched.result.len(), untouched.attempts),
+        (None, 0, 1),
+        "nothing of the refused report was written"
+    );
+    // The sosw event completes it; the answer is the row as stored.
     let row = wa
         .handle(
             json!({"action": "mark_task_as_completed", "task_id": id, "stats": "{\"rows\": 3}", "result": {"file": "s3://x"}}),
