@@ -160,9 +160,7 @@ impl DynamoStore {
                     }
                     pending = rest;
                 } else if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
-                    self.throttled.fetch_add(1, Ordering::Relaxed);
-                    backoff(attempt).await?;
-                    attempt += 1;
+                    self.back_off(&mut attempt).await?;
                 } else {
                     return Err(sdk_err(e));
                 }
@@ -435,9 +433,7 @@ impl DynamoStore {
             pending = out.unprocessed_items().cloned().unwrap_or_default();
             pending.retain(|_, v| !v.is_empty());
             if !pending.is_empty() {
-                self.throttled.fetch_add(1, Ordering::Relaxed);
-                backoff(attempt).await?;
-                attempt += 1;
+                self.back_off(&mut attempt).await?;
             }
         }
         Ok(())
@@ -646,14 +642,19 @@ impl DynamoStore {
     }
 }
 
-/// Waits before re-sending a batch request's unprocessed part (DynamoDB's partial throttling, which the SDK does not
-/// see as an error); failed requests are retried by the SDK alone ([`sdk`]).
-async fn backoff(attempt: u32) -> StoreResult<()> {
-    if attempt >= 8 {
-        return Err(StoreError::Throttled { retry_after: None });
+impl DynamoStore {
+    /// Counts a throttled response and waits before re-sending what DynamoDB left undone — the unprocessed part of a
+    /// batch request, or a transaction cancelled by a conflicting one (neither is an error the SDK retries; failed
+    /// requests are retried by the SDK alone, see [`sdk`]). After 8 waits (6.4 s in all): `Throttled`.
+    async fn back_off(&self, attempt: &mut u32) -> StoreResult<()> {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+        if *attempt >= 8 {
+            return Err(StoreError::Throttled { retry_after: None });
+        }
+        tokio::time::sleep(Duration::from_millis(25 << *attempt)).await;
+        *attempt += 1;
+        Ok(())
     }
-    tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
-    Ok(())
 }
 
 #[async_trait]
@@ -718,9 +719,7 @@ impl TaskStore for DynamoStore {
                 }
                 request = out.unprocessed_keys().cloned().unwrap_or_default();
                 if !request.is_empty() {
-                    self.throttled.fetch_add(1, Ordering::Relaxed);
-                    backoff(attempt).await?;
-                    attempt += 1;
+                    self.back_off(&mut attempt).await?;
                 }
             }
         }
