@@ -13,7 +13,6 @@ use sosw_core::ports::{Table, TaskQuery};
 use sosw_core::{Essential, NewTask, Place, StoredTask, TaskState, Time, WorkerReport};
 use sosw_engine::daemon::PassReport;
 use sosw_engine::{EcologyManager, Orchestrator, Scavenger};
-use std::time::Duration;
 
 pub async fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
@@ -258,7 +257,7 @@ async fn reap(supervisor: &sosw_local::process::Supervisor, grace: f64) {
         return;
     }
     tracing::info!(workers = active, "waiting up to {grace} s for local workers to finish");
-    let left = supervisor.drain(Duration::from_secs_f64(grace)).await;
+    let left = supervisor.drain(sosw_core::time::duration_secs(grace)).await;
     if left > 0 {
         tracing::warn!(
             workers = left,
@@ -540,8 +539,8 @@ async fn shutdown_signal() {
 }
 
 async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std::net::SocketAddr>) -> Result<()> {
-    if let Some(i) = interval.filter(|i| !(i.is_finite() && *i > 0.0)) {
-        return Err(UsageError(format!("`--interval` must be a positive number of seconds, got {i}")).into());
+    if let Some(Err(e)) = interval.map(sosw_core::time::check_secs) {
+        return Err(UsageError(format!("`--interval` {e}")).into());
     }
     let app = App::load(g, Essential::Orchestrator).await?;
     let scavenger_config = std::sync::Arc::new(load_config(&g.config, Essential::Scavenger).await?);

@@ -23,6 +23,10 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_INVOCATION_DELTA: i64 = 31_557_600;
 /// `greenfield_task_step`: distance between two consecutive new tasks.
 pub const DEFAULT_TASK_STEP: i64 = 1000;
+/// The largest `greenfield_invocation_delta` accepted: 100 years. Any larger value only risks overflow.
+pub const MAX_INVOCATION_DELTA: i64 = 3_155_760_000;
+/// The largest `greenfield_task_step` accepted: with it a queue holds one task at a time.
+pub const MAX_TASK_STEP: i64 = 1_000_000_000;
 /// Labourer `duration` default.
 pub const DEFAULT_DURATION: i64 = 900;
 /// Labourer `cooldown` default.
@@ -58,11 +62,12 @@ pub struct Markers {
 impl Markers {
     pub fn new(now: Time, delta: i64, duration: i64, cooldown: i64) -> Self {
         let start = now.secs();
-        let invoked = start + delta;
+        // Saturating: validation bounds every input far below overflow, and a saturated marker is still ordered.
+        let invoked = start.saturating_add(delta);
         Markers {
             start,
             invoked,
-            expired: invoked - (duration + cooldown),
+            expired: invoked.saturating_sub(duration.saturating_add(cooldown)),
         }
     }
 
@@ -109,7 +114,7 @@ impl TaskState {
             TaskState::Queued => (
                 GreenfieldRange {
                     lo: i64::MIN,
-                    hi: markers.start - 1,
+                    hi: markers.start.saturating_sub(1),
                 },
                 false,
             ),
@@ -122,7 +127,7 @@ impl TaskState {
             ),
             TaskState::Running => (
                 GreenfieldRange {
-                    lo: markers.expired + 1,
+                    lo: markers.expired.saturating_add(1),
                     hi: i64::MAX,
                 },
                 false,
@@ -140,7 +145,7 @@ impl TaskState {
 
 /// The greenfield written when a task is invoked at `now`.
 pub fn invocation_greenfield(now: Time, delta: i64) -> i64 {
-    now.secs() + delta
+    now.secs().saturating_add(delta)
 }
 
 /// Whether `greenfield` is a queue position at `now`: `g < now`, the same bound as [`Markers::classify`].
@@ -171,7 +176,8 @@ pub fn tail_positions(
     now: Time,
 ) -> Result<Vec<i64>, GreenfieldError> {
     let base = newest_queued.unwrap_or(step);
-    let last = base.saturating_add(step.saturating_mul(n as i64));
+    let count = i64::try_from(n).unwrap_or(i64::MAX);
+    let last = base.saturating_add(step.saturating_mul(count));
     if n > 0 && last >= now.secs() {
         return Err(GreenfieldError::QueueFull {
             labourer: labourer.to_string(),
@@ -179,7 +185,8 @@ pub fn tail_positions(
             now: now.secs(),
         });
     }
-    Ok((1..=n as i64).map(|i| base + step * i).collect())
+    // Every position lies between `base` and `last < now`: no step of the sum can overflow.
+    Ok((1..=count).map(|i| base + step * i).collect())
 }
 
 /// Positions for `n` tasks coming back from the retry table to the head of the queue (reference §3.4): the
@@ -187,7 +194,9 @@ pub fn tail_positions(
 /// becomes the new head, as in Python sosw.
 pub fn head_positions(oldest_queued: Option<i64>, step: i64, n: usize) -> Vec<i64> {
     let base = oldest_queued.unwrap_or(step);
-    (1..=n as i64).map(|k| base - k).collect()
+    (1..=i64::try_from(n).unwrap_or(i64::MAX))
+        .map(|k| base.saturating_sub(k))
+        .collect()
 }
 
 #[cfg(test)]
@@ -337,6 +346,29 @@ mod properties {
                 }
                 Err(GreenfieldError::QueueFull { position, .. }) => prop_assert!(position >= now),
             }
+        }
+
+        /// Whatever the store holds and the clock says, the arithmetic never overflows (tests run with overflow
+        /// checks): a saturated marker or a full queue, never a wrapped greenfield.
+        #[test]
+        fn greenfield_arithmetic_never_overflows(
+            newest in proptest::option::of(proptest::num::i64::ANY),
+            step in 1i64..=i64::MAX,
+            n in 0usize..64,
+            now in proptest::num::i64::ANY,
+            delta in proptest::num::i64::ANY,
+            duration in 0i64..=i64::MAX,
+            cooldown in 0i64..=i64::MAX,
+        ) {
+            let now = Time::from_millis(now);
+            let m = Markers::new(now, delta.max(0), duration, cooldown);
+            prop_assert!(m.expired <= m.invoked);
+            let _ = invocation_greenfield(now, delta.max(0));
+            if let Ok(p) = tail_positions("w", newest, step, n, now) {
+                prop_assert!(p.iter().all(|g| *g < now.secs()));
+            }
+            let p = head_positions(newest, step, n);
+            prop_assert_eq!(p.len(), n);
         }
 
         #[test]

@@ -16,8 +16,9 @@ impl Time {
         Time(millis)
     }
 
+    /// Saturates at the ends of the representable range (about ±292 million years).
     pub const fn from_secs(secs: i64) -> Self {
-        Time(secs * 1000)
+        Time(secs.saturating_mul(1000))
     }
 
     pub const fn millis(self) -> i64 {
@@ -35,12 +36,12 @@ impl Time {
 
     #[must_use]
     pub const fn plus_millis(self, millis: i64) -> Self {
-        Time(self.0 + millis)
+        Time(self.0.saturating_add(millis))
     }
 
     #[must_use]
     pub const fn plus_secs(self, secs: i64) -> Self {
-        Time(self.0 + secs * 1000)
+        Time(self.0.saturating_add(secs.saturating_mul(1000)))
     }
 }
 
@@ -54,6 +55,47 @@ impl fmt::Display for Time {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{:03}", self.secs(), self.0.rem_euclid(1000))
     }
+}
+
+/// The longest span of seconds any setting may have (a timeout, an interval, a duration): 10 years. Longer values
+/// mean nothing to an orchestrator and cannot all become timers (`Duration::from_secs_f64(1e300)` panics), so
+/// validation refuses them.
+pub const MAX_SECONDS: i64 = 315_576_000;
+
+/// A number of seconds that cannot be used as a timer.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum SecondsError {
+    #[error("must be a positive number of seconds, got {}", show_number(*.0))]
+    NotPositive(f64),
+    #[error("must be at most {MAX_SECONDS} seconds (10 years), got {}", show_number(*.0))]
+    TooLarge(f64),
+}
+
+/// A number as a person would write it: `1e300`, not three hundred digits.
+fn show_number(f: f64) -> String {
+    if f.is_finite() && f.abs() >= 1e15 {
+        format!("{f:e}")
+    } else {
+        f.to_string()
+    }
+}
+
+/// Checks that `secs` is a positive, finite number of seconds of at most [`MAX_SECONDS`].
+pub fn check_secs(secs: f64) -> Result<f64, SecondsError> {
+    if !(secs > 0.0) {
+        Err(SecondsError::NotPositive(secs))
+    } else if secs > MAX_SECONDS as f64 {
+        Err(SecondsError::TooLarge(secs))
+    } else {
+        Ok(secs)
+    }
+}
+
+/// A validated number of seconds as a [`std::time::Duration`]. Never panics: values [`check_secs`] would refuse
+/// saturate to 0 or [`MAX_SECONDS`].
+pub fn duration_secs(secs: f64) -> std::time::Duration {
+    let clamped = if secs.is_nan() { 0.0 } else { secs.clamp(0.0, MAX_SECONDS as f64) };
+    std::time::Duration::from_secs_f64(clamped)
 }
 
 /// The source of `now`. Engine passes receive `now` as an argument; only the code that drives them (a daemon loop,
@@ -84,6 +126,41 @@ mod tests {
         assert_eq!(Time::from_millis(1_700_000_000_999).secs(), 1_700_000_000);
         assert_eq!(Time::from_millis(-1).secs(), -1);
         assert_eq!(Time::from_secs(5).plus_millis(250).as_secs_f64(), 5.25);
+    }
+
+    #[test]
+    fn seconds_settings_are_bounded() {
+        use std::time::Duration;
+        for (secs, ok) in [
+            (1e300, false),
+            (f64::INFINITY, false),
+            (f64::NAN, false),
+            (0.0, false),
+            (-1.0, false),
+            (MAX_SECONDS as f64 + 1.0, false),
+            (MAX_SECONDS as f64, true),
+            (0.001, true),
+            (900.0, true),
+        ] {
+            assert_eq!(check_secs(secs).is_ok(), ok, "{secs}");
+        }
+        assert_eq!(
+            check_secs(1e300).expect_err("too large").to_string(),
+            "must be at most 315576000 seconds (10 years), got 1e300"
+        );
+        // The conversion never panics, whatever it is given.
+        assert_eq!(duration_secs(1e300), Duration::from_secs(MAX_SECONDS as u64));
+        assert_eq!(duration_secs(f64::NAN), Duration::ZERO);
+        assert_eq!(duration_secs(-5.0), Duration::ZERO);
+        assert_eq!(duration_secs(1.5), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn time_arithmetic_saturates() {
+        assert_eq!(Time::from_secs(i64::MAX).millis(), i64::MAX);
+        assert_eq!(Time::from_secs(i64::MIN).millis(), i64::MIN);
+        assert_eq!(Time::from_secs(1).plus_secs(i64::MAX).millis(), i64::MAX);
+        assert_eq!(Time::from_millis(i64::MAX).plus_millis(1).millis(), i64::MAX);
     }
 
     #[test]

@@ -7,7 +7,6 @@ use crate::scavenger::{Scavenger, ScavengerReport};
 use sosw_core::config::DaemonConfig;
 use sosw_core::Clock;
 use std::future::Future;
-use std::time::Duration;
 use tokio::time::{interval, MissedTickBehavior};
 
 /// A pass's report, as the loop hands it to its caller.
@@ -26,8 +25,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     mut on_report: impl FnMut(PassReport),
 ) -> (u64, u64) {
-    let mut orchestrate = interval(Duration::from_secs_f64(intervals.orchestrator_interval));
-    let mut scavenge = interval(Duration::from_secs_f64(intervals.scavenger_interval));
+    let mut orchestrate = interval(sosw_core::time::duration_secs(intervals.orchestrator_interval));
+    let mut scavenge = interval(sosw_core::time::duration_secs(intervals.scavenger_interval));
     orchestrate.set_missed_tick_behavior(MissedTickBehavior::Delay);
     scavenge.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tokio::pin!(shutdown);

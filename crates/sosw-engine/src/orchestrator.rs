@@ -226,7 +226,7 @@ impl Orchestrator {
                         // The row as the claim left it: at the invoked marker, with one more attempt.
                         let mut claimed = (*queued).clone();
                         claimed.greenfield = markers.invoked;
-                        claimed.attempts += 1;
+                        claimed.attempts = claimed.attempts.saturating_add(1);
                         self.invoke_one(l, invoker.as_ref(), queued, &claimed, previous_greenfield, now)
                             .await
                     }

@@ -33,8 +33,8 @@ impl HttpInvoker {
             ));
         }
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs_f64(spec.timeout_secs))
-            .connect_timeout(Duration::from_secs_f64(spec.timeout_secs.min(10.0)))
+            .timeout(sosw_core::time::duration_secs(spec.timeout_secs))
+            .connect_timeout(sosw_core::time::duration_secs(spec.timeout_secs.min(10.0)))
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
         Ok(HttpInvoker { spec, client })

@@ -6,7 +6,6 @@ use sosw_core::config::MetricDetails;
 use sosw_core::ports::{MetricError, MetricSource};
 use sosw_core::Time;
 use std::process::Stdio;
-use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct LocalMetrics {
@@ -40,7 +39,7 @@ impl LocalMetrics {
         let resp = self
             .client
             .get(url)
-            .timeout(Duration::from_secs_f64(timeout))
+            .timeout(sosw_core::time::duration_secs(timeout))
             .send()
             .await
             .map_err(|e| MetricError(format!("GET {url}: {e}")))?;
@@ -131,7 +130,7 @@ impl MetricSource for LocalMetrics {
                     cmd.current_dir(dir);
                 }
                 let run = cmd.output();
-                let out = tokio::time::timeout(Duration::from_secs_f64(*timeout_secs), run)
+                let out = tokio::time::timeout(sosw_core::time::duration_secs(*timeout_secs), run)
                     .await
                     .map_err(|_| MetricError(format!("`{}` timed out after {timeout_secs} s", command.join(" "))))?
                     .map_err(|e| MetricError(format!("cannot run `{}`: {e}", command.join(" "))))?;

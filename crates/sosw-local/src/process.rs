@@ -230,7 +230,7 @@ impl Watch {
         if let Some(s) = child.stderr.take() {
             pipes.spawn(read_capped(s, STDERR_TAIL, true, stderr.clone()));
         }
-        let timeout = Duration::from_secs_f64(self.spec.timeout_secs);
+        let timeout = sosw_core::time::duration_secs(self.spec.timeout_secs);
         let (status, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
             Ok(status) => (status, false),
             Err(_) => {

@@ -679,7 +679,7 @@ impl TaskStore for SqliteStore {
                     report_refusal(&id, t.attempts)?;
                     merge(&mut t.stats, &report.stats);
                     merge(&mut t.result, &report.result);
-                    t.failed_attempts += 1;
+                    t.failed_attempts = t.failed_attempts.saturating_add(1);
                     tx.prepare_cached(&format!(
                         "UPDATE {table} SET failed_attempts = ?2, stats = ?3, result = ?4 WHERE task_id = ?1"
                     ))

@@ -16,8 +16,10 @@ pub use merge::recursive_update;
 
 use crate::decide::{Backoff, Coefficients};
 use crate::ecology::{Comparison, EcoStatus, Feelings};
-use crate::greenfield::{GreenfieldParams, Markers, DEFAULT_COOLDOWN, DEFAULT_DURATION};
-use crate::time::Time;
+use crate::greenfield::{
+    GreenfieldParams, Markers, DEFAULT_COOLDOWN, DEFAULT_DURATION, MAX_INVOCATION_DELTA, MAX_TASK_STEP,
+};
+use crate::time::{Time, MAX_SECONDS};
 use reader::{join, show, Reader};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -334,16 +336,18 @@ impl Config {
         r.unknown_keys(tc, "task_config", TASK_CONFIG_KEYS, |k| k.starts_with("max_attempts_"));
 
         // TaskManager settings: `task_config.X`, else top-level `X` (Python's nested processors see both).
-        let tm_int = |r: &mut Reader, key: &str, min: i64| -> Option<i64> {
-            r.int(tc, key, "task_config", min).or_else(|| r.int(top, key, "", min))
+        let tm_int = |r: &mut Reader, key: &str, min: i64, max: i64| -> Option<i64> {
+            r.int_in(tc, key, "task_config", min, max)
+                .or_else(|| r.int_in(top, key, "", min, max))
         };
         let greenfield = GreenfieldParams {
-            delta: tm_int(&mut r, "greenfield_invocation_delta", 1).unwrap_or(GreenfieldParams::default().delta),
-            step: tm_int(&mut r, "greenfield_task_step", 1).unwrap_or(GreenfieldParams::default().step),
+            delta: tm_int(&mut r, "greenfield_invocation_delta", 1, MAX_INVOCATION_DELTA)
+                .unwrap_or(GreenfieldParams::default().delta),
+            step: tm_int(&mut r, "greenfield_task_step", 1, MAX_TASK_STEP).unwrap_or(GreenfieldParams::default().step),
         };
-        let default_max_attempts = tm_int(&mut r, "max_attempts", 1).map_or(3, |n| n.min(i64::from(u32::MAX)) as u32);
-        let default_max_inv =
-            tm_int(&mut r, "max_simultaneous_invocations", 0).map_or(1, |n| n.min(i64::from(u32::MAX)) as u32);
+        let u32_max = i64::from(u32::MAX);
+        let default_max_attempts = tm_int(&mut r, "max_attempts", 1, u32_max).map_or(3, |n| n as u32);
+        let default_max_inv = tm_int(&mut r, "max_simultaneous_invocations", 0, u32_max).map_or(1, |n| n as u32);
 
         let ecology = r
             .object(tc, "ecology_config", "task_config")
@@ -367,13 +371,14 @@ impl Config {
                     .or_else(|| r.u32(top, &max_attempts_key, "", 1))
                     .unwrap_or(default_max_attempts);
                 if let Some(l) = read_labourer(&mut r, id, lc, &path, fallback_attempts, default_max_inv) {
+                    check_window(&mut r, &l, &path, greenfield.delta);
                     labourers.push(l);
                 }
             }
         }
 
         let coefficients = read_coefficients(&mut r, top);
-        let retry_tasks_limit = r.int(top, "retry_tasks_limit", "", 1).unwrap_or(20) as usize;
+        let retry_tasks_limit = r.int_in(top, "retry_tasks_limit", "", 1, MAX_PAGE).unwrap_or(20) as usize;
         let retry_backoff = match r.string(top, "retry_backoff", "").as_deref() {
             None | Some("linear") => Backoff::Linear,
             Some("exponential") => Backoff::Exponential,
@@ -385,7 +390,9 @@ impl Config {
                 Backoff::Linear
             }
         };
-        let invocation_concurrency = r.int(top, "invocation_concurrency", "", 1).unwrap_or(64) as usize;
+        let invocation_concurrency = r
+            .int_in(top, "invocation_concurrency", "", 1, MAX_PAGE)
+            .unwrap_or(64) as usize;
 
         let daemon_obj = r.object(top, "daemon", "").unwrap_or(&empty);
         r.unknown_keys(
@@ -416,9 +423,9 @@ impl Config {
         let write_meta = r.bool(meta, "write_meta_to_ddb", "meta_handler_config").unwrap_or(true);
         let store = r.string(top, "store", "");
         let schedule_batch_size = r
-            .int(top, "schedule_batch_size", "", 1)
-            .map_or(10_000, |n| usize::try_from(n).unwrap_or(usize::MAX));
-        let shutdown_period = r.int(top, "shutdown_period", "", 0).unwrap_or(60);
+            .int_in(top, "schedule_batch_size", "", 1, MAX_PAGE)
+            .map_or(10_000, |n| n as usize);
+        let shutdown_period = r.int_in(top, "shutdown_period", "", 0, MAX_SECONDS).unwrap_or(60);
         let utc_offset_secs = match r.string(top, "time_zone", "") {
             None => 0,
             Some(tz) => match parse_utc_offset(&tz) {
@@ -468,6 +475,30 @@ impl Config {
         } else {
             Err(ConfigErrors(r.errors))
         }
+    }
+}
+
+/// The largest count a per-pass or per-call setting may have (`retry_tasks_limit`, `invocation_concurrency`,
+/// `schedule_batch_size`): beyond it a value only exhausts memory.
+const MAX_PAGE: i64 = 1_000_000;
+
+/// The most bytes of a process worker's stdout kept as its result (`result_limit`): 64 MiB.
+const MAX_RESULT_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// A task invoked at `I = now + delta` counts as running until `I − (duration + cooldown)` and expired after; it
+/// must leave the invoked range before it could be read as a queue position again (`g < now`), or it would be
+/// invoked twice. So `duration + cooldown` must stay below `greenfield_invocation_delta`.
+fn check_window(r: &mut Reader, l: &Labourer, path: &str, delta: i64) {
+    let window = l.duration.saturating_add(l.cooldown);
+    if window >= delta {
+        r.error(
+            path,
+            format!(
+                "`duration` + `cooldown` ({} + {} = {window} s) must be less than `greenfield_invocation_delta` \
+                 ({delta} s), or an invoked task would read as queued again and be invoked twice",
+                l.duration, l.cooldown
+            ),
+        );
     }
 }
 
@@ -633,9 +664,9 @@ fn read_labourer(
             ));
         }
     }
-    let duration = r.int(lc, "duration", path, 1).unwrap_or(DEFAULT_DURATION);
-    let cooldown = r.int(lc, "cooldown", path, 0).unwrap_or(DEFAULT_COOLDOWN);
-    let max_duration = r.int(lc, "max_duration", path, 1).unwrap_or(duration);
+    let duration = r.int_in(lc, "duration", path, 1, MAX_SECONDS).unwrap_or(DEFAULT_DURATION);
+    let cooldown = r.int_in(lc, "cooldown", path, 0, MAX_SECONDS).unwrap_or(DEFAULT_COOLDOWN);
+    let max_duration = r.int_in(lc, "max_duration", path, 1, MAX_SECONDS).unwrap_or(duration);
     let max_attempts = r.u32(lc, "max_attempts", path, 1).unwrap_or(fallback_attempts);
     let max_simultaneous_invocations = r
         .u32(lc, "max_simultaneous_invocations", path, 0)
@@ -715,7 +746,7 @@ fn read_invoker(r: &mut Reader, lc: &Map<String, Value>, path: &str, max_duratio
                 report,
                 env: r.string_map(lc, "env", path),
                 cwd: r.string(lc, "cwd", path),
-                result_limit: r.int(lc, "result_limit", path, 0).unwrap_or(64 * 1024) as usize,
+                result_limit: r.int_in(lc, "result_limit", path, 0, MAX_RESULT_LIMIT).unwrap_or(64 * 1024) as usize,
                 timeout_secs: r.positive_secs(lc, "timeout", path).unwrap_or(max_duration as f64),
             }))
         }
@@ -956,8 +987,8 @@ fn read_cloudwatch(r: &mut Reader, d: &Map<String, Value>, path: &str) -> Option
             format!("expected an array, got {}", show(other)),
         ),
     }
-    let period = r.int(d, "Period", path, 1).unwrap_or(60);
-    let time_slice = r.int(d, "MetricAggregationTimeSlice", path, 1).unwrap_or(300);
+    let period = r.int_in(d, "Period", path, 1, MAX_SECONDS).unwrap_or(60);
+    let time_slice = r.int_in(d, "MetricAggregationTimeSlice", path, 1, MAX_SECONDS).unwrap_or(300);
     let statistic = match d.get("Statistics") {
         None | Some(Value::Null) => Some("Average".to_string()),
         Some(Value::Array(items)) if items.len() == 1 => match items[0].as_str() {

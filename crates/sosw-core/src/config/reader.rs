@@ -109,15 +109,25 @@ impl Reader {
         }
     }
 
+    /// A positive number of seconds, at most [`MAX_SECONDS`](crate::time::MAX_SECONDS) (larger values cannot become a timer).
     pub fn positive_secs(&mut self, parent: &Map<String, Value>, key: &str, path: &str) -> Option<f64> {
         let f = self.number(parent, key, path)?;
-        if f > 0.0 {
-            Some(f)
+        match crate::time::check_secs(f) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                self.error(join(path, key), e.to_string());
+                None
+            }
+        }
+    }
+
+    /// An integer in `min..=max`.
+    pub fn int_in(&mut self, parent: &Map<String, Value>, key: &str, path: &str, min: i64, max: i64) -> Option<i64> {
+        let n = self.int(parent, key, path, min)?;
+        if n <= max {
+            Some(n)
         } else {
-            self.error(
-                join(path, key),
-                format!("must be a positive number of seconds, got {f}"),
-            );
+            self.error(join(path, key), format!("must be at most {max}, got {n}"));
             None
         }
     }

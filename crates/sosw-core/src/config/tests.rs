@@ -253,3 +253,59 @@ fn scheduler_keys_are_validated_up_front() {
         "{errs:?}"
     );
 }
+
+/// Issue #8 (1, 2): values that passed validation and then panicked in a timer or wrapped a greenfield around.
+#[test]
+fn absurd_numbers_are_refused_naming_the_key() {
+    let cases: &[(Value, &str)] = &[
+        (process(json!({"timeout": 1e300})), "task_config.labourers.w.timeout"),
+        (
+            json!({"task_config": {"labourers": {"w": {"url": "http://127.0.0.1:1/", "timeout": 1e300}}}}),
+            "task_config.labourers.w.timeout",
+        ),
+        (
+            process(json!({"health_metrics": {"m": {
+                "details": {"command": ["true"], "timeout": 1e300},
+                "feelings": {"3": 50, "4": 25}, "feeling_comparison_operator": "<="}}})),
+            "task_config.labourers.w.health_metrics.m.details.timeout",
+        ),
+        (json!({"daemon": {"orchestrator_interval": 1e300}}), "daemon.orchestrator_interval"),
+        (json!({"daemon": {"scavenger_interval": 1e300}}), "daemon.scavenger_interval"),
+        (json!({"daemon": {"shutdown_grace": 1e300}}), "daemon.shutdown_grace"),
+        (
+            json!({"task_config": {"greenfield_invocation_delta": 9_223_372_036_854_775_000_i64}}),
+            "task_config.greenfield_invocation_delta",
+        ),
+        (json!({"greenfield_task_step": 9_223_372_036_854_775_000_i64}), "greenfield_task_step"),
+        (process(json!({"duration": 1e18})), "task_config.labourers.w.duration"),
+        (process(json!({"cooldown": 9_000_000_000_000_000_000_u64})), "task_config.labourers.w.cooldown"),
+        (process(json!({"max_duration": 1e15})), "task_config.labourers.w.max_duration"),
+        (process(json!({"result_limit": 1e15})), "task_config.labourers.w.result_limit"),
+        (json!({"invocation_concurrency": 1e15}), "invocation_concurrency"),
+        (json!({"retry_tasks_limit": 1e15}), "retry_tasks_limit"),
+        (json!({"schedule_batch_size": 1e15}), "schedule_batch_size"),
+        (json!({"shutdown_period": 1e15}), "shutdown_period"),
+    ];
+    for (config, key) in cases {
+        let errs = errors(config.clone());
+        assert!(
+            errs.iter().any(|e| e.starts_with(&format!("`{key}`: must be at most"))),
+            "{key}: {errs:?}"
+        );
+    }
+}
+
+#[test]
+fn the_running_window_must_stay_below_the_invocation_delta() {
+    let errs = errors(json!({"task_config": {
+        "greenfield_invocation_delta": 1000,
+        "labourers": {"w": {"command": ["true"], "duration": 900, "cooldown": 100}}}}));
+    assert!(
+        errs.iter().any(|e| e.starts_with("`task_config.labourers.w`: `duration` + `cooldown` (900 + 100 = 1000 s) must be less than `greenfield_invocation_delta` (1000 s)")),
+        "{errs:?}"
+    );
+    let c = load(json!({"task_config": {
+        "greenfield_invocation_delta": 1001,
+        "labourers": {"w": {"command": ["true"], "duration": 900, "cooldown": 100}}}}));
+    assert_eq!(c.greenfield.delta, 1001);
+}
