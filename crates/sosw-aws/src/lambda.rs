@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
+use sosw_core::classify::{lambda_error_code, lambda_transport, LambdaTransport};
 use sosw_core::decide::FailureKind;
 use sosw_core::ports::{InvokeError, InvokeOutcome, Invoker};
 use sosw_core::Task;
@@ -29,8 +30,10 @@ impl LambdaInvoker {
     }
 }
 
-/// How a failed `Invoke` affects the task: throttling is not the task's fault; a missing function or a rejected
-/// request never succeeds; a failed connection certainly did not deliver; anything after sending may have.
+/// How a failed `Invoke` affects the task, by `sosw_core::classify`'s tables: throttling is not the task's fault;
+/// a missing function, a missing permission, an endpoint that is not Lambda's or no connection at all are the
+/// labourer's (its tasks wait, no attempt spent); a rejected request never succeeds; anything after sending may
+/// have arrived.
 fn classify<E, R>(function: &str, e: SdkError<E, R>) -> InvokeError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -41,31 +44,20 @@ where
         aws_sdk_lambda::error::DisplayErrorContext(&e)
     );
     let kind = match e.code() {
-        Some(code) => kind_of(code),
-        None => match e {
-            SdkError::ConstructionFailure(_) => FailureKind::Permanent,
-            SdkError::DispatchFailure(_) => FailureKind::Transient,
-            _ => FailureKind::Unknown,
-        },
+        Some(code) => lambda_error_code(code),
+        None => lambda_transport(match &e {
+            SdkError::ConstructionFailure(_) => LambdaTransport::Construction,
+            SdkError::DispatchFailure(d) if d.is_timeout() => LambdaTransport::Timeout,
+            SdkError::DispatchFailure(_) => LambdaTransport::Dispatch,
+            SdkError::TimeoutError(_) => LambdaTransport::Timeout,
+            // An answer without a Lambda error code, or one that does not parse: not Lambda's API.
+            _ => LambdaTransport::UnreadableResponse,
+        }),
     };
     InvokeError {
         kind,
         message,
         retry_after: None,
-    }
-}
-
-/// The failure kind of a Lambda error code.
-fn kind_of(code: &str) -> FailureKind {
-    match code {
-        "TooManyRequestsException" | "EC2ThrottledException" | "ThrottlingException" => FailureKind::Throttled,
-        "ResourceNotFoundException"
-        | "InvalidRequestContentException"
-        | "RequestTooLargeException"
-        | "InvalidParameterValueException"
-        | "UnsupportedMediaTypeException"
-        | "AccessDeniedException" => FailureKind::Permanent,
-        _ => FailureKind::Transient,
     }
 }
 
@@ -100,8 +92,13 @@ impl LambdaInvoker {
         match out {
             Ok(o) if (200..300).contains(&o.status_code()) => Ok(InvokeOutcome::Accepted),
             Ok(o) => Err(InvokeError::new(
-                FailureKind::Transient,
-                format!("invoking `{}`: status {}", self.function, o.status_code()),
+                // An asynchronous invocation is accepted with 202: any other answer is not Lambda's.
+                lambda_transport(LambdaTransport::UnreadableResponse),
+                format!(
+                    "invoking `{}`: status {} (an asynchronous invocation answers 202)",
+                    self.function,
+                    o.status_code()
+                ),
             )),
             Err(e) => {
                 let mut err = classify(&self.function, e);
@@ -119,17 +116,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn error_codes() {
+    fn error_codes_follow_the_core_table() {
         for (code, kind) in [
             ("TooManyRequestsException", FailureKind::Throttled),
-            ("EC2ThrottledException", FailureKind::Throttled),
-            ("ResourceNotFoundException", FailureKind::Permanent),
+            ("ResourceNotFoundException", FailureKind::Labourer),
+            ("AccessDeniedException", FailureKind::Labourer),
             ("RequestTooLargeException", FailureKind::Permanent),
-            ("AccessDeniedException", FailureKind::Permanent),
             ("ServiceException", FailureKind::Transient),
-            ("ResourceNotReadyException", FailureKind::Transient),
         ] {
-            assert_eq!(kind_of(code), kind, "{code}");
+            assert_eq!(lambda_error_code(code), kind, "{code}");
         }
     }
 }

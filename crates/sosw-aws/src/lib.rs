@@ -42,6 +42,7 @@ use aws_sdk_dynamodb::Client;
 use futures::stream::{self, StreamExt};
 use item::{get_i64, item_of, n, n_f64, s, task_from_item, Item};
 use serde_json::Value;
+use sosw_core::breaker::LabourerState;
 use sosw_core::greenfield::{is_queue_position, labourer_counts, queued_rows};
 use sosw_core::meta::{MetaAction, MetaEvent};
 use sosw_core::ports::{
@@ -1315,9 +1316,80 @@ impl TaskStore for DynamoStore {
         Ok(jobs)
     }
 
+    async fn labourer_states(&self) -> StoreResult<Vec<LabourerState>> {
+        let r = Read {
+            table: self.tables.labourers.clone(),
+            ..Read::default()
+        };
+        let mut states: Vec<LabourerState> = self
+            .read(r)
+            .await?
+            .0
+            .iter()
+            .map(labourer_state_from_item)
+            .collect::<StoreResult<_>>()?;
+        states.sort_by(|a, b| a.labourer_id.cmp(&b.labourer_id));
+        Ok(states)
+    }
+
+    async fn save_labourer_state(&self, state: &LabourerState) -> StoreResult<()> {
+        let mut item = Item::from([
+            ("labourer_id".to_string(), s(&state.labourer_id)),
+            ("dead_in_row".to_string(), n(state.dead_in_row)),
+            ("trips".to_string(), n(state.trips)),
+        ]);
+        if let Some(t) = state.held_until {
+            item.insert("held_until".into(), n(t.millis()));
+        }
+        if let Some(t) = state.held_since {
+            item.insert("held_since".into(), n(t.millis()));
+        }
+        if let Some(r) = &state.reason {
+            item.insert("reason".into(), s(r));
+        }
+        self.client
+            .put_item()
+            .table_name(&self.tables.labourers)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(())
+    }
+
+    async fn clear_labourer_state(&self, labourer_id: &str) -> StoreResult<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.tables.labourers)
+            .key("labourer_id", s(labourer_id))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(())
+    }
+
     fn throttled_requests(&self) -> u64 {
         self.throttled.load(Ordering::Relaxed)
     }
+}
+
+fn labourer_state_from_item(item: &Item) -> StoreResult<LabourerState> {
+    let labourer_id = match item.get("labourer_id") {
+        Some(AttributeValue::S(v)) => v.clone(),
+        _ => return Err(StoreError::Backend("labourer state item without `labourer_id`".into())),
+    };
+    let count = |k: &str| get_i64(item, k).and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
+    Ok(LabourerState {
+        dead_in_row: count("dead_in_row"),
+        trips: count("trips"),
+        held_until: get_i64(item, "held_until").map(Time::from_millis),
+        held_since: get_i64(item, "held_since").map(Time::from_millis),
+        reason: match item.get("reason") {
+            Some(AttributeValue::S(v)) => Some(v.clone()),
+            _ => None,
+        },
+        labourer_id,
+    })
 }
 
 fn stored_closed(item: &Item) -> StoreResult<StoredTask> {

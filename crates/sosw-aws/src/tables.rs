@@ -20,6 +20,8 @@ pub struct Tables {
     pub meta: String,
     /// New in sosw-rs: the Scheduler's job progress.
     pub jobs: String,
+    /// New in sosw-rs: the dispatch state of labourers (the circuit breaker).
+    pub labourers: String,
 }
 
 impl Default for Tables {
@@ -33,6 +35,7 @@ impl Default for Tables {
             retry_index: "labourer_id_greenfield".into(),
             meta: "sosw_tasks_meta".into(),
             jobs: "sosw_jobs".into(),
+            labourers: "sosw_labourers".into(),
         }
     }
 }
@@ -47,6 +50,7 @@ impl Tables {
             retry: format!("{prefix}{}", d.retry),
             meta: format!("{prefix}{}", d.meta),
             jobs: format!("{prefix}{}", d.jobs),
+            labourers: format!("{prefix}{}", d.labourers),
             ..d
         }
     }
@@ -79,6 +83,7 @@ impl Tables {
             &mut t.meta,
         );
         name(raw.get("jobs_table"), &mut t.jobs);
+        name(raw.get("labourers_table"), &mut t.labourers);
         t
     }
 }
@@ -188,6 +193,17 @@ pub async fn ensure(client: &Client, t: &Tables) -> Result<(), StoreError> {
             .key_schema(key("created_at", Range)?)
             .attribute_definitions(attr("task_id", S)?)
             .attribute_definitions(attr("created_at", N)?)
+            .send()
+            .await
+            .map_err(crate::sdk_err)?;
+    }
+    if !existing.contains(&t.labourers) {
+        client
+            .create_table()
+            .table_name(&t.labourers)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key("labourer_id", Hash)?)
+            .attribute_definitions(attr("labourer_id", S)?)
             .send()
             .await
             .map_err(crate::sdk_err)?;

@@ -99,6 +99,21 @@ pub enum FailureKind {
     Permanent,
     /// The request may or may not have reached the worker (timeout after sending).
     Unknown,
+    /// The labourer cannot take *any* task now: misconfigured, missing or unreachable (HTTP 401/403/404/405/410,
+    /// connection refused, DNS/TLS errors; Lambda ResourceNotFound, AccessDenied, …). Not the task's fault: it goes
+    /// back without spending an attempt and the labourer is held back (see [`crate::breaker`]).
+    Labourer,
+    /// sosw could not start the invocation for a reason of its own (out of file descriptors, memory or processes).
+    /// Not the task's fault nor the labourer's: back without spending an attempt, and the labourer's pass stops.
+    Local,
+}
+
+impl FailureKind {
+    /// Whether the failure says nothing about the task, only about where it was sent: the rest of the labourer's
+    /// pass would fail the same way and is not attempted.
+    pub fn stops_the_pass(self) -> bool {
+        matches!(self, FailureKind::Labourer | FailureKind::Local)
+    }
 }
 
 /// What the Orchestrator does with a task whose invocation failed after it was claimed.
@@ -125,7 +140,7 @@ pub fn decide_after_failure(
     now_secs: i64,
 ) -> AfterFailure {
     match kind {
-        FailureKind::Throttled => AfterFailure::Requeue,
+        FailureKind::Throttled | FailureKind::Labourer | FailureKind::Local => AfterFailure::Requeue,
         FailureKind::Transient => {
             AfterFailure::Expired(decide_expired(attempts, max_attempts, max_duration, backoff, now_secs))
         }
@@ -202,6 +217,9 @@ mod tests {
         );
         assert_eq!(d(FailureKind::Permanent, 1), AfterFailure::Dead);
         assert_eq!(d(FailureKind::Unknown, 1), AfterFailure::LeaveRunning);
+        // A broken labourer or our own lack of resources never spends the task's attempt, even the last one.
+        assert_eq!(d(FailureKind::Labourer, 3), AfterFailure::Requeue);
+        assert_eq!(d(FailureKind::Local, 3), AfterFailure::Requeue);
     }
 }
 

@@ -7,12 +7,16 @@
 //!   classification and queue placement;
 //! - [`ecology`]: eco statuses, feelings and the health of a labourer;
 //! - [`decide`]: how many tasks to invoke, retry-or-die, what to do after a failed invocation;
+//! - [`classify`]: whose fault a failed invocation is (the task's, the labourer's, ours);
+//! - [`breaker`]: holding back a labourer whose invocations fail for reasons that are not the tasks';
 //! - [`payload`]: task payload construction and the flat worker event;
 //! - [`schedule`]: a business job → the payloads of its tasks (dates, chunking);
 //! - [`config`]: the sosw JSON config shape, deep merge, validation with key paths;
 //! - [`ports`]: the traits adapters implement (`TaskStore`, `MetaSink`, `Invoker`, `MetricSource`, `Notifier`,
 //!   `TaskReporter`).
 
+pub mod breaker;
+pub mod classify;
 pub mod config;
 pub mod decide;
 pub mod ecology;

@@ -20,6 +20,9 @@ pub enum MetaAction {
     InvocationThrottled,
     /// The invocation failed; what happened next is in the following event.
     InvocationFailed,
+    /// The task went back to its queue position with its attempt refunded, because the labourer could not take
+    /// any task (misconfigured, missing, unreachable) or sosw could not start it (out of resources).
+    InvocationHeldBack,
 }
 
 impl MetaAction {
@@ -35,6 +38,7 @@ impl MetaAction {
             MetaAction::ArchivedDead => "archived_dead",
             MetaAction::InvocationThrottled => "invocation_throttled",
             MetaAction::InvocationFailed => "invocation_failed",
+            MetaAction::InvocationHeldBack => "invocation_held_back",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! stay inside the adapter. Conditional moves are atomic: losing a race is a typed [`StoreError::Conflict`] (or a
 //! [`Claim::Lost`]), never a silent double.
 
+use crate::breaker::LabourerState;
 use crate::config::{Labourer, MetricDetails};
 use crate::decide::FailureKind;
 use crate::greenfield::{GreenfieldRange, Markers};
@@ -278,6 +279,16 @@ pub trait TaskStore: Send + Sync + Debug {
 
     /// The most recently updated jobs first.
     async fn list_jobs(&self, limit: usize) -> StoreResult<Vec<JobProgress>>;
+
+    /// The stored dispatch state of every labourer that has one ([`crate::breaker`]: held back, or counting tasks
+    /// closed as dead in a row).
+    async fn labourer_states(&self) -> StoreResult<Vec<LabourerState>>;
+
+    /// Creates or replaces a labourer's dispatch state.
+    async fn save_labourer_state(&self, state: &LabourerState) -> StoreResult<()>;
+
+    /// Forgets a labourer's dispatch state (nothing happens if it has none).
+    async fn clear_labourer_state(&self, labourer_id: &str) -> StoreResult<()>;
 
     /// Requests the backend throttled since the store was opened (and retried, by the one layer that retries), for
     /// the pass reports. Backends that are never throttled report 0.

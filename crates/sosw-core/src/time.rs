@@ -94,8 +94,24 @@ pub fn check_secs(secs: f64) -> Result<f64, SecondsError> {
 /// A validated number of seconds as a [`std::time::Duration`]. Never panics: values [`check_secs`] would refuse
 /// saturate to 0 or [`MAX_SECONDS`].
 pub fn duration_secs(secs: f64) -> std::time::Duration {
-    let clamped = if secs.is_nan() { 0.0 } else { secs.clamp(0.0, MAX_SECONDS as f64) };
+    let clamped = if secs.is_nan() {
+        0.0
+    } else {
+        secs.clamp(0.0, MAX_SECONDS as f64)
+    };
     std::time::Duration::from_secs_f64(clamped)
+}
+
+/// `2026-11-30T14:24:12Z`: a time as a person reads it (ISO 8601, UTC, whole seconds).
+pub fn iso8601(t: Time) -> String {
+    let (y, m, d) = crate::schedule::Date::at(t, 0).ymd();
+    let s = t.secs().rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
 }
 
 /// The source of `now`. Engine passes receive `now` as an argument; only the code that drives them (a daemon loop,
@@ -153,6 +169,13 @@ mod tests {
         assert_eq!(duration_secs(f64::NAN), Duration::ZERO);
         assert_eq!(duration_secs(-5.0), Duration::ZERO);
         assert_eq!(duration_secs(1.5), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn iso8601_reads_as_utc() {
+        assert_eq!(iso8601(Time::from_secs(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(Time::from_millis(1_796_048_652_999)), "2026-11-30T14:24:12Z");
+        assert_eq!(iso8601(Time::from_secs(-1)), "1969-12-31T23:59:59Z");
     }
 
     #[test]

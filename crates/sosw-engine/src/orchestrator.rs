@@ -14,8 +14,11 @@ use crate::{EngineError, Wiring};
 use futures::future::join_all;
 use serde::Serialize;
 use serde_json::{json, Value};
+use sosw_core::breaker::{after_pass, gate, Gate, LabourerState, PassOutcome, Transition};
 use sosw_core::config::{Config, Labourer, DEAD_TASK_SUBJECT};
-use sosw_core::decide::{decide_after_failure, desired_invocations, to_invoke, AfterFailure, ExpiredDecision};
+use sosw_core::decide::{
+    decide_after_failure, desired_invocations, to_invoke, AfterFailure, ExpiredDecision, FailureKind,
+};
 use sosw_core::payload::worker_event;
 use sosw_core::ports::{
     ArchiveExpect, Claim, InvokeError, InvokeOutcome, Invoker, InvokerFactory, Notifier, TaskStore,
@@ -23,6 +26,7 @@ use sosw_core::ports::{
 use sosw_core::task::ReportKind;
 use sosw_core::{Essential, MetaAction, MetaEvent, Task, Time};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -62,6 +66,12 @@ pub struct LabourerOrchestration {
     pub dead: u32,
     /// The invocation may or may not have arrived; left running (it expires if the worker never reports).
     pub uncertain: u32,
+    /// Claimed, then put back at their queue positions without spending an attempt: the labourer could not take
+    /// any task (a labourer-level failure), or sosw could not start workers (out of file descriptors, memory).
+    pub put_back: u32,
+    /// Why the labourer dispatched nothing (or only one probing task) in this pass, if it is held back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<HeldBack>,
     pub metric_errors: Vec<String>,
     pub errors: Vec<String>,
 }
@@ -91,14 +101,34 @@ impl OrchestratorReport {
     }
 }
 
+/// A labourer held back by its circuit breaker ([`sosw_core::breaker`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeldBack {
+    pub reason: String,
+    /// Epoch seconds; at that time one task probes the labourer.
+    pub until: i64,
+    /// This pass is the probe: at most one task was invoked.
+    pub probing: bool,
+}
+
 enum Outcome {
     Invoked,
     FinishedSync,
     Conflict,
     Throttled,
     RetryLater,
-    Dead(String),
+    /// Closed as dead: `permanent` when the invocation failed for good (not when attempts ran out).
+    Dead {
+        message: String,
+        permanent: bool,
+    },
     Uncertain,
+    /// Put back without spending an attempt; `labourer` carries the labourer-level failure that caused it, if the
+    /// labourer (rather than sosw itself, or an earlier failure of this pass) was the cause.
+    PutBack {
+        labourer: Option<String>,
+        local: Option<String>,
+    },
     Error(String),
 }
 
@@ -133,13 +163,18 @@ impl Orchestrator {
     pub async fn run_once(&self, now: Time) -> OrchestratorReport {
         let throttled_before = self.store.throttled_requests();
         let labourers: Vec<&Labourer> = self.config.labourers.iter().collect();
+        let (states, states_error) = match self.store.labourer_states().await {
+            Ok(states) => (states, None),
+            Err(e) => (Vec::new(), Some(format!("reading the labourers' dispatch state: {e}"))),
+        };
+        let states: HashMap<&str, &LabourerState> = states.iter().map(|s| (s.labourer_id.as_str(), s)).collect();
         let health = self.ecology.statuses(&self.config, &labourers, now).await;
         let results = join_all(labourers.iter().map(|l| {
             let h = health.get(&l.id).cloned().unwrap_or(Health {
                 status: self.config.metric_failure_status,
                 metric_errors: vec!["no health computed".into()],
             });
-            self.orchestrate(l, h, now)
+            self.orchestrate(l, h, states.get(l.id.as_str()).copied(), now)
         }))
         .await;
         let mut report = OrchestratorReport {
@@ -148,24 +183,37 @@ impl Orchestrator {
             labourers: Vec::with_capacity(results.len()),
         };
         let mut dead_messages = Vec::new();
-        for (r, dead) in results {
+        let mut held_messages = Vec::new();
+        for (mut r, dead, held) in results {
+            if let Some(e) = &states_error {
+                r.errors.push(e.clone());
+            }
             report.labourers.push(r);
             dead_messages.extend(dead);
+            held_messages.extend(held);
         }
-        self.notify_dead(dead_messages).await;
+        self.notify(DEAD_TASK_SUBJECT, dead_messages).await;
+        self.notify(HELD_BACK_SUBJECT, held_messages).await;
         report
     }
 
-    async fn notify_dead(&self, messages: Vec<String>) {
+    async fn notify(&self, subject: &str, messages: Vec<String>) {
         if messages.is_empty() {
             return;
         }
-        if let Err(e) = self.notifier.notify(DEAD_TASK_SUBJECT, &messages).await {
-            tracing::warn!(error = %e, count = messages.len(), "could not send the dead-task notification");
+        if let Err(e) = self.notifier.notify(subject, &messages).await {
+            tracing::warn!(error = %e, subject, count = messages.len(), "could not send a notification");
         }
     }
 
-    async fn orchestrate(&self, l: &Labourer, health: Health, now: Time) -> (LabourerOrchestration, Vec<String>) {
+    /// One labourer's pass: (its report, dead-task messages, held-back messages).
+    async fn orchestrate(
+        &self,
+        l: &Labourer,
+        health: Health,
+        state: Option<&LabourerState>,
+        now: Time,
+    ) -> (LabourerOrchestration, Vec<String>, Vec<String>) {
         let mut r = LabourerOrchestration {
             labourer_id: l.id.clone(),
             eco_status: health.status as u8,
@@ -177,41 +225,73 @@ impl Orchestrator {
         for e in &r.metric_errors {
             tracing::warn!(labourer = %l.id, "{e}");
         }
+        let probing = match gate(state, now) {
+            Gate::Open => false,
+            Gate::HalfOpen => true,
+            Gate::Held { reason, until } => {
+                r.held_back = Some(HeldBack {
+                    reason,
+                    until: until.secs(),
+                    probing: false,
+                });
+                return (r, Vec::new(), Vec::new());
+            }
+        };
+        let (results, dead) = self.dispatch(l, &mut r, probing, now).await;
+        let held = self.update_breaker(l, &mut r, state, &results, probing, now).await;
+        (r, dead, held)
+    }
+
+    /// Claims and invokes up to `desired − running` queued tasks (one when `probing`); returns what the pass saw
+    /// for the breaker and the dead-task messages.
+    async fn dispatch(
+        &self,
+        l: &Labourer,
+        r: &mut LabourerOrchestration,
+        probing: bool,
+        now: Time,
+    ) -> (PassOutcome, Vec<String>) {
+        let mut seen = PassOutcome::default();
         let markers = l.markers(now, self.config.greenfield.delta);
         match self.store.count_running(&l.id, markers.expired).await {
             Ok(n) => r.running = n,
             Err(e) => {
                 r.errors.push(format!("counting running tasks: {e}"));
-                return (r, Vec::new());
+                return (seen, Vec::new());
             }
         }
         r.requested = to_invoke(r.desired, r.running);
+        if probing {
+            r.requested = r.requested.min(1);
+        }
         if r.requested == 0 {
-            return (r, Vec::new());
+            return (seen, Vec::new());
         }
         let queued = match self.store.next_queued(&l.id, markers.start, r.requested as usize).await {
             Ok(q) => q,
             Err(e) => {
                 r.errors.push(format!("reading the queue: {e}"));
-                return (r, Vec::new());
+                return (seen, Vec::new());
             }
         };
         if queued.is_empty() {
-            return (r, Vec::new());
+            return (seen, Vec::new());
         }
         let read: Vec<(String, i64)> = queued.iter().map(|t| (t.task_id.clone(), t.greenfield)).collect();
         let claims = match self.store.claim(&l.id, &read, markers.start, markers.invoked).await {
             Ok(c) => c,
             Err(e) => {
                 r.errors.push(format!("claiming tasks: {e}"));
-                return (r, Vec::new());
+                return (seen, Vec::new());
             }
         };
         let before: HashMap<&str, &Task> = queued.iter().map(|t| (t.task_id.as_str(), t)).collect();
         let Some(invoker) = self.invokers.get(&l.id) else {
             r.errors.push("no invoker was built for this labourer".into());
-            return (r, Vec::new());
+            return (seen, Vec::new());
         };
+        // Set by the first failure that says nothing about its task: the claimed tasks not yet sent go back.
+        let stop = AtomicBool::new(false);
         let results = join_all(claims.into_iter().map(|c| async {
             match c {
                 Claim::Lost { task_id } => {
@@ -227,8 +307,16 @@ impl Orchestrator {
                         let mut claimed = (*queued).clone();
                         claimed.greenfield = markers.invoked;
                         claimed.attempts = claimed.attempts.saturating_add(1);
-                        self.invoke_one(l, invoker.as_ref(), queued, &claimed, previous_greenfield, now)
-                            .await
+                        let call = Call {
+                            l,
+                            invoker: invoker.as_ref(),
+                            queued,
+                            claimed: &claimed,
+                            previous_greenfield,
+                            stop: &stop,
+                            now,
+                        };
+                        self.invoke_one(call).await
                     }
                     None => (
                         Outcome::Error(format!("the store claimed `{task_id}`, which was not asked for")),
@@ -248,40 +336,99 @@ impl Orchestrator {
                 Outcome::Conflict => r.skipped_conflict += 1,
                 Outcome::Throttled => r.throttled += 1,
                 Outcome::RetryLater => r.retry_later += 1,
-                Outcome::Dead(message) => {
+                Outcome::Dead { message, permanent } => {
                     r.dead += 1;
+                    seen.dead += u32::from(permanent);
                     dead.push(message);
                 }
                 Outcome::Uncertain => r.uncertain += 1,
+                Outcome::PutBack { labourer, local } => {
+                    r.put_back += 1;
+                    if seen.labourer_failure.is_none() {
+                        seen.labourer_failure = labourer;
+                    }
+                    if let Some(e) = local {
+                        r.errors.push(e);
+                    }
+                }
                 Outcome::Error(e) => r.errors.push(e),
             }
         }
+        seen.accepted = r.invoked + r.finished_sync;
         self.meta.post(events).await;
-        (r, dead)
+        (seen, dead)
+    }
+
+    /// Stores what the pass taught about the labourer's health ([`after_pass`]); returns the held-back
+    /// notification, if the labourer has just been held back.
+    async fn update_breaker(
+        &self,
+        l: &Labourer,
+        r: &mut LabourerOrchestration,
+        state: Option<&LabourerState>,
+        seen: &PassOutcome,
+        probing: bool,
+        now: Time,
+    ) -> Vec<String> {
+        let mut messages = Vec::new();
+        let result = match after_pass(&l.id, state, seen, &self.config.breaker, now) {
+            Transition::Keep => {
+                if probing {
+                    r.held_back = state.and_then(|s| {
+                        Some(HeldBack {
+                            reason: s.reason.clone()?,
+                            until: s.held_until?.secs(),
+                            probing: true,
+                        })
+                    });
+                }
+                Ok(())
+            }
+            Transition::Clear { recovered } => {
+                if recovered {
+                    tracing::info!(labourer = %l.id, "the labourer accepted a task again: no longer held back");
+                }
+                self.store.clear_labourer_state(&l.id).await
+            }
+            Transition::Save { state, notify } => {
+                if let (Some(reason), Some(until)) = (&state.reason, state.held_until) {
+                    tracing::warn!(labourer = %l.id, until = until.secs(), "held back: {reason}");
+                    if notify {
+                        messages.push(held_back_message(&l.id, reason, until));
+                    }
+                    r.held_back = Some(HeldBack {
+                        reason: reason.clone(),
+                        until: until.secs(),
+                        probing,
+                    });
+                }
+                self.store.save_labourer_state(&state).await
+            }
+        };
+        if let Err(e) = result {
+            r.errors.push(format!("storing the labourer's dispatch state: {e}"));
+        }
+        messages
     }
 
     /// Invokes one claimed task. `queued` is the row as it was in the queue (the event carries its `greenfield`
     /// and `attempts`, as Python sosw sends them); `claimed` is the row after the claim.
-    async fn invoke_one(
-        &self,
-        l: &Labourer,
-        invoker: &dyn Invoker,
-        queued: &Task,
-        claimed: &Task,
-        previous_greenfield: i64,
-        now: Time,
-    ) -> (Outcome, Vec<MetaEvent>) {
+    async fn invoke_one(&self, c: Call<'_>) -> (Outcome, Vec<MetaEvent>) {
+        let (l, claimed, now) = (c.l, c.claimed, c.now);
         let id = claimed.task_id.as_str();
-        let event = match worker_event(queued) {
-            Ok(e) => serde_json::to_string(&Value::Object(e)).unwrap_or_default(),
+        let event = match worker_event(c.queued) {
+            Ok(e) => Value::Object(e).to_string(),
             Err(e) => {
-                let err = InvokeError::new(sosw_core::decide::FailureKind::Permanent, e.to_string());
-                return self.after_failure(l, claimed, previous_greenfield, err, now).await;
+                let err = InvokeError::new(FailureKind::Permanent, e.to_string());
+                return self.after_failure(&c, err).await;
             }
         };
         let result = {
             let _permit = self.permits.acquire().await;
-            invoker.invoke(claimed, &event).await
+            if c.stop.load(Ordering::SeqCst) {
+                return self.put_back(&c, PutBack::NotSent).await;
+            }
+            c.invoker.invoke(claimed, &event).await
         };
         let invoked_event = |details| self.meta.event(id, &l.id, MetaAction::Invoked, now, details);
         match result {
@@ -306,18 +453,66 @@ impl Orchestrator {
                     ),
                 }
             }
-            Err(err) => self.after_failure(l, claimed, previous_greenfield, err, now).await,
+            Err(err) => {
+                if err.kind.stops_the_pass() {
+                    c.stop.store(true, Ordering::SeqCst);
+                }
+                self.after_failure(&c, err).await
+            }
         }
     }
 
-    async fn after_failure(
-        &self,
-        l: &Labourer,
-        claimed: &Task,
-        previous_greenfield: i64,
-        err: InvokeError,
-        now: Time,
-    ) -> (Outcome, Vec<MetaEvent>) {
+    /// Puts a claimed task back at its queue position with its attempt refunded.
+    async fn put_back(&self, c: &Call<'_>, why: PutBack) -> (Outcome, Vec<MetaEvent>) {
+        let (l, id) = (c.l, c.claimed.task_id.as_str());
+        let (outcome, action, details) = match why {
+            PutBack::Throttled(e) => (
+                Outcome::Throttled,
+                MetaAction::InvocationThrottled,
+                json!({"error": e.message, "kind": e.kind}),
+            ),
+            PutBack::Labourer(e) => (
+                Outcome::PutBack {
+                    labourer: Some(e.message.clone()),
+                    local: None,
+                },
+                MetaAction::InvocationHeldBack,
+                json!({"error": e.message, "kind": e.kind}),
+            ),
+            PutBack::Local(e) => (
+                Outcome::PutBack {
+                    labourer: None,
+                    local: Some(format!("task `{id}` could not be started: {}", e.message)),
+                },
+                MetaAction::InvocationHeldBack,
+                json!({"error": e.message, "kind": e.kind}),
+            ),
+            PutBack::NotSent => (
+                Outcome::PutBack {
+                    labourer: None,
+                    local: None,
+                },
+                MetaAction::InvocationHeldBack,
+                json!({"error": "not sent: an earlier invocation of this pass failed for a reason that is not the task's"}),
+            ),
+        };
+        match self
+            .store
+            .release_claim(id, c.claimed.greenfield, c.previous_greenfield)
+            .await
+        {
+            Ok(()) => (outcome, vec![self.meta.event(id, &l.id, action, c.now, Some(details))]),
+            Err(e) => (
+                Outcome::Error(format!("task `{id}` could not be put back in its queue: {e}")),
+                vec![self
+                    .meta
+                    .event(id, &l.id, MetaAction::InvocationFailed, c.now, Some(details))],
+            ),
+        }
+    }
+
+    async fn after_failure(&self, c: &Call<'_>, err: InvokeError) -> (Outcome, Vec<MetaEvent>) {
+        let (l, claimed, now) = (c.l, c.claimed, c.now);
         let id = claimed.task_id.as_str();
         let decision = decide_after_failure(
             err.kind,
@@ -333,22 +528,14 @@ impl Orchestrator {
             .meta
             .event(id, &l.id, MetaAction::InvocationFailed, now, Some(details.clone()));
         match decision {
-            AfterFailure::Requeue => match self
-                .store
-                .release_claim(id, claimed.greenfield, previous_greenfield)
-                .await
-            {
-                Ok(()) => (
-                    Outcome::Throttled,
-                    vec![self
-                        .meta
-                        .event(id, &l.id, MetaAction::InvocationThrottled, now, Some(details))],
-                ),
-                Err(e) => (
-                    Outcome::Error(format!("task `{id}` was throttled but could not be put back: {e}")),
-                    vec![failed],
-                ),
-            },
+            AfterFailure::Requeue => {
+                let why = match err.kind {
+                    FailureKind::Labourer => PutBack::Labourer(err),
+                    FailureKind::Local => PutBack::Local(err),
+                    _ => PutBack::Throttled(err),
+                };
+                self.put_back(c, why).await
+            }
             AfterFailure::Expired(ExpiredDecision::Retry {
                 delay,
                 desired_launch_time,
@@ -378,6 +565,7 @@ impl Orchestrator {
                 }
             }
             AfterFailure::Expired(ExpiredDecision::Dead) | AfterFailure::Dead => {
+                let permanent = decision == AfterFailure::Dead;
                 match self
                     .store
                     .archive(
@@ -390,7 +578,10 @@ impl Orchestrator {
                     .await
                 {
                     Ok(_) => (
-                        Outcome::Dead(format!("Closing dead task: {id} ")),
+                        Outcome::Dead {
+                            message: format!("Closing dead task: {id} "),
+                            permanent,
+                        },
                         vec![
                             failed,
                             self.meta.event(id, &l.id, MetaAction::ArchivedDead, now, Some(details)),
@@ -414,4 +605,40 @@ impl Orchestrator {
             ),
         }
     }
+}
+
+/// One claimed task on its way to its worker.
+struct Call<'a> {
+    l: &'a Labourer,
+    invoker: &'a dyn Invoker,
+    queued: &'a Task,
+    claimed: &'a Task,
+    previous_greenfield: i64,
+    /// Set once a failure of this labourer's pass says nothing about its task.
+    stop: &'a AtomicBool,
+    now: Time,
+}
+
+/// Why a claimed task goes back to its queue position with its attempt refunded.
+enum PutBack {
+    /// The worker asked us to slow down.
+    Throttled(InvokeError),
+    /// The labourer cannot take any task ([`FailureKind::Labourer`]).
+    Labourer(InvokeError),
+    /// sosw could not start the invocation ([`FailureKind::Local`]).
+    Local(InvokeError),
+    /// Never sent: an earlier failure of the pass stopped the labourer's dispatch.
+    NotSent,
+}
+
+/// The subject of the notification sent when a labourer is held back.
+pub const HELD_BACK_SUBJECT: &str = "``sosw`` Labourer Held Back";
+
+fn held_back_message(labourer: &str, reason: &str, until: Time) -> String {
+    format!(
+        "Labourer `{labourer}` is held back until {until} (epoch seconds {}): {reason}. Its tasks wait in the queue \
+         without spending attempts; one task probes the labourer when the hold ends.",
+        until.secs(),
+        until = sosw_core::time::iso8601(until),
+    )
 }

@@ -1,117 +1,19 @@
 //! Engine tests: whole task lifecycles on a real SQLite file, driven by a manual clock and scripted fakes.
 
+mod common;
+
+use common::{one_labourer, World, T0};
 use serde_json::{json, Value};
-use sosw_core::config::{Config, MetricDetails};
+use sosw_core::config::MetricDetails;
 use sosw_core::decide::FailureKind;
-use sosw_core::ports::{InvokeError, InvokeOutcome, MetaSink, TaskStore};
+use sosw_core::ports::{InvokeError, InvokeOutcome, TaskStore};
 use sosw_core::task::ReportKind;
-use sosw_core::{Clock, MetaAction, NewTask, Place, Time, WorkerReport};
-use sosw_engine::{Orchestrator, Scavenger, Wiring, WorkerAssistant};
+use sosw_core::{MetaAction, NewTask, Place, WorkerReport};
+use sosw_engine::{Orchestrator, Wiring};
 use sosw_sqlite::SqliteStore;
-use sosw_testkit::fakes::{FakeInvokers, FakeMetrics, RecordingNotifier};
-use sosw_testkit::ManualClock;
+use sosw_testkit::fakes::FakeInvokers;
 use std::sync::Arc;
 use std::time::Duration;
-
-const T0: i64 = 1_700_000_000;
-
-struct World {
-    _dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-    config: Arc<Config>,
-    store: Arc<SqliteStore>,
-    clock: Arc<ManualClock>,
-    invokers: Arc<FakeInvokers>,
-    metrics: Arc<FakeMetrics>,
-    notifier: Arc<RecordingNotifier>,
-    wiring: Wiring,
-}
-
-impl World {
-    async fn new(config: Value) -> World {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("sosw.db");
-        let store = Arc::new(SqliteStore::open_or_create(&path).expect("open"));
-        store.init().await.expect("init");
-        let clock = ManualClock::at_secs(T0);
-        let metrics = FakeMetrics::new();
-        let notifier = RecordingNotifier::new();
-        let wiring = Wiring {
-            store: store.clone(),
-            meta: Some(store.clone()),
-            metrics: metrics.clone(),
-            notifier: notifier.clone(),
-            clock: clock.clone(),
-        };
-        let config = Arc::new(Config::from_value(&config).unwrap_or_else(|e| panic!("{e}")));
-        World {
-            _dir: dir,
-            path,
-            config,
-            store,
-            clock,
-            invokers: FakeInvokers::new(),
-            metrics,
-            notifier,
-            wiring,
-        }
-    }
-
-    fn now(&self) -> Time {
-        self.clock.now()
-    }
-
-    fn orchestrator(&self) -> Orchestrator {
-        Orchestrator::new(self.config.clone(), &self.wiring, self.invokers.as_ref()).expect("orchestrator")
-    }
-
-    fn scavenger(&self) -> Scavenger {
-        Scavenger::new(self.config.clone(), &self.wiring)
-    }
-
-    fn assistant(&self) -> WorkerAssistant {
-        self.wiring.worker_assistant()
-    }
-
-    async fn create(&self, labourer: &str, ids: &[&str]) {
-        let tm = self.wiring.task_manager(self.config.clone());
-        let tasks: Vec<NewTask> = ids
-            .iter()
-            .map(|id| NewTask {
-                task_id: id.to_string(),
-                labourer_id: labourer.to_string(),
-                payload: json!({"n": id, "task_id": "from payload"}).to_string(),
-            })
-            .collect();
-        tm.create(&tasks, self.now()).await.expect("create");
-    }
-
-    async fn place(&self, id: &str) -> Place {
-        self.store.get(id).await.expect("get").expect("task exists").place
-    }
-
-    async fn task(&self, id: &str) -> sosw_core::Task {
-        self.store.get(id).await.expect("get").expect("task exists").task
-    }
-
-    async fn actions(&self, id: &str) -> Vec<MetaAction> {
-        self.store
-            .events_of(id)
-            .await
-            .expect("events")
-            .into_iter()
-            .map(|e| e.action)
-            .collect()
-    }
-}
-
-fn one_labourer(extra: Value) -> Value {
-    let mut l = json!({"command": ["true"], "max_simultaneous_invocations": 2, "duration": 60, "cooldown": 30, "max_attempts": 3});
-    if let (Value::Object(l), Value::Object(e)) = (&mut l, extra) {
-        l.extend(e);
-    }
-    json!({"task_config": {"labourers": {"w": l}}})
-}
 
 #[tokio::test]
 async fn expire_retry_with_delay_head_of_queue_then_dead() {

@@ -4,12 +4,16 @@
 //! |---|---|---|
 //! | 2xx | accepted (the worker reports later) | completed; a JSON object body is the result |
 //! | 429, 503 | throttled: back to the queue, no attempt spent (`Retry-After` seconds kept) | same |
+//! | 401, 403, 404, 405, 410 …, connection refused, DNS/TLS | the labourer's fault: back to the queue, no attempt spent, labourer held back | same |
 //! | other 4xx | permanent: the task can never succeed, closed as dead | same |
-//! | other 5xx, connection refused | transient: retried later like an expired attempt | same |
+//! | other 5xx | transient: retried later like an expired attempt | same |
 //! | timeout after sending | uncertain: left running, expires if nobody reports | same |
+//!
+//! The classification is `sosw_core::classify`'s table.
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
+use sosw_core::classify::{http_status, http_transport, Transport};
 use sosw_core::config::{HttpMode, HttpSpec};
 use sosw_core::decide::FailureKind;
 use sosw_core::payload::worker_report;
@@ -53,15 +57,14 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 fn classify(e: &reqwest::Error, url: &str) -> InvokeError {
-    let kind = if e.is_connect() {
-        FailureKind::Transient
+    let transport = if e.is_connect() {
+        Transport::Connect
     } else if e.is_builder() {
-        FailureKind::Permanent
+        Transport::Request
     } else {
-        // Timed out or broke after the request may have been sent.
-        FailureKind::Unknown
+        Transport::AfterSending
     };
-    InvokeError::new(kind, format!("POST {url}: {e}"))
+    InvokeError::new(http_transport(transport), format!("POST {url}: {e}"))
 }
 
 fn report_from_body(body: &[u8]) -> WorkerReport {
@@ -106,24 +109,16 @@ impl Invoker for HttpInvoker {
         let after = retry_after(resp.headers());
         let body = resp.bytes().await.map_err(|e| classify(&e, &self.spec.url))?;
         let snippet = || String::from_utf8_lossy(&body).chars().take(200).collect::<String>();
-        match status.as_u16() {
-            200..=299 => Ok(match self.spec.mode {
+        let Some(kind) = http_status(status.as_u16()) else {
+            return Ok(match self.spec.mode {
                 HttpMode::Async => InvokeOutcome::Accepted,
                 HttpMode::Sync => InvokeOutcome::Finished(ReportKind::Completed, report_from_body(&body)),
-            }),
-            429 | 503 => Err(InvokeError {
-                kind: FailureKind::Throttled,
-                message: format!("POST {}: {status}", self.spec.url),
-                retry_after: after,
-            }),
-            400..=499 => Err(InvokeError::new(
-                FailureKind::Permanent,
-                format!("POST {}: {status}: {}", self.spec.url, snippet()),
-            )),
-            _ => Err(InvokeError::new(
-                FailureKind::Transient,
-                format!("POST {}: {status}: {}", self.spec.url, snippet()),
-            )),
-        }
+            });
+        };
+        Err(InvokeError {
+            kind,
+            message: format!("POST {}: {status}: {}", self.spec.url, snippet()),
+            retry_after: (kind == FailureKind::Throttled).then_some(after).flatten(),
+        })
     }
 }

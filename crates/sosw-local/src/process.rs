@@ -8,8 +8,8 @@
 
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
+use sosw_core::classify::{self, SpawnFailure};
 use sosw_core::config::{ProcessSpec, ReportMode};
-use sosw_core::decide::FailureKind;
 use sosw_core::ports::{InvokeError, InvokeOutcome, Invoker, TaskReporter};
 use sosw_core::task::ReportKind;
 use sosw_core::{Task, WorkerReport};
@@ -139,7 +139,7 @@ impl Invoker for ProcessInvoker {
         }
         let child = cmd.spawn().map_err(|e| {
             InvokeError::new(
-                FailureKind::Transient,
+                classify::spawn(spawn_failure(&e)),
                 format!("cannot start `{}`: {e}", self.spec.command.join(" ")),
             )
         })?;
@@ -152,6 +152,18 @@ impl Invoker for ProcessInvoker {
         };
         self.supervisor.watch(watch.run(child));
         Ok(InvokeOutcome::Accepted)
+    }
+}
+
+/// Why `spawn` failed, for [`classify::spawn`]: our own lack of resources never spends the task's attempt.
+fn spawn_failure(e: &std::io::Error) -> SpawnFailure {
+    use nix::errno::Errno;
+    const RESOURCES: [Errno; 4] = [Errno::EMFILE, Errno::ENFILE, Errno::ENOMEM, Errno::EAGAIN];
+    match (e.raw_os_error(), e.kind()) {
+        (Some(code), _) if RESOURCES.iter().any(|r| *r as i32 == code) => SpawnFailure::Resources,
+        (_, std::io::ErrorKind::OutOfMemory) => SpawnFailure::Resources,
+        (_, std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied) => SpawnFailure::Program,
+        _ => SpawnFailure::Other,
     }
 }
 
@@ -316,4 +328,26 @@ fn outcome(
             result,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::errno::Errno;
+
+    #[test]
+    fn our_own_lack_of_resources_is_told_apart() {
+        let os = |e: Errno| std::io::Error::from_raw_os_error(e as i32);
+        for (err, want) in [
+            (os(Errno::EMFILE), SpawnFailure::Resources),
+            (os(Errno::ENFILE), SpawnFailure::Resources),
+            (os(Errno::ENOMEM), SpawnFailure::Resources),
+            (os(Errno::EAGAIN), SpawnFailure::Resources),
+            (os(Errno::ENOENT), SpawnFailure::Program),
+            (os(Errno::EACCES), SpawnFailure::Program),
+            (os(Errno::E2BIG), SpawnFailure::Other),
+        ] {
+            assert_eq!(spawn_failure(&err), want, "{err}");
+        }
+    }
 }

@@ -104,16 +104,17 @@ async fn responses_map_to_outcomes() {
         call("/boom", HttpMode::Async).await.expect_err("transient").kind,
         FailureKind::Transient
     );
+    // A wrong path is the labourer's fault, not the task's: its tasks must not die of it.
     assert_eq!(
         call("/missing", HttpMode::Async).await.expect_err("404").kind,
-        FailureKind::Permanent
+        FailureKind::Labourer
     );
     let slow = call("/slow", HttpMode::Async).await.expect_err("timeout");
     assert_eq!(slow.kind, FailureKind::Unknown, "{}", slow.message);
 }
 
 #[tokio::test]
-async fn a_refused_connection_is_transient() {
+async fn a_refused_connection_is_the_labourers_fault() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     drop(listener);
@@ -121,7 +122,7 @@ async fn a_refused_connection_is_transient() {
         .invoke(&sample_task("t1"), "{}")
         .await
         .expect_err("refused");
-    assert_eq!(err.kind, FailureKind::Transient, "{}", err.message);
+    assert_eq!(err.kind, FailureKind::Labourer, "{}", err.message);
 }
 
 #[test]

@@ -162,7 +162,7 @@ fn a_missing_program_is_a_config_error() {
 }
 
 #[tokio::test]
-async fn a_spawn_failure_is_transient() {
+async fn a_program_that_cannot_start_is_the_labourers_fault() {
     let dir = tempfile_dir();
     let script = dir.join("worker.sh");
     std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("write");
@@ -172,7 +172,8 @@ async fn a_spawn_failure_is_transient() {
     // Exists but is not executable: found at config time, fails at spawn.
     let inv = ProcessInvoker::new("w", s, vec![], sup).expect("invoker");
     let err = inv.invoke(&sample_task("a"), "{}").await.expect_err("cannot spawn");
-    assert_eq!(err.kind, FailureKind::Transient);
+    // Every task would fail the same way: held back, no attempt spent, nothing closed as dead.
+    assert_eq!(err.kind, FailureKind::Labourer);
     assert!(err.message.contains("cannot start"), "{}", err.message);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -12,6 +12,7 @@ mod schema;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 use serde_json::{Map, Value};
+use sosw_core::breaker::LabourerState;
 use sosw_core::greenfield::{is_queue_position, labourer_counts, queued_rows};
 use sosw_core::meta::{MetaAction, MetaEvent};
 use sosw_core::ports::{
@@ -952,6 +953,54 @@ impl TaskStore for SqliteStore {
         .await
     }
 
+    async fn labourer_states(&self) -> StoreResult<Vec<LabourerState>> {
+        self.run(|conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT labourer_id, dead_in_row, trips, held_until, reason, held_since FROM labourer_states \
+                     ORDER BY labourer_id",
+                )
+                .map_err(map_err)?;
+            let rows = st.query_map([], labourer_state_from_row).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn save_labourer_state(&self, state: &LabourerState) -> StoreResult<()> {
+        let s = state.clone();
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO labourer_states (labourer_id, dead_in_row, trips, held_until, reason, \
+                 held_since) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(map_err)?
+            .execute(params![
+                s.labourer_id,
+                s.dead_in_row,
+                s.trips,
+                s.held_until.map(Time::millis),
+                s.reason,
+                s.held_since.map(Time::millis)
+            ])
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clear_labourer_state(&self, labourer_id: &str) -> StoreResult<()> {
+        let id = labourer_id.to_string();
+        self.write(move |tx| {
+            tx.prepare_cached("DELETE FROM labourer_states WHERE labourer_id = ?1")
+                .map_err(map_err)?
+                .execute([&id])
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn counts(&self, labourer: &str, markers: &Markers) -> StoreResult<LabourerCounts> {
         let labourer = labourer.to_string();
         let m = *markers;
@@ -994,6 +1043,17 @@ impl TaskStore for SqliteStore {
         })
         .await
     }
+}
+
+fn labourer_state_from_row(r: &Row<'_>) -> rusqlite::Result<LabourerState> {
+    Ok(LabourerState {
+        labourer_id: r.get(0)?,
+        dead_in_row: r.get(1)?,
+        trips: r.get(2)?,
+        held_until: r.get::<_, Option<i64>>(3)?.map(Time::from_millis),
+        reason: r.get(4)?,
+        held_since: r.get::<_, Option<i64>>(5)?.map(Time::from_millis),
+    })
 }
 
 fn job_from_row(r: &Row<'_>) -> rusqlite::Result<JobProgress> {

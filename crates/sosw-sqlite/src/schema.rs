@@ -6,7 +6,7 @@ use sosw_core::ports::{StoreError, StoreResult};
 use std::path::Path;
 
 /// The version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 // The task tables are WITHOUT ROWID: each row lives once, in the b-tree of its `task_id` (a rowid table would add
@@ -86,6 +86,17 @@ CREATE TABLE jobs (
     finished_at INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX jobs_updated ON jobs (updated_at);
+"#,
+    // 3: the dispatch state of labourers (the circuit breaker: held back, dead tasks in a row).
+    r#"
+CREATE TABLE labourer_states (
+    labourer_id TEXT PRIMARY KEY NOT NULL,
+    dead_in_row INTEGER NOT NULL,
+    trips       INTEGER NOT NULL,
+    held_until  INTEGER,
+    reason      TEXT,
+    held_since  INTEGER
+) WITHOUT ROWID;
 "#,
 ];
 

@@ -18,6 +18,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct FakeInvoker {
     pub events: Mutex<Vec<(String, serde_json::Value)>>,
     script: Mutex<VecDeque<Result<InvokeOutcome, InvokeError>>>,
+    /// The answer once the script is used up (`Accepted` when `None`).
+    otherwise: Mutex<Option<Result<InvokeOutcome, InvokeError>>>,
 }
 
 impl FakeInvoker {
@@ -30,6 +32,16 @@ impl FakeInvoker {
         lock(&self.script).extend(outcomes);
     }
 
+    /// Once the script is used up, every invocation answers `outcome` (a broken labourer), until [`Self::heal`].
+    pub fn always(&self, outcome: Result<InvokeOutcome, InvokeError>) {
+        *lock(&self.otherwise) = Some(outcome);
+    }
+
+    /// Back to accepting every invocation once the script is used up.
+    pub fn heal(&self) {
+        *lock(&self.otherwise) = None;
+    }
+
     pub fn invoked_ids(&self) -> Vec<String> {
         lock(&self.events).iter().map(|(id, _)| id.clone()).collect()
     }
@@ -40,7 +52,8 @@ impl Invoker for FakeInvoker {
     async fn invoke(&self, task: &Task, event: &str) -> Result<InvokeOutcome, InvokeError> {
         let parsed = serde_json::from_str(event).unwrap_or(serde_json::Value::Null);
         lock(&self.events).push((task.task_id.clone(), parsed));
-        lock(&self.script).pop_front().unwrap_or(Ok(InvokeOutcome::Accepted))
+        let scripted = lock(&self.script).pop_front();
+        scripted.unwrap_or_else(|| lock(&self.otherwise).clone().unwrap_or(Ok(InvokeOutcome::Accepted)))
     }
 }
 

@@ -96,6 +96,7 @@ macro_rules! store_conformance {
             counts_and_listing,
             meta_events_in_order,
             job_progress_round_trip,
+            labourer_states_round_trip,
         );
     };
     // `$skip` evaluates to `Some(reason)` when the backend's service is not there: the case is skipped with the

@@ -14,6 +14,7 @@ mod reader;
 
 pub use merge::recursive_update;
 
+use crate::breaker::BreakerConfig;
 use crate::decide::{Backoff, Coefficients};
 use crate::ecology::{Comparison, EcoStatus, Feelings};
 use crate::greenfield::{
@@ -266,6 +267,8 @@ pub struct Config {
     /// Seconds before a Lambda invocation's deadline at which the Scheduler stops and continues the job in a new
     /// invocation (`shutdown_period`, as Python sosw; default 60).
     pub shutdown_period: i64,
+    /// `circuit_breaker`: holding back labourers whose invocations fail for reasons that are not the tasks'.
+    pub breaker: BreakerConfig,
     /// The merged JSON the config was read from, for keys later components read (the Scheduler's `job_schema`).
     pub raw: Value,
 }
@@ -390,9 +393,7 @@ impl Config {
                 Backoff::Linear
             }
         };
-        let invocation_concurrency = r
-            .int_in(top, "invocation_concurrency", "", 1, MAX_PAGE)
-            .unwrap_or(64) as usize;
+        let invocation_concurrency = r.int_in(top, "invocation_concurrency", "", 1, MAX_PAGE).unwrap_or(64) as usize;
 
         let daemon_obj = r.object(top, "daemon", "").unwrap_or(&empty);
         r.unknown_keys(
@@ -411,6 +412,7 @@ impl Config {
             shutdown_grace: r.positive_secs(daemon_obj, "shutdown_grace", "daemon").unwrap_or(30.0),
         };
 
+        let breaker = read_breaker(&mut r, top);
         let sns = r.object(top, "sns_config", "").unwrap_or(&empty);
         let notify_obj = r.object(top, "notify", "").unwrap_or(&empty);
         r.unknown_keys(notify_obj, "notify", &["command"], |_| false);
@@ -469,6 +471,7 @@ impl Config {
                 utc_offset_secs,
                 schedule_batch_size,
                 shutdown_period,
+                breaker,
                 warnings: r.warnings,
                 raw: value.clone(),
             })
@@ -484,6 +487,32 @@ const MAX_PAGE: i64 = 1_000_000;
 
 /// The most bytes of a process worker's stdout kept as its result (`result_limit`): 64 MiB.
 const MAX_RESULT_LIMIT: i64 = 64 * 1024 * 1024;
+
+fn read_breaker(r: &mut Reader, top: &Map<String, Value>) -> BreakerConfig {
+    let d = BreakerConfig::default();
+    let Some(obj) = r.object(top, "circuit_breaker", "") else {
+        return d;
+    };
+    let path = "circuit_breaker";
+    r.unknown_keys(obj, path, &["initial_hold", "max_hold", "max_dead_in_row"], |_| false);
+    let initial_hold = r
+        .int_in(obj, "initial_hold", path, 1, MAX_SECONDS)
+        .unwrap_or(d.initial_hold);
+    let max_hold = r
+        .int_in(obj, "max_hold", path, 1, MAX_SECONDS)
+        .unwrap_or(d.max_hold.max(initial_hold));
+    if max_hold < initial_hold {
+        r.error(
+            join(path, "max_hold"),
+            format!("must be at least `initial_hold` ({initial_hold}), got {max_hold}"),
+        );
+    }
+    BreakerConfig {
+        initial_hold,
+        max_hold,
+        max_dead_in_row: r.u32(obj, "max_dead_in_row", path, 1).unwrap_or(d.max_dead_in_row),
+    }
+}
 
 /// A task invoked at `I = now + delta` counts as running until `I − (duration + cooldown)` and expired after; it
 /// must leave the invoked range before it could be read as a queue position again (`g < now`), or it would be
@@ -540,6 +569,9 @@ const TOP_KEYS: &[&str] = &[
     "sosw_worker_assistant_lambda",
     "scheduler",
     "time_zone",
+    "jobs_table",
+    "labourers_table",
+    "circuit_breaker",
 ];
 
 /// `UTC`, `Z`, or `±HH:MM` → seconds east of UTC.
@@ -664,8 +696,12 @@ fn read_labourer(
             ));
         }
     }
-    let duration = r.int_in(lc, "duration", path, 1, MAX_SECONDS).unwrap_or(DEFAULT_DURATION);
-    let cooldown = r.int_in(lc, "cooldown", path, 0, MAX_SECONDS).unwrap_or(DEFAULT_COOLDOWN);
+    let duration = r
+        .int_in(lc, "duration", path, 1, MAX_SECONDS)
+        .unwrap_or(DEFAULT_DURATION);
+    let cooldown = r
+        .int_in(lc, "cooldown", path, 0, MAX_SECONDS)
+        .unwrap_or(DEFAULT_COOLDOWN);
     let max_duration = r.int_in(lc, "max_duration", path, 1, MAX_SECONDS).unwrap_or(duration);
     let max_attempts = r.u32(lc, "max_attempts", path, 1).unwrap_or(fallback_attempts);
     let max_simultaneous_invocations = r
@@ -746,7 +782,9 @@ fn read_invoker(r: &mut Reader, lc: &Map<String, Value>, path: &str, max_duratio
                 report,
                 env: r.string_map(lc, "env", path),
                 cwd: r.string(lc, "cwd", path),
-                result_limit: r.int_in(lc, "result_limit", path, 0, MAX_RESULT_LIMIT).unwrap_or(64 * 1024) as usize,
+                result_limit: r
+                    .int_in(lc, "result_limit", path, 0, MAX_RESULT_LIMIT)
+                    .unwrap_or(64 * 1024) as usize,
                 timeout_secs: r.positive_secs(lc, "timeout", path).unwrap_or(max_duration as f64),
             }))
         }
@@ -988,7 +1026,9 @@ fn read_cloudwatch(r: &mut Reader, d: &Map<String, Value>, path: &str) -> Option
         ),
     }
     let period = r.int_in(d, "Period", path, 1, MAX_SECONDS).unwrap_or(60);
-    let time_slice = r.int_in(d, "MetricAggregationTimeSlice", path, 1, MAX_SECONDS).unwrap_or(300);
+    let time_slice = r
+        .int_in(d, "MetricAggregationTimeSlice", path, 1, MAX_SECONDS)
+        .unwrap_or(300);
     let statistic = match d.get("Statistics") {
         None | Some(Value::Null) => Some("Average".to_string()),
         Some(Value::Array(items)) if items.len() == 1 => match items[0].as_str() {

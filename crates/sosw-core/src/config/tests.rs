@@ -269,18 +269,36 @@ fn absurd_numbers_are_refused_naming_the_key() {
                 "feelings": {"3": 50, "4": 25}, "feeling_comparison_operator": "<="}}})),
             "task_config.labourers.w.health_metrics.m.details.timeout",
         ),
-        (json!({"daemon": {"orchestrator_interval": 1e300}}), "daemon.orchestrator_interval"),
-        (json!({"daemon": {"scavenger_interval": 1e300}}), "daemon.scavenger_interval"),
+        (
+            json!({"daemon": {"orchestrator_interval": 1e300}}),
+            "daemon.orchestrator_interval",
+        ),
+        (
+            json!({"daemon": {"scavenger_interval": 1e300}}),
+            "daemon.scavenger_interval",
+        ),
         (json!({"daemon": {"shutdown_grace": 1e300}}), "daemon.shutdown_grace"),
         (
             json!({"task_config": {"greenfield_invocation_delta": 9_223_372_036_854_775_000_i64}}),
             "task_config.greenfield_invocation_delta",
         ),
-        (json!({"greenfield_task_step": 9_223_372_036_854_775_000_i64}), "greenfield_task_step"),
+        (
+            json!({"greenfield_task_step": 9_223_372_036_854_775_000_i64}),
+            "greenfield_task_step",
+        ),
         (process(json!({"duration": 1e18})), "task_config.labourers.w.duration"),
-        (process(json!({"cooldown": 9_000_000_000_000_000_000_u64})), "task_config.labourers.w.cooldown"),
-        (process(json!({"max_duration": 1e15})), "task_config.labourers.w.max_duration"),
-        (process(json!({"result_limit": 1e15})), "task_config.labourers.w.result_limit"),
+        (
+            process(json!({"cooldown": 9_000_000_000_000_000_000_u64})),
+            "task_config.labourers.w.cooldown",
+        ),
+        (
+            process(json!({"max_duration": 1e15})),
+            "task_config.labourers.w.max_duration",
+        ),
+        (
+            process(json!({"result_limit": 1e15})),
+            "task_config.labourers.w.result_limit",
+        ),
         (json!({"invocation_concurrency": 1e15}), "invocation_concurrency"),
         (json!({"retry_tasks_limit": 1e15}), "retry_tasks_limit"),
         (json!({"schedule_batch_size": 1e15}), "schedule_batch_size"),
