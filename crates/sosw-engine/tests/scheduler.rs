@@ -290,8 +290,8 @@ async fn near_full_world() -> World {
     .await
 }
 
-fn queued(store: &SqliteStore) -> impl std::future::Future<Output = usize> + '_ {
-    async move { live_in_queue_order(store).await.len() }
+async fn queued(store: &SqliteStore) -> usize {
+    live_in_queue_order(store).await.len()
 }
 
 #[tokio::test]

@@ -265,13 +265,6 @@ enum Out<'a, 'b> {
 }
 
 impl Out<'_, '_> {
-    fn reborrow(&mut self) -> Out<'_, '_> {
-        match self {
-            Out::Emit(emit) => Out::Emit(&mut **emit),
-            Out::Count(tally) => Out::Count(&mut **tally),
-        }
-    }
-
     /// One task, built by `make` only if tasks are being built.
     fn one(&mut self, make: impl FnOnce() -> Map<String, Value>) -> Result<(), Stop> {
         match self {
@@ -488,7 +481,9 @@ fn walk(
                                 &mut Out::Emit(&mut on_top),
                             )?;
                         }
-                        Out::Count(_) => walk(sub.clone(), attrs, level + 1, &flags, &sub_path, &mut out.reborrow())?,
+                        Out::Count(tally) => {
+                            walk(sub.clone(), attrs, level + 1, &flags, &sub_path, &mut Out::Count(tally))?
+                        }
                     }
                 }
                 Value::Object(sub) => out.one(|| {
