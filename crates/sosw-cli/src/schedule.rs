@@ -28,9 +28,10 @@ fn read_job(source: &str) -> Result<Value> {
 /// Invalid jobs and unknown labourers are usage errors (exit 2); store trouble is a runtime error.
 fn classify(e: ScheduleError) -> anyhow::Error {
     match e {
-        ScheduleError::Job(_) | ScheduleError::Config(_) | ScheduleError::QueueFull(_) => {
-            UsageError(e.to_string()).into()
-        }
+        ScheduleError::Job(_)
+        | ScheduleError::Config(_)
+        | ScheduleError::QueueFull(_)
+        | ScheduleError::TooBig { .. } => UsageError(e.to_string()).into(),
         other => other.into(),
     }
 }
@@ -40,6 +41,10 @@ pub async fn schedule(g: &Global, source: &str, dry_run: bool) -> Result<()> {
     let app = App::load(g, Essential::Scheduler).await?;
     let scheduler = Scheduler::new(app.config.clone(), &app.wiring());
     let plan = scheduler.plan(&event, app.clock.now()).await.map_err(classify)?;
+    // Valid but probably not what was meant (a chunking flag with no effect): said on stderr, even with --json.
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
     if dry_run {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());

@@ -248,3 +248,119 @@ fn a_job_killed_at_random_points_ends_up_with_each_task_once_in_order() {
     assert_eq!(out_of_order, 0, "kill points {kill_points:?}");
     assert_eq!(ok_json(d, &["job", "show", "crash"])["state"], json!("finished"));
 }
+
+/// Issue #8, defect 8 (the job items) and defect 4 (a job too big), at the command line.
+#[test]
+fn job_items_are_refused_with_exit_2_naming_them_and_ignored_flags_are_warned_about() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let config = json!({
+        "task_config": {"labourers": {"reports": {"command": "true"}}},
+        "job_schema": {"chunkable_attrs": [["section", {}], ["store", {}], ["product", {}]]},
+        "schedule_max_tasks": 1_000_000
+    });
+    std::fs::write(d.join("sosw.json"), config.to_string()).expect("config");
+    assert!(run(d, &["init"]).status.success());
+    let cases = [
+        (
+            json!({"lambda_name": "reports", "sections": {"s1": {"isolate_stores": true, "stores": "abc"}}}),
+            "`sections.s1.stores`: to chunk it, give a list of values or an object of values, got \"abc\" (for one \
+             value, write [\"abc\"])",
+        ),
+        (
+            json!({"lambda_name": "reports", "isolate_sections": true, "sections": ["a", "b", "a"]}),
+            "`sections`: the value \"a\" is listed twice",
+        ),
+        (
+            json!({"lambda_name": "reports", "job_id": ""}),
+            "`job_id`: must not be empty",
+        ),
+        (
+            json!({"lambda_name": "reports", "job_id": 42}),
+            "`job_id` must be a string, got 42",
+        ),
+        (
+            json!({"lambda_name": "reports", "period": "last_999999_days", "isolate_days": true,
+                   "isolate_sections": true, "sections": ["a", "b"]}),
+            "the job makes 1999998 tasks, more than `schedule_max_tasks` (1000000)",
+        ),
+    ];
+    for (job, want) in cases {
+        write_job(d, "bad.json", &job);
+        let out = run(d, &["schedule", "bad.json"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{job}: {err}");
+        assert!(err.contains(want), "{job}: {err}");
+    }
+    assert!(
+        ok_json(d, &["job", "list"]).as_array().expect("jobs").is_empty(),
+        "nothing written"
+    );
+
+    // `isolate_stores` without `sections`: one task with all the stores, as in Python sosw, and a warning.
+    write_job(
+        d,
+        "job.json",
+        &json!({"lambda_name": "reports", "isolate_stores": true, "stores": ["a", "b"]}),
+    );
+    let out = run(d, &["--json", "schedule", "job.json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "warning: `isolate_stores` has no effect on `stores`: `stores` is chunked only inside the values of \
+             `sections` (chunk levels: section, store, product), so these values go into the task as they are"
+        ),
+        "{err}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["created"], json!(1));
+}
+
+/// Issue #8, defect 3: a finished job resubmitted when the queue has less room than the whole job exits 0 and
+/// reports every task as existing.
+#[test]
+fn a_finished_job_is_resubmitted_near_a_full_queue() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    // At a step of 1,000,000 the queue holds about now / 1,000,000 tasks (some 1,760 in 2026): a job of two thirds
+    // of that fits once, and leaves less room than itself.
+    let step: u64 = 1_000_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let n = now / step * 2 / 3;
+    let config = json!({
+        "task_config": {"labourers": {"reports": {"command": "true"}}, "greenfield_task_step": step},
+        "job_schema": {"chunkable_attrs": [["store", {}]]}
+    });
+    std::fs::write(d.join("sosw.json"), config.to_string()).expect("config");
+    assert!(run(d, &["init"]).status.success());
+    write_job(
+        d,
+        "job.json",
+        &json!({"lambda_name": "reports", "job_id": "near-full", "isolate_stores": true, "stores": (0..n).collect::<Vec<u64>>()}),
+    );
+    let first = ok_json(d, &["schedule", "job.json"]);
+    assert_eq!(
+        (first["created"].as_u64(), first["existing"].as_u64()),
+        (Some(n), Some(0))
+    );
+    let again = ok_json(d, &["schedule", "job.json"]);
+    assert_eq!(
+        (again["created"].as_u64(), again["existing"].as_u64()),
+        (Some(0), Some(n))
+    );
+    // A new job of the same size does not fit, and is refused before writing anything.
+    write_job(
+        d,
+        "other.json",
+        &json!({"lambda_name": "reports", "job_id": "other", "isolate_stores": true, "stores": (0..n).collect::<Vec<u64>>()}),
+    );
+    let out = run(d, &["schedule", "other.json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the queue of labourer `reports` is full"), "{err}");
+    assert_eq!(ok_json(d, &["status"])["reports"]["queued"].as_u64(), Some(n));
+}

@@ -1,12 +1,15 @@
 //! Scheduler: a business job → tasks at the end of its labourer's queue (reference §5.9).
 //!
 //! Beyond Python sosw:
-//! - **validated before writing**: [`Scheduler::plan`] walks the whole job once, counting; an invalid job fails
-//!   naming the offending key and nothing is written;
+//! - **validated before writing**: [`Scheduler::plan`] counts the job's tasks from its structure, without building
+//!   them (time proportional to the job's size, not its number of tasks), which also validates it; an invalid job
+//!   fails naming the offending key, a job over `schedule_max_tasks` or one whose missing tasks do not fit in the
+//!   queue is refused at once, and nothing is written;
 //! - **streaming**: [`Scheduler::run`] generates tasks on a blocking thread and hands them over in batches through a
 //!   bounded channel, so memory does not grow with the job;
 //! - **idempotent and resumable**: task ids derive from (job id, index) and the store skips ids it has, so a
-//!   resubmitted job, or one re-run after a crash, creates only the missing tasks, in order;
+//!   resubmitted job, or one re-run after a crash, creates only the missing tasks, in order — and only those count
+//!   against the queue's room;
 //! - **progress** is recorded in the store per batch (`sosw job show`).
 
 use crate::tasks::{CreateError, TaskManager};
@@ -14,9 +17,10 @@ use crate::{EngineError, Wiring};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sosw_core::config::Config;
-use sosw_core::greenfield::tail_positions;
 use sosw_core::ports::{JobProgress, StoreError, TaskStore};
-use sosw_core::schedule::{already_written, chunk_each, extract_job, job_id_of, Date, JobError, Schema, TaskIds};
+use sosw_core::schedule::{
+    already_written, chunk_each, count, extract_job, job_id_of, queue_room, to_write, Date, JobError, Schema, TaskIds,
+};
 use sosw_core::{Clock, NewTask, Time};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -39,6 +43,11 @@ pub struct Plan {
     pub body: Map<String, Value>,
     /// The tasks the job makes.
     pub total: u64,
+    /// The first tasks of the job found in the store when it was planned (an earlier run of it): what it will not
+    /// write again.
+    pub present: u64,
+    /// Parts of the job that are valid but probably not what was meant (a chunking flag that has no effect).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +60,11 @@ pub enum ScheduleError {
     Store(#[from] StoreError),
     #[error("{0}")]
     QueueFull(String),
+    #[error(
+        "the job makes {total} tasks, more than `schedule_max_tasks` ({max}): split it into smaller jobs (by \
+         `period`, or by the values of its outer level), or raise `schedule_max_tasks`"
+    )]
+    TooBig { total: u64, max: u64 },
     #[error("the task generator stopped unexpectedly: {0}")]
     Generator(String),
 }
@@ -122,24 +136,32 @@ impl Scheduler {
             .clone()
             .unwrap_or_else(|| job_id_of(&job.labourer, &job.body, &today.to_string()));
         let (body, counted_schema) = (job.body.clone(), schema.clone());
-        let total = tokio::task::spawn_blocking(move || {
-            chunk_each(&body, &counted_schema, today, &mut |_| ControlFlow::Continue(()))
-        })
-        .await
-        .map_err(|e| ScheduleError::Generator(e.to_string()))??;
-        // Does the job fit in the queue? (The store checks again per batch, against concurrent writers.)
+        let counted = tokio::task::spawn_blocking(move || count(&body, &counted_schema, today))
+            .await
+            .map_err(|e| ScheduleError::Generator(e.to_string()))??;
+        let total = counted.tasks;
+        let max = self.config.schedule_max_tasks;
+        if total > max {
+            return Err(ScheduleError::TooBig { total, max });
+        }
+        // Only what will be written must fit in the queue: a resumed or resubmitted job has some or all of its tasks
+        // in the store already. (The store checks again per batch, against concurrent writers.)
+        let present = self.present(&job_id, total).await?;
+        let writes = to_write(total, present);
         let newest = self.store.newest_queued(&job.labourer, now.secs()).await?;
         let step = self.config.greenfield.step;
-        if let Err(e) = tail_positions(
-            &job.labourer,
-            newest,
-            step,
-            usize::try_from(total).unwrap_or(usize::MAX),
-            now,
-        ) {
-            let room = (now.secs() - 1 - newest.unwrap_or(step)).max(0) / step;
+        let room = queue_room(newest, step, now);
+        if writes > room {
+            let there = if present > 0 {
+                format!(" ({present} of its {total} are in the store already)")
+            } else {
+                String::new()
+            };
             return Err(ScheduleError::QueueFull(format!(
-                "{e}: this job makes {total} tasks and the queue has room for {room} more at `greenfield_task_step` {step}"
+                "the queue of labourer `{}` is full: this job writes {writes} tasks{there} and the queue has room \
+                 for {room} more at `greenfield_task_step` {step} (positions must stay below the current time); \
+                 drain the queue or lower `greenfield_task_step`",
+                job.labourer
             )));
         }
         Ok(Plan {
@@ -149,7 +171,54 @@ impl Scheduler {
             today,
             body: job.body,
             total,
+            present,
+            warnings: counted.warnings,
         })
+    }
+
+    /// How many of the first tasks of job `job_id` (of `total`) are in the store. The Scheduler writes a job's tasks
+    /// in order, batch after batch, so what the store has of a job is a prefix of it: the tasks its progress
+    /// records (certainly there), then possibly more (a batch committed just before a crash, before its progress
+    /// was saved; or progress that was never recorded). The end of the prefix is found by looking tasks up from
+    /// there at growing distances, then by bisection: O(log total) reads.
+    async fn present(&self, job_id: &str, total: u64) -> Result<u64, ScheduleError> {
+        let previous = self.store.get_job(job_id).await?;
+        let mut there = already_written(previous.as_ref(), total);
+        let ids = TaskIds::new(job_id);
+        let has = |i: u64| {
+            let id = ids.id(i);
+            async move { self.store.get(&id).await.map(|t| t.is_some()) }
+        };
+        if there >= total || !has(there).await? {
+            return Ok(there);
+        }
+        // Task `there` is in the store: gallop to a missing one (or past the end).
+        let mut gap = 1u64;
+        let missing = loop {
+            let probe = there.saturating_add(gap);
+            if probe >= total {
+                if has(total - 1).await? {
+                    return Ok(total);
+                }
+                break total - 1;
+            }
+            if !has(probe).await? {
+                break probe;
+            }
+            there = probe;
+            gap = gap.saturating_mul(2);
+        };
+        // `there` is in the store, `missing` is not: bisect.
+        let (mut lo, mut hi) = (there, missing);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if has(mid).await? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(hi)
     }
 
     /// Every task of `plan`, in order, with its id: what [`Scheduler::run`] writes (`--dry-run`).
@@ -179,7 +248,8 @@ impl Scheduler {
 
     /// [`Scheduler::run`] that stops after the first batch that ends at or after `stop_at` (by the clock), with
     /// `finished: false` and its progress recorded, so that a later run of the same plan continues where it stopped:
-    /// the tasks an earlier run recorded as scheduled are skipped without reading the store, the rest are checked.
+    /// the tasks an earlier run recorded as scheduled (or that planning found in the store) are skipped without
+    /// reading the store, the rest are checked.
     pub async fn run_until(
         &self,
         plan: &Plan,
@@ -188,7 +258,8 @@ impl Scheduler {
     ) -> Result<ScheduleReport, ScheduleError> {
         let started = self.clock.now();
         let previous = self.store.get_job(&plan.job_id).await?;
-        let done = already_written(previous.as_ref(), plan.total);
+        // What an earlier run recorded, or what planning found in the store: skipped without being looked up again.
+        let done = already_written(previous.as_ref(), plan.total).max(plan.present.min(plan.total));
         let mut progress = JobProgress {
             job_id: plan.job_id.clone(),
             labourer_id: plan.labourer.clone(),

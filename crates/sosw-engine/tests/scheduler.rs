@@ -22,10 +22,15 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(json!({}), T0).await
+}
+
+/// [`world`] with more config keys (at the top level) and the clock at `now`.
+async fn world_with(extra: Value, now: i64) -> World {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(SqliteStore::open_or_create(dir.path().join("s.db")).expect("open"));
     store.init().await.expect("init");
-    let clock = ManualClock::at_secs(T0);
+    let clock = ManualClock::at_secs(now);
     let wiring = Wiring {
         store: store.clone(),
         meta: Some(store.clone()),
@@ -33,12 +38,15 @@ async fn world() -> World {
         notifier: RecordingNotifier::new(),
         clock: clock.clone(),
     };
-    let config = Config::from_value(&json!({
+    let mut config = json!({
         "task_config": {"labourers": {"w": {"command": "true"}}},
         "job_schema": {"chunkable_attrs": [["item", {}]]},
         "job_schema_variants": {"by_section": {"chunkable_attrs": ["section", "store"]}}
-    }))
-    .expect("config");
+    });
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        config[k] = v.clone();
+    }
+    let config = Config::from_value(&config).expect("config");
     World {
         _dir: dir,
         scheduler: Scheduler::new(Arc::new(config), &wiring),
@@ -266,5 +274,205 @@ async fn schema_variants_and_dates_come_from_config_and_the_clock() {
             .await
             .expect("plan")
             .job_id
+    );
+}
+
+/// A queue with room for 1,300 tasks: at a step of 1,000,000 positions run from 2,000,000 (the first task of an
+/// empty queue) and must stay below `now`.
+const STEP: i64 = 1_000_000;
+const NEAR_FULL_NOW: i64 = 1_301 * STEP + 1;
+
+async fn near_full_world() -> World {
+    world_with(
+        json!({"greenfield_task_step": STEP, "schedule_batch_size": 500}),
+        NEAR_FULL_NOW,
+    )
+    .await
+}
+
+async fn queued(store: &SqliteStore) -> usize {
+    live_in_queue_order(store).await.len()
+}
+
+#[tokio::test]
+async fn a_job_near_a_full_queue_resumes_and_resubmits_counting_only_what_it_writes() {
+    // Defect 3 of issue #8: the capacity check counted the whole job, so these were refused ("queue ... is full").
+    let w = near_full_world().await;
+    let now = Time::from_secs(NEAR_FULL_NOW);
+    let job = big_job(1_200);
+    let plan = w.scheduler.plan(&job, now).await.expect("1,200 tasks fit in 1,300");
+    // A run stopped after two batches of 500: 1,000 written and recorded; the queue has room for 300 more.
+    let first = w
+        .scheduler
+        .run_until(&plan, Some(now), |_| {})
+        .await
+        .expect("first part");
+    assert_eq!((first.created, first.finished), (500, false));
+    let second = w
+        .scheduler
+        .run_until(&plan, Some(now), |_| {})
+        .await
+        .expect("second part");
+    assert_eq!((second.created, second.finished), (500, false));
+    assert_eq!(queued(&w.store).await, 1_000);
+
+    // Re-planned (as `sosw schedule` again, or the Lambda's continuation does): only the 200 missing tasks count.
+    let resumed = w
+        .scheduler
+        .plan(&job, now)
+        .await
+        .expect("the 200 missing tasks fit in 300");
+    let rest = w.scheduler.run(&resumed, |_| {}).await.expect("rest");
+    assert_eq!((rest.created, rest.existing, rest.finished), (200, 1_000, true));
+    assert_eq!(queued(&w.store).await, 1_200);
+
+    // Resubmitted when finished, with room for 100 more: nothing to write, so nothing to refuse.
+    let again = w
+        .scheduler
+        .plan(&job, now)
+        .await
+        .expect("a finished job writes nothing");
+    let report = w.scheduler.run(&again, |_| {}).await.expect("resubmitted");
+    assert_eq!((report.created, report.existing, report.finished), (0, 1_200, true));
+    assert_eq!(queued(&w.store).await, 1_200);
+
+    // A new job that needs more than the room left is still refused before anything is written.
+    let other =
+        json!({"lambda_name": "w", "job_id": "other", "isolate_items": true, "items": (0..101).collect::<Vec<u64>>()});
+    let err = w.scheduler.plan(&other, now).await.expect_err("101 > 100");
+    assert!(
+        matches!(err, ScheduleError::QueueFull(_))
+            && err.to_string().contains("101 tasks")
+            && err.to_string().contains("room for 100"),
+        "{err}"
+    );
+    assert_eq!(queued(&w.store).await, 1_200);
+}
+
+#[tokio::test]
+async fn a_job_whose_progress_was_not_saved_is_measured_in_the_store() {
+    // A run killed after its batch was committed but before its progress was saved, or tasks written by another
+    // process: the store has more of the job than its progress says.
+    let w = near_full_world().await;
+    let now = Time::from_secs(NEAR_FULL_NOW);
+    let plan = w.scheduler.plan(&big_job(1_200), now).await.expect("plan");
+    let mut first = Vec::new();
+    Scheduler::each_task(&plan, &mut |t: NewTask| {
+        first.push(t);
+        if first.len() == 1_150 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .expect("tasks");
+    w.store.create_tasks(&first, STEP, now).await.expect("partial");
+    // Room for 150; 50 missing.
+    let resumed = w
+        .scheduler
+        .plan(&big_job(1_200), now)
+        .await
+        .expect("the 50 missing tasks fit");
+    let rest = w.scheduler.run(&resumed, |_| {}).await.expect("rest");
+    assert_eq!((rest.created, rest.existing, rest.finished), (50, 1_150, true));
+    let items: Vec<u64> = live_in_queue_order(&w.store).await.iter().map(|(_, i)| *i).collect();
+    assert_eq!(items, (0..1_200).collect::<Vec<_>>(), "each task once, in order");
+
+    // Every task there and no progress at all (recorded by nobody): resubmitting writes nothing and is accepted.
+    let w2 = near_full_world().await;
+    let all: Vec<NewTask> = {
+        let mut v = Vec::new();
+        Scheduler::each_task(&plan, &mut |t| {
+            v.push(t);
+            ControlFlow::Continue(())
+        })
+        .expect("tasks");
+        v
+    };
+    w2.store.create_tasks(&all, STEP, now).await.expect("all");
+    let again = w2.scheduler.plan(&big_job(1_200), now).await.expect("nothing to write");
+    let report = w2.scheduler.run(&again, |_| {}).await.expect("resubmitted");
+    assert_eq!((report.created, report.existing, report.finished), (0, 1_200, true));
+}
+
+#[tokio::test]
+async fn a_job_too_big_is_refused_from_its_count_before_any_task_is_made() {
+    // Defect 4 of issue #8: a small job describing a huge number of tasks was walked task by task (~16 minutes for
+    // a billion) before it was refused. Now it is counted from its structure: 999,999 dates × 1,001 items.
+    let w = world().await;
+    let now = Time::from_secs(T0);
+    let huge = json!({"lambda_name": "w", "job_id": "huge", "period": "last_999999_days", "isolate_days": true,
+                      "isolate_items": true, "items": (0..1_001).collect::<Vec<u64>>()});
+    let err = w.scheduler.plan(&huge, now).await.expect_err("too big");
+    assert!(
+        matches!(
+            err,
+            ScheduleError::TooBig {
+                total: 1_000_998_999,
+                max: 10_000_000
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("1000998999 tasks") && err.to_string().contains("`schedule_max_tasks` (10000000)"),
+        "{err}"
+    );
+
+    // Under the limit but not fitting in the queue (room for 1,300 at this step and time): refused as promptly.
+    let w = world_with(
+        json!({"greenfield_task_step": STEP, "schedule_max_tasks": 100_000_000}),
+        NEAR_FULL_NOW,
+    )
+    .await;
+    let now = Time::from_secs(NEAR_FULL_NOW);
+    let err = w.scheduler.plan(&huge, now).await.expect_err("does not fit");
+    assert!(
+        matches!(
+            err,
+            ScheduleError::TooBig {
+                total: 1_000_998_999,
+                max: 100_000_000
+            }
+        ),
+        "{err:?}"
+    );
+    let big = json!({"lambda_name": "w", "job_id": "big", "period": "last_5000_days", "isolate_days": true,
+                     "isolate_items": true, "items": (0..1_000).collect::<Vec<u64>>()});
+    let err = w.scheduler.plan(&big, now).await.expect_err("does not fit");
+    assert!(
+        matches!(err, ScheduleError::QueueFull(_))
+            && err.to_string().contains("writes 5000000 tasks")
+            && err.to_string().contains("room for 1300 more"),
+        "{err}"
+    );
+    assert!(
+        w.store.labourer_ids().await.expect("ids").is_empty(),
+        "nothing was written"
+    );
+}
+
+#[tokio::test]
+async fn a_job_at_the_limit_is_accepted_and_one_over_it_is_not() {
+    let w = world_with(json!({"schedule_max_tasks": 1_000}), T0).await;
+    let now = Time::from_secs(T0);
+    assert_eq!(
+        w.scheduler
+            .plan(&big_job(1_000), now)
+            .await
+            .expect("at the limit")
+            .total,
+        1_000
+    );
+    let err = w.scheduler.plan(&big_job(1_001), now).await.expect_err("over");
+    assert!(
+        matches!(
+            err,
+            ScheduleError::TooBig {
+                total: 1_001,
+                max: 1_000
+            }
+        ),
+        "{err:?}"
     );
 }

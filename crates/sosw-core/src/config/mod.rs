@@ -264,6 +264,9 @@ pub struct Config {
     /// Tasks the Scheduler writes per store call, and between its deadline checks (`schedule_batch_size`, sosw-rs;
     /// default 10,000).
     pub schedule_batch_size: usize,
+    /// The most tasks one job may make (`schedule_max_tasks`, sosw-rs; default 10,000,000): a bigger job is
+    /// refused before anything is written.
+    pub schedule_max_tasks: u64,
     /// Seconds before a Lambda invocation's deadline at which the Scheduler stops and continues the job in a new
     /// invocation (`shutdown_period`, as Python sosw; default 60).
     pub shutdown_period: i64,
@@ -427,6 +430,9 @@ impl Config {
         let schedule_batch_size = r
             .int_in(top, "schedule_batch_size", "", 1, MAX_PAGE)
             .map_or(10_000, |n| n as usize);
+        let schedule_max_tasks = r
+            .int(top, "schedule_max_tasks", "", 1)
+            .map_or(10_000_000, |n| n.unsigned_abs());
         let shutdown_period = r.int_in(top, "shutdown_period", "", 0, MAX_SECONDS).unwrap_or(60);
         let utc_offset_secs = match r.string(top, "time_zone", "") {
             None => 0,
@@ -470,6 +476,7 @@ impl Config {
                 write_meta,
                 utc_offset_secs,
                 schedule_batch_size,
+                schedule_max_tasks,
                 shutdown_period,
                 breaker,
                 warnings: r.warnings,
@@ -560,6 +567,7 @@ const TOP_KEYS: &[&str] = &[
     "queue_file",
     "shutdown_period",
     "schedule_batch_size",
+    "schedule_max_tasks",
     "rows_to_process",
     "task_operational_overhead_for_ddb",
     "custom_period_patterns",

@@ -54,8 +54,17 @@ pub fn extract_job(event: &Value) -> Result<Job, JobError> {
     };
     let job_id = match body.remove("job_id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.is_empty() => Some(s),
-        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Value::String(s)) if s.trim().is_empty() => {
+            return Err(JobError::Invalid {
+                path: "job_id".into(),
+                reason: format!(
+                    "must not be empty, got {} (leave `job_id` out to have it derived from the job)",
+                    describe(&Value::String(s))
+                ),
+            })
+        }
+        Some(Value::String(s)) => Some(s),
+        // A number is refused too: `42` and `"42"` would be one job, `4.2e1` another.
         Some(other) => {
             return Err(JobError::BadValue {
                 key: "job_id".into(),
@@ -118,6 +127,23 @@ mod tests {
             json!({"lambda_name": 5}),
         ] {
             assert!(extract_job(&bad).is_err(), "{bad}");
+        }
+        for (bad, want) in [
+            (
+                json!(""),
+                "`job_id`: must not be empty, got \"\" (leave `job_id` out to have it derived from the job)",
+            ),
+            (
+                json!("  "),
+                "`job_id`: must not be empty, got \"  \" (leave `job_id` out to have it derived from the job)",
+            ),
+            (json!(42), "`job_id` must be a string, got 42"),
+            (json!(["a"]), "`job_id` must be a string, got [\"a\"]"),
+            (json!({"id": 1}), "`job_id` must be a string, got {\"id\":1}"),
+            (json!(true), "`job_id` must be a string, got true"),
+        ] {
+            let err = extract_job(&json!({"lambda_name": "foo", "job_id": bad})).expect_err("refused");
+            assert_eq!(err.to_string(), want, "{bad}");
         }
         let with_id = extract_job(&json!({"lambda_name": "foo", "job_id": "daily-2019-01-30"})).expect("job");
         assert_eq!(

@@ -12,13 +12,15 @@
 //! non-last level is fine; the order is deterministic; a `period` must match as a whole; `last_week` is right on
 //! Sundays.
 
+mod capacity;
 mod chunk;
 mod dates;
 mod ids;
 mod job;
 mod resume;
 
-pub use chunk::{chunk, chunk_each, Schema};
+pub use capacity::{queue_room, to_write};
+pub use chunk::{chunk, chunk_each, count, Counted, Schema};
 pub use dates::{period_dates, Date};
 pub use ids::{job_id_of, task_id, TaskIds};
 pub use job::{extract_job, trim_arn_to_name, Job};

@@ -356,3 +356,347 @@ fn the_example_of_docs_jobs_md() {
                "date_list": ["2019-01-28"]})
     );
 }
+
+/// Random jobs of every shape the walk handles (and many it refuses), from a seed.
+mod random_jobs {
+    use super::*;
+    use proptest::prelude::*;
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        fn chance(&mut self, percent: u64) -> bool {
+            self.below(100) < percent
+        }
+    }
+
+    const ATTRS: [&str; 3] = ["section", "store", "product"];
+
+    fn scalar(r: &mut Rng) -> Value {
+        match r.below(6) {
+            0 => json!(1),
+            1 => json!(true),
+            2 => json!("b"),
+            3 => json!("c"),
+            _ => json!("a"),
+        }
+    }
+
+    fn flag(r: &mut Rng) -> Value {
+        match r.below(8) {
+            0 => json!("maybe"),
+            1 => json!("False"),
+            2 => json!(0),
+            3 => json!("yes"),
+            4 => json!(false),
+            _ => json!(true),
+        }
+    }
+
+    fn batch(r: &mut Rng) -> Value {
+        match r.below(6) {
+            0 => json!(0),
+            1 => json!("2"),
+            2 => json!([1]),
+            _ => json!(1 + r.below(3)),
+        }
+    }
+
+    /// Flags for any level, at random (most levels get none).
+    fn flags(r: &mut Rng, m: &mut Map<String, Value>) {
+        for attr in ATTRS {
+            if r.chance(35) {
+                let key = if r.chance(80) {
+                    format!("isolate_{attr}s")
+                } else {
+                    format!("isolate_{attr}")
+                };
+                m.insert(key, flag(r));
+            }
+            if r.chance(8) {
+                m.insert(format!("max_{attr}s_per_batch"), batch(r));
+            }
+        }
+    }
+
+    /// The values of level `level` (`ATTRS[level]`).
+    fn values(r: &mut Rng, level: usize, depth: usize) -> Value {
+        let names = ["x", "y", "z", "w"];
+        match r.below(10) {
+            0 => scalar(r),
+            1 => Value::Null,
+            2 | 3 => Value::Array((0..r.below(5)).map(|_| scalar(r)).collect()),
+            4 => Value::Object(
+                (0..1 + r.below(3))
+                    .map(|i| (names[i as usize].to_string(), Value::Null))
+                    .collect(),
+            ),
+            5 => Value::Array(
+                (0..1 + r.below(2))
+                    .map(|_| {
+                        let k = names[r.below(4) as usize].to_string();
+                        let v = sub(r, level, depth);
+                        Value::Object(std::iter::once((k, v)).collect())
+                    })
+                    .collect(),
+            ),
+            _ => Value::Object(
+                (0..1 + r.below(3))
+                    .map(|i| (names[i as usize].to_string(), sub(r, level, depth)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// What one value of level `level` holds: null, an object (maybe with the next level), or something invalid.
+    fn sub(r: &mut Rng, level: usize, depth: usize) -> Value {
+        match r.below(10) {
+            0 => scalar(r),
+            1 | 2 => Value::Null,
+            _ => Value::Object(level_map(r, level + 1, depth + 1)),
+        }
+    }
+
+    /// A map that may hold level `level` (and, sometimes, lower levels next to it), flags and other keys.
+    fn level_map(r: &mut Rng, level: usize, depth: usize) -> Map<String, Value> {
+        let mut m = Map::new();
+        flags(r, &mut m);
+        if r.chance(30) {
+            m.insert("keep_me".into(), json!(r.below(3)));
+        }
+        if depth < 4 {
+            for (i, attr) in ATTRS.iter().enumerate().skip(level) {
+                let p = if i == level { 80 } else { 10 };
+                if r.chance(p) {
+                    let key = match r.below(10) {
+                        0 => attr.to_string(),
+                        _ => format!("{attr}s"),
+                    };
+                    m.insert(key, values(r, i, depth));
+                }
+            }
+            if r.chance(3) {
+                m.insert(ATTRS[level.min(2)].to_string(), json!(["dup"]));
+            }
+        }
+        m
+    }
+
+    fn job(seed: u64) -> (Map<String, Value>, Schema) {
+        let mut r = Rng(seed | 1);
+        let mut m = level_map(&mut r, 0, 0);
+        match r.below(8) {
+            0 => {
+                m.insert("period".into(), json!("last_3_days"));
+            }
+            1 => {
+                m.insert("period".into(), json!("last_0_days"));
+            }
+            2 => {
+                m.insert("period".into(), json!("2019-01-01..2019-01-05"));
+            }
+            3 => {
+                m.insert("period".into(), json!("fortnight"));
+            }
+            _ => {}
+        }
+        if r.chance(50) {
+            m.insert("isolate_days".into(), flag(&mut r));
+        }
+        let levels = 1 + r.below(3) as usize;
+        let schema = Schema {
+            chunkable_attrs: ATTRS[..levels].iter().map(ToString::to_string).collect(),
+        };
+        (m, schema)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn the_count_is_what_the_walk_makes(seed in any::<u64>()) {
+            let (job, schema) = job(seed);
+            let walked = chunk(&job, &schema, today()).map(|t| t.len() as u64);
+            let counted = count(&job, &schema, today()).map(|c| c.tasks);
+            prop_assert_eq!(&counted, &walked, "job {} with levels {:?}", Value::Object(job.clone()), schema.chunkable_attrs);
+        }
+    }
+
+    #[test]
+    fn the_random_jobs_cover_both_outcomes() {
+        let (mut ok, mut many, mut err) = (0, 0, 0);
+        for seed in 0..3000 {
+            let (job, schema) = job(seed);
+            match count(&job, &schema, today()) {
+                Ok(c) if c.tasks > 2 => many += 1,
+                Ok(_) => ok += 1,
+                Err(_) => err += 1,
+            }
+        }
+        assert!(
+            ok > 300 && many > 200 && err > 300,
+            "ok {ok}, many {many}, errors {err}"
+        );
+    }
+}
+
+/// Defect 8 of issue #8: what the original accepted silently.
+#[test]
+fn job_items_that_are_refused_naming_the_value_and_path() {
+    let levels = ["section", "store", "product"];
+    for (job, want) in [
+        // A string where values are expected: Python sosw took it as one value.
+        (
+            json!({"sections": {"s1": {"isolate_stores": true, "stores": "abc"}}}),
+            "`sections.s1.stores`: to chunk it, give a list of values or an object of values, got \"abc\" (for one \
+             value, write [\"abc\"])",
+        ),
+        (
+            json!({"isolate_sections": true, "sections": "abc"}),
+            "`sections`: to chunk it, give a list of values or an object of values, got \"abc\"",
+        ),
+        (
+            json!({"isolate_sections": true, "section": 7}),
+            "`section`: to chunk it, give a list of values or an object of values, got 7 (for one value, write [7])",
+        ),
+        // A value listed twice: Python sosw made two identical tasks.
+        (
+            json!({"isolate_sections": true, "sections": ["a", "b", "a"]}),
+            "`sections`: the value \"a\" is listed twice",
+        ),
+        (
+            json!({"sections": {"s1": {"isolate_stores": true, "stores": [1, 2, 2]}}}),
+            "`sections.s1.stores`: the value 2 is listed twice",
+        ),
+        (
+            json!({"isolate_sections": true, "sections": [{"a": null}, {"b": null, "a": null}]}),
+            "`sections`: the value \"a\" is listed twice",
+        ),
+        (
+            json!({"sections": [{"a": {"isolate_stores": true, "stores": ["x"]}}, {"a": null}]}),
+            "`sections`: the value \"a\" is listed twice",
+        ),
+        // Not chunked, but listed twice all the same (one task would list it twice).
+        (
+            json!({"sections": ["a", "a"]}),
+            "`sections`: the value \"a\" is listed twice",
+        ),
+    ] {
+        let err = run(&levels, job.clone()).expect_err("refused");
+        assert!(err.to_string().starts_with(want), "{job}: {err}");
+        let counted = count(&obj(job.clone()), &schema(&levels), today()).expect_err("refused by the count too");
+        assert_eq!(counted, err, "{job}");
+    }
+    // Values that are not chunked stay as they are, as in Python sosw (workers may expect them so).
+    assert_eq!(
+        run(&levels, json!({"sections": "abc", "x": 1})).expect("kept"),
+        vec![json!({"sections": "abc", "x": 1})]
+    );
+    // The same value in two sections' stores is two different tasks.
+    let tasks = run(
+        &levels,
+        json!({"isolate_stores": true, "sections": {"a": {"stores": ["x"]}, "b": {"stores": ["x"]}}}),
+    )
+    .expect("chunks");
+    assert_eq!(tasks.len(), 2);
+}
+
+#[test]
+fn chunking_flags_that_have_no_effect_are_warned_about() {
+    let levels = ["section", "store", "product"];
+    for (job, tasks, warnings) in [
+        // No `sections`: the stores are not chunked (as in Python sosw, which said nothing).
+        (
+            json!({"isolate_stores": true, "stores": ["a", "b"]}),
+            vec![json!({"isolate_stores": true, "stores": ["a", "b"]})],
+            vec![
+                "`isolate_stores` has no effect on `stores`: `stores` is chunked only inside the values of `sections` \
+                 (chunk levels: section, store, product), so these values go into the task as they are",
+            ],
+        ),
+        // Stores next to `sections`, not inside one of them.
+        (
+            json!({"isolate_sections": true, "sections": ["x", "y"], "max_stores_per_batch": 2, "stores": ["a", "b", "c"]}),
+            vec![
+                json!({"isolate_sections": true, "sections": ["x"], "max_stores_per_batch": 2, "stores": ["a", "b", "c"]}),
+                json!({"isolate_sections": true, "sections": ["y"], "max_stores_per_batch": 2, "stores": ["a", "b", "c"]}),
+            ],
+            vec![
+                "`max_stores_per_batch` has no effect on `stores`: `stores` is chunked only inside the values of \
+                 `sections` (chunk levels: section, store, product), so these values go into the task as they are",
+            ],
+        ),
+        // Products inside a section, without stores.
+        (
+            json!({"isolate_sections": true, "sections": {"s": {"isolate_products": "yes", "products": ["p", "q"]}}}),
+            vec![
+                json!({"isolate_sections": true, "sections": ["s"], "isolate_products": "yes", "products": ["p", "q"]}),
+            ],
+            vec![
+                "`isolate_products` has no effect on `sections.s.products`: `products` is chunked only inside the \
+                 values of `stores` (chunk levels: section, store, product), so these values go into the task as they \
+                 are",
+            ],
+        ),
+        // Where the flags do work: no warning.
+        (
+            json!({"isolate_stores": true, "sections": {"s": {"stores": ["a", "b"]}}}),
+            vec![
+                json!({"isolate_stores": true, "sections": ["s"], "stores": ["a"]}),
+                json!({"isolate_stores": true, "sections": ["s"], "stores": ["b"]}),
+            ],
+            vec![],
+        ),
+        // A flag set to false asks for nothing.
+        (
+            json!({"isolate_stores": false, "stores": ["a", "b"]}),
+            vec![json!({"isolate_stores": false, "stores": ["a", "b"]})],
+            vec![],
+        ),
+    ] {
+        assert_eq!(run(&levels, job.clone()).expect("chunks"), tasks, "{job}");
+        let counted = count(&obj(job.clone()), &schema(&levels), today()).expect("counts");
+        assert_eq!(counted.tasks, tasks.len() as u64, "{job}");
+        assert_eq!(counted.warnings, warnings, "{job}");
+    }
+}
+
+#[test]
+fn counting_is_proportional_to_the_job_not_to_its_tasks() {
+    // 999,999 dates × 1,001 items: counted from the structure (the walk would build a billion maps).
+    let job = obj(
+        json!({"period": "last_999999_days", "isolate_days": true, "isolate_items": true,
+                         "items": (0..1_001).collect::<Vec<u64>>()}),
+    );
+    assert_eq!(
+        count(&job, &schema(&["item"]), today()).expect("counts").tasks,
+        999_999 * 1_001
+    );
+    let docs = obj(
+        json!({"period": "last_2_days", "isolate_days": true, "isolate_sections": true,
+        "sections": {"111": {"all_campaigns": true},
+                     "333": {"isolate_stores": true, "stores": {"333-111": null, "333-333": {"keep_me": 7}}}}}),
+    );
+    assert_eq!(
+        count(&docs, &schema(&["section", "store", "product"]), today()),
+        Ok(Counted {
+            tasks: 6,
+            warnings: vec![]
+        })
+    );
+    // No dates at all with `isolate_days`: no walk, no tasks (as the walk).
+    let none = obj(json!({"period": "last_0_days", "isolate_days": true, "sections": ["a"]}));
+    assert_eq!(count(&none, &schema(&["section"]), today()).expect("counts").tasks, 0);
+    assert_eq!(chunk(&none, &schema(&["section"]), today()).expect("chunks").len(), 0);
+}
