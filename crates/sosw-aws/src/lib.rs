@@ -44,7 +44,7 @@ use item::{get_i64, item_of, n, n_f64, s, task_from_item, Item};
 use serde_json::Value;
 use sosw_core::breaker::LabourerState;
 use sosw_core::greenfield::{is_queue_position, labourer_counts, queued_rows};
-use sosw_core::meta::{MetaAction, MetaEvent};
+use sosw_core::meta::{MetaAction, MetaEvent, Recorded, Stamp};
 use sosw_core::ports::{
     report_refusal, retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts,
     MetaSink, StoreError, StoreResult, Table, TaskQuery, TaskStore,
@@ -453,30 +453,30 @@ impl DynamoStore {
 
     /// The live item moved to closed, completed or dead, at `now`.
     fn closed_item(mut item: Item, completed: bool, now: Time) -> Item {
-        let labourer = match item.get("labourer_id") {
-            Some(AttributeValue::S(l)) => l.clone(),
-            _ => String::new(),
-        };
+        let labourer = labourer_of(&item);
         item.insert("closed_at".into(), n(now.secs()));
         item.insert("labourer_id_task_status".into(), s(closed_status(&labourer, completed)));
         item
     }
 
-    async fn archive_one(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<()> {
+    /// Archives one live task; returns its labourer.
+    async fn archive_one(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<String> {
         let copy = match expect {
             ArchiveExpect::Completed => self.completed_copies.lock().map_or(None, |mut c| c.remove(task_id)),
             ArchiveExpect::Dead { .. } => None,
         };
         if let Some(copy) = copy {
+            let labourer = labourer_of(&copy);
             match self.archive_copy(task_id, copy, now).await {
                 // Changed since it was listed: read it again below.
                 Err(StoreError::Conflict { .. }) => {}
-                done => return done,
+                done => return done.map(|()| labourer),
             }
         }
         let Some(item) = self.get_live(task_id).await? else {
             return Err(self.already_closed(task_id).await?);
         };
+        let labourer = labourer_of(&item);
         let completed = item.contains_key("completed_at");
         let greenfield = get_i64(&item, "greenfield").unwrap_or_default();
         if let Some(reason) = expect.refusal(completed, greenfield) {
@@ -507,6 +507,7 @@ impl DynamoStore {
         ];
         self.transact(task_id, items, "moved or completed while it was being archived")
             .await
+            .map(|()| labourer)
     }
 
     /// Archives a completed task from the item `list_completed` read (from the greenfield index, which may lag the
@@ -658,13 +659,9 @@ impl DynamoStore {
     }
 }
 
-#[async_trait]
-impl TaskStore for DynamoStore {
-    async fn init(&self) -> StoreResult<()> {
-        tables::ensure(&self.client, &self.tables).await
-    }
-
-    async fn create_tasks(&self, tasks: &[NewTask], step: i64, now: Time) -> StoreResult<CreateReport> {
+/// The moves themselves; the `TaskStore` methods add the audit trail ([`DynamoStore::recorded`]).
+impl DynamoStore {
+    async fn create_tasks_move(&self, tasks: &[NewTask], step: i64, now: Time) -> StoreResult<CreateReport> {
         if tasks.iter().any(|t| t.task_id.is_empty()) {
             return Err(StoreError::Invalid("a task id must not be empty".into()));
         }
@@ -746,14 +743,7 @@ impl TaskStore for DynamoStore {
         Ok(report)
     }
 
-    async fn next_queued(&self, labourer: &str, start: i64, limit: usize) -> StoreResult<Vec<Task>> {
-        let mut r = self.by_greenfield(labourer, "#g < :s", Some("attribute_not_exists(#c)"));
-        r.values.push((":s", n(start)));
-        r.limit = Some(limit);
-        self.tasks_of(r).await
-    }
-
-    async fn claim(
+    async fn claim_move(
         &self,
         labourer: &str,
         tasks: &[(String, i64)],
@@ -801,7 +791,12 @@ impl TaskStore for DynamoStore {
         results.into_iter().collect()
     }
 
-    async fn release_claim(&self, task_id: &str, invoked_greenfield: i64, previous_greenfield: i64) -> StoreResult<()> {
+    async fn release_claim_move(
+        &self,
+        task_id: &str,
+        invoked_greenfield: i64,
+        previous_greenfield: i64,
+    ) -> StoreResult<()> {
         let out = self
             .client
             .update_item()
@@ -832,39 +827,7 @@ impl TaskStore for DynamoStore {
         }
     }
 
-    async fn count_running(&self, labourer: &str, expired: i64) -> StoreResult<u64> {
-        let mut r = self.by_greenfield(labourer, "#g > :e", Some("attribute_not_exists(#c)"));
-        r.values.push((":e", n(expired)));
-        r.count = true;
-        Ok(self.read(r).await?.1)
-    }
-
-    async fn list_expired(&self, labourer: &str, start: i64, expired: i64, limit: usize) -> StoreResult<Vec<Task>> {
-        let mut r = self.by_greenfield(labourer, "#g BETWEEN :s AND :e", Some("attribute_not_exists(#c)"));
-        r.values.push((":s", n(start)));
-        r.values.push((":e", n(expired)));
-        r.limit = Some(limit);
-        self.tasks_of(r).await
-    }
-
-    async fn list_completed(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
-        let mut r = self.by_greenfield(labourer, "#g >= :now", Some("attribute_exists(#c)"));
-        r.values.push((":now", n(now)));
-        r.limit = Some(limit);
-        let items = self.read(r).await?.0;
-        let tasks = items.iter().map(task_from_item).collect::<StoreResult<Vec<Task>>>()?;
-        if let Ok(mut copies) = self.completed_copies.lock() {
-            if copies.len() + items.len() > MAX_COMPLETED_COPIES {
-                copies.clear();
-            }
-            for (task, item) in tasks.iter().zip(items) {
-                copies.insert(task.task_id.clone(), item);
-            }
-        }
-        Ok(tasks)
-    }
-
-    async fn complete(&self, task_id: &str, now: Time, report: &WorkerReport) -> StoreResult<Completion> {
+    async fn complete_move(&self, task_id: &str, now: Time, report: &WorkerReport) -> StoreResult<Completion> {
         // The common case, in one request: the task is where its invocation put it.
         let fast = ReportUpdate {
             table: &self.tables.tasks,
@@ -923,7 +886,7 @@ impl TaskStore for DynamoStore {
         Err(self.already_closed(task_id).await?)
     }
 
-    async fn fail(&self, task_id: &str, _now: Time, report: &WorkerReport) -> StoreResult<Task> {
+    async fn fail_move(&self, task_id: &str, _now: Time, report: &WorkerReport) -> StoreResult<Task> {
         let (table, key, item) = match self.get_live(task_id).await? {
             Some(item) => (&self.tables.tasks, DynamoStore::task_key(task_id), item),
             None => match self.find_retry(task_id).await? {
@@ -948,12 +911,17 @@ impl TaskStore for DynamoStore {
             .ok_or_else(|| StoreError::conflict(task_id, "moved while its failure was being recorded; report again"))
     }
 
-    async fn archive(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<()> {
-        self.archive_one(task_id, expect, now).await
+    async fn archive_move(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<()> {
+        self.archive_one(task_id, expect, now).await.map(|_| ())
     }
 
-    async fn archive_many(&self, moves: &[(String, ArchiveExpect)], now: Time) -> StoreResult<Vec<StoreResult<()>>> {
-        let results: Vec<StoreResult<()>> = stream::iter(moves.to_vec())
+    /// Per task: its labourer, or why it was not archived.
+    async fn archive_many_move(
+        &self,
+        moves: &[(String, ArchiveExpect)],
+        now: Time,
+    ) -> StoreResult<Vec<StoreResult<String>>> {
+        let results: Vec<StoreResult<String>> = stream::iter(moves.to_vec())
             .map(|(id, expect)| async move { self.archive_one(&id, expect, now).await })
             .buffered(IN_FLIGHT)
             .collect()
@@ -969,7 +937,7 @@ impl TaskStore for DynamoStore {
         Ok(results)
     }
 
-    async fn move_to_retry(
+    async fn move_to_retry_move(
         &self,
         task_id: &str,
         expected_greenfield: i64,
@@ -1001,21 +969,7 @@ impl TaskStore for DynamoStore {
         .await
     }
 
-    async fn due_retries(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
-        let r = Read {
-            table: self.tables.retry.clone(),
-            index: Some(self.tables.retry_index.clone()),
-            key: Some("#l = :l AND #d <= :now".into()),
-            names: vec![("#l", "labourer_id"), ("#d", "desired_launch_time")],
-            values: vec![(":l", s(labourer)), (":now", n(now))],
-            limit: Some(limit),
-            consistent: true,
-            ..Read::default()
-        };
-        self.tasks_of(r).await
-    }
-
-    async fn requeue(&self, task_id: &str, labourer: &str, greenfield: i64) -> StoreResult<()> {
+    async fn requeue_move(&self, task_id: &str, labourer: &str, greenfield: i64) -> StoreResult<()> {
         let out = self
             .client
             .get_item()
@@ -1044,6 +998,227 @@ impl TaskStore for DynamoStore {
             )?,
         ];
         self.transact(task_id, items, "was moved by someone else first").await
+    }
+}
+
+/// The labourer of a task item ("" if it has none).
+fn labourer_of(item: &Item) -> String {
+    match item.get("labourer_id") {
+        Some(AttributeValue::S(l)) => l.clone(),
+        _ => String::new(),
+    }
+}
+
+impl DynamoStore {
+    /// Records a move's audit events right after it (best-effort: DynamoDB's meta table is separate, and a
+    /// transaction with it would double the write cost of every move). A failure is logged; the move stands.
+    async fn recorded(&self, events: Vec<MetaEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.record(&events).await {
+            tracing::warn!(count = events.len(), error = %e, "could not write meta events; the moves they record stand");
+        }
+    }
+}
+
+fn stamped(stamp: Option<&Stamp>, task_id: &str, labourer_id: &str, what: Recorded) -> Vec<MetaEvent> {
+    stamp.map_or_else(Vec::new, |s| s.recorded(task_id, labourer_id, what))
+}
+
+#[async_trait]
+impl TaskStore for DynamoStore {
+    async fn create_tasks_recorded(
+        &self,
+        tasks: &[NewTask],
+        step: i64,
+        now: Time,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<CreateReport> {
+        let report = self.create_tasks_move(tasks, step, now).await?;
+        let events = report
+            .created
+            .iter()
+            .flat_map(|t| stamped(stamp, &t.task_id, &t.labourer_id, Recorded::Created))
+            .collect();
+        self.recorded(events).await;
+        Ok(report)
+    }
+
+    async fn claim_recorded(
+        &self,
+        labourer: &str,
+        tasks: &[(String, i64)],
+        start: i64,
+        invoked_greenfield: i64,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Vec<Claim>> {
+        let claims = self.claim_move(labourer, tasks, start, invoked_greenfield).await?;
+        let events = claims
+            .iter()
+            .filter_map(|c| match c {
+                Claim::Claimed { task_id, .. } => Some(stamped(stamp, task_id, labourer, Recorded::Invoked)),
+                Claim::Lost { .. } => None,
+            })
+            .flatten()
+            .collect();
+        self.recorded(events).await;
+        Ok(claims)
+    }
+
+    async fn release_claim_recorded(
+        &self,
+        task_id: &str,
+        invoked_greenfield: i64,
+        previous_greenfield: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        self.release_claim_move(task_id, invoked_greenfield, previous_greenfield)
+            .await?;
+        self.recorded(events.to_vec()).await;
+        Ok(())
+    }
+
+    async fn complete_recorded(
+        &self,
+        task_id: &str,
+        now: Time,
+        report: &WorkerReport,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Completion> {
+        let completion = self.complete_move(task_id, now, report).await?;
+        let (t, closed) = match &completion {
+            Completion::Live(t) => (t, false),
+            Completion::Closed(t) => (t, true),
+        };
+        self.recorded(stamped(stamp, task_id, &t.labourer_id, Recorded::Completed { closed }))
+            .await;
+        Ok(completion)
+    }
+
+    async fn fail_recorded(
+        &self,
+        task_id: &str,
+        now: Time,
+        report: &WorkerReport,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Task> {
+        let t = self.fail_move(task_id, now, report).await?;
+        self.recorded(stamped(stamp, task_id, &t.labourer_id, Recorded::Failed))
+            .await;
+        Ok(t)
+    }
+
+    async fn archive_recorded(
+        &self,
+        task_id: &str,
+        expect: ArchiveExpect,
+        now: Time,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        self.archive_move(task_id, expect, now).await?;
+        self.recorded(events.to_vec()).await;
+        Ok(())
+    }
+
+    async fn archive_many_recorded(
+        &self,
+        moves: &[(String, ArchiveExpect)],
+        now: Time,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Vec<StoreResult<()>>> {
+        let results = self.archive_many_move(moves, now).await?;
+        let mut events = Vec::new();
+        for ((id, expect), result) in moves.iter().zip(&results) {
+            if let Ok(labourer) = result {
+                let dead = matches!(expect, ArchiveExpect::Dead { .. });
+                events.extend(stamped(stamp, id, labourer, Recorded::Archived { dead }));
+            }
+        }
+        self.recorded(events).await;
+        Ok(results.into_iter().map(|r| r.map(|_| ())).collect())
+    }
+
+    async fn move_to_retry_recorded(
+        &self,
+        task_id: &str,
+        expected_greenfield: i64,
+        desired_launch_time: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        self.move_to_retry_move(task_id, expected_greenfield, desired_launch_time)
+            .await?;
+        self.recorded(events.to_vec()).await;
+        Ok(())
+    }
+
+    async fn requeue_recorded(
+        &self,
+        task_id: &str,
+        labourer: &str,
+        greenfield: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        self.requeue_move(task_id, labourer, greenfield).await?;
+        self.recorded(events.to_vec()).await;
+        Ok(())
+    }
+
+    async fn init(&self) -> StoreResult<()> {
+        tables::ensure(&self.client, &self.tables).await
+    }
+
+    async fn next_queued(&self, labourer: &str, start: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        let mut r = self.by_greenfield(labourer, "#g < :s", Some("attribute_not_exists(#c)"));
+        r.values.push((":s", n(start)));
+        r.limit = Some(limit);
+        self.tasks_of(r).await
+    }
+
+    async fn count_running(&self, labourer: &str, expired: i64) -> StoreResult<u64> {
+        let mut r = self.by_greenfield(labourer, "#g > :e", Some("attribute_not_exists(#c)"));
+        r.values.push((":e", n(expired)));
+        r.count = true;
+        Ok(self.read(r).await?.1)
+    }
+
+    async fn list_expired(&self, labourer: &str, start: i64, expired: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        let mut r = self.by_greenfield(labourer, "#g BETWEEN :s AND :e", Some("attribute_not_exists(#c)"));
+        r.values.push((":s", n(start)));
+        r.values.push((":e", n(expired)));
+        r.limit = Some(limit);
+        self.tasks_of(r).await
+    }
+
+    async fn list_completed(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        let mut r = self.by_greenfield(labourer, "#g >= :now", Some("attribute_exists(#c)"));
+        r.values.push((":now", n(now)));
+        r.limit = Some(limit);
+        let items = self.read(r).await?.0;
+        let tasks = items.iter().map(task_from_item).collect::<StoreResult<Vec<Task>>>()?;
+        if let Ok(mut copies) = self.completed_copies.lock() {
+            if copies.len() + items.len() > MAX_COMPLETED_COPIES {
+                copies.clear();
+            }
+            for (task, item) in tasks.iter().zip(items) {
+                copies.insert(task.task_id.clone(), item);
+            }
+        }
+        Ok(tasks)
+    }
+
+    async fn due_retries(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        let r = Read {
+            table: self.tables.retry.clone(),
+            index: Some(self.tables.retry_index.clone()),
+            key: Some("#l = :l AND #d <= :now".into()),
+            names: vec![("#l", "labourer_id"), ("#d", "desired_launch_time")],
+            values: vec![(":l", s(labourer)), (":now", n(now))],
+            limit: Some(limit),
+            consistent: true,
+            ..Read::default()
+        };
+        self.tasks_of(r).await
     }
 
     async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {

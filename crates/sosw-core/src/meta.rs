@@ -56,3 +56,91 @@ pub struct MetaEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Value>,
 }
+
+/// Who records the audit events of a move, and when: the store writes them with the move (in the same transaction
+/// where the backend has transactions; right after it, best-effort, where it does not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub author: String,
+    pub at: Time,
+}
+
+/// What a move records, when it takes effect (the events of [`Stamp`]ed moves are decided here, once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new task was queued.
+    Created,
+    /// The task was claimed for invocation (its attempt spent).
+    Invoked,
+    /// A worker reported completion; `closed` when the task was waiting for a retry and closed at once.
+    Completed { closed: bool },
+    /// A worker reported failure.
+    Failed,
+    /// Closed: as completed, or as dead.
+    Archived { dead: bool },
+}
+
+impl Stamp {
+    pub fn event(&self, task_id: &str, labourer_id: &str, action: MetaAction, details: Option<Value>) -> MetaEvent {
+        MetaEvent {
+            task_id: task_id.to_string(),
+            labourer_id: labourer_id.to_string(),
+            action,
+            at: self.at,
+            author: self.author.clone(),
+            details,
+        }
+    }
+
+    /// The events a move of `what` on a task records.
+    pub fn recorded(&self, task_id: &str, labourer_id: &str, what: Recorded) -> Vec<MetaEvent> {
+        let one = |action| vec![self.event(task_id, labourer_id, action, None)];
+        match what {
+            Recorded::Created => one(MetaAction::Created),
+            Recorded::Invoked => one(MetaAction::Invoked),
+            Recorded::Completed { closed: false } => one(MetaAction::MarkedAsCompleted),
+            Recorded::Completed { closed: true } => vec![
+                self.event(task_id, labourer_id, MetaAction::MarkedAsCompleted, None),
+                self.event(
+                    task_id,
+                    labourer_id,
+                    MetaAction::Archived,
+                    Some(serde_json::json!({
+                        "reason": "an expired attempt completed while the task waited for a retry"
+                    })),
+                ),
+            ],
+            Recorded::Failed => one(MetaAction::MarkedAsFailed),
+            Recorded::Archived { dead: false } => one(MetaAction::Archived),
+            Recorded::Archived { dead: true } => one(MetaAction::ArchivedDead),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_each_move_records() {
+        let s = Stamp {
+            author: "sosw_orchestrator".into(),
+            at: Time::from_millis(1_700_000_000_250),
+        };
+        let actions =
+            |what| -> Vec<&'static str> { s.recorded("t", "w", what).iter().map(|e| e.action.as_str()).collect() };
+        assert_eq!(actions(Recorded::Created), ["created"]);
+        assert_eq!(actions(Recorded::Invoked), ["invoked"]);
+        assert_eq!(actions(Recorded::Completed { closed: false }), ["marked_as_completed"]);
+        assert_eq!(
+            actions(Recorded::Completed { closed: true }),
+            ["marked_as_completed", "archived"]
+        );
+        assert_eq!(actions(Recorded::Failed), ["marked_as_failed"]);
+        assert_eq!(actions(Recorded::Archived { dead: false }), ["archived"]);
+        assert_eq!(actions(Recorded::Archived { dead: true }), ["archived_dead"]);
+        let e = &s.recorded("t", "w", Recorded::Invoked)[0];
+        assert_eq!((e.task_id.as_str(), e.labourer_id.as_str(), e.at), ("t", "w", s.at));
+        assert_eq!(e.author, "sosw_orchestrator");
+    }
+}

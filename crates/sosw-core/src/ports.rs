@@ -8,7 +8,7 @@ use crate::breaker::LabourerState;
 use crate::config::{Labourer, MetricDetails};
 use crate::decide::FailureKind;
 use crate::greenfield::{GreenfieldRange, Markers};
-use crate::meta::MetaEvent;
+use crate::meta::{MetaEvent, Stamp};
 use crate::task::{NewTask, ReportKind, StoredTask, Task, WorkerReport};
 use crate::time::Time;
 use async_trait::async_trait;
@@ -188,6 +188,13 @@ pub struct JobProgress {
 
 /// The task tables: live (`sosw_tasks`), retry (`sosw_retry_tasks`) and closed (`sosw_closed_tasks`), and the
 /// progress of scheduled jobs.
+///
+/// **The audit rule.** Every move has a `*_recorded` form that records audit events with it: `events` given as
+/// they are, or derived from a [`Stamp`] by [`Stamp::recorded`]. They are recorded if and only if the move takes
+/// effect. A backend with transactions (SQLite) writes them in the move's own transaction, so a crash never leaves
+/// a move without its event; one without (DynamoDB: its meta table is separate, and a transaction would double the
+/// write cost of every move) writes them right after the move, best-effort: a failure is logged, never undoes the
+/// move. The plain forms record nothing.
 #[async_trait]
 pub trait TaskStore: Send + Sync + Debug {
     /// Creates the schema, or migrates it to this version. Idempotent.
@@ -197,7 +204,20 @@ pub trait TaskStore: Send + Sync + Debug {
     /// where `newest` is the highest `greenfield < now` of the labourer.
     /// A task id that exists in any table is skipped and reported in [`CreateReport::existing`]. Either every new
     /// task is written or none is (a full queue fails the whole call with [`StoreError::Invalid`]).
-    async fn create_tasks(&self, tasks: &[NewTask], step: i64, now: Time) -> StoreResult<CreateReport>;
+    ///
+    /// With a `stamp`, each created task's `created` event is recorded with it ([`TaskStore`]'s audit rule).
+    async fn create_tasks_recorded(
+        &self,
+        tasks: &[NewTask],
+        step: i64,
+        now: Time,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<CreateReport>;
+
+    /// [`TaskStore::create_tasks_recorded`] without an audit trail.
+    async fn create_tasks(&self, tasks: &[NewTask], step: i64, now: Time) -> StoreResult<CreateReport> {
+        self.create_tasks_recorded(tasks, step, now, None).await
+    }
 
     /// The head of a labourer's queue: `greenfield < start`, not completed, in ascending greenfield order.
     async fn next_queued(&self, labourer: &str, start: i64, limit: usize) -> StoreResult<Vec<Task>>;
@@ -206,17 +226,43 @@ pub trait TaskStore: Send + Sync + Debug {
     /// (`greenfield < start`) and not completed, set `greenfield = invoked_greenfield` and `attempts += 1`. One result
     /// per task, in order. (Python sosw's guard is `greenfield < start`; requiring the greenfield as read is
     /// stricter, so Rust and Python orchestrators still never invoke one task twice.)
+    ///
+    /// With a `stamp`, each claimed task's `invoked` event is recorded with its claim: every spent attempt has one.
+    async fn claim_recorded(
+        &self,
+        labourer: &str,
+        tasks: &[(String, i64)],
+        start: i64,
+        invoked_greenfield: i64,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Vec<Claim>>;
+
+    /// [`TaskStore::claim_recorded`] without an audit trail.
     async fn claim(
         &self,
         labourer: &str,
         tasks: &[(String, i64)],
         start: i64,
         invoked_greenfield: i64,
-    ) -> StoreResult<Vec<Claim>>;
+    ) -> StoreResult<Vec<Claim>> {
+        self.claim_recorded(labourer, tasks, start, invoked_greenfield, None)
+            .await
+    }
 
     /// Undoes a claim whose invocation was throttled: back to `previous_greenfield` with `attempts − 1`, if the
     /// row is still at `invoked_greenfield` and not completed.
-    async fn release_claim(&self, task_id: &str, invoked_greenfield: i64, previous_greenfield: i64) -> StoreResult<()>;
+    async fn release_claim_recorded(
+        &self,
+        task_id: &str,
+        invoked_greenfield: i64,
+        previous_greenfield: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()>;
+
+    async fn release_claim(&self, task_id: &str, invoked_greenfield: i64, previous_greenfield: i64) -> StoreResult<()> {
+        self.release_claim_recorded(task_id, invoked_greenfield, previous_greenfield, &[])
+            .await
+    }
 
     /// Live, not completed, `greenfield > expired` (see [`Markers`]).
     async fn count_running(&self, labourer: &str, expired: i64) -> StoreResult<u64>;
@@ -232,30 +278,96 @@ pub trait TaskStore: Send + Sync + Debug {
     /// live or waiting for retry; never creates a row. Stats and result keys are merged into the stored ones;
     /// a repeated completion keeps the first `completed_at`. A task waiting for a retry (in the retry table, or
     /// queued again) is closed as completed at once ([`Completion::Closed`]).
-    async fn complete(&self, task_id: &str, now: Time, report: &WorkerReport) -> StoreResult<Completion>;
+    async fn complete_recorded(
+        &self,
+        task_id: &str,
+        now: Time,
+        report: &WorkerReport,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Completion>;
+
+    async fn complete(&self, task_id: &str, now: Time, report: &WorkerReport) -> StoreResult<Completion> {
+        self.complete_recorded(task_id, now, report, None).await
+    }
 
     /// WorkerAssistant's `mark_task_as_failed`: `failed_attempts += 1` and the report merged, in the live or retry
     /// table, for an invoked task. Does not change its state.
-    async fn fail(&self, task_id: &str, now: Time, report: &WorkerReport) -> StoreResult<Task>;
+    async fn fail_recorded(
+        &self,
+        task_id: &str,
+        now: Time,
+        report: &WorkerReport,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Task>;
+
+    async fn fail(&self, task_id: &str, now: Time, report: &WorkerReport) -> StoreResult<Task> {
+        self.fail_recorded(task_id, now, report, None).await
+    }
 
     /// Moves a live task to closed with `closed_at = now` and its `labourer_id_task_status`, atomically and only if
     /// the row still meets `expect`.
-    async fn archive(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<()>;
+    async fn archive_recorded(
+        &self,
+        task_id: &str,
+        expect: ArchiveExpect,
+        now: Time,
+        events: &[MetaEvent],
+    ) -> StoreResult<()>;
+
+    async fn archive(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<()> {
+        self.archive_recorded(task_id, expect, now, &[]).await
+    }
 
     /// [`TaskStore::archive`] for many tasks in one request; each move succeeds or fails on its own (one result per
     /// request, in order). An `Err` for the whole call means none of them was done.
-    async fn archive_many(&self, moves: &[(String, ArchiveExpect)], now: Time) -> StoreResult<Vec<StoreResult<()>>>;
+    ///
+    /// With a `stamp`, each archived task's `archived` / `archived_dead` event is recorded with its move.
+    async fn archive_many_recorded(
+        &self,
+        moves: &[(String, ArchiveExpect)],
+        now: Time,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Vec<StoreResult<()>>>;
+
+    async fn archive_many(&self, moves: &[(String, ArchiveExpect)], now: Time) -> StoreResult<Vec<StoreResult<()>>> {
+        self.archive_many_recorded(moves, now, None).await
+    }
 
     /// Moves a live task to the retry table with `desired_launch_time`, atomically and only if it is not completed
     /// and still at `expected_greenfield`: a completion that arrived first wins.
-    async fn move_to_retry(&self, task_id: &str, expected_greenfield: i64, desired_launch_time: i64)
-        -> StoreResult<()>;
+    async fn move_to_retry_recorded(
+        &self,
+        task_id: &str,
+        expected_greenfield: i64,
+        desired_launch_time: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()>;
+
+    async fn move_to_retry(
+        &self,
+        task_id: &str,
+        expected_greenfield: i64,
+        desired_launch_time: i64,
+    ) -> StoreResult<()> {
+        self.move_to_retry_recorded(task_id, expected_greenfield, desired_launch_time, &[])
+            .await
+    }
 
     /// Retry rows of a labourer with `desired_launch_time <= now`, earliest first.
     async fn due_retries(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>>;
 
     /// Moves a retry row back to the live table at `greenfield`, keeping every field (reference §7.5).
-    async fn requeue(&self, task_id: &str, labourer: &str, greenfield: i64) -> StoreResult<()>;
+    async fn requeue_recorded(
+        &self,
+        task_id: &str,
+        labourer: &str,
+        greenfield: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()>;
+
+    async fn requeue(&self, task_id: &str, labourer: &str, greenfield: i64) -> StoreResult<()> {
+        self.requeue_recorded(task_id, labourer, greenfield, &[]).await
+    }
 
     /// The lowest queue position (`greenfield < now`) of a labourer, if its queue is not empty.
     async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>>;

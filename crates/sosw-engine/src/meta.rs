@@ -1,7 +1,10 @@
-//! MetaHandler: writes the audit trail, best-effort (reference §5.10, fixing §7.21: a failed meta write is logged
-//! and never aborts the action it records, which has already happened).
+//! MetaHandler: the audit trail (reference §5.10). The events of a move are handed to the store with the move
+//! ([`TaskStore`](sosw_core::ports::TaskStore)'s audit rule: in its transaction on SQLite, right after it on
+//! DynamoDB); events that record no move (an invocation whose outcome is unknown) are posted on their own,
+//! best-effort, fixing §7.21: a failed meta write is logged and never aborts the action it records.
 
 use serde_json::Value;
+use sosw_core::meta::Stamp;
 use sosw_core::ports::MetaSink;
 use sosw_core::{MetaAction, MetaEvent, Time};
 use std::sync::Arc;
@@ -18,6 +21,23 @@ impl MetaHandler {
         MetaHandler {
             sink,
             author: author.into(),
+        }
+    }
+
+    /// Who records the events of the moves made at `now` (`None` when the audit trail is off).
+    pub fn stamp(&self, now: Time) -> Option<Stamp> {
+        self.sink.as_ref().map(|_| Stamp {
+            author: self.author.clone(),
+            at: now,
+        })
+    }
+
+    /// `events`, or none when the audit trail is off: what a single-task move is given to record.
+    pub fn recording(&self, events: Vec<MetaEvent>) -> Vec<MetaEvent> {
+        if self.sink.is_some() {
+            events
+        } else {
+            Vec::new()
         }
     }
 

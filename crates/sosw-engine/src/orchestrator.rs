@@ -278,7 +278,13 @@ impl Orchestrator {
             return (seen, Vec::new());
         }
         let read: Vec<(String, i64)> = queued.iter().map(|t| (t.task_id.clone(), t.greenfield)).collect();
-        let claims = match self.store.claim(&l.id, &read, markers.start, markers.invoked).await {
+        // Each claim records its `invoked` event with it: every spent attempt has one, crash or not.
+        let stamp = self.meta.stamp(now);
+        let claims = match self
+            .store
+            .claim_recorded(&l.id, &read, markers.start, markers.invoked, stamp.as_ref())
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 r.errors.push(format!("claiming tasks: {e}"));
@@ -414,7 +420,7 @@ impl Orchestrator {
     /// Invokes one claimed task. `queued` is the row as it was in the queue (the event carries its `greenfield`
     /// and `attempts`, as Python sosw sends them); `claimed` is the row after the claim.
     async fn invoke_one(&self, c: Call<'_>) -> (Outcome, Vec<MetaEvent>) {
-        let (l, claimed, now) = (c.l, c.claimed, c.now);
+        let (claimed, now) = (c.claimed, c.now);
         let id = claimed.task_id.as_str();
         let event = match worker_event(c.queued) {
             Ok(e) => Value::Object(e).to_string(),
@@ -430,26 +436,18 @@ impl Orchestrator {
             }
             c.invoker.invoke(claimed, &event).await
         };
-        let invoked_event = |details| self.meta.event(id, &l.id, MetaAction::Invoked, now, details);
         match result {
-            Ok(InvokeOutcome::Accepted) => (Outcome::Invoked, vec![invoked_event(None)]),
+            Ok(InvokeOutcome::Accepted) => (Outcome::Invoked, Vec::new()),
             Ok(InvokeOutcome::Finished(kind, report)) => {
                 let reported = match kind {
-                    ReportKind::Completed => self
-                        .assistant
-                        .complete_deferred(id, &report, now)
-                        .await
-                        .map(|(_, ev)| ev),
-                    ReportKind::Failed => self.assistant.fail_deferred(id, &report, now).await.map(|(_, ev)| ev),
+                    ReportKind::Completed => self.assistant.complete(id, &report, now).await.map(|_| ()),
+                    ReportKind::Failed => self.assistant.fail(id, &report, now).await.map(|_| ()),
                 };
                 match reported {
-                    Ok(events) => (
-                        Outcome::FinishedSync,
-                        std::iter::once(invoked_event(None)).chain(events).collect(),
-                    ),
+                    Ok(()) => (Outcome::FinishedSync, Vec::new()),
                     Err(e) => (
                         Outcome::Error(format!("task `{id}` finished but its report could not be stored: {e}")),
-                        vec![invoked_event(None)],
+                        Vec::new(),
                     ),
                 }
             }
@@ -496,12 +494,15 @@ impl Orchestrator {
                 json!({"error": "not sent: an earlier invocation of this pass failed for a reason that is not the task's"}),
             ),
         };
+        let events = self
+            .meta
+            .recording(vec![self.meta.event(id, &l.id, action, c.now, Some(details.clone()))]);
         match self
             .store
-            .release_claim(id, c.claimed.greenfield, c.previous_greenfield)
+            .release_claim_recorded(id, c.claimed.greenfield, c.previous_greenfield, &events)
             .await
         {
-            Ok(()) => (outcome, vec![self.meta.event(id, &l.id, action, c.now, Some(details))]),
+            Ok(()) => (outcome, Vec::new()),
             Err(e) => (
                 Outcome::Error(format!("task `{id}` could not be put back in its queue: {e}")),
                 vec![self
@@ -540,24 +541,22 @@ impl Orchestrator {
                 delay,
                 desired_launch_time,
             }) => {
+                let events = self.meta.recording(vec![
+                    failed.clone(),
+                    self.meta.event(
+                        id,
+                        &l.id,
+                        MetaAction::ScheduledForRetry,
+                        now,
+                        Some(json!({"delay": delay})),
+                    ),
+                ]);
                 match self
                     .store
-                    .move_to_retry(id, claimed.greenfield, desired_launch_time)
+                    .move_to_retry_recorded(id, claimed.greenfield, desired_launch_time, &events)
                     .await
                 {
-                    Ok(()) => (
-                        Outcome::RetryLater,
-                        vec![
-                            failed,
-                            self.meta.event(
-                                id,
-                                &l.id,
-                                MetaAction::ScheduledForRetry,
-                                now,
-                                Some(json!({"delay": delay})),
-                            ),
-                        ],
-                    ),
+                    Ok(()) => (Outcome::RetryLater, Vec::new()),
                     Err(e) => (
                         Outcome::Error(format!("task `{id}` could not be parked for retry: {e}")),
                         vec![failed],
@@ -566,26 +565,20 @@ impl Orchestrator {
             }
             AfterFailure::Expired(ExpiredDecision::Dead) | AfterFailure::Dead => {
                 let permanent = decision == AfterFailure::Dead;
-                match self
-                    .store
-                    .archive(
-                        id,
-                        ArchiveExpect::Dead {
-                            greenfield: claimed.greenfield,
-                        },
-                        now,
-                    )
-                    .await
-                {
-                    Ok(_) => (
+                let events = self.meta.recording(vec![
+                    failed.clone(),
+                    self.meta.event(id, &l.id, MetaAction::ArchivedDead, now, Some(details)),
+                ]);
+                let expect = ArchiveExpect::Dead {
+                    greenfield: claimed.greenfield,
+                };
+                match self.store.archive_recorded(id, expect, now, &events).await {
+                    Ok(()) => (
                         Outcome::Dead {
                             message: format!("Closing dead task: {id} "),
                             permanent,
                         },
-                        vec![
-                            failed,
-                            self.meta.event(id, &l.id, MetaAction::ArchivedDead, now, Some(details)),
-                        ],
+                        Vec::new(),
                     ),
                     Err(e) => (
                         Outcome::Error(format!("task `{id}` could not be closed as dead: {e}")),
@@ -593,14 +586,16 @@ impl Orchestrator {
                     ),
                 }
             }
+            // No move to record it with: its `invoked` event came with the claim; this one says the outcome is
+            // unknown, and is posted on its own (best-effort).
             AfterFailure::LeaveRunning => (
                 Outcome::Uncertain,
                 vec![self.meta.event(
                     id,
                     &l.id,
-                    MetaAction::Invoked,
+                    MetaAction::InvocationFailed,
                     now,
-                    Some(json!({"uncertain": err.message})),
+                    Some(json!({"error": err.message, "kind": err.kind, "left_running": true})),
                 )],
             ),
         }

@@ -15,7 +15,7 @@ use sosw_core::config::{Config, Labourer, DEAD_TASK_SUBJECT};
 use sosw_core::decide::{decide_expired, ExpiredDecision};
 use sosw_core::greenfield::head_positions;
 use sosw_core::ports::{ArchiveExpect, Notifier, StoreError, TaskStore};
-use sosw_core::{Essential, MetaAction, MetaEvent, Task, Time};
+use sosw_core::{Essential, MetaAction, Task, Time};
 use std::sync::Arc;
 
 /// How many rows a phase reads at a time.
@@ -126,35 +126,28 @@ impl Scavenger {
             labourer_id: l.id.clone(),
             ..LabourerScavenge::default()
         };
-        let mut events = Vec::new();
         let mut dead = Vec::new();
-        if let Err(e) = self.archive_completed(l, now, &mut r, &mut events).await {
+        if let Err(e) = self.archive_completed(l, now, &mut r).await {
             r.errors.push(format!("archiving completed tasks: {e}"));
         }
-        if let Err(e) = self.handle_expired(l, now, &mut r, &mut events, &mut dead).await {
+        if let Err(e) = self.handle_expired(l, now, &mut r, &mut dead).await {
             r.errors.push(format!("handling expired tasks: {e}"));
         }
-        if let Err(e) = self.retry_due(l, now, &mut r, &mut events).await {
+        if let Err(e) = self.retry_due(l, now, &mut r).await {
             r.errors.push(format!("requeueing due retries: {e}"));
         }
-        self.meta.post(events).await;
         (r, dead)
     }
 
-    async fn archive_completed(
-        &self,
-        l: &Labourer,
-        now: Time,
-        r: &mut LabourerScavenge,
-        events: &mut Vec<MetaEvent>,
-    ) -> Result<(), StoreError> {
+    async fn archive_completed(&self, l: &Labourer, now: Time, r: &mut LabourerScavenge) -> Result<(), StoreError> {
         loop {
             let page = self.store.list_completed(&l.id, now.secs(), PAGE).await?;
             let moves: Vec<(String, ArchiveExpect)> = page
                 .iter()
                 .map(|t| (t.task_id.clone(), ArchiveExpect::Completed))
                 .collect();
-            let outcomes = self.store.archive_many(&moves, now).await?;
+            let stamp = self.meta.stamp(now);
+            let outcomes = self.store.archive_many_recorded(&moves, now, stamp.as_ref()).await?;
             let results = page.iter().zip(outcomes.into_iter().map(moved));
             let mut progress = false;
             for (t, result) in results {
@@ -162,7 +155,6 @@ impl Scavenger {
                     Moved::Yes => {
                         r.archived += 1;
                         progress = true;
-                        events.push(self.meta.event(&t.task_id, &l.id, MetaAction::Archived, now, None));
                     }
                     Moved::Conflict => r.skipped_conflict += 1,
                     Moved::Failed(e) => r.errors.push(format!("archiving `{}`: {e}", t.task_id)),
@@ -174,8 +166,8 @@ impl Scavenger {
         }
     }
 
-    /// Retries or closes one expired task, as [`decide_expired`] says.
-    async fn expire(&self, l: &Labourer, t: &Task, now: Time) -> (Moved, MetaAction, Value) {
+    /// Retries or closes one expired task, as [`decide_expired`] says, recording the move with it.
+    async fn expire(&self, l: &Labourer, t: &Task, now: Time) -> (Moved, MetaAction) {
         let decision = decide_expired(
             t.attempts,
             l.max_attempts,
@@ -183,34 +175,33 @@ impl Scavenger {
             self.config.retry_backoff,
             now.secs(),
         );
+        let record = |action, details| {
+            self.meta
+                .recording(vec![self.meta.event(&t.task_id, &l.id, action, now, Some(details))])
+        };
         match decision {
             ExpiredDecision::Retry {
                 delay,
                 desired_launch_time,
-            } => (
-                moved(
-                    self.store
-                        .move_to_retry(&t.task_id, t.greenfield, desired_launch_time)
-                        .await,
-                ),
-                MetaAction::ScheduledForRetry,
-                json!({"delay": delay, "desired_launch_time": desired_launch_time, "attempts": t.attempts}),
-            ),
-            ExpiredDecision::Dead => (
-                moved(
-                    self.store
-                        .archive(
-                            &t.task_id,
-                            ArchiveExpect::Dead {
-                                greenfield: t.greenfield,
-                            },
-                            now,
-                        )
-                        .await,
-                ),
-                MetaAction::ArchivedDead,
-                json!({"attempts": t.attempts}),
-            ),
+            } => {
+                let events = record(
+                    MetaAction::ScheduledForRetry,
+                    json!({"delay": delay, "desired_launch_time": desired_launch_time, "attempts": t.attempts}),
+                );
+                let done = self
+                    .store
+                    .move_to_retry_recorded(&t.task_id, t.greenfield, desired_launch_time, &events)
+                    .await;
+                (moved(done), MetaAction::ScheduledForRetry)
+            }
+            ExpiredDecision::Dead => {
+                let events = record(MetaAction::ArchivedDead, json!({"attempts": t.attempts}));
+                let expect = ArchiveExpect::Dead {
+                    greenfield: t.greenfield,
+                };
+                let done = self.store.archive_recorded(&t.task_id, expect, now, &events).await;
+                (moved(done), MetaAction::ArchivedDead)
+            }
         }
     }
 
@@ -219,7 +210,6 @@ impl Scavenger {
         l: &Labourer,
         now: Time,
         r: &mut LabourerScavenge,
-        events: &mut Vec<MetaEvent>,
         dead: &mut Vec<String>,
     ) -> Result<(), StoreError> {
         let markers = l.markers(now, self.config.greenfield.delta);
@@ -228,13 +218,13 @@ impl Scavenger {
                 .store
                 .list_expired(&l.id, markers.start, markers.expired, PAGE)
                 .await?;
-            let results: Vec<(&Task, (Moved, MetaAction, Value))> = stream::iter(&page)
+            let results: Vec<(&Task, (Moved, MetaAction))> = stream::iter(&page)
                 .map(|t| async move { (t, self.expire(l, t, now).await) })
                 .buffered(MOVES_IN_FLIGHT)
                 .collect()
                 .await;
             let mut progress = false;
-            for (t, (result, action, details)) in results {
+            for (t, (result, action)) in results {
                 match result {
                     Moved::Yes => {
                         progress = true;
@@ -244,7 +234,6 @@ impl Scavenger {
                         } else {
                             r.retried += 1;
                         }
-                        events.push(self.meta.event(&t.task_id, &l.id, action, now, Some(details)));
                     }
                     Moved::Conflict => r.skipped_conflict += 1,
                     Moved::Failed(e) => r.errors.push(format!("expired task `{}`: {e}", t.task_id)),
@@ -256,13 +245,7 @@ impl Scavenger {
         }
     }
 
-    async fn retry_due(
-        &self,
-        l: &Labourer,
-        now: Time,
-        r: &mut LabourerScavenge,
-        events: &mut Vec<MetaEvent>,
-    ) -> Result<(), StoreError> {
+    async fn retry_due(&self, l: &Labourer, now: Time, r: &mut LabourerScavenge) -> Result<(), StoreError> {
         let due = self
             .store
             .due_retries(&l.id, now.secs(), self.config.retry_tasks_limit)
@@ -273,17 +256,19 @@ impl Scavenger {
         let oldest = self.store.oldest_queued(&l.id, now.secs()).await?;
         let positions = head_positions(oldest, self.config.greenfield.step, due.len());
         for (t, greenfield) in due.iter().zip(positions) {
-            match moved(self.store.requeue(&t.task_id, &l.id, greenfield).await) {
-                Moved::Yes => {
-                    r.requeued += 1;
-                    events.push(self.meta.event(
-                        &t.task_id,
-                        &l.id,
-                        MetaAction::ReadyForRetry,
-                        now,
-                        Some(json!({"greenfield": greenfield})),
-                    ));
-                }
+            let events = self.meta.recording(vec![self.meta.event(
+                &t.task_id,
+                &l.id,
+                MetaAction::ReadyForRetry,
+                now,
+                Some(json!({"greenfield": greenfield})),
+            )]);
+            let done = self
+                .store
+                .requeue_recorded(&t.task_id, &l.id, greenfield, &events)
+                .await;
+            match moved(done) {
+                Moved::Yes => r.requeued += 1,
                 Moved::Conflict => r.skipped_conflict += 1,
                 Moved::Failed(e) => r.errors.push(format!("requeueing `{}`: {e}", t.task_id)),
             }

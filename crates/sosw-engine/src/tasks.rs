@@ -4,7 +4,7 @@ use crate::meta::MetaHandler;
 use crate::EngineError;
 use sosw_core::config::Config;
 use sosw_core::ports::{CreateReport, StoreError, TaskStore};
-use sosw_core::{MetaAction, NewTask, Time};
+use sosw_core::{NewTask, Time};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -32,16 +32,11 @@ impl TaskManager {
         if let Some(t) = tasks.iter().find(|t| self.config.labourer(&t.labourer_id).is_none()) {
             return Err(EngineError::UnknownLabourer(t.labourer_id.clone()).into());
         }
-        let report = self.store.create_tasks(tasks, self.config.greenfield.step, now).await?;
-        let events = report
-            .created
-            .iter()
-            .map(|t| {
-                self.meta
-                    .event(&t.task_id, &t.labourer_id, MetaAction::Created, now, None)
-            })
-            .collect();
-        self.meta.post(events).await;
+        let stamp = self.meta.stamp(now);
+        let report = self
+            .store
+            .create_tasks_recorded(tasks, self.config.greenfield.step, now, stamp.as_ref())
+            .await?;
         Ok(report)
     }
 }

@@ -6,11 +6,11 @@
 
 use crate::meta::MetaHandler;
 use async_trait::async_trait;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sosw_core::payload::{worker_report, ReportFieldError};
 use sosw_core::ports::{Completion, StoreError, StoreResult, TaskReporter, TaskStore};
 use sosw_core::task::ReportKind;
-use sosw_core::{Clock, MetaAction, MetaEvent, Task, Time, WorkerReport};
+use sosw_core::{Clock, Task, Time, WorkerReport};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -41,57 +41,16 @@ impl WorkerAssistant {
         WorkerAssistant { store, meta, clock }
     }
 
+    /// Records the completion, with its audit events in the same store operation.
     pub async fn complete(&self, task_id: &str, report: &WorkerReport, now: Time) -> StoreResult<Completion> {
-        let (completion, events) = self.complete_deferred(task_id, report, now).await?;
-        self.meta.post(events).await;
-        Ok(completion)
+        let stamp = self.meta.stamp(now);
+        self.store.complete_recorded(task_id, now, report, stamp.as_ref()).await
     }
 
-    /// [`WorkerAssistant::complete`], returning its meta events for the caller to post with others.
-    pub async fn complete_deferred(
-        &self,
-        task_id: &str,
-        report: &WorkerReport,
-        now: Time,
-    ) -> StoreResult<(Completion, Vec<MetaEvent>)> {
-        let completion = self.store.complete(task_id, now, report).await?;
-        let (task, closed) = match &completion {
-            Completion::Live(t) => (t, false),
-            Completion::Closed(t) => (t, true),
-        };
-        let mut events = vec![self
-            .meta
-            .event(task_id, &task.labourer_id, MetaAction::MarkedAsCompleted, now, None)];
-        if closed {
-            events.push(self.meta.event(
-                task_id,
-                &task.labourer_id,
-                MetaAction::Archived,
-                now,
-                Some(json!({"reason": "an expired attempt completed while the task waited for a retry"})),
-            ));
-        }
-        Ok((completion, events))
-    }
-
+    /// Records the failure report, with its audit event in the same store operation.
     pub async fn fail(&self, task_id: &str, report: &WorkerReport, now: Time) -> StoreResult<Task> {
-        let (task, events) = self.fail_deferred(task_id, report, now).await?;
-        self.meta.post(events).await;
-        Ok(task)
-    }
-
-    /// [`WorkerAssistant::fail`], returning its meta events for the caller to post with others.
-    pub async fn fail_deferred(
-        &self,
-        task_id: &str,
-        report: &WorkerReport,
-        now: Time,
-    ) -> StoreResult<(Task, Vec<MetaEvent>)> {
-        let task = self.store.fail(task_id, now, report).await?;
-        let ev = self
-            .meta
-            .event(task_id, &task.labourer_id, MetaAction::MarkedAsFailed, now, None);
-        Ok((task, vec![ev]))
+        let stamp = self.meta.stamp(now);
+        self.store.fail_recorded(task_id, now, report, stamp.as_ref()).await
     }
 
     /// Handles a sosw WorkerAssistant event:

@@ -210,13 +210,24 @@ async fn invocation_failures_are_handled_per_task() {
     let u = w.store.get("uncertain").await.expect("get").expect("task");
     assert_eq!((u.place, u.task.attempts), (Place::Live, 1));
     assert!(u.task.greenfield > T0, "left running");
+    // `invoked` is recorded with the claim that spends the attempt (so a crash never loses it); what became of
+    // the invocation follows it.
     assert_eq!(
         w.actions("throttled").await,
-        vec![MetaAction::Created, MetaAction::InvocationThrottled]
+        vec![
+            MetaAction::Created,
+            MetaAction::Invoked,
+            MetaAction::InvocationThrottled
+        ]
     );
-    assert!(
-        !w.actions("permanent").await.contains(&MetaAction::Invoked),
-        "no `invoked` event for a failed invocation"
+    assert_eq!(
+        w.actions("permanent").await,
+        vec![
+            MetaAction::Created,
+            MetaAction::Invoked,
+            MetaAction::InvocationFailed,
+            MetaAction::ArchivedDead
+        ]
     );
     // The throttled task is first again on the next pass.
     w.invokers.of("w").events.lock().expect("lock").clear();

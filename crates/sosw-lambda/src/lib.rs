@@ -212,6 +212,9 @@ impl Container {
             }
         };
         let stop_at = stop_writing_at(context.deadline, self.config.shutdown_period);
+        for w in &plan.warnings {
+            tracing::warn!(job_id = %plan.job_id, "{w}");
+        }
         let report = scheduler.run_until(&plan, stop_at, |_| {}).await?;
         let mut out = serde_json::to_value(&report).unwrap_or(Value::Null);
         if report.finished {

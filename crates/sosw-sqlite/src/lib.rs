@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row}
 use serde_json::{Map, Value};
 use sosw_core::breaker::LabourerState;
 use sosw_core::greenfield::{is_queue_position, labourer_counts, queued_rows};
-use sosw_core::meta::{MetaAction, MetaEvent};
+use sosw_core::meta::{MetaAction, MetaEvent, Recorded, Stamp};
 use sosw_core::ports::{
     report_refusal, retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts,
     MetaSink, StoreError, StoreResult, Table, TaskQuery, TaskStore,
@@ -356,7 +356,8 @@ fn already_closed(tx: &Connection, task_id: &str) -> StoreResult<StoreError> {
 
 /// Moves one live task to closed if it meets `expect`. The outer `Err` is an SQL failure (the caller's whole
 /// transaction is rolled back); the inner one is this task's condition failing, with nothing written.
-fn archive_one(tx: &Connection, id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<StoreResult<()>> {
+/// On success, the inner `Ok` holds the task's labourer.
+fn archive_one(tx: &Connection, id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<StoreResult<String>> {
     let row: Option<(String, i64, bool)> = tx
         .prepare_cached("SELECT labourer_id, greenfield, completed_at IS NOT NULL FROM tasks WHERE task_id = ?1")
         .map_err(map_err)?
@@ -381,7 +382,7 @@ fn archive_one(tx: &Connection, id: &str, expect: ArchiveExpect, now: Time) -> S
         .map_err(map_err)?
         .execute([id])
         .map_err(map_err)?;
-    Ok(Ok(()))
+    Ok(Ok(labourer))
 }
 
 /// The ids of `tasks` that exist in any table. A large batch whose ids are in ascending order (a Scheduler batch:
@@ -457,6 +458,105 @@ fn queue_end(conn: &Connection, labourer: &str, now: i64, end: &str) -> StoreRes
     .map_err(map_err)
 }
 
+/// WorkerAssistant's completion, inside the writer's transaction (see [`TaskStore::complete`]).
+fn complete_in(tx: &Connection, id: &str, now: Time, report: &WorkerReport) -> StoreResult<Completion> {
+    if report.stats.is_empty() && report.result.is_empty() {
+        // Nothing to merge, and the task is where an invocation put it: one conditional statement does it.
+        let done = tx
+            .prepare_cached(&format!(
+                "UPDATE tasks SET completed_at = COALESCE(completed_at, ?2) WHERE task_id = ?1 AND attempts >= 1 \
+                 AND greenfield >= ?2 RETURNING {COLS}"
+            ))
+            .map_err(map_err)?
+            .query_row(params![id, now.secs()], task_from_row)
+            .optional()
+            .map_err(map_err)?;
+        if let Some(t) = done {
+            return Ok(Completion::Live(t));
+        }
+    }
+    if let Some(mut t) = select_one(tx, "tasks", id)? {
+        report_refusal(id, t.attempts)?;
+        merge(&mut t.stats, &report.stats);
+        merge(&mut t.result, &report.result);
+        if is_queue_position(t.greenfield, now) {
+            // Queued again after an expired attempt: that attempt finished after all.
+            close_completed(tx, "tasks", &mut t, now)?;
+            return Ok(Completion::Closed(t));
+        }
+        let completed_at = t.completed_at.unwrap_or(now.secs());
+        t.completed_at = Some(completed_at);
+        tx.prepare_cached("UPDATE tasks SET completed_at = ?2, stats = ?3, result = ?4 WHERE task_id = ?1")
+            .map_err(map_err)?
+            .execute(params![id, completed_at, json_text(&t.stats), json_text(&t.result)])
+            .map_err(map_err)?;
+        return Ok(Completion::Live(t));
+    }
+    if let Some(mut t) = select_one(tx, "retry_tasks", id)? {
+        merge(&mut t.stats, &report.stats);
+        merge(&mut t.result, &report.result);
+        close_completed(tx, "retry_tasks", &mut t, now)?;
+        return Ok(Completion::Closed(t));
+    }
+    Err(already_closed(tx, id)?)
+}
+
+/// WorkerAssistant's failure report, inside the writer's transaction (see [`TaskStore::fail`]).
+fn fail_in(tx: &Connection, id: &str, report: &WorkerReport) -> StoreResult<Task> {
+    for table in ["tasks", "retry_tasks"] {
+        if let Some(mut t) = select_one(tx, table, id)? {
+            report_refusal(id, t.attempts)?;
+            merge(&mut t.stats, &report.stats);
+            merge(&mut t.result, &report.result);
+            t.failed_attempts = t.failed_attempts.saturating_add(1);
+            tx.prepare_cached(&format!(
+                "UPDATE {table} SET failed_attempts = ?2, stats = ?3, result = ?4 WHERE task_id = ?1"
+            ))
+            .map_err(map_err)?
+            .execute(params![
+                id,
+                t.failed_attempts,
+                json_text(&t.stats),
+                json_text(&t.result)
+            ])
+            .map_err(map_err)?;
+            return Ok(t);
+        }
+    }
+    Err(already_closed(tx, id)?)
+}
+
+/// Records audit events in the caller's transaction (the move they record commits with them, or neither does).
+fn insert_events(tx: &Connection, events: &[MetaEvent]) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut st = tx
+        .prepare_cached(
+            "INSERT INTO tasks_meta (task_id, labourer_id, created_at, action, author, details) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(map_err)?;
+    for e in events {
+        let details = e.details.as_ref().map(Value::to_string);
+        st.execute(params![
+            e.task_id,
+            e.labourer_id,
+            e.at.as_secs_f64(),
+            e.action.as_str(),
+            e.author,
+            details
+        ])
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// The events `stamp` records for `what` happening to a task (none without a stamp).
+fn stamped(stamp: Option<&Stamp>, task_id: &str, labourer_id: &str, what: Recorded) -> Vec<MetaEvent> {
+    stamp.map_or_else(Vec::new, |s| s.recorded(task_id, labourer_id, what))
+}
+
 #[async_trait]
 impl TaskStore for SqliteStore {
     async fn init(&self) -> StoreResult<()> {
@@ -464,8 +564,15 @@ impl TaskStore for SqliteStore {
         self.run(move |conn| schema::migrate(conn, &path)).await
     }
 
-    async fn create_tasks(&self, tasks: &[NewTask], step: i64, now: Time) -> StoreResult<CreateReport> {
+    async fn create_tasks_recorded(
+        &self,
+        tasks: &[NewTask],
+        step: i64,
+        now: Time,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<CreateReport> {
         let tasks = tasks.to_vec();
+        let stamp = stamp.cloned();
         self.write(move |tx| {
             let mut report = CreateReport::default();
             let mut seen: HashSet<&str> = HashSet::new();
@@ -497,6 +604,10 @@ impl TaskStore for SqliteStore {
                 insert
                     .execute(params![t.task_id, t.labourer_id, t.created_at, t.greenfield, t.payload])
                     .map_err(map_err)?;
+                insert_events(
+                    tx,
+                    &stamped(stamp.as_ref(), &t.task_id, &t.labourer_id, Recorded::Created),
+                )?;
             }
             report.created = rows;
             Ok(report)
@@ -521,15 +632,17 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn claim(
+    async fn claim_recorded(
         &self,
         labourer: &str,
         tasks: &[(String, i64)],
         start: i64,
         invoked_greenfield: i64,
+        stamp: Option<&Stamp>,
     ) -> StoreResult<Vec<Claim>> {
         let labourer = labourer.to_string();
         let tasks = tasks.to_vec();
+        let stamp = stamp.cloned();
         self.write(move |tx| {
             let mut update = tx
                 .prepare_cached(
@@ -543,6 +656,7 @@ impl TaskStore for SqliteStore {
                     .execute(params![id, labourer, read, invoked_greenfield, start])
                     .map_err(map_err)?;
                 out.push(if changed == 1 {
+                    insert_events(tx, &stamped(stamp.as_ref(), id, &labourer, Recorded::Invoked))?;
                     Claim::Claimed {
                         task_id: id.clone(),
                         previous_greenfield: *read,
@@ -556,8 +670,15 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn release_claim(&self, task_id: &str, invoked_greenfield: i64, previous_greenfield: i64) -> StoreResult<()> {
+    async fn release_claim_recorded(
+        &self,
+        task_id: &str,
+        invoked_greenfield: i64,
+        previous_greenfield: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
         let id = task_id.to_string();
+        let events = events.to_vec();
         self.write(move |tx| {
             let n = tx
                 .prepare_cached(
@@ -568,7 +689,7 @@ impl TaskStore for SqliteStore {
                 .execute(params![id, invoked_greenfield, previous_greenfield])
                 .map_err(map_err)?;
             match (n, select_one(tx, "tasks", &id)?) {
-                (1, _) => Ok(()),
+                (1, _) => insert_events(tx, &events),
                 (_, Some(_)) => Err(StoreError::conflict(&id, "moved or completed since it was claimed")),
                 (_, None) => Err(StoreError::NotFound(id.clone())),
             }
@@ -624,109 +745,96 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn complete(&self, task_id: &str, now: Time, report: &WorkerReport) -> StoreResult<Completion> {
+    async fn complete_recorded(
+        &self,
+        task_id: &str,
+        now: Time,
+        report: &WorkerReport,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Completion> {
         let id = task_id.to_string();
         let report = report.clone();
+        let stamp = stamp.cloned();
         self.write(move |tx| {
-            if report.stats.is_empty() && report.result.is_empty() {
-                // Nothing to merge, and the task is where an invocation put it: one conditional statement does it.
-                let done = tx
-                    .prepare_cached(&format!(
-                        "UPDATE tasks SET completed_at = COALESCE(completed_at, ?2) WHERE task_id = ?1 AND attempts >= 1 \
-                         AND greenfield >= ?2 RETURNING {COLS}"
-                    ))
-                    .map_err(map_err)?
-                    .query_row(params![id, now.secs()], task_from_row)
-                    .optional()
-                    .map_err(map_err)?;
-                if let Some(t) = done {
-                    return Ok(Completion::Live(t));
-                }
-            }
-            if let Some(mut t) = select_one(tx, "tasks", &id)? {
-                report_refusal(&id, t.attempts)?;
-                merge(&mut t.stats, &report.stats);
-                merge(&mut t.result, &report.result);
-                if is_queue_position(t.greenfield, now) {
-                    // Queued again after an expired attempt: that attempt finished after all.
-                    close_completed(tx, "tasks", &mut t, now)?;
-                    return Ok(Completion::Closed(t));
-                }
-                let completed_at = t.completed_at.unwrap_or(now.secs());
-                t.completed_at = Some(completed_at);
-                tx.prepare_cached("UPDATE tasks SET completed_at = ?2, stats = ?3, result = ?4 WHERE task_id = ?1")
-                    .map_err(map_err)?
-                    .execute(params![id, completed_at, json_text(&t.stats), json_text(&t.result)])
-                    .map_err(map_err)?;
-                return Ok(Completion::Live(t));
-            }
-            if let Some(mut t) = select_one(tx, "retry_tasks", &id)? {
-                merge(&mut t.stats, &report.stats);
-                merge(&mut t.result, &report.result);
-                close_completed(tx, "retry_tasks", &mut t, now)?;
-                return Ok(Completion::Closed(t));
-            }
-            Err(already_closed(tx, &id)?)
+            let completion = complete_in(tx, &id, now, &report)?;
+            let (t, closed) = match &completion {
+                Completion::Live(t) => (t, false),
+                Completion::Closed(t) => (t, true),
+            };
+            insert_events(
+                tx,
+                &stamped(stamp.as_ref(), &id, &t.labourer_id, Recorded::Completed { closed }),
+            )?;
+            Ok(completion)
         })
         .await
     }
 
-    async fn fail(&self, task_id: &str, _now: Time, report: &WorkerReport) -> StoreResult<Task> {
+    async fn fail_recorded(
+        &self,
+        task_id: &str,
+        _now: Time,
+        report: &WorkerReport,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Task> {
         let id = task_id.to_string();
         let report = report.clone();
+        let stamp = stamp.cloned();
         self.write(move |tx| {
-            for table in ["tasks", "retry_tasks"] {
-                if let Some(mut t) = select_one(tx, table, &id)? {
-                    report_refusal(&id, t.attempts)?;
-                    merge(&mut t.stats, &report.stats);
-                    merge(&mut t.result, &report.result);
-                    t.failed_attempts = t.failed_attempts.saturating_add(1);
-                    tx.prepare_cached(&format!(
-                        "UPDATE {table} SET failed_attempts = ?2, stats = ?3, result = ?4 WHERE task_id = ?1"
-                    ))
-                    .map_err(map_err)?
-                    .execute(params![
-                        id,
-                        t.failed_attempts,
-                        json_text(&t.stats),
-                        json_text(&t.result)
-                    ])
-                    .map_err(map_err)?;
-                    return Ok(t);
-                }
-            }
-            Err(already_closed(tx, &id)?)
+            let t = fail_in(tx, &id, &report)?;
+            insert_events(tx, &stamped(stamp.as_ref(), &id, &t.labourer_id, Recorded::Failed))?;
+            Ok(t)
+        })
+        .await
+    }
+    async fn archive_recorded(
+        &self,
+        task_id: &str,
+        expect: ArchiveExpect,
+        now: Time,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        let id = task_id.to_string();
+        let events = events.to_vec();
+        self.write(move |tx| {
+            archive_one(tx, &id, expect, now)??;
+            insert_events(tx, &events)
         })
         .await
     }
 
-    async fn archive(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<()> {
-        let moves = [(task_id.to_string(), expect)];
-        let mut results = self.archive_many(&moves, now).await?;
-        results
-            .pop()
-            .unwrap_or_else(|| Err(StoreError::NotFound(task_id.to_string())))
-    }
-
-    async fn archive_many(&self, moves: &[(String, ArchiveExpect)], now: Time) -> StoreResult<Vec<StoreResult<()>>> {
+    async fn archive_many_recorded(
+        &self,
+        moves: &[(String, ArchiveExpect)],
+        now: Time,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Vec<StoreResult<()>>> {
         let moves = moves.to_vec();
+        let stamp = stamp.cloned();
         self.write(move |tx| {
             let mut out = Vec::with_capacity(moves.len());
             for (id, expect) in &moves {
-                out.push(archive_one(tx, id, *expect, now)?);
+                let done = archive_one(tx, id, *expect, now)?;
+                if let Ok(labourer) = &done {
+                    let dead = matches!(expect, ArchiveExpect::Dead { .. });
+                    insert_events(tx, &stamped(stamp.as_ref(), id, labourer, Recorded::Archived { dead }))?;
+                }
+                out.push(done.map(|_| ()));
             }
             Ok(out)
         })
         .await
     }
 
-    async fn move_to_retry(
+    async fn move_to_retry_recorded(
         &self,
         task_id: &str,
         expected_greenfield: i64,
         desired_launch_time: i64,
+        events: &[MetaEvent],
     ) -> StoreResult<()> {
         let id = task_id.to_string();
+        let events = events.to_vec();
         self.write(move |tx| {
             let Some(t) = select_one(tx, "tasks", &id)? else {
                 return Err(already_closed(tx, &id)?);
@@ -744,7 +852,7 @@ impl TaskStore for SqliteStore {
                 .map_err(map_err)?
                 .execute([&id])
                 .map_err(map_err)?;
-            Ok(())
+            insert_events(tx, &events)
         })
         .await
     }
@@ -766,9 +874,16 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn requeue(&self, task_id: &str, labourer: &str, greenfield: i64) -> StoreResult<()> {
+    async fn requeue_recorded(
+        &self,
+        task_id: &str,
+        labourer: &str,
+        greenfield: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
         let id = task_id.to_string();
         let labourer = labourer.to_string();
+        let events = events.to_vec();
         self.write(move |tx| {
             let n = tx
                 .prepare_cached(&format!(
@@ -788,7 +903,7 @@ impl TaskStore for SqliteStore {
                 .map_err(map_err)?
                 .execute([&id])
                 .map_err(map_err)?;
-            Ok(())
+            insert_events(tx, &events)
         })
         .await
     }
@@ -1077,28 +1192,7 @@ impl MetaSink for SqliteStore {
             return Ok(());
         }
         let events = events.to_vec();
-        self.write(move |tx| {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO tasks_meta (task_id, labourer_id, created_at, action, author, details) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(map_err)?;
-            for e in &events {
-                let details = e.details.as_ref().map(Value::to_string);
-                st.execute(params![
-                    e.task_id,
-                    e.labourer_id,
-                    e.at.as_secs_f64(),
-                    e.action.as_str(),
-                    e.author,
-                    details
-                ])
-                .map_err(map_err)?;
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |tx| insert_events(tx, &events)).await
     }
 
     async fn events_of(&self, task_id: &str) -> StoreResult<Vec<MetaEvent>> {

@@ -5,7 +5,7 @@ use crate::Harness;
 use serde_json::{json, Map, Value};
 use sosw_core::breaker::LabourerState;
 use sosw_core::greenfield::{DEFAULT_INVOCATION_DELTA as D, DEFAULT_TASK_STEP as STEP};
-use sosw_core::meta::{MetaAction, MetaEvent};
+use sosw_core::meta::{MetaAction, MetaEvent, Stamp};
 use sosw_core::ports::{ArchiveExpect, Claim, Completion, JobProgress, StoreError, Table, TaskQuery, TaskStore};
 use sosw_core::{Markers, NewTask, Place, Time, WorkerReport};
 use std::collections::HashSet;
@@ -974,4 +974,125 @@ pub async fn labourer_states_round_trip(h: &Harness) {
         .await
         .expect("clearing nothing is fine");
     assert_eq!(s.labourer_states().await.expect("states"), vec![healed]);
+}
+
+/// The audit rule of [`TaskStore`]: a `*_recorded` move records its events if and only if it takes effect.
+pub async fn moves_record_their_events_only_when_they_take_effect(h: &Harness) {
+    let s = h.store.as_ref();
+    let stamp = Stamp {
+        author: "sosw_test".into(),
+        at: now(),
+    };
+    let actions = |id: &'static str| async move {
+        h.meta
+            .events_of(id)
+            .await
+            .expect("events")
+            .into_iter()
+            .map(|e| e.action.as_str())
+            .collect::<Vec<_>>()
+    };
+    let tasks: Vec<NewTask> = ["a", "b", "c", "d"].iter().map(|id| new_task(id, "w")).collect();
+    s.create_tasks_recorded(&tasks[..3], STEP, now(), Some(&stamp))
+        .await
+        .expect("create");
+    // "a" exists already: only "d" is created, and only "d" gets a `created` event from this call.
+    s.create_tasks_recorded(&[tasks[0].clone(), tasks[3].clone()], STEP, now(), Some(&stamp))
+        .await
+        .expect("create");
+    assert_eq!(actions("a").await, ["created"]);
+    assert_eq!(actions("d").await, ["created"]);
+    let g = NOW + D;
+    let read = as_read(s, &["a", "b", "c", "d"]).await;
+    // "b" is read stale (another orchestrator moved it): its claim is lost and records nothing.
+    let mut stale = read.clone();
+    stale[1].1 += 1;
+    let claims = s
+        .claim_recorded("w", &stale, NOW, g, Some(&stamp))
+        .await
+        .expect("claim");
+    assert!(matches!(claims[1], Claim::Lost { .. }));
+    assert_eq!(actions("a").await, ["created", "invoked"]);
+    assert_eq!(actions("b").await, ["created"]);
+    let event = |id: &str, action| MetaEvent {
+        task_id: id.into(),
+        labourer_id: "w".into(),
+        action,
+        at: now(),
+        author: "sosw_test".into(),
+        details: Some(json!({"why": "test"})),
+    };
+    // A refused move records nothing; a move that takes effect records exactly what it was given.
+    let wrong = s
+        .archive_recorded(
+            "a",
+            ArchiveExpect::Dead { greenfield: g + 1 },
+            now(),
+            &[event("a", MetaAction::ArchivedDead)],
+        )
+        .await;
+    assert!(matches!(wrong, Err(StoreError::Conflict { .. })), "{wrong:?}");
+    assert_eq!(actions("a").await, ["created", "invoked"]);
+    s.move_to_retry_recorded("a", g, NOW + 60, &[event("a", MetaAction::ScheduledForRetry)])
+        .await
+        .expect("retry");
+    s.requeue_recorded("a", "w", 999, &[event("a", MetaAction::ReadyForRetry)])
+        .await
+        .expect("requeue");
+    assert_eq!(
+        actions("a").await,
+        ["created", "invoked", "scheduled_for_retry", "ready_for_retry"]
+    );
+    let read_c = as_read(s, &["c"]).await[0].1;
+    s.release_claim_recorded("c", g, read_c, &[event("c", MetaAction::InvocationThrottled)])
+        .await
+        .expect("release");
+    assert_eq!(actions("c").await, ["created", "invoked", "invocation_throttled"]);
+    // Reports: a failure, then a completion; a completion of a task waiting in the queue again closes it.
+    s.fail_recorded("d", now(), &WorkerReport::default(), Some(&stamp))
+        .await
+        .expect("fail");
+    s.complete_recorded("d", now(), &WorkerReport::default(), Some(&stamp))
+        .await
+        .expect("complete");
+    assert_eq!(
+        actions("d").await,
+        ["created", "invoked", "marked_as_failed", "marked_as_completed"]
+    );
+    s.complete_recorded("a", now(), &WorkerReport::default(), Some(&stamp))
+        .await
+        .expect("complete");
+    assert_eq!(
+        actions("a").await,
+        [
+            "created",
+            "invoked",
+            "scheduled_for_retry",
+            "ready_for_retry",
+            "marked_as_completed",
+            "archived"
+        ]
+    );
+    let refused = s
+        .complete_recorded("b", now(), &WorkerReport::default(), Some(&stamp))
+        .await;
+    assert!(refused.is_err(), "never invoked");
+    assert_eq!(actions("b").await, ["created"]);
+    let done = s
+        .archive_many_recorded(
+            &[
+                ("d".into(), ArchiveExpect::Completed),
+                ("b".into(), ArchiveExpect::Completed),
+            ],
+            now(),
+            Some(&stamp),
+        )
+        .await
+        .expect("archive");
+    assert!(done[0].is_ok() && done[1].is_err());
+    assert_eq!(actions("d").await.last(), Some(&"archived"));
+    assert_eq!(actions("b").await, ["created"]);
+    // The plain forms record nothing.
+    s.claim("w", &as_read(s, &["b"]).await, NOW, g).await.expect("claim");
+    assert_eq!(actions("b").await, ["created"]);
 }

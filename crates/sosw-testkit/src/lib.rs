@@ -97,6 +97,7 @@ macro_rules! store_conformance {
             meta_events_in_order,
             job_progress_round_trip,
             labourer_states_round_trip,
+            moves_record_their_events_only_when_they_take_effect,
         );
     };
     // `$skip` evaluates to `Some(reason)` when the backend's service is not there: the case is skipped with the
