@@ -13,6 +13,7 @@
 //! - [`ports`]: the traits adapters implement (`TaskStore`, `MetaSink`, `Invoker`, `MetricSource`, `Notifier`,
 //!   `TaskReporter`).
 
+pub mod check;
 pub mod config;
 pub mod decide;
 pub mod ecology;
