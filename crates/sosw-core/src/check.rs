@@ -121,6 +121,45 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// At most this many problems are listed; the rest are only counted ([`CheckReport::omitted`]).
+pub const MAX_LISTED: usize = 10_000;
+
+/// How many rows a check read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RowCounts {
+    pub live: u64,
+    pub retry: u64,
+    pub closed: u64,
+    pub meta: u64,
+}
+
+/// The result of checking a whole store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    /// The engine's integrity check that ran (`integrity_check` or `quick_check`), if any.
+    pub integrity: Option<String>,
+    pub rows: RowCounts,
+    pub problems: Vec<Problem>,
+    /// Problems found beyond the first [`MAX_LISTED`].
+    pub omitted: u64,
+}
+
+impl CheckReport {
+    /// No problem found.
+    pub fn clean(&self) -> bool {
+        self.problems.is_empty() && self.omitted == 0
+    }
+
+    /// Adds a problem, or counts it once [`MAX_LISTED`] are listed.
+    pub fn push(&mut self, p: Problem) {
+        if self.problems.len() < MAX_LISTED {
+            self.problems.push(p);
+        } else {
+            self.omitted += 1;
+        }
+    }
+}
+
 /// The fields of one task row that the rules look at, as read (counts as signed: a damaged row may be negative).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RowFacts<'a> {
@@ -289,18 +328,30 @@ mod tests {
         };
         let cases: Vec<(&str, RowFacts<'static>, Vec<Check>)> = vec![
             ("a new task", row(Table::Live, 2000, 0, None), vec![]),
-            ("head of the queue after many retries", row(Table::Live, -5, 1, None), vec![]),
+            (
+                "head of the queue after many retries",
+                row(Table::Live, -5, 1, None),
+                vec![],
+            ),
             ("retried, back in the queue", row(Table::Live, 997, 2, None), vec![]),
             ("running", row(Table::Live, running, 1, None), vec![]),
             ("expired", row(Table::Live, NOW + 5, 1, None), vec![]),
-            ("completed, waiting to be archived", row(Table::Live, running, 1, Some(NOW)), vec![]),
+            (
+                "completed, waiting to be archived",
+                row(Table::Live, running, 1, Some(NOW)),
+                vec![],
+            ),
             ("marker at now + delta", row(Table::Live, NOW + DELTA, 1, None), vec![]),
             (
                 "a concurrent clock a little ahead",
                 row(Table::Live, NOW + DELTA + CLOCK_SKEW, 1, None),
                 vec![],
             ),
-            ("negative attempts", row(Table::Live, 2000, -1, None), vec![NegativeCount]),
+            (
+                "negative attempts",
+                row(Table::Live, 2000, -1, None),
+                vec![NegativeCount],
+            ),
             (
                 "negative failed_attempts",
                 RowFacts {
@@ -309,8 +360,16 @@ mod tests {
                 },
                 vec![NegativeCount],
             ),
-            ("never invoked, at a marker", row(Table::Live, running, 0, None), vec![MarkerWithoutAttempt]),
-            ("never invoked, at now", row(Table::Live, NOW, 0, None), vec![MarkerWithoutAttempt]),
+            (
+                "never invoked, at a marker",
+                row(Table::Live, running, 0, None),
+                vec![MarkerWithoutAttempt],
+            ),
+            (
+                "never invoked, at now",
+                row(Table::Live, NOW, 0, None),
+                vec![MarkerWithoutAttempt],
+            ),
             (
                 "completed, never invoked",
                 row(Table::Live, running, 0, Some(NOW)),
@@ -332,13 +391,33 @@ mod tests {
                 vec![MarkerWithoutAttempt, MarkerInFuture],
             ),
             ("retry row", row(Table::Retry, running, 1, None), vec![]),
-            ("retry, never invoked", row(Table::Retry, 2000, 0, None), vec![RetryWithoutAttempt]),
-            ("retry, completed", row(Table::Retry, running, 2, Some(NOW)), vec![RetryCompleted]),
+            (
+                "retry, never invoked",
+                row(Table::Retry, 2000, 0, None),
+                vec![RetryWithoutAttempt],
+            ),
+            (
+                "retry, completed",
+                row(Table::Retry, running, 2, Some(NOW)),
+                vec![RetryCompleted],
+            ),
             ("closed completed", closed(Some(NOW), "w_1"), vec![]),
             ("closed dead", closed(None, "w_0"), vec![]),
-            ("closed `_1` without completed_at", closed(None, "w_1"), vec![ClosedStatus]),
-            ("closed `_0` with completed_at", closed(Some(NOW), "w_0"), vec![ClosedStatus]),
-            ("closed under another labourer", closed(Some(NOW), "v_1"), vec![ClosedStatus]),
+            (
+                "closed `_1` without completed_at",
+                closed(None, "w_1"),
+                vec![ClosedStatus],
+            ),
+            (
+                "closed `_0` with completed_at",
+                closed(Some(NOW), "w_0"),
+                vec![ClosedStatus],
+            ),
+            (
+                "closed under another labourer",
+                closed(Some(NOW), "v_1"),
+                vec![ClosedStatus],
+            ),
             (
                 "closed, no status",
                 RowFacts {
