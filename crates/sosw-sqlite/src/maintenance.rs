@@ -96,13 +96,14 @@ pub(crate) fn damaged(e: &rusqlite::Error, not_a_database: bool) -> StoreError {
     .store_error()
 }
 
-/// Names `path` in a [`BadFile`] error that does not name its file yet.
+/// On open: a [`BadFile`] error of `path` becomes the refusal to open it, naming it. A refusal
+/// ([`StoreError::Invalid`]): nothing was written, and trying again cannot help.
 pub(crate) fn name_file(e: StoreError, path: &Path) -> StoreError {
     match e {
         StoreError::Backend(source) => match source.downcast::<BadFile>() {
             Ok(mut bad) => {
                 bad.path.get_or_insert_with(|| path.to_path_buf());
-                bad.store_error()
+                StoreError::Invalid(bad.to_string())
             }
             Err(other) => StoreError::Backend(other),
         },
@@ -112,15 +113,17 @@ pub(crate) fn name_file(e: StoreError, path: &Path) -> StoreError {
 
 const HEADER: &[u8; 16] = b"SQLite format 3\0";
 
-/// Refuses a file that exists but cannot be a sosw store, before SQLite opens (and possibly writes) it. A missing
-/// file is fine here: the callers decide what that means.
+/// Refuses ([`StoreError::Invalid`], naming the file) a file that exists but cannot be a sosw store, before SQLite
+/// opens (and possibly writes) it. A missing file is fine here: the callers decide what that means.
 pub(crate) fn inspect_file(path: &Path) -> StoreResult<()> {
     let bad = |problem| {
-        Err(BadFile {
-            path: Some(path.to_path_buf()),
-            problem,
-        }
-        .store_error())
+        Err(StoreError::Invalid(
+            BadFile {
+                path: Some(path.to_path_buf()),
+                problem,
+            }
+            .to_string(),
+        ))
     };
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
