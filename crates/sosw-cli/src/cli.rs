@@ -75,6 +75,19 @@ pub enum Command {
     /// Scheduled jobs and their progress.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Copy the SQLite store to PATH while it is in use (SQLite's online backup API: one consistent snapshot).
+    Backup {
+        path: PathBuf,
+        /// Overwrite PATH if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check the store: SQLite's integrity check and the store's invariants (exit 1 if a problem is found).
+    Check {
+        /// SQLite's `quick_check` instead of the full `integrity_check` (faster; skips matching indexes to tables).
+        #[arg(long)]
+        quick: bool,
+    },
     /// The end-to-end demo: two labourers, thousands of tasks, throttling, retries and dead tasks.
     Demo(DemoArgs),
     /// Benchmark the whole task lifecycle on SQLite with an in-process no-op worker.

@@ -36,6 +36,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Schedule { job, dry_run } => crate::schedule::schedule(g, &job, dry_run).await,
         Command::Job(JobCommand::Show { job_id }) => crate::schedule::show(g, &job_id).await,
         Command::Job(JobCommand::List { limit }) => crate::schedule::list(g, limit).await,
+        Command::Backup { path, force } => crate::maintenance::backup(g, &path, force).await,
+        Command::Check { quick } => crate::maintenance::check(g, quick).await,
         Command::Demo(args) => crate::demo::run(args, g.json).await,
         Command::Bench(args) => crate::bench::run(args, g.json).await,
     }

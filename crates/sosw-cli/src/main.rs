@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod commands;
 mod demo;
+mod maintenance;
 mod output;
 mod reports;
 mod schedule;

@@ -9,6 +9,7 @@
 //! - [`decide`]: how many tasks to invoke, retry-or-die, what to do after a failed invocation;
 //! - [`classify`]: whose fault a failed invocation is (the task's, the labourer's, ours);
 //! - [`breaker`]: holding back a labourer whose invocations fail for reasons that are not the tasks';
+//! - [`check`]: the rules of a consistent store (`sosw check`);
 //! - [`payload`]: task payload construction and the flat worker event;
 //! - [`schedule`]: a business job → the payloads of its tasks (dates, chunking);
 //! - [`config`]: the sosw JSON config shape, deep merge, validation with key paths;
@@ -16,6 +17,7 @@
 //!   `TaskReporter`).
 
 pub mod breaker;
+pub mod check;
 pub mod classify;
 pub mod config;
 pub mod decide;

@@ -7,6 +7,7 @@
 //! - The schema version lives in `PRAGMA user_version`; [`TaskStore::init`] creates or migrates it, every other
 //!   entry point refuses a store of another version with a message that says what to do.
 
+mod maintenance;
 mod schema;
 
 use async_trait::async_trait;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use maintenance::{BackupReport, BadFile, FileProblem};
 pub use schema::SCHEMA_VERSION;
 
 /// The columns every task table shares, in the order [`task_from_row`] reads them.
@@ -170,23 +172,26 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        let store = SqliteStore::connect(path, false)?;
+        maintenance::inspect_file(path)?;
+        let store = SqliteStore::connect(path, false).map_err(|e| maintenance::name_file(e, path))?;
         {
             let conn = store.lock()?;
-            schema::check(&conn, path)?;
+            schema::check(&conn, path).map_err(|e| maintenance::name_file(e, path))?;
         }
         Ok(store)
     }
 
-    /// Opens the file, creating it if needed, without checking the schema: call [`TaskStore::init`] next.
+    /// Opens the file, creating it if needed, without checking the schema: call [`TaskStore::init`] next. An
+    /// existing file that cannot be a store (empty, not SQLite, truncated, damaged) is refused untouched.
     pub fn open_or_create(path: impl AsRef<Path>) -> StoreResult<SqliteStore> {
         let path = path.as_ref();
+        maintenance::inspect_file(path)?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create the directory of `{}`: {e}", path.display()))
             })?;
         }
-        SqliteStore::connect(path, true)
+        SqliteStore::connect(path, true).map_err(|e| maintenance::name_file(e, path))
     }
 
     pub fn path(&self) -> &Path {
@@ -275,6 +280,16 @@ fn map_err(e: rusqlite::Error) -> StoreError {
             if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
         {
             StoreError::Unavailable(format!("the database is locked by another process: {e}"))
+        }
+        // SQLITE_FULL: the disk, or `max_page_count`. The transaction is rolled back (see `writer_loop`); the
+        // store keeps serving reads, and writes succeed again once there is room.
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::DiskFull => {
+            StoreError::Unavailable(format!("the database is full: {e}"))
+        }
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) =>
+        {
+            maintenance::damaged(&e, f.code == ErrorCode::NotADatabase)
         }
         _ => StoreError::Backend(Box::new(e)),
     }
@@ -561,7 +576,8 @@ fn stamped(stamp: Option<&Stamp>, task_id: &str, labourer_id: &str, what: Record
 impl TaskStore for SqliteStore {
     async fn init(&self) -> StoreResult<()> {
         let path = self.path.clone();
-        self.run(move |conn| schema::migrate(conn, &path)).await
+        self.run(move |conn| schema::migrate(conn, &path).map_err(|e| maintenance::name_file(e, &path)))
+            .await
     }
 
     async fn create_tasks_recorded(
