@@ -272,6 +272,114 @@ fn config_and_usage_errors_exit_2_and_name_the_problem() {
 }
 
 #[test]
+fn small_usage_refusals_exit_2_and_name_the_value() {
+    let s = Sandbox::new(config(json!({"w": worker("true", json!({}))})));
+    let (code, err) = s.fails(&["task", "create", "w", "--count", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("'0'") && err.contains("--count"), "{err}");
+    assert_eq!(s.status()["w"]["queued"], json!(0));
+
+    std::fs::write(s.path().join("latin1.json"), b"{\"store\": \"caf\xe9.db\"}").expect("write");
+    let (code, err) = s.fails(&["--config", "latin1.json", "status"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("latin1.json") && err.contains("UTF-8"), "{err}");
+
+    let missing = s.path().join("no").join("such").join("x.db");
+    let (code, err) = s.fails(&["--store", &format!("sqlite:{}", missing.display()), "init"]);
+    assert_eq!(code, 2, "{err}");
+    let dir = s.path().join("no").join("such");
+    assert!(err.contains(&format!("`{}`", dir.display())), "{err}");
+    assert!(!s.path().join("no").exists(), "init created directories");
+}
+
+#[test]
+fn log_lines_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let s = Sandbox::new(config(json!({"w": worker("true", json!({}))})));
+    s.ok(&["task", "create", "w"]);
+    std::fs::write(
+        s.path().join("other.json"),
+        json!({"task_config": {"labourers": {"v": worker("true", json!({}))}}}).to_string(),
+    )
+    .expect("write");
+    // A store with tasks of a labourer the config does not have: `status` warns about it.
+    let out = s.run(&["--config", "other.json", "--store", "sqlite:sosw.db", "status"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("WARN"), "{err}");
+    assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
+}
+
+#[test]
+fn json_arguments_are_read_from_files_and_stdin() {
+    use std::io::Write;
+    use std::process::Stdio;
+    // The worker reports nothing itself, so its tasks stay running for `sosw fail` below.
+    let s = Sandbox::new(config(
+        json!({"w": worker("cat >/dev/null", json!({"report": "self"}))}),
+    ));
+    // 5 MB: over what one argument may carry on Linux (128 KiB).
+    let blob = "x".repeat(5 * 1024 * 1024);
+    std::fs::write(s.path().join("big.json"), json!({"blob": blob}).to_string()).expect("write");
+    let from_file = s.json(&["task", "create", "w", "--payload", "@big.json"]);
+    let shown = s.json(&["task", "show", from_file["task_id"].as_str().expect("id")]);
+    let payload: Value = serde_json::from_str(shown["task"]["payload"].as_str().expect("payload")).expect("json");
+    assert_eq!(payload["blob"].as_str().map(str::len), Some(blob.len()));
+
+    let stdin_create = |arg: &str, input: &[u8]| {
+        let mut child = s
+            .cmd(&["--json", "task", "create", "w", "--payload", arg])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input).expect("write stdin");
+        drop(stdin);
+        child.wait_with_output().expect("wait")
+    };
+    let out = stdin_create("-", json!({"blob": blob}).to_string().as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = stdin_create("@-", br#"{"n": 7}"#);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        created["payload"].as_str().expect("payload").contains("\"n\":7"),
+        "{created}"
+    );
+
+    let (code, err) = s.fails(&["task", "create", "w", "--payload", "@nope.json"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`nope.json`") && err.contains("--payload"), "{err}");
+
+    // --stats and --result too: invoke the task first, then report from a file and from stdin.
+    let id = from_file["task_id"].as_str().expect("id").to_string();
+    s.ok(&["orchestrate"]);
+    std::fs::write(s.path().join("stats.json"), r#"{"rows": 42}"#).expect("write");
+    let mut child = s
+        .cmd(&["--json", "fail", &id, "--stats", "@stats.json", "--result", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(br#"{"url": "s3://b/k"}"#)
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let row: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (row["stat_rows"].clone(), row["result_url"].clone()),
+        (json!(42), json!("s3://b/k"))
+    );
+    let (code, err) = s.fails(&["fail", &id, "--stats", "-", "--result", "-"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("stdin was already read"), "{err}");
+}
+
+#[test]
 fn a_foreign_sqlite_file_is_not_touched() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("theirs.db");
