@@ -2,17 +2,18 @@
 
 use crate::app::{load_config, open_store, store_spec, App};
 use crate::cli::{Cli, Command, Global, JobCommand, Report, StateFilter, TaskCommand};
-use crate::output::{print_json, table};
+use crate::output::{print_json, table, StreamedTable};
 use crate::UsageError;
 use anyhow::Result;
 use serde_json::{json, Map, Value};
 use sosw_core::config::Config;
 use sosw_core::greenfield::{Markers, DEFAULT_COOLDOWN, DEFAULT_DURATION};
 use sosw_core::payload::{construct_payload, report_part};
-use sosw_core::ports::{Table, TaskQuery};
+use sosw_core::ports::{ListCursor, Table, TaskQuery};
 use sosw_core::{Essential, NewTask, Place, StoredTask, TaskState, Time, WorkerReport};
 use sosw_engine::daemon::PassReport;
 use sosw_engine::{EcologyManager, Orchestrator, Scavenger};
+use std::io::Write;
 use std::time::Duration;
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -208,6 +209,11 @@ async fn task_show(g: &Global, task_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// How many rows `task list` reads from the store at a time.
+const LIST_PAGE: usize = 1000;
+
+/// Streams the listing: pages of [`LIST_PAGE`] rows read through the store's keyset cursor, each row written as it
+/// comes — JSON lines with `--json`, else a table in fixed column widths — so memory does not grow with `--limit`.
 async fn task_list(g: &Global, labourer: Option<&str>, state: Option<StateFilter>, limit: usize) -> Result<()> {
     let app = App::load(g, Essential::Orchestrator).await?;
     let now = app.clock.now();
@@ -223,8 +229,84 @@ async fn task_list(g: &Global, labourer: Option<&str>, state: Option<StateFilter
             ids
         }
     };
-    let mut rows: Vec<StoredTask> = Vec::new();
-    for l in &labourers {
+    let table = StreamedTable::new(&[
+        ("TASK_ID", 32),
+        (
+            "LABOURER",
+            labourers.iter().map(|l| l.chars().count()).max().unwrap_or(0),
+        ),
+        ("STATE", "completed".len()),
+        ("GREENFIELD", 10),
+        ("ATTEMPTS", 0),
+        ("PAYLOAD", 0),
+    ]);
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let written = stream_tasks(
+        &app,
+        &labourers,
+        state,
+        limit,
+        now,
+        &mut out,
+        |out, t, state| {
+            if g.json {
+                let mut row = t.to_row();
+                row.insert("state".into(), state.into());
+                serde_json::to_writer(&mut *out, &row)?;
+                writeln!(out)
+            } else {
+                let payload: String = t.task.payload.chars().take(60).collect();
+                table.row(
+                    out,
+                    &[
+                        &t.task.task_id,
+                        &t.task.labourer_id,
+                        state,
+                        &t.task.greenfield.to_string(),
+                        &t.task.attempts.to_string(),
+                        &payload,
+                    ],
+                )
+            }
+        },
+        |out| {
+            if g.json {
+                Ok(())
+            } else {
+                table.header(
+                    out,
+                    &["TASK_ID", "LABOURER", "STATE", "GREENFIELD", "ATTEMPTS", "PAYLOAD"],
+                )
+            }
+        },
+    )
+    .await;
+    match written.and_then(|()| out.flush().map_err(anyhow::Error::from)) {
+        // `sosw task list | head`: the reader has seen enough.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Reads the listing page by page and hands each row to `write` (after `header`, once).
+async fn stream_tasks<W: Write>(
+    app: &App,
+    labourers: &[String],
+    state: Option<StateFilter>,
+    limit: usize,
+    now: Time,
+    out: &mut W,
+    mut write: impl FnMut(&mut W, &StoredTask, &str) -> std::io::Result<()>,
+    header: impl FnOnce(&mut W) -> std::io::Result<()>,
+) -> Result<()> {
+    header(out)?;
+    let mut left = limit;
+    for l in labourers {
         let markers = markers_for(&app.config, l, now);
         let live = |s: TaskState| {
             let (range, completed) = s.range(&markers);
@@ -233,7 +315,8 @@ async fn task_list(g: &Global, labourer: Option<&str>, state: Option<StateFilter
                 labourer: Some(l.clone()),
                 greenfield: Some(range),
                 completed: Some(completed),
-                limit,
+                limit: LIST_PAGE,
+                after: None,
             }
         };
         let of = |table, completed| TaskQuery {
@@ -241,7 +324,8 @@ async fn task_list(g: &Global, labourer: Option<&str>, state: Option<StateFilter
             labourer: Some(l.clone()),
             greenfield: None,
             completed,
-            limit,
+            limit: LIST_PAGE,
+            after: None,
         };
         let queries = match state {
             None => vec![of(Table::Live, None), of(Table::Retry, None), of(Table::Closed, None)],
@@ -253,46 +337,21 @@ async fn task_list(g: &Global, labourer: Option<&str>, state: Option<StateFilter
             Some(StateFilter::Closed) => vec![of(Table::Closed, Some(true))],
             Some(StateFilter::Dead) => vec![of(Table::Closed, Some(false))],
         };
-        for q in queries {
-            if rows.len() >= limit {
-                break;
+        for mut q in queries {
+            while left > 0 {
+                q.limit = left.min(LIST_PAGE);
+                let rows = app.store.list(&q).await?;
+                for t in &rows {
+                    write(out, t, state_of(&app.config, t, now))?;
+                }
+                left -= rows.len().min(left);
+                match rows.last() {
+                    Some(last) if rows.len() >= q.limit => q.after = Some(ListCursor::after(last)),
+                    _ => break,
+                }
             }
-            let q = TaskQuery {
-                limit: limit - rows.len(),
-                ..q
-            };
-            rows.extend(app.store.list(&q).await?);
         }
     }
-    if g.json {
-        let out: Vec<Value> = rows
-            .iter()
-            .map(|t| {
-                let mut row = t.to_row();
-                row.insert("state".into(), state_of(&app.config, t, now).into());
-                Value::Object(row)
-            })
-            .collect();
-        print_json(&Value::Array(out));
-        return Ok(());
-    }
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|t| {
-            vec![
-                t.task.task_id.clone(),
-                t.task.labourer_id.clone(),
-                state_of(&app.config, t, now).to_string(),
-                t.task.greenfield.to_string(),
-                t.task.attempts.to_string(),
-                t.task.payload.chars().take(60).collect(),
-            ]
-        })
-        .collect();
-    table(
-        &["TASK_ID", "LABOURER", "STATE", "GREENFIELD", "ATTEMPTS", "PAYLOAD"],
-        &cells,
-    );
     Ok(())
 }
 

@@ -56,6 +56,16 @@ impl Sandbox {
         serde_json::from_str(&self.ok(&all)).expect("JSON output")
     }
 
+    /// The JSON lines a `--json` listing writes.
+    fn json_lines(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        self.ok(&all)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
     /// Runs a failing command; returns (exit code, stderr).
     fn fails(&self, args: &[&str]) -> (i32, String) {
         let out = self.run(args);
@@ -127,13 +137,9 @@ fn a_task_through_its_whole_life_with_a_process_worker() {
         json!({"queued": 0, "running": 0, "expired": 0, "completed": 0, "retry_waiting": 0, "closed_completed": 1,
                "closed_dead": 0, "eco_status": 4, "max_simultaneous_invocations": 10, "desired": 10})
     );
-    let listed = s.json(&["task", "list", "--state", "closed"]);
-    assert_eq!(listed.as_array().map(Vec::len), Some(1));
-    assert!(s
-        .json(&["task", "list", "--state", "queued"])
-        .as_array()
-        .expect("array")
-        .is_empty());
+    let listed = s.json_lines(&["task", "list", "--state", "closed"]);
+    assert_eq!(listed.len(), 1);
+    assert!(s.json_lines(&["task", "list", "--state", "queued"]).is_empty());
 }
 
 #[test]
@@ -377,6 +383,39 @@ fn json_arguments_are_read_from_files_and_stdin() {
     let (code, err) = s.fails(&["fail", &id, "--stats", "-", "--result", "-"]);
     assert_eq!(code, 2);
     assert!(err.contains("stdin was already read"), "{err}");
+}
+
+#[test]
+fn task_list_streams_pages_as_json_lines_and_a_table() {
+    let s = Sandbox::new(config(
+        json!({"w": worker("true", json!({})), "v": worker("true", json!({}))}),
+    ));
+    // More than two of the listing's pages of 1,000.
+    s.ok(&["task", "create", "w", "--count", "2300"]);
+    s.ok(&["task", "create", "v", "--count", "5"]);
+    let rows = s.json_lines(&["task", "list", "--labourer", "w", "--limit", "5000"]);
+    assert_eq!(rows.len(), 2300);
+    let greenfields: Vec<i64> = rows
+        .iter()
+        .map(|r| r["greenfield"].as_i64().expect("greenfield"))
+        .collect();
+    assert!(greenfields.windows(2).all(|p| p[0] < p[1]), "in queue order, each once");
+    assert!(rows.iter().all(|r| r["state"] == json!("queued")));
+    let ids: std::collections::HashSet<&str> = rows.iter().filter_map(|r| r["task_id"].as_str()).collect();
+    assert_eq!(ids.len(), 2300);
+
+    // `--limit` across labourers and pages.
+    assert_eq!(s.json_lines(&["task", "list", "--limit", "2303"]).len(), 2303);
+    assert_eq!(s.json_lines(&["task", "list", "--limit", "1001"]).len(), 1001);
+    assert_eq!(s.json_lines(&["task", "list"]).len(), 100, "the default limit");
+
+    let table = s.ok(&["task", "list", "--state", "queued", "--limit", "3000"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 1 + 2305);
+    assert!(lines[0].starts_with("TASK_ID "), "{}", lines[0]);
+    // Fixed column widths: every row's state starts where the header's STATE does.
+    let at = lines[0].find("STATE").expect("STATE column");
+    assert!(lines[1..].iter().all(|l| l[at..].starts_with("queued")), "{}", lines[1]);
 }
 
 #[test]
@@ -624,13 +663,8 @@ mod http_worker {
             assert!(std::time::Instant::now() < deadline, "not reported: {}", s.status());
             std::thread::yield_now();
         }
-        let closed = s.json(&["task", "list", "--state", "closed"]);
-        let mut stats: Vec<i64> = closed
-            .as_array()
-            .expect("list")
-            .iter()
-            .map(|t| t["stat_n"].as_i64().expect("stat_n"))
-            .collect();
+        let closed = s.json_lines(&["task", "list", "--state", "closed"]);
+        let mut stats: Vec<i64> = closed.iter().map(|t| t["stat_n"].as_i64().expect("stat_n")).collect();
         stats.sort_unstable();
         assert_eq!(stats, vec![0, 1, 2]);
 
