@@ -241,46 +241,41 @@ async fn task_list(g: &Global, labourer: Option<&str>, state: Option<StateFilter
         ("PAYLOAD", 0),
     ]);
     let mut out = std::io::BufWriter::new(std::io::stdout());
-    let written = stream_tasks(
-        &app,
-        &labourers,
-        state,
-        limit,
-        now,
-        &mut out,
-        |out, t, state| {
-            if g.json {
-                let mut row = t.to_row();
-                row.insert("state".into(), state.into());
-                serde_json::to_writer(&mut *out, &row)?;
-                writeln!(out)
-            } else {
-                let payload: String = t.task.payload.chars().take(60).collect();
-                table.row(
-                    out,
-                    &[
-                        &t.task.task_id,
-                        &t.task.labourer_id,
-                        state,
-                        &t.task.greenfield.to_string(),
-                        &t.task.attempts.to_string(),
-                        &payload,
-                    ],
-                )
-            }
-        },
-        |out| {
-            if g.json {
-                Ok(())
-            } else {
-                table.header(
-                    out,
-                    &["TASK_ID", "LABOURER", "STATE", "GREENFIELD", "ATTEMPTS", "PAYLOAD"],
-                )
-            }
-        },
-    )
-    .await;
+    let header = if g.json {
+        Ok(())
+    } else {
+        table.header(
+            &mut out,
+            &["TASK_ID", "LABOURER", "STATE", "GREENFIELD", "ATTEMPTS", "PAYLOAD"],
+        )
+    };
+    let written = match header {
+        Err(e) => Err(e.into()),
+        Ok(()) => {
+            stream_tasks(&app, &labourers, state, limit, now, &mut out, |out, t, state| {
+                if g.json {
+                    let mut row = t.to_row();
+                    row.insert("state".into(), state.into());
+                    serde_json::to_writer(&mut *out, &row)?;
+                    writeln!(out)
+                } else {
+                    let payload: String = t.task.payload.chars().take(60).collect();
+                    table.row(
+                        out,
+                        &[
+                            &t.task.task_id,
+                            &t.task.labourer_id,
+                            state,
+                            &t.task.greenfield.to_string(),
+                            &t.task.attempts.to_string(),
+                            &payload,
+                        ],
+                    )
+                }
+            })
+            .await
+        }
+    };
     match written.and_then(|()| out.flush().map_err(anyhow::Error::from)) {
         // `sosw task list | head`: the reader has seen enough.
         Err(e)
@@ -293,7 +288,7 @@ async fn task_list(g: &Global, labourer: Option<&str>, state: Option<StateFilter
     }
 }
 
-/// Reads the listing page by page and hands each row to `write` (after `header`, once).
+/// Reads the listing page by page and hands each row to `write`.
 async fn stream_tasks<W: Write>(
     app: &App,
     labourers: &[String],
@@ -302,9 +297,7 @@ async fn stream_tasks<W: Write>(
     now: Time,
     out: &mut W,
     mut write: impl FnMut(&mut W, &StoredTask, &str) -> std::io::Result<()>,
-    header: impl FnOnce(&mut W) -> std::io::Result<()>,
 ) -> Result<()> {
-    header(out)?;
     let mut left = limit;
     for l in labourers {
         let markers = markers_for(&app.config, l, now);
