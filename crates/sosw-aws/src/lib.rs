@@ -291,6 +291,74 @@ impl DynamoStore {
         }
     }
 
+    /// A page of one labourer's rows through an index whose range key is `attr` (`base` queries the labourer's
+    /// partition): the rows with `attr` in `range` that sort after `after` (`(order, task_id)` of the last row of
+    /// the previous page), at least `limit` of them when there are, and every row tying in `attr` with the last —
+    /// so that, sorted by `(attr, task_id)` and cut to `limit`, the page is exact. It reads the page and the ties,
+    /// never the rest of the listing.
+    async fn ordered_page(
+        &self,
+        base: Read,
+        attr: &'static str,
+        range: (i64, i64),
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> StoreResult<Vec<Item>> {
+        let with = |key: &str, values: Vec<(&'static str, AttributeValue)>, after_id: bool, limit: Option<usize>| {
+            let mut r = base.clone();
+            r.key = Some(format!("{} AND {key}", base.key.as_deref().unwrap_or("#l = :l")));
+            r.names.push(("#o", attr));
+            r.values.extend(values);
+            if after_id {
+                r.filter = Some(match &base.filter {
+                    Some(f) => format!("({f}) AND #t > :t"),
+                    None => "#t > :t".into(),
+                });
+                r.names.push(("#t", "task_id"));
+            }
+            r.limit = limit;
+            r
+        };
+        let (mut lo, hi) = range;
+        let mut items = Vec::new();
+        if let Some((order, task_id)) = after {
+            if order > hi {
+                return Ok(items);
+            }
+            if order >= lo {
+                let ties = with("#o = :o", vec![(":o", n(order)), (":t", s(task_id))], true, None);
+                items.extend(self.read(ties).await?.0);
+                match order.checked_add(1) {
+                    Some(next) => lo = next,
+                    None => return Ok(items),
+                }
+            }
+        }
+        if lo > hi || limit == 0 {
+            return Ok(items);
+        }
+        let page = with(
+            "#o BETWEEN :lo AND :hi",
+            vec![(":lo", n(lo)), (":hi", n(hi))],
+            false,
+            Some(limit),
+        );
+        let page = self.read(page).await?.0;
+        let last = (page.len() >= limit)
+            .then(|| page.last().and_then(|i| get_i64(i, attr)))
+            .flatten();
+        items.extend(page);
+        if let Some(last) = last {
+            let ties = self.read(with("#o = :e", vec![(":e", n(last))], false, None)).await?.0;
+            let seen: HashSet<String> = items.iter().filter_map(|i| get_s_attr(i, "task_id")).collect();
+            items.extend(
+                ties.into_iter()
+                    .filter(|i| get_s_attr(i, "task_id").is_some_and(|id| !seen.contains(&id))),
+            );
+        }
+        Ok(items)
+    }
+
     /// Live tasks of a labourer in a greenfield range, by the greenfield index.
     fn by_greenfield(&self, labourer: &str, key: &str, filter: Option<&str>) -> Read {
         Read {
@@ -1266,31 +1334,41 @@ impl TaskStore for DynamoStore {
                     Some(false) => Some("attribute_not_exists(#c)"),
                     None => None,
                 };
-                let r = match &q.labourer {
+                let items = match &q.labourer {
                     Some(l) => {
                         let (lo, hi) = q.greenfield.map_or((i64::MIN, i64::MAX), |g| (g.lo, g.hi));
-                        let mut r = self.by_greenfield(l, "#g BETWEEN :lo AND :hi", filter);
-                        r.values.push((":lo", n(lo)));
-                        r.values.push((":hi", n(hi)));
-                        if filter.is_none() {
-                            r.names.retain(|(k, _)| *k != "#c");
-                        }
-                        r
+                        let base = Read {
+                            table: self.tables.tasks.clone(),
+                            index: Some(self.tables.greenfield_index.clone()),
+                            key: Some("#l = :l".into()),
+                            filter: filter.map(str::to_string),
+                            names: if filter.is_some() {
+                                vec![("#l", "labourer_id"), ("#c", "completed_at")]
+                            } else {
+                                vec![("#l", "labourer_id")]
+                            },
+                            values: vec![(":l", s(l))],
+                            ..Read::default()
+                        };
+                        self.ordered_page(base, "greenfield", (lo, hi), cursor_within(q, l), q.limit)
+                            .await?
                     }
-                    None => Read {
-                        table: self.tables.tasks.clone(),
-                        filter: filter.map(str::to_string),
-                        names: if filter.is_some() {
-                            vec![("#c", "completed_at")]
-                        } else {
-                            vec![]
-                        },
-                        ..Read::default()
-                    },
+                    None => {
+                        self.read(Read {
+                            table: self.tables.tasks.clone(),
+                            filter: filter.map(str::to_string),
+                            names: if filter.is_some() {
+                                vec![("#c", "completed_at")]
+                            } else {
+                                vec![]
+                            },
+                            ..Read::default()
+                        })
+                        .await?
+                        .0
+                    }
                 };
-                self.read(r)
-                    .await?
-                    .0
+                items
                     .iter()
                     .map(|i| {
                         Ok(StoredTask {
@@ -1301,23 +1379,35 @@ impl TaskStore for DynamoStore {
                     .collect::<StoreResult<_>>()?
             }
             Table::Retry => {
-                let r = match &q.labourer {
-                    Some(l) => Read {
-                        table: self.tables.retry.clone(),
-                        index: Some(self.tables.retry_index.clone()),
-                        key: Some("#l = :l".into()),
-                        names: vec![("#l", "labourer_id")],
-                        values: vec![(":l", s(l))],
-                        ..Read::default()
-                    },
-                    None => Read {
-                        table: self.tables.retry.clone(),
-                        ..Read::default()
-                    },
+                let items = match &q.labourer {
+                    Some(l) => {
+                        let base = Read {
+                            table: self.tables.retry.clone(),
+                            index: Some(self.tables.retry_index.clone()),
+                            key: Some("#l = :l".into()),
+                            names: vec![("#l", "labourer_id")],
+                            values: vec![(":l", s(l))],
+                            ..Read::default()
+                        };
+                        self.ordered_page(
+                            base,
+                            "desired_launch_time",
+                            (i64::MIN, i64::MAX),
+                            cursor_within(q, l),
+                            q.limit,
+                        )
+                        .await?
+                    }
+                    None => {
+                        self.read(Read {
+                            table: self.tables.retry.clone(),
+                            ..Read::default()
+                        })
+                        .await?
+                        .0
+                    }
                 };
-                self.read(r)
-                    .await?
-                    .0
+                items
                     .iter()
                     .map(|i| {
                         let desired_launch_time = get_i64(i, "desired_launch_time").unwrap_or_default();
@@ -1368,9 +1458,14 @@ impl TaskStore for DynamoStore {
             Place::Retry { desired_launch_time } => desired_launch_time,
             Place::Closed { closed_at, .. } => closed_at,
         };
+        // The closed table and listings of every labourer are Scans: read whole, then cut to the page here.
+        if let Some(after) = &q.after {
+            rows.retain(|t| after.precedes(t));
+        }
         rows.sort_by(|a, b| {
             (&a.task.labourer_id, order(a), &a.task.task_id).cmp(&(&b.task.labourer_id, order(b), &b.task.task_id))
         });
+        rows.dedup_by(|a, b| a.task.task_id == b.task.task_id);
         rows.truncate(q.limit);
         Ok(rows)
     }
@@ -1559,12 +1654,27 @@ fn labourer_state_from_item(item: &Item) -> StoreResult<LabourerState> {
         trips: count("trips"),
         held_until: get_i64(item, "held_until").map(Time::from_millis),
         held_since: get_i64(item, "held_since").map(Time::from_millis),
-        reason: match item.get("reason") {
-            Some(AttributeValue::S(v)) => Some(v.clone()),
-            _ => None,
-        },
+        reason: get_s_attr(item, "reason"),
         labourer_id,
     })
+}
+
+/// The part of a listing's cursor that bounds a page of labourer `l`: `(order, task_id)` when the cursor is in
+/// `l`'s rows; `(i64::MAX, "")` — nothing left — when it is past them; `None` when they all come after it.
+fn cursor_within(q: &TaskQuery, l: &str) -> Option<(i64, String)> {
+    let c = q.after.as_ref()?;
+    match c.labourer_id.as_str().cmp(l) {
+        std::cmp::Ordering::Less => None,
+        std::cmp::Ordering::Equal => Some((c.order, c.task_id.clone())),
+        std::cmp::Ordering::Greater => Some((i64::MAX, String::new())),
+    }
+}
+
+fn get_s_attr(item: &Item, key: &str) -> Option<String> {
+    match item.get(key) {
+        Some(AttributeValue::S(v)) => Some(v.clone()),
+        _ => None,
+    }
 }
 
 fn stored_closed(item: &Item) -> StoreResult<StoredTask> {

@@ -25,6 +25,10 @@ pub fn read_layers(path: &Path) -> Result<Vec<Value>> {
             "{e}; pass --config PATH or set SOSW_CONFIG (see docs/config.md)"
         ))
         .into(),
+        // A file that is not UTF-8 text is a bad config (exit 2), not a failure to read it.
+        ConfigFileError::Unreadable { ref source, .. } if source.kind() == std::io::ErrorKind::InvalidData => {
+            UsageError(format!("{e} (a config is UTF-8 JSON text)")).into()
+        }
         ConfigFileError::Unreadable { .. } => anyhow::Error::from(e),
         other => UsageError(other.to_string()).into(),
     })
@@ -140,6 +144,15 @@ pub async fn open_store(spec: &StoreSpec, config: Option<&Config>, init: bool) -
     match spec {
         StoreSpec::Sqlite(path) => {
             let store = if init {
+                // `init` makes the file, never the directories above it: a mistyped path is refused, not created.
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+                    return Err(UsageError(format!(
+                        "the directory `{}` of the store `{}` does not exist; create it first",
+                        dir.display(),
+                        path.display()
+                    ))
+                    .into());
+                }
                 let s = SqliteStore::open_or_create(path).with_context(|| format!("opening `{}`", path.display()))?;
                 s.init().await.map_err(schema_usage)?;
                 s

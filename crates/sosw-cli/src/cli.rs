@@ -99,11 +99,12 @@ pub enum TaskCommand {
     /// Queue a task at the end of a labourer's queue; prints its id.
     Create {
         labourer: String,
-        /// The worker's arguments: a JSON object (anything else is kept under `"payload"`).
-        #[arg(long)]
+        /// The worker's arguments: a JSON object (anything else is kept under `"payload"`); `@FILE` reads it from
+        /// a file, `-` from stdin.
+        #[arg(long, value_name = "JSON|@FILE|-")]
         payload: Option<String>,
-        /// Create this many tasks with the same payload.
-        #[arg(long, default_value_t = 1)]
+        /// Create this many tasks with the same payload (at least 1).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         count: u32,
     },
     /// A task, where it is, and its audit trail.
@@ -144,11 +145,11 @@ pub enum StateFilter {
 #[derive(Debug, Args)]
 pub struct Report {
     pub task_id: String,
-    /// A JSON object; each key `k` is stored as `stat_<k>`.
-    #[arg(long)]
+    /// A JSON object; each key `k` is stored as `stat_<k>`. `@FILE` reads it from a file, `-` from stdin.
+    #[arg(long, value_name = "JSON|@FILE|-")]
     pub stats: Option<String>,
-    /// A JSON object; each key `k` is stored as `result_<k>`.
-    #[arg(long)]
+    /// A JSON object; each key `k` is stored as `result_<k>`. `@FILE` reads it from a file, `-` from stdin.
+    #[arg(long, value_name = "JSON|@FILE|-")]
     pub result: Option<String>,
 }
 

@@ -2,17 +2,18 @@
 
 use crate::app::{load_config, open_store, store_spec, App};
 use crate::cli::{Cli, Command, Global, JobCommand, Report, StateFilter, TaskCommand};
-use crate::output::{print_json, table};
+use crate::output::{print_json, table, StreamedTable};
 use crate::UsageError;
 use anyhow::Result;
 use serde_json::{json, Map, Value};
 use sosw_core::config::Config;
 use sosw_core::greenfield::{Markers, DEFAULT_COOLDOWN, DEFAULT_DURATION};
 use sosw_core::payload::{construct_payload, report_part};
-use sosw_core::ports::{Table, TaskQuery};
+use sosw_core::ports::{ListCursor, Table, TaskQuery};
 use sosw_core::{Essential, NewTask, Place, StoredTask, TaskState, Time, WorkerReport};
 use sosw_engine::daemon::PassReport;
 use sosw_engine::{EcologyManager, Orchestrator, Scavenger};
+use std::io::Write;
 
 pub async fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
@@ -59,8 +60,53 @@ async fn init(g: &Global) -> Result<()> {
     Ok(())
 }
 
-fn parse_json_arg(flag: &str, text: &str) -> Result<Value> {
-    serde_json::from_str(text).map_err(|e| UsageError(format!("`{flag}` is not valid JSON: {e}")).into())
+/// Whether a JSON argument of this process has read stdin already (it can be read once).
+static STDIN_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The text of a JSON argument, as curl reads `--data`: the value itself, `@FILE` the file's contents, `-` (or
+/// `@-`) stdin. This is how a payload larger than the OS's argument limit gets in.
+fn json_arg_text(flag: &str, value: &str) -> Result<String> {
+    use std::io::Read;
+    let from_stdin = || -> Result<String> {
+        if STDIN_TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(UsageError(format!("`{flag} -`: stdin was already read by another argument")).into());
+        }
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| UsageError(format!("cannot read `{flag}` from stdin: {e}")))?;
+        Ok(text)
+    };
+    match value {
+        "-" | "@-" => from_stdin(),
+        _ => match value.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| UsageError(format!("cannot read `{flag}` from the file `{path}`: {e}")).into()),
+            None => Ok(value.to_string()),
+        },
+    }
+}
+
+/// Refuses two JSON arguments reading stdin, before either reads it.
+fn at_most_one_stdin(args: &[(&str, Option<&str>)]) -> Result<()> {
+    let stdin: Vec<&str> = args
+        .iter()
+        .filter(|(_, v)| matches!(v, Some("-" | "@-")))
+        .map(|(flag, _)| *flag)
+        .collect();
+    if let [first, second, ..] = stdin.as_slice() {
+        return Err(UsageError(format!(
+            "`{second} -`: stdin was already read by `{first}`; read one of them from a file (`@FILE`)"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// A JSON argument (`--payload`, `--stats`, `--result`): literal JSON, `@FILE` or `-` (stdin).
+fn parse_json_arg(flag: &str, value: &str) -> Result<Value> {
+    let text = json_arg_text(flag, value)?;
+    serde_json::from_str(&text).map_err(|e| UsageError(format!("`{flag}` is not valid JSON: {e}")).into())
 }
 
 fn new_task_id() -> String {
@@ -164,6 +210,11 @@ async fn task_show(g: &Global, task_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// How many rows `task list` reads from the store at a time.
+const LIST_PAGE: usize = 1000;
+
+/// Streams the listing: pages of [`LIST_PAGE`] rows read through the store's keyset cursor, each row written as it
+/// comes — JSON lines with `--json`, else a table in fixed column widths — so memory does not grow with `--limit`.
 async fn task_list(g: &Global, labourer: Option<&str>, state: Option<StateFilter>, limit: usize) -> Result<()> {
     let app = App::load(g, Essential::Orchestrator).await?;
     let now = app.clock.now();
@@ -179,8 +230,77 @@ async fn task_list(g: &Global, labourer: Option<&str>, state: Option<StateFilter
             ids
         }
     };
-    let mut rows: Vec<StoredTask> = Vec::new();
-    for l in &labourers {
+    let table = StreamedTable::new(&[
+        ("TASK_ID", 32),
+        (
+            "LABOURER",
+            labourers.iter().map(|l| l.chars().count()).max().unwrap_or(0),
+        ),
+        ("STATE", "completed".len()),
+        ("GREENFIELD", 10),
+        ("ATTEMPTS", 0),
+        ("PAYLOAD", 0),
+    ]);
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let header = if g.json {
+        Ok(())
+    } else {
+        table.header(
+            &mut out,
+            &["TASK_ID", "LABOURER", "STATE", "GREENFIELD", "ATTEMPTS", "PAYLOAD"],
+        )
+    };
+    let written = match header {
+        Err(e) => Err(e.into()),
+        Ok(()) => {
+            stream_tasks(&app, &labourers, state, limit, now, &mut out, |out, t, state| {
+                if g.json {
+                    let mut row = t.to_row();
+                    row.insert("state".into(), state.into());
+                    serde_json::to_writer(&mut *out, &row)?;
+                    writeln!(out)
+                } else {
+                    let payload: String = t.task.payload.chars().take(60).collect();
+                    table.row(
+                        out,
+                        &[
+                            &t.task.task_id,
+                            &t.task.labourer_id,
+                            state,
+                            &t.task.greenfield.to_string(),
+                            &t.task.attempts.to_string(),
+                            &payload,
+                        ],
+                    )
+                }
+            })
+            .await
+        }
+    };
+    match written.and_then(|()| out.flush().map_err(anyhow::Error::from)) {
+        // `sosw task list | head`: the reader has seen enough.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Reads the listing page by page and hands each row to `write`.
+async fn stream_tasks<W: Write>(
+    app: &App,
+    labourers: &[String],
+    state: Option<StateFilter>,
+    limit: usize,
+    now: Time,
+    out: &mut W,
+    mut write: impl FnMut(&mut W, &StoredTask, &str) -> std::io::Result<()>,
+) -> Result<()> {
+    let mut left = limit;
+    for l in labourers {
         let markers = markers_for(&app.config, l, now);
         let live = |s: TaskState| {
             let (range, completed) = s.range(&markers);
@@ -189,7 +309,8 @@ async fn task_list(g: &Global, labourer: Option<&str>, state: Option<StateFilter
                 labourer: Some(l.clone()),
                 greenfield: Some(range),
                 completed: Some(completed),
-                limit,
+                limit: LIST_PAGE,
+                after: None,
             }
         };
         let of = |table, completed| TaskQuery {
@@ -197,7 +318,8 @@ async fn task_list(g: &Global, labourer: Option<&str>, state: Option<StateFilter
             labourer: Some(l.clone()),
             greenfield: None,
             completed,
-            limit,
+            limit: LIST_PAGE,
+            after: None,
         };
         let queries = match state {
             None => vec![of(Table::Live, None), of(Table::Retry, None), of(Table::Closed, None)],
@@ -209,46 +331,21 @@ async fn task_list(g: &Global, labourer: Option<&str>, state: Option<StateFilter
             Some(StateFilter::Closed) => vec![of(Table::Closed, Some(true))],
             Some(StateFilter::Dead) => vec![of(Table::Closed, Some(false))],
         };
-        for q in queries {
-            if rows.len() >= limit {
-                break;
+        for mut q in queries {
+            while left > 0 {
+                q.limit = left.min(LIST_PAGE);
+                let rows = app.store.list(&q).await?;
+                for t in &rows {
+                    write(out, t, state_of(&app.config, t, now))?;
+                }
+                left -= rows.len().min(left);
+                match rows.last() {
+                    Some(last) if rows.len() >= q.limit => q.after = Some(ListCursor::after(last)),
+                    _ => break,
+                }
             }
-            let q = TaskQuery {
-                limit: limit - rows.len(),
-                ..q
-            };
-            rows.extend(app.store.list(&q).await?);
         }
     }
-    if g.json {
-        let out: Vec<Value> = rows
-            .iter()
-            .map(|t| {
-                let mut row = t.to_row();
-                row.insert("state".into(), state_of(&app.config, t, now).into());
-                Value::Object(row)
-            })
-            .collect();
-        print_json(&Value::Array(out));
-        return Ok(());
-    }
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|t| {
-            vec![
-                t.task.task_id.clone(),
-                t.task.labourer_id.clone(),
-                state_of(&app.config, t, now).to_string(),
-                t.task.greenfield.to_string(),
-                t.task.attempts.to_string(),
-                t.task.payload.chars().take(60).collect(),
-            ]
-        })
-        .collect();
-    table(
-        &["TASK_ID", "LABOURER", "STATE", "GREENFIELD", "ATTEMPTS", "PAYLOAD"],
-        &cells,
-    );
     Ok(())
 }
 
@@ -389,6 +486,7 @@ async fn scavenge(g: &Global) -> Result<()> {
 }
 
 async fn report(g: &Global, r: Report, completed: bool) -> Result<()> {
+    at_most_one_stdin(&[("--stats", r.stats.as_deref()), ("--result", r.result.as_deref())])?;
     let app = App::load(g, Essential::WorkerAssistant).await?;
     let part = |flag: &'static str, text: &Option<String>| -> Result<Map<String, Value>> {
         match text {

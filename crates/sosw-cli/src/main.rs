@@ -13,6 +13,7 @@ mod reports;
 mod schedule;
 
 use clap::Parser;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 /// A usage or config error: exit code 2.
@@ -38,6 +39,8 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: in a file or a pipe they are noise.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

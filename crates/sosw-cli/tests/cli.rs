@@ -56,6 +56,16 @@ impl Sandbox {
         serde_json::from_str(&self.ok(&all)).expect("JSON output")
     }
 
+    /// The JSON lines a `--json` listing writes.
+    fn json_lines(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        self.ok(&all)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
     /// Runs a failing command; returns (exit code, stderr).
     fn fails(&self, args: &[&str]) -> (i32, String) {
         let out = self.run(args);
@@ -127,13 +137,9 @@ fn a_task_through_its_whole_life_with_a_process_worker() {
         json!({"queued": 0, "running": 0, "expired": 0, "completed": 0, "retry_waiting": 0, "closed_completed": 1,
                "closed_dead": 0, "eco_status": 4, "max_simultaneous_invocations": 10, "desired": 10})
     );
-    let listed = s.json(&["task", "list", "--state", "closed"]);
-    assert_eq!(listed.as_array().map(Vec::len), Some(1));
-    assert!(s
-        .json(&["task", "list", "--state", "queued"])
-        .as_array()
-        .expect("array")
-        .is_empty());
+    let listed = s.json_lines(&["task", "list", "--state", "closed"]);
+    assert_eq!(listed.len(), 1);
+    assert!(s.json_lines(&["task", "list", "--state", "queued"]).is_empty());
 }
 
 #[test]
@@ -269,6 +275,147 @@ fn config_and_usage_errors_exit_2_and_name_the_problem() {
     let (code, err) = s.fails(&["run", "--interval", "0"]);
     assert_eq!(code, 2);
     assert!(err.contains("`--interval`"), "{err}");
+}
+
+#[test]
+fn small_usage_refusals_exit_2_and_name_the_value() {
+    let s = Sandbox::new(config(json!({"w": worker("true", json!({}))})));
+    let (code, err) = s.fails(&["task", "create", "w", "--count", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("'0'") && err.contains("--count"), "{err}");
+    assert_eq!(s.status()["w"]["queued"], json!(0));
+
+    std::fs::write(s.path().join("latin1.json"), b"{\"store\": \"caf\xe9.db\"}").expect("write");
+    let (code, err) = s.fails(&["--config", "latin1.json", "status"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("latin1.json") && err.contains("UTF-8"), "{err}");
+
+    let missing = s.path().join("no").join("such").join("x.db");
+    let (code, err) = s.fails(&["--store", &format!("sqlite:{}", missing.display()), "init"]);
+    assert_eq!(code, 2, "{err}");
+    let dir = s.path().join("no").join("such");
+    assert!(err.contains(&format!("`{}`", dir.display())), "{err}");
+    assert!(!s.path().join("no").exists(), "init created directories");
+}
+
+#[test]
+fn log_lines_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let s = Sandbox::new(config(json!({"w": worker("true", json!({}))})));
+    s.ok(&["task", "create", "w"]);
+    std::fs::write(
+        s.path().join("other.json"),
+        json!({"task_config": {"labourers": {"v": worker("true", json!({}))}}}).to_string(),
+    )
+    .expect("write");
+    // A store with tasks of a labourer the config does not have: `status` warns about it.
+    let out = s.run(&["--config", "other.json", "--store", "sqlite:sosw.db", "status"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("WARN"), "{err}");
+    assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
+}
+
+#[test]
+fn json_arguments_are_read_from_files_and_stdin() {
+    use std::io::Write;
+    use std::process::Stdio;
+    // The worker reports nothing itself, so its tasks stay running for `sosw fail` below.
+    let s = Sandbox::new(config(
+        json!({"w": worker("cat >/dev/null", json!({"report": "self"}))}),
+    ));
+    // 5 MB: over what one argument may carry on Linux (128 KiB).
+    let blob = "x".repeat(5 * 1024 * 1024);
+    std::fs::write(s.path().join("big.json"), json!({"blob": blob}).to_string()).expect("write");
+    let from_file = s.json(&["task", "create", "w", "--payload", "@big.json"]);
+    let shown = s.json(&["task", "show", from_file["task_id"].as_str().expect("id")]);
+    let payload: Value = serde_json::from_str(shown["task"]["payload"].as_str().expect("payload")).expect("json");
+    assert_eq!(payload["blob"].as_str().map(str::len), Some(blob.len()));
+
+    let stdin_create = |arg: &str, input: &[u8]| {
+        let mut child = s
+            .cmd(&["--json", "task", "create", "w", "--payload", arg])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input).expect("write stdin");
+        drop(stdin);
+        child.wait_with_output().expect("wait")
+    };
+    let out = stdin_create("-", json!({"blob": blob}).to_string().as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = stdin_create("@-", br#"{"n": 7}"#);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        created["payload"].as_str().expect("payload").contains("\"n\":7"),
+        "{created}"
+    );
+
+    let (code, err) = s.fails(&["task", "create", "w", "--payload", "@nope.json"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`nope.json`") && err.contains("--payload"), "{err}");
+
+    // --stats and --result too: invoke the task first, then report from a file and from stdin.
+    let id = from_file["task_id"].as_str().expect("id").to_string();
+    s.ok(&["orchestrate"]);
+    std::fs::write(s.path().join("stats.json"), r#"{"rows": 42}"#).expect("write");
+    let mut child = s
+        .cmd(&["--json", "fail", &id, "--stats", "@stats.json", "--result", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(br#"{"url": "s3://b/k"}"#)
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let row: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (row["stat_rows"].clone(), row["result_url"].clone()),
+        (json!(42), json!("s3://b/k"))
+    );
+    let (code, err) = s.fails(&["fail", &id, "--stats", "-", "--result", "-"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("stdin was already read"), "{err}");
+}
+
+#[test]
+fn task_list_streams_pages_as_json_lines_and_a_table() {
+    let s = Sandbox::new(config(
+        json!({"w": worker("true", json!({})), "v": worker("true", json!({}))}),
+    ));
+    // More than two of the listing's pages of 1,000.
+    s.ok(&["task", "create", "w", "--count", "2300"]);
+    s.ok(&["task", "create", "v", "--count", "5"]);
+    let rows = s.json_lines(&["task", "list", "--labourer", "w", "--limit", "5000"]);
+    assert_eq!(rows.len(), 2300);
+    let greenfields: Vec<i64> = rows
+        .iter()
+        .map(|r| r["greenfield"].as_i64().expect("greenfield"))
+        .collect();
+    assert!(greenfields.windows(2).all(|p| p[0] < p[1]), "in queue order, each once");
+    assert!(rows.iter().all(|r| r["state"] == json!("queued")));
+    let ids: std::collections::HashSet<&str> = rows.iter().filter_map(|r| r["task_id"].as_str()).collect();
+    assert_eq!(ids.len(), 2300);
+
+    // `--limit` across labourers and pages.
+    assert_eq!(s.json_lines(&["task", "list", "--limit", "2303"]).len(), 2303);
+    assert_eq!(s.json_lines(&["task", "list", "--limit", "1001"]).len(), 1001);
+    assert_eq!(s.json_lines(&["task", "list"]).len(), 100, "the default limit");
+
+    let table = s.ok(&["task", "list", "--state", "queued", "--limit", "3000"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 1 + 2305);
+    assert!(lines[0].starts_with("TASK_ID "), "{}", lines[0]);
+    // Fixed column widths: every row's state starts where the header's STATE does.
+    let at = lines[0].find("STATE").expect("STATE column");
+    assert!(lines[1..].iter().all(|l| l[at..].starts_with("queued")), "{}", lines[1]);
 }
 
 #[test]
@@ -516,13 +663,8 @@ mod http_worker {
             assert!(std::time::Instant::now() < deadline, "not reported: {}", s.status());
             std::thread::yield_now();
         }
-        let closed = s.json(&["task", "list", "--state", "closed"]);
-        let mut stats: Vec<i64> = closed
-            .as_array()
-            .expect("list")
-            .iter()
-            .map(|t| t["stat_n"].as_i64().expect("stat_n"))
-            .collect();
+        let closed = s.json_lines(&["task", "list", "--state", "closed"]);
+        let mut stats: Vec<i64> = closed.iter().map(|t| t["stat_n"].as_i64().expect("stat_n")).collect();
         stats.sort_unstable();
         assert_eq!(stats, vec![0, 1, 2]);
 

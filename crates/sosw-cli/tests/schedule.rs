@@ -69,8 +69,9 @@ fn a_job_is_scheduled_once_and_reported() {
         (json!(6), json!("finished"))
     );
     assert_eq!(ok_json(d, &["status"])["reports"]["queued"], json!(6));
-    let tasks = ok_json(d, &["task", "list", "--state", "queued"]);
-    let first: Value = serde_json::from_str(tasks[0]["payload"].as_str().expect("payload")).expect("json");
+    // `task list --json` writes JSON lines: with `--limit 1`, one object.
+    let first = ok_json(d, &["task", "list", "--state", "queued", "--limit", "1"]);
+    let first: Value = serde_json::from_str(first["payload"].as_str().expect("payload")).expect("json");
     assert_eq!(
         first,
         json!({"isolate_stores": true, "stores": ["s1"], "report": "daily", "date_list": ["2019-01-01"]})

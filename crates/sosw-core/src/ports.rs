@@ -9,7 +9,7 @@ use crate::config::{Labourer, MetricDetails};
 use crate::decide::FailureKind;
 use crate::greenfield::{GreenfieldRange, Markers};
 use crate::meta::{MetaEvent, Stamp};
-use crate::task::{NewTask, ReportKind, StoredTask, Task, WorkerReport};
+use crate::task::{NewTask, Place, ReportKind, StoredTask, Task, WorkerReport};
 use crate::time::Time;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -147,7 +147,7 @@ pub enum Table {
 }
 
 /// A listing query. All filters are optional; rows come ordered by labourer, then queue order (live), desired
-/// launch time (retry) or close time (closed), then task id.
+/// launch time (retry) or close time (closed), then task id — the sort key a [`ListCursor`] holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskQuery {
     pub table: Table,
@@ -157,6 +157,49 @@ pub struct TaskQuery {
     /// Live table: whether `completed_at` is set. Closed table: completed (`_1`) or dead (`_0`).
     pub completed: Option<bool>,
     pub limit: usize,
+    /// Keyset pagination: only rows strictly after this sort key. A long listing is read page by page, each
+    /// starting after the last row of the one before ([`ListCursor::after`]), in memory bounded by the page.
+    pub after: Option<ListCursor>,
+}
+
+/// The sort key of a row of a listing ([`TaskQuery`]): labourer, order value, task id. Rows inserted between two
+/// pages appear in a later page if they sort after the cursor, and never make a row appear twice.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListCursor {
+    pub labourer_id: String,
+    /// Greenfield (live), desired launch time (retry) or close time (closed).
+    pub order: i64,
+    pub task_id: String,
+}
+
+impl ListCursor {
+    /// The cursor just after `row`.
+    pub fn after(row: &StoredTask) -> ListCursor {
+        ListCursor {
+            labourer_id: row.task.labourer_id.clone(),
+            order: ListCursor::order_of(row),
+            task_id: row.task.task_id.clone(),
+        }
+    }
+
+    /// The value a listing orders rows of one labourer by.
+    pub fn order_of(row: &StoredTask) -> i64 {
+        match row.place {
+            Place::Live => row.task.greenfield,
+            Place::Retry { desired_launch_time } => desired_launch_time,
+            Place::Closed { closed_at, .. } => closed_at,
+        }
+    }
+
+    /// Whether `row` sorts strictly after this cursor.
+    pub fn precedes(&self, row: &StoredTask) -> bool {
+        (self.labourer_id.as_str(), self.order, self.task_id.as_str())
+            < (
+                row.task.labourer_id.as_str(),
+                ListCursor::order_of(row),
+                row.task.task_id.as_str(),
+            )
+    }
 }
 
 /// The counts `sosw status` shows for one labourer.
@@ -484,4 +527,59 @@ pub trait Notifier: Send + Sync + Debug {
 #[async_trait]
 pub trait TaskReporter: Send + Sync + Debug {
     async fn report(&self, task_id: &str, kind: ReportKind, report: WorkerReport) -> StoreResult<()>;
+}
+
+#[cfg(test)]
+mod list_cursor_tests {
+    use super::*;
+
+    fn row(labourer: &str, task_id: &str, place: Place, greenfield: i64) -> StoredTask {
+        StoredTask {
+            task: Task {
+                task_id: task_id.into(),
+                labourer_id: labourer.into(),
+                created_at: 0.0,
+                greenfield,
+                attempts: 0,
+                payload: "{}".into(),
+                completed_at: None,
+                failed_attempts: 0,
+                stats: Default::default(),
+                result: Default::default(),
+            },
+            place,
+        }
+    }
+
+    #[test]
+    fn a_cursor_precedes_exactly_the_rows_sorting_after_it() {
+        let cursor = ListCursor {
+            labourer_id: "w".into(),
+            order: 10,
+            task_id: "m".into(),
+        };
+        let retry = |t: i64| Place::Retry { desired_launch_time: t };
+        let closed = |t: i64| Place::Closed {
+            closed_at: t,
+            completed: true,
+        };
+        let cases = [
+            (row("w", "m", Place::Live, 10), false),
+            (row("w", "n", Place::Live, 10), true),
+            (row("w", "a", Place::Live, 10), false),
+            (row("w", "a", Place::Live, 11), true),
+            (row("w", "z", Place::Live, 9), false),
+            (row("v", "z", Place::Live, 99), false),
+            (row("x", "a", Place::Live, -5), true),
+            // Retry and closed rows order by their time, not their greenfield.
+            (row("w", "a", retry(11), 0), true),
+            (row("w", "z", retry(9), 99), false),
+            (row("w", "a", closed(11), 0), true),
+            (row("w", "z", closed(9), 99), false),
+        ];
+        for (r, after) in cases {
+            assert_eq!(cursor.precedes(&r), after, "{r:?}");
+            assert_eq!(ListCursor::after(&r) > cursor, after, "{r:?}");
+        }
+    }
 }

@@ -55,6 +55,7 @@ async fn all_rows(store: &dyn TaskStore) -> Vec<StoredTask> {
             greenfield: None,
             completed: None,
             limit: 100_000,
+            after: None,
         };
         rows.extend(store.list(&q).await.expect("list"));
     }

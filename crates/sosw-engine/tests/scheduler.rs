@@ -67,6 +67,7 @@ async fn live_in_queue_order(store: &SqliteStore) -> Vec<(String, u64)> {
         greenfield: None,
         completed: None,
         limit: 1_000_000,
+        after: None,
     };
     store
         .list(&q)

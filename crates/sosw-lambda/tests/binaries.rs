@@ -121,6 +121,7 @@ async fn the_scheduler_binary_serves_lambda_invocations() {
             greenfield: None,
             completed: None,
             limit: 10,
+            after: None,
         },
     )
     .await

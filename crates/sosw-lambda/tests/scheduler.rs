@@ -94,6 +94,7 @@ async fn a_job_cut_by_the_deadline_continues_in_a_new_invocation() {
             greenfield: None,
             completed: None,
             limit: 100,
+            after: None,
         })
         .await
         .expect("list");

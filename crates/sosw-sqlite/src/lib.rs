@@ -968,25 +968,62 @@ impl TaskStore for SqliteStore {
     async fn list(&self, query: &TaskQuery) -> StoreResult<Vec<StoredTask>> {
         let q = query.clone();
         self.run(move |conn| {
-            let (table, extra, order) = match q.table {
-                Table::Live => ("tasks", "", "labourer_id, greenfield, task_id"),
-                Table::Retry => (
-                    "retry_tasks",
-                    ", desired_launch_time",
-                    "labourer_id, desired_launch_time, task_id",
-                ),
-                Table::Closed => ("closed_tasks", ", closed_at", "labourer_id, closed_at, task_id"),
+            let (table, extra, by) = match q.table {
+                Table::Live => ("tasks", "", "greenfield"),
+                Table::Retry => ("retry_tasks", ", desired_launch_time", "desired_launch_time"),
+                Table::Closed => ("closed_tasks", ", closed_at", "closed_at"),
             };
-            let mut sql = format!("SELECT {COLS}{extra} FROM {table} WHERE 1 = 1");
+            let order = format!("labourer_id, {by}, task_id");
+            // `cond`: the filters, as ` AND …` clauses over `args`.
+            let mut cond = String::new();
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            // A closed listing of one labourer reads the index ordered by close time, once per status asked for
+            // (two of them merged in order when both are), rather than sorting all the labourer's closed rows.
+            let mut statuses: Vec<usize> = Vec::new();
             if let Some(l) = &q.labourer {
                 args.push(l.clone().into());
-                sql.push_str(&format!(" AND labourer_id = ?{}", args.len()));
+                cond.push_str(&format!(" AND labourer_id = ?{}", args.len()));
+                if q.table == Table::Closed {
+                    for done in q.completed.map_or(vec![true, false], |d| vec![d]) {
+                        args.push(sosw_core::task::closed_status(l, done).into());
+                        statuses.push(args.len());
+                    }
+                }
+            }
+            // Keyset pagination. With one labourer the bound is on (order, task id) alone, which the labourer's
+            // index serves as a range, so every page costs its own size, however deep into the listing it is.
+            match (&q.after, &q.labourer) {
+                (None, _) => {}
+                (Some(c), Some(l)) if *l == c.labourer_id => {
+                    args.push(c.order.into());
+                    args.push(c.task_id.clone().into());
+                    cond.push_str(&format!(
+                        " AND ({by}, task_id) > (?{}, ?{})",
+                        args.len() - 1,
+                        args.len()
+                    ));
+                }
+                (Some(c), Some(l)) => {
+                    if *l < c.labourer_id {
+                        cond.push_str(" AND 0");
+                    }
+                }
+                (Some(c), None) => {
+                    args.push(c.labourer_id.clone().into());
+                    args.push(c.order.into());
+                    args.push(c.task_id.clone().into());
+                    cond.push_str(&format!(
+                        " AND (labourer_id, {by}, task_id) > (?{}, ?{}, ?{})",
+                        args.len() - 2,
+                        args.len() - 1,
+                        args.len()
+                    ));
+                }
             }
             if let (Table::Live, Some(r)) = (q.table, q.greenfield) {
                 args.push(r.lo.into());
                 args.push(r.hi.into());
-                sql.push_str(&format!(
+                cond.push_str(&format!(
                     " AND greenfield BETWEEN ?{} AND ?{}",
                     args.len() - 1,
                     args.len()
@@ -994,9 +1031,19 @@ impl TaskStore for SqliteStore {
             }
             match (q.table, q.completed) {
                 (Table::Retry, _) | (_, None) => {}
-                (_, Some(true)) => sql.push_str(" AND completed_at IS NOT NULL"),
-                (_, Some(false)) => sql.push_str(" AND completed_at IS NULL"),
+                (_, Some(true)) => cond.push_str(" AND completed_at IS NOT NULL"),
+                (_, Some(false)) => cond.push_str(" AND completed_at IS NULL"),
             }
+            let select = |status: String| format!("SELECT {COLS}{extra} FROM {table} WHERE 1 = 1{cond}{status}");
+            let mut sql = if statuses.is_empty() {
+                select(String::new())
+            } else {
+                statuses
+                    .iter()
+                    .map(|i| select(format!(" AND labourer_id_task_status = ?{i}")))
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ")
+            };
             args.push((q.limit.min(i64::MAX as usize) as i64).into());
             sql.push_str(&format!(" ORDER BY {order} LIMIT ?{}", args.len()));
             let mut st = conn.prepare(&sql).map_err(map_err)?;

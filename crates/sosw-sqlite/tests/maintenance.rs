@@ -132,6 +132,7 @@ async fn a_store_damaged_inside_is_named_and_reported_by_check() {
             greenfield: None,
             completed: None,
             limit: 10_000,
+            after: None,
         })
         .await
         .expect_err("the pages are damaged");
@@ -194,6 +195,7 @@ async fn a_full_database_refuses_whole_writes_keeps_reading_and_recovers() {
             greenfield: None,
             completed: None,
             limit: 100_000,
+            after: None,
         })
         .await
         .expect("reads work");

@@ -6,7 +6,9 @@ use serde_json::{json, Map, Value};
 use sosw_core::breaker::LabourerState;
 use sosw_core::greenfield::{DEFAULT_INVOCATION_DELTA as D, DEFAULT_TASK_STEP as STEP};
 use sosw_core::meta::{MetaAction, MetaEvent, Stamp};
-use sosw_core::ports::{ArchiveExpect, Claim, Completion, JobProgress, StoreError, Table, TaskQuery, TaskStore};
+use sosw_core::ports::{
+    ArchiveExpect, Claim, Completion, JobProgress, ListCursor, StoreError, Table, TaskQuery, TaskStore,
+};
 use sosw_core::{Markers, NewTask, Place, Time, WorkerReport};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -776,6 +778,7 @@ pub async fn counts_and_listing(h: &Harness) {
         greenfield: None,
         completed,
         limit: 100,
+        after: None,
     };
     let ids = |v: Vec<sosw_core::StoredTask>| v.into_iter().map(|t| t.task.task_id).collect::<Vec<_>>();
     assert_eq!(
@@ -810,6 +813,128 @@ pub async fn counts_and_listing(h: &Harness) {
         all_live.first().map(|t| t.task.labourer_id.as_str()),
         Some("v"),
         "ordered by labourer"
+    );
+}
+
+/// Keyset pagination: the pages of a listing, each read after the last row of the one before, concatenate to the
+/// whole listing whatever the page size (ties in close and launch times included), and rows created between pages
+/// never make a row appear twice or go missing.
+pub async fn listing_pages_concatenate_to_the_whole_listing(h: &Harness) {
+    let s = h.store.as_ref();
+    let m = Markers::new(now(), D, 900, 300);
+    let at = |secs: i64| Time::from_secs(NOW + secs);
+    create(
+        s,
+        "w",
+        &["w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "wa"],
+    )
+    .await;
+    create(s, "v", &["v0", "v1", "v2", "v3"]).await;
+    // Closed rows, completed and dead, whose close times tie; retry rows whose launch times tie.
+    claim_all(s, "w", &["w0", "w1", "w2"], NOW).await;
+    for (id, secs) in [("w0", 1), ("w1", 0), ("w2", 1)] {
+        s.complete(id, now(), &WorkerReport::default()).await.expect("complete");
+        s.archive(id, ArchiveExpect::Completed, at(secs))
+            .await
+            .expect("archive");
+    }
+    claim(s, "w", &["w3", "w4", "w5", "w6"], NOW, m.expired).await;
+    claim(s, "v", &["v0", "v1"], NOW, m.expired).await;
+    for (id, secs) in [("w3", 1), ("w4", 0), ("v0", 1)] {
+        let dead = ArchiveExpect::Dead { greenfield: m.expired };
+        s.archive(id, dead, at(secs)).await.expect("archive");
+    }
+    for id in ["w5", "w6", "v1"] {
+        s.move_to_retry(id, m.expired, NOW + 60).await.expect("retry");
+    }
+    claim_all(s, "w", &["w7"], NOW).await;
+
+    let query = |table, labourer: Option<&str>, completed, greenfield| TaskQuery {
+        table,
+        labourer: labourer.map(str::to_string),
+        greenfield,
+        completed,
+        limit: 1000,
+        after: None,
+    };
+    let (queued, _) = sosw_core::TaskState::Queued.range(&m);
+    let queries = [
+        query(Table::Live, None, None, None),
+        query(Table::Live, Some("w"), None, None),
+        query(Table::Live, Some("w"), Some(false), Some(queued)),
+        query(Table::Retry, None, None, None),
+        query(Table::Retry, Some("w"), None, None),
+        query(Table::Closed, None, None, None),
+        query(Table::Closed, Some("w"), None, None),
+        query(Table::Closed, Some("w"), Some(true), None),
+        query(Table::Closed, Some("w"), Some(false), None),
+    ];
+    let keys = |rows: &[sosw_core::StoredTask]| rows.iter().map(ListCursor::after).collect::<Vec<_>>();
+    let paged = |q: TaskQuery, page: usize| async move {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let rows = s
+                .list(&TaskQuery {
+                    limit: page,
+                    after: after.clone(),
+                    ..q.clone()
+                })
+                .await
+                .expect("list a page");
+            assert!(rows.len() <= page, "{q:?}: a page of {page} had {} rows", rows.len());
+            let Some(last) = rows.last() else {
+                return all;
+            };
+            after = Some(ListCursor::after(last));
+            all.extend(keys(&rows));
+            assert!(all.len() <= 100, "{q:?} in pages of {page} never ends");
+        }
+    };
+    for q in queries {
+        let whole = keys(&s.list(&q).await.expect("list"));
+        assert!(whole.len() >= 2, "{q:?}: {whole:?}");
+        assert!(
+            whole.windows(2).all(|p| p[0] < p[1]),
+            "{q:?} is not in order: {whole:?}"
+        );
+        for page in [1, 2, 3] {
+            assert_eq!(paged(q.clone(), page).await, whole, "{q:?} in pages of {page}");
+        }
+    }
+
+    // Tasks created between pages: before the cursor (labourer `a` sorts first) and at the end of `w`'s queue.
+    let q = query(Table::Live, None, None, None);
+    let before = keys(&s.list(&q).await.expect("list"));
+    let mut got = Vec::new();
+    let mut after = None;
+    for n in 0.. {
+        let rows = s
+            .list(&TaskQuery {
+                limit: 2,
+                after: after.clone(),
+                ..q.clone()
+            })
+            .await
+            .expect("list a page");
+        let Some(last) = rows.last() else { break };
+        after = Some(ListCursor::after(last));
+        got.extend(keys(&rows));
+        if n < 3 {
+            create(s, "a", &[&format!("a{n}")]).await;
+            create(s, "w", &[&format!("new{n}")]).await;
+        }
+        assert!(n < 100, "the listing never ends");
+    }
+    assert!(
+        got.windows(2).all(|p| p[0] < p[1]),
+        "a row twice or out of order: {got:?}"
+    );
+    let old: Vec<ListCursor> = got.iter().filter(|k| before.contains(k)).cloned().collect();
+    assert_eq!(old, before, "every row of the listing, once, in order");
+    assert!(
+        got.iter().all(|k| k.labourer_id != "a"),
+        "rows before the cursor: {got:?}"
     );
 }
 

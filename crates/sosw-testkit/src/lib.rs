@@ -94,6 +94,7 @@ macro_rules! store_conformance {
             reports_between_listing_and_archiving_are_kept,
             oldest_queued_ignores_invoked_tasks,
             counts_and_listing,
+            listing_pages_concatenate_to_the_whole_listing,
             meta_events_in_order,
             job_progress_round_trip,
             labourer_states_round_trip,
