@@ -530,6 +530,23 @@ async fn status(g: &Global) -> Result<()> {
     let health = EcologyManager::new(wiring.metrics.clone())
         .statuses(&app.config, &labourers, now)
         .await;
+    let holds: std::collections::HashMap<String, Value> = app
+        .store
+        .labourer_states()
+        .await?
+        .into_iter()
+        .filter_map(|s| {
+            let until = s.held_until?;
+            Some((
+                s.labourer_id,
+                json!({
+                    "reason": s.reason,
+                    "until": sosw_core::time::iso8601(until),
+                    "in_seconds": (until.secs() - now.secs()).max(0),
+                }),
+            ))
+        })
+        .collect();
     let mut out = Map::new();
     for l in &app.config.labourers {
         let c = app
@@ -548,7 +565,8 @@ async fn status(g: &Global) -> Result<()> {
             json!({
                 "queued": c.queued, "running": c.running, "expired": c.expired, "completed": c.completed,
                 "retry_waiting": c.retry_waiting, "closed_completed": c.closed_completed, "closed_dead": c.closed_dead,
-                "eco_status": status as u8, "max_simultaneous_invocations": l.max_simultaneous_invocations, "desired": desired
+                "eco_status": status as u8, "max_simultaneous_invocations": l.max_simultaneous_invocations, "desired": desired,
+                "held_back": holds.get(&l.id).cloned().unwrap_or(Value::Null)
             }),
         );
     }
@@ -612,6 +630,14 @@ async fn status(g: &Global) -> Result<()> {
         ],
         &rows,
     );
+    for (id, hold) in &holds {
+        println!(
+            "{id}: held back until {} (in {} s): {}",
+            hold["until"].as_str().unwrap_or("?"),
+            hold["in_seconds"],
+            hold["reason"].as_str().unwrap_or("no reason recorded")
+        );
+    }
     Ok(())
 }
 

@@ -24,6 +24,7 @@ use sosw_core::ports::{
     ArchiveExpect, Claim, InvokeError, InvokeOutcome, Invoker, InvokerFactory, Notifier, TaskStore,
 };
 use sosw_core::task::ReportKind;
+use sosw_core::time::duration_secs;
 use sosw_core::{Essential, MetaAction, MetaEvent, Task, Time};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -434,7 +435,14 @@ impl Orchestrator {
             if c.stop.load(Ordering::SeqCst) {
                 return self.put_back(&c, PutBack::NotSent).await;
             }
-            c.invoker.invoke(claimed, &event).await
+            let deadline = c.l.invocation_deadline_secs(self.config.invocation_timeout);
+            match tokio::time::timeout(duration_secs(deadline), c.invoker.invoke(claimed, &event)).await {
+                Ok(result) => result,
+                Err(_) => Err(InvokeError::new(
+                    FailureKind::Unknown,
+                    format!("no answer from the invoker within {deadline} s; it may have been delivered"),
+                )),
+            }
         };
         match result {
             Ok(InvokeOutcome::Accepted) => (Outcome::Invoked, Vec::new()),

@@ -20,6 +20,8 @@ pub struct FakeInvoker {
     script: Mutex<VecDeque<Result<InvokeOutcome, InvokeError>>>,
     /// The answer once the script is used up (`Accepted` when `None`).
     otherwise: Mutex<Option<Result<InvokeOutcome, InvokeError>>>,
+    /// How many of the next invocations never answer (a hung worker endpoint).
+    hanging: Mutex<usize>,
 }
 
 impl FakeInvoker {
@@ -37,9 +39,16 @@ impl FakeInvoker {
         *lock(&self.otherwise) = Some(outcome);
     }
 
-    /// Back to accepting every invocation once the script is used up.
+    /// The next `n` invocations are recorded and never answer.
+    pub fn hang_next(&self, n: usize) {
+        *lock(&self.hanging) += n;
+    }
+
+    /// Back to accepting every invocation: the script, the standing answer and the hangs are dropped.
     pub fn heal(&self) {
+        lock(&self.script).clear();
         *lock(&self.otherwise) = None;
+        *lock(&self.hanging) = 0;
     }
 
     pub fn invoked_ids(&self) -> Vec<String> {
@@ -52,6 +61,15 @@ impl Invoker for FakeInvoker {
     async fn invoke(&self, task: &Task, event: &str) -> Result<InvokeOutcome, InvokeError> {
         let parsed = serde_json::from_str(event).unwrap_or(serde_json::Value::Null);
         lock(&self.events).push((task.task_id.clone(), parsed));
+        let hang = {
+            let mut hanging = lock(&self.hanging);
+            let hang = *hanging > 0;
+            *hanging = hanging.saturating_sub(1);
+            hang
+        };
+        if hang {
+            std::future::pending::<()>().await;
+        }
         let scripted = lock(&self.script).pop_front();
         scripted.unwrap_or_else(|| lock(&self.otherwise).clone().unwrap_or(Ok(InvokeOutcome::Accepted)))
     }

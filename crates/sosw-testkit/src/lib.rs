@@ -14,6 +14,7 @@
 
 pub mod conformance;
 pub mod fakes;
+pub mod faults;
 pub mod moto;
 
 use sosw_core::ports::{MetaSink, TaskStore};

@@ -218,6 +218,15 @@ impl Labourer {
     pub fn markers(&self, now: Time, delta: i64) -> Markers {
         Markers::new(now, delta, self.duration, self.cooldown)
     }
+
+    /// How long the Orchestrator waits for one invocation of this labourer: `invocation_timeout`, or an HTTP
+    /// labourer's own timeout + 1 s when that is longer (a sync worker answers when done).
+    pub fn invocation_deadline_secs(&self, invocation_timeout: f64) -> f64 {
+        match &self.invoker {
+            InvokerSpec::Http(h) => invocation_timeout.max(h.timeout_secs + 1.0),
+            InvokerSpec::Process(_) | InvokerSpec::Lambda { .. } => invocation_timeout,
+        }
+    }
 }
 
 /// The daemon's loop (`sosw run`).
@@ -253,6 +262,10 @@ pub struct Config {
     pub metric_failure_status: EcoStatus,
     /// How many invocations run at once across all labourers in one pass.
     pub invocation_concurrency: usize,
+    /// The longest the Orchestrator waits for one invocation to be accepted (`invocation_timeout`, seconds; an HTTP
+    /// labourer's own `timeout` + 1 s when longer): past it the task is left running, since it may have been
+    /// delivered, and expires if nobody reports. A hung invoker never stalls a pass.
+    pub invocation_timeout: f64,
     pub daemon: DaemonConfig,
     pub notify: NotifyConfig,
     /// `meta_handler_config.write_meta_to_ddb`.
@@ -396,6 +409,7 @@ impl Config {
                 Backoff::Linear
             }
         };
+        let invocation_timeout = r.positive_secs(top, "invocation_timeout", "").unwrap_or(60.0);
         let invocation_concurrency = r.int_in(top, "invocation_concurrency", "", 1, MAX_PAGE).unwrap_or(64) as usize;
 
         let daemon_obj = r.object(top, "daemon", "").unwrap_or(&empty);
@@ -471,6 +485,7 @@ impl Config {
                 retry_backoff,
                 metric_failure_status,
                 invocation_concurrency,
+                invocation_timeout,
                 daemon,
                 notify,
                 write_meta,
@@ -546,6 +561,7 @@ const TOP_KEYS: &[&str] = &[
     "retry_tasks_limit",
     "retry_backoff",
     "invocation_concurrency",
+    "invocation_timeout",
     "daemon",
     "notify",
     "sns_config",

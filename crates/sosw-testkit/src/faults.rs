@@ -1,0 +1,332 @@
+//! Fault injection: a [`TaskStore`] that fails chosen or random calls, before the call reaches the store (nothing
+//! written) or after it took effect (the ambiguous case: written, yet the caller sees an error, as after a lost
+//! reply). Engine tests run over it to show that nothing is lost, nothing stays stuck, and errors are reported
+//! per labourer.
+
+use async_trait::async_trait;
+use sosw_core::breaker::LabourerState;
+use sosw_core::meta::{MetaEvent, Stamp};
+use sosw_core::ports::{
+    ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts, StoreError, StoreResult, TaskQuery,
+    TaskStore,
+};
+use sosw_core::{Markers, NewTask, StoredTask, Task, Time, WorkerReport};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// When an injected failure strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The call fails without reaching the store.
+    Before,
+    /// The call takes effect, then fails.
+    After,
+}
+
+/// A [`TaskStore`] over `inner` that fails calls on demand.
+#[derive(Debug)]
+pub struct FaultyStore {
+    inner: Arc<dyn TaskStore>,
+    /// Faults for the next calls, in order (`None`: no fault for that call).
+    script: Mutex<Vec<Option<Fault>>>,
+    /// Per mille of the other calls that fail at random (seeded; half before, half after for writes).
+    random_per_mille: AtomicU64,
+    rng: AtomicU64,
+    /// How many faults were injected.
+    pub injected: AtomicU64,
+}
+
+impl FaultyStore {
+    pub fn new(inner: Arc<dyn TaskStore>, seed: u64) -> Arc<FaultyStore> {
+        Arc::new(FaultyStore {
+            inner,
+            script: Mutex::new(Vec::new()),
+            random_per_mille: AtomicU64::new(0),
+            rng: AtomicU64::new(seed | 1),
+            injected: AtomicU64::new(0),
+        })
+    }
+
+    /// The next calls meet these faults, in order.
+    pub fn script(&self, faults: impl IntoIterator<Item = Option<Fault>>) {
+        let mut s = self.script.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next: Vec<Option<Fault>> = faults.into_iter().collect();
+        next.reverse();
+        next.extend(s.drain(..));
+        *s = next;
+    }
+
+    /// Every other call fails with probability `per_mille / 1000` (0 turns random faults off).
+    pub fn fail_randomly(&self, per_mille: u64) {
+        self.random_per_mille.store(per_mille, Ordering::SeqCst);
+    }
+
+    /// No more faults: the script is emptied and random faults are off.
+    pub fn heal(&self) {
+        self.script
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        self.fail_randomly(0);
+    }
+
+    fn next_random(&self) -> u64 {
+        let mut x = self.rng.load(Ordering::SeqCst);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.store(x, Ordering::SeqCst);
+        x
+    }
+
+    /// The fault for this call, if any; reads never fail "after".
+    fn roll(&self, write: bool) -> Option<Fault> {
+        let scripted = self
+            .script
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let fault = match scripted {
+            Some(f) => f,
+            None => {
+                let p = self.random_per_mille.load(Ordering::SeqCst);
+                let r = self.next_random();
+                (p > 0 && r % 1000 < p).then(|| {
+                    if write && r % 2 == 0 {
+                        Fault::After
+                    } else {
+                        Fault::Before
+                    }
+                })
+            }
+        };
+        let fault = match fault {
+            Some(Fault::After) if !write => Some(Fault::Before),
+            f => f,
+        };
+        if fault.is_some() {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+        }
+        fault
+    }
+
+    async fn read<T>(&self, op: &str, call: impl std::future::Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        match self.roll(false) {
+            Some(_) => Err(injected(op, Fault::Before)),
+            None => call.await,
+        }
+    }
+
+    async fn write<T>(&self, op: &str, call: impl std::future::Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        match self.roll(true) {
+            Some(Fault::Before) => Err(injected(op, Fault::Before)),
+            Some(Fault::After) => {
+                let _ = call.await;
+                Err(injected(op, Fault::After))
+            }
+            None => call.await,
+        }
+    }
+}
+
+fn injected(op: &str, when: Fault) -> StoreError {
+    StoreError::Unavailable(match when {
+        Fault::Before => format!("injected fault: `{op}` failed before reaching the store"),
+        Fault::After => format!("injected fault: `{op}` took effect, then its reply was lost"),
+    })
+}
+
+#[async_trait]
+impl TaskStore for FaultyStore {
+    async fn init(&self) -> StoreResult<()> {
+        self.inner.init().await
+    }
+
+    async fn create_tasks_recorded(
+        &self,
+        tasks: &[NewTask],
+        step: i64,
+        now: Time,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<CreateReport> {
+        self.write(
+            "create_tasks",
+            self.inner.create_tasks_recorded(tasks, step, now, stamp),
+        )
+        .await
+    }
+
+    async fn next_queued(&self, labourer: &str, start: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        self.read("next_queued", self.inner.next_queued(labourer, start, limit))
+            .await
+    }
+
+    async fn claim_recorded(
+        &self,
+        labourer: &str,
+        tasks: &[(String, i64)],
+        start: i64,
+        invoked_greenfield: i64,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Vec<Claim>> {
+        let call = self
+            .inner
+            .claim_recorded(labourer, tasks, start, invoked_greenfield, stamp);
+        self.write("claim", call).await
+    }
+
+    async fn release_claim_recorded(
+        &self,
+        task_id: &str,
+        invoked_greenfield: i64,
+        previous_greenfield: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        let call = self
+            .inner
+            .release_claim_recorded(task_id, invoked_greenfield, previous_greenfield, events);
+        self.write("release_claim", call).await
+    }
+
+    async fn count_running(&self, labourer: &str, expired: i64) -> StoreResult<u64> {
+        self.read("count_running", self.inner.count_running(labourer, expired))
+            .await
+    }
+
+    async fn list_expired(&self, labourer: &str, start: i64, expired: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        self.read("list_expired", self.inner.list_expired(labourer, start, expired, limit))
+            .await
+    }
+
+    async fn list_completed(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        self.read("list_completed", self.inner.list_completed(labourer, now, limit))
+            .await
+    }
+
+    async fn complete_recorded(
+        &self,
+        task_id: &str,
+        now: Time,
+        report: &WorkerReport,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Completion> {
+        self.write("complete", self.inner.complete_recorded(task_id, now, report, stamp))
+            .await
+    }
+
+    async fn fail_recorded(
+        &self,
+        task_id: &str,
+        now: Time,
+        report: &WorkerReport,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Task> {
+        self.write("fail", self.inner.fail_recorded(task_id, now, report, stamp))
+            .await
+    }
+
+    async fn archive_recorded(
+        &self,
+        task_id: &str,
+        expect: ArchiveExpect,
+        now: Time,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        self.write("archive", self.inner.archive_recorded(task_id, expect, now, events))
+            .await
+    }
+
+    async fn archive_many_recorded(
+        &self,
+        moves: &[(String, ArchiveExpect)],
+        now: Time,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Vec<StoreResult<()>>> {
+        self.write("archive_many", self.inner.archive_many_recorded(moves, now, stamp))
+            .await
+    }
+
+    async fn move_to_retry_recorded(
+        &self,
+        task_id: &str,
+        expected_greenfield: i64,
+        desired_launch_time: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        let call = self
+            .inner
+            .move_to_retry_recorded(task_id, expected_greenfield, desired_launch_time, events);
+        self.write("move_to_retry", call).await
+    }
+
+    async fn due_retries(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        self.read("due_retries", self.inner.due_retries(labourer, now, limit))
+            .await
+    }
+
+    async fn requeue_recorded(
+        &self,
+        task_id: &str,
+        labourer: &str,
+        greenfield: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        self.write(
+            "requeue",
+            self.inner.requeue_recorded(task_id, labourer, greenfield, events),
+        )
+        .await
+    }
+
+    async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
+        self.read("oldest_queued", self.inner.oldest_queued(labourer, now))
+            .await
+    }
+
+    async fn newest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
+        self.read("newest_queued", self.inner.newest_queued(labourer, now))
+            .await
+    }
+
+    async fn get(&self, task_id: &str) -> StoreResult<Option<StoredTask>> {
+        self.read("get", self.inner.get(task_id)).await
+    }
+
+    async fn list(&self, query: &TaskQuery) -> StoreResult<Vec<StoredTask>> {
+        self.read("list", self.inner.list(query)).await
+    }
+
+    async fn labourer_ids(&self) -> StoreResult<Vec<String>> {
+        self.read("labourer_ids", self.inner.labourer_ids()).await
+    }
+
+    async fn counts(&self, labourer: &str, markers: &Markers) -> StoreResult<LabourerCounts> {
+        self.read("counts", self.inner.counts(labourer, markers)).await
+    }
+
+    async fn save_job(&self, job: &JobProgress) -> StoreResult<()> {
+        self.write("save_job", self.inner.save_job(job)).await
+    }
+
+    async fn get_job(&self, job_id: &str) -> StoreResult<Option<JobProgress>> {
+        self.read("get_job", self.inner.get_job(job_id)).await
+    }
+
+    async fn list_jobs(&self, limit: usize) -> StoreResult<Vec<JobProgress>> {
+        self.read("list_jobs", self.inner.list_jobs(limit)).await
+    }
+
+    async fn labourer_states(&self) -> StoreResult<Vec<LabourerState>> {
+        self.read("labourer_states", self.inner.labourer_states()).await
+    }
+
+    async fn save_labourer_state(&self, state: &LabourerState) -> StoreResult<()> {
+        self.write("save_labourer_state", self.inner.save_labourer_state(state))
+            .await
+    }
+
+    async fn clear_labourer_state(&self, labourer_id: &str) -> StoreResult<()> {
+        self.write("clear_labourer_state", self.inner.clear_labourer_state(labourer_id))
+            .await
+    }
+}
