@@ -82,7 +82,8 @@ fn show_number(f: f64) -> String {
 
 /// Checks that `secs` is a positive, finite number of seconds of at most [`MAX_SECONDS`].
 pub fn check_secs(secs: f64) -> Result<f64, SecondsError> {
-    if !(secs > 0.0) {
+    // NaN is neither positive nor too large: refused as not positive.
+    if secs.is_nan() || secs <= 0.0 {
         Err(SecondsError::NotPositive(secs))
     } else if secs > MAX_SECONDS as f64 {
         Err(SecondsError::TooLarge(secs))

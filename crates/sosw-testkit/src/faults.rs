@@ -91,13 +91,12 @@ impl FaultyStore {
             None => {
                 let p = self.random_per_mille.load(Ordering::SeqCst);
                 let r = self.next_random();
-                (p > 0 && r % 1000 < p).then(|| {
-                    if write && r % 2 == 0 {
-                        Fault::After
-                    } else {
-                        Fault::Before
-                    }
-                })
+                let when = if write && r % 2 == 0 {
+                    Fault::After
+                } else {
+                    Fault::Before
+                };
+                (p > 0 && r % 1000 < p).then_some(when)
             }
         };
         let fault = match fault {
