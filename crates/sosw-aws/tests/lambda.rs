@@ -49,3 +49,38 @@ async fn invokes_asynchronously_and_refuses_oversized_events() {
         err.message
     );
 }
+
+/// Issue #8.9: a Lambda endpoint that does not speak Lambda's API (here a web server answering 404 with HTML), or
+/// that refuses connections, is the labourer's fault: its tasks must wait, not die. (No moto needed.)
+#[tokio::test]
+async fn an_endpoint_that_is_not_lambda_is_the_labourers_fault() {
+    use axum::http::StatusCode;
+    let app = axum::Router::new().fallback(|| async {
+        (
+            StatusCode::NOT_FOUND,
+            [("content-type", "text/html")],
+            "<html><body>Not Found</body></html>",
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let task = sample_task("t1");
+    let event = r#"{"task_id": "t1"}"#;
+    let web = sosw_aws::Aws::local(&format!("http://{addr}")).await.lambda();
+    let err = LambdaInvoker::new(web, "arn:aws:lambda:us-west-2:000000000000:function:typo")
+        .invoke(&task, event)
+        .await
+        .expect_err("not Lambda");
+    assert_eq!(err.kind, FailureKind::Labourer, "{}", err.message);
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let refused = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let nobody = sosw_aws::Aws::local(&refused).await.lambda();
+    let err = LambdaInvoker::new(nobody, "worker")
+        .invoke(&task, event)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind, FailureKind::Labourer, "{}", err.message);
+}
