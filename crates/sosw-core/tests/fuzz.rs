@@ -59,6 +59,13 @@ const KEYS: &[&str] = &[
     "payload",
     "sosw_scheduler_config",
     "sosw_orchestrator_config",
+    "max_duration",
+    "invocation_timeout",
+    "circuit_breaker",
+    "initial_hold",
+    "max_hold",
+    "max_dead_in_row",
+    "retry_backoff",
     "",
 ];
 
@@ -181,7 +188,56 @@ fn job() -> impl Strategy<Value = Value> {
         })
 }
 
+/// A config that loaded is used as the engine uses it: every number becomes a timer or a marker without a panic
+/// (tests run with overflow checks), at any time the clock may say.
+fn use_config(c: &Config) {
+    use sosw_core::config::{InvokerSpec, MetricDetails};
+    use sosw_core::greenfield::{head_positions, tail_positions};
+    use sosw_core::time::duration_secs;
+    for now in [0, 1_700_000_000_000, i64::MAX, i64::MIN] {
+        let now = sosw_core::Time::from_millis(now);
+        for l in &c.labourers {
+            let m = l.markers(now, c.greenfield.delta);
+            assert!(m.expired <= m.invoked);
+            let _ = duration_secs(l.invocation_deadline_secs(c.invocation_timeout));
+            let _ = tail_positions(&l.id, Some(m.start), c.greenfield.step, 3, now);
+            let _ = head_positions(Some(m.start), c.greenfield.step, 3);
+            let _ = sosw_core::decide::decide_expired(
+                u32::MAX,
+                l.max_attempts,
+                l.max_duration,
+                c.retry_backoff,
+                now.secs(),
+            );
+            match &l.invoker {
+                InvokerSpec::Process(p) => drop(duration_secs(p.timeout_secs)),
+                InvokerSpec::Http(h) => drop(duration_secs(h.timeout_secs)),
+                InvokerSpec::Lambda { .. } => {}
+            }
+            for metric in &l.health_metrics {
+                if let MetricDetails::Command { timeout_secs, .. }
+                | MetricDetails::HttpJson { timeout_secs, .. }
+                | MetricDetails::Prometheus { timeout_secs, .. } = &metric.details
+                {
+                    let _ = duration_secs(*timeout_secs);
+                }
+            }
+        }
+    }
+    for secs in [
+        c.daemon.orchestrator_interval,
+        c.daemon.scavenger_interval,
+        c.daemon.shutdown_grace,
+    ] {
+        let _ = duration_secs(secs);
+    }
+    let _ = sosw_core::breaker::hold_secs(&c.breaker, u32::MAX);
+}
+
 fn check_config_errors(input: &Value, result: Result<Config, sosw_core::ConfigErrors>) -> Result<(), TestCaseError> {
+    if let Ok(c) = &result {
+        use_config(c);
+    }
     if let Err(errors) = result {
         prop_assert!(!errors.0.is_empty(), "a refusal lists its errors");
         for e in &errors.0 {
