@@ -44,7 +44,7 @@ use item::{get_i64, item_of, n, n_f64, s, task_from_item, Item};
 use serde_json::Value;
 use sosw_core::breaker::LabourerState;
 use sosw_core::greenfield::{is_queue_position, labourer_counts, queued_rows};
-use sosw_core::meta::{MetaAction, MetaEvent, Recorded, Stamp};
+use sosw_core::meta::{stamped, MetaAction, MetaEvent, Recorded, Stamp};
 use sosw_core::ports::{
     report_refusal, retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts,
     MetaSink, StoreError, StoreResult, Table, TaskQuery, TaskStore,
@@ -1088,10 +1088,6 @@ impl DynamoStore {
             tracing::warn!(count = events.len(), error = %e, "could not write meta events; the moves they record stand");
         }
     }
-}
-
-fn stamped(stamp: Option<&Stamp>, task_id: &str, labourer_id: &str, what: Recorded) -> Vec<MetaEvent> {
-    stamp.map_or_else(Vec::new, |s| s.recorded(task_id, labourer_id, what))
 }
 
 #[async_trait]

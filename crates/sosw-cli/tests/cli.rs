@@ -1,6 +1,8 @@
 //! End-to-end: the `sosw` binary against a temporary SQLite file, real worker processes and a real HTTP worker.
 
 use serde_json::{json, Value};
+
+mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -26,13 +28,7 @@ impl Sandbox {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_sosw"));
-        c.args(args)
-            .current_dir(self.path())
-            .env("SOSW_CONFIG", self.path().join("sosw.json"))
-            .env_remove("SOSW_STORE")
-            .env_remove("RUST_LOG");
-        c
+        common::sosw(self.path(), args)
     }
 
     fn run(&self, args: &[&str]) -> Output {

@@ -14,6 +14,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const OK_TASKS: i64 = 150;
 const FAILING_TASKS: i64 = 50;
 const JOB_TASKS: i64 = 1000;
@@ -43,16 +45,10 @@ fn seed() -> u64 {
     }
 }
 
+/// `sosw ARGS` with its output discarded: a process to kill.
 fn sosw(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sosw"));
-    c.args(args)
-        .current_dir(dir)
-        .env("SOSW_CONFIG", dir.join("sosw.json"))
-        .env_remove("SOSW_STORE")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut c = common::sosw(dir, args);
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     c
 }
 

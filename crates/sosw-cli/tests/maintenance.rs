@@ -1,7 +1,9 @@
 //! `sosw backup`, `sosw check`, and damaged store files, through the binary.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -27,14 +29,7 @@ impl Sandbox {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sosw"))
-            .args(args)
-            .current_dir(self.path())
-            .env("SOSW_CONFIG", self.path().join("sosw.json"))
-            .env_remove("SOSW_STORE")
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("sosw runs")
+        common::run(self.path(), args)
     }
 
     fn ok(&self, args: &[&str]) -> String {

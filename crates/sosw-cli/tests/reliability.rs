@@ -2,39 +2,17 @@
 //! misconfigured HTTP labourer that must not destroy its queue.
 
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::{Command, Output};
+
+mod common;
+use common::{ok_json, run as sosw};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn sosw(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sosw"))
-        .args(args)
-        .current_dir(dir)
-        .env("SOSW_CONFIG", dir.join("sosw.json"))
-        .env_remove("SOSW_STORE")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("sosw runs")
-}
 
 fn with_config(config: &Value) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("sosw.json"), config.to_string()).expect("config");
     dir
-}
-
-fn ok_json(dir: &Path, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let out = sosw(dir, &all);
-    assert!(
-        out.status.success(),
-        "sosw {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
 }
 
 /// Defects 1 and 2: values that passed validation, then panicked in a timer (exit 101) or wrapped a greenfield

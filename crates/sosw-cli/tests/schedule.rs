@@ -3,33 +3,10 @@
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
-fn sosw(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sosw"));
-    c.args(args)
-        .current_dir(dir)
-        .env("SOSW_CONFIG", dir.join("sosw.json"))
-        .env_remove("SOSW_STORE")
-        .env_remove("RUST_LOG");
-    c
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    sosw(dir, args).output().expect("sosw runs")
-}
-
-fn ok_json(dir: &Path, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let out = run(dir, &all);
-    assert!(
-        out.status.success(),
-        "sosw {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
-}
+mod common;
+use common::{ok_json, run, sosw};
 
 fn sandbox() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -117,6 +117,12 @@ impl Stamp {
     }
 }
 
+/// The events `stamp` records for `what` happening to a task; none without a stamp (the audit trail is off, or a
+/// plain move).
+pub fn stamped(stamp: Option<&Stamp>, task_id: &str, labourer_id: &str, what: Recorded) -> Vec<MetaEvent> {
+    stamp.map_or_else(Vec::new, |s| s.recorded(task_id, labourer_id, what))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,13 +8,13 @@ use proptest::prelude::*;
 use serde_json::json;
 use sosw_core::config::Config;
 use sosw_core::decide::FailureKind;
-use sosw_core::ports::{InvokeError, MetaSink, Table, TaskQuery, TaskStore};
+use sosw_core::ports::{InvokeError, MetaSink, TaskStore};
 use sosw_core::{Clock, MetaAction, NewTask, Place, StoredTask, WorkerReport};
 use sosw_engine::{Orchestrator, Scavenger, Wiring};
 use sosw_sqlite::SqliteStore;
 use sosw_testkit::fakes::{FakeInvokers, FakeMetrics, RecordingNotifier};
 use sosw_testkit::faults::{Fault, FaultyStore};
-use sosw_testkit::ManualClock;
+use sosw_testkit::{all_rows, ManualClock};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -113,22 +113,6 @@ async fn rig(seed: u64) -> Rig {
         wiring,
         config,
     }
-}
-
-async fn all_rows(store: &dyn TaskStore) -> Vec<StoredTask> {
-    let mut rows = Vec::new();
-    for table in [Table::Live, Table::Retry, Table::Closed] {
-        let q = TaskQuery {
-            table,
-            labourer: None,
-            greenfield: None,
-            completed: None,
-            limit: 100_000,
-            after: None,
-        };
-        rows.extend(store.list(&q).await.expect("list"));
-    }
-    rows
 }
 
 /// The invariants that hold after any step, faults or not (read from the store itself, past the faults).

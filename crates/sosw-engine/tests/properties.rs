@@ -5,12 +5,12 @@ use proptest::prelude::*;
 use serde_json::json;
 use sosw_core::config::Config;
 use sosw_core::decide::FailureKind;
-use sosw_core::ports::{InvokeError, MetaSink, Table, TaskQuery, TaskStore};
+use sosw_core::ports::{InvokeError, MetaSink, TaskStore};
 use sosw_core::{Clock, MetaAction, NewTask, Place, StoredTask, WorkerReport};
 use sosw_engine::{Orchestrator, Scavenger, Wiring};
 use sosw_sqlite::SqliteStore;
 use sosw_testkit::fakes::{FakeInvokers, FakeMetrics, RecordingNotifier};
-use sosw_testkit::ManualClock;
+use sosw_testkit::{all_rows, ManualClock};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -44,22 +44,6 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u16..200).prop_map(Op::Advance),
         3 => Just(Op::Scavenge),
     ]
-}
-
-async fn all_rows(store: &dyn TaskStore) -> Vec<StoredTask> {
-    let mut rows = Vec::new();
-    for table in [Table::Live, Table::Retry, Table::Closed] {
-        let q = TaskQuery {
-            table,
-            labourer: None,
-            greenfield: None,
-            completed: None,
-            limit: 100_000,
-            after: None,
-        };
-        rows.extend(store.list(&q).await.expect("list"));
-    }
-    rows
 }
 
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {

@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row}
 use serde_json::{Map, Value};
 use sosw_core::breaker::LabourerState;
 use sosw_core::greenfield::{is_queue_position, labourer_counts, queued_rows};
-use sosw_core::meta::{MetaAction, MetaEvent, Recorded, Stamp};
+use sosw_core::meta::{stamped, MetaAction, MetaEvent, Recorded, Stamp};
 use sosw_core::ports::{
     report_refusal, retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts,
     MetaSink, StoreError, StoreResult, Table, TaskQuery, TaskStore,
@@ -565,11 +565,6 @@ fn insert_events(tx: &Connection, events: &[MetaEvent]) -> StoreResult<()> {
         .map_err(map_err)?;
     }
     Ok(())
-}
-
-/// The events `stamp` records for `what` happening to a task (none without a stamp).
-fn stamped(stamp: Option<&Stamp>, task_id: &str, labourer_id: &str, what: Recorded) -> Vec<MetaEvent> {
-    stamp.map_or_else(Vec::new, |s| s.recorded(task_id, labourer_id, what))
 }
 
 #[async_trait]

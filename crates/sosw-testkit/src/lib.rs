@@ -124,6 +124,24 @@ macro_rules! store_conformance {
     };
 }
 
+/// Every row of every table of `store` (live, retry, closed), for tests that check where each task is.
+pub async fn all_rows(store: &dyn sosw_core::ports::TaskStore) -> Vec<sosw_core::StoredTask> {
+    use sosw_core::ports::{Table, TaskQuery};
+    let mut rows = Vec::new();
+    for table in [Table::Live, Table::Retry, Table::Closed] {
+        let q = TaskQuery {
+            table,
+            labourer: None,
+            greenfield: None,
+            completed: None,
+            limit: usize::MAX,
+            after: None,
+        };
+        rows.extend(store.list(&q).await.expect("list"));
+    }
+    rows
+}
+
 /// The value of `var` — the address of a service a test needs (`SOSW_TEST_DYNAMODB`, …) — or `None` after printing
 /// why the test is skipped. With `SOSW_REQUIRE_SERVICES` set, as `.ci/run` sets it, a missing service fails the
 /// test instead: CI never skips.
