@@ -34,10 +34,9 @@ impl LambdaInvoker {
 /// a missing function, a missing permission, an endpoint that is not Lambda's or no connection at all are the
 /// labourer's (its tasks wait, no attempt spent); a rejected request never succeeds; anything after sending may
 /// have arrived.
-fn classify<E, R>(function: &str, e: SdkError<E, R>) -> InvokeError
+fn classify<E>(function: &str, e: SdkError<E, aws_sdk_lambda::config::http::HttpResponse>) -> InvokeError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     let message = format!(
         "invoking `{function}`: {}",
@@ -47,10 +46,10 @@ where
         Some(code) => lambda_error_code(code),
         None => lambda_transport(match &e {
             SdkError::ConstructionFailure(_) => LambdaTransport::Construction,
-            SdkError::DispatchFailure(d) if d.is_timeout() => LambdaTransport::Timeout,
-            SdkError::DispatchFailure(_) => LambdaTransport::Dispatch,
-            SdkError::TimeoutError(_) => LambdaTransport::Timeout,
-            // An answer without a Lambda error code, or one that does not parse: not Lambda's API.
+            SdkError::DispatchFailure(d) if !d.is_timeout() && never_connected(&e) => LambdaTransport::Connect,
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => LambdaTransport::AfterSending,
+            SdkError::ServiceError(s) => LambdaTransport::Status(s.raw().status().as_u16()),
+            // An answer that does not parse as Lambda's.
             _ => LambdaTransport::UnreadableResponse,
         }),
     };
@@ -59,6 +58,20 @@ where
         message,
         retry_after: None,
     }
+}
+
+/// Whether a dispatch failure happened before a connection existed (refused, DNS), so that the request certainly
+/// did not arrive; an I/O error after connecting may have delivered it.
+fn never_connected(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        let text = err.to_string().to_ascii_lowercase();
+        if text.contains("connect") || text.contains("dns") {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 #[async_trait]

@@ -1613,6 +1613,9 @@ impl TaskStore for DynamoStore {
         if let Some(r) = &state.reason {
             item.insert("reason".into(), s(r));
         }
+        if let Some(t) = &state.suspect {
+            item.insert("suspect".into(), s(t));
+        }
         self.client
             .put_item()
             .table_name(&self.tables.labourers)
@@ -1651,6 +1654,7 @@ fn labourer_state_from_item(item: &Item) -> StoreResult<LabourerState> {
         held_until: get_i64(item, "held_until").map(Time::from_millis),
         held_since: get_i64(item, "held_since").map(Time::from_millis),
         reason: get_s_attr(item, "reason"),
+        suspect: get_s_attr(item, "suspect"),
         labourer_id,
     })
 }

@@ -274,7 +274,7 @@ mod tests {
             assert!(started.elapsed() < PATIENCE, "only {} served", server.connections());
             tokio::task::yield_now().await;
         }
-        assert_eq!(server.connections(), 64);
+        // (No exact count from here on: on a loaded machine the first connections may already be timing out.)
 
         // A worker's report gets its answer meanwhile (404: no such task), and its kept-alive connection is
         // closed once idle for the header timeout.

@@ -85,7 +85,14 @@ fn db(dir: &Path) -> Connection {
     c
 }
 
+/// A count the checks rely on: a failed query fails the test (it must never read as "0 tasks left").
 fn count(db: &Connection, sql: &str) -> i64 {
+    db.query_row(sql, [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("`{sql}`: {e}"))
+}
+
+/// A progress reading for a kill point: no row yet (a job not started) is 0.
+fn progress(db: &Connection, sql: &str) -> i64 {
     db.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
 }
 
@@ -151,7 +158,7 @@ fn killed_at_random_points_nothing_is_lost_doubled_or_left_unrecorded() {
         ],
     );
     let db = db(dir);
-    let meta = || count(&db, "SELECT COUNT(*) FROM tasks_meta");
+    let meta = || progress(&db, "SELECT COUNT(*) FROM tasks_meta");
     let mut kills = Vec::new();
 
     // The Scheduler, killed mid-job three times, then run to the end.
@@ -162,7 +169,7 @@ fn killed_at_random_points_nothing_is_lost_doubled_or_left_unrecorded() {
         let target = 50 + rng.below(JOB_TASKS as u64 - 100) as i64;
         let child = sosw(dir, &["schedule", "job.json"]).spawn().expect("spawn");
         let at = kill_at(child, target, || {
-            count(&db, "SELECT scheduled FROM jobs WHERE job_id = 'crash'")
+            progress(&db, "SELECT scheduled FROM jobs WHERE job_id = 'crash'")
         });
         kills.push(format!("schedule at {target}: {at:?}"));
     }

@@ -73,12 +73,16 @@ fn a_backup_taken_while_tasks_are_created_opens_and_checks_clean() {
                 s.ok(&["task", "create", "w", "--count", "100"]);
                 runs += 1;
             }
-            runs
+            // One more after the backup returned: the source has moved on from the copy, whatever the timing.
+            s.ok(&["task", "create", "w", "--count", "100"]);
+            runs + 1
         })
     };
     // The backup starts once the writer has written something, and runs while it goes on writing.
     let db = s.path().join("sosw.db");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while count(&db, "tasks") < 200 {
+        assert!(std::time::Instant::now() < deadline, "the writer never wrote 200 tasks");
         std::thread::yield_now();
     }
     let out = s.ok(&["--json", "backup", "b.db"]);

@@ -50,7 +50,7 @@ fn absurd_numbers_are_config_errors_not_panics() {
 }
 
 /// A worker endpoint that answers 404 to everything until it is fixed, then accepts.
-fn endpoint(fixed: Arc<AtomicBool>, accepted: Arc<AtomicUsize>) -> String {
+fn endpoint(fixed: Arc<AtomicBool>, accepted: Arc<AtomicUsize>, requests: Arc<AtomicUsize>) -> String {
     use axum::http::StatusCode;
     use axum::routing::post;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -63,6 +63,7 @@ fn endpoint(fixed: Arc<AtomicBool>, accepted: Arc<AtomicUsize>) -> String {
     let app = axum::Router::new().route(
         "/run",
         post(move || async move {
+            requests.fetch_add(1, Ordering::SeqCst);
             if fixed.load(Ordering::SeqCst) {
                 accepted.fetch_add(1, Ordering::SeqCst);
                 StatusCode::ACCEPTED
@@ -82,7 +83,8 @@ fn endpoint(fixed: Arc<AtomicBool>, accepted: Arc<AtomicUsize>) -> String {
 fn a_wrong_url_holds_the_labourer_back_and_kills_nothing() {
     let fixed = Arc::new(AtomicBool::new(false));
     let accepted = Arc::new(AtomicUsize::new(0));
-    let url = endpoint(fixed.clone(), accepted.clone());
+    let requests = Arc::new(AtomicUsize::new(0));
+    let url = endpoint(fixed.clone(), accepted.clone(), requests.clone());
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path();
     let notes = dir.join("notifications.log");
@@ -105,6 +107,11 @@ fn a_wrong_url_holds_the_labourer_back_and_kills_nothing() {
     assert!(
         l["held_back"]["reason"].as_str().is_some_and(|r| r.contains("404")),
         "{pass}"
+    );
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        1,
+        "the first task went alone; the other 19 were not sent"
     );
     let status = ok_json(dir, &["status"]);
     let w = &status["w"];

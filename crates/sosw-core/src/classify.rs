@@ -8,7 +8,7 @@
 //! | HTTP 401, 403, 404, 405, 407, 410, 421, 426; connection refused, DNS, TLS; Lambda ResourceNotFound, AccessDenied, KMS / ENI / subnet / security group / image / state errors; an endpoint that does not speak Lambda's API | `Labourer` | back to the queue, no attempt spent, the labourer is held back |
 //! | cannot start a worker: out of file descriptors, memory or processes | `Local` | back to the queue, no attempt spent, the labourer's pass stops |
 //! | HTTP 400, 413, 414, 415, 422 and other 4xx; Lambda RequestTooLarge, InvalidRequestContent, UnsupportedMediaType | `Permanent` | this task can never succeed: closed as dead |
-//! | HTTP 5xx (but 503); Lambda service errors | `Transient` | a spent attempt: retried later |
+//! | HTTP 408, 425, 5xx (but 503); Lambda service errors | `Transient` | a spent attempt: retried later |
 //! | timed out after sending | `Unknown` | left running; expires if nobody reports |
 
 use crate::decide::FailureKind;
@@ -18,6 +18,8 @@ pub fn http_status(status: u16) -> Option<FailureKind> {
     Some(match status {
         200..=299 => return None,
         429 | 503 => FailureKind::Throttled,
+        // A request that took too long, or came too early: nothing is wrong with the task.
+        408 | 425 => FailureKind::Transient,
         // The endpoint is wrong, or we may not use it: true of every task.
         401 | 403 | 404 | 405 | 407 | 410 | 421 | 426 => FailureKind::Labourer,
         400..=499 => FailureKind::Permanent,
@@ -30,6 +32,8 @@ pub fn http_status(status: u16) -> Option<FailureKind> {
 /// How a request to a worker failed before an HTTP answer came back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// sosw could not open a connection for a reason of its own (out of file descriptors or memory).
+    Resources,
     /// No connection: refused, unreachable, DNS or TLS failure. The request certainly did not arrive.
     Connect,
     /// The request could not even be built (an invalid URL or header).
@@ -40,6 +44,7 @@ pub enum Transport {
 
 pub fn http_transport(t: Transport) -> FailureKind {
     match t {
+        Transport::Resources => FailureKind::Local,
         Transport::Connect | Transport::Request => FailureKind::Labourer,
         Transport::AfterSending => FailureKind::Unknown,
     }
@@ -85,20 +90,23 @@ pub fn lambda_error_code(code: &str) -> FailureKind {
 pub enum LambdaTransport {
     /// The request could not be built.
     Construction,
-    /// No connection to the endpoint.
-    Dispatch,
+    /// No connection to the endpoint (refused, DNS): the request certainly did not arrive.
+    Connect,
     /// An answer came that is not Lambda's (an endpoint that does not speak the Lambda API).
     UnreadableResponse,
-    /// Timed out after sending.
-    Timeout,
+    /// An HTTP error status without a Lambda error code (a proxy's 502, a web server's 404): as for HTTP workers.
+    Status(u16),
+    /// Timed out, or broke, after the request may have been sent.
+    AfterSending,
 }
 
 pub fn lambda_transport(t: LambdaTransport) -> FailureKind {
     match t {
-        LambdaTransport::Construction | LambdaTransport::Dispatch | LambdaTransport::UnreadableResponse => {
+        LambdaTransport::Construction | LambdaTransport::Connect | LambdaTransport::UnreadableResponse => {
             FailureKind::Labourer
         }
-        LambdaTransport::Timeout => FailureKind::Unknown,
+        LambdaTransport::Status(status) => http_status(status).unwrap_or(FailureKind::Labourer),
+        LambdaTransport::AfterSending => FailureKind::Unknown,
     }
 }
 
@@ -140,6 +148,7 @@ mod tests {
             (405, Some(Labourer)),
             (410, Some(Labourer)),
             (413, Some(Permanent)),
+            (408, Some(Transient)),
             (415, Some(Permanent)),
             (422, Some(Permanent)),
             (429, Some(Throttled)),
@@ -151,6 +160,7 @@ mod tests {
         for (status, kind) in table {
             assert_eq!(http_status(*status), *kind, "{status}");
         }
+        assert_eq!(http_transport(Transport::Resources), Local);
         assert_eq!(http_transport(Transport::Connect), Labourer);
         assert_eq!(http_transport(Transport::Request), Labourer);
         assert_eq!(http_transport(Transport::AfterSending), Unknown);
@@ -176,9 +186,12 @@ mod tests {
         for (code, kind) in table {
             assert_eq!(lambda_error_code(code), *kind, "{code}");
         }
-        assert_eq!(lambda_transport(LambdaTransport::Dispatch), Labourer);
+        assert_eq!(lambda_transport(LambdaTransport::Connect), Labourer);
         assert_eq!(lambda_transport(LambdaTransport::UnreadableResponse), Labourer);
-        assert_eq!(lambda_transport(LambdaTransport::Timeout), Unknown);
+        assert_eq!(lambda_transport(LambdaTransport::Status(404)), Labourer);
+        assert_eq!(lambda_transport(LambdaTransport::Status(502)), Transient);
+        assert_eq!(lambda_transport(LambdaTransport::Status(200)), Labourer);
+        assert_eq!(lambda_transport(LambdaTransport::AfterSending), Unknown);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The decisions of the essentials, as pure functions (reference §5.5, §5.6, §7.6).
 
 use crate::ecology::EcoStatus;
+use crate::time::MAX_SECONDS;
 use serde::{Deserialize, Serialize};
 
 /// `invocation_number_coefficient`: the share of `max_simultaneous_invocations` allowed at each eco status.
@@ -47,14 +48,18 @@ pub enum Backoff {
 }
 
 impl Backoff {
+    /// The retry delay in seconds, at most [`MAX_SECONDS`] (10 years): whatever `max_attempts` allows, a retry is
+    /// never pushed past the end of time, nor wrapped to a negative delay.
     pub fn delay(self, max_duration: i64, attempts: u32) -> i64 {
-        match self {
+        let delay = match self {
             Backoff::Linear => max_duration.saturating_mul(i64::from(attempts)),
             Backoff::Exponential => {
-                let factor = 1_i64.checked_shl(attempts.saturating_sub(1)).unwrap_or(i64::MAX);
+                let exponent = attempts.saturating_sub(1);
+                let factor = if exponent >= 62 { i64::MAX } else { 1_i64 << exponent };
                 max_duration.saturating_mul(factor)
             }
-        }
+        };
+        delay.clamp(0, MAX_SECONDS)
     }
 }
 
@@ -93,7 +98,8 @@ pub fn decide_expired(
 pub enum FailureKind {
     /// The worker asked us to slow down (HTTP 429/503, Lambda TooManyRequests). Not the task's fault.
     Throttled,
-    /// The invocation certainly did not reach the worker (connection refused, could not spawn, 5xx).
+    /// The invocation reached the worker, which failed it for now (HTTP 5xx, 408; Lambda service errors): the
+    /// attempt is spent and the task retried later.
     Transient,
     /// The worker can never accept this task (rejected payload, 4xx, payload too large).
     Permanent,
@@ -197,7 +203,15 @@ mod tests {
         assert_eq!(decide_expired(4, 3, 900, Backoff::Linear, 0), ExpiredDecision::Dead);
         assert_eq!(Backoff::Exponential.delay(100, 1), 100);
         assert_eq!(Backoff::Exponential.delay(100, 3), 400);
-        assert_eq!(Backoff::Exponential.delay(100, 200), i64::MAX);
+        assert_eq!(Backoff::Exponential.delay(100, 200), MAX_SECONDS);
+        // 2^63 would wrap to a negative delay; every attempt count gives a delay in 0..=MAX_SECONDS.
+        for attempts in [0, 1, 53, 54, 63, 64, 65, u32::MAX] {
+            for backoff in [Backoff::Linear, Backoff::Exponential] {
+                let d = backoff.delay(1, attempts);
+                assert!((0..=MAX_SECONDS).contains(&d), "{backoff:?} {attempts}: {d}");
+            }
+        }
+        assert_eq!(Backoff::Exponential.delay(1, 64), MAX_SECONDS);
     }
 
     #[test]

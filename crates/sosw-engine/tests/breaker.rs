@@ -42,6 +42,11 @@ async fn a_broken_labourer_holds_its_queue_instead_of_killing_it() {
     let l = &r.labourers[0];
     assert_eq!((l.dead, l.retry_later, l.invoked), (0, 0, 0), "{l:?}");
     assert_eq!(l.put_back, 20, "every claimed task goes back: {l:?}");
+    assert_eq!(
+        fake.invoked_ids(),
+        vec!["t00"],
+        "the first task goes alone; the others are not sent"
+    );
     let held = l.held_back.as_ref().expect("held back");
     assert!(held.reason.contains("404 Not Found"), "{held:?}");
     assert_eq!(held.until, T0 + 30, "the first hold is `initial_hold`");
@@ -92,15 +97,15 @@ async fn a_broken_labourer_holds_its_queue_instead_of_killing_it() {
     );
     assert_eq!(w.notifier.notifications(), 1);
 
+    // The probe avoids the task whose failure held the labourer back.
+    assert_eq!(fake.invoked_ids().last().map(String::as_str), Some("t01"));
     // The endpoint is fixed: the next probe succeeds, the breaker closes, and the queue drains.
     fake.heal();
     w.clock.advance_secs(60);
     let r = orch.run_once(w.now()).await;
     assert_eq!(r.labourers[0].invoked, 1, "{:?}", r.labourers[0]);
-    assert!(
-        w.store.labourer_states().await.expect("states").is_empty(),
-        "healthy again: nothing stored"
-    );
+    let state = w.store.labourer_states().await.expect("states");
+    assert_eq!(state[0].held_until, None, "no longer held: {state:?}");
     w.clock.advance_secs(1);
     let r = orch.run_once(w.now()).await;
     assert_eq!(r.labourers[0].invoked, 19, "{:?}", r.labourers[0]);
@@ -112,6 +117,42 @@ async fn a_broken_labourer_holds_its_queue_instead_of_killing_it() {
             "{id}: invoked once, its attempt spent once"
         );
     }
+    assert!(
+        w.store.labourer_states().await.expect("states").is_empty(),
+        "healthy again: nothing stored"
+    );
+}
+
+/// One task that always draws a labourer-level answer (a REST worker's 404 for its resource) must not hold its
+/// queue forever: once another task proved the labourer healthy, the suspect's failure is its own.
+#[tokio::test]
+async fn one_task_that_always_draws_a_404_cannot_block_its_queue() {
+    let w = World::new(one_labourer(
+        json!({"max_simultaneous_invocations": 5, "max_attempts": 2}),
+    ))
+    .await;
+    let ids = ids(4);
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    w.create("w", &refs).await;
+    let fake = w.invokers.of("w");
+    let orch = w.orchestrator();
+    // t00, at the head, is sent alone and draws a 404: the labourer is held back, t00 is the suspect.
+    fake.then([not_found()]);
+    let r = orch.run_once(w.now()).await;
+    assert!(r.labourers[0].held_back.is_some(), "{:?}", r.labourers[0]);
+    // The probe takes t01, which is accepted: the breaker closes, t00 stays suspect.
+    w.clock.advance_secs(30);
+    let r = orch.run_once(w.now()).await;
+    assert_eq!(r.labourers[0].invoked, 1, "{:?}", r.labourers[0]);
+    assert_eq!(fake.invoked_ids(), vec!["t00", "t01"]);
+    // t00 draws its 404 again: now it is the task's fault (an attempt spent, a retry later), and the pass goes on.
+    fake.then([not_found()]);
+    w.clock.advance_secs(1);
+    let r = orch.run_once(w.now()).await;
+    let l = &r.labourers[0];
+    assert_eq!((l.retry_later, l.invoked, l.held_back.clone()), (1, 2, None), "{l:?}");
+    assert!(matches!(w.place("t00").await, Place::Retry { .. }));
+    assert!(w.store.labourer_states().await.expect("states").is_empty());
 }
 
 #[tokio::test]
@@ -158,21 +199,36 @@ async fn too_many_dead_in_a_row_hold_the_labourer_back() {
     // 4 dead: under the limit.
     let r = orch.run_once(w.now()).await;
     assert_eq!((r.labourers[0].dead, r.labourers[0].held_back.is_some()), (4, false));
-    // 8 dead in a row: more than 5, the labourer is held back; the other tasks wait.
+    // One more may die (5 in a row); the other 3 failing tasks go back and the labourer is held back.
     w.clock.advance_secs(1);
     let r = orch.run_once(w.now()).await;
     let l = &r.labourers[0];
-    assert_eq!(l.dead, 4);
+    assert_eq!((l.dead, l.put_back), (1, 3), "{l:?}");
     let held = l.held_back.as_ref().expect("held back");
     assert!(
-        held.reason.starts_with("8 tasks in a row were closed as dead"),
+        held.reason.starts_with("8 tasks in a row failed permanently"),
         "{held:?}"
     );
     w.clock.advance_secs(1);
     let r = orch.run_once(w.now()).await;
     assert_eq!(r.labourers[0].dead, 0);
-    let queued = w.store.next_queued("w", T0 + 10, 100).await.expect("queue").len();
-    assert_eq!(queued, 4, "the rest of the queue waits");
+    // Probes never kill: a held labourer must accept a task before it can close another as dead.
+    w.clock.advance_secs(60);
+    let r = orch.run_once(w.now()).await;
+    let l = &r.labourers[0];
+    assert_eq!((l.dead, l.put_back), (0, 1), "{l:?}");
+    assert_eq!(
+        l.held_back.as_ref().map(|h| h.until),
+        Some(w.now().secs() + 120),
+        "the hold doubled"
+    );
+    let queued = w
+        .store
+        .next_queued("w", w.now().secs(), 100)
+        .await
+        .expect("queue")
+        .len();
+    assert_eq!(queued, 7, "the rest of the queue waits: at most `max_dead_in_row` died");
     assert_eq!(
         w.notifier
             .sent

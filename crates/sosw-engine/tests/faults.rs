@@ -282,7 +282,7 @@ async fn a_store_fault_is_reported_per_labourer_and_the_next_pass_recovers() {
         .collect();
     tm.create(&tasks, now).await.expect("create");
     // The claim takes effect, then its reply is lost: nothing is invoked, the error is in the labourer's row.
-    r.faulty.script([None, None, None, Some(Fault::After)]);
+    r.faulty.fail_next("claim", Fault::After);
     let report = r.orchestrator.run_once(now).await;
     let l = &report.labourers[0];
     assert_eq!(l.invoked, 0, "{l:?}");

@@ -57,7 +57,9 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 fn classify(e: &reqwest::Error, url: &str) -> InvokeError {
-    let transport = if e.is_connect() {
+    let transport = if e.is_connect() && our_resources(e) {
+        Transport::Resources
+    } else if e.is_connect() {
         Transport::Connect
     } else if e.is_builder() {
         Transport::Request
@@ -65,6 +67,22 @@ fn classify(e: &reqwest::Error, url: &str) -> InvokeError {
         Transport::AfterSending
     };
     InvokeError::new(http_transport(transport), format!("POST {url}: {e}"))
+}
+
+/// Whether a connection failed because sosw ran out of file descriptors or memory (not the worker's fault).
+fn our_resources(e: &reqwest::Error) -> bool {
+    use nix::errno::Errno;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            let code = io.raw_os_error();
+            return [Errno::EMFILE, Errno::ENFILE, Errno::ENOMEM, Errno::ENOBUFS]
+                .iter()
+                .any(|r| Some(*r as i32) == code);
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn report_from_body(body: &[u8]) -> WorkerReport {

@@ -1130,8 +1130,8 @@ impl TaskStore for SqliteStore {
         self.run(|conn| {
             let mut st = conn
                 .prepare_cached(
-                    "SELECT labourer_id, dead_in_row, trips, held_until, reason, held_since FROM labourer_states \
-                     ORDER BY labourer_id",
+                    "SELECT labourer_id, dead_in_row, trips, held_until, reason, held_since, suspect \
+                     FROM labourer_states ORDER BY labourer_id",
                 )
                 .map_err(map_err)?;
             let rows = st.query_map([], labourer_state_from_row).map_err(map_err)?;
@@ -1145,7 +1145,7 @@ impl TaskStore for SqliteStore {
         self.write(move |tx| {
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO labourer_states (labourer_id, dead_in_row, trips, held_until, reason, \
-                 held_since) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 held_since, suspect) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .map_err(map_err)?
             .execute(params![
@@ -1154,7 +1154,8 @@ impl TaskStore for SqliteStore {
                 s.trips,
                 s.held_until.map(Time::millis),
                 s.reason,
-                s.held_since.map(Time::millis)
+                s.held_since.map(Time::millis),
+                s.suspect
             ])
             .map_err(map_err)?;
             Ok(())
@@ -1226,6 +1227,7 @@ fn labourer_state_from_row(r: &Row<'_>) -> rusqlite::Result<LabourerState> {
         held_until: r.get::<_, Option<i64>>(3)?.map(Time::from_millis),
         reason: r.get(4)?,
         held_since: r.get::<_, Option<i64>>(5)?.map(Time::from_millis),
+        suspect: r.get(6)?,
     })
 }
 

@@ -95,7 +95,8 @@ CREATE TABLE labourer_states (
     trips       INTEGER NOT NULL,
     held_until  INTEGER,
     reason      TEXT,
-    held_since  INTEGER
+    held_since  INTEGER,
+    suspect     TEXT
 ) WITHOUT ROWID;
 "#,
 ];

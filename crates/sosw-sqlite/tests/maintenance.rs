@@ -256,10 +256,15 @@ async fn a_backup_taken_while_tasks_are_written_is_one_consistent_snapshot() {
         (stop_tx, handle)
     };
     // Let the writer get going: wait until some batches are in.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         if store.get(&format!("b{:05}-00000", 20)).await.expect("get").is_some() {
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never wrote 20 batches"
+        );
         tokio::task::yield_now().await;
     }
     let dest = dir.path().join("backup.db");

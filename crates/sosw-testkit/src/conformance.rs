@@ -1076,6 +1076,7 @@ pub async fn labourer_states_round_trip(h: &Harness) {
         held_until: Some(Time::from_millis(1_700_000_060_000)),
         reason: Some("POST http://127.0.0.1:9/run: 404 Not Found".into()),
         held_since: Some(Time::from_millis(1_700_000_000_000)),
+        suspect: Some("t1".into()),
     };
     let counting = LabourerState {
         dead_in_row: 3,

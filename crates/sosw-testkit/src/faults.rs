@@ -15,6 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// When an injected failure strikes.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// The call fails without reaching the store.
@@ -29,6 +33,8 @@ pub struct FaultyStore {
     inner: Arc<dyn TaskStore>,
     /// Faults for the next calls, in order (`None`: no fault for that call).
     script: Mutex<Vec<Option<Fault>>>,
+    /// Faults for the next calls of a named operation (`claim`, `archive_many`, …).
+    named: Mutex<Vec<(&'static str, Fault)>>,
     /// Per mille of the other calls that fail at random (seeded; half before, half after for writes).
     random_per_mille: AtomicU64,
     rng: AtomicU64,
@@ -41,6 +47,7 @@ impl FaultyStore {
         Arc::new(FaultyStore {
             inner,
             script: Mutex::new(Vec::new()),
+            named: Mutex::new(Vec::new()),
             random_per_mille: AtomicU64::new(0),
             rng: AtomicU64::new(seed | 1),
             injected: AtomicU64::new(0),
@@ -49,11 +56,16 @@ impl FaultyStore {
 
     /// The next calls meet these faults, in order.
     pub fn script(&self, faults: impl IntoIterator<Item = Option<Fault>>) {
-        let mut s = self.script.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = lock(&self.script);
         let mut next: Vec<Option<Fault>> = faults.into_iter().collect();
         next.reverse();
         next.extend(s.drain(..));
         *s = next;
+    }
+
+    /// The next call of the operation `op` (the port method's name without `_recorded`) meets `fault`.
+    pub fn fail_next(&self, op: &'static str, fault: Fault) {
+        lock(&self.named).push((op, fault));
     }
 
     /// Every other call fails with probability `per_mille / 1000` (0 turns random faults off).
@@ -61,12 +73,10 @@ impl FaultyStore {
         self.random_per_mille.store(per_mille, Ordering::SeqCst);
     }
 
-    /// No more faults: the script is emptied and random faults are off.
+    /// No more faults: the scripts are emptied and random faults are off.
     pub fn heal(&self) {
-        self.script
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+        lock(&self.script).clear();
+        lock(&self.named).clear();
         self.fail_randomly(0);
     }
 
@@ -79,25 +89,27 @@ impl FaultyStore {
         x
     }
 
-    /// The fault for this call, if any; reads never fail "after".
-    fn roll(&self, write: bool) -> Option<Fault> {
-        let scripted = self
-            .script
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop();
-        let fault = match scripted {
-            Some(f) => f,
-            None => {
-                let p = self.random_per_mille.load(Ordering::SeqCst);
-                let r = self.next_random();
-                let when = if write && r % 2 == 0 {
-                    Fault::After
-                } else {
-                    Fault::Before
-                };
-                (p > 0 && r % 1000 < p).then_some(when)
-            }
+    /// The fault for this call of `op`, if any; reads never fail "after".
+    fn roll(&self, op: &str, write: bool) -> Option<Fault> {
+        let named = {
+            let mut named = lock(&self.named);
+            named.iter().position(|(o, _)| *o == op).map(|i| named.remove(i).1)
+        };
+        let fault = match named {
+            Some(f) => Some(f),
+            None => match lock(&self.script).pop() {
+                Some(scripted) => scripted,
+                None => {
+                    let p = self.random_per_mille.load(Ordering::SeqCst);
+                    let r = self.next_random();
+                    let when = if write && r % 2 == 0 {
+                        Fault::After
+                    } else {
+                        Fault::Before
+                    };
+                    (p > 0 && r % 1000 < p).then_some(when)
+                }
+            },
         };
         let fault = match fault {
             Some(Fault::After) if !write => Some(Fault::Before),
@@ -110,14 +122,14 @@ impl FaultyStore {
     }
 
     async fn read<T>(&self, op: &str, call: impl std::future::Future<Output = StoreResult<T>>) -> StoreResult<T> {
-        match self.roll(false) {
+        match self.roll(op, false) {
             Some(_) => Err(injected(op, Fault::Before)),
             None => call.await,
         }
     }
 
     async fn write<T>(&self, op: &str, call: impl std::future::Future<Output = StoreResult<T>>) -> StoreResult<T> {
-        match self.roll(true) {
+        match self.roll(op, true) {
             Some(Fault::Before) => Err(injected(op, Fault::Before)),
             Some(Fault::After) => {
                 let _ = call.await;

@@ -409,7 +409,8 @@ impl Config {
                 Backoff::Linear
             }
         };
-        let invocation_timeout = r.positive_secs(top, "invocation_timeout", "").unwrap_or(60.0);
+        // Below the Orchestrator Lambda's own timeout (60 s in the deployment template), so that it can act on it.
+        let invocation_timeout = r.positive_secs(top, "invocation_timeout", "").unwrap_or(30.0);
         let invocation_concurrency = r.int_in(top, "invocation_concurrency", "", 1, MAX_PAGE).unwrap_or(64) as usize;
 
         let daemon_obj = r.object(top, "daemon", "").unwrap_or(&empty);

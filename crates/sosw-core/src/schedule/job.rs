@@ -42,7 +42,8 @@ pub fn extract_job(event: &Value) -> Result<Job, JobError> {
         None => outer,
     };
     let labourer = match body.remove("lambda_name") {
-        Some(Value::String(s)) if !s.trim().is_empty() => trim_arn_to_name(s.trim()),
+        // A name that trims to nothing (`":"`) names no labourer.
+        Some(Value::String(s)) if !trim_arn_to_name(s.trim()).trim().is_empty() => trim_arn_to_name(s.trim()),
         Some(other) => {
             return Err(JobError::BadValue {
                 key: "lambda_name".into(),
@@ -125,6 +126,7 @@ mod tests {
             json!({"job": {"payload_attr": "val"}}),
             json!({"job": "bad one"}),
             json!({"lambda_name": 5}),
+            json!({"lambda_name": ":"}),
         ] {
             assert!(extract_job(&bad).is_err(), "{bad}");
         }
