@@ -131,7 +131,7 @@ fn a_task_through_its_whole_life_with_a_process_worker() {
     assert_eq!(
         status["w"],
         json!({"queued": 0, "running": 0, "expired": 0, "completed": 0, "retry_waiting": 0, "closed_completed": 1,
-               "closed_dead": 0, "eco_status": 4, "max_simultaneous_invocations": 10, "desired": 10})
+               "closed_dead": 0, "eco_status": 4, "max_simultaneous_invocations": 10, "desired": 10, "held_back": null})
     );
     let listed = s.json_lines(&["task", "list", "--state", "closed"]);
     assert_eq!(listed.len(), 1);
