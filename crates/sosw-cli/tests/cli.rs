@@ -1,81 +1,11 @@
 //! End-to-end: the `sosw` binary against a temporary SQLite file, real worker processes and a real HTTP worker.
 
 use serde_json::{json, Value};
-
-mod common;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new(config: Value) -> Sandbox {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(
-            dir.path().join("sosw.json"),
-            serde_json::to_string_pretty(&config).expect("json"),
-        )
-        .expect("write config");
-        let s = Sandbox { dir };
-        s.ok(&["init"]);
-        s
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        common::sosw(self.path(), args)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("sosw runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "sosw {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8")
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&all)).expect("JSON output")
-    }
-
-    /// The JSON lines a `--json` listing writes.
-    fn json_lines(&self, args: &[&str]) -> Vec<Value> {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        self.ok(&all)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON line"))
-            .collect()
-    }
-
-    /// Runs a failing command; returns (exit code, stderr).
-    fn fails(&self, args: &[&str]) -> (i32, String) {
-        let out = self.run(args);
-        assert!(!out.status.success(), "sosw {args:?} should fail");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    }
-
-    fn status(&self) -> Value {
-        self.json(&["status"])
-    }
-}
+mod common;
+use common::Sandbox;
 
 fn worker(command: &str, extra: Value) -> Value {
     let mut l = json!({"command": ["sh", "-c", command], "max_simultaneous_invocations": 10});

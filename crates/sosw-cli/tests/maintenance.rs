@@ -2,58 +2,11 @@
 
 mod common;
 
+use common::Sandbox;
+use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Sandbox {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(
-            dir.path().join("sosw.json"),
-            r#"{"task_config": {"labourers": {"w": {"command": "true"}}}}"#,
-        )
-        .expect("write config");
-        let s = Sandbox { dir };
-        s.ok(&["init"]);
-        s
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        common::run(self.path(), args)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "sosw {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8")
-    }
-
-    /// (exit code, stdout, stderr) of a command that must fail.
-    fn fails(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.run(args);
-        assert!(!out.status.success(), "sosw {args:?} should fail");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    }
-}
 
 fn count(db: &Path, table: &str) -> i64 {
     let c = rusqlite::Connection::open(db).expect("open");
@@ -63,7 +16,9 @@ fn count(db: &Path, table: &str) -> i64 {
 
 #[test]
 fn a_backup_taken_while_tasks_are_created_opens_and_checks_clean() {
-    let s = Arc::new(Sandbox::new());
+    let s = Arc::new(Sandbox::new(
+        json!({"task_config": {"labourers": {"w": {"command": "true"}}}}),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (s, stop) = (s.clone(), stop.clone());
@@ -106,19 +61,19 @@ fn a_backup_taken_while_tasks_are_created_opens_and_checks_clean() {
     s.ok(&["check"]);
 
     // An existing file is refused (usage: exit 2) unless --force; the store itself never.
-    let (code, _, err) = s.fails(&["backup", "b.db"]);
+    let (code, _, err) = s.fails_full(&["backup", "b.db"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("b.db") && err.contains("--force"), "{err}");
     s.ok(&["backup", "--force", "b.db"]);
     assert_eq!(count(&backup, "tasks"), runs * 100);
-    let (code, _, err) = s.fails(&["backup", "--force", "sosw.db"]);
+    let (code, _, err) = s.fails_full(&["backup", "--force", "sosw.db"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("the store itself"), "{err}");
 }
 
 #[test]
 fn check_lists_each_problem_with_its_task_and_exits_1() {
-    let s = Sandbox::new();
+    let s = Sandbox::new(json!({"task_config": {"labourers": {"w": {"command": "true"}}}}));
     s.ok(&["task", "create", "w", "--count", "3"]);
     let db = s.path().join("sosw.db");
     let c = rusqlite::Connection::open(&db).expect("open");
@@ -131,7 +86,7 @@ fn check_lists_each_problem_with_its_task_and_exits_1() {
         .query_row("SELECT MIN(task_id) FROM tasks", [], |r| r.get(0))
         .expect("id");
     drop(c);
-    let (code, out, err) = s.fails(&["check"]);
+    let (code, out, err) = s.fails_full(&["check"]);
     assert_eq!(code, 1, "{err}");
     assert!(
         out.contains(&format!("task `{bad}` (tasks)")) && out.contains("not_json_object"),
@@ -142,7 +97,7 @@ fn check_lists_each_problem_with_its_task_and_exits_1() {
         "{out}"
     );
     assert!(err.contains("2 problem(s) found"), "{err}");
-    let (code, out, _) = s.fails(&["--json", "check"]);
+    let (code, out, _) = s.fails_full(&["--json", "check"]);
     assert_eq!(code, 1);
     let report: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(report["clean"], false);
@@ -157,7 +112,7 @@ fn check_lists_each_problem_with_its_task_and_exits_1() {
 
 #[test]
 fn a_damaged_store_file_is_refused_by_status_init_check_and_backup_untouched() {
-    let s = Sandbox::new();
+    let s = Sandbox::new(json!({"task_config": {"labourers": {"w": {"command": "true"}}}}));
     s.ok(&["task", "create", "w", "--count", "300"]);
     let db = s.path().join("sosw.db");
     {
@@ -179,7 +134,7 @@ fn a_damaged_store_file_is_refused_by_status_init_check_and_backup_untouched() {
         for command in [&["status"][..], &["init"], &["check"], &["backup", "copy.db"]] {
             let mut args = vec!["--store", "sqlite:x.db"];
             args.extend_from_slice(command);
-            let (code, _, err) = s.fails(&args);
+            let (code, _, err) = s.fails_full(&args);
             assert_eq!(code, 1, "{name} {command:?}: {err}");
             assert!(
                 err.contains("`./x.db`") || err.contains("x.db`"),

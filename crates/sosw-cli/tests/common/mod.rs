@@ -5,6 +5,85 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// A directory with a config and an initialised store, and `sosw` run in it.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new(config: Value) -> Sandbox {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("sosw.json"),
+            serde_json::to_string_pretty(&config).expect("json"),
+        )
+        .expect("write config");
+        let s = Sandbox { dir };
+        s.ok(&["init"]);
+        s
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        sosw(self.path(), args)
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("sosw runs")
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "sosw {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).expect("JSON output")
+    }
+
+    /// The JSON lines a `--json` listing writes.
+    pub fn json_lines(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        self.ok(&all)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
+    /// Runs a failing command; returns (exit code, stderr).
+    pub fn fails(&self, args: &[&str]) -> (i32, String) {
+        let (code, _, stderr) = self.fails_full(args);
+        (code, stderr)
+    }
+
+    /// (exit code, stdout, stderr) of a command that must fail.
+    pub fn fails_full(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.run(args);
+        assert!(!out.status.success(), "sosw {args:?} should fail");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    pub fn status(&self) -> Value {
+        self.json(&["status"])
+    }
+}
+
 /// `sosw ARGS` in `dir`, on `dir/sosw.json`, with no store or log settings inherited from the environment.
 pub fn sosw(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sosw"));
