@@ -2,6 +2,9 @@
 //! `examples/demo/`. Two labourers share thousands of tasks: `resize` has flaky and corrupt inputs (retries, dead
 //! tasks, notifications); `reports` is throttled by a database CPU metric that the demo moves over time.
 
+// The demo and the benchmark measure real elapsed time (`clippy.toml`).
+#![allow(clippy::disallowed_methods)]
+
 use crate::app::{load_config, open_store, store_spec, App};
 use crate::cli::{DemoArgs, Global};
 use crate::output::print_json;

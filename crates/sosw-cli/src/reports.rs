@@ -252,6 +252,8 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // A deadline on a real server: the monotonic clock (`clippy.toml`).
+    #[allow(clippy::disallowed_methods)]
     async fn half_requests_are_timed_out_and_capped_and_reports_still_answered() {
         // Long enough for 200 connections to be opened before the first are timed out, so the cap is seen.
         let limits = Limits {

@@ -1,5 +1,8 @@
 //! End-to-end: the `sosw` binary against a temporary SQLite file, real worker processes and a real HTTP worker.
 
+// Deadlines for waiting on real processes and servers read the monotonic clock (`clippy.toml`).
+#![allow(clippy::disallowed_methods)]
+
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -7,6 +7,9 @@
 //! kill points (the processes' own timing still varies). `SOSW_CRASH_ROUNDS` sets how many `sosw run` processes
 //! are killed (default 12).
 
+// Deadlines for waiting on real processes and servers read the monotonic clock (`clippy.toml`).
+#![allow(clippy::disallowed_methods)]
+
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{json, Value};
 use std::collections::HashMap;

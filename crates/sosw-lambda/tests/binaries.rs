@@ -2,6 +2,9 @@
 //! that hands out one event and records the answer), on moto_server (`SOSW_TEST_DYNAMODB`), with its config from a
 //! file (`SOSW_CONFIG`). Also: outside Lambda, or with an unreadable config, they exit with a plain message.
 
+// Deadlines for waiting on real processes and servers read the monotonic clock (`clippy.toml`).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use axum::extract::{Path, State};

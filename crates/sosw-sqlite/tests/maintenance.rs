@@ -1,6 +1,9 @@
 //! The file itself: damaged files refused on open, a full disk, online backups, and `check` on stores damaged with
 //! raw SQL.
 
+// Deadlines for waiting on real processes and servers read the monotonic clock (`clippy.toml`).
+#![allow(clippy::disallowed_methods)]
+
 use rusqlite::Connection;
 use sosw_core::check::{Check, CheckReport};
 use sosw_core::greenfield::DEFAULT_INVOCATION_DELTA as DELTA;
