@@ -1,0 +1,207 @@
+//! The moves inside the writer's transaction: each checks its condition before it writes (a refusal leaves
+//! nothing behind), and records its audit events in the same transaction.
+
+use super::*;
+
+/// Moves one live task to closed if it meets `expect`. The outer `Err` is an SQL failure (the caller's whole
+/// transaction is rolled back); the inner one is this task's condition failing, with nothing written.
+/// On success, the inner `Ok` holds the task's labourer.
+pub(crate) fn archive_one(
+    tx: &Connection,
+    id: &str,
+    expect: ArchiveExpect,
+    now: Time,
+) -> StoreResult<StoreResult<String>> {
+    let row: Option<(String, i64, bool)> = tx
+        .prepare_cached("SELECT labourer_id, greenfield, completed_at IS NOT NULL FROM tasks WHERE task_id = ?1")
+        .map_err(map_err)?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
+        .map_err(map_err)?;
+    let Some((labourer, greenfield, completed)) = row else {
+        return Ok(Err(already_closed(tx, id)?));
+    };
+    let refused = expect.refusal(completed, greenfield);
+    if let Some(reason) = refused {
+        return Ok(Err(StoreError::conflict(id, reason)));
+    }
+    tx.prepare_cached(&format!(
+        "INSERT INTO closed_tasks ({COLS}, closed_at, labourer_id_task_status) SELECT {COLS}, ?2, ?3 FROM tasks \
+         WHERE task_id = ?1"
+    ))
+    .map_err(map_err)?
+    .execute(params![id, now.secs(), closed_status(&labourer, completed)])
+    .map_err(map_err)?;
+    tx.prepare_cached("DELETE FROM tasks WHERE task_id = ?1")
+        .map_err(map_err)?
+        .execute([id])
+        .map_err(map_err)?;
+    Ok(Ok(labourer))
+}
+
+/// The ids of `tasks` that exist in any table. A large batch whose ids are in ascending order (a Scheduler batch:
+/// one job's consecutive ids) is checked with one range scan per table instead of a lookup per task per table.
+pub(crate) fn existing_ids(tx: &Connection, tasks: &[NewTask]) -> StoreResult<HashSet<String>> {
+    let mut found = HashSet::new();
+    let sorted = tasks.windows(2).all(|w| w[0].task_id < w[1].task_id);
+    if let (true, Some(first), Some(last)) = (tasks.len() >= 64 && sorted, tasks.first(), tasks.last()) {
+        let wanted: HashSet<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
+        for table in ["tasks", "retry_tasks", "closed_tasks"] {
+            let mut st = tx
+                .prepare_cached(&format!("SELECT task_id FROM {table} WHERE task_id BETWEEN ?1 AND ?2"))
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([&first.task_id, &last.task_id], |r| r.get::<_, String>(0))
+                .map_err(map_err)?;
+            for id in rows {
+                let id = id.map_err(map_err)?;
+                if wanted.contains(id.as_str()) {
+                    found.insert(id);
+                }
+            }
+        }
+        return Ok(found);
+    }
+    let mut exists = tx
+        .prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM tasks WHERE task_id = ?1) OR EXISTS(SELECT 1 FROM retry_tasks \
+             WHERE task_id = ?1) OR EXISTS(SELECT 1 FROM closed_tasks WHERE task_id = ?1)",
+        )
+        .map_err(map_err)?;
+    for t in tasks {
+        if exists
+            .query_row([&t.task_id], |r| r.get::<_, bool>(0))
+            .map_err(map_err)?
+        {
+            found.insert(t.task_id.clone());
+        }
+    }
+    Ok(found)
+}
+
+/// Moves `t` (already merged with its report) from `table` to closed as completed at `now`.
+pub(crate) fn close_completed(tx: &Connection, table: &str, t: &mut Task, now: Time) -> StoreResult<()> {
+    t.completed_at = Some(now.secs());
+    tx.prepare_cached(&format!(
+        "INSERT INTO closed_tasks ({COLS}, closed_at, labourer_id_task_status) SELECT task_id, labourer_id, created_at, \
+         greenfield, attempts, payload, ?2, failed_attempts, ?3, ?4, ?2, ?5 FROM {table} WHERE task_id = ?1"
+    ))
+    .map_err(map_err)?
+    .execute(params![
+        t.task_id,
+        now.secs(),
+        json_text(&t.stats),
+        json_text(&t.result),
+        closed_status(&t.labourer_id, true)
+    ])
+    .map_err(map_err)?;
+    tx.prepare_cached(&format!("DELETE FROM {table} WHERE task_id = ?1"))
+        .map_err(map_err)?
+        .execute([&t.task_id])
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// The lowest (`MIN`) or highest (`MAX`) queue position of a labourer (`greenfield < now`).
+pub(crate) fn queue_end(conn: &Connection, labourer: &str, now: i64, end: &str) -> StoreResult<Option<i64>> {
+    conn.prepare_cached(&format!(
+        "SELECT {end}(greenfield) FROM tasks WHERE labourer_id = ?1 AND greenfield < ?2"
+    ))
+    .map_err(map_err)?
+    .query_row(params![labourer, now], |r| r.get(0))
+    .map_err(map_err)
+}
+
+/// WorkerAssistant's completion, inside the writer's transaction (see [`TaskStore::complete`]).
+pub(crate) fn complete_in(tx: &Connection, id: &str, now: Time, report: &WorkerReport) -> StoreResult<Completion> {
+    if report.stats.is_empty() && report.result.is_empty() {
+        // Nothing to merge, and the task is where an invocation put it: one conditional statement does it.
+        let done = tx
+            .prepare_cached(&format!(
+                "UPDATE tasks SET completed_at = COALESCE(completed_at, ?2) WHERE task_id = ?1 AND attempts >= 1 \
+                 AND greenfield >= ?2 RETURNING {COLS}"
+            ))
+            .map_err(map_err)?
+            .query_row(params![id, now.secs()], task_from_row)
+            .optional()
+            .map_err(map_err)?;
+        if let Some(t) = done {
+            return Ok(Completion::Live(t));
+        }
+    }
+    if let Some(mut t) = select_one(tx, "tasks", id)? {
+        report_refusal(id, t.attempts)?;
+        merge(&mut t.stats, &report.stats);
+        merge(&mut t.result, &report.result);
+        if is_queue_position(t.greenfield, now) {
+            // Queued again after an expired attempt: that attempt finished after all.
+            close_completed(tx, "tasks", &mut t, now)?;
+            return Ok(Completion::Closed(t));
+        }
+        let completed_at = t.completed_at.unwrap_or(now.secs());
+        t.completed_at = Some(completed_at);
+        tx.prepare_cached("UPDATE tasks SET completed_at = ?2, stats = ?3, result = ?4 WHERE task_id = ?1")
+            .map_err(map_err)?
+            .execute(params![id, completed_at, json_text(&t.stats), json_text(&t.result)])
+            .map_err(map_err)?;
+        return Ok(Completion::Live(t));
+    }
+    if let Some(mut t) = select_one(tx, "retry_tasks", id)? {
+        merge(&mut t.stats, &report.stats);
+        merge(&mut t.result, &report.result);
+        close_completed(tx, "retry_tasks", &mut t, now)?;
+        return Ok(Completion::Closed(t));
+    }
+    Err(already_closed(tx, id)?)
+}
+
+/// WorkerAssistant's failure report, inside the writer's transaction (see [`TaskStore::fail`]).
+pub(crate) fn fail_in(tx: &Connection, id: &str, report: &WorkerReport) -> StoreResult<Task> {
+    for table in ["tasks", "retry_tasks"] {
+        if let Some(mut t) = select_one(tx, table, id)? {
+            report_refusal(id, t.attempts)?;
+            merge(&mut t.stats, &report.stats);
+            merge(&mut t.result, &report.result);
+            t.failed_attempts = t.failed_attempts.saturating_add(1);
+            tx.prepare_cached(&format!(
+                "UPDATE {table} SET failed_attempts = ?2, stats = ?3, result = ?4 WHERE task_id = ?1"
+            ))
+            .map_err(map_err)?
+            .execute(params![
+                id,
+                t.failed_attempts,
+                json_text(&t.stats),
+                json_text(&t.result)
+            ])
+            .map_err(map_err)?;
+            return Ok(t);
+        }
+    }
+    Err(already_closed(tx, id)?)
+}
+
+/// Records audit events in the caller's transaction (the move they record commits with them, or neither does).
+pub(crate) fn insert_events(tx: &Connection, events: &[MetaEvent]) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut st = tx
+        .prepare_cached(
+            "INSERT INTO tasks_meta (task_id, labourer_id, created_at, action, author, details) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(map_err)?;
+    for e in events {
+        let details = e.details.as_ref().map(Value::to_string);
+        st.execute(params![
+            e.task_id,
+            e.labourer_id,
+            e.at.as_secs_f64(),
+            e.action.as_str(),
+            e.author,
+            details
+        ])
+        .map_err(map_err)?;
+    }
+    Ok(())
+}

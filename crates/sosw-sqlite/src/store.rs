@@ -1,0 +1,711 @@
+//! The store contract (`TaskStore`, `MetaSink`) on SQLite: one method per port operation, each a read on the read
+//! connection or one closure run in the writer's group-committed transaction. Longer than 500 lines because the
+//! port is: splitting the one `impl` by concern would scatter it; the SQL helpers live in `rows.rs` and `moves.rs`.
+
+use super::*;
+
+#[async_trait]
+impl TaskStore for SqliteStore {
+    async fn init(&self) -> StoreResult<()> {
+        let path = self.path.clone();
+        self.run(move |conn| schema::migrate(conn, &path).map_err(|e| maintenance::name_file(e, &path)))
+            .await
+    }
+
+    async fn create_tasks_recorded(
+        &self,
+        tasks: &[NewTask],
+        step: i64,
+        now: Time,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<CreateReport> {
+        let tasks = tasks.to_vec();
+        let stamp = stamp.cloned();
+        self.write(move |tx| {
+            let mut report = CreateReport::default();
+            let mut seen: HashSet<&str> = HashSet::new();
+            let mut fresh: Vec<&NewTask> = Vec::with_capacity(tasks.len());
+            let existing = existing_ids(tx, &tasks)?;
+            for t in &tasks {
+                if t.task_id.is_empty() {
+                    return Err(StoreError::Invalid("a task id must not be empty".into()));
+                }
+                if existing.contains(t.task_id.as_str()) || !seen.insert(t.task_id.as_str()) {
+                    report.existing.push(t.task_id.clone());
+                } else {
+                    fresh.push(t);
+                }
+            }
+            // Every position is allocated (and checked) before anything is written.
+            let mut tails = Vec::new();
+            for (labourer, _) in labourer_counts(fresh.iter().copied()) {
+                tails.push((labourer, queue_end(tx, labourer, now.secs(), "MAX")?));
+            }
+            let rows = queued_rows(&fresh, &tails, step, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO tasks (task_id, labourer_id, created_at, greenfield, attempts, payload) \
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+                )
+                .map_err(map_err)?;
+            for t in &rows {
+                insert
+                    .execute(params![t.task_id, t.labourer_id, t.created_at, t.greenfield, t.payload])
+                    .map_err(map_err)?;
+                insert_events(
+                    tx,
+                    &stamped(stamp.as_ref(), &t.task_id, &t.labourer_id, Recorded::Created),
+                )?;
+            }
+            report.created = rows;
+            Ok(report)
+        })
+        .await
+    }
+
+    async fn next_queued(&self, labourer: &str, start: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        let labourer = labourer.to_string();
+        self.run(move |conn| {
+            let mut st = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLS} FROM tasks WHERE labourer_id = ?1 AND greenfield < ?2 AND completed_at IS NULL \
+                     ORDER BY greenfield, task_id LIMIT ?3"
+                ))
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![labourer, start, limit as i64], task_from_row)
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn claim_recorded(
+        &self,
+        labourer: &str,
+        tasks: &[(String, i64)],
+        start: i64,
+        invoked_greenfield: i64,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Vec<Claim>> {
+        let labourer = labourer.to_string();
+        let tasks = tasks.to_vec();
+        let stamp = stamp.cloned();
+        self.write(move |tx| {
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE tasks SET greenfield = ?4, attempts = attempts + 1 WHERE task_id = ?1 AND labourer_id = ?2 \
+                     AND greenfield = ?3 AND greenfield < ?5 AND completed_at IS NULL",
+                )
+                .map_err(map_err)?;
+            let mut out = Vec::with_capacity(tasks.len());
+            for (id, read) in &tasks {
+                let changed = update
+                    .execute(params![id, labourer, read, invoked_greenfield, start])
+                    .map_err(map_err)?;
+                out.push(if changed == 1 {
+                    insert_events(tx, &stamped(stamp.as_ref(), id, &labourer, Recorded::Invoked))?;
+                    Claim::Claimed {
+                        task_id: id.clone(),
+                        previous_greenfield: *read,
+                    }
+                } else {
+                    Claim::Lost { task_id: id.clone() }
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn release_claim_recorded(
+        &self,
+        task_id: &str,
+        invoked_greenfield: i64,
+        previous_greenfield: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        let id = task_id.to_string();
+        let events = events.to_vec();
+        self.write(move |tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE tasks SET greenfield = ?3, attempts = MAX(attempts - 1, 0) WHERE task_id = ?1 \
+                     AND greenfield = ?2 AND completed_at IS NULL",
+                )
+                .map_err(map_err)?
+                .execute(params![id, invoked_greenfield, previous_greenfield])
+                .map_err(map_err)?;
+            match (n, select_one(tx, "tasks", &id)?) {
+                (1, _) => insert_events(tx, &events),
+                (_, Some(_)) => Err(StoreError::conflict(&id, "moved or completed since it was claimed")),
+                (_, None) => Err(StoreError::NotFound(id.clone())),
+            }
+        })
+        .await
+    }
+
+    async fn count_running(&self, labourer: &str, expired: i64) -> StoreResult<u64> {
+        let labourer = labourer.to_string();
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "SELECT COUNT(*) FROM tasks WHERE labourer_id = ?1 AND greenfield > ?2 AND completed_at IS NULL",
+            )
+            .map_err(map_err)?
+            .query_row(params![labourer, expired], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_expired(&self, labourer: &str, start: i64, expired: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        let labourer = labourer.to_string();
+        self.run(move |conn| {
+            let mut st = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLS} FROM tasks WHERE labourer_id = ?1 AND greenfield BETWEEN ?2 AND ?3 \
+                     AND completed_at IS NULL ORDER BY greenfield, task_id LIMIT ?4"
+                ))
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![labourer, start, expired, limit as i64], task_from_row)
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_completed(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        let labourer = labourer.to_string();
+        self.run(move |conn| {
+            let mut st = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLS} FROM tasks WHERE labourer_id = ?1 AND completed_at IS NOT NULL AND greenfield >= ?2 \
+                     ORDER BY completed_at, task_id LIMIT ?3"
+                ))
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![labourer, now, limit as i64], task_from_row)
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn complete_recorded(
+        &self,
+        task_id: &str,
+        now: Time,
+        report: &WorkerReport,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Completion> {
+        let id = task_id.to_string();
+        let report = report.clone();
+        let stamp = stamp.cloned();
+        self.write(move |tx| {
+            let completion = complete_in(tx, &id, now, &report)?;
+            let (t, closed) = match &completion {
+                Completion::Live(t) => (t, false),
+                Completion::Closed(t) => (t, true),
+            };
+            insert_events(
+                tx,
+                &stamped(stamp.as_ref(), &id, &t.labourer_id, Recorded::Completed { closed }),
+            )?;
+            Ok(completion)
+        })
+        .await
+    }
+
+    async fn fail_recorded(
+        &self,
+        task_id: &str,
+        _now: Time,
+        report: &WorkerReport,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Task> {
+        let id = task_id.to_string();
+        let report = report.clone();
+        let stamp = stamp.cloned();
+        self.write(move |tx| {
+            let t = fail_in(tx, &id, &report)?;
+            insert_events(tx, &stamped(stamp.as_ref(), &id, &t.labourer_id, Recorded::Failed))?;
+            Ok(t)
+        })
+        .await
+    }
+    async fn archive_recorded(
+        &self,
+        task_id: &str,
+        expect: ArchiveExpect,
+        now: Time,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        let id = task_id.to_string();
+        let events = events.to_vec();
+        self.write(move |tx| {
+            archive_one(tx, &id, expect, now)??;
+            insert_events(tx, &events)
+        })
+        .await
+    }
+
+    async fn archive_many_recorded(
+        &self,
+        moves: &[(String, ArchiveExpect)],
+        now: Time,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Vec<StoreResult<()>>> {
+        let moves = moves.to_vec();
+        let stamp = stamp.cloned();
+        self.write(move |tx| {
+            let mut out = Vec::with_capacity(moves.len());
+            for (id, expect) in &moves {
+                let done = archive_one(tx, id, *expect, now)?;
+                if let Ok(labourer) = &done {
+                    let dead = matches!(expect, ArchiveExpect::Dead { .. });
+                    insert_events(tx, &stamped(stamp.as_ref(), id, labourer, Recorded::Archived { dead }))?;
+                }
+                out.push(done.map(|_| ()));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn move_to_retry_recorded(
+        &self,
+        task_id: &str,
+        expected_greenfield: i64,
+        desired_launch_time: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        let id = task_id.to_string();
+        let events = events.to_vec();
+        self.write(move |tx| {
+            let Some(t) = select_one(tx, "tasks", &id)? else {
+                return Err(already_closed(tx, &id)?);
+            };
+            if let Some(reason) = retry_refusal(t.completed_at.is_some(), t.greenfield, expected_greenfield) {
+                return Err(StoreError::conflict(&id, reason));
+            }
+            tx.prepare_cached(&format!(
+                "INSERT INTO retry_tasks ({COLS}, desired_launch_time) SELECT {COLS}, ?2 FROM tasks WHERE task_id = ?1"
+            ))
+            .map_err(map_err)?
+            .execute(params![id, desired_launch_time])
+            .map_err(map_err)?;
+            tx.prepare_cached("DELETE FROM tasks WHERE task_id = ?1")
+                .map_err(map_err)?
+                .execute([&id])
+                .map_err(map_err)?;
+            insert_events(tx, &events)
+        })
+        .await
+    }
+
+    async fn due_retries(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        let labourer = labourer.to_string();
+        self.run(move |conn| {
+            let mut st = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLS} FROM retry_tasks WHERE labourer_id = ?1 AND desired_launch_time <= ?2 \
+                     ORDER BY desired_launch_time, task_id LIMIT ?3"
+                ))
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![labourer, now, limit as i64], task_from_row)
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn requeue_recorded(
+        &self,
+        task_id: &str,
+        labourer: &str,
+        greenfield: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        let id = task_id.to_string();
+        let labourer = labourer.to_string();
+        let events = events.to_vec();
+        self.write(move |tx| {
+            let n = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO tasks ({COLS}) SELECT task_id, labourer_id, created_at, ?3, attempts, payload, \
+                     completed_at, failed_attempts, stats, result FROM retry_tasks WHERE task_id = ?1 AND labourer_id = ?2"
+                ))
+                .map_err(map_err)?
+                .execute(params![id, labourer, greenfield])
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(match select_one(tx, "tasks", &id)? {
+                    Some(_) => StoreError::conflict(&id, "is not waiting for retry (it is live)"),
+                    None => already_closed(tx, &id)?,
+                });
+            }
+            tx.prepare_cached("DELETE FROM retry_tasks WHERE task_id = ?1")
+                .map_err(map_err)?
+                .execute([&id])
+                .map_err(map_err)?;
+            insert_events(tx, &events)
+        })
+        .await
+    }
+
+    async fn newest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
+        let labourer = labourer.to_string();
+        self.run(move |conn| queue_end(conn, &labourer, now, "MAX")).await
+    }
+
+    async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
+        let labourer = labourer.to_string();
+        self.run(move |conn| queue_end(conn, &labourer, now, "MIN")).await
+    }
+
+    async fn get(&self, task_id: &str) -> StoreResult<Option<StoredTask>> {
+        let id = task_id.to_string();
+        self.run(move |conn| {
+            if let Some(task) = select_one(conn, "tasks", &id)? {
+                return Ok(Some(StoredTask {
+                    task,
+                    place: Place::Live,
+                }));
+            }
+            let retry = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLS}, desired_launch_time FROM retry_tasks WHERE task_id = ?1"
+                ))
+                .map_err(map_err)?
+                .query_row([&id], |r| Ok((task_from_row(r)?, r.get::<_, i64>(10)?)))
+                .optional()
+                .map_err(map_err)?;
+            if let Some((task, desired_launch_time)) = retry {
+                return Ok(Some(StoredTask {
+                    task,
+                    place: Place::Retry { desired_launch_time },
+                }));
+            }
+            match (select_one(conn, "closed_tasks", &id)?, closed_place(conn, &id)?) {
+                (Some(task), Some(place)) => Ok(Some(StoredTask { task, place })),
+                _ => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, query: &TaskQuery) -> StoreResult<Vec<StoredTask>> {
+        let q = query.clone();
+        self.run(move |conn| {
+            let (table, extra, by) = match q.table {
+                Table::Live => ("tasks", "", "greenfield"),
+                Table::Retry => ("retry_tasks", ", desired_launch_time", "desired_launch_time"),
+                Table::Closed => ("closed_tasks", ", closed_at", "closed_at"),
+            };
+            let order = format!("labourer_id, {by}, task_id");
+            // `cond`: the filters, as ` AND …` clauses over `args`.
+            let mut cond = String::new();
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            // A closed listing of one labourer reads the index ordered by close time, once per status asked for
+            // (two of them merged in order when both are), rather than sorting all the labourer's closed rows.
+            let mut statuses: Vec<usize> = Vec::new();
+            if let Some(l) = &q.labourer {
+                args.push(l.clone().into());
+                cond.push_str(&format!(" AND labourer_id = ?{}", args.len()));
+                if q.table == Table::Closed {
+                    for done in q.completed.map_or(vec![true, false], |d| vec![d]) {
+                        args.push(sosw_core::task::closed_status(l, done).into());
+                        statuses.push(args.len());
+                    }
+                }
+            }
+            // Keyset pagination. With one labourer the bound is on (order, task id) alone, which the labourer's
+            // index serves as a range, so every page costs its own size, however deep into the listing it is.
+            match (&q.after, &q.labourer) {
+                (None, _) => {}
+                (Some(c), Some(l)) if *l == c.labourer_id => {
+                    args.push(c.order.into());
+                    args.push(c.task_id.clone().into());
+                    cond.push_str(&format!(
+                        " AND ({by}, task_id) > (?{}, ?{})",
+                        args.len() - 1,
+                        args.len()
+                    ));
+                }
+                (Some(c), Some(l)) => {
+                    if *l < c.labourer_id {
+                        cond.push_str(" AND 0");
+                    }
+                }
+                (Some(c), None) => {
+                    args.push(c.labourer_id.clone().into());
+                    args.push(c.order.into());
+                    args.push(c.task_id.clone().into());
+                    cond.push_str(&format!(
+                        " AND (labourer_id, {by}, task_id) > (?{}, ?{}, ?{})",
+                        args.len() - 2,
+                        args.len() - 1,
+                        args.len()
+                    ));
+                }
+            }
+            if let (Table::Live, Some(r)) = (q.table, q.greenfield) {
+                args.push(r.lo.into());
+                args.push(r.hi.into());
+                cond.push_str(&format!(
+                    " AND greenfield BETWEEN ?{} AND ?{}",
+                    args.len() - 1,
+                    args.len()
+                ));
+            }
+            match (q.table, q.completed) {
+                (Table::Retry, _) | (_, None) => {}
+                (_, Some(true)) => cond.push_str(" AND completed_at IS NOT NULL"),
+                (_, Some(false)) => cond.push_str(" AND completed_at IS NULL"),
+            }
+            let select = |status: String| format!("SELECT {COLS}{extra} FROM {table} WHERE 1 = 1{cond}{status}");
+            let mut sql = if statuses.is_empty() {
+                select(String::new())
+            } else {
+                statuses
+                    .iter()
+                    .map(|i| select(format!(" AND labourer_id_task_status = ?{i}")))
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ")
+            };
+            args.push((q.limit.min(i64::MAX as usize) as i64).into());
+            sql.push_str(&format!(" ORDER BY {order} LIMIT ?{}", args.len()));
+            let mut st = conn.prepare(&sql).map_err(map_err)?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    let task = task_from_row(r)?;
+                    let place = match q.table {
+                        Table::Live => Place::Live,
+                        Table::Retry => Place::Retry {
+                            desired_launch_time: r.get(10)?,
+                        },
+                        Table::Closed => Place::Closed {
+                            closed_at: r.get(10)?,
+                            completed: task.completed_at.is_some(),
+                        },
+                    };
+                    Ok(StoredTask { task, place })
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn labourer_ids(&self) -> StoreResult<Vec<String>> {
+        self.run(|conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT labourer_id FROM tasks UNION SELECT labourer_id FROM retry_tasks \
+                     UNION SELECT labourer_id FROM closed_tasks ORDER BY 1",
+                )
+                .map_err(map_err)?;
+            let rows = st.query_map([], |r| r.get(0)).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<String>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn save_job(&self, job: &JobProgress) -> StoreResult<()> {
+        let j = job.clone();
+        self.write(move |tx| {
+            tx.prepare_cached(&format!(
+                "INSERT OR REPLACE INTO jobs ({JOB_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            ))
+            .map_err(map_err)?
+            .execute(params![
+                j.job_id,
+                j.labourer_id,
+                j.total as i64,
+                j.scheduled as i64,
+                j.started_at.millis(),
+                j.updated_at.millis(),
+                j.finished_at.map(Time::millis)
+            ])
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_job(&self, job_id: &str) -> StoreResult<Option<JobProgress>> {
+        let id = job_id.to_string();
+        self.run(move |conn| {
+            conn.prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE job_id = ?1"))
+                .map_err(map_err)?
+                .query_row([&id], job_from_row)
+                .optional()
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_jobs(&self, limit: usize) -> StoreResult<Vec<JobProgress>> {
+        self.run(move |conn| {
+            let mut st = conn
+                .prepare_cached(&format!(
+                    "SELECT {JOB_COLS} FROM jobs ORDER BY updated_at DESC, job_id LIMIT ?1"
+                ))
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([limit.min(i64::MAX as usize) as i64], job_from_row)
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn labourer_states(&self) -> StoreResult<Vec<LabourerState>> {
+        self.run(|conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT labourer_id, dead_in_row, trips, held_until, reason, held_since, suspect \
+                     FROM labourer_states ORDER BY labourer_id",
+                )
+                .map_err(map_err)?;
+            let rows = st.query_map([], labourer_state_from_row).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn save_labourer_state(&self, state: &LabourerState) -> StoreResult<()> {
+        let s = state.clone();
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO labourer_states (labourer_id, dead_in_row, trips, held_until, reason, \
+                 held_since, suspect) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(map_err)?
+            .execute(params![
+                s.labourer_id,
+                s.dead_in_row,
+                s.trips,
+                s.held_until.map(Time::millis),
+                s.reason,
+                s.held_since.map(Time::millis),
+                s.suspect
+            ])
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clear_labourer_state(&self, labourer_id: &str) -> StoreResult<()> {
+        let id = labourer_id.to_string();
+        self.write(move |tx| {
+            tx.prepare_cached("DELETE FROM labourer_states WHERE labourer_id = ?1")
+                .map_err(map_err)?
+                .execute([&id])
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn counts(&self, labourer: &str, markers: &Markers) -> StoreResult<LabourerCounts> {
+        let labourer = labourer.to_string();
+        let m = *markers;
+        self.run(move |conn| {
+            let mut c = conn
+                .prepare_cached(
+                    "SELECT \
+                       COALESCE(SUM(completed_at IS NULL AND greenfield < ?2), 0), \
+                       COALESCE(SUM(completed_at IS NULL AND greenfield > ?3), 0), \
+                       COALESCE(SUM(completed_at IS NULL AND greenfield BETWEEN ?2 AND ?3), 0), \
+                       COALESCE(SUM(completed_at IS NOT NULL), 0) \
+                     FROM tasks WHERE labourer_id = ?1",
+                )
+                .map_err(map_err)?
+                .query_row(params![labourer, m.start, m.expired], |r| {
+                    Ok(LabourerCounts {
+                        queued: r.get::<_, i64>(0)? as u64,
+                        running: r.get::<_, i64>(1)? as u64,
+                        expired: r.get::<_, i64>(2)? as u64,
+                        completed: r.get::<_, i64>(3)? as u64,
+                        ..LabourerCounts::default()
+                    })
+                })
+                .map_err(map_err)?;
+            c.retry_waiting = conn
+                .prepare_cached("SELECT COUNT(*) FROM retry_tasks WHERE labourer_id = ?1")
+                .map_err(map_err)?
+                .query_row([&labourer], |r| r.get::<_, i64>(0))
+                .map_err(map_err)? as u64;
+            let mut closed = conn
+                .prepare_cached("SELECT COUNT(*) FROM closed_tasks WHERE labourer_id_task_status = ?1")
+                .map_err(map_err)?;
+            c.closed_completed = closed
+                .query_row([closed_status(&labourer, true)], |r| r.get::<_, i64>(0))
+                .map_err(map_err)? as u64;
+            c.closed_dead = closed
+                .query_row([closed_status(&labourer, false)], |r| r.get::<_, i64>(0))
+                .map_err(map_err)? as u64;
+            Ok(c)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl MetaSink for SqliteStore {
+    async fn record(&self, events: &[MetaEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let events = events.to_vec();
+        self.write(move |tx| insert_events(tx, &events)).await
+    }
+
+    async fn events_of(&self, task_id: &str) -> StoreResult<Vec<MetaEvent>> {
+        let id = task_id.to_string();
+        self.run(move |conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT task_id, labourer_id, created_at, action, author, details FROM tasks_meta \
+                     WHERE task_id = ?1 ORDER BY created_at, id",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([&id], |r| {
+                    let action: String = r.get(3)?;
+                    let details: Option<String> = r.get(5)?;
+                    let at: f64 = r.get(2)?;
+                    Ok((r.get(0)?, r.get(1)?, at, action, r.get(4)?, details))
+                })
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (task_id, labourer_id, at, action, author, details): (
+                    String,
+                    String,
+                    f64,
+                    String,
+                    String,
+                    Option<String>,
+                ) = row.map_err(map_err)?;
+                let action: MetaAction = serde_json::from_value(Value::String(action.clone()))
+                    .map_err(|_| StoreError::Backend(format!("unknown meta action `{action}` in the store").into()))?;
+                out.push(MetaEvent {
+                    task_id,
+                    labourer_id,
+                    action,
+                    at: Time::from_millis((at * 1000.0).round() as i64),
+                    author,
+                    details: details.and_then(|d| serde_json::from_str(&d).ok()),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
