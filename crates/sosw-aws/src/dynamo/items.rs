@@ -1,0 +1,68 @@
+//! Items to values: labourer states, jobs, closed tasks, listing cursors.
+
+use super::*;
+
+pub(crate) fn labourer_state_from_item(item: &Item) -> StoreResult<LabourerState> {
+    let labourer_id = match item.get("labourer_id") {
+        Some(AttributeValue::S(v)) => v.clone(),
+        _ => return Err(StoreError::Backend("labourer state item without `labourer_id`".into())),
+    };
+    let count = |k: &str| get_i64(item, k).and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
+    Ok(LabourerState {
+        dead_in_row: count("dead_in_row"),
+        trips: count("trips"),
+        held_until: get_i64(item, "held_until").map(Time::from_millis),
+        held_since: get_i64(item, "held_since").map(Time::from_millis),
+        reason: get_s_attr(item, "reason"),
+        suspect: get_s_attr(item, "suspect"),
+        labourer_id,
+    })
+}
+
+/// The part of a listing's cursor that bounds a page of labourer `l`: `(order, task_id)` when the cursor is in
+/// `l`'s rows; `(i64::MAX, "")` — nothing left — when it is past them; `None` when they all come after it.
+pub(crate) fn cursor_within(q: &TaskQuery, l: &str) -> Option<(i64, String)> {
+    let c = q.after.as_ref()?;
+    match c.labourer_id.as_str().cmp(l) {
+        std::cmp::Ordering::Less => None,
+        std::cmp::Ordering::Equal => Some((c.order, c.task_id.clone())),
+        std::cmp::Ordering::Greater => Some((i64::MAX, String::new())),
+    }
+}
+
+pub(crate) fn get_s_attr(item: &Item, key: &str) -> Option<String> {
+    match item.get(key) {
+        Some(AttributeValue::S(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+pub(crate) fn stored_closed(item: &Item) -> StoreResult<StoredTask> {
+    let task = task_from_item(item)?;
+    let completed = match item.get("labourer_id_task_status") {
+        Some(AttributeValue::S(st)) => st.ends_with("_1"),
+        _ => task.completed_at.is_some(),
+    };
+    let closed_at = get_i64(item, "closed_at").unwrap_or_default();
+    Ok(StoredTask {
+        task,
+        place: Place::Closed { closed_at, completed },
+    })
+}
+
+pub(crate) fn job_from_item(item: &Item) -> StoreResult<JobProgress> {
+    let text = |k: &str| match item.get(k) {
+        Some(AttributeValue::S(v)) => Ok(v.clone()),
+        _ => Err(StoreError::Backend(format!("job item without `{k}`").into())),
+    };
+    let num = |k: &str| get_i64(item, k).ok_or_else(|| StoreError::Backend(format!("job item without `{k}`").into()));
+    Ok(JobProgress {
+        job_id: text("job_id")?,
+        labourer_id: text("labourer_id")?,
+        total: num("total")? as u64,
+        scheduled: num("scheduled")? as u64,
+        started_at: Time::from_millis(num("started_at")?),
+        updated_at: Time::from_millis(num("updated_at")?),
+        finished_at: get_i64(item, "finished_at").map(Time::from_millis),
+    })
+}

@@ -1,0 +1,215 @@
+//! The DynamoDB store: Python sosw's tables, keys, indexes and attribute types (see the crate's documentation).
+//!
+//! - `mod.rs`: the store, its constructors and limits;
+//! - `requests.rs`: reads, writes and transactions (pagination, batching, retries of unprocessed parts);
+//! - `report.rs`: the one conditional update every worker report is;
+//! - `moves.rs`: each move between tables, conditional and atomic;
+//! - `store.rs`: the port (`TaskStore`), adding the audit trail to the moves;
+//! - `items.rs`, `meta.rs`: items to values, and the audit trail.
+
+mod items;
+mod meta;
+mod moves;
+mod report;
+mod requests;
+mod store;
+
+use crate::{item, sdk, tables};
+use items::*;
+use moves::*;
+use report::*;
+
+use crate::item::{get_i64, item_of, n, n_f64, s, task_from_item, Item};
+use crate::tables::build_err;
+use crate::{Aws, Tables};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, KeysAndAttributes, Put, PutRequest, ReturnValue, Select, TransactWriteItem, WriteRequest,
+};
+use aws_sdk_dynamodb::Client;
+use futures::stream::{self, StreamExt};
+use serde_json::Value;
+use sosw_core::breaker::LabourerState;
+use sosw_core::greenfield::{is_queue_position, labourer_counts, queued_rows};
+use sosw_core::meta::{stamped, MetaAction, MetaEvent, Recorded, Stamp};
+use sosw_core::ports::{
+    report_refusal, retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts,
+    MetaSink, StoreError, StoreResult, Table, TaskQuery, TaskStore,
+};
+use sosw_core::task::closed_status;
+use sosw_core::{Markers, NewTask, Place, StoredTask, Task, Time, WorkerReport};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Sub-millisecond offsets that keep meta keys (`task_id`, `created_at`) of same-millisecond events apart: one
+/// sequence per process, so that the essentials of one process (each with its own store) never collide.
+pub(crate) static META_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Bumped by every worker report (`complete`, `fail`) on a live task: an item copy with the same `completed_at`,
+/// greenfield and revision is the item as it is, whatever index it was read from. (Python sosw's WorkerAssistant
+/// does not bump it; its reports change `completed_at`, except a second report within the same second.)
+pub(crate) const REVISION: &str = "sosw_rev";
+
+/// Completed items kept between `list_completed` and `archive` (a bound, not a cache size to tune).
+pub(crate) const MAX_COMPLETED_COPIES: usize = 100_000;
+
+/// Actions in one `TransactWriteItems` (DynamoDB's limit).
+pub(crate) const TRANSACTION_ITEMS: usize = 100;
+
+/// Requests of one labourer in flight at once (claims, archive moves).
+pub(crate) const IN_FLIGHT: usize = 16;
+
+/// A [`TaskStore`] and [`MetaSink`] on DynamoDB.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    tables: Tables,
+    /// Throttled responses: counted by the client's interceptor, and here for unprocessed batch items.
+    throttled: std::sync::Arc<AtomicU64>,
+    /// The completed tasks' items as `list_completed` read them, so that archiving one is a single request when
+    /// its item has not changed since (see `archive_one`).
+    completed_copies: std::sync::Arc<std::sync::Mutex<HashMap<String, Item>>>,
+}
+
+impl DynamoStore {
+    /// A store on `client`; throttling is not counted unless the client comes from [`DynamoStore::from_aws`].
+    pub fn new(client: Client, tables: Tables) -> DynamoStore {
+        DynamoStore {
+            client,
+            tables,
+            throttled: std::sync::Arc::default(),
+            completed_copies: std::sync::Arc::default(),
+        }
+    }
+
+    /// A store on `aws`'s DynamoDB client, which counts throttled responses ([`TaskStore::throttled_requests`]).
+    pub fn from_aws(aws: &Aws, tables: Tables) -> DynamoStore {
+        DynamoStore {
+            client: aws.dynamodb(),
+            tables,
+            throttled: aws.throttle_counter(),
+            completed_copies: std::sync::Arc::default(),
+        }
+    }
+
+    /// A store on AWS as the environment configures it, or on a local endpoint (`http://127.0.0.1:5000`) with
+    /// dummy credentials.
+    pub async fn connect(endpoint: Option<&str>, tables: Tables) -> DynamoStore {
+        DynamoStore::from_aws(&Aws::connect(endpoint).await, tables)
+    }
+
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// Writes new tasks (their queue positions already allocated), each only if no task with its id is in the live
+    /// table: conditional puts, 100 to a transaction. Returns (created, ids that existed). A task that another
+    /// writer created meanwhile (the same job delivered twice and run at once) is never overwritten — an overwrite
+    /// would put an invoked task back in the queue, to be invoked again. `create_tasks` uses it after its lookup.
+    pub async fn put_new_tasks(&self, tasks: &[Task]) -> StoreResult<(Vec<Task>, Vec<String>)> {
+        let mut created = Vec::with_capacity(tasks.len());
+        let mut existing = Vec::new();
+        for chunk in tasks.chunks(TRANSACTION_ITEMS) {
+            let mut pending: Vec<&Task> = chunk.iter().collect();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                let items = pending
+                    .iter()
+                    .map(|t| self.put(&self.tables.tasks, item_of(t), Some("attribute_not_exists(task_id)")))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                let e = match self
+                    .client
+                    .transact_write_items()
+                    .set_transact_items(Some(items))
+                    .send()
+                    .await
+                {
+                    Ok(_) => {
+                        created.extend(pending.drain(..).cloned());
+                        break;
+                    }
+                    Err(e) => e,
+                };
+                let reasons = match e.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(c)) => c.cancellation_reasons().to_vec(),
+                    _ => return Err(sdk_err(e)),
+                };
+                let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
+                if reasons.len() == pending.len() && (0..pending.len()).any(|i| code(i) == "ConditionalCheckFailed") {
+                    let mut rest = Vec::with_capacity(pending.len());
+                    for (i, t) in pending.into_iter().enumerate() {
+                        if code(i) == "ConditionalCheckFailed" {
+                            existing.push(t.task_id.clone());
+                        } else {
+                            rest.push(t);
+                        }
+                    }
+                    pending = rest;
+                } else if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+                    self.back_off(&mut attempt).await?;
+                } else {
+                    return Err(sdk_err(e));
+                }
+            }
+        }
+        Ok((created, existing))
+    }
+}
+
+pub(crate) fn sdk_err<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match e.code() {
+        Some(code) if sdk::THROTTLING_CODES.contains(&code) => StoreError::Throttled { retry_after: None },
+        Some("ResourceNotFoundException") => StoreError::Schema(format!(
+            "a sosw table is missing ({}); create them with `sosw init`",
+            e.message().unwrap_or("no message")
+        )),
+        _ => match &e {
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+                StoreError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string())
+            }
+            _ => StoreError::Backend(Box::new(e)),
+        },
+    }
+}
+
+pub(crate) async fn existing_tables(client: &Client) -> StoreResult<HashSet<String>> {
+    let mut out = HashSet::new();
+    let mut start: Option<String> = None;
+    loop {
+        let page = client
+            .list_tables()
+            .set_exclusive_start_table_name(start)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        out.extend(page.table_names().iter().cloned());
+        match page.last_evaluated_table_name() {
+            Some(next) => start = Some(next.to_string()),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// One paginated Query or Scan.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Read {
+    table: String,
+    index: Option<String>,
+    /// `None` makes it a Scan.
+    key: Option<String>,
+    filter: Option<String>,
+    names: Vec<(&'static str, &'static str)>,
+    values: Vec<(&'static str, AttributeValue)>,
+    backwards: bool,
+    limit: Option<usize>,
+    count: bool,
+    consistent: bool,
+    projection: Option<String>,
+}

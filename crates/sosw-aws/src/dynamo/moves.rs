@@ -1,0 +1,371 @@
+//! The moves between tables, each conditional and atomic; the port methods add the audit trail.
+
+use super::*;
+
+/// The moves themselves; the `TaskStore` methods add the audit trail ([`DynamoStore::recorded`]).
+impl DynamoStore {
+    pub(crate) async fn create_tasks_move(&self, tasks: &[NewTask], step: i64, now: Time) -> StoreResult<CreateReport> {
+        if tasks.iter().any(|t| t.task_id.is_empty()) {
+            return Err(StoreError::Invalid("a task id must not be empty".into()));
+        }
+        // Which ids exist already, in any table (BatchGetItem, 100 keys a request).
+        let mut existing: HashSet<String> = HashSet::new();
+        let mut seen = HashSet::new();
+        let unique: Vec<&NewTask> = tasks.iter().filter(|t| seen.insert(t.task_id.clone())).collect();
+        for chunk in unique.chunks(33) {
+            let mut request: HashMap<String, KeysAndAttributes> = HashMap::new();
+            for (table, keys) in [
+                (
+                    &self.tables.tasks,
+                    chunk
+                        .iter()
+                        .map(|t| DynamoStore::task_key(&t.task_id))
+                        .collect::<Vec<_>>(),
+                ),
+                (
+                    &self.tables.closed,
+                    chunk.iter().map(|t| DynamoStore::task_key(&t.task_id)).collect(),
+                ),
+                (
+                    &self.tables.retry,
+                    chunk
+                        .iter()
+                        .map(|t| DynamoStore::retry_key(&t.labourer_id, &t.task_id))
+                        .collect(),
+                ),
+            ] {
+                let ka = KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .projection_expression("task_id")
+                    .consistent_read(true)
+                    .build()
+                    .map_err(build_err)?;
+                request.insert(table.clone(), ka);
+            }
+            let mut attempt = 0;
+            while !request.is_empty() {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .set_request_items(Some(request))
+                    .send()
+                    .await
+                    .map_err(sdk_err)?;
+                for items in out.responses().map(|r| r.values()).into_iter().flatten() {
+                    for item in items {
+                        if let Some(AttributeValue::S(id)) = item.get("task_id") {
+                            existing.insert(id.clone());
+                        }
+                    }
+                }
+                request = out.unprocessed_keys().cloned().unwrap_or_default();
+                if !request.is_empty() {
+                    self.back_off(&mut attempt).await?;
+                }
+            }
+        }
+        let mut report = CreateReport::default();
+        let mut fresh: Vec<&NewTask> = Vec::new();
+        let mut taken = HashSet::new();
+        for t in tasks {
+            if existing.contains(&t.task_id) || !taken.insert(t.task_id.as_str()) {
+                report.existing.push(t.task_id.clone());
+            } else {
+                fresh.push(t);
+            }
+        }
+        // Every position is allocated (and checked) before anything is written.
+        let mut tails = Vec::new();
+        for (labourer, _) in labourer_counts(fresh.iter().copied()) {
+            tails.push((labourer, self.newest_queued(labourer, now.secs()).await?));
+        }
+        report.created = queued_rows(&fresh, &tails, step, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let (created, existing) = self.put_new_tasks(&report.created).await?;
+        report.created = created;
+        report.existing.extend(existing);
+        Ok(report)
+    }
+
+    pub(crate) async fn claim_move(
+        &self,
+        labourer: &str,
+        tasks: &[(String, i64)],
+        start: i64,
+        invoked_greenfield: i64,
+    ) -> StoreResult<Vec<Claim>> {
+        let results: Vec<StoreResult<Claim>> = stream::iter(tasks.to_vec())
+            .map(|(id, read)| async move {
+                let out = self
+                    .client
+                    .update_item()
+                    .table_name(&self.tables.tasks)
+                    .key("task_id", s(&id))
+                    .update_expression("SET #g = :inv, #a = if_not_exists(#a, :zero) + :one")
+                    .condition_expression("#l = :l AND #g = :read AND #g < :s AND attribute_not_exists(#c)")
+                    .expression_attribute_names("#g", "greenfield")
+                    .expression_attribute_names("#a", "attempts")
+                    .expression_attribute_names("#l", "labourer_id")
+                    .expression_attribute_names("#c", "completed_at")
+                    .expression_attribute_values(":inv", n(invoked_greenfield))
+                    .expression_attribute_values(":zero", n(0))
+                    .expression_attribute_values(":one", n(1))
+                    .expression_attribute_values(":l", s(labourer))
+                    .expression_attribute_values(":read", n(read))
+                    .expression_attribute_values(":s", n(start))
+                    .send()
+                    .await;
+                match out {
+                    Ok(_) => Ok(Claim::Claimed {
+                        task_id: id,
+                        previous_greenfield: read,
+                    }),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+                    {
+                        Ok(Claim::Lost { task_id: id })
+                    }
+                    Err(e) => Err(sdk_err(e)),
+                }
+            })
+            .buffered(IN_FLIGHT)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    pub(crate) async fn release_claim_move(
+        &self,
+        task_id: &str,
+        invoked_greenfield: i64,
+        previous_greenfield: i64,
+    ) -> StoreResult<()> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.tables.tasks)
+            .key("task_id", s(task_id))
+            .update_expression("SET #g = :prev, #a = #a - :one")
+            .condition_expression("#g = :inv AND attribute_not_exists(#c) AND #a >= :one")
+            .expression_attribute_names("#g", "greenfield")
+            .expression_attribute_names("#a", "attempts")
+            .expression_attribute_names("#c", "completed_at")
+            .expression_attribute_values(":prev", n(previous_greenfield))
+            .expression_attribute_values(":inv", n(invoked_greenfield))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                match self.get_live(task_id).await? {
+                    Some(_) => Err(StoreError::conflict(task_id, "moved or completed since it was claimed")),
+                    None => Err(StoreError::NotFound(task_id.to_string())),
+                }
+            }
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    pub(crate) async fn complete_move(
+        &self,
+        task_id: &str,
+        now: Time,
+        report: &WorkerReport,
+    ) -> StoreResult<Completion> {
+        // The common case, in one request: the task is where its invocation put it.
+        let fast = ReportUpdate {
+            table: &self.tables.tasks,
+            key: DynamoStore::task_key(task_id),
+            sets: vec!["#c = if_not_exists(#c, :now)"],
+            condition: "attribute_exists(task_id) AND #a >= :one AND #g >= :now",
+            names: vec![("#c", "completed_at"), ("#g", "greenfield"), ("#a", "attempts")],
+            values: vec![(":now", n(now.secs())), (":one", n(1))],
+        };
+        if let Some(task) = self.apply_report(fast, report).await? {
+            return Ok(Completion::Live(task));
+        }
+        if let Some(item) = self.get_live(task_id).await? {
+            let task = task_from_item(&item)?;
+            report_refusal(task_id, task.attempts)?;
+            if is_queue_position(task.greenfield, now) {
+                let closed = self
+                    .close_completed(
+                        task_id,
+                        item,
+                        &self.tables.tasks,
+                        DynamoStore::task_key(task_id),
+                        report,
+                        now,
+                    )
+                    .await?;
+                return Ok(Completion::Closed(closed));
+            }
+            let update = ReportUpdate {
+                table: &self.tables.tasks,
+                key: DynamoStore::task_key(task_id),
+                sets: vec!["#c = if_not_exists(#c, :now)"],
+                condition: "attribute_exists(task_id) AND #g = :g",
+                names: vec![("#c", "completed_at"), ("#g", "greenfield")],
+                values: vec![(":now", n(now.secs())), (":g", n(task.greenfield))],
+            };
+            return match self.apply_report(update, report).await? {
+                Some(task) => Ok(Completion::Live(task)),
+                None => Err(StoreError::conflict(
+                    task_id,
+                    "moved while its completion was being recorded; report again",
+                )),
+            };
+        }
+        if let Some(item) = self.find_retry(task_id).await? {
+            let labourer = match item.get("labourer_id") {
+                Some(AttributeValue::S(l)) => l.clone(),
+                _ => String::new(),
+            };
+            let key = DynamoStore::retry_key(&labourer, task_id);
+            let closed = self
+                .close_completed(task_id, item, &self.tables.retry, key, report, now)
+                .await?;
+            return Ok(Completion::Closed(closed));
+        }
+        Err(self.already_closed(task_id).await?)
+    }
+
+    pub(crate) async fn fail_move(&self, task_id: &str, _now: Time, report: &WorkerReport) -> StoreResult<Task> {
+        let (table, key, item) = match self.get_live(task_id).await? {
+            Some(item) => (&self.tables.tasks, DynamoStore::task_key(task_id), item),
+            None => match self.find_retry(task_id).await? {
+                Some(item) => {
+                    let labourer = task_from_item(&item)?.labourer_id;
+                    (&self.tables.retry, DynamoStore::retry_key(&labourer, task_id), item)
+                }
+                None => return Err(self.already_closed(task_id).await?),
+            },
+        };
+        report_refusal(task_id, task_from_item(&item)?.attempts)?;
+        let update = ReportUpdate {
+            table,
+            key,
+            sets: vec!["#f = if_not_exists(#f, :zero) + :one"],
+            condition: "attribute_exists(task_id)",
+            names: vec![("#f", "failed_attempts")],
+            values: vec![(":zero", n(0)), (":one", n(1))],
+        };
+        self.apply_report(update, report)
+            .await?
+            .ok_or_else(|| StoreError::conflict(task_id, "moved while its failure was being recorded; report again"))
+    }
+
+    pub(crate) async fn archive_move(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<()> {
+        self.archive_one(task_id, expect, now).await.map(|_| ())
+    }
+
+    /// Per task: its labourer, or why it was not archived.
+    pub(crate) async fn archive_many_move(
+        &self,
+        moves: &[(String, ArchiveExpect)],
+        now: Time,
+    ) -> StoreResult<Vec<StoreResult<String>>> {
+        let results: Vec<StoreResult<String>> = stream::iter(moves.to_vec())
+            .map(|(id, expect)| async move { self.archive_one(&id, expect, now).await })
+            .buffered(IN_FLIGHT)
+            .collect()
+            .await;
+        // Per-task outcomes; a failure of the service itself fails the call, as in the SQLite store.
+        if let Some(pos) = results
+            .iter()
+            .position(|r| matches!(r, Err(e) if !matches!(e, StoreError::Conflict { .. } | StoreError::NotFound(_))))
+        {
+            let mut results = results;
+            return Err(results.swap_remove(pos).expect_err("an error at this position"));
+        }
+        Ok(results)
+    }
+
+    pub(crate) async fn move_to_retry_move(
+        &self,
+        task_id: &str,
+        expected_greenfield: i64,
+        desired_launch_time: i64,
+    ) -> StoreResult<()> {
+        let Some(mut item) = self.get_live(task_id).await? else {
+            return Err(self.already_closed(task_id).await?);
+        };
+        let g = get_i64(&item, "greenfield").unwrap_or_default();
+        if let Some(reason) = retry_refusal(item.contains_key("completed_at"), g, expected_greenfield) {
+            return Err(StoreError::conflict(task_id, reason));
+        }
+        item.insert("desired_launch_time".into(), n(desired_launch_time));
+        let items = vec![
+            self.put(&self.tables.retry, item, None)?,
+            self.delete(
+                &self.tables.tasks,
+                DynamoStore::task_key(task_id),
+                "attribute_not_exists(#c) AND #g = :g",
+                &[("#c", "completed_at"), ("#g", "greenfield")],
+                vec![(":g", n(g))],
+            )?,
+        ];
+        self.transact(
+            task_id,
+            items,
+            "was completed or moved while it was being parked for retry",
+        )
+        .await
+    }
+
+    pub(crate) async fn requeue_move(&self, task_id: &str, labourer: &str, greenfield: i64) -> StoreResult<()> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.retry)
+            .set_key(Some(DynamoStore::retry_key(labourer, task_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        let Some(mut item) = out.item().cloned() else {
+            return Err(match self.get_live(task_id).await? {
+                Some(_) => StoreError::conflict(task_id, "is not waiting for retry (it is live)"),
+                None => self.already_closed(task_id).await?,
+            });
+        };
+        item.remove("desired_launch_time");
+        item.insert("greenfield".into(), n(greenfield));
+        let items = vec![
+            self.put(&self.tables.tasks, item, Some("attribute_not_exists(task_id)"))?,
+            self.delete(
+                &self.tables.retry,
+                DynamoStore::retry_key(labourer, task_id),
+                "attribute_exists(task_id)",
+                &[],
+                vec![],
+            )?,
+        ];
+        self.transact(task_id, items, "was moved by someone else first").await
+    }
+}
+
+/// The labourer of a task item ("" if it has none).
+pub(crate) fn labourer_of(item: &Item) -> String {
+    match item.get("labourer_id") {
+        Some(AttributeValue::S(l)) => l.clone(),
+        _ => String::new(),
+    }
+}
+
+impl DynamoStore {
+    /// Records a move's audit events right after it (best-effort: DynamoDB's meta table is separate, and a
+    /// transaction with it would double the write cost of every move). A failure is logged; the move stands.
+    pub(crate) async fn recorded(&self, events: Vec<MetaEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.record(&events).await {
+            tracing::warn!(count = events.len(), error = %e, "could not write meta events; the moves they record stand");
+        }
+    }
+}

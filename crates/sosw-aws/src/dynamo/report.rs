@@ -1,0 +1,100 @@
+//! Worker reports: the one conditional update that merges a report into a live or retry item.
+
+use super::*;
+
+pub(crate) fn merge_report(item: &mut Item, report: &WorkerReport) {
+    for (k, v) in &report.stats {
+        item.insert(format!("stat_{k}"), item::json_to_attr(v));
+    }
+    for (k, v) in &report.result {
+        item.insert(format!("result_{k}"), item::json_to_attr(v));
+    }
+}
+
+/// `SET` clauses for a report's `stat_<k>` / `result_<k>` attributes, with placeholders.
+/// The `SET` clauses of a worker report: its `stat_<k>` / `result_<k>` attributes, and the revision bump.
+pub(crate) fn report_updates(
+    report: &WorkerReport,
+    names: &mut HashMap<String, String>,
+    values: &mut HashMap<String, AttributeValue>,
+) -> Vec<String> {
+    names.insert("#rev".into(), REVISION.into());
+    values.insert(":rev_zero".into(), n(0));
+    values.insert(":rev_one".into(), n(1));
+    let mut sets = vec!["#rev = if_not_exists(#rev, :rev_zero) + :rev_one".to_string()];
+    for (i, (prefix, map)) in [("stat_", &report.stats), ("result_", &report.result)]
+        .into_iter()
+        .enumerate()
+    {
+        for (j, (k, v)) in map.iter().enumerate() {
+            let (name, value) = (format!("#r{i}_{j}"), format!(":r{i}_{j}"));
+            names.insert(name.clone(), format!("{prefix}{k}"));
+            values.insert(value.clone(), item::json_to_attr(v));
+            sets.push(format!("{name} = {value}"));
+        }
+    }
+    sets
+}
+
+/// A worker report's update of one task item: `SET` `sets` plus the report's own clauses, if `condition` holds.
+/// The item as it is after the update, or `None` when the condition failed.
+pub(crate) struct ReportUpdate<'a> {
+    pub(super) table: &'a str,
+    pub(super) key: Item,
+    pub(super) sets: Vec<&'a str>,
+    pub(super) condition: &'a str,
+    pub(super) names: Vec<(&'a str, &'a str)>,
+    pub(super) values: Vec<(&'a str, AttributeValue)>,
+}
+
+impl DynamoStore {
+    pub(crate) async fn apply_report(&self, u: ReportUpdate<'_>, report: &WorkerReport) -> StoreResult<Option<Task>> {
+        let mut names: HashMap<String, String> = u.names.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut values: HashMap<String, AttributeValue> =
+            u.values.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let mut sets: Vec<String> = u.sets.iter().map(|s| s.to_string()).collect();
+        sets.extend(report_updates(report, &mut names, &mut values));
+        let out = self
+            .client
+            .update_item()
+            .table_name(u.table)
+            .set_key(Some(u.key))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression(u.condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match out {
+            Ok(o) => {
+                let item = o
+                    .attributes()
+                    .ok_or_else(|| StoreError::Backend("no attributes returned".into()))?;
+                Ok(Some(task_from_item(item)?))
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+}
+
+impl DynamoStore {
+    /// Counts a throttled response and waits before re-sending what DynamoDB left undone — the unprocessed part of a
+    /// batch request, or a transaction cancelled by a conflicting one (neither is an error the SDK retries; failed
+    /// requests are retried by the SDK alone, see [`sdk`]). After 8 waits (6.4 s in all): `Throttled`.
+    pub(crate) async fn back_off(&self, attempt: &mut u32) -> StoreResult<()> {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+        if *attempt >= 8 {
+            return Err(StoreError::Throttled { retry_after: None });
+        }
+        tokio::time::sleep(Duration::from_millis(25 << *attempt)).await;
+        *attempt += 1;
+        Ok(())
+    }
+}

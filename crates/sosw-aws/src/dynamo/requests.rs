@@ -1,0 +1,407 @@
+//! Reads, writes and transactions against the tables: pagination, batches, conditional transactions.
+
+use super::*;
+
+impl DynamoStore {
+    pub(crate) async fn read(&self, r: Read) -> StoreResult<(Vec<Item>, u64)> {
+        let mut items = Vec::new();
+        let mut count = 0u64;
+        let mut start: Option<Item> = None;
+        loop {
+            let names: HashMap<String, String> = r.names.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let values: HashMap<String, AttributeValue> =
+                r.values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+            let page_limit = r.limit.map(|l| (l.saturating_sub(items.len())).clamp(1, 1000) as i32);
+            let (page_items, page_count, next) = match &r.key {
+                Some(key) => {
+                    let out = self
+                        .client
+                        .query()
+                        .table_name(&r.table)
+                        .set_index_name(r.index.clone())
+                        .key_condition_expression(key)
+                        .set_filter_expression(r.filter.clone())
+                        .set_expression_attribute_names((!names.is_empty()).then_some(names))
+                        .set_expression_attribute_values((!values.is_empty()).then_some(values))
+                        .scan_index_forward(!r.backwards)
+                        .set_limit(if r.count { None } else { page_limit })
+                        .set_select(r.count.then_some(Select::Count))
+                        .set_projection_expression(r.projection.clone())
+                        .set_consistent_read(r.consistent.then_some(true))
+                        .set_exclusive_start_key(start.take())
+                        .send()
+                        .await
+                        .map_err(sdk_err)?;
+                    (out.items().to_vec(), out.count(), out.last_evaluated_key().cloned())
+                }
+                None => {
+                    let out = self
+                        .client
+                        .scan()
+                        .table_name(&r.table)
+                        .set_filter_expression(r.filter.clone())
+                        .set_expression_attribute_names((!names.is_empty()).then_some(names))
+                        .set_expression_attribute_values((!values.is_empty()).then_some(values))
+                        .set_select(r.count.then_some(Select::Count))
+                        .set_projection_expression(r.projection.clone())
+                        .set_consistent_read(r.consistent.then_some(true))
+                        .set_exclusive_start_key(start.take())
+                        .send()
+                        .await
+                        .map_err(sdk_err)?;
+                    (out.items().to_vec(), out.count(), out.last_evaluated_key().cloned())
+                }
+            };
+            count += u64::try_from(page_count).unwrap_or(0);
+            items.extend(page_items);
+            if let Some(l) = r.limit {
+                if items.len() >= l {
+                    items.truncate(l);
+                    return Ok((items, count));
+                }
+            }
+            match next {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok((items, count)),
+            }
+        }
+    }
+
+    /// A page of one labourer's rows through an index whose range key is `attr` (`base` queries the labourer's
+    /// partition): the rows with `attr` in `range` that sort after `after` (`(order, task_id)` of the last row of
+    /// the previous page), at least `limit` of them when there are, and every row tying in `attr` with the last —
+    /// so that, sorted by `(attr, task_id)` and cut to `limit`, the page is exact. It reads the page and the ties,
+    /// never the rest of the listing.
+    pub(crate) async fn ordered_page(
+        &self,
+        base: Read,
+        attr: &'static str,
+        range: (i64, i64),
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> StoreResult<Vec<Item>> {
+        let with = |key: &str, values: Vec<(&'static str, AttributeValue)>, after_id: bool, limit: Option<usize>| {
+            let mut r = base.clone();
+            r.key = Some(format!("{} AND {key}", base.key.as_deref().unwrap_or("#l = :l")));
+            r.names.push(("#o", attr));
+            r.values.extend(values);
+            if after_id {
+                r.filter = Some(match &base.filter {
+                    Some(f) => format!("({f}) AND #t > :t"),
+                    None => "#t > :t".into(),
+                });
+                r.names.push(("#t", "task_id"));
+            }
+            r.limit = limit;
+            r
+        };
+        let (mut lo, hi) = range;
+        let mut items = Vec::new();
+        if let Some((order, task_id)) = after {
+            if order > hi {
+                return Ok(items);
+            }
+            if order >= lo {
+                let ties = with("#o = :o", vec![(":o", n(order)), (":t", s(task_id))], true, None);
+                items.extend(self.read(ties).await?.0);
+                match order.checked_add(1) {
+                    Some(next) => lo = next,
+                    None => return Ok(items),
+                }
+            }
+        }
+        if lo > hi || limit == 0 {
+            return Ok(items);
+        }
+        let page = with(
+            "#o BETWEEN :lo AND :hi",
+            vec![(":lo", n(lo)), (":hi", n(hi))],
+            false,
+            Some(limit),
+        );
+        let page = self.read(page).await?.0;
+        let last = (page.len() >= limit)
+            .then(|| page.last().and_then(|i| get_i64(i, attr)))
+            .flatten();
+        items.extend(page);
+        if let Some(last) = last {
+            let ties = self.read(with("#o = :e", vec![(":e", n(last))], false, None)).await?.0;
+            let seen: HashSet<String> = items.iter().filter_map(|i| get_s_attr(i, "task_id")).collect();
+            items.extend(
+                ties.into_iter()
+                    .filter(|i| get_s_attr(i, "task_id").is_some_and(|id| !seen.contains(&id))),
+            );
+        }
+        Ok(items)
+    }
+
+    /// Live tasks of a labourer in a greenfield range, by the greenfield index.
+    pub(crate) fn by_greenfield(&self, labourer: &str, key: &str, filter: Option<&str>) -> Read {
+        Read {
+            table: self.tables.tasks.clone(),
+            index: Some(self.tables.greenfield_index.clone()),
+            key: Some(format!("#l = :l AND {key}")),
+            filter: filter.map(str::to_string),
+            names: vec![("#l", "labourer_id"), ("#g", "greenfield"), ("#c", "completed_at")],
+            values: vec![(":l", s(labourer))],
+            ..Read::default()
+        }
+    }
+
+    pub(crate) async fn tasks_of(&self, r: Read) -> StoreResult<Vec<Task>> {
+        self.read(r).await?.0.iter().map(task_from_item).collect()
+    }
+
+    /// A task's item in a table keyed by `task_id` alone (live or closed), read consistently.
+    pub(crate) async fn get_by_id(&self, table: &str, task_id: &str) -> StoreResult<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("task_id", s(task_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(out.item().cloned())
+    }
+
+    pub(crate) async fn get_live(&self, task_id: &str) -> StoreResult<Option<Item>> {
+        self.get_by_id(&self.tables.tasks, task_id).await
+    }
+
+    pub(crate) async fn get_closed(&self, task_id: &str) -> StoreResult<Option<Item>> {
+        self.get_by_id(&self.tables.closed, task_id).await
+    }
+
+    /// A retry row by task id alone: the retry table's key starts with the labourer, so this is a Scan.
+    pub(crate) async fn find_retry(&self, task_id: &str) -> StoreResult<Option<Item>> {
+        let r = Read {
+            table: self.tables.retry.clone(),
+            filter: Some("#t = :t".into()),
+            names: vec![("#t", "task_id")],
+            values: vec![(":t", s(task_id))],
+            consistent: true,
+            ..Read::default()
+        };
+        Ok(self.read(r).await?.0.into_iter().next())
+    }
+
+    pub(crate) async fn already_closed(&self, task_id: &str) -> StoreResult<StoreError> {
+        Ok(match self.get_closed(task_id).await? {
+            Some(item) => StoreError::conflict(
+                task_id,
+                format!(
+                    "is already closed as {} (closed_at {})",
+                    if item.contains_key("completed_at") {
+                        "completed"
+                    } else {
+                        "dead"
+                    },
+                    get_i64(&item, "closed_at").unwrap_or_default()
+                ),
+            ),
+            None => StoreError::NotFound(task_id.to_string()),
+        })
+    }
+
+    /// Runs a transaction; a failed condition is a [`StoreError::Conflict`] about `task_id`.
+    pub(crate) async fn transact(&self, task_id: &str, items: Vec<TransactWriteItem>, reason: &str) -> StoreResult<()> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() {
+                    let conditional = c
+                        .cancellation_reasons()
+                        .iter()
+                        .any(|r| r.code() == Some("ConditionalCheckFailed"));
+                    if conditional || c.cancellation_reasons().is_empty() {
+                        return Err(StoreError::conflict(task_id, reason));
+                    }
+                }
+                Err(sdk_err(e))
+            }
+        }
+    }
+
+    pub(crate) fn put(&self, table: &str, item: Item, condition: Option<&str>) -> StoreResult<TransactWriteItem> {
+        let put = Put::builder()
+            .table_name(table)
+            .set_item(Some(item))
+            .set_condition_expression(condition.map(str::to_string))
+            .build()
+            .map_err(build_err)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    pub(crate) fn delete(
+        &self,
+        table: &str,
+        key: Item,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: Vec<(&str, AttributeValue)>,
+    ) -> StoreResult<TransactWriteItem> {
+        let del = Delete::builder()
+            .table_name(table)
+            .set_key(Some(key))
+            .condition_expression(condition)
+            .set_expression_attribute_names(
+                (!names.is_empty()).then(|| names.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            )
+            .set_expression_attribute_values(
+                (!values.is_empty()).then(|| values.into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
+            )
+            .build()
+            .map_err(build_err)?;
+        Ok(TransactWriteItem::builder().delete(del).build())
+    }
+
+    /// One `BatchWriteItem` (at most 25 requests), its unprocessed items retried with backoff.
+    pub(crate) async fn write_batch(&self, table: String, requests: Vec<WriteRequest>) -> StoreResult<()> {
+        let mut pending = HashMap::from([(table, requests)]);
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let out = self
+                .client
+                .batch_write_item()
+                .set_request_items(Some(pending))
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            pending = out.unprocessed_items().cloned().unwrap_or_default();
+            pending.retain(|_, v| !v.is_empty());
+            if !pending.is_empty() {
+                self.back_off(&mut attempt).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn task_key(task_id: &str) -> Item {
+        HashMap::from([("task_id".to_string(), s(task_id))])
+    }
+
+    pub(crate) fn retry_key(labourer: &str, task_id: &str) -> Item {
+        HashMap::from([
+            ("labourer_id".to_string(), s(labourer)),
+            ("task_id".to_string(), s(task_id)),
+        ])
+    }
+
+    /// The live item moved to closed, completed or dead, at `now`.
+    pub(crate) fn closed_item(mut item: Item, completed: bool, now: Time) -> Item {
+        let labourer = labourer_of(&item);
+        item.insert("closed_at".into(), n(now.secs()));
+        item.insert("labourer_id_task_status".into(), s(closed_status(&labourer, completed)));
+        item
+    }
+
+    /// Archives one live task; returns its labourer.
+    pub(crate) async fn archive_one(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<String> {
+        let copy = match expect {
+            ArchiveExpect::Completed => self.completed_copies.lock().map_or(None, |mut c| c.remove(task_id)),
+            ArchiveExpect::Dead { .. } => None,
+        };
+        if let Some(copy) = copy {
+            let labourer = labourer_of(&copy);
+            match self.archive_copy(task_id, copy, now).await {
+                // Changed since it was listed: read it again below.
+                Err(StoreError::Conflict { .. }) => {}
+                done => return done.map(|()| labourer),
+            }
+        }
+        let Some(item) = self.get_live(task_id).await? else {
+            return Err(self.already_closed(task_id).await?);
+        };
+        let labourer = labourer_of(&item);
+        let completed = item.contains_key("completed_at");
+        let greenfield = get_i64(&item, "greenfield").unwrap_or_default();
+        if let Some(reason) = expect.refusal(completed, greenfield) {
+            return Err(StoreError::conflict(task_id, reason));
+        }
+        let (condition, values) = match expect {
+            ArchiveExpect::Completed => ("attribute_exists(#c)", vec![]),
+            ArchiveExpect::Dead { greenfield } => ("attribute_not_exists(#c) AND #g = :g", vec![(":g", n(greenfield))]),
+        };
+        let names: &[(&str, &str)] = if values.is_empty() {
+            &[("#c", "completed_at")]
+        } else {
+            &[("#c", "completed_at"), ("#g", "greenfield")]
+        };
+        let items = vec![
+            self.put(
+                &self.tables.closed,
+                DynamoStore::closed_item(item, completed, now),
+                None,
+            )?,
+            self.delete(
+                &self.tables.tasks,
+                DynamoStore::task_key(task_id),
+                condition,
+                names,
+                values,
+            )?,
+        ];
+        self.transact(task_id, items, "moved or completed while it was being archived")
+            .await
+            .map(|()| labourer)
+    }
+
+    /// Archives a completed task from the item `list_completed` read (from the greenfield index, which may lag the
+    /// table): one `TransactWriteItems`, conditional on the live item still having that item's `completed_at`,
+    /// greenfield and revision. A `Conflict` means the item changed (or went): the caller reads it again.
+    pub(crate) async fn archive_copy(&self, task_id: &str, item: Item, now: Time) -> StoreResult<()> {
+        let (Some(completed_at), Some(greenfield)) =
+            (item.get("completed_at").cloned(), item.get("greenfield").cloned())
+        else {
+            return Err(StoreError::conflict(task_id, "its listed copy is not completed"));
+        };
+        let (revision, condition) = match item.get(REVISION) {
+            Some(r) => (Some(r.clone()), "#c = :c AND #g = :g AND #r = :r"),
+            None => (None, "#c = :c AND #g = :g AND attribute_not_exists(#r)"),
+        };
+        let mut values = vec![(":c", completed_at), (":g", greenfield)];
+        values.extend(revision.map(|r| (":r", r)));
+        let items = vec![
+            self.put(&self.tables.closed, DynamoStore::closed_item(item, true, now), None)?,
+            self.delete(
+                &self.tables.tasks,
+                DynamoStore::task_key(task_id),
+                condition,
+                &[("#c", "completed_at"), ("#g", "greenfield"), ("#r", REVISION)],
+                values,
+            )?,
+        ];
+        self.transact(task_id, items, "changed after it was listed").await
+    }
+
+    /// Closes a task as completed at `now` from `table` (`key` is its key there), with its report merged.
+    pub(crate) async fn close_completed(
+        &self,
+        task_id: &str,
+        mut item: Item,
+        table: &str,
+        key: Item,
+        report: &WorkerReport,
+        now: Time,
+    ) -> StoreResult<Task> {
+        merge_report(&mut item, report);
+        item.insert("completed_at".into(), n(now.secs()));
+        let task = task_from_item(&item)?;
+        let g = get_i64(&item, "greenfield").unwrap_or_default();
+        let items = vec![
+            self.put(&self.tables.closed, DynamoStore::closed_item(item, true, now), None)?,
+            self.delete(table, key, "#g = :g", &[("#g", "greenfield")], vec![(":g", n(g))])?,
+        ];
+        self.transact(task_id, items, "moved while its completion was being recorded")
+            .await?;
+        Ok(task)
+    }
+}

@@ -1,0 +1,556 @@
+//! The port (`TaskStore`) on DynamoDB: each move with its audit trail, the queries, jobs and labourer states.
+//! Longer than 500 lines because the port is; the requests and moves it uses live beside it.
+
+use super::*;
+
+#[async_trait]
+impl TaskStore for DynamoStore {
+    async fn create_tasks_recorded(
+        &self,
+        tasks: &[NewTask],
+        step: i64,
+        now: Time,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<CreateReport> {
+        let report = self.create_tasks_move(tasks, step, now).await?;
+        let events = report
+            .created
+            .iter()
+            .flat_map(|t| stamped(stamp, &t.task_id, &t.labourer_id, Recorded::Created))
+            .collect();
+        self.recorded(events).await;
+        Ok(report)
+    }
+
+    async fn claim_recorded(
+        &self,
+        labourer: &str,
+        tasks: &[(String, i64)],
+        start: i64,
+        invoked_greenfield: i64,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Vec<Claim>> {
+        let claims = self.claim_move(labourer, tasks, start, invoked_greenfield).await?;
+        let events = claims
+            .iter()
+            .filter_map(|c| match c {
+                Claim::Claimed { task_id, .. } => Some(stamped(stamp, task_id, labourer, Recorded::Invoked)),
+                Claim::Lost { .. } => None,
+            })
+            .flatten()
+            .collect();
+        self.recorded(events).await;
+        Ok(claims)
+    }
+
+    async fn release_claim_recorded(
+        &self,
+        task_id: &str,
+        invoked_greenfield: i64,
+        previous_greenfield: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        self.release_claim_move(task_id, invoked_greenfield, previous_greenfield)
+            .await?;
+        self.recorded(events.to_vec()).await;
+        Ok(())
+    }
+
+    async fn complete_recorded(
+        &self,
+        task_id: &str,
+        now: Time,
+        report: &WorkerReport,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Completion> {
+        let completion = self.complete_move(task_id, now, report).await?;
+        let (t, closed) = match &completion {
+            Completion::Live(t) => (t, false),
+            Completion::Closed(t) => (t, true),
+        };
+        self.recorded(stamped(stamp, task_id, &t.labourer_id, Recorded::Completed { closed }))
+            .await;
+        Ok(completion)
+    }
+
+    async fn fail_recorded(
+        &self,
+        task_id: &str,
+        now: Time,
+        report: &WorkerReport,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Task> {
+        let t = self.fail_move(task_id, now, report).await?;
+        self.recorded(stamped(stamp, task_id, &t.labourer_id, Recorded::Failed))
+            .await;
+        Ok(t)
+    }
+
+    async fn archive_recorded(
+        &self,
+        task_id: &str,
+        expect: ArchiveExpect,
+        now: Time,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        self.archive_move(task_id, expect, now).await?;
+        self.recorded(events.to_vec()).await;
+        Ok(())
+    }
+
+    async fn archive_many_recorded(
+        &self,
+        moves: &[(String, ArchiveExpect)],
+        now: Time,
+        stamp: Option<&Stamp>,
+    ) -> StoreResult<Vec<StoreResult<()>>> {
+        let results = self.archive_many_move(moves, now).await?;
+        let mut events = Vec::new();
+        for ((id, expect), result) in moves.iter().zip(&results) {
+            if let Ok(labourer) = result {
+                let dead = matches!(expect, ArchiveExpect::Dead { .. });
+                events.extend(stamped(stamp, id, labourer, Recorded::Archived { dead }));
+            }
+        }
+        self.recorded(events).await;
+        Ok(results.into_iter().map(|r| r.map(|_| ())).collect())
+    }
+
+    async fn move_to_retry_recorded(
+        &self,
+        task_id: &str,
+        expected_greenfield: i64,
+        desired_launch_time: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        self.move_to_retry_move(task_id, expected_greenfield, desired_launch_time)
+            .await?;
+        self.recorded(events.to_vec()).await;
+        Ok(())
+    }
+
+    async fn requeue_recorded(
+        &self,
+        task_id: &str,
+        labourer: &str,
+        greenfield: i64,
+        events: &[MetaEvent],
+    ) -> StoreResult<()> {
+        self.requeue_move(task_id, labourer, greenfield).await?;
+        self.recorded(events.to_vec()).await;
+        Ok(())
+    }
+
+    async fn init(&self) -> StoreResult<()> {
+        tables::ensure(&self.client, &self.tables).await
+    }
+
+    async fn next_queued(&self, labourer: &str, start: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        let mut r = self.by_greenfield(labourer, "#g < :s", Some("attribute_not_exists(#c)"));
+        r.values.push((":s", n(start)));
+        r.limit = Some(limit);
+        self.tasks_of(r).await
+    }
+
+    async fn count_running(&self, labourer: &str, expired: i64) -> StoreResult<u64> {
+        let mut r = self.by_greenfield(labourer, "#g > :e", Some("attribute_not_exists(#c)"));
+        r.values.push((":e", n(expired)));
+        r.count = true;
+        Ok(self.read(r).await?.1)
+    }
+
+    async fn list_expired(&self, labourer: &str, start: i64, expired: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        let mut r = self.by_greenfield(labourer, "#g BETWEEN :s AND :e", Some("attribute_not_exists(#c)"));
+        r.values.push((":s", n(start)));
+        r.values.push((":e", n(expired)));
+        r.limit = Some(limit);
+        self.tasks_of(r).await
+    }
+
+    async fn list_completed(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        let mut r = self.by_greenfield(labourer, "#g >= :now", Some("attribute_exists(#c)"));
+        r.values.push((":now", n(now)));
+        r.limit = Some(limit);
+        let items = self.read(r).await?.0;
+        let tasks = items.iter().map(task_from_item).collect::<StoreResult<Vec<Task>>>()?;
+        if let Ok(mut copies) = self.completed_copies.lock() {
+            if copies.len() + items.len() > MAX_COMPLETED_COPIES {
+                copies.clear();
+            }
+            for (task, item) in tasks.iter().zip(items) {
+                copies.insert(task.task_id.clone(), item);
+            }
+        }
+        Ok(tasks)
+    }
+
+    async fn due_retries(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
+        let r = Read {
+            table: self.tables.retry.clone(),
+            index: Some(self.tables.retry_index.clone()),
+            key: Some("#l = :l AND #d <= :now".into()),
+            names: vec![("#l", "labourer_id"), ("#d", "desired_launch_time")],
+            values: vec![(":l", s(labourer)), (":now", n(now))],
+            limit: Some(limit),
+            consistent: true,
+            ..Read::default()
+        };
+        self.tasks_of(r).await
+    }
+
+    async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
+        let mut r = self.by_greenfield(labourer, "#g < :now", None);
+        r.values.push((":now", n(now)));
+        r.names.retain(|(k, _)| *k != "#c");
+        r.limit = Some(1);
+        Ok(self.read(r).await?.0.first().and_then(|i| get_i64(i, "greenfield")))
+    }
+
+    async fn newest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
+        let mut r = self.by_greenfield(labourer, "#g < :now", None);
+        r.values.push((":now", n(now)));
+        r.names.retain(|(k, _)| *k != "#c");
+        r.limit = Some(1);
+        r.backwards = true;
+        Ok(self.read(r).await?.0.first().and_then(|i| get_i64(i, "greenfield")))
+    }
+
+    async fn get(&self, task_id: &str) -> StoreResult<Option<StoredTask>> {
+        if let Some(item) = self.get_live(task_id).await? {
+            return Ok(Some(StoredTask {
+                task: task_from_item(&item)?,
+                place: Place::Live,
+            }));
+        }
+        if let Some(item) = self.find_retry(task_id).await? {
+            let desired_launch_time = get_i64(&item, "desired_launch_time").unwrap_or_default();
+            return Ok(Some(StoredTask {
+                task: task_from_item(&item)?,
+                place: Place::Retry { desired_launch_time },
+            }));
+        }
+        match self.get_closed(task_id).await? {
+            Some(item) => Ok(Some(stored_closed(&item)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(&self, q: &TaskQuery) -> StoreResult<Vec<StoredTask>> {
+        let mut rows: Vec<StoredTask> = match q.table {
+            Table::Live => {
+                let filter = match q.completed {
+                    Some(true) => Some("attribute_exists(#c)"),
+                    Some(false) => Some("attribute_not_exists(#c)"),
+                    None => None,
+                };
+                let items = match &q.labourer {
+                    Some(l) => {
+                        let (lo, hi) = q.greenfield.map_or((i64::MIN, i64::MAX), |g| (g.lo, g.hi));
+                        let base = Read {
+                            table: self.tables.tasks.clone(),
+                            index: Some(self.tables.greenfield_index.clone()),
+                            key: Some("#l = :l".into()),
+                            filter: filter.map(str::to_string),
+                            names: if filter.is_some() {
+                                vec![("#l", "labourer_id"), ("#c", "completed_at")]
+                            } else {
+                                vec![("#l", "labourer_id")]
+                            },
+                            values: vec![(":l", s(l))],
+                            ..Read::default()
+                        };
+                        self.ordered_page(base, "greenfield", (lo, hi), cursor_within(q, l), q.limit)
+                            .await?
+                    }
+                    None => {
+                        self.read(Read {
+                            table: self.tables.tasks.clone(),
+                            filter: filter.map(str::to_string),
+                            names: if filter.is_some() {
+                                vec![("#c", "completed_at")]
+                            } else {
+                                vec![]
+                            },
+                            ..Read::default()
+                        })
+                        .await?
+                        .0
+                    }
+                };
+                items
+                    .iter()
+                    .map(|i| {
+                        Ok(StoredTask {
+                            task: task_from_item(i)?,
+                            place: Place::Live,
+                        })
+                    })
+                    .collect::<StoreResult<_>>()?
+            }
+            Table::Retry => {
+                let items = match &q.labourer {
+                    Some(l) => {
+                        let base = Read {
+                            table: self.tables.retry.clone(),
+                            index: Some(self.tables.retry_index.clone()),
+                            key: Some("#l = :l".into()),
+                            names: vec![("#l", "labourer_id")],
+                            values: vec![(":l", s(l))],
+                            ..Read::default()
+                        };
+                        self.ordered_page(
+                            base,
+                            "desired_launch_time",
+                            (i64::MIN, i64::MAX),
+                            cursor_within(q, l),
+                            q.limit,
+                        )
+                        .await?
+                    }
+                    None => {
+                        self.read(Read {
+                            table: self.tables.retry.clone(),
+                            ..Read::default()
+                        })
+                        .await?
+                        .0
+                    }
+                };
+                items
+                    .iter()
+                    .map(|i| {
+                        let desired_launch_time = get_i64(i, "desired_launch_time").unwrap_or_default();
+                        Ok(StoredTask {
+                            task: task_from_item(i)?,
+                            place: Place::Retry { desired_launch_time },
+                        })
+                    })
+                    .collect::<StoreResult<_>>()?
+            }
+            Table::Closed => {
+                let mut filters = Vec::new();
+                let mut names = vec![];
+                let mut values = vec![];
+                if q.labourer.is_some() {
+                    filters.push("#l = :l");
+                    names.push(("#l", "labourer_id"));
+                    values.push((":l", s(q.labourer.clone().unwrap_or_default())));
+                }
+                match q.completed {
+                    Some(true) => {
+                        filters.push("attribute_exists(#c)");
+                        names.push(("#c", "completed_at"));
+                    }
+                    Some(false) => {
+                        filters.push("attribute_not_exists(#c)");
+                        names.push(("#c", "completed_at"));
+                    }
+                    None => {}
+                }
+                let r = Read {
+                    table: self.tables.closed.clone(),
+                    filter: (!filters.is_empty()).then(|| filters.join(" AND ")),
+                    names,
+                    values,
+                    ..Read::default()
+                };
+                self.read(r)
+                    .await?
+                    .0
+                    .iter()
+                    .map(stored_closed)
+                    .collect::<StoreResult<_>>()?
+            }
+        };
+        let order = |t: &StoredTask| match t.place {
+            Place::Live => t.task.greenfield,
+            Place::Retry { desired_launch_time } => desired_launch_time,
+            Place::Closed { closed_at, .. } => closed_at,
+        };
+        // The closed table and listings of every labourer are Scans: read whole, then cut to the page here.
+        if let Some(after) = &q.after {
+            rows.retain(|t| after.precedes(t));
+        }
+        rows.sort_by(|a, b| {
+            (&a.task.labourer_id, order(a), &a.task.task_id).cmp(&(&b.task.labourer_id, order(b), &b.task.task_id))
+        });
+        rows.dedup_by(|a, b| a.task.task_id == b.task.task_id);
+        rows.truncate(q.limit);
+        Ok(rows)
+    }
+
+    async fn labourer_ids(&self) -> StoreResult<Vec<String>> {
+        let mut ids: Vec<String> = Vec::new();
+        for table in [&self.tables.tasks, &self.tables.retry, &self.tables.closed] {
+            let r = Read {
+                table: table.clone(),
+                projection: Some("#l".into()),
+                names: vec![("#l", "labourer_id")],
+                ..Read::default()
+            };
+            for item in self.read(r).await?.0 {
+                if let Some(AttributeValue::S(l)) = item.get("labourer_id") {
+                    ids.push(l.clone());
+                }
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    async fn counts(&self, labourer: &str, m: &Markers) -> StoreResult<LabourerCounts> {
+        let count = |key: &str, filter: Option<&str>, values: Vec<(&'static str, AttributeValue)>| {
+            let mut r = self.by_greenfield(labourer, key, filter);
+            r.values.extend(values);
+            r.count = true;
+            async move { self.read(r).await.map(|(_, c)| c) }
+        };
+        let queued = count("#g < :s", Some("attribute_not_exists(#c)"), vec![(":s", n(m.start))]).await?;
+        let running = count("#g > :e", Some("attribute_not_exists(#c)"), vec![(":e", n(m.expired))]).await?;
+        let expired = count(
+            "#g BETWEEN :s AND :e",
+            Some("attribute_not_exists(#c)"),
+            vec![(":s", n(m.start)), (":e", n(m.expired))],
+        )
+        .await?;
+        let completed = count("#g >= :s", Some("attribute_exists(#c)"), vec![(":s", n(m.start))]).await?;
+        let retry = Read {
+            table: self.tables.retry.clone(),
+            key: Some("#l = :l".into()),
+            names: vec![("#l", "labourer_id")],
+            values: vec![(":l", s(labourer))],
+            count: true,
+            ..Read::default()
+        };
+        let closed = |done: bool| Read {
+            table: self.tables.closed.clone(),
+            index: Some(self.tables.closed_index.clone()),
+            key: Some("#s = :s".into()),
+            names: vec![("#s", "labourer_id_task_status")],
+            values: vec![(":s", s(closed_status(labourer, done)))],
+            count: true,
+            ..Read::default()
+        };
+        Ok(LabourerCounts {
+            queued,
+            running,
+            expired,
+            completed,
+            retry_waiting: self.read(retry).await?.1,
+            closed_completed: self.read(closed(true)).await?.1,
+            closed_dead: self.read(closed(false)).await?.1,
+        })
+    }
+
+    async fn save_job(&self, job: &JobProgress) -> StoreResult<()> {
+        let mut item = Item::from([
+            ("job_id".to_string(), s(&job.job_id)),
+            ("labourer_id".to_string(), s(&job.labourer_id)),
+            ("total".to_string(), n(job.total)),
+            ("scheduled".to_string(), n(job.scheduled)),
+            ("started_at".to_string(), n(job.started_at.millis())),
+            ("updated_at".to_string(), n(job.updated_at.millis())),
+        ]);
+        if let Some(f) = job.finished_at {
+            item.insert("finished_at".into(), n(f.millis()));
+        }
+        self.client
+            .put_item()
+            .table_name(&self.tables.jobs)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(())
+    }
+
+    async fn get_job(&self, job_id: &str) -> StoreResult<Option<JobProgress>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.jobs)
+            .key("job_id", s(job_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        out.item().map(job_from_item).transpose()
+    }
+
+    async fn list_jobs(&self, limit: usize) -> StoreResult<Vec<JobProgress>> {
+        let r = Read {
+            table: self.tables.jobs.clone(),
+            ..Read::default()
+        };
+        let mut jobs: Vec<JobProgress> = self
+            .read(r)
+            .await?
+            .0
+            .iter()
+            .map(job_from_item)
+            .collect::<StoreResult<_>>()?;
+        jobs.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then_with(|| a.job_id.cmp(&b.job_id)));
+        jobs.truncate(limit);
+        Ok(jobs)
+    }
+
+    async fn labourer_states(&self) -> StoreResult<Vec<LabourerState>> {
+        let r = Read {
+            table: self.tables.labourers.clone(),
+            ..Read::default()
+        };
+        let mut states: Vec<LabourerState> = self
+            .read(r)
+            .await?
+            .0
+            .iter()
+            .map(labourer_state_from_item)
+            .collect::<StoreResult<_>>()?;
+        states.sort_by(|a, b| a.labourer_id.cmp(&b.labourer_id));
+        Ok(states)
+    }
+
+    async fn save_labourer_state(&self, state: &LabourerState) -> StoreResult<()> {
+        let mut item = Item::from([
+            ("labourer_id".to_string(), s(&state.labourer_id)),
+            ("dead_in_row".to_string(), n(state.dead_in_row)),
+            ("trips".to_string(), n(state.trips)),
+        ]);
+        if let Some(t) = state.held_until {
+            item.insert("held_until".into(), n(t.millis()));
+        }
+        if let Some(t) = state.held_since {
+            item.insert("held_since".into(), n(t.millis()));
+        }
+        if let Some(r) = &state.reason {
+            item.insert("reason".into(), s(r));
+        }
+        if let Some(t) = &state.suspect {
+            item.insert("suspect".into(), s(t));
+        }
+        self.client
+            .put_item()
+            .table_name(&self.tables.labourers)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(())
+    }
+
+    async fn clear_labourer_state(&self, labourer_id: &str) -> StoreResult<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.tables.labourers)
+            .key("labourer_id", s(labourer_id))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(())
+    }
+
+    fn throttled_requests(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
+    }
+}
