@@ -7,12 +7,11 @@ use crate::UsageError;
 use anyhow::Result;
 use serde_json::{json, Map, Value};
 use sosw_core::config::Config;
-use sosw_core::greenfield::{Markers, DEFAULT_COOLDOWN, DEFAULT_DURATION};
 use sosw_core::payload::{construct_payload, report_part};
 use sosw_core::ports::{ListCursor, Table, TaskQuery};
 use sosw_core::{Essential, NewTask, Place, StoredTask, TaskState, Time, WorkerReport};
 use sosw_engine::daemon::PassReport;
-use sosw_engine::{EcologyManager, Orchestrator, Scavenger};
+use sosw_engine::{Orchestrator, Scavenger};
 use std::io::Write;
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -160,30 +159,6 @@ async fn task_create(g: &Global, labourer: &str, payload: Option<&str>, count: u
     Ok(())
 }
 
-fn markers_for(config: &Config, labourer: &str, now: Time) -> Markers {
-    match config.labourer(labourer) {
-        Some(l) => l.markers(now, config.greenfield.delta),
-        None => Markers::new(now, config.greenfield.delta, DEFAULT_DURATION, DEFAULT_COOLDOWN),
-    }
-}
-
-/// The state name `task list` and `task show` use.
-fn state_of(config: &Config, t: &StoredTask, now: Time) -> &'static str {
-    match t.place {
-        Place::Retry { .. } => "retry",
-        Place::Closed { completed: true, .. } => "closed",
-        Place::Closed { completed: false, .. } => "dead",
-        Place::Live => match markers_for(config, &t.task.labourer_id, now)
-            .classify(t.task.greenfield, t.task.completed_at.is_some())
-        {
-            TaskState::Queued => "queued",
-            TaskState::Running => "running",
-            TaskState::Expired => "expired",
-            TaskState::Completed => "completed",
-        },
-    }
-}
-
 async fn task_show(g: &Global, task_id: &str) -> Result<()> {
     let app = App::load(g, Essential::Orchestrator).await?;
     let now = app.clock.now();
@@ -191,7 +166,7 @@ async fn task_show(g: &Global, task_id: &str) -> Result<()> {
         anyhow::bail!("task `{task_id}` not found");
     };
     let events = app.meta.events_of(task_id).await?;
-    let state = state_of(&app.config, &t, now);
+    let state = app.config.state_of(&t, now).as_str();
     if g.json {
         print_json(&json!({"state": state, "task": Value::Object(t.to_row()), "events": events}));
         return Ok(());
@@ -301,7 +276,7 @@ async fn stream_tasks<W: Write>(
 ) -> Result<()> {
     let mut left = limit;
     for l in labourers {
-        let markers = markers_for(&app.config, l, now);
+        let markers = app.config.markers_for(l, now);
         let live = |s: TaskState| {
             let (range, completed) = s.range(&markers);
             TaskQuery {
@@ -336,7 +311,7 @@ async fn stream_tasks<W: Write>(
                 q.limit = left.min(LIST_PAGE);
                 let rows = app.store.list(&q).await?;
                 for t in &rows {
-                    write(out, t, state_of(&app.config, t, now))?;
+                    write(out, t, app.config.state_of(t, now).as_str())?;
                 }
                 left -= rows.len().min(left);
                 match rows.last() {
@@ -525,64 +500,36 @@ async fn report(g: &Global, r: Report, completed: bool) -> Result<()> {
 async fn status(g: &Global) -> Result<()> {
     let app = App::load(g, Essential::Orchestrator).await?;
     let now = app.clock.now();
-    let wiring = app.wiring();
-    let labourers: Vec<&sosw_core::Labourer> = app.config.labourers.iter().collect();
-    let health = EcologyManager::new(wiring.metrics.clone())
-        .statuses(&app.config, &labourers, now)
-        .await;
-    let holds: std::collections::HashMap<String, Value> = app
-        .store
-        .labourer_states()
-        .await?
-        .into_iter()
-        .filter_map(|s| {
-            let until = s.held_until?;
-            Some((
-                s.labourer_id,
-                json!({
-                    "reason": s.reason,
-                    "until": sosw_core::time::iso8601(until),
-                    "in_seconds": (until.secs() - now.secs()).max(0),
-                }),
-            ))
-        })
-        .collect();
+    let statuses = sosw_engine::status(&app.config, &app.wiring(), now).await?;
     let mut out = Map::new();
-    for l in &app.config.labourers {
-        let c = app
-            .store
-            .counts(&l.id, &l.markers(now, app.config.greenfield.delta))
-            .await?;
-        let h = health.get(&l.id);
-        for e in h.map(|h| h.metric_errors.as_slice()).unwrap_or_default() {
-            tracing::warn!(labourer = %l.id, "{e}");
+    let mut holds = Vec::new();
+    for s in &statuses {
+        let c = &s.counts;
+        if s.limit.is_none() {
+            tracing::warn!(labourer = %s.labourer_id, "the store has tasks of a labourer that is not configured");
         }
-        let status = h.map_or(app.config.metric_failure_status, |h| h.status);
-        let desired =
-            sosw_core::decide::desired_invocations(l.max_simultaneous_invocations, status, &app.config.coefficients);
+        for e in s.limit.iter().flat_map(|l| &l.metric_errors) {
+            tracing::warn!(labourer = %s.labourer_id, "{e}");
+        }
+        let held_back = s.held_back.as_ref().map(|h| {
+            holds.push((s.labourer_id.clone(), h.clone()));
+            json!({
+                "reason": h.reason,
+                "until": sosw_core::time::iso8601(h.until),
+                "in_seconds": (h.until.secs() - now.secs()).max(0),
+            })
+        });
         out.insert(
-            l.id.clone(),
+            s.labourer_id.clone(),
             json!({
                 "queued": c.queued, "running": c.running, "expired": c.expired, "completed": c.completed,
                 "retry_waiting": c.retry_waiting, "closed_completed": c.closed_completed, "closed_dead": c.closed_dead,
-                "eco_status": status as u8, "max_simultaneous_invocations": l.max_simultaneous_invocations, "desired": desired,
-                "held_back": holds.get(&l.id).cloned().unwrap_or(Value::Null)
+                "eco_status": s.limit.as_ref().map(|l| l.eco_status),
+                "max_simultaneous_invocations": s.limit.as_ref().map(|l| l.max_simultaneous_invocations),
+                "desired": s.limit.as_ref().map(|l| l.desired),
+                "held_back": held_back
             }),
         );
-    }
-    for id in app.store.labourer_ids().await? {
-        if app.config.labourer(&id).is_none() {
-            tracing::warn!(labourer = %id, "the store has tasks of a labourer that is not configured");
-            let c = app.store.counts(&id, &markers_for(&app.config, &id, now)).await?;
-            out.insert(
-                id,
-                json!({
-                    "queued": c.queued, "running": c.running, "expired": c.expired, "completed": c.completed,
-                    "retry_waiting": c.retry_waiting, "closed_completed": c.closed_completed, "closed_dead": c.closed_dead,
-                    "eco_status": null, "max_simultaneous_invocations": null, "desired": null
-                }),
-            );
-        }
     }
     if g.json {
         print_json(&Value::Object(out));
@@ -633,9 +580,9 @@ async fn status(g: &Global) -> Result<()> {
     for (id, hold) in &holds {
         println!(
             "{id}: held back until {} (in {} s): {}",
-            hold["until"].as_str().unwrap_or("?"),
-            hold["in_seconds"],
-            hold["reason"].as_str().unwrap_or("no reason recorded")
+            sosw_core::time::iso8601(hold.until),
+            (hold.until.secs() - now.secs()).max(0),
+            hold.reason.as_deref().unwrap_or("no reason recorded")
         );
     }
     Ok(())

@@ -41,6 +41,33 @@ pub enum Place {
     Closed { closed_at: i64, completed: bool },
 }
 
+/// Where a task is, all tables and states together: what `sosw task show` and `task list --state` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Whereabouts {
+    Queued,
+    Running,
+    Expired,
+    Completed,
+    Retry,
+    Closed,
+    Dead,
+}
+
+impl Whereabouts {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Whereabouts::Queued => "queued",
+            Whereabouts::Running => "running",
+            Whereabouts::Expired => "expired",
+            Whereabouts::Completed => "completed",
+            Whereabouts::Retry => "retry",
+            Whereabouts::Closed => "closed",
+            Whereabouts::Dead => "dead",
+        }
+    }
+}
+
 /// A task and the table it is in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredTask {

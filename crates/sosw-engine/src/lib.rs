@@ -12,6 +12,7 @@ pub mod meta;
 pub mod orchestrator;
 pub mod scavenger;
 pub mod scheduler;
+pub mod status;
 pub mod tasks;
 pub mod worker_assistant;
 
@@ -20,6 +21,7 @@ pub use meta::MetaHandler;
 pub use orchestrator::{LabourerOrchestration, Orchestrator, OrchestratorReport};
 pub use scavenger::{LabourerScavenge, Scavenger, ScavengerReport};
 pub use scheduler::{Plan, ScheduleError, ScheduleReport, Scheduler};
+pub use status::{status, LabourerStatus};
 pub use tasks::TaskManager;
 pub use worker_assistant::{WorkerAssistant, WorkerAssistantError};
 

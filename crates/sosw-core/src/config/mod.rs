@@ -172,6 +172,34 @@ impl Config {
         self.labourers.iter().find(|l| l.id == id)
     }
 
+    /// The markers of labourer `id` at `now`; a labourer the store knows but the config does not is read with
+    /// the default `duration` and `cooldown`.
+    pub fn markers_for(&self, id: &str, now: Time) -> Markers {
+        match self.labourer(id) {
+            Some(l) => l.markers(now, self.greenfield.delta),
+            None => Markers::new(now, self.greenfield.delta, DEFAULT_DURATION, DEFAULT_COOLDOWN),
+        }
+    }
+
+    /// Where a stored task is at `now`, as `sosw task show` / `task list` name it.
+    pub fn state_of(&self, t: &crate::task::StoredTask, now: Time) -> crate::task::Whereabouts {
+        use crate::task::Whereabouts;
+        match t.place {
+            crate::task::Place::Retry { .. } => Whereabouts::Retry,
+            crate::task::Place::Closed { completed: true, .. } => Whereabouts::Closed,
+            crate::task::Place::Closed { completed: false, .. } => Whereabouts::Dead,
+            crate::task::Place::Live => match self
+                .markers_for(&t.task.labourer_id, now)
+                .classify(t.task.greenfield, t.task.completed_at.is_some())
+            {
+                crate::TaskState::Queued => Whereabouts::Queued,
+                crate::TaskState::Running => Whereabouts::Running,
+                crate::TaskState::Expired => Whereabouts::Expired,
+                crate::TaskState::Completed => Whereabouts::Completed,
+            },
+        }
+    }
+
     /// Merges `layers` for `essential` and validates the result.
     pub fn from_layers(layers: &[Value], essential: Essential) -> Result<Config, ConfigErrors> {
         let mut r = Reader::default();

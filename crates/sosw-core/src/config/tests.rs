@@ -327,3 +327,65 @@ fn the_running_window_must_stay_below_the_invocation_delta() {
         "labourers": {"w": {"command": ["true"], "duration": 900, "cooldown": 100}}}}));
     assert_eq!(c.greenfield.delta, 1001);
 }
+
+#[test]
+fn where_a_stored_task_is() {
+    use crate::task::{Place, StoredTask, Task, Whereabouts};
+    let c = load(process(json!({"duration": 60, "cooldown": 30})));
+    let now = Time::from_secs(1_700_000_000);
+    let invoked = now.secs() + c.greenfield.delta;
+    let task = |greenfield: i64, completed: bool, place: Place| StoredTask {
+        task: Task {
+            task_id: "t".into(),
+            labourer_id: "w".into(),
+            created_at: 0.0,
+            greenfield,
+            attempts: 1,
+            payload: "{}".into(),
+            completed_at: completed.then_some(now.secs()),
+            failed_attempts: 0,
+            stats: Map::new(),
+            result: Map::new(),
+        },
+        place,
+    };
+    let table = [
+        (task(2000, false, Place::Live), Whereabouts::Queued),
+        (task(invoked, false, Place::Live), Whereabouts::Running),
+        (task(invoked - 90, false, Place::Live), Whereabouts::Expired),
+        (task(invoked, true, Place::Live), Whereabouts::Completed),
+        (
+            task(2000, false, Place::Retry { desired_launch_time: 0 }),
+            Whereabouts::Retry,
+        ),
+        (
+            task(
+                invoked,
+                true,
+                Place::Closed {
+                    closed_at: 0,
+                    completed: true,
+                },
+            ),
+            Whereabouts::Closed,
+        ),
+        (
+            task(
+                invoked,
+                false,
+                Place::Closed {
+                    closed_at: 0,
+                    completed: false,
+                },
+            ),
+            Whereabouts::Dead,
+        ),
+    ];
+    for (t, want) in table {
+        assert_eq!(c.state_of(&t, now), want, "{t:?}");
+    }
+    // A labourer the config does not know is read with the default window (900 + 300 s).
+    let stranger = c.markers_for("gone", now);
+    assert_eq!(stranger.expired, invoked - 1200);
+    assert_eq!(Whereabouts::Dead.as_str(), "dead");
+}
