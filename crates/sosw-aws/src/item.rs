@@ -94,12 +94,17 @@ fn corrupt(item: &Item, what: &str) -> StoreError {
     StoreError::Backend(format!("item of task `{id}` {what}").into())
 }
 
+/// An item's `greenfield`: an item without one is corrupt, never read as 0 (which would be a queue position).
+pub fn greenfield_of(item: &Item) -> Result<i64, StoreError> {
+    get_i64(item, "greenfield").ok_or_else(|| corrupt(item, "has no numeric `greenfield`"))
+}
+
 /// Reads a task item (of any of the three tables); attributes this model has no field for are ignored here, and
 /// moves copy whole items, so they survive.
 pub fn task_from_item(item: &Item) -> Result<Task, StoreError> {
     let task_id = get_s(item, "task_id").ok_or_else(|| corrupt(item, "has no `task_id`"))?;
     let labourer_id = get_s(item, "labourer_id").ok_or_else(|| corrupt(item, "has no `labourer_id`"))?;
-    let greenfield = get_i64(item, "greenfield").ok_or_else(|| corrupt(item, "has no numeric `greenfield`"))?;
+    let greenfield = greenfield_of(item)?;
     let payload = match item.get("payload") {
         Some(AttributeValue::S(x)) => x.clone(),
         Some(other) => attr_to_json(other).to_string(),

@@ -145,7 +145,7 @@ fn invalid_jobs_exit_2_name_the_problem_and_write_nothing() {
     assert_eq!(out.status.code(), Some(1));
 }
 
-/// A small deterministic generator, seeded differently on every run, for the kill points.
+/// A small deterministic generator for the kill points, from a printed seed.
 fn next(seed: &mut u64) -> u64 {
     *seed ^= *seed << 13;
     *seed ^= *seed >> 7;
@@ -168,7 +168,18 @@ fn a_job_killed_at_random_points_ends_up_with_each_task_once_in_order() {
         db.query_row("SELECT scheduled FROM jobs WHERE job_id = 'crash'", [], |r| r.get(0))
             .unwrap_or(0)
     };
-    let mut seed = u64::from(std::process::id()) | 1;
+    // Kill points from a printed seed; `SOSW_CRASH_SEED=N` replays them.
+    let mut seed = std::env::var("SOSW_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.subsec_nanos());
+            u64::from(nanos)
+        })
+        | 1;
+    eprintln!("kill-point seed: {seed} (re-run with SOSW_CRASH_SEED={seed})");
     let mut kill_points = Vec::new();
     for (lo, hi) in [(1, 60_000), (60_000, 130_000), (130_000, 199_000)] {
         let at = lo + next(&mut seed) % (hi - lo);

@@ -47,6 +47,22 @@ impl StoreError {
         matches!(self, StoreError::Throttled { .. } | StoreError::Unavailable(_))
     }
 
+    /// Whether the request was refused before anything was written: the task is not where the request needs it
+    /// (`Conflict`, `NotFound`), or the request itself cannot be carried out (`Invalid`, `Schema`). A refusal
+    /// never leaves anything half-done; every other error may have (a backend failure mid-write).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NotFound(_) | StoreError::Conflict { .. } | StoreError::Invalid(_) | StoreError::Schema(_)
+        )
+    }
+
+    /// Whether a conditional move lost to another writer: the task was moved, completed or removed since it was
+    /// read. Losing such a race is normal for concurrent essentials, never an error to report.
+    pub fn is_lost_race(&self) -> bool {
+        matches!(self, StoreError::NotFound(_) | StoreError::Conflict { .. })
+    }
+
     pub fn conflict(task_id: &str, reason: impl Into<String>) -> StoreError {
         StoreError::Conflict {
             task_id: task_id.to_string(),
@@ -580,6 +596,33 @@ mod list_cursor_tests {
         for (r, after) in cases {
             assert_eq!(cursor.precedes(&r), after, "{r:?}");
             assert_eq!(ListCursor::after(&r) > cursor, after, "{r:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    #[test]
+    fn what_each_store_error_means() {
+        let io: BoxError = "disk".into();
+        // (error, retryable, refused before writing, lost a race)
+        let table = [
+            (StoreError::NotFound("t".into()), false, true, true),
+            (StoreError::conflict("t", "moved"), false, true, true),
+            (StoreError::Invalid("full".into()), false, true, false),
+            (StoreError::Schema("old".into()), false, true, false),
+            (StoreError::Throttled { retry_after: None }, true, false, false),
+            (StoreError::Unavailable("busy".into()), true, false, false),
+            (StoreError::Backend(io), false, false, false),
+        ];
+        for (e, retryable, refusal, lost) in table {
+            assert_eq!(
+                (e.is_retryable(), e.is_refusal(), e.is_lost_race()),
+                (retryable, refusal, lost),
+                "{e:?}"
+            );
         }
     }
 }

@@ -85,7 +85,7 @@ enum Moved {
 fn moved<T>(r: Result<T, StoreError>) -> Moved {
     match r {
         Ok(_) => Moved::Yes,
-        Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => Moved::Conflict,
+        Err(e) if e.is_lost_race() => Moved::Conflict,
         Err(e) => Moved::Failed(e.to_string()),
     }
 }

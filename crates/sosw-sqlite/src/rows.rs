@@ -32,7 +32,8 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
 }
 
 pub(crate) fn json_text(m: &Map<String, Value>) -> String {
-    serde_json::to_string(m).unwrap_or_else(|_| "{}".into())
+    // A map of JSON values always serialises: there is no non-string key and no non-finite number in a `Value`.
+    serde_json::to_string(m).expect("a JSON object always serialises")
 }
 
 pub(crate) fn parse_map(text: &str, task_id: &str, column: &str) -> rusqlite::Result<Map<String, Value>> {

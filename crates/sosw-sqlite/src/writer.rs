@@ -35,14 +35,6 @@ pub(crate) struct Job<F, T> {
     pub(crate) reply: tokio::sync::oneshot::Sender<StoreResult<T>>,
 }
 
-/// Errors a write returns before writing anything.
-pub(crate) fn is_refusal(e: &StoreError) -> bool {
-    matches!(
-        e,
-        StoreError::NotFound(_) | StoreError::Conflict { .. } | StoreError::Invalid(_) | StoreError::Schema(_)
-    )
-}
-
 impl<F, T> WriteJob for Job<F, T>
 where
     F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
@@ -51,7 +43,7 @@ where
     fn run(&mut self, conn: &Connection) -> Status {
         let result = (self.f)(conn);
         let status = match &result {
-            Err(e) if !is_refusal(e) => Status::Broken,
+            Err(e) if !e.is_refusal() => Status::Broken,
             _ => Status::Clean,
         };
         self.result = Some(result);
@@ -60,7 +52,7 @@ where
 
     fn deliver(self: Box<Self>, failure: Option<&str>) {
         let result = match (self.result, failure) {
-            (Some(Err(e)), Some(_)) if !is_refusal(&e) => Err(e),
+            (Some(Err(e)), Some(_)) if !e.is_refusal() => Err(e),
             (_, Some(why)) => Err(StoreError::Unavailable(format!("the write was rolled back: {why}"))),
             (Some(r), None) => r,
             (None, None) => Err(StoreError::Unavailable("the write was never run".into())),

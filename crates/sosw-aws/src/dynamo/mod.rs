@@ -19,7 +19,7 @@ use items::*;
 use moves::*;
 use report::*;
 
-use crate::item::{get_i64, item_of, n, n_f64, s, task_from_item, Item};
+use crate::item::{get_i64, greenfield_of, item_of, n, n_f64, s, task_from_item, Item};
 use crate::tables::build_err;
 use crate::{Aws, Tables};
 use async_trait::async_trait;

@@ -275,10 +275,7 @@ impl DynamoStore {
             .collect()
             .await;
         // Per-task outcomes; a failure of the service itself fails the call, as in the SQLite store.
-        if let Some(pos) = results
-            .iter()
-            .position(|r| matches!(r, Err(e) if !matches!(e, StoreError::Conflict { .. } | StoreError::NotFound(_))))
-        {
+        if let Some(pos) = results.iter().position(|r| matches!(r, Err(e) if !e.is_lost_race())) {
             let mut results = results;
             return Err(results.swap_remove(pos).expect_err("an error at this position"));
         }
@@ -294,7 +291,7 @@ impl DynamoStore {
         let Some(mut item) = self.get_live(task_id).await? else {
             return Err(self.already_closed(task_id).await?);
         };
-        let g = get_i64(&item, "greenfield").unwrap_or_default();
+        let g = greenfield_of(&item)?;
         if let Some(reason) = retry_refusal(item.contains_key("completed_at"), g, expected_greenfield) {
             return Err(StoreError::conflict(task_id, reason));
         }

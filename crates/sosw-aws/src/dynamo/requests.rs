@@ -322,7 +322,7 @@ impl DynamoStore {
         };
         let labourer = labourer_of(&item);
         let completed = item.contains_key("completed_at");
-        let greenfield = get_i64(&item, "greenfield").unwrap_or_default();
+        let greenfield = greenfield_of(&item)?;
         if let Some(reason) = expect.refusal(completed, greenfield) {
             return Err(StoreError::conflict(task_id, reason));
         }
@@ -395,7 +395,7 @@ impl DynamoStore {
         merge_report(&mut item, report);
         item.insert("completed_at".into(), n(now.secs()));
         let task = task_from_item(&item)?;
-        let g = get_i64(&item, "greenfield").unwrap_or_default();
+        let g = greenfield_of(&item)?;
         let items = vec![
             self.put(&self.tables.closed, DynamoStore::closed_item(item, true, now), None)?,
             self.delete(table, key, "#g = :g", &[("#g", "greenfield")], vec![(":g", n(g))])?,

@@ -28,7 +28,8 @@ pub enum MetricDetails {
 impl MetricDetails {
     /// Two metrics with equal details are fetched once per pass.
     pub fn cache_key(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        // Strings, finite numbers and pairs of strings: these details always serialise.
+        serde_json::to_string(self).expect("metric details always serialise")
     }
 }
 
