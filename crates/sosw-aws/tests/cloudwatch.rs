@@ -11,6 +11,7 @@ use sosw_core::{Clock, SystemClock};
 use sosw_testkit::fakes::FakeMetrics;
 
 #[tokio::test]
+#[ignore = "needs moto_server (SOSW_TEST_DYNAMODB); `.ci/run` starts it and runs ignored tests"]
 async fn reads_the_seed_shape_and_treats_no_data_as_unreadable() {
     let Some(endpoint) = sosw_testkit::service("SOSW_TEST_DYNAMODB") else {
         return;

@@ -16,6 +16,7 @@ fn max_inv(layers: &[serde_json::Value], e: Essential) -> u32 {
 }
 
 #[tokio::test]
+#[ignore = "needs moto_server (SOSW_TEST_DYNAMODB); `.ci/run` starts it and runs ignored tests"]
 async fn config_rows_from_dynamodb() {
     let Some(endpoint) = endpoint() else { return };
     let sdk = sosw_aws::Aws::local(&endpoint).await.sdk().clone();
@@ -111,6 +112,7 @@ async fn config_rows_from_dynamodb() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto_server (SOSW_TEST_DYNAMODB); `.ci/run` starts it and runs ignored tests"]
 async fn config_parameters_from_ssm() {
     let Some(endpoint) = endpoint() else { return };
     let sdk = sosw_aws::Aws::local(&endpoint).await.sdk().clone();

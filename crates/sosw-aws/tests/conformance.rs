@@ -36,4 +36,8 @@ async fn harness() -> Harness {
     }
 }
 
-sosw_testkit::store_conformance!(harness(), skip_unless: missing());
+sosw_testkit::store_conformance!(
+    harness(),
+    ignore: "needs moto_server (SOSW_TEST_DYNAMODB); `.ci/run` starts it and runs ignored tests",
+    skip_unless: missing()
+);

@@ -10,6 +10,7 @@ use sosw_core::{NewTask, Task, Time};
 const NOW: i64 = 1_700_000_000;
 
 #[tokio::test]
+#[ignore = "needs moto_server (SOSW_TEST_DYNAMODB); `.ci/run` starts it and runs ignored tests"]
 async fn a_second_writer_never_overwrites_a_task_or_requeues_an_invoked_one() {
     let Some(endpoint) = sosw_testkit::service("SOSW_TEST_DYNAMODB") else {
         return;

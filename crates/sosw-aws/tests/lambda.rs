@@ -9,6 +9,7 @@ use sosw_testkit::fakes::sample_task;
 use std::process::Command;
 
 #[tokio::test]
+#[ignore = "needs moto_server and Python sosw (SOSW_TEST_DYNAMODB, SOSW_TEST_PYTHON_SOSW); `.ci/run` starts them and runs ignored tests"]
 async fn invokes_asynchronously_and_refuses_oversized_events() {
     let (Some(endpoint), Some(python)) = (
         sosw_testkit::service("SOSW_TEST_DYNAMODB"),

@@ -67,6 +67,7 @@ impl Counter {
 }
 
 #[tokio::test]
+#[ignore = "needs moto_server (SOSW_TEST_DYNAMODB); `.ci/run` starts it and runs ignored tests"]
 async fn requests_per_task_lifecycle() {
     let Some(endpoint) = sosw_testkit::service("SOSW_TEST_DYNAMODB") else {
         return;

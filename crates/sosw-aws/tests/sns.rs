@@ -17,6 +17,7 @@ fn python(interpreter: &str, args: &[&str]) -> Value {
 }
 
 #[tokio::test]
+#[ignore = "needs moto_server and Python sosw (SOSW_TEST_DYNAMODB, SOSW_TEST_PYTHON_SOSW); `.ci/run` starts them and runs ignored tests"]
 async fn dead_tasks_reach_the_topic_in_one_message() {
     let (Some(endpoint), Some(py)) = (
         sosw_testkit::service("SOSW_TEST_DYNAMODB"),

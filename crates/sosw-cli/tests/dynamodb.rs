@@ -30,6 +30,7 @@ fn endpoint() -> Option<String> {
 }
 
 #[test]
+#[ignore = "needs moto_server (SOSW_TEST_DYNAMODB); `.ci/run` starts it and runs ignored tests"]
 fn sosw_runs_on_dynamodb() {
     let Some(endpoint) = endpoint() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
@@ -93,6 +94,7 @@ fn sosw_runs_on_dynamodb() {
 }
 
 #[test]
+#[ignore = "needs moto_server and Python sosw (SOSW_TEST_DYNAMODB, SOSW_TEST_PYTHON_SOSW); `.ci/run` starts them and runs ignored tests"]
 fn lambda_labourers_are_invoked_in_the_aws_build() {
     let Some(endpoint) = endpoint() else { return };
     let Some(python) = sosw_testkit::service("SOSW_TEST_PYTHON_SOSW") else {
@@ -132,6 +134,7 @@ fn lambda_labourers_are_invoked_in_the_aws_build() {
 }
 
 #[test]
+#[ignore = "needs moto_server (SOSW_TEST_DYNAMODB); `.ci/run` starts it and runs ignored tests"]
 fn an_unreadable_aws_config_is_an_error_not_an_empty_config() {
     let Some(endpoint) = endpoint() else { return };
     let dir = tempfile::tempdir().expect("temp dir");

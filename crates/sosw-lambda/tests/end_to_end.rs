@@ -22,6 +22,7 @@ fn ids(events: &[Value]) -> BTreeSet<String> {
 }
 
 #[tokio::test]
+#[ignore = "needs moto_server and Python sosw (SOSW_TEST_DYNAMODB, SOSW_TEST_PYTHON_SOSW); `.ci/run` starts them and runs ignored tests"]
 async fn schedule_orchestrate_complete_scavenge_and_expire_retry_die() {
     let Some(moto) = common::moto().await else {
         return;

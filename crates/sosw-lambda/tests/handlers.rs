@@ -13,6 +13,7 @@ use sosw_testkit::ManualClock;
 const T0: i64 = 1_700_000_000;
 
 #[tokio::test]
+#[ignore = "needs moto_server and Python sosw (SOSW_TEST_DYNAMODB, SOSW_TEST_PYTHON_SOSW); `.ci/run` starts them and runs ignored tests"]
 async fn the_worker_assistant_takes_sosw_events_and_refuses_bad_ones() {
     let Some(moto) = common::moto().await else {
         return;
@@ -111,6 +112,7 @@ async fn the_worker_assistant_takes_sosw_events_and_refuses_bad_ones() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto_server and Python sosw (SOSW_TEST_DYNAMODB, SOSW_TEST_PYTHON_SOSW); `.ci/run` starts them and runs ignored tests"]
 async fn cold_start_config_comes_from_the_config_table_or_a_file_and_errors_are_plain() {
     let Some(moto) = common::moto().await else {
         return;
