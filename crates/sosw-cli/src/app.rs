@@ -86,21 +86,22 @@ pub enum StoreSpec {
     },
 }
 
+/// The directory a config's relative paths are relative to: the config itself for a Python-style config directory,
+/// else the file's directory (`.` for a bare file name).
+fn config_dir_of(config: &Path) -> PathBuf {
+    if config.is_dir() {
+        return config.to_path_buf();
+    }
+    match config.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// The store a command uses: `--store`, else the config's `store`, else `sosw.db` beside the config. Relative SQLite
 /// paths in the config are relative to the config's directory; on the command line, to the working directory.
 pub fn store_spec(global: &Global, config: Option<&Config>) -> Result<StoreSpec> {
-    let config_dir = {
-        let p = if global.config.is_dir() {
-            global.config.clone()
-        } else {
-            global.config.parent().map(Path::to_path_buf).unwrap_or_default()
-        };
-        if p.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            p
-        }
-    };
+    let config_dir = config_dir_of(&global.config);
     let (url, base) = match (&global.store, config.and_then(|c| c.store.clone())) {
         (Some(url), _) => (url.clone(), PathBuf::from(".")),
         (None, Some(url)) => (url, config_dir),
@@ -246,13 +247,7 @@ impl App {
 
     pub fn new(config: Config, store: OpenStore, global: &Global) -> App {
         let config_path = std::path::absolute(&global.config).unwrap_or_else(|_| global.config.clone());
-        let config_dir = if config_path.is_dir() {
-            config_path.clone()
-        } else {
-            config_path
-                .parent()
-                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-        };
+        let config_dir = config_dir_of(&config_path);
         let notify_command = config.notify.command.clone();
         App {
             config: Arc::new(config),
@@ -322,12 +317,6 @@ impl App {
 
     /// The directory of the config (the config itself, for a Python-style config directory).
     pub fn config_dir(&self) -> PathBuf {
-        if self.config_path.is_dir() {
-            self.config_path.clone()
-        } else {
-            self.config_path
-                .parent()
-                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-        }
+        config_dir_of(&self.config_path)
     }
 }

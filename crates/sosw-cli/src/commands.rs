@@ -38,8 +38,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Job(JobCommand::List { limit }) => crate::schedule::list(g, limit).await,
         Command::Backup { path, force } => crate::maintenance::backup(g, &path, force).await,
         Command::Check { quick } => crate::maintenance::check(g, quick).await,
-        Command::Demo(args) => crate::demo::run(args, g.json).await,
-        Command::Bench(args) => crate::bench::run(args, g.json).await,
+        Command::Demo(args) => crate::showcase::demo::run(args, g.json).await,
+        Command::Bench(args) => crate::showcase::bench::run(args, g.json).await,
     }
 }
 

@@ -3,14 +3,13 @@
 //! error, 1 runtime error.
 
 mod app;
-mod bench;
 mod cli;
 mod commands;
-mod demo;
 mod maintenance;
 mod output;
 mod reports;
 mod schedule;
+mod showcase;
 
 use clap::Parser;
 use std::io::IsTerminal;

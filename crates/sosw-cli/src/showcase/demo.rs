@@ -19,9 +19,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const CONFIG: &str = include_str!("../../../examples/demo/sosw.json");
-const RESIZE: &str = include_str!("../../../examples/demo/workers/resize.sh");
-const REPORT: &str = include_str!("../../../examples/demo/workers/report.sh");
+const CONFIG: &str = include_str!("../../../../examples/demo/sosw.json");
+const RESIZE: &str = include_str!("../../../../examples/demo/workers/resize.sh");
+const REPORT: &str = include_str!("../../../../examples/demo/workers/report.sh");
 
 /// The database CPU over the demo: (seconds from the start, value). With feelings `{3: 50, 4: 25}` and `<=`,
 /// 20 is High (all 20 slots), 40 Good (15), 75 Bad (none).
