@@ -9,6 +9,7 @@
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use serde_json::{json, Map, Value};
+use sosw_core::config::QueueSettings;
 
 /// Where the continuation files are: sosw's config keys `queue_bucket` and `s3_prefix`, `queue_file` for the name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,17 +22,15 @@ pub struct QueueLocation {
 }
 
 impl QueueLocation {
-    /// From a Scheduler config: `queue_bucket` (default `autotest-bucket`), `s3_prefix` (default `sosw/scheduler`),
-    /// `queue_file` (default `tasks_queue.txt`), from the Scheduler's merged config ([`sosw_core::Config::raw`]).
-    pub fn from_config(raw: &Value) -> QueueLocation {
-        let get = |key: &str, default: &str| raw.get(key).and_then(Value::as_str).unwrap_or(default).to_string();
-        let file = get("queue_file", "tasks_queue.txt");
+    /// From the Scheduler's config (`queue_bucket`, `s3_prefix`, `queue_file`, validated with it).
+    pub fn from_settings(q: &QueueSettings) -> QueueLocation {
         QueueLocation {
-            bucket: get("queue_bucket", "autotest-bucket"),
-            prefix: get("s3_prefix", "sosw/scheduler").trim_matches('/').to_string(),
-            stem: file
+            bucket: q.bucket.clone(),
+            prefix: q.prefix.trim_matches('/').to_string(),
+            stem: q
+                .file
                 .rsplit_once('.')
-                .map_or(file.as_str(), |(stem, _)| stem)
+                .map_or(q.file.as_str(), |(stem, _)| stem)
                 .to_string(),
         }
     }
@@ -179,15 +178,16 @@ mod tests {
 
     #[test]
     fn location_reads_sosw_keys_and_strips_slashes() {
-        let l = QueueLocation::from_config(&json!({"queue_bucket": "b", "s3_prefix": "/x/y/"}));
+        let config = |v: serde_json::Value| sosw_core::Config::from_value(&v).expect("config").queue;
+        let l = QueueLocation::from_settings(&config(json!({"queue_bucket": "b", "s3_prefix": "/x/y/"})));
         assert_eq!(l.key("j1"), "x/y/tasks_queue_j1.json");
         assert_eq!(l.bucket, "b");
-        let d = QueueLocation::from_config(&json!({}));
+        let d = QueueLocation::from_settings(&config(json!({})));
         assert_eq!(
             (d.bucket.as_str(), d.key("j")),
             ("autotest-bucket", "sosw/scheduler/tasks_queue_j.json".to_string())
         );
-        let flat = QueueLocation::from_config(&json!({"s3_prefix": "", "queue_file": "q.txt"}));
+        let flat = QueueLocation::from_settings(&config(json!({"s3_prefix": "", "queue_file": "q.txt"})));
         assert_eq!(flat.key("j"), "q_j.json");
     }
 

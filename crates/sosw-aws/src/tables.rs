@@ -5,7 +5,7 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType,
 };
 use aws_sdk_dynamodb::Client;
-use serde_json::Value;
+use sosw_core::config::TableNames;
 use sosw_core::ports::StoreError;
 
 /// Table and index names; the defaults are Python sosw's.
@@ -55,36 +55,22 @@ impl Tables {
         }
     }
 
-    /// The names a sosw config gives (`task_config.dynamo_db_config.table_name`, `index_greenfield`,
-    /// `sosw_closed_tasks_table`, …, `meta_handler_config.dynamo_db_config.table_name`).
-    pub fn from_config(raw: &Value) -> Tables {
-        let mut t = Tables::default();
-        let tc = raw.get("task_config");
-        let name = |v: Option<&Value>, into: &mut String| {
-            if let Some(s) = v.and_then(Value::as_str).filter(|s| !s.is_empty()) {
-                *into = s.to_string();
-            }
-        };
-        let ddb = tc.and_then(|t| t.get("dynamo_db_config"));
-        name(ddb.and_then(|d| d.get("table_name")), &mut t.tasks);
-        name(ddb.and_then(|d| d.get("index_greenfield")), &mut t.greenfield_index);
-        name(tc.and_then(|c| c.get("sosw_closed_tasks_table")), &mut t.closed);
-        name(
-            tc.and_then(|c| c.get("sosw_closed_tasks_labourer_status_index")),
-            &mut t.closed_index,
-        );
-        name(tc.and_then(|c| c.get("sosw_retry_tasks_table")), &mut t.retry);
-        name(
-            tc.and_then(|c| c.get("sosw_retry_tasks_greenfield_index")),
-            &mut t.retry_index,
-        );
-        name(
-            raw.pointer("/meta_handler_config/dynamo_db_config/table_name"),
-            &mut t.meta,
-        );
-        name(raw.get("jobs_table"), &mut t.jobs);
-        name(raw.get("labourers_table"), &mut t.labourers);
-        t
+    /// The names a config gives ([`sosw_core::config::TableNames`], validated with the config); the others keep
+    /// Python sosw's defaults.
+    pub fn from_names(names: &TableNames) -> Tables {
+        let d = Tables::default();
+        let pick = |given: &Option<String>, default: String| given.clone().unwrap_or(default);
+        Tables {
+            tasks: pick(&names.tasks, d.tasks),
+            greenfield_index: pick(&names.greenfield_index, d.greenfield_index),
+            closed: pick(&names.closed, d.closed),
+            closed_index: pick(&names.closed_index, d.closed_index),
+            retry: pick(&names.retry, d.retry),
+            retry_index: pick(&names.retry_index, d.retry_index),
+            meta: pick(&names.meta, d.meta),
+            jobs: pick(&names.jobs, d.jobs),
+            labourers: pick(&names.labourers, d.labourers),
+        }
     }
 }
 

@@ -174,7 +174,7 @@ pub async fn open_store(spec: &StoreSpec, config: Option<&Config>, init: bool) -
         }
         #[cfg(feature = "aws")]
         StoreSpec::DynamoDb { endpoint } => {
-            let tables = config.map_or_else(sosw_aws::Tables::default, |c| sosw_aws::Tables::from_config(&c.raw));
+            let tables = config.map_or_else(sosw_aws::Tables::default, |c| sosw_aws::Tables::from_names(&c.tables));
             let store = sosw_aws::DynamoStore::connect(endpoint.as_deref(), tables.clone()).await;
             if init {
                 store.init().await.map_err(schema_usage)?;

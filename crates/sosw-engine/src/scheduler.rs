@@ -129,7 +129,7 @@ impl Scheduler {
                 .into())
             }
         };
-        let schema = Schema::from_config(&self.config.raw, schema_name.as_deref())?;
+        let schema = self.config.job_schemas.schema(schema_name.as_deref())?;
         let today = today.unwrap_or_else(|| Date::at(now, self.config.utc_offset_secs));
         let job_id = job
             .job_id

@@ -126,7 +126,7 @@ impl Container {
 
     /// A container for `essential` on `aws` with `config` (tables named by it), reading time from `clock`.
     pub fn new(aws: Aws, config: Config, essential: Essential, clock: Arc<dyn Clock>) -> Result<Container, InitError> {
-        let store = Arc::new(DynamoStore::from_aws(&aws, Tables::from_config(&config.raw)));
+        let store = Arc::new(DynamoStore::from_aws(&aws, Tables::from_names(&config.tables)));
         let notifier: Arc<dyn Notifier> = match &config.notify.recipient {
             Some(topic) => Arc::new(SnsNotifier::from_aws(&aws, topic.clone())),
             None => Arc::new(LocalNotifier::new(None)),
@@ -188,7 +188,7 @@ impl Container {
 
     async fn schedule(&self, event: Value, context: &Context, now: Time) -> Result<Value, HandlerError> {
         let scheduler = Scheduler::new(self.config.clone(), &self.wiring);
-        let queue = QueueFiles::new(self.aws.s3(), QueueLocation::from_config(&self.config.raw));
+        let queue = QueueFiles::new(self.aws.s3(), QueueLocation::from_settings(&self.config.queue));
         let continued = match event.get("file_name") {
             None => None,
             Some(Value::String(key)) => Some(key.clone()),

@@ -65,7 +65,8 @@ async fn a_job_cut_by_the_deadline_continues_in_a_new_invocation() {
         vec![json!({"file_name": key})],
         "the function invoked itself, once"
     );
-    let queue = QueueFiles::new(moto.aws.s3(), QueueLocation::from_config(&config));
+    let settings = sosw_core::Config::from_value(&config).expect("config").queue;
+    let queue = QueueFiles::new(moto.aws.s3(), QueueLocation::from_settings(&settings));
     let saved = queue.load(&key).await.expect("the continuation is in S3");
     assert_eq!(saved.job["lambda_name"], json!("w"));
     assert_eq!(saved.job["job_id"], first["job_id"]);

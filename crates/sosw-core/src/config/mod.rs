@@ -13,10 +13,12 @@ mod labourers;
 mod merge;
 mod metrics;
 mod reader;
+mod sections;
 
 pub use labourers::{HttpMode, HttpSpec, InvokerSpec, Labourer, ProcessSpec, ReportMode};
 pub use merge::recursive_update;
 pub use metrics::{CloudWatchMetric, HealthMetric, MetricDetails};
+pub use sections::{JobSchemas, QueueSettings, TableNames};
 
 use labourers::{check_window, read_labourer};
 use metrics::{read_status, status_key};
@@ -160,8 +162,12 @@ pub struct Config {
     pub shutdown_period: i64,
     /// `circuit_breaker`: holding back labourers whose invocations fail for reasons that are not the tasks'.
     pub breaker: BreakerConfig,
-    /// The merged JSON the config was read from, for keys later components read (the Scheduler's `job_schema`).
-    pub raw: Value,
+    /// `job_schema`, `job_schema_variants`: the Scheduler's chunking levels.
+    pub job_schemas: JobSchemas,
+    /// The DynamoDB table names (Python sosw's keys).
+    pub tables: TableNames,
+    /// The Scheduler's continuation files in S3.
+    pub queue: QueueSettings,
 }
 
 /// The subject of dead-task notifications, as Python sosw sends them.
@@ -365,19 +371,9 @@ impl Config {
                 }
             },
         };
-        if let Some(schema) = top.get("job_schema").filter(|v| !v.is_null()) {
-            if let Err(e) = crate::schedule::Schema::parse(schema, "job_schema") {
-                r.error("job_schema", e.to_string());
-            }
-        }
-        if let Some(variants) = r.object(top, "job_schema_variants", "") {
-            for (name, schema) in variants {
-                let path = join("job_schema_variants", name);
-                if let Err(e) = crate::schedule::Schema::parse(schema, &path) {
-                    r.error(path, e.to_string());
-                }
-            }
-        }
+        let job_schemas = sections::read_job_schemas(&mut r, top);
+        let tables = sections::read_table_names(&mut r, top, tc);
+        let queue = sections::read_queue(&mut r, top);
 
         if r.errors.is_empty() {
             Ok(Config {
@@ -399,7 +395,9 @@ impl Config {
                 shutdown_period,
                 breaker,
                 warnings: r.warnings,
-                raw: value.clone(),
+                job_schemas,
+                tables,
+                queue,
             })
         } else {
             Err(ConfigErrors(r.errors))

@@ -389,3 +389,45 @@ fn where_a_stored_task_is() {
     assert_eq!(stranger.expired, invoked - 1200);
     assert_eq!(Whereabouts::Dead.as_str(), "dead");
 }
+
+/// Issue #9.3: the sections other components use are validated here once, with key paths; nothing re-reads raw JSON.
+#[test]
+fn table_names_queue_and_job_schemas_are_typed_sections() {
+    let c = load(json!({
+        "task_config": {
+            "dynamo_db_config": {"table_name": "prod_tasks", "row_mapper": {"task_id": "S"}},
+            "sosw_retry_tasks_table": "prod_retry"
+        },
+        "meta_handler_config": {"dynamo_db_config": {"table_name": "prod_meta"}},
+        "labourers_table": "prod_labourers",
+        "queue_bucket": "jobs-bucket", "s3_prefix": "/a/b/",
+        "job_schema": {"chunkable_attrs": [["store", {}]]},
+        "job_schema_variants": {"daily": {"chunkable_attrs": ["section", "store"]}}
+    }));
+    assert_eq!(c.tables.tasks.as_deref(), Some("prod_tasks"));
+    assert_eq!(c.tables.retry.as_deref(), Some("prod_retry"));
+    assert_eq!(c.tables.meta.as_deref(), Some("prod_meta"));
+    assert_eq!(c.tables.labourers.as_deref(), Some("prod_labourers"));
+    assert_eq!(c.tables.closed, None, "the default name");
+    assert_eq!(
+        (c.queue.bucket.as_str(), c.queue.prefix.as_str()),
+        ("jobs-bucket", "a/b")
+    );
+    assert_eq!(c.queue.file, "tasks_queue.txt");
+    let names = |s: crate::schedule::Schema| s.chunkable_attrs;
+    assert_eq!(names(c.job_schemas.schema(None).expect("default")), vec!["store"]);
+    assert_eq!(
+        names(c.job_schemas.schema(Some("daily")).expect("variant")),
+        vec!["section", "store"]
+    );
+    assert!(c.job_schemas.schema(Some("weekly")).is_err());
+    // A table name that is not a string is an error naming its key, not a silent fallback to the default.
+    let errs = errors(json!({"task_config": {"sosw_closed_tasks_table": 42}}));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("`task_config.sosw_closed_tasks_table`: expected a non-empty string")),
+        "{errs:?}"
+    );
+    let errs = errors(json!({"queue_bucket": ""}));
+    assert!(errs.iter().any(|e| e.starts_with("`queue_bucket`")), "{errs:?}");
+}
