@@ -10,6 +10,7 @@
 //! - [`classify`]: whose fault a failed invocation is (the task's, the labourer's, ours);
 //! - [`breaker`]: holding back a labourer whose invocations fail for reasons that are not the tasks';
 //! - [`check`]: the rules of a consistent store (`sosw check`);
+//! - [`moves`]: what a store does with a move (the completion plan, the refusals), decided once for every backend;
 //! - [`payload`]: task payload construction and the flat worker event;
 //! - [`schedule`]: a business job → the payloads of its tasks (dates, chunking);
 //! - [`config`]: the sosw JSON config shape, deep merge, validation with key paths;
@@ -24,6 +25,7 @@ pub mod decide;
 pub mod ecology;
 pub mod greenfield;
 pub mod meta;
+pub mod moves;
 pub mod payload;
 pub mod ports;
 pub mod schedule;

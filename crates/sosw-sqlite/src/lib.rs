@@ -22,8 +22,11 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 use serde_json::{Map, Value};
 use sosw_core::breaker::LabourerState;
-use sosw_core::greenfield::{is_queue_position, labourer_counts, queued_rows};
+use sosw_core::greenfield::{labourer_counts, queued_rows};
 use sosw_core::meta::{stamped, MetaAction, MetaEvent, Recorded, Stamp};
+use sosw_core::moves::{
+    closed_refusal, moved_since_claimed, not_waiting_for_retry, plan_completion, CompletionPlan, Found,
+};
 use sosw_core::ports::{
     report_refusal, retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts,
     MetaSink, StoreError, StoreResult, Table, TaskQuery, TaskStore,

@@ -129,30 +129,47 @@ pub(crate) fn complete_in(tx: &Connection, id: &str, now: Time, report: &WorkerR
             return Ok(Completion::Live(t));
         }
     }
-    if let Some(mut t) = select_one(tx, "tasks", id)? {
-        report_refusal(id, t.attempts)?;
+    let live = select_one(tx, "tasks", id)?;
+    let retry = match live {
+        Some(_) => None,
+        None => select_one(tx, "retry_tasks", id)?,
+    };
+    let found = match (&live, &retry) {
+        (Some(t), _) => Found::Live {
+            attempts: t.attempts,
+            greenfield: t.greenfield,
+        },
+        (None, Some(t)) => Found::Retry { attempts: t.attempts },
+        (None, None) => Found::Nowhere,
+    };
+    let with_report = |mut t: Task| {
         merge(&mut t.stats, &report.stats);
         merge(&mut t.result, &report.result);
-        if is_queue_position(t.greenfield, now) {
-            // Queued again after an expired attempt: that attempt finished after all.
-            close_completed(tx, "tasks", &mut t, now)?;
-            return Ok(Completion::Closed(t));
+        t
+    };
+    match (plan_completion(id, found, now)?, live, retry) {
+        (CompletionPlan::MarkLive, Some(t), _) => {
+            let mut t = with_report(t);
+            let completed_at = t.completed_at.unwrap_or(now.secs());
+            t.completed_at = Some(completed_at);
+            tx.prepare_cached("UPDATE tasks SET completed_at = ?2, stats = ?3, result = ?4 WHERE task_id = ?1")
+                .map_err(map_err)?
+                .execute(params![id, completed_at, json_text(&t.stats), json_text(&t.result)])
+                .map_err(map_err)?;
+            Ok(Completion::Live(t))
         }
-        let completed_at = t.completed_at.unwrap_or(now.secs());
-        t.completed_at = Some(completed_at);
-        tx.prepare_cached("UPDATE tasks SET completed_at = ?2, stats = ?3, result = ?4 WHERE task_id = ?1")
-            .map_err(map_err)?
-            .execute(params![id, completed_at, json_text(&t.stats), json_text(&t.result)])
-            .map_err(map_err)?;
-        return Ok(Completion::Live(t));
+        (CompletionPlan::CloseLive, Some(t), _) => {
+            let mut t = with_report(t);
+            close_completed(tx, "tasks", &mut t, now)?;
+            Ok(Completion::Closed(t))
+        }
+        (CompletionPlan::CloseRetry, _, Some(t)) => {
+            let mut t = with_report(t);
+            close_completed(tx, "retry_tasks", &mut t, now)?;
+            Ok(Completion::Closed(t))
+        }
+        _ => Err(already_closed(tx, id)?),
     }
-    if let Some(mut t) = select_one(tx, "retry_tasks", id)? {
-        merge(&mut t.stats, &report.stats);
-        merge(&mut t.result, &report.result);
-        close_completed(tx, "retry_tasks", &mut t, now)?;
-        return Ok(Completion::Closed(t));
-    }
-    Err(already_closed(tx, id)?)
 }
 
 /// WorkerAssistant's failure report, inside the writer's transaction (see [`TaskStore::fail`]).

@@ -95,13 +95,7 @@ pub(crate) fn closed_place(tx: &Connection, task_id: &str) -> StoreResult<Option
 
 pub(crate) fn already_closed(tx: &Connection, task_id: &str) -> StoreResult<StoreError> {
     Ok(match closed_place(tx, task_id)? {
-        Some(Place::Closed { closed_at, completed }) => StoreError::conflict(
-            task_id,
-            format!(
-                "is already closed as {} (closed_at {closed_at})",
-                if completed { "completed" } else { "dead" }
-            ),
-        ),
+        Some(Place::Closed { closed_at, completed }) => closed_refusal(task_id, completed, closed_at),
         _ => StoreError::NotFound(task_id.to_string()),
     })
 }

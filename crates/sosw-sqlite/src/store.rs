@@ -138,7 +138,7 @@ impl TaskStore for SqliteStore {
                 .map_err(map_err)?;
             match (n, select_one(tx, "tasks", &id)?) {
                 (1, _) => insert_events(tx, &events),
-                (_, Some(_)) => Err(StoreError::conflict(&id, "moved or completed since it was claimed")),
+                (_, Some(_)) => Err(moved_since_claimed(&id)),
                 (_, None) => Err(StoreError::NotFound(id.clone())),
             }
         })
@@ -343,7 +343,7 @@ impl TaskStore for SqliteStore {
                 .map_err(map_err)?;
             if n == 0 {
                 return Err(match select_one(tx, "tasks", &id)? {
-                    Some(_) => StoreError::conflict(&id, "is not waiting for retry (it is live)"),
+                    Some(_) => not_waiting_for_retry(&id),
                     None => already_closed(tx, &id)?,
                 });
             }

@@ -162,7 +162,7 @@ impl DynamoStore {
                     .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
             {
                 match self.get_live(task_id).await? {
-                    Some(_) => Err(StoreError::conflict(task_id, "moved or completed since it was claimed")),
+                    Some(_) => Err(moved_since_claimed(task_id)),
                     None => Err(StoreError::NotFound(task_id.to_string())),
                 }
             }
@@ -190,8 +190,11 @@ impl DynamoStore {
         }
         if let Some(item) = self.get_live(task_id).await? {
             let task = task_from_item(&item)?;
-            report_refusal(task_id, task.attempts)?;
-            if is_queue_position(task.greenfield, now) {
+            let found = Found::Live {
+                attempts: task.attempts,
+                greenfield: task.greenfield,
+            };
+            if plan_completion(task_id, found, now)? == CompletionPlan::CloseLive {
                 let closed = self
                     .close_completed(
                         task_id,
@@ -221,11 +224,11 @@ impl DynamoStore {
             };
         }
         if let Some(item) = self.find_retry(task_id).await? {
-            let labourer = match item.get("labourer_id") {
-                Some(AttributeValue::S(l)) => l.clone(),
-                _ => String::new(),
+            let found = Found::Retry {
+                attempts: task_from_item(&item)?.attempts,
             };
-            let key = DynamoStore::retry_key(&labourer, task_id);
+            plan_completion(task_id, found, now)?;
+            let key = DynamoStore::retry_key(&labourer_of(&item), task_id);
             let closed = self
                 .close_completed(task_id, item, &self.tables.retry, key, report, now)
                 .await?;
@@ -326,7 +329,7 @@ impl DynamoStore {
             .map_err(sdk_err)?;
         let Some(mut item) = out.item().cloned() else {
             return Err(match self.get_live(task_id).await? {
-                Some(_) => StoreError::conflict(task_id, "is not waiting for retry (it is live)"),
+                Some(_) => not_waiting_for_retry(task_id),
                 None => self.already_closed(task_id).await?,
             });
         };

@@ -189,17 +189,10 @@ impl DynamoStore {
 
     pub(crate) async fn already_closed(&self, task_id: &str) -> StoreResult<StoreError> {
         Ok(match self.get_closed(task_id).await? {
-            Some(item) => StoreError::conflict(
+            Some(item) => closed_refusal(
                 task_id,
-                format!(
-                    "is already closed as {} (closed_at {})",
-                    if item.contains_key("completed_at") {
-                        "completed"
-                    } else {
-                        "dead"
-                    },
-                    get_i64(&item, "closed_at").unwrap_or_default()
-                ),
+                item.contains_key("completed_at"),
+                get_i64(&item, "closed_at").unwrap_or_default(),
             ),
             None => StoreError::NotFound(task_id.to_string()),
         })

@@ -1,0 +1,131 @@
+//! What a store does with a move, decided once for every backend: the plan of a completion report, and the
+//! refusals every store gives in the same words. A backend only finds the task and carries the plan out.
+
+use crate::greenfield::is_queue_position;
+use crate::ports::{report_refusal, StoreError};
+use crate::time::Time;
+
+/// Where a report found its task (the backend looks, in this order: live, retry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    Live {
+        attempts: u32,
+        greenfield: i64,
+    },
+    Retry {
+        attempts: u32,
+    },
+    /// In neither: closed, or unknown (the backend tells which with [`closed_refusal`] or `NotFound`).
+    Nowhere,
+}
+
+/// What a completion report does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompletionPlan {
+    /// Mark the live row completed (the first `completed_at` is kept) and merge the report.
+    MarkLive,
+    /// Close the live row as completed now: it was queued again after an expired attempt, which finished after all.
+    CloseLive,
+    /// Close the retry row as completed now: the attempt that expired finished after all.
+    CloseRetry,
+    /// The task is closed or unknown: the backend refuses with [`closed_refusal`] or `NotFound`.
+    Refuse,
+}
+
+/// The plan of a completion report on a task found as `found`, at `now`. A never-invoked task is refused
+/// ([`report_refusal`]): nobody can report on it.
+pub fn plan_completion(task_id: &str, found: Found, now: Time) -> Result<CompletionPlan, StoreError> {
+    match found {
+        Found::Live { attempts, greenfield } => {
+            report_refusal(task_id, attempts)?;
+            Ok(if is_queue_position(greenfield, now) {
+                CompletionPlan::CloseLive
+            } else {
+                CompletionPlan::MarkLive
+            })
+        }
+        Found::Retry { attempts } => {
+            report_refusal(task_id, attempts)?;
+            Ok(CompletionPlan::CloseRetry)
+        }
+        Found::Nowhere => Ok(CompletionPlan::Refuse),
+    }
+}
+
+/// The refusal of a move or report on a task that is already closed.
+pub fn closed_refusal(task_id: &str, completed: bool, closed_at: i64) -> StoreError {
+    StoreError::conflict(
+        task_id,
+        format!(
+            "is already closed as {} (closed_at {closed_at})",
+            if completed { "completed" } else { "dead" }
+        ),
+    )
+}
+
+/// The refusal of a put-back whose task moved (or completed) since it was claimed.
+pub fn moved_since_claimed(task_id: &str) -> StoreError {
+    StoreError::conflict(task_id, "moved or completed since it was claimed")
+}
+
+/// The refusal of a requeue of a task that is live, not waiting for retry.
+pub fn not_waiting_for_retry(task_id: &str) -> StoreError {
+    StoreError::conflict(task_id, "is not waiting for retry (it is live)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_plans() {
+        let now = Time::from_secs(1_700_000_000);
+        let invoked = 1_700_000_000 + 31_557_600;
+        let table: &[(Found, Result<CompletionPlan, ()>)] = &[
+            (
+                Found::Live {
+                    attempts: 1,
+                    greenfield: invoked,
+                },
+                Ok(CompletionPlan::MarkLive),
+            ),
+            (
+                Found::Live {
+                    attempts: 2,
+                    greenfield: 999,
+                },
+                Ok(CompletionPlan::CloseLive),
+            ),
+            (
+                Found::Live {
+                    attempts: 0,
+                    greenfield: 2000,
+                },
+                Err(()),
+            ),
+            (Found::Retry { attempts: 1 }, Ok(CompletionPlan::CloseRetry)),
+            (Found::Retry { attempts: 0 }, Err(())),
+            (Found::Nowhere, Ok(CompletionPlan::Refuse)),
+        ];
+        for (found, want) in table {
+            let got = plan_completion("t", *found, now).map_err(|e| {
+                assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
+            });
+            assert_eq!(got, *want, "{found:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_read_the_same_on_every_backend() {
+        assert_eq!(
+            closed_refusal("t", true, 42).to_string(),
+            "task `t`: is already closed as completed (closed_at 42)"
+        );
+        assert_eq!(
+            closed_refusal("t", false, 42).to_string(),
+            "task `t`: is already closed as dead (closed_at 42)"
+        );
+        assert!(moved_since_claimed("t").is_lost_race());
+        assert!(not_waiting_for_retry("t").is_refusal());
+    }
+}
