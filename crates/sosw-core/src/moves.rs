@@ -3,7 +3,9 @@
 
 use crate::greenfield::is_queue_position;
 use crate::ports::{report_refusal, StoreError};
+use crate::task::NewTask;
 use crate::time::Time;
+use std::collections::HashSet;
 
 /// Where a report found its task (the backend looks, in this order: live, retry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +52,28 @@ pub fn plan_completion(task_id: &str, found: Found, now: Time) -> Result<Complet
         }
         Found::Nowhere => Ok(CompletionPlan::Refuse),
     }
+}
+
+/// A creation batch split into the tasks to write (in order) and the ids to report as existing: those the store has
+/// in any table (`existing`), and repeats within the batch. An empty id refuses the whole batch.
+pub fn partition_new<'a>(
+    tasks: &'a [NewTask],
+    existing: &HashSet<String>,
+) -> Result<(Vec<&'a NewTask>, Vec<String>), StoreError> {
+    if tasks.iter().any(|t| t.task_id.is_empty()) {
+        return Err(StoreError::Invalid("a task id must not be empty".into()));
+    }
+    let mut taken = HashSet::new();
+    let mut fresh = Vec::with_capacity(tasks.len());
+    let mut skipped = Vec::new();
+    for t in tasks {
+        if existing.contains(&t.task_id) || !taken.insert(t.task_id.as_str()) {
+            skipped.push(t.task_id.clone());
+        } else {
+            fresh.push(t);
+        }
+    }
+    Ok((fresh, skipped))
 }
 
 /// The refusal of a move or report on a task that is already closed.
@@ -113,6 +137,25 @@ mod tests {
             });
             assert_eq!(got, *want, "{found:?}");
         }
+    }
+
+    #[test]
+    fn new_tasks_are_told_from_existing_ones() {
+        let t = |id: &str| NewTask {
+            task_id: id.into(),
+            labourer_id: "w".into(),
+            payload: "{}".into(),
+        };
+        let batch = [t("a"), t("b"), t("a"), t("c")];
+        let existing: HashSet<String> = ["b".to_string()].into();
+        let (fresh, skipped) = partition_new(&batch, &existing).expect("partition");
+        let ids: Vec<&str> = fresh.iter().map(|t| t.task_id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"], "in order, each once");
+        assert_eq!(skipped, ["b", "a"], "existing, then the repeat");
+        assert!(matches!(
+            partition_new(&[t("")], &existing),
+            Err(StoreError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use sosw_core::breaker::LabourerState;
 use sosw_core::greenfield::{labourer_counts, queued_rows};
 use sosw_core::meta::{stamped, MetaAction, MetaEvent, Recorded, Stamp};
 use sosw_core::moves::{
-    closed_refusal, moved_since_claimed, not_waiting_for_retry, plan_completion, CompletionPlan, Found,
+    closed_refusal, moved_since_claimed, not_waiting_for_retry, partition_new, plan_completion, CompletionPlan, Found,
 };
 use sosw_core::ports::{
     report_refusal, retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts,

@@ -22,20 +22,11 @@ impl TaskStore for SqliteStore {
         let tasks = tasks.to_vec();
         let stamp = stamp.cloned();
         self.write(move |tx| {
-            let mut report = CreateReport::default();
-            let mut seen: HashSet<&str> = HashSet::new();
-            let mut fresh: Vec<&NewTask> = Vec::with_capacity(tasks.len());
-            let existing = existing_ids(tx, &tasks)?;
-            for t in &tasks {
-                if t.task_id.is_empty() {
-                    return Err(StoreError::Invalid("a task id must not be empty".into()));
-                }
-                if existing.contains(t.task_id.as_str()) || !seen.insert(t.task_id.as_str()) {
-                    report.existing.push(t.task_id.clone());
-                } else {
-                    fresh.push(t);
-                }
-            }
+            let (fresh, skipped) = partition_new(&tasks, &existing_ids(tx, &tasks)?)?;
+            let mut report = CreateReport {
+                existing: skipped,
+                ..CreateReport::default()
+            };
             // Every position is allocated (and checked) before anything is written.
             let mut tails = Vec::new();
             for (labourer, _) in labourer_counts(fresh.iter().copied()) {

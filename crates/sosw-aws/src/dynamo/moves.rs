@@ -64,16 +64,11 @@ impl DynamoStore {
                 }
             }
         }
-        let mut report = CreateReport::default();
-        let mut fresh: Vec<&NewTask> = Vec::new();
-        let mut taken = HashSet::new();
-        for t in tasks {
-            if existing.contains(&t.task_id) || !taken.insert(t.task_id.as_str()) {
-                report.existing.push(t.task_id.clone());
-            } else {
-                fresh.push(t);
-            }
-        }
+        let (fresh, skipped) = partition_new(tasks, &existing)?;
+        let mut report = CreateReport {
+            existing: skipped,
+            ..CreateReport::default()
+        };
         // Every position is allocated (and checked) before anything is written.
         let mut tails = Vec::new();
         for (labourer, _) in labourer_counts(fresh.iter().copied()) {
