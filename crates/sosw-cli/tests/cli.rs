@@ -474,17 +474,15 @@ fn the_daemon_runs_until_sigterm_and_finishes_its_pass() {
         json!({"w": worker("cat >/dev/null", json!({"max_simultaneous_invocations": 50}))}),
     ));
     s.ok(&["task", "create", "w", "--count", "120"]);
-    let mut daemon = s.cmd(&["run", "--interval", "0.1"]).spawn().expect("spawn");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    // Waiting for an outcome of a real daemon: poll its observable state, bounded.
-    while s.status()["w"]["closed_completed"] != json!(120) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the daemon did not finish: {}",
-            s.status()
-        );
-        std::thread::yield_now();
-    }
+    let mut daemon = s
+        .cmd(&["--json", "run", "--interval", "0.1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // The daemon's own pass reports say when it is done.
+    let stdout = daemon.stdout.take().expect("stdout");
+    common::wait_until_archived(stdout, "w", 120, std::time::Duration::from_secs(60));
+    assert_eq!(s.status()["w"]["closed_completed"], json!(120));
     let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
     let status = daemon.wait().expect("wait");
@@ -564,7 +562,8 @@ mod http_worker {
             s.ok(&["task", "create", "rep", "--payload", &json!({"n": n}).to_string()]);
         }
         let mut daemon = s
-            .cmd(&["run", "--interval", "0.1", "--listen", "127.0.0.1:0"])
+            .cmd(&["--json", "run", "--interval", "0.1", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn");
@@ -586,12 +585,9 @@ mod http_worker {
             "{url}"
         );
 
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        // Waiting for an outcome of a real daemon: poll its observable state, bounded.
-        while s.status()["rep"]["closed_completed"] != json!(3) {
-            assert!(std::time::Instant::now() < deadline, "not reported: {}", s.status());
-            std::thread::yield_now();
-        }
+        // The daemon's own pass reports say when the three reports were archived.
+        let stdout = daemon.stdout.take().expect("stdout");
+        common::wait_until_archived(stdout, "rep", 3, std::time::Duration::from_secs(60));
         let closed = s.json_lines(&["task", "list", "--state", "closed"]);
         let mut stats: Vec<i64> = closed.iter().map(|t| t["stat_n"].as_i64().expect("stat_n")).collect();
         stats.sort_unstable();

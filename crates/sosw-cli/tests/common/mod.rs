@@ -84,6 +84,37 @@ impl Sandbox {
     }
 }
 
+// A deadline on a real daemon: the monotonic clock (`clippy.toml`).
+#[allow(clippy::disallowed_methods)]
+/// Reads the pass reports a `sosw --json run` daemon prints (one JSON object a line) until its Scavenger has
+/// archived `count` tasks of `labourer` in all, or `within` runs out (a failure naming what it saw).
+pub fn wait_until_archived(stdout: std::process::ChildStdout, labourer: &str, count: u64, within: std::time::Duration) {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(report) = serde_json::from_str::<Value>(&line) {
+                if tx.send(report).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + within;
+    let mut archived = 0;
+    while archived < count {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(report) => {
+                archived += report["scavenger"]["labourers"][labourer]["archived"]
+                    .as_u64()
+                    .unwrap_or(0)
+            }
+            Err(e) => panic!("{archived} of {count} tasks of `{labourer}` archived within {within:?}: {e}"),
+        }
+    }
+}
+
 /// `sosw ARGS` in `dir`, on `dir/sosw.json`, with no store or log settings inherited from the environment.
 pub fn sosw(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sosw"));
