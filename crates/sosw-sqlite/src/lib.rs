@@ -7,12 +7,14 @@
 //! - The schema version lives in `PRAGMA user_version`; [`TaskStore::init`] creates or migrates it, every other
 //!   entry point refuses a store of another version with a message that says what to do.
 //!
-//! Modules: `store.rs` (the port), `moves.rs` (the moves inside a transaction), `rows.rs` (rows and errors),
-//! `writer.rs` (the group-commit thread), `schema.rs` (migrations), `maintenance.rs` (backup, check, damaged
-//! files, size cap).
+//! Modules: `store.rs` (the port), `moves.rs` (the moves inside a transaction), `queries.rs` (the longer reads),
+//! `rows.rs` (rows and errors), `writer.rs` (the group-commit thread), `schema.rs` (migrations), `maintenance.rs`
+//! (backup, damaged files, size cap), `check.rs` (`sosw check`).
 
+mod check;
 mod maintenance;
 mod moves;
+mod queries;
 mod rows;
 mod schema;
 mod store;

@@ -65,6 +65,13 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     })
 }
 
+/// The tasks a query selects (its columns are [`COLS`], in that order).
+pub(crate) fn select_tasks(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<Vec<Task>> {
+    let mut st = conn.prepare_cached(sql).map_err(map_err)?;
+    let rows = st.query_map(params, task_from_row).map_err(map_err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+}
+
 pub(crate) fn select_one(tx: &Connection, table: &str, task_id: &str) -> StoreResult<Option<Task>> {
     tx.prepare_cached(&format!("SELECT {COLS} FROM {table} WHERE task_id = ?1"))
         .map_err(map_err)?
