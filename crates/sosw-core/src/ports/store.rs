@@ -1,77 +1,14 @@
-//! The ports: what the engine needs from the outside world, in domain verbs.
-//!
-//! Every backend implements the whole of a port; backend limits (transaction sizes, pagination, busy timeouts)
-//! stay inside the adapter. Conditional moves are atomic: losing a race is a typed [`StoreError::Conflict`] (or a
-//! [`Claim::Lost`]), never a silent double.
+//! The store contract: the task tables (`TaskStore`) and the audit trail (`MetaSink`), and what they exchange.
 
+use super::{ArchiveExpect, StoreResult};
 use crate::breaker::LabourerState;
-use crate::config::{Labourer, MetricDetails};
-use crate::decide::FailureKind;
 use crate::greenfield::{GreenfieldRange, Markers};
 use crate::meta::{MetaEvent, Stamp};
-use crate::task::{NewTask, Place, ReportKind, StoredTask, Task, WorkerReport};
+use crate::task::{NewTask, Place, StoredTask, Task, WorkerReport};
 use crate::time::Time;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
-use std::time::Duration;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// The one error type of every [`TaskStore`].
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("task `{0}` not found")]
-    NotFound(String),
-    /// The task is not in the state the operation requires (another process moved it first, or the request does
-    /// not apply to it).
-    #[error("task `{task_id}`: {reason}")]
-    Conflict { task_id: String, reason: String },
-    #[error("the store is throttling requests")]
-    Throttled { retry_after: Option<Duration> },
-    #[error("the store is unavailable: {0}")]
-    Unavailable(String),
-    /// The request cannot be carried out as given (for example a queue that is full).
-    #[error("{0}")]
-    Invalid(String),
-    /// The store's schema is missing or of another version.
-    #[error("{0}")]
-    Schema(String),
-    #[error("store backend error: {0}")]
-    Backend(#[source] BoxError),
-}
-
-impl StoreError {
-    /// Whether the same call may succeed if tried again later.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Throttled { .. } | StoreError::Unavailable(_))
-    }
-
-    /// Whether the request was refused before anything was written: the task is not where the request needs it
-    /// (`Conflict`, `NotFound`), or the request itself cannot be carried out (`Invalid`, `Schema`). A refusal
-    /// never leaves anything half-done; every other error may have (a backend failure mid-write).
-    pub fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            StoreError::NotFound(_) | StoreError::Conflict { .. } | StoreError::Invalid(_) | StoreError::Schema(_)
-        )
-    }
-
-    /// Whether a conditional move lost to another writer: the task was moved, completed or removed since it was
-    /// read. Losing such a race is normal for concurrent essentials, never an error to report.
-    pub fn is_lost_race(&self) -> bool {
-        matches!(self, StoreError::NotFound(_) | StoreError::Conflict { .. })
-    }
-
-    pub fn conflict(task_id: &str, reason: impl Into<String>) -> StoreError {
-        StoreError::Conflict {
-            task_id: task_id.to_string(),
-            reason: reason.into(),
-        }
-    }
-}
-
-pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The result of [`TaskStore::create_tasks`].
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -88,58 +25,6 @@ pub enum Claim {
     Claimed { task_id: String, previous_greenfield: i64 },
     /// Someone else claimed, completed, moved or deleted it first.
     Lost { task_id: String },
-}
-
-/// What an archive move requires of the live row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArchiveExpect {
-    /// `completed_at` is set: the row goes to closed with status `_1`.
-    Completed,
-    /// Not completed and still at `greenfield`: the row goes to closed with status `_0`.
-    Dead { greenfield: i64 },
-}
-
-impl ArchiveExpect {
-    /// Why a live task that is (or is not) `completed`, at `greenfield`, does not meet this expectation — `None`
-    /// when it does. Every backend refuses with these reasons.
-    pub fn refusal(self, completed: bool, greenfield: i64) -> Option<String> {
-        match self {
-            ArchiveExpect::Completed if !completed => {
-                Some("is not completed, so it cannot be archived as completed".into())
-            }
-            ArchiveExpect::Dead { .. } if completed => Some("was completed, so it is not dead".into()),
-            ArchiveExpect::Dead { greenfield: expected } if expected != greenfield => Some(moved(expected, greenfield)),
-            _ => None,
-        }
-    }
-}
-
-/// Why a live task cannot be parked for retry (see [`TaskStore::move_to_retry`]) — `None` when it can.
-pub fn retry_refusal(completed: bool, greenfield: i64, expected_greenfield: i64) -> Option<String> {
-    if completed {
-        Some("was completed, so it is not retried".into())
-    } else if greenfield != expected_greenfield {
-        Some(moved(expected_greenfield, greenfield))
-    } else {
-        None
-    }
-}
-
-/// A worker report on a task invoked `attempts` times: refused (a `Conflict`) when it was never invoked, for a task
-/// that was never invoked has no worker to report on it. Every backend refuses the same way and writes nothing.
-pub fn report_refusal(task_id: &str, attempts: u32) -> Result<(), StoreError> {
-    if attempts == 0 {
-        Err(StoreError::conflict(
-            task_id,
-            "has not been invoked yet, so it cannot be reported on",
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-fn moved(expected: i64, actual: i64) -> String {
-    format!("moved since it was read (greenfield {expected} is now {actual})")
 }
 
 /// What [`TaskStore::complete`] did.
@@ -477,74 +362,6 @@ pub trait MetaSink: Send + Sync + Debug {
     async fn events_of(&self, task_id: &str) -> StoreResult<Vec<MetaEvent>>;
 }
 
-/// What an invocation achieved.
-#[derive(Debug, Clone, PartialEq)]
-pub enum InvokeOutcome {
-    /// The worker accepted the task and will report (or its supervisor will) later.
-    Accepted,
-    /// The worker ran synchronously and reported on the spot.
-    Finished(ReportKind, WorkerReport),
-}
-
-/// A failed invocation, classified: the kind decides what happens to the task ([`crate::decide::decide_after_failure`]).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{message}")]
-pub struct InvokeError {
-    pub kind: FailureKind,
-    pub message: String,
-    pub retry_after: Option<Duration>,
-}
-
-impl InvokeError {
-    pub fn new(kind: FailureKind, message: impl Into<String>) -> InvokeError {
-        InvokeError {
-            kind,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-}
-
-/// How one labourer is reached (a local process, an HTTP endpoint, a Lambda function).
-#[async_trait]
-pub trait Invoker: Send + Sync + Debug {
-    /// Delivers `event` (the flat worker event as JSON text) for `task`. Must not wait for an asynchronous worker
-    /// to finish.
-    async fn invoke(&self, task: &Task, event: &str) -> Result<InvokeOutcome, InvokeError>;
-}
-
-/// Builds the invoker of each labourer; the binaries pick the implementation.
-pub trait InvokerFactory: Send + Sync + Debug {
-    fn invoker_for(&self, labourer: &Labourer) -> Result<std::sync::Arc<dyn Invoker>, String>;
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct MetricError(pub String);
-
-/// Where health metric values come from.
-#[async_trait]
-pub trait MetricSource: Send + Sync + Debug {
-    async fn fetch(&self, details: &MetricDetails, now: Time) -> Result<f64, MetricError>;
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct NotifyError(pub String);
-
-/// Where dead-task notifications go (SNS in AWS).
-#[async_trait]
-pub trait Notifier: Send + Sync + Debug {
-    /// One notification carrying `messages`, as SnsManager commits its queue.
-    async fn notify(&self, subject: &str, messages: &[String]) -> Result<(), NotifyError>;
-}
-
-/// How a supervisor that watched a worker finish reports the outcome (the engine's WorkerAssistant implements it).
-#[async_trait]
-pub trait TaskReporter: Send + Sync + Debug {
-    async fn report(&self, task_id: &str, kind: ReportKind, report: WorkerReport) -> StoreResult<()>;
-}
-
 #[cfg(test)]
 mod list_cursor_tests {
     use super::*;
@@ -596,33 +413,6 @@ mod list_cursor_tests {
         for (r, after) in cases {
             assert_eq!(cursor.precedes(&r), after, "{r:?}");
             assert_eq!(ListCursor::after(&r) > cursor, after, "{r:?}");
-        }
-    }
-}
-
-#[cfg(test)]
-mod error_tests {
-    use super::*;
-
-    #[test]
-    fn what_each_store_error_means() {
-        let io: BoxError = "disk".into();
-        // (error, retryable, refused before writing, lost a race)
-        let table = [
-            (StoreError::NotFound("t".into()), false, true, true),
-            (StoreError::conflict("t", "moved"), false, true, true),
-            (StoreError::Invalid("full".into()), false, true, false),
-            (StoreError::Schema("old".into()), false, true, false),
-            (StoreError::Throttled { retry_after: None }, true, false, false),
-            (StoreError::Unavailable("busy".into()), true, false, false),
-            (StoreError::Backend(io), false, false, false),
-        ];
-        for (e, retryable, refusal, lost) in table {
-            assert_eq!(
-                (e.is_retryable(), e.is_refusal(), e.is_lost_race()),
-                (retryable, refusal, lost),
-                "{e:?}"
-            );
         }
     }
 }

@@ -1,0 +1,91 @@
+//! The ports: what the engine needs from the outside world, in domain verbs.
+//!
+//! Every backend implements the whole of a port; backend limits (transaction sizes, pagination, busy timeouts)
+//! stay inside the adapter. Conditional moves are atomic: losing a race is a typed [`StoreError::Conflict`] (or a
+//! [`Claim::Lost`]), never a silent double.
+//!
+//! - `store.rs`: the task tables and the audit trail (`TaskStore`, `MetaSink`);
+//! - `error.rs`: `StoreError` and the refusals every store gives;
+//! - here: the invokers, metric sources, notifiers and the supervisors' reporter.
+
+mod error;
+mod store;
+
+pub use error::*;
+pub use store::*;
+
+use crate::config::{Labourer, MetricDetails};
+use crate::decide::FailureKind;
+use crate::task::{ReportKind, Task, WorkerReport};
+use crate::time::Time;
+use async_trait::async_trait;
+use std::fmt::Debug;
+use std::time::Duration;
+
+/// What an invocation achieved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InvokeOutcome {
+    /// The worker accepted the task and will report (or its supervisor will) later.
+    Accepted,
+    /// The worker ran synchronously and reported on the spot.
+    Finished(ReportKind, WorkerReport),
+}
+
+/// A failed invocation, classified: the kind decides what happens to the task ([`crate::decide::decide_after_failure`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvokeError {
+    pub kind: FailureKind,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl InvokeError {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> InvokeError {
+        InvokeError {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// How one labourer is reached (a local process, an HTTP endpoint, a Lambda function).
+#[async_trait]
+pub trait Invoker: Send + Sync + Debug {
+    /// Delivers `event` (the flat worker event as JSON text) for `task`. Must not wait for an asynchronous worker
+    /// to finish.
+    async fn invoke(&self, task: &Task, event: &str) -> Result<InvokeOutcome, InvokeError>;
+}
+
+/// Builds the invoker of each labourer; the binaries pick the implementation.
+pub trait InvokerFactory: Send + Sync + Debug {
+    fn invoker_for(&self, labourer: &Labourer) -> Result<std::sync::Arc<dyn Invoker>, String>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MetricError(pub String);
+
+/// Where health metric values come from.
+#[async_trait]
+pub trait MetricSource: Send + Sync + Debug {
+    async fn fetch(&self, details: &MetricDetails, now: Time) -> Result<f64, MetricError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotifyError(pub String);
+
+/// Where dead-task notifications go (SNS in AWS).
+#[async_trait]
+pub trait Notifier: Send + Sync + Debug {
+    /// One notification carrying `messages`, as SnsManager commits its queue.
+    async fn notify(&self, subject: &str, messages: &[String]) -> Result<(), NotifyError>;
+}
+
+/// How a supervisor that watched a worker finish reports the outcome (the engine's WorkerAssistant implements it).
+#[async_trait]
+pub trait TaskReporter: Send + Sync + Debug {
+    async fn report(&self, task_id: &str, kind: ReportKind, report: WorkerReport) -> StoreResult<()>;
+}
