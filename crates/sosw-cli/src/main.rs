@@ -3,13 +3,16 @@
 //! error, 1 runtime error.
 
 mod app;
+mod args;
 mod cli;
 mod commands;
+mod daemon;
 mod maintenance;
 mod output;
 mod reports;
 mod schedule;
 mod showcase;
+mod tasks;
 
 use clap::Parser;
 use std::io::IsTerminal;

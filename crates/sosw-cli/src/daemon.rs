@@ -1,0 +1,94 @@
+//! `sosw run`: the Orchestrator and the Scavenger on intervals until SIGINT or SIGTERM, optionally serving worker
+//! reports over HTTP.
+
+use crate::app::{load_config, App};
+use crate::cli::Global;
+use crate::UsageError;
+use anyhow::Result;
+use serde_json::json;
+use sosw_core::Essential;
+use sosw_engine::daemon::PassReport;
+use sosw_engine::{Orchestrator, Scavenger};
+pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down: finishing the current pass");
+}
+
+pub(crate) async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std::net::SocketAddr>) -> Result<()> {
+    if let Some(Err(e)) = interval.map(sosw_core::time::check_secs) {
+        return Err(UsageError(format!("`--interval` {e}")).into());
+    }
+    let app = App::load(g, Essential::Orchestrator).await?;
+    let scavenger_config = std::sync::Arc::new(load_config(&g.config, Essential::Scavenger).await?);
+    let wiring = app.wiring();
+    let reports = match listen {
+        Some(addr) => Some(crate::reports::serve(addr, wiring.worker_assistant(), app.clock.clone()).await?),
+        None => None,
+    };
+    let (invokers, supervisor) = app
+        .invokers_reporting_to(&wiring, reports.as_ref().map(|r| r.url.clone()))
+        .await;
+    let orchestrator =
+        Orchestrator::new(app.config.clone(), &wiring, invokers.as_ref()).map_err(|e| UsageError(e.to_string()))?;
+    let scavenger = Scavenger::new(scavenger_config, &wiring);
+    let mut intervals = app.config.daemon;
+    if let Some(i) = interval {
+        intervals.orchestrator_interval = i;
+        intervals.scavenger_interval = i;
+    }
+    eprintln!(
+        "sosw running: {} labourer(s), store {}, orchestrating every {} s and scavenging every {} s; Ctrl-C or SIGTERM \
+         stops it (-v shows each pass)",
+        app.config.labourers.len(),
+        app.store_url,
+        intervals.orchestrator_interval,
+        intervals.scavenger_interval
+    );
+    if let Some(r) = &reports {
+        eprintln!("sosw serving worker reports on {}", r.url);
+    }
+    let json = g.json;
+    let (o, s) = sosw_engine::daemon::run(&orchestrator, &scavenger, app.clock.as_ref(), intervals, shutdown_signal(), |r| match r {
+        PassReport::Orchestrator(r) => {
+            if json {
+                println!("{}", json!({"orchestrator": r.to_json()}));
+            } else if r.total_invoked() > 0 || r.labourers.iter().any(|l| !l.errors.is_empty()) {
+                for l in &r.labourers {
+                    tracing::info!(labourer = %l.labourer_id, eco = l.eco_status, desired = l.desired, running = l.running, invoked = l.invoked, throttled = l.throttled, errors = ?l.errors, "orchestrated");
+                }
+            }
+        }
+        PassReport::Scavenger(r) => {
+            if json {
+                println!("{}", json!({"scavenger": r.to_json()}));
+            } else if r.moved_anything() {
+                for l in &r.labourers {
+                    tracing::info!(labourer = %l.labourer_id, archived = l.archived, retried = l.retried, requeued = l.requeued, dead = l.dead, "scavenged");
+                }
+            }
+        }
+    })
+    .await;
+    crate::commands::reap(&supervisor, app.config.daemon.shutdown_grace).await;
+    drop(reports);
+    eprintln!("sosw stopped after {o} orchestrator and {s} scavenger passes");
+    Ok(())
+}

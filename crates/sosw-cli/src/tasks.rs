@@ -1,0 +1,233 @@
+//! `sosw task create | show | list`: queue tasks, show one with its audit trail, stream a listing.
+
+use crate::app::App;
+use crate::args::parse_json_arg;
+use crate::cli::{Global, StateFilter};
+use crate::output::{print_json, StreamedTable};
+use crate::UsageError;
+use anyhow::Result;
+use serde_json::{json, Map, Value};
+use sosw_core::payload::construct_payload;
+use sosw_core::ports::{ListCursor, Table, TaskQuery};
+use sosw_core::{Essential, NewTask, Place, StoredTask, TaskState, Time};
+use std::io::Write;
+pub(crate) fn new_task_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+pub(crate) async fn task_create(g: &Global, labourer: &str, payload: Option<&str>, count: u32) -> Result<()> {
+    let app = App::load(g, Essential::Scheduler).await?;
+    if app.config.labourer(labourer).is_none() {
+        return Err(UsageError(format!(
+            "unknown labourer `{labourer}`: it is not in `task_config.labourers`"
+        ))
+        .into());
+    }
+    let base = payload.map(|p| parse_json_arg("--payload", p)).transpose()?;
+    let payload = Value::Object(construct_payload(base, Map::new())).to_string();
+    let tasks: Vec<NewTask> = (0..count)
+        .map(|_| NewTask {
+            task_id: new_task_id(),
+            labourer_id: labourer.to_string(),
+            payload: payload.clone(),
+        })
+        .collect();
+    let wiring = app.wiring();
+    let tm = wiring.task_manager(app.config.clone());
+    let report = tm.create(&tasks, app.clock.now()).await?;
+    if g.json {
+        let rows: Vec<Value> = report
+            .created
+            .into_iter()
+            .map(|task| {
+                Value::Object(
+                    StoredTask {
+                        task,
+                        place: Place::Live,
+                    }
+                    .to_row(),
+                )
+            })
+            .collect();
+        print_json(&if count == 1 {
+            rows.into_iter().next().unwrap_or(Value::Null)
+        } else {
+            Value::Array(rows)
+        });
+    } else {
+        for t in report.created {
+            println!("{}", t.task_id);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn task_show(g: &Global, task_id: &str) -> Result<()> {
+    let app = App::load(g, Essential::Orchestrator).await?;
+    let now = app.clock.now();
+    let Some(t) = app.store.get(task_id).await? else {
+        anyhow::bail!("task `{task_id}` not found");
+    };
+    let events = app.meta.events_of(task_id).await?;
+    let state = app.config.state_of(&t, now).as_str();
+    if g.json {
+        print_json(&json!({"state": state, "task": Value::Object(t.to_row()), "events": events}));
+        return Ok(());
+    }
+    println!("state: {state}");
+    for (k, v) in t.to_row() {
+        println!("{k}: {}", v.as_str().map_or_else(|| v.to_string(), str::to_string));
+    }
+    if !events.is_empty() {
+        println!("events:");
+        for e in events {
+            let details = e.details.map(|d| format!(" {d}")).unwrap_or_default();
+            println!("  {}  {:<20}  {}{details}", e.at, e.action.as_str(), e.author);
+        }
+    }
+    Ok(())
+}
+
+/// How many rows `task list` reads from the store at a time.
+const LIST_PAGE: usize = 1000;
+
+/// Streams the listing: pages of [`LIST_PAGE`] rows read through the store's keyset cursor, each row written as it
+/// comes — JSON lines with `--json`, else a table in fixed column widths — so memory does not grow with `--limit`.
+pub(crate) async fn task_list(
+    g: &Global,
+    labourer: Option<&str>,
+    state: Option<StateFilter>,
+    limit: usize,
+) -> Result<()> {
+    let app = App::load(g, Essential::Orchestrator).await?;
+    let now = app.clock.now();
+    let labourers: Vec<String> = match labourer {
+        Some(l) => vec![l.to_string()],
+        None => {
+            let mut ids: Vec<String> = app.config.labourers.iter().map(|l| l.id.clone()).collect();
+            for id in app.store.labourer_ids().await? {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            ids
+        }
+    };
+    let table = StreamedTable::new(&[
+        ("TASK_ID", 32),
+        (
+            "LABOURER",
+            labourers.iter().map(|l| l.chars().count()).max().unwrap_or(0),
+        ),
+        ("STATE", "completed".len()),
+        ("GREENFIELD", 10),
+        ("ATTEMPTS", 0),
+        ("PAYLOAD", 0),
+    ]);
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let header = if g.json {
+        Ok(())
+    } else {
+        table.header(
+            &mut out,
+            &["TASK_ID", "LABOURER", "STATE", "GREENFIELD", "ATTEMPTS", "PAYLOAD"],
+        )
+    };
+    let written = match header {
+        Err(e) => Err(e.into()),
+        Ok(()) => {
+            stream_tasks(&app, &labourers, state, limit, now, &mut out, |out, t, state| {
+                if g.json {
+                    let mut row = t.to_row();
+                    row.insert("state".into(), state.into());
+                    serde_json::to_writer(&mut *out, &row)?;
+                    writeln!(out)
+                } else {
+                    let payload: String = t.task.payload.chars().take(60).collect();
+                    table.row(
+                        out,
+                        &[
+                            &t.task.task_id,
+                            &t.task.labourer_id,
+                            state,
+                            &t.task.greenfield.to_string(),
+                            &t.task.attempts.to_string(),
+                            &payload,
+                        ],
+                    )
+                }
+            })
+            .await
+        }
+    };
+    match written.and_then(|()| out.flush().map_err(anyhow::Error::from)) {
+        // `sosw task list | head`: the reader has seen enough.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Reads the listing page by page and hands each row to `write`.
+pub(crate) async fn stream_tasks<W: Write>(
+    app: &App,
+    labourers: &[String],
+    state: Option<StateFilter>,
+    limit: usize,
+    now: Time,
+    out: &mut W,
+    mut write: impl FnMut(&mut W, &StoredTask, &str) -> std::io::Result<()>,
+) -> Result<()> {
+    let mut left = limit;
+    for l in labourers {
+        let markers = app.config.markers_for(l, now);
+        let live = |s: TaskState| {
+            let (range, completed) = s.range(&markers);
+            TaskQuery {
+                table: Table::Live,
+                labourer: Some(l.clone()),
+                greenfield: Some(range),
+                completed: Some(completed),
+                limit: LIST_PAGE,
+                after: None,
+            }
+        };
+        let of = |table, completed| TaskQuery {
+            table,
+            labourer: Some(l.clone()),
+            greenfield: None,
+            completed,
+            limit: LIST_PAGE,
+            after: None,
+        };
+        let queries = match state {
+            None => vec![of(Table::Live, None), of(Table::Retry, None), of(Table::Closed, None)],
+            Some(StateFilter::Queued) => vec![live(TaskState::Queued)],
+            Some(StateFilter::Running) => vec![live(TaskState::Running)],
+            Some(StateFilter::Expired) => vec![live(TaskState::Expired)],
+            Some(StateFilter::Completed) => vec![live(TaskState::Completed)],
+            Some(StateFilter::Retry) => vec![of(Table::Retry, None)],
+            Some(StateFilter::Closed) => vec![of(Table::Closed, Some(true))],
+            Some(StateFilter::Dead) => vec![of(Table::Closed, Some(false))],
+        };
+        for mut q in queries {
+            while left > 0 {
+                q.limit = left.min(LIST_PAGE);
+                let rows = app.store.list(&q).await?;
+                for t in &rows {
+                    write(out, t, app.config.state_of(t, now).as_str())?;
+                }
+                left -= rows.len().min(left);
+                match rows.last() {
+                    Some(last) if rows.len() >= q.limit => q.after = Some(ListCursor::after(last)),
+                    _ => break,
+                }
+            }
+        }
+    }
+    Ok(())
+}
