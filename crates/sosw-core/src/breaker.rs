@@ -21,6 +21,7 @@
 //! The state is stored (so every orchestrator, and `sosw status`, sees it); concurrent orchestrators may overwrite
 //! each other's update of it, which at worst holds a labourer a pass more or less: no task depends on it.
 
+use crate::decide::FailureKind;
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +113,17 @@ pub fn probe<'a>(state: Option<&LabourerState>, head: &'a [String]) -> Option<&'
 /// same pass, or the task is the suspect of a breaker that has since closed (another task was accepted).
 pub fn failure_is_the_tasks(state: Option<&LabourerState>, task_id: &str, accepted_in_pass: u32) -> bool {
     accepted_in_pass > 0 || state.is_some_and(|s| s.held_until.is_none() && s.suspect.as_deref() == Some(task_id))
+}
+
+/// Whether a failure of `task_id`'s invocation stops the rest of the labourer's pass (the claimed tasks not yet
+/// sent go back): sosw's own trouble, or a labourer-level failure — unless the task is the suspect, whose failure
+/// is its own now that the labourer has taken another task.
+pub fn stops_the_pass(kind: FailureKind, state: Option<&LabourerState>, task_id: &str) -> bool {
+    match kind {
+        FailureKind::Local => true,
+        FailureKind::Labourer => !failure_is_the_tasks(state, task_id, 0),
+        _ => false,
+    }
 }
 
 /// How many of a pass's task-level permanent failures may close their tasks as dead; the others go back to the
@@ -343,6 +355,27 @@ mod tests {
                 *tasks,
                 "{state:?} {task} {accepted}"
             );
+        }
+    }
+
+    #[test]
+    fn what_stops_a_pass() {
+        let closed_with_suspect = LabourerState {
+            suspect: Some("t1".into()),
+            ..LabourerState::new("w")
+        };
+        let table: &[(FailureKind, Option<&LabourerState>, &str, bool)] = &[
+            (FailureKind::Local, None, "t1", true),
+            (FailureKind::Labourer, None, "t1", true),
+            (FailureKind::Labourer, Some(&closed_with_suspect), "t1", false),
+            (FailureKind::Labourer, Some(&closed_with_suspect), "t2", true),
+            (FailureKind::Permanent, None, "t1", false),
+            (FailureKind::Throttled, None, "t1", false),
+            (FailureKind::Transient, None, "t1", false),
+            (FailureKind::Unknown, None, "t1", false),
+        ];
+        for (kind, state, task, stops) in table {
+            assert_eq!(stops_the_pass(*kind, *state, task), *stops, "{kind:?} {state:?} {task}");
         }
     }
 

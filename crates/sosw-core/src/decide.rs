@@ -107,19 +107,12 @@ pub enum FailureKind {
     Unknown,
     /// The labourer cannot take *any* task now: misconfigured, missing or unreachable (HTTP 401/403/404/405/410,
     /// connection refused, DNS/TLS errors; Lambda ResourceNotFound, AccessDenied, …). Not the task's fault: it goes
-    /// back without spending an attempt and the labourer is held back (see [`crate::breaker`]).
+    /// back without spending an attempt and the labourer is held back (see [`crate::breaker`], which also says
+    /// when such a failure stops the labourer's pass).
     Labourer,
     /// sosw could not start the invocation for a reason of its own (out of file descriptors, memory or processes).
     /// Not the task's fault nor the labourer's: back without spending an attempt, and the labourer's pass stops.
     Local,
-}
-
-impl FailureKind {
-    /// Whether the failure says nothing about the task, only about where it was sent: the rest of the labourer's
-    /// pass would fail the same way and is not attempted.
-    pub fn stops_the_pass(self) -> bool {
-        matches!(self, FailureKind::Labourer | FailureKind::Local)
-    }
 }
 
 /// What the Orchestrator does with a task whose invocation failed after it was claimed.

@@ -6,7 +6,7 @@
 use super::{LabourerOrchestration, Orchestrator};
 use futures::future::join_all;
 use serde_json::json;
-use sosw_core::breaker::{dead_allowance, failure_is_the_tasks, probe, LabourerState, PassOutcome};
+use sosw_core::breaker::{dead_allowance, failure_is_the_tasks, probe, stops_the_pass, LabourerState, PassOutcome};
 use sosw_core::config::Labourer;
 use sosw_core::decide::{decide_after_failure, to_invoke, AfterFailure, ExpiredDecision, FailureKind};
 use sosw_core::payload::worker_event;
@@ -116,6 +116,11 @@ impl Orchestrator {
         if queued.is_empty() {
             return (seen, Vec::new());
         }
+        // Before the claim: a claimed task that cannot be sent would spend its attempt for nothing.
+        let Some(invoker) = self.invokers.get(&l.id) else {
+            r.errors.push("no invoker was built for this labourer".into());
+            return (seen, Vec::new());
+        };
         let read: Vec<(String, i64)> = queued.iter().map(|t| (t.task_id.clone(), t.greenfield)).collect();
         // Each claim records its `invoked` event with it: every spent attempt has one, crash or not.
         let stamp = self.meta.stamp(now);
@@ -129,10 +134,6 @@ impl Orchestrator {
                 r.errors.push(format!("claiming tasks: {e}"));
                 return (seen, Vec::new());
             }
-        };
-        let Some(invoker) = self.invokers.get(&l.id) else {
-            r.errors.push("no invoker was built for this labourer".into());
-            return (seen, Vec::new());
         };
         let before: HashMap<&str, &Task> = queued.iter().map(|t| (t.task_id.as_str(), t)).collect();
         let pass = Pass {
@@ -288,10 +289,7 @@ impl Orchestrator {
                 }
             }
             Err(err) => {
-                // The suspect's labourer-level failure is its own (the labourer took another task since): the
-                // pass goes on.
-                let suspect = failure_is_the_tasks(pass.state, id, 0);
-                if err.kind.stops_the_pass() && !(err.kind == FailureKind::Labourer && suspect) {
+                if stops_the_pass(err.kind, pass.state, id) {
                     pass.stop.store(true, Ordering::SeqCst);
                 }
                 match err.kind {
