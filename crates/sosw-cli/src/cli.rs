@@ -53,8 +53,12 @@ pub enum Command {
     Complete(Report),
     /// Report a task as failed (WorkerAssistant `mark_task_as_failed`).
     Fail(Report),
-    /// Where the tasks of every labourer are, with its eco status and invocation limit.
+    /// Where the tasks of every labourer are, with its eco status, the limit in force and why it is held back.
     Status,
+    /// Steer a labourer's dispatch: pause, resume, a live limit (stored; every orchestrator sees it at its next
+    /// pass).
+    #[command(subcommand)]
+    Labourer(LabourerCommand),
     /// Run the Orchestrator and the Scavenger on intervals until SIGINT or SIGTERM.
     Run {
         /// Seconds between passes of each (overrides `daemon.orchestrator_interval` and `scavenger_interval`).
@@ -117,6 +121,31 @@ pub enum TaskCommand {
         state: Option<StateFilter>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabourerCommand {
+    /// Invoke none of the labourer's tasks until resumed (or until `--until`); tasks keep queueing.
+    Pause {
+        labourer: String,
+        /// When dispatch resumes by itself: 2026-12-01T09:30:00Z, 2026-12-01 (UTC), or a span: 90s, 15m, 2h, 1d.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Why, for `status` and the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a paused labourer.
+    Resume { labourer: String },
+    /// Replace `max_simultaneous_invocations` with N (0 stops dispatch) until `--clear`.
+    Limit {
+        labourer: String,
+        #[arg(required_unless_present = "clear", conflicts_with = "clear")]
+        n: Option<u32>,
+        /// Back to the configured limit.
+        #[arg(long)]
+        clear: bool,
     },
 }
 

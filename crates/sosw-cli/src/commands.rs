@@ -1,7 +1,7 @@
 //! One function per command: load, call the library, render.
 
 use crate::app::{load_config, open_store, store_spec, App};
-use crate::cli::{Cli, Command, Global, JobCommand, Report, TaskCommand};
+use crate::cli::{Cli, Command, Global, JobCommand, LabourerCommand, Report, TaskCommand};
 use crate::output::{print_json, table};
 use crate::UsageError;
 use anyhow::Result;
@@ -29,6 +29,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Complete(r) => report(g, r, true).await,
         Command::Fail(r) => report(g, r, false).await,
         Command::Status => status(g).await,
+        Command::Labourer(c) => labourer(g, c).await,
         Command::Run { interval, listen } => crate::daemon::daemon(g, interval, listen).await,
         Command::Schedule { job, dry_run } => crate::schedule::schedule(g, &job, dry_run).await,
         Command::Job(JobCommand::Show { job_id }) => crate::schedule::show(g, &job_id).await,
@@ -229,6 +230,66 @@ async fn report(g: &Global, r: Report, completed: bool) -> Result<()> {
     Ok(())
 }
 
+/// `pause`, `resume`, `limit`: one change of the labourer's stored control, with its audit event.
+async fn labourer(g: &Global, c: LabourerCommand) -> Result<()> {
+    use sosw_engine::control::{change, ControlChange, ControlError};
+    let app = App::load(g, Essential::Orchestrator).await?;
+    let now = app.clock.now();
+    let (id, what) = match c {
+        LabourerCommand::Pause {
+            labourer,
+            until,
+            reason,
+        } => {
+            let until = until
+                .map(|u| sosw_core::time::parse_until(&u, now).map_err(|e| UsageError(format!("--until: {e}"))))
+                .transpose()?;
+            (labourer, ControlChange::Pause { until, reason })
+        }
+        LabourerCommand::Resume { labourer } => (labourer, ControlChange::Resume),
+        LabourerCommand::Limit { labourer, n, clear } => match (n, clear) {
+            (Some(n), false) => (labourer, ControlChange::Limit(n)),
+            _ => (labourer, ControlChange::ClearLimit),
+        },
+    };
+    let control = match change(&app.config, &app.wiring(), &id, what, &operator(), now).await {
+        Ok(c) => c,
+        Err(ControlError::Engine(e)) => return Err(UsageError(e.to_string()).into()),
+        Err(ControlError::Store(e)) => return Err(e.into()),
+    };
+    if g.json {
+        print_json(&json!({"labourer_id": id, "control": control}));
+        return Ok(());
+    }
+    let paused = match &control.paused {
+        None => "not paused".to_string(),
+        Some(p) => format!(
+            "paused {}{}",
+            p.until.map_or("until resumed".to_string(), |u| format!(
+                "until {}",
+                sosw_core::time::iso8601(u)
+            )),
+            p.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+        ),
+    };
+    let limit = control
+        .limit
+        .map_or("the configured limit".to_string(), |n| format!("a limit of {n}"));
+    println!("{id}: {paused}; {limit}. Every orchestrator applies it at its next pass.");
+    Ok(())
+}
+
+/// Who is at the keyboard, for the audit trail: `$USER@$HOSTNAME` as far as the environment says.
+fn operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "someone".into());
+    match std::env::var("HOSTNAME") {
+        Ok(host) if !host.is_empty() => format!("{user}@{host}"),
+        _ => user,
+    }
+}
+
 async fn status(g: &Global) -> Result<()> {
     let app = App::load(g, Essential::Orchestrator).await?;
     let now = app.clock.now();
@@ -243,23 +304,33 @@ async fn status(g: &Global) -> Result<()> {
         for e in s.limit.iter().flat_map(|l| &l.metric_errors) {
             tracing::warn!(labourer = %s.labourer_id, "{e}");
         }
-        let held_back = s.held_back.as_ref().map(|h| {
-            holds.push((s.labourer_id.clone(), h.clone()));
+        let hold_json = |h: &sosw_engine::status::Hold| {
             json!({
+                "code": h.code,
                 "reason": h.reason,
-                "until": sosw_core::time::iso8601(h.until),
-                "in_seconds": (h.until.secs() - now.secs()).max(0),
+                "until": h.until.map(sosw_core::time::iso8601),
+                "in_seconds": h.until.map(|u| (u.secs() - now.secs()).max(0)),
             })
-        });
+        };
+        for h in &s.held_back {
+            holds.push((s.labourer_id.clone(), h.clone()));
+        }
+        let limit = s.limit.as_ref();
         out.insert(
             s.labourer_id.clone(),
             json!({
                 "queued": c.queued, "running": c.running, "expired": c.expired, "completed": c.completed,
                 "retry_waiting": c.retry_waiting, "closed_completed": c.closed_completed, "closed_dead": c.closed_dead,
-                "eco_status": s.limit.as_ref().map(|l| l.eco_status),
-                "max_simultaneous_invocations": s.limit.as_ref().map(|l| l.max_simultaneous_invocations),
-                "desired": s.limit.as_ref().map(|l| l.desired),
-                "held_back": held_back
+                "eco_status": limit.map(|l| l.eco_status),
+                "max_simultaneous_invocations": limit.map(|l| l.max_simultaneous_invocations),
+                "limit_override": limit.and_then(|l| l.limit_override),
+                "adaptive_limit": limit.and_then(|l| l.adaptive),
+                "rate_per_second": limit.and_then(|l| l.rate_per_second),
+                "desired": limit.map(|l| l.desired),
+                // The strongest reason; all of them in `held_back_all`.
+                "held_back": s.held_back.first().map(hold_json),
+                "held_back_all": s.held_back.iter().map(hold_json).collect::<Vec<_>>(),
+                "dispatching": s.dispatching,
             }),
         );
     }
@@ -277,6 +348,7 @@ async fn status(g: &Global) -> Result<()> {
         "closed_dead",
         "eco_status",
         "max_simultaneous_invocations",
+        "limit_override",
         "desired",
     ];
     let rows: Vec<Vec<String>> = out
@@ -305,17 +377,22 @@ async fn status(g: &Global) -> Result<()> {
             "DEAD",
             "ECO",
             "MAX",
+            "LIMIT",
             "DESIRED",
         ],
         &rows,
     );
     for (id, hold) in &holds {
-        println!(
-            "{id}: held back until {} (in {} s): {}",
-            sosw_core::time::iso8601(hold.until),
-            (hold.until.secs() - now.secs()).max(0),
-            hold.reason.as_deref().unwrap_or("no reason recorded")
-        );
+        match hold.until {
+            Some(until) => println!(
+                "{id}: held back ({}) until {} (in {} s): {}",
+                hold.code.as_str(),
+                sosw_core::time::iso8601(until),
+                (until.secs() - now.secs()).max(0),
+                hold.reason
+            ),
+            None => println!("{id}: held back ({}): {}", hold.code.as_str(), hold.reason),
+        }
     }
     Ok(())
 }

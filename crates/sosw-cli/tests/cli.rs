@@ -64,7 +64,9 @@ fn a_task_through_its_whole_life_with_a_process_worker() {
     assert_eq!(
         status["w"],
         json!({"queued": 0, "running": 0, "expired": 0, "completed": 0, "retry_waiting": 0, "closed_completed": 1,
-               "closed_dead": 0, "eco_status": 4, "max_simultaneous_invocations": 10, "desired": 10, "held_back": null})
+               "closed_dead": 0, "eco_status": 4, "max_simultaneous_invocations": 10, "limit_override": null,
+               "adaptive_limit": null, "rate_per_second": null, "desired": 10, "held_back": null, "held_back_all": [],
+               "dispatching": null})
     );
     let listed = s.json_lines(&["task", "list", "--state", "closed"]);
     assert_eq!(listed.len(), 1);

@@ -134,7 +134,7 @@ fn a_wrong_url_holds_the_labourer_back_and_kills_nothing() {
         "ISO 8601: {status}"
     );
     let table = String::from_utf8_lossy(&sosw(dir, &["status"]).stdout).to_string();
-    assert!(table.contains("w: held back until"), "{table}");
+    assert!(table.contains("w: held back (labourer_failing) until"), "{table}");
     let listed = String::from_utf8_lossy(&sosw(dir, &["--json", "task", "list", "--labourer", "w"]).stdout).to_string();
     for line in listed.lines() {
         let t: Value = serde_json::from_str(line).expect("a JSON line");

@@ -35,6 +35,8 @@ pub struct BreakerConfig {
     /// More tasks than this closed as dead on invocation in a row hold the labourer back instead: that many broken
     /// tasks is less likely than one broken labourer.
     pub max_dead_in_row: u32,
+    /// Seconds a labourer that throttled an invocation without a `Retry-After` is held back ([`crate::flow`]).
+    pub throttle_hold: i64,
 }
 
 impl Default for BreakerConfig {
@@ -43,6 +45,7 @@ impl Default for BreakerConfig {
             initial_hold: 30,
             max_hold: 1800,
             max_dead_in_row: 10,
+            throttle_hold: 5,
         }
     }
 }
@@ -116,11 +119,12 @@ pub fn failure_is_the_tasks(state: Option<&LabourerState>, task_id: &str, accept
 }
 
 /// Whether a failure of `task_id`'s invocation stops the rest of the labourer's pass (the claimed tasks not yet
-/// sent go back): sosw's own trouble, or a labourer-level failure — unless the task is the suspect, whose failure
+/// sent go back): sosw's own trouble, a throttle (the labourer asked us to slow down: hammering it with the rest
+/// of the pass would only draw more), or a labourer-level failure — unless the task is the suspect, whose failure
 /// is its own now that the labourer has taken another task.
 pub fn stops_the_pass(kind: FailureKind, state: Option<&LabourerState>, task_id: &str) -> bool {
     match kind {
-        FailureKind::Local => true,
+        FailureKind::Local | FailureKind::Throttled => true,
         FailureKind::Labourer => !failure_is_the_tasks(state, task_id, 0),
         _ => false,
     }
@@ -272,6 +276,7 @@ mod tests {
             initial_hold: 30,
             max_hold: 200,
             max_dead_in_row: 3,
+            throttle_hold: 5,
         }
     }
 
@@ -370,7 +375,8 @@ mod tests {
             (FailureKind::Labourer, Some(&closed_with_suspect), "t1", false),
             (FailureKind::Labourer, Some(&closed_with_suspect), "t2", true),
             (FailureKind::Permanent, None, "t1", false),
-            (FailureKind::Throttled, None, "t1", false),
+            // A throttling labourer is sent nothing more: its Retry-After holds it back ([`crate::flow`]).
+            (FailureKind::Throttled, None, "t1", true),
             (FailureKind::Transient, None, "t1", false),
             (FailureKind::Unknown, None, "t1", false),
         ];

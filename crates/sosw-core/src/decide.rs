@@ -22,7 +22,12 @@ impl Coefficients {
 
 /// `floor(max_simultaneous_invocations × coefficient[status])`.
 pub fn desired_invocations(max_simultaneous: u32, status: EcoStatus, coefficients: &Coefficients) -> u32 {
-    let desired = (f64::from(max_simultaneous) * coefficients.get(status)).floor();
+    scaled(max_simultaneous, coefficients.get(status))
+}
+
+/// `floor(max × coefficient)`, 0 for a coefficient that is not a finite positive number.
+pub fn scaled(max: u32, coefficient: f64) -> u32 {
+    let desired = (f64::from(max) * coefficient).floor();
     if desired.is_finite() && desired > 0.0 {
         // Coefficients are validated to be finite and non-negative; the cast saturates for absurd configs.
         desired as u32
@@ -73,16 +78,34 @@ pub enum ExpiredDecision {
     Dead,
 }
 
-/// Retry while `attempts < max_attempts`; the delay grows with the attempts spent.
-pub fn decide_expired(
-    attempts: u32,
-    max_attempts: u32,
-    max_duration: i64,
-    backoff: Backoff,
-    now_secs: i64,
-) -> ExpiredDecision {
-    if attempts < max_attempts {
-        let delay = backoff.delay(max_duration, attempts);
+/// How a labourer's tasks are retried: how often, and after how long.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy<'a> {
+    pub max_attempts: u32,
+    /// The base of sosw's formula.
+    pub max_duration: i64,
+    pub backoff: Backoff,
+    /// `retry_delays`: seconds before each retry, the last repeating; replaces the formula when given.
+    pub delays: Option<&'a [i64]>,
+}
+
+impl RetryPolicy<'_> {
+    /// The delay before the retry that follows attempt number `attempts`, in `0..=MAX_SECONDS`.
+    pub fn delay(&self, attempts: u32) -> i64 {
+        match self.delays {
+            Some(delays) if !delays.is_empty() => {
+                let i = (attempts.max(1) as usize - 1).min(delays.len() - 1);
+                delays[i].clamp(0, MAX_SECONDS)
+            }
+            _ => self.backoff.delay(self.max_duration, attempts),
+        }
+    }
+}
+
+/// Retry while `attempts < max_attempts`, after the policy's delay.
+pub fn decide_expired(attempts: u32, policy: &RetryPolicy<'_>, now_secs: i64) -> ExpiredDecision {
+    if attempts < policy.max_attempts {
+        let delay = policy.delay(attempts);
         ExpiredDecision::Retry {
             delay,
             desired_launch_time: now_secs.saturating_add(delay),
@@ -130,19 +153,10 @@ pub enum AfterFailure {
 }
 
 /// `attempts` is the count *after* the claim, i.e. including the failed invocation.
-pub fn decide_after_failure(
-    kind: FailureKind,
-    attempts: u32,
-    max_attempts: u32,
-    max_duration: i64,
-    backoff: Backoff,
-    now_secs: i64,
-) -> AfterFailure {
+pub fn decide_after_failure(kind: FailureKind, attempts: u32, policy: &RetryPolicy<'_>, now_secs: i64) -> AfterFailure {
     match kind {
         FailureKind::Throttled | FailureKind::Labourer | FailureKind::Local => AfterFailure::Requeue,
-        FailureKind::Transient => {
-            AfterFailure::Expired(decide_expired(attempts, max_attempts, max_duration, backoff, now_secs))
-        }
+        FailureKind::Transient => AfterFailure::Expired(decide_expired(attempts, policy, now_secs)),
         FailureKind::Permanent => AfterFailure::Dead,
         FailureKind::Unknown => AfterFailure::LeaveRunning,
     }
@@ -173,11 +187,20 @@ mod tests {
         assert_eq!(to_invoke(10, 0), 10);
     }
 
+    fn policy(max_attempts: u32, max_duration: i64) -> RetryPolicy<'static> {
+        RetryPolicy {
+            max_attempts,
+            max_duration,
+            backoff: Backoff::Linear,
+            delays: None,
+        }
+    }
+
     #[test]
     fn expired_decisions() {
         // SCV-4: max_duration 45, attempts 5 → 225.
         assert_eq!(
-            decide_expired(5, 6, 45, Backoff::Linear, 1000),
+            decide_expired(5, &policy(6, 45), 1000),
             ExpiredDecision::Retry {
                 delay: 225,
                 desired_launch_time: 1225
@@ -185,15 +208,15 @@ mod tests {
         );
         // §5.6 worked example with max_attempts 3.
         assert!(matches!(
-            decide_expired(1, 3, 900, Backoff::Linear, 0),
+            decide_expired(1, &policy(3, 900), 0),
             ExpiredDecision::Retry { delay: 900, .. }
         ));
         assert!(matches!(
-            decide_expired(2, 3, 900, Backoff::Linear, 0),
+            decide_expired(2, &policy(3, 900), 0),
             ExpiredDecision::Retry { delay: 1800, .. }
         ));
-        assert_eq!(decide_expired(3, 3, 900, Backoff::Linear, 0), ExpiredDecision::Dead);
-        assert_eq!(decide_expired(4, 3, 900, Backoff::Linear, 0), ExpiredDecision::Dead);
+        assert_eq!(decide_expired(3, &policy(3, 900), 0), ExpiredDecision::Dead);
+        assert_eq!(decide_expired(4, &policy(3, 900), 0), ExpiredDecision::Dead);
         assert_eq!(Backoff::Exponential.delay(100, 1), 100);
         assert_eq!(Backoff::Exponential.delay(100, 3), 400);
         assert_eq!(Backoff::Exponential.delay(100, 200), MAX_SECONDS);
@@ -208,8 +231,30 @@ mod tests {
     }
 
     #[test]
+    fn retry_delays_come_from_the_table_and_its_last_entry_repeats() {
+        let table = [20, 300, 1800, 7200];
+        let with = |delays| RetryPolicy {
+            delays,
+            ..policy(10, 60)
+        };
+        for (attempts, want) in [(0, 20), (1, 20), (2, 300), (4, 7200), (5, 7200), (u32::MAX, 7200)] {
+            assert_eq!(with(Some(&table)).delay(attempts), want, "{attempts}");
+        }
+        assert_eq!(with(None).delay(3), 180, "no table: sosw's formula");
+        assert_eq!(with(Some(&[])).delay(3), 180);
+        assert_eq!(with(Some(&[i64::MAX])).delay(1), MAX_SECONDS);
+        assert_eq!(
+            decide_expired(2, &with(Some(&table)), 1000),
+            ExpiredDecision::Retry {
+                delay: 300,
+                desired_launch_time: 1300
+            }
+        );
+    }
+
+    #[test]
     fn after_failure_table() {
-        let d = |k, a| decide_after_failure(k, a, 3, 60, Backoff::Linear, 1000);
+        let d = |k, a| decide_after_failure(k, a, &policy(3, 60), 1000);
         assert_eq!(d(FailureKind::Throttled, 3), AfterFailure::Requeue);
         assert_eq!(
             d(FailureKind::Transient, 1),
@@ -238,7 +283,8 @@ mod properties {
     proptest! {
         #[test]
         fn retry_while_attempts_remain(attempts in 0u32..20, max in 1u32..20, max_duration in 1i64..100_000, now in 0i64..2_000_000_000) {
-            match decide_expired(attempts, max, max_duration, Backoff::Linear, now) {
+            let policy = RetryPolicy { max_attempts: max, max_duration, backoff: Backoff::Linear, delays: None };
+            match decide_expired(attempts, &policy, now) {
                 ExpiredDecision::Retry { delay, desired_launch_time } => {
                     prop_assert!(attempts < max);
                     prop_assert_eq!(delay, max_duration * i64::from(attempts));

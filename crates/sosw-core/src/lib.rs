@@ -9,6 +9,7 @@
 //! - [`decide`]: how many tasks to invoke, retry-or-die, what to do after a failed invocation;
 //! - [`classify`]: whose fault a failed invocation is (the task's, the labourer's, ours);
 //! - [`breaker`]: holding back a labourer whose invocations fail for reasons that are not the tasks';
+//! - [`flow`]: flow control beyond sosw: pauses, live limits, adaptive concurrency, rate limits, Retry-After;
 //! - [`check`]: the rules of a consistent store (`sosw check`);
 //! - [`moves`]: what a store does with a move (the completion plan, the refusals), decided once for every backend;
 //! - [`payload`]: task payload construction and the flat worker event;
@@ -23,6 +24,7 @@ pub mod classify;
 pub mod config;
 pub mod decide;
 pub mod ecology;
+pub mod flow;
 pub mod greenfield;
 pub mod meta;
 pub mod moves;

@@ -23,6 +23,18 @@ pub enum MetaAction {
     /// The task went back to its queue position with its attempt refunded, because the labourer could not take
     /// any task (misconfigured, missing, unreachable) or sosw could not start it (out of resources).
     InvocationHeldBack,
+    /// An operator paused a labourer's dispatch (recorded under the labourer's trail id, [`labourer_trail`]).
+    LabourerPaused,
+    /// An operator resumed it.
+    LabourerResumed,
+    /// An operator set or cleared a labourer's live limit.
+    LabourerLimitChanged,
+}
+
+/// The id under which a labourer's own audit events (an operator's pause, resume, limit) are recorded in the meta
+/// table, beside its tasks' events: `labourer:<id>`.
+pub fn labourer_trail(labourer_id: &str) -> String {
+    format!("labourer:{labourer_id}")
 }
 
 impl MetaAction {
@@ -39,6 +51,9 @@ impl MetaAction {
             MetaAction::InvocationThrottled => "invocation_throttled",
             MetaAction::InvocationFailed => "invocation_failed",
             MetaAction::InvocationHeldBack => "invocation_held_back",
+            MetaAction::LabourerPaused => "labourer_paused",
+            MetaAction::LabourerResumed => "labourer_resumed",
+            MetaAction::LabourerLimitChanged => "labourer_limit_changed",
         }
     }
 }

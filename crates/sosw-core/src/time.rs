@@ -136,9 +136,111 @@ impl Clock for SystemClock {
     }
 }
 
+/// A time an operator types: an instant (`2026-12-01T09:30:00Z`, `2026-12-01`, UTC) or a span from `now` (`90s`,
+/// `15m`, `2h`, `1d`). At most [`MAX_SECONDS`] from `now`; a time already past is refused.
+pub fn parse_until(text: &str, now: Time) -> Result<Time, String> {
+    let t = text.trim();
+    let bad = || {
+        format!(
+            "expected a time such as 2026-12-01T09:30:00Z or 2026-12-01 (UTC), or a span such as 90s, 15m, 2h or \
+             1d; got \"{text}\""
+        )
+    };
+    let at = if let Some(unit) = t.chars().last().filter(|c| "smhd".contains(*c)) {
+        let n: i64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
+        let scale = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => 86_400,
+        };
+        if n <= 0 || n > MAX_SECONDS / scale {
+            return Err(format!("a span must be positive and at most 10 years, got \"{text}\""));
+        }
+        now.plus_secs(n * scale)
+    } else {
+        let (date, clock) = match t.split_once('T') {
+            Some((d, c)) => (
+                d,
+                Some(
+                    c.strip_suffix('Z')
+                        .ok_or_else(|| format!("{}; a time of day needs a trailing Z (UTC)", bad()))?,
+                ),
+            ),
+            None => (t, None),
+        };
+        let mut ymd = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+        let (Some(Some(y)), Some(Some(m)), Some(Some(d))) = (ymd.next(), ymd.next(), ymd.next()) else {
+            return Err(bad());
+        };
+        let day = u32::try_from(m)
+            .ok()
+            .zip(u32::try_from(d).ok())
+            .and_then(|(m, d)| crate::schedule::Date::from_ymd(y, m, d))
+            .ok_or_else(bad)?;
+        let secs = match clock {
+            None => 0,
+            Some(c) => {
+                let parts: Vec<Option<i64>> = c.split(':').map(|p| p.parse().ok()).collect();
+                match parts.as_slice() {
+                    [Some(h), Some(m)] if (0..24).contains(h) && (0..60).contains(m) => h * 3600 + m * 60,
+                    [Some(h), Some(m), Some(s)]
+                        if (0..24).contains(h) && (0..60).contains(m) && (0..60).contains(s) =>
+                    {
+                        h * 3600 + m * 60 + s
+                    }
+                    _ => return Err(bad()),
+                }
+            }
+        };
+        Time::from_secs(day.days_since_epoch().saturating_mul(86_400).saturating_add(secs))
+    };
+    if at <= now {
+        return Err(format!("\"{text}\" is not in the future (now is {})", iso8601(now)));
+    }
+    if at.secs().saturating_sub(now.secs()) > MAX_SECONDS {
+        return Err(format!("\"{text}\" is more than 10 years away"));
+    }
+    Ok(at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operators_times_parse_or_say_what_is_expected() {
+        let now = Time::from_secs(1_796_000_000); // 2026-11-29T23:33:20Z
+        let ok: &[(&str, i64)] = &[
+            ("90s", 1_796_000_090),
+            ("15m", 1_796_000_900),
+            ("2h", 1_796_007_200),
+            ("1d", 1_796_086_400),
+            ("2026-12-01", 1_796_083_200),
+            ("2026-12-01T09:30:00Z", 1_796_117_400),
+            ("2026-12-01T09:30Z", 1_796_117_400),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_until(text, now).map(Time::secs), Ok(*want), "{text}");
+        }
+        for text in [
+            "",
+            "soon",
+            "0s",
+            "-5m",
+            "5w",
+            "99999999999d",
+            "2026-11-01",
+            "2026-13-01",
+            "2026-12-01T25:00Z",
+            "2026-12-01T09:30:00",
+            "2040-01-01",
+            "1e300s",
+        ] {
+            assert!(parse_until(text, now).is_err(), "{text}");
+        }
+        assert!(parse_until("soon", now).expect_err("bad").contains("\"soon\""));
+    }
 
     #[test]
     fn seconds_truncate_like_python_int() {

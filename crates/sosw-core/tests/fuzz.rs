@@ -202,13 +202,7 @@ fn use_config(c: &Config) {
             let _ = duration_secs(l.invocation_deadline_secs(c.invocation_timeout));
             let _ = tail_positions(&l.id, Some(m.start), c.greenfield.step, 3, now);
             let _ = head_positions(Some(m.start), c.greenfield.step, 3);
-            let _ = sosw_core::decide::decide_expired(
-                u32::MAX,
-                l.max_attempts,
-                l.max_duration,
-                c.retry_backoff,
-                now.secs(),
-            );
+            let _ = sosw_core::decide::decide_expired(u32::MAX, &l.retry_policy(c.retry_backoff), now.secs());
             match &l.invoker {
                 InvokerSpec::Process(p) => drop(duration_secs(p.timeout_secs)),
                 InvokerSpec::Http(h) => drop(duration_secs(h.timeout_secs)),

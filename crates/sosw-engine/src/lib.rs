@@ -6,6 +6,7 @@
 //! cannot be fetched) is recorded in that labourer's report and never stops the others. The engine never names a
 //! concrete adapter; the binaries wire them in.
 
+pub mod control;
 pub mod daemon;
 pub mod ecology;
 pub mod meta;

@@ -168,13 +168,7 @@ impl Scavenger {
 
     /// Retries or closes one expired task, as [`decide_expired`] says, recording the move with it.
     async fn expire(&self, l: &Labourer, t: &Task, now: Time) -> (Moved, MetaAction) {
-        let decision = decide_expired(
-            t.attempts,
-            l.max_attempts,
-            l.max_duration,
-            self.config.retry_backoff,
-            now.secs(),
-        );
+        let decision = decide_expired(t.attempts, &l.retry_policy(self.config.retry_backoff), now.secs());
         let record = |action, details| {
             self.meta
                 .recording(vec![self.meta.event(&t.task_id, &l.id, action, now, Some(details))])

@@ -8,7 +8,7 @@ mod common;
 use common::{one_labourer, World, T0};
 use serde_json::json;
 use sosw_core::decide::FailureKind;
-use sosw_core::ports::{InvokeError, InvokeOutcome, TaskStore};
+use sosw_core::ports::{InvokeError, InvokeOutcome, LabourerStore, TaskStore};
 use sosw_core::{MetaAction, Place};
 use sosw_engine::orchestrator::HELD_BACK_SUBJECT;
 
@@ -49,7 +49,7 @@ async fn a_broken_labourer_holds_its_queue_instead_of_killing_it() {
     );
     let held = l.held_back.as_ref().expect("held back");
     assert!(held.reason.contains("404 Not Found"), "{held:?}");
-    assert_eq!(held.until, T0 + 30, "the first hold is `initial_hold`");
+    assert_eq!(held.until, Some(T0 + 30), "the first hold is `initial_hold`");
     for (position, id) in ids.iter().enumerate() {
         let t = w.store.get(id).await.expect("get").expect("task");
         assert_eq!(t.place, Place::Live, "{id}");
@@ -93,7 +93,7 @@ async fn a_broken_labourer_holds_its_queue_instead_of_killing_it() {
     assert_eq!(fake.invoked_ids().len(), before + 1, "exactly one probe");
     assert_eq!(
         l.held_back.as_ref().map(|h| (h.until, h.probing)),
-        Some((T0 + 30 + 60, true))
+        Some((Some(T0 + 30 + 60), true))
     );
     assert_eq!(w.notifier.notifications(), 1);
 
@@ -218,7 +218,7 @@ async fn too_many_dead_in_a_row_hold_the_labourer_back() {
     let l = &r.labourers[0];
     assert_eq!((l.dead, l.put_back), (0, 1), "{l:?}");
     assert_eq!(
-        l.held_back.as_ref().map(|h| h.until),
+        l.held_back.as_ref().and_then(|h| h.until),
         Some(w.now().secs() + 120),
         "the hold doubled"
     );

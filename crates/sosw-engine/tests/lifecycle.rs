@@ -6,6 +6,7 @@ use common::{one_labourer, World, T0};
 use serde_json::{json, Value};
 use sosw_core::config::MetricDetails;
 use sosw_core::decide::FailureKind;
+use sosw_core::flow::HeldReason;
 use sosw_core::ports::{InvokeError, InvokeOutcome, TaskStore};
 use sosw_core::task::ReportKind;
 use sosw_core::{MetaAction, NewTask, Place, WorkerReport};
@@ -169,7 +170,9 @@ async fn a_completion_that_races_the_scavenger_is_not_lost() {
 #[tokio::test]
 async fn invocation_failures_are_handled_per_task() {
     let w = World::new(one_labourer(json!({"max_simultaneous_invocations": 10}))).await;
-    w.create("w", &["throttled", "transient", "permanent", "uncertain", "ok"])
+    // "ok" goes alone first; the throttle comes last, since a throttle stops the rest of a pass.
+    let positions = w
+        .create("w", &["ok", "transient", "permanent", "uncertain", "throttled"])
         .await;
     let throttled = InvokeError {
         kind: FailureKind::Throttled,
@@ -177,11 +180,11 @@ async fn invocation_failures_are_handled_per_task() {
         retry_after: Some(Duration::from_secs(5)),
     };
     w.invokers.of("w").then([
-        Err(throttled),
+        Ok(InvokeOutcome::Accepted),
         Err(InvokeError::new(FailureKind::Transient, "connection refused")),
         Err(InvokeError::new(FailureKind::Permanent, "400 bad request")),
         Err(InvokeError::new(FailureKind::Unknown, "timed out")),
-        Ok(InvokeOutcome::Accepted),
+        Err(throttled),
     ]);
     let r = w.orchestrator().run_once(w.now()).await;
     let l = &r.labourers[0];
@@ -193,7 +196,7 @@ async fn invocation_failures_are_handled_per_task() {
     let t = w.store.get("throttled").await.expect("get").expect("task");
     assert_eq!(
         (t.place, t.task.greenfield, t.task.attempts),
-        (Place::Live, 2000, 0),
+        (Place::Live, positions[4], 0),
         "back in place, attempt refunded"
     );
     assert_eq!(
@@ -229,8 +232,14 @@ async fn invocation_failures_are_handled_per_task() {
             MetaAction::ArchivedDead
         ]
     );
-    // The throttled task is first again on the next pass.
+    // The labourer is held back for its Retry-After (5 s); then the throttled task is first again.
     w.invokers.of("w").events.lock().expect("lock").clear();
+    let held = w.orchestrator().run_once(w.now()).await;
+    assert_eq!(
+        held.labourers[0].held_back.as_ref().map(|h| (h.code, h.until)),
+        Some((HeldReason::InvokerThrottled, Some(T0 + 5)))
+    );
+    w.clock.advance_secs(5);
     w.orchestrator().run_once(w.now()).await;
     assert_eq!(w.invokers.of("w").invoked_ids(), vec!["throttled"]);
 }

@@ -7,11 +7,12 @@
 //! - The schema version lives in `PRAGMA user_version`; [`TaskStore::init`] creates or migrates it, every other
 //!   entry point refuses a store of another version with a message that says what to do.
 //!
-//! Modules: `store.rs` (the port), `moves.rs` (the moves inside a transaction), `queries.rs` (the longer reads),
+//! Modules: `store.rs` (the task port), `labourers.rs` (breaker states, controls, dispatch leases), `moves.rs` (the moves inside a transaction), `queries.rs` (the longer reads),
 //! `rows.rs` (rows and errors), `writer.rs` (the group-commit thread), `schema.rs` (migrations), `maintenance.rs`
 //! (backup, damaged files, size cap), `check.rs` (`sosw check`).
 
 mod check;
+mod labourers;
 mod maintenance;
 mod moves;
 mod queries;

@@ -6,7 +6,7 @@ use sosw_core::ports::{StoreError, StoreResult};
 use std::path::Path;
 
 /// The version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 // The task tables are WITHOUT ROWID: each row lives once, in the b-tree of its `task_id` (a rowid table would add
@@ -97,6 +97,28 @@ CREATE TABLE labourer_states (
     reason      TEXT,
     held_since  INTEGER,
     suspect     TEXT
+) WITHOUT ROWID;
+"#,
+    // 4: flow control — an operator's controls of a labourer, and its dispatch lease with the shared flow state.
+    r#"
+CREATE TABLE labourer_controls (
+    labourer_id  TEXT PRIMARY KEY NOT NULL,
+    paused_since INTEGER,
+    paused_until INTEGER,
+    pause_reason TEXT,
+    limit_override INTEGER,
+    updated_at   INTEGER NOT NULL,
+    updated_by   TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE dispatch (
+    labourer_id     TEXT PRIMARY KEY NOT NULL,
+    holder          TEXT,
+    lease_until     INTEGER,
+    adaptive_limit  INTEGER,
+    adaptive_at     INTEGER,
+    rate_tat        INTEGER,
+    throttled_until INTEGER,
+    throttle_reason TEXT
 ) WITHOUT ROWID;
 "#,
 ];

@@ -422,55 +422,6 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn labourer_states(&self) -> StoreResult<Vec<LabourerState>> {
-        self.run(|conn| {
-            let mut st = conn
-                .prepare_cached(
-                    "SELECT labourer_id, dead_in_row, trips, held_until, reason, held_since, suspect \
-                     FROM labourer_states ORDER BY labourer_id",
-                )
-                .map_err(map_err)?;
-            let rows = st.query_map([], labourer_state_from_row).map_err(map_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
-        })
-        .await
-    }
-
-    async fn save_labourer_state(&self, state: &LabourerState) -> StoreResult<()> {
-        let s = state.clone();
-        self.write(move |tx| {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO labourer_states (labourer_id, dead_in_row, trips, held_until, reason, \
-                 held_since, suspect) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .map_err(map_err)?
-            .execute(params![
-                s.labourer_id,
-                s.dead_in_row,
-                s.trips,
-                s.held_until.map(Time::millis),
-                s.reason,
-                s.held_since.map(Time::millis),
-                s.suspect
-            ])
-            .map_err(map_err)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn clear_labourer_state(&self, labourer_id: &str) -> StoreResult<()> {
-        let id = labourer_id.to_string();
-        self.write(move |tx| {
-            tx.prepare_cached("DELETE FROM labourer_states WHERE labourer_id = ?1")
-                .map_err(map_err)?
-                .execute([&id])
-                .map_err(map_err)?;
-            Ok(())
-        })
-        .await
-    }
-
     async fn counts(&self, labourer: &str, markers: &Markers) -> StoreResult<LabourerCounts> {
         let labourer = labourer.to_string();
         let m = *markers;

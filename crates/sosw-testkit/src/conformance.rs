@@ -1,9 +1,11 @@
 //! The [`TaskStore`] / [`MetaSink`] contract, as executable cases. Each case receives a fresh, initialised store.
 //! Written against the ports only, so that every backend runs exactly the same checks.
 
+mod labourers;
+pub use labourers::*;
+
 use crate::Harness;
 use serde_json::{json, Map, Value};
-use sosw_core::breaker::LabourerState;
 use sosw_core::greenfield::{DEFAULT_INVOCATION_DELTA as D, DEFAULT_TASK_STEP as STEP};
 use sosw_core::meta::{MetaAction, MetaEvent, Stamp};
 use sosw_core::ports::{
@@ -1064,42 +1066,6 @@ pub async fn completion_of_a_requeued_task_closes_it(h: &Harness) {
     s.complete("b", late, &WorkerReport::default()).await.expect("complete");
     assert_eq!(s.list_completed("w", NOW + 30, 10).await.expect("completed").len(), 1);
     assert!(s.list_completed("w", g + 1, 10).await.expect("completed").is_empty());
-}
-
-pub async fn labourer_states_round_trip(h: &Harness) {
-    let s = h.store.as_ref();
-    assert!(s.labourer_states().await.expect("states").is_empty());
-    let held = LabourerState {
-        labourer_id: "w".into(),
-        dead_in_row: 0,
-        trips: 2,
-        held_until: Some(Time::from_millis(1_700_000_060_000)),
-        reason: Some("POST http://127.0.0.1:9/run: 404 Not Found".into()),
-        held_since: Some(Time::from_millis(1_700_000_000_000)),
-        suspect: Some("t1".into()),
-    };
-    let counting = LabourerState {
-        dead_in_row: 3,
-        ..LabourerState::new("a")
-    };
-    s.save_labourer_state(&held).await.expect("save");
-    s.save_labourer_state(&counting).await.expect("save");
-    assert_eq!(
-        s.labourer_states().await.expect("states"),
-        vec![counting.clone(), held.clone()],
-        "by labourer id"
-    );
-    let healed = LabourerState {
-        trips: 3,
-        held_until: Some(Time::from_millis(1_700_000_120_000)),
-        ..held.clone()
-    };
-    s.save_labourer_state(&healed).await.expect("replace");
-    s.clear_labourer_state("a").await.expect("clear");
-    s.clear_labourer_state("never-stored")
-        .await
-        .expect("clearing nothing is fine");
-    assert_eq!(s.labourer_states().await.expect("states"), vec![healed]);
 }
 
 /// The audit rule of [`TaskStore`]: a `*_recorded` move records its events if and only if it takes effect.

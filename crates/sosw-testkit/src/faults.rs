@@ -5,10 +5,11 @@
 
 use async_trait::async_trait;
 use sosw_core::breaker::LabourerState;
+use sosw_core::flow::{DispatchRecord, FlowState, LabourerControl};
 use sosw_core::meta::{MetaEvent, Stamp};
 use sosw_core::ports::{
-    ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts, StoreError, StoreResult, TaskQuery,
-    TaskStore,
+    ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts, LabourerStore, StoreError,
+    StoreResult, TaskQuery, TaskStore,
 };
 use sosw_core::{Markers, NewTask, StoredTask, Task, Time, WorkerReport};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -326,7 +327,10 @@ impl TaskStore for FaultyStore {
     async fn list_jobs(&self, limit: usize) -> StoreResult<Vec<JobProgress>> {
         self.read("list_jobs", self.inner.list_jobs(limit)).await
     }
+}
 
+#[async_trait]
+impl LabourerStore for FaultyStore {
     async fn labourer_states(&self) -> StoreResult<Vec<LabourerState>> {
         self.read("labourer_states", self.inner.labourer_states()).await
     }
@@ -339,5 +343,40 @@ impl TaskStore for FaultyStore {
     async fn clear_labourer_state(&self, labourer_id: &str) -> StoreResult<()> {
         self.write("clear_labourer_state", self.inner.clear_labourer_state(labourer_id))
             .await
+    }
+
+    async fn labourer_controls(&self) -> StoreResult<Vec<LabourerControl>> {
+        self.read("labourer_controls", self.inner.labourer_controls()).await
+    }
+
+    async fn save_labourer_control(&self, control: &LabourerControl) -> StoreResult<()> {
+        self.write("save_labourer_control", self.inner.save_labourer_control(control))
+            .await
+    }
+
+    async fn take_dispatch(
+        &self,
+        labourer_id: &str,
+        holder: &str,
+        now: Time,
+        until: Time,
+    ) -> StoreResult<Option<FlowState>> {
+        self.write(
+            "take_dispatch",
+            self.inner.take_dispatch(labourer_id, holder, now, until),
+        )
+        .await
+    }
+
+    async fn give_back_dispatch(&self, labourer_id: &str, holder: &str, flow: &FlowState) -> StoreResult<bool> {
+        self.write(
+            "give_back_dispatch",
+            self.inner.give_back_dispatch(labourer_id, holder, flow),
+        )
+        .await
+    }
+
+    async fn dispatch_records(&self) -> StoreResult<Vec<DispatchRecord>> {
+        self.read("dispatch_records", self.inner.dispatch_records()).await
     }
 }

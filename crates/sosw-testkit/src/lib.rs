@@ -99,6 +99,9 @@ macro_rules! store_conformance {
             meta_events_in_order,
             job_progress_round_trip,
             labourer_states_round_trip,
+            labourer_controls_round_trip,
+            dispatch_lease_is_exclusive,
+            concurrent_takers_get_one_lease,
             moves_record_their_events_only_when_they_take_effect,
         );
     };

@@ -1,23 +1,6 @@
-//! Items to values: labourer states, jobs, closed tasks, listing cursors.
+//! Items to values: jobs, closed tasks, listing cursors.
 
 use super::*;
-
-pub(crate) fn labourer_state_from_item(item: &Item) -> StoreResult<LabourerState> {
-    let labourer_id = match item.get("labourer_id") {
-        Some(AttributeValue::S(v)) => v.clone(),
-        _ => return Err(StoreError::Backend("labourer state item without `labourer_id`".into())),
-    };
-    let count = |k: &str| get_i64(item, k).and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
-    Ok(LabourerState {
-        dead_in_row: count("dead_in_row"),
-        trips: count("trips"),
-        held_until: get_i64(item, "held_until").map(Time::from_millis),
-        held_since: get_i64(item, "held_since").map(Time::from_millis),
-        reason: get_s_attr(item, "reason"),
-        suspect: get_s_attr(item, "suspect"),
-        labourer_id,
-    })
-}
 
 /// The part of a listing's cursor that bounds a page of labourer `l`: `(order, task_id)` when the cursor is in
 /// `l`'s rows; `(i64::MAX, "")` — nothing left — when it is past them; `None` when they all come after it.

@@ -5,9 +5,11 @@
 //! - `report.rs`: the one conditional update every worker report is;
 //! - `moves.rs`: each move between tables, conditional and atomic;
 //! - `store.rs`: the port (`TaskStore`), adding the audit trail to the moves;
+//! - `labourers.rs`: the labourers' items (`LabourerStore`: breaker, controls, dispatch lease);
 //! - `items.rs`, `meta.rs`: items to values, and the audit trail.
 
 mod items;
+mod labourers;
 mod meta;
 mod moves;
 mod report;

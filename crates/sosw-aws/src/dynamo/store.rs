@@ -1,4 +1,4 @@
-//! The port (`TaskStore`) on DynamoDB: each move with its audit trail, the queries, jobs and labourer states.
+//! The port (`TaskStore`) on DynamoDB: each move with its audit trail, the queries and jobs.
 //! Longer than 500 lines because the port is; the requests and moves it uses live beside it.
 
 use super::*;
@@ -493,61 +493,6 @@ impl TaskStore for DynamoStore {
         jobs.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then_with(|| a.job_id.cmp(&b.job_id)));
         jobs.truncate(limit);
         Ok(jobs)
-    }
-
-    async fn labourer_states(&self) -> StoreResult<Vec<LabourerState>> {
-        let r = Read {
-            table: self.tables.labourers.clone(),
-            ..Read::default()
-        };
-        let mut states: Vec<LabourerState> = self
-            .read(r)
-            .await?
-            .0
-            .iter()
-            .map(labourer_state_from_item)
-            .collect::<StoreResult<_>>()?;
-        states.sort_by(|a, b| a.labourer_id.cmp(&b.labourer_id));
-        Ok(states)
-    }
-
-    async fn save_labourer_state(&self, state: &LabourerState) -> StoreResult<()> {
-        let mut item = Item::from([
-            ("labourer_id".to_string(), s(&state.labourer_id)),
-            ("dead_in_row".to_string(), n(state.dead_in_row)),
-            ("trips".to_string(), n(state.trips)),
-        ]);
-        if let Some(t) = state.held_until {
-            item.insert("held_until".into(), n(t.millis()));
-        }
-        if let Some(t) = state.held_since {
-            item.insert("held_since".into(), n(t.millis()));
-        }
-        if let Some(r) = &state.reason {
-            item.insert("reason".into(), s(r));
-        }
-        if let Some(t) = &state.suspect {
-            item.insert("suspect".into(), s(t));
-        }
-        self.client
-            .put_item()
-            .table_name(&self.tables.labourers)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(sdk_err)?;
-        Ok(())
-    }
-
-    async fn clear_labourer_state(&self, labourer_id: &str) -> StoreResult<()> {
-        self.client
-            .delete_item()
-            .table_name(&self.tables.labourers)
-            .key("labourer_id", s(labourer_id))
-            .send()
-            .await
-            .map_err(sdk_err)?;
-        Ok(())
     }
 
     fn throttled_requests(&self) -> u64 {

@@ -68,11 +68,23 @@ pub struct Labourer {
     /// The longest a worker may run; the base of the retry delay.
     pub max_duration: i64,
     pub health_metrics: Vec<HealthMetric>,
+    /// Adaptive concurrency, the rate limit and the retry delay table ([`crate::flow`]).
+    pub flow: FlowConfig,
 }
 
 impl Labourer {
     pub fn markers(&self, now: Time, delta: i64) -> Markers {
         Markers::new(now, delta, self.duration, self.cooldown)
+    }
+
+    /// How this labourer's tasks are retried (`retry_delays`, or `retry_backoff` over `max_duration`).
+    pub fn retry_policy(&self, backoff: crate::decide::Backoff) -> crate::decide::RetryPolicy<'_> {
+        crate::decide::RetryPolicy {
+            max_attempts: self.max_attempts,
+            max_duration: self.max_duration,
+            backoff,
+            delays: self.flow.retry_delays.as_deref(),
+        }
     }
 
     /// How long the Orchestrator waits for one invocation of this labourer: `invocation_timeout`, or an HTTP
@@ -120,6 +132,11 @@ pub(super) const LABOURER_KEYS: &[&str] = &[
     "max_duration",
     "duration",
     "cooldown",
+    "adaptive",
+    "max_invocations_per_second",
+    "max_invocations_per_minute",
+    "rate_burst",
+    "retry_delays",
 ];
 
 /// Labourer attributes Python sosw computes at run time; a config value for them is ignored with a warning.
@@ -167,10 +184,12 @@ pub(super) fn read_labourer(
             }
         }
     }
+    let flow = super::flow::read_flow(r, lc, path);
     if r.errors.len() > errors_before {
         return None;
     }
     Some(Labourer {
+        flow,
         id: id.to_string(),
         invoker: invoker?,
         max_simultaneous_invocations,

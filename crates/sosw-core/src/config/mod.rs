@@ -9,6 +9,7 @@
 //! not know produce warnings; keys that only mean something to Python sosw on AWS (table names, `init_clients`,
 //! …) are accepted silently so one config can serve a mixed fleet. See `docs/config.md`.
 
+mod flow;
 mod labourers;
 mod merge;
 mod metrics;
@@ -26,6 +27,7 @@ use metrics::{read_status, status_key};
 use crate::breaker::BreakerConfig;
 use crate::decide::{Backoff, Coefficients};
 use crate::ecology::{Comparison, EcoStatus, Feelings};
+use crate::flow::FlowConfig;
 use crate::greenfield::{
     GreenfieldParams, Markers, DEFAULT_COOLDOWN, DEFAULT_DURATION, MAX_INVOCATION_DELTA, MAX_TASK_STEP,
 };
@@ -162,6 +164,9 @@ pub struct Config {
     pub shutdown_period: i64,
     /// `circuit_breaker`: holding back labourers whose invocations fail for reasons that are not the tasks'.
     pub breaker: BreakerConfig,
+    /// `dispatch_lease` (seconds, sosw-rs; default 120): how long an orchestrator may hold a labourer's dispatch
+    /// lease ([`crate::flow`]). An orchestrator that dies holding one delays the labourer's dispatch this long.
+    pub dispatch_lease: i64,
     /// `job_schema`, `job_schema_variants`: the Scheduler's chunking levels.
     pub job_schemas: JobSchemas,
     /// The DynamoDB table names (Python sosw's keys).
@@ -340,6 +345,16 @@ impl Config {
         };
 
         let breaker = read_breaker(&mut r, top);
+        let dispatch_lease = r.int_in(top, "dispatch_lease", "", 1, MAX_SECONDS).unwrap_or(120);
+        if (dispatch_lease as f64) < 2.0 * invocation_timeout {
+            r.error(
+                "dispatch_lease",
+                format!(
+                    "must be at least twice `invocation_timeout` ({invocation_timeout} s), got {dispatch_lease}: a \
+                     pass holds the lease while it invokes"
+                ),
+            );
+        }
         let sns = r.object(top, "sns_config", "").unwrap_or(&empty);
         let notify_obj = r.object(top, "notify", "").unwrap_or(&empty);
         r.unknown_keys(notify_obj, "notify", &["command"], |_| false);
@@ -394,6 +409,7 @@ impl Config {
                 schedule_max_tasks,
                 shutdown_period,
                 breaker,
+                dispatch_lease,
                 warnings: r.warnings,
                 job_schemas,
                 tables,
@@ -418,7 +434,12 @@ fn read_breaker(r: &mut Reader, top: &Map<String, Value>) -> BreakerConfig {
         return d;
     };
     let path = "circuit_breaker";
-    r.unknown_keys(obj, path, &["initial_hold", "max_hold", "max_dead_in_row"], |_| false);
+    r.unknown_keys(
+        obj,
+        path,
+        &["initial_hold", "max_hold", "max_dead_in_row", "throttle_hold"],
+        |_| false,
+    );
     let initial_hold = r
         .int_in(obj, "initial_hold", path, 1, MAX_SECONDS)
         .unwrap_or(d.initial_hold);
@@ -435,6 +456,9 @@ fn read_breaker(r: &mut Reader, top: &Map<String, Value>) -> BreakerConfig {
         initial_hold,
         max_hold,
         max_dead_in_row: r.u32(obj, "max_dead_in_row", path, 1).unwrap_or(d.max_dead_in_row),
+        throttle_hold: r
+            .int_in(obj, "throttle_hold", path, 0, MAX_SECONDS)
+            .unwrap_or(d.throttle_hold),
     }
 }
 
@@ -481,6 +505,7 @@ const TOP_KEYS: &[&str] = &[
     "jobs_table",
     "labourers_table",
     "circuit_breaker",
+    "dispatch_lease",
 ];
 
 /// `UTC`, `Z`, or `±HH:MM` → seconds east of UTC.

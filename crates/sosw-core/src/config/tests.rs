@@ -431,3 +431,62 @@ fn table_names_queue_and_job_schemas_are_typed_sections() {
     let errs = errors(json!({"queue_bucket": ""}));
     assert!(errs.iter().any(|e| e.starts_with("`queue_bucket`")), "{errs:?}");
 }
+
+#[test]
+fn flow_control_keys_are_read_and_checked() {
+    let c = load(process(json!({
+        "adaptive": {"min": 2, "increase": 4, "decrease": 0.7, "interval": 2.5},
+        "max_invocations_per_minute": 120,
+        "retry_delays": [20, 300, 1800]
+    })));
+    let f = &c.labourers[0].flow;
+    assert_eq!(
+        f.adaptive,
+        Some(crate::flow::Adaptive {
+            min: 2,
+            increase: 4,
+            decrease: 0.7,
+            interval_ms: 2500
+        })
+    );
+    assert_eq!(
+        f.rate,
+        Some(crate::flow::RateLimit {
+            per_second: 2.0,
+            burst: 2
+        })
+    );
+    assert_eq!(f.retry_delays.as_deref(), Some(&[20, 300, 1800][..]));
+    assert_eq!(c.dispatch_lease, 120);
+    let plain = load(process(json!({"adaptive": true, "max_invocations_per_second": 0.5})));
+    assert_eq!(plain.labourers[0].flow.adaptive, Some(crate::flow::Adaptive::default()));
+    assert_eq!(plain.labourers[0].flow.rate.map(|r| r.burst), Some(1));
+    assert_eq!(
+        load(process(json!({}))).labourers[0].flow,
+        crate::flow::FlowConfig::default()
+    );
+
+    let cases: &[(Value, &str)] = &[
+        (json!({"adaptive": 3}), "`task_config.labourers.w.adaptive`: expected true, false or an object"),
+        (json!({"adaptive": {"decrease": 1.5}}), "`task_config.labourers.w.adaptive.decrease`: must be between 0 and 1"),
+        (json!({"adaptive": {"increase": 0}}), "`task_config.labourers.w.adaptive.increase`: must be at least 1, got 0"),
+        (json!({"adaptive": {"interval": 1e300}}), "`task_config.labourers.w.adaptive.interval`: must be at most"),
+        (json!({"max_invocations_per_second": 0}), "`task_config.labourers.w.max_invocations_per_second`: must be a positive number"),
+        (json!({"max_invocations_per_second": 1e300}), "`task_config.labourers.w.max_invocations_per_second`: must be a positive number of at most 1000000, got 1e+300"),
+        (json!({"max_invocations_per_second": 1, "max_invocations_per_minute": 60}), "not both"),
+        (json!({"rate_burst": 5}), "`task_config.labourers.w.rate_burst`: has no effect without"),
+        (json!({"retry_delays": []}), "`task_config.labourers.w.retry_delays`: expected at least one delay"),
+        (json!({"retry_delays": [10, -1]}), "`task_config.labourers.w.retry_delays[1]`: expected whole seconds between 0 and 315576000, got -1"),
+        (json!({"retry_delays": "20,300"}), "`task_config.labourers.w.retry_delays`: expected a list of seconds"),
+    ];
+    for (extra, want) in cases {
+        let got = errors(process(extra.clone()));
+        assert!(got.iter().any(|e| e.contains(want)), "{extra}: {got:?}");
+    }
+    let mut short = process(json!({}));
+    short["dispatch_lease"] = json!(30);
+    assert!(errors(short)[0].starts_with("`dispatch_lease`: must be at least twice `invocation_timeout` (30 s)"));
+    let mut breaker = process(json!({}));
+    breaker["circuit_breaker"] = json!({"throttle_hold": -1});
+    assert!(errors(breaker)[0].contains("`circuit_breaker.throttle_hold`: must be at least 0"));
+}

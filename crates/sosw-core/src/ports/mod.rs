@@ -5,13 +5,16 @@
 //! [`Claim::Lost`]), never a silent double.
 //!
 //! - `store.rs`: the task tables and the audit trail (`TaskStore`, `MetaSink`);
+//! - `labourers.rs`: what is stored per labourer (`LabourerStore`: breaker, controls, dispatch lease);
 //! - `error.rs`: `StoreError` and the refusals every store gives;
 //! - here: the invokers, metric sources, notifiers and the supervisors' reporter.
 
 mod error;
+mod labourers;
 mod store;
 
 pub use error::*;
+pub use labourers::*;
 pub use store::*;
 
 use crate::config::{Labourer, MetricDetails};

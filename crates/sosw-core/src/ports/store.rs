@@ -1,7 +1,7 @@
 //! The store contract: the task tables (`TaskStore`) and the audit trail (`MetaSink`), and what they exchange.
 
+use super::LabourerStore;
 use super::{ArchiveExpect, StoreResult};
-use crate::breaker::LabourerState;
 use crate::greenfield::{GreenfieldRange, Markers};
 use crate::meta::{MetaEvent, Stamp};
 use crate::task::{NewTask, Place, StoredTask, Task, WorkerReport};
@@ -140,7 +140,7 @@ pub struct JobProgress {
 /// write cost of every move) writes them right after the move, best-effort: a failure is logged, never undoes the
 /// move. The plain forms record nothing.
 #[async_trait]
-pub trait TaskStore: Send + Sync + Debug {
+pub trait TaskStore: LabourerStore {
     /// Creates the schema, or migrates it to this version. Idempotent.
     async fn init(&self) -> StoreResult<()>;
 
@@ -335,16 +335,6 @@ pub trait TaskStore: Send + Sync + Debug {
 
     /// The most recently updated jobs first.
     async fn list_jobs(&self, limit: usize) -> StoreResult<Vec<JobProgress>>;
-
-    /// The stored dispatch state of every labourer that has one ([`crate::breaker`]: held back, or counting tasks
-    /// closed as dead in a row).
-    async fn labourer_states(&self) -> StoreResult<Vec<LabourerState>>;
-
-    /// Creates or replaces a labourer's dispatch state.
-    async fn save_labourer_state(&self, state: &LabourerState) -> StoreResult<()>;
-
-    /// Forgets a labourer's dispatch state (nothing happens if it has none).
-    async fn clear_labourer_state(&self, labourer_id: &str) -> StoreResult<()>;
 
     /// Requests the backend throttled since the store was opened (and retried, by the one layer that retries), for
     /// the pass reports. Backends that are never throttled report 0.

@@ -27,6 +27,10 @@ impl Date {
         })
     }
 
+    pub fn days_since_epoch(self) -> i64 {
+        self.days
+    }
+
     /// `(year, month, day)` (Howard Hinnant's `civil_from_days`).
     pub fn ymd(self) -> (i64, u32, u32) {
         let z = self.days + 719_468;

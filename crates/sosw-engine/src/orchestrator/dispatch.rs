@@ -8,7 +8,8 @@ use futures::future::join_all;
 use serde_json::json;
 use sosw_core::breaker::{dead_allowance, failure_is_the_tasks, probe, stops_the_pass, LabourerState, PassOutcome};
 use sosw_core::config::Labourer;
-use sosw_core::decide::{decide_after_failure, to_invoke, AfterFailure, ExpiredDecision, FailureKind};
+use sosw_core::decide::{decide_after_failure, AfterFailure, ExpiredDecision, FailureKind};
+use sosw_core::flow::{self, AllowanceInput, FlowState, LabourerControl, Signals};
 use sosw_core::payload::worker_event;
 use sosw_core::ports::{ArchiveExpect, Claim, InvokeError, InvokeOutcome, Invoker};
 use sosw_core::task::ReportKind;
@@ -16,13 +17,18 @@ use sosw_core::time::duration_secs;
 use sosw_core::{Markers, MetaAction, MetaEvent, Task, Time};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// What became of one claimed task.
 enum Outcome {
     Invoked,
     FinishedSync,
     Conflict,
-    Throttled,
+    /// Put back: the labourer throttled it (with its Retry-After, if it gave one).
+    Throttled {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     RetryLater,
     /// Closed as dead; `permanent` when its invocation failed for good (not when its attempts ran out).
     Dead {
@@ -61,6 +67,29 @@ enum PutBack {
     NotSent,
 }
 
+/// One labourer's turn in a pass: what the orchestrator knows before dispatching it.
+pub(super) struct Turn<'a> {
+    pub l: &'a Labourer,
+    /// The stored breaker state.
+    pub state: Option<&'a LabourerState>,
+    /// The breaker's probe: at most one task.
+    pub probing: bool,
+    pub control: Option<&'a LabourerControl>,
+    /// `coefficient[eco status]`.
+    pub coefficient: f64,
+    pub now: Time,
+}
+
+/// What the outcomes of a pass add up to, besides the report's counts.
+#[derive(Default)]
+struct Tally {
+    seen: PassOutcome,
+    dead: Vec<String>,
+    deferred: Vec<Failed>,
+    /// The first throttle of the pass: its message and Retry-After.
+    throttle: Option<(String, Option<Duration>)>,
+}
+
 /// What the invocations of one pass share.
 struct Pass<'a> {
     l: &'a Labourer,
@@ -73,31 +102,46 @@ struct Pass<'a> {
 }
 
 impl Orchestrator {
-    /// Claims and invokes up to `desired − running` queued tasks (one when `probing`); returns what the pass saw
-    /// for the breaker and the dead-task messages.
+    /// Claims and invokes what the labourer's allowance gives ([`flow::allowance`]: one task when probing), under
+    /// the labourer's dispatch lease; updates `flow` (the rate limit's bucket, the adaptive limit, a throttle's
+    /// hold) with what the pass saw. Returns what the pass saw for the breaker, and the dead-task messages.
     pub(super) async fn dispatch(
         &self,
-        l: &Labourer,
+        turn: &Turn<'_>,
         r: &mut LabourerOrchestration,
-        state: Option<&LabourerState>,
-        probing: bool,
-        now: Time,
+        flow: &mut FlowState,
     ) -> (PassOutcome, Vec<String>) {
-        let mut seen = PassOutcome::default();
+        let (l, state, probing, now) = (turn.l, turn.state, turn.probing, turn.now);
+        if flow.throttled_until.is_some_and(|until| until <= now) {
+            flow.throttled_until = None;
+            flow.throttle_reason = None;
+        }
+        let mut tally = Tally::default();
         let markers = l.markers(now, self.config.greenfield.delta);
         match self.store.count_running(&l.id, markers.expired).await {
             Ok(n) => r.running = n,
             Err(e) => {
                 r.errors.push(format!("counting running tasks: {e}"));
-                return (seen, Vec::new());
+                return (tally.seen, Vec::new());
             }
         }
-        r.requested = to_invoke(r.desired, r.running);
+        let allowance = flow::allowance(AllowanceInput {
+            configured_max: l.max_simultaneous_invocations,
+            coefficient: turn.coefficient,
+            control: turn.control,
+            flow,
+            config: &l.flow,
+            running: r.running,
+            now,
+        });
+        r.requested = allowance.to_invoke;
         if probing {
             r.requested = r.requested.min(1);
         }
+        let ceiling = allowance.ceiling;
+        r.allowance = Some(allowance);
         if r.requested == 0 {
-            return (seen, Vec::new());
+            return (tally.seen, Vec::new());
         }
         // A probe reads one task more, to avoid the suspect.
         let fetch = if probing { 2 } else { r.requested as usize };
@@ -105,21 +149,23 @@ impl Orchestrator {
             Ok(q) => q,
             Err(e) => {
                 r.errors.push(format!("reading the queue: {e}"));
-                return (seen, Vec::new());
+                return (tally.seen, Vec::new());
             }
         };
+        // The queue could fill the whole allowance: the limit, not the queue, held the labourer.
+        let saturated = !probing && queued.len() >= r.requested as usize;
         if probing {
             let ids: Vec<String> = queued.iter().map(|t| t.task_id.clone()).collect();
             let chosen = probe(state, &ids).cloned();
             queued.retain(|t| Some(&t.task_id) == chosen.as_ref());
         }
         if queued.is_empty() {
-            return (seen, Vec::new());
+            return (tally.seen, Vec::new());
         }
         // Before the claim: a claimed task that cannot be sent would spend its attempt for nothing.
         let Some(invoker) = self.invokers.get(&l.id) else {
             r.errors.push("no invoker was built for this labourer".into());
-            return (seen, Vec::new());
+            return (tally.seen, Vec::new());
         };
         let read: Vec<(String, i64)> = queued.iter().map(|t| (t.task_id.clone(), t.greenfield)).collect();
         // Each claim records its `invoked` event with it: every spent attempt has one, crash or not.
@@ -132,9 +178,13 @@ impl Orchestrator {
             Ok(c) => c,
             Err(e) => {
                 r.errors.push(format!("claiming tasks: {e}"));
-                return (seen, Vec::new());
+                return (tally.seen, Vec::new());
             }
         };
+        if let Some(rate) = &l.flow.rate {
+            let sent = claims.iter().filter(|c| matches!(c, Claim::Claimed { .. })).count();
+            flow.rate_tat = flow::rate_spend(rate, flow.rate_tat, now, u32::try_from(sent).unwrap_or(u32::MAX));
+        }
         let before: HashMap<&str, &Task> = queued.iter().map(|t| (t.task_id.as_str(), t)).collect();
         let pass = Pass {
             l,
@@ -153,18 +203,17 @@ impl Orchestrator {
         results.extend(join_all(claims.map(|c| self.handle_claim(&pass, c, &before))).await);
 
         let mut events = Vec::new();
-        let mut dead = Vec::new();
-        let mut failed = Vec::new();
         for (outcome, evs) in results {
             events.extend(evs);
-            tally(r, outcome, &mut seen, &mut dead, &mut failed);
+            tally.add(r, outcome);
         }
         // Now that the pass knows what the labourer accepted: whose fault each deferred failure was.
-        seen.accepted = r.invoked + r.finished_sync;
-        let mut allowance = dead_allowance(state, seen.accepted, &self.config.breaker);
-        for f in failed {
+        tally.seen.accepted = r.invoked + r.finished_sync;
+        let accepted = tally.seen.accepted;
+        let mut allowance = dead_allowance(state, accepted, &self.config.breaker);
+        for f in std::mem::take(&mut tally.deferred) {
             let (outcome, evs) = match f.err.kind {
-                FailureKind::Labourer if failure_is_the_tasks(state, &f.task.task_id, seen.accepted) => {
+                FailureKind::Labourer if failure_is_the_tasks(state, &f.task.task_id, accepted) => {
                     let err = InvokeError::new(
                         FailureKind::Transient,
                         format!(
@@ -175,8 +224,8 @@ impl Orchestrator {
                     self.after_failure(&pass, &f.task, f.previous_greenfield, err).await
                 }
                 FailureKind::Labourer => {
-                    if seen.labourer_failure.is_none() {
-                        seen.labourer_failure = Some((f.err.message.clone(), f.task.task_id.clone()));
+                    if tally.seen.labourer_failure.is_none() {
+                        tally.seen.labourer_failure = Some((f.err.message.clone(), f.task.task_id.clone()));
                     }
                     self.put_back(&pass, &f.task, f.previous_greenfield, PutBack::Labourer(f.err))
                         .await
@@ -186,17 +235,74 @@ impl Orchestrator {
                     self.after_failure(&pass, &f.task, f.previous_greenfield, f.err).await
                 }
                 _ => {
-                    seen.refused_dead += 1;
+                    tally.seen.refused_dead += 1;
                     self.put_back(&pass, &f.task, f.previous_greenfield, PutBack::RefusedDeath(f.err))
                         .await
                 }
             };
             events.extend(evs);
-            let mut unexpected = Vec::new();
-            tally(r, outcome, &mut seen, &mut dead, &mut unexpected);
+            tally.add(r, outcome);
         }
         self.meta.post(events).await;
-        (seen, dead)
+        self.adjust_flow(l, r, flow, &tally, ceiling, saturated, now);
+        (tally.seen, tally.dead)
+    }
+
+    /// What the pass teaches the shared flow state: the adaptive limit moves ([`flow::adapt`]); a throttle holds
+    /// the labourer back until its Retry-After ([`flow::throttle_until`]).
+    #[allow(clippy::too_many_arguments)]
+    fn adjust_flow(
+        &self,
+        l: &Labourer,
+        r: &LabourerOrchestration,
+        flow: &mut FlowState,
+        tally: &Tally,
+        ceiling: u32,
+        saturated: bool,
+        now: Time,
+    ) {
+        if let Some(adaptive) = l
+            .flow
+            .adaptive
+            .as_ref()
+            .filter(|a| flow::adapt_due(a, flow.adaptive_at, now))
+        {
+            let signals = Signals {
+                accepted: tally.seen.accepted,
+                throttled: r.throttled,
+                failed: r.retry_later + r.dead + r.uncertain,
+                saturated,
+            };
+            let before = flow::adaptive_limit(adaptive, flow.adaptive_limit, ceiling);
+            let stored = flow::adapt(adaptive, flow.adaptive_limit, ceiling, &signals);
+            let after = flow::adaptive_limit(adaptive, stored, ceiling);
+            if stored != flow.adaptive_limit {
+                flow.adaptive_limit = stored;
+                flow.adaptive_at = Some(now);
+            }
+            if after != before {
+                tracing::info!(labourer = %l.id, before, after, ?signals, "adaptive limit changed");
+            }
+        }
+        if let Some((message, retry_after)) = &tally.throttle {
+            let until = flow::throttle_until(
+                flow.throttled_until,
+                retry_after.map(|d| d.as_secs_f64()),
+                self.config.breaker.throttle_hold as f64,
+                self.config.breaker.max_hold,
+                now,
+            );
+            let wait = match retry_after {
+                Some(d) => format!("Retry-After {} s", d.as_secs_f64()),
+                None => format!(
+                    "no Retry-After: `throttle_hold` {} s",
+                    self.config.breaker.throttle_hold
+                ),
+            };
+            tracing::warn!(labourer = %l.id, until = until.secs(), "the labourer throttled an invocation: {message}");
+            flow.throttled_until = Some(until);
+            flow.throttle_reason = Some(format!("the labourer throttled an invocation ({message}); {wait}"));
+        }
     }
 
     async fn handle_claim(
@@ -318,7 +424,14 @@ impl Orchestrator {
         let (l, id, now) = (pass.l, claimed.task_id.as_str(), pass.now);
         let details = |e: &InvokeError| json!({"error": e.message, "kind": e.kind});
         let (outcome, action, details) = match why {
-            PutBack::Throttled(e) => (Outcome::Throttled, MetaAction::InvocationThrottled, details(&e)),
+            PutBack::Throttled(e) => (
+                Outcome::Throttled {
+                    message: e.message.clone(),
+                    retry_after: e.retry_after,
+                },
+                MetaAction::InvocationThrottled,
+                details(&e),
+            ),
             PutBack::Labourer(e) | PutBack::RefusedDeath(e) => (
                 Outcome::PutBack { local: None },
                 MetaAction::InvocationHeldBack,
@@ -368,9 +481,7 @@ impl Orchestrator {
         let decision = decide_after_failure(
             err.kind,
             claimed.attempts,
-            l.max_attempts,
-            l.max_duration,
-            self.config.retry_backoff,
+            &l.retry_policy(self.config.retry_backoff),
             now.secs(),
         );
         tracing::warn!(labourer = %l.id, task_id = id, kind = ?err.kind, error = %err.message, ?decision, "invocation failed");
@@ -452,31 +563,33 @@ impl Orchestrator {
     }
 }
 
-/// Counts one outcome in the labourer's report; deferred failures are set aside for after the pass.
-fn tally(
-    r: &mut LabourerOrchestration,
-    outcome: Outcome,
-    seen: &mut PassOutcome,
-    dead: &mut Vec<String>,
-    deferred: &mut Vec<Failed>,
-) {
-    match outcome {
-        Outcome::Invoked => r.invoked += 1,
-        Outcome::FinishedSync => r.finished_sync += 1,
-        Outcome::Conflict => r.skipped_conflict += 1,
-        Outcome::Throttled => r.throttled += 1,
-        Outcome::RetryLater => r.retry_later += 1,
-        Outcome::Dead { message, permanent } => {
-            r.dead += 1;
-            seen.dead += u32::from(permanent);
-            dead.push(message);
+impl Tally {
+    /// Counts one outcome in the labourer's report; deferred failures are set aside for after the pass.
+    fn add(&mut self, r: &mut LabourerOrchestration, outcome: Outcome) {
+        match outcome {
+            Outcome::Invoked => r.invoked += 1,
+            Outcome::FinishedSync => r.finished_sync += 1,
+            Outcome::Conflict => r.skipped_conflict += 1,
+            Outcome::Throttled { message, retry_after } => {
+                r.throttled += 1;
+                // The longest Retry-After of the pass wins.
+                if self.throttle.as_ref().is_none_or(|(_, seen)| retry_after > *seen) {
+                    self.throttle = Some((message, retry_after));
+                }
+            }
+            Outcome::RetryLater => r.retry_later += 1,
+            Outcome::Dead { message, permanent } => {
+                r.dead += 1;
+                self.seen.dead += u32::from(permanent);
+                self.dead.push(message);
+            }
+            Outcome::Uncertain => r.uncertain += 1,
+            Outcome::PutBack { local } => {
+                r.put_back += 1;
+                r.errors.extend(local);
+            }
+            Outcome::Deferred(f) => self.deferred.push(*f),
+            Outcome::Error(e) => r.errors.push(e),
         }
-        Outcome::Uncertain => r.uncertain += 1,
-        Outcome::PutBack { local } => {
-            r.put_back += 1;
-            r.errors.extend(local);
-        }
-        Outcome::Deferred(f) => deferred.push(*f),
-        Outcome::Error(e) => r.errors.push(e),
     }
 }

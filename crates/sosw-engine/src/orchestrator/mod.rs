@@ -8,7 +8,14 @@
 //! with the claim that spends the attempt, never for a claim lost to another orchestrator (§7.7). A labourer whose
 //! failures are not its tasks' is held back by its circuit breaker ([`sosw_core::breaker`]).
 //!
-//! - `mod.rs`: the pass — health, the breaker's gate, dispatch per labourer, the breaker's update, notifications;
+//! Flow control ([`sosw_core::flow`]): an operator's pause stops a labourer's dispatch; otherwise the pass takes
+//! the labourer's **dispatch lease** in the store, so that no two orchestrators dispatch one labourer at once —
+//! counting what runs and claiming happen under it, which makes the limit hold across any number of orchestrators
+//! — and reads the shared flow state with it (the adaptive limit, the rate limit's bucket, a throttle's
+//! Retry-After). The lease is given back with the updated flow state at the end of the labourer's pass.
+//!
+//! - `mod.rs`: the pass — health, pauses, the breaker's gate, the lease, dispatch per labourer, the breaker's and
+//!   the flow state's update, notifications;
 //! - `dispatch.rs`: one labourer's dispatch — claim, invoke (the first task alone), and what each outcome does to
 //!   its task.
 
@@ -24,6 +31,7 @@ use serde_json::Value;
 use sosw_core::breaker::{after_pass, gate, Gate, LabourerState, PassOutcome, Transition};
 use sosw_core::config::{Config, Labourer, DEAD_TASK_SUBJECT};
 use sosw_core::decide::desired_invocations;
+use sosw_core::flow::{self, Allowance, HeldReason, LabourerControl, Stop};
 use sosw_core::ports::{Invoker, InvokerFactory, Notifier, TaskStore};
 use sosw_core::{Essential, Time};
 use std::collections::HashMap;
@@ -40,6 +48,8 @@ pub struct Orchestrator {
     assistant: WorkerAssistant,
     notifier: Arc<dyn Notifier>,
     permits: Arc<Semaphore>,
+    /// Who holds the dispatch leases this orchestrator takes: unique per orchestrator.
+    holder: String,
 }
 
 /// What one pass did for one labourer.
@@ -72,6 +82,12 @@ pub struct LabourerOrchestration {
     /// Why the labourer dispatched nothing (or only one probing task) in this pass, if it is held back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_back: Option<HeldBack>,
+    /// The limit in force and what bounded the pass's request ([`sosw_core::flow::allowance`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowance: Option<Allowance>,
+    /// Another orchestrator held the labourer's dispatch lease: this pass left the labourer to it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dispatched_elsewhere: bool,
     pub metric_errors: Vec<String>,
     pub errors: Vec<String>,
 }
@@ -101,14 +117,46 @@ impl OrchestratorReport {
     }
 }
 
-/// A labourer held back by its circuit breaker ([`sosw_core::breaker`]).
+/// A labourer whose dispatch is held back: paused, throttling, failing ([`sosw_core::breaker`]), or its store
+/// unreadable.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HeldBack {
+    pub code: HeldReason,
     pub reason: String,
-    /// Epoch seconds; at that time one task probes the labourer.
-    pub until: i64,
-    /// This pass is the probe: at most one task was invoked.
+    /// Epoch seconds; at that time dispatch resumes (by one probing task, after the breaker). `None`: until an
+    /// operator resumes it.
+    pub until: Option<i64>,
+    /// This pass is the breaker's probe: at most one task was invoked.
     pub probing: bool,
+}
+
+impl HeldBack {
+    fn stopped(stop: Stop) -> HeldBack {
+        HeldBack {
+            code: stop.code,
+            reason: stop.reason,
+            until: stop.until.map(Time::secs),
+            probing: false,
+        }
+    }
+
+    fn failing(reason: String, until: Time, probing: bool) -> HeldBack {
+        HeldBack {
+            code: HeldReason::LabourerFailing,
+            reason,
+            until: Some(until.secs()),
+            probing,
+        }
+    }
+
+    fn store_error(reason: String) -> HeldBack {
+        HeldBack {
+            code: HeldReason::StoreError,
+            reason,
+            until: None,
+            probing: false,
+        }
+    }
 }
 
 impl Orchestrator {
@@ -134,6 +182,11 @@ impl Orchestrator {
             invokers: built,
             assistant: wiring.worker_assistant(),
             notifier: wiring.notifier.clone(),
+            holder: format!(
+                "pid {} orchestrator {}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ),
             config,
         })
     }
@@ -151,6 +204,12 @@ impl Orchestrator {
         let by_id: Option<HashMap<&str, &LabourerState>> = states
             .as_ref()
             .map(|all| all.iter().map(|s| (s.labourer_id.as_str(), s)).collect());
+        // Without the operators' controls, a paused labourer could be dispatched: nothing is.
+        let controls = self.store.labourer_controls().await.map_err(|e| e.to_string());
+        let controls: Result<HashMap<&str, &LabourerControl>, &String> = match &controls {
+            Ok(all) => Ok(all.iter().map(|c| (c.labourer_id.as_str(), c)).collect()),
+            Err(e) => Err(e),
+        };
         let health = self.ecology.statuses(&self.config, &labourers, now).await;
         let results = join_all(labourers.iter().map(|l| {
             let h = health.get(&l.id).cloned().unwrap_or(Health {
@@ -158,7 +217,8 @@ impl Orchestrator {
                 metric_errors: vec!["no health computed".into()],
             });
             let state = by_id.as_ref().map(|m| m.get(l.id.as_str()).copied());
-            self.orchestrate(l, h, state, now)
+            let control = controls.as_ref().map(|m| m.get(l.id.as_str()).copied()).map_err(|e| *e);
+            self.orchestrate(l, h, state, control, now)
         }))
         .await;
         let mut report = OrchestratorReport {
@@ -191,12 +251,14 @@ impl Orchestrator {
     }
 
     /// One labourer's pass: (its report, dead-task messages, held-back messages). `state` is `None` when the
-    /// stored states could not be read, `Some(None)` for a labourer without one.
+    /// stored breaker states could not be read, `Some(None)` for a labourer without one; `control` is `Err` when
+    /// the operators' controls could not be read.
     async fn orchestrate(
         &self,
         l: &Labourer,
         health: Health,
         state: Option<Option<&LabourerState>>,
+        control: Result<Option<&LabourerControl>, &String>,
         now: Time,
     ) -> (LabourerOrchestration, Vec<String>, Vec<String>) {
         let mut r = LabourerOrchestration {
@@ -210,24 +272,70 @@ impl Orchestrator {
         for e in &r.metric_errors {
             tracing::warn!(labourer = %l.id, "{e}");
         }
+        let control = match control {
+            Ok(c) => c,
+            Err(e) => {
+                r.held_back = Some(HeldBack::store_error(format!("reading the operators' controls: {e}")));
+                return (r, Vec::new(), Vec::new());
+            }
+        };
+        if let Some(stop) = flow::gate(control, None, now) {
+            r.held_back = Some(HeldBack::stopped(stop));
+            return (r, Vec::new(), Vec::new());
+        }
         let known = state.flatten();
         let probing = match gate(known, now) {
             Gate::Open => false,
             Gate::HalfOpen => true,
             Gate::Held { reason, until } => {
-                r.held_back = Some(HeldBack {
-                    reason,
-                    until: until.secs(),
-                    probing: false,
-                });
+                r.held_back = Some(HeldBack::failing(reason, until, false));
                 return (r, Vec::new(), Vec::new());
             }
         };
-        let (seen, dead) = self.dispatch(l, &mut r, known, probing, now).await;
-        let held = match state {
-            Some(state) => self.update_breaker(l, &mut r, state, &seen, probing, now).await,
-            None => Vec::new(),
+        let until = now.plus_secs(self.config.dispatch_lease);
+        let flow = match self.store.take_dispatch(&l.id, &self.holder, now, until).await {
+            Ok(Some(flow)) => flow,
+            Ok(None) => {
+                r.dispatched_elsewhere = true;
+                return (r, Vec::new(), Vec::new());
+            }
+            Err(e) => {
+                r.held_back = Some(HeldBack::store_error(format!("taking the dispatch lease: {e}")));
+                return (r, Vec::new(), Vec::new());
+            }
         };
+        let (flow_after, dead, held) = match flow::gate(None, Some(&flow), now) {
+            Some(stop) => {
+                r.held_back = Some(HeldBack::stopped(stop));
+                (flow, Vec::new(), Vec::new())
+            }
+            None => {
+                let turn = dispatch::Turn {
+                    l,
+                    state: known,
+                    probing,
+                    control,
+                    coefficient: self.config.coefficients.get(health.status),
+                    now,
+                };
+                let mut flow_after = flow;
+                let (seen, dead) = self.dispatch(&turn, &mut r, &mut flow_after).await;
+                let held = match state {
+                    Some(state) => self.update_breaker(l, &mut r, state, &seen, probing, now).await,
+                    None => Vec::new(),
+                };
+                (flow_after, dead, held)
+            }
+        };
+        match self.store.give_back_dispatch(&l.id, &self.holder, &flow_after).await {
+            Ok(true) => {}
+            Ok(false) => r.errors.push(format!(
+                "the dispatch lease ran out during the pass (`dispatch_lease` {} s) and another orchestrator took \
+                 it: this pass's flow-control update is dropped",
+                self.config.dispatch_lease
+            )),
+            Err(e) => r.errors.push(format!("giving back the dispatch lease: {e}")),
+        }
         (r, dead, held)
     }
 
@@ -246,13 +354,7 @@ impl Orchestrator {
         let result = match after_pass(&l.id, state, seen, &self.config.breaker, now) {
             Transition::Keep => {
                 if probing {
-                    r.held_back = state.and_then(|s| {
-                        Some(HeldBack {
-                            reason: s.reason.clone()?,
-                            until: s.held_until?.secs(),
-                            probing: true,
-                        })
-                    });
+                    r.held_back = state.and_then(|s| Some(HeldBack::failing(s.reason.clone()?, s.held_until?, true)));
                 }
                 Ok(())
             }
@@ -268,11 +370,7 @@ impl Orchestrator {
                     if notify {
                         messages.push(held_back_message(&l.id, reason, until));
                     }
-                    r.held_back = Some(HeldBack {
-                        reason: reason.clone(),
-                        until: until.secs(),
-                        probing,
-                    });
+                    r.held_back = Some(HeldBack::failing(reason.clone(), until, probing));
                 }
                 self.store.save_labourer_state(&state).await
             }

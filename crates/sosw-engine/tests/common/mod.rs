@@ -71,7 +71,8 @@ impl World {
         self.wiring.worker_assistant()
     }
 
-    pub async fn create(&self, labourer: &str, ids: &[&str]) {
+    /// Queues `ids` for `labourer`; returns their queue positions (greenfields).
+    pub async fn create(&self, labourer: &str, ids: &[&str]) -> Vec<i64> {
         let tm = self.wiring.task_manager(self.config.clone());
         let tasks: Vec<NewTask> = ids
             .iter()
@@ -81,7 +82,8 @@ impl World {
                 payload: json!({"n": id, "task_id": "from payload"}).to_string(),
             })
             .collect();
-        tm.create(&tasks, self.now()).await.expect("create");
+        let report = tm.create(&tasks, self.now()).await.expect("create");
+        report.created.iter().map(|t| t.greenfield).collect()
     }
 
     pub async fn place(&self, id: &str) -> Place {

@@ -96,6 +96,7 @@ pub fn config(tables: &Tables, extra: Value) -> Value {
         },
         "meta_handler_config": {"dynamo_db_config": {"table_name": tables.meta}},
         "jobs_table": tables.jobs,
+        "labourers_table": tables.labourers,
     });
     if let (Value::Object(c), Value::Object(extra)) = (&mut c, extra) {
         for (k, v) in extra {

@@ -1,0 +1,278 @@
+//! The labourers' side of the store ([`LabourerStore`]) on DynamoDB: one item per labourer in `sosw_labourers`,
+//! holding three groups of attributes that are each written by one party with `UpdateItem`, never a whole-item
+//! put, so they cannot overwrite one another:
+//!
+//! - the circuit breaker (`dead_in_row`, `trips`, `held_until`, …), written by orchestrators;
+//! - an operator's control (`paused_since`, `paused_until`, `pause_reason`, `limit_override`, `control_*`);
+//! - the dispatch lease (`lease_holder`, `lease_until`) and the flow state (`adaptive_limit`, `rate_tat`,
+//!   `throttled_until`, `throttle_reason`), written only under a condition on the lease. DynamoDB evaluates a
+//!   condition and writes under a per-item lock, so of two orchestrators at most one holds the lease.
+//!
+//! Python sosw never reads this table.
+
+use super::*;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use sosw_core::flow::{DispatchRecord, FlowState, LabourerControl, Pause};
+use sosw_core::ports::LabourerStore;
+
+const BREAKER: &[&str] = &["dead_in_row", "trips", "held_until", "held_since", "reason", "suspect"];
+const CONTROL: &[&str] = &[
+    "paused_since",
+    "paused_until",
+    "pause_reason",
+    "limit_override",
+    "control_updated_at",
+    "control_updated_by",
+];
+const FLOW: &[&str] = &[
+    "adaptive_limit",
+    "adaptive_at",
+    "rate_tat",
+    "throttled_until",
+    "throttle_reason",
+];
+
+/// `SET` the given attributes, `REMOVE` the rest of `group`.
+fn set_remove(
+    mut req: UpdateItemFluentBuilder,
+    group: &[&str],
+    values: Vec<(&str, AttributeValue)>,
+) -> UpdateItemFluentBuilder {
+    let mut sets = Vec::new();
+    let mut removes = Vec::new();
+    for (i, name) in group.iter().enumerate() {
+        req = req.expression_attribute_names(format!("#a{i}"), *name);
+        match values.iter().find(|(k, _)| k == name) {
+            Some((_, v)) => {
+                sets.push(format!("#a{i} = :a{i}"));
+                req = req.expression_attribute_values(format!(":a{i}"), v.clone());
+            }
+            None => removes.push(format!("#a{i}")),
+        }
+    }
+    let mut expr = String::new();
+    if !sets.is_empty() {
+        expr.push_str(&format!("SET {}", sets.join(", ")));
+    }
+    if !removes.is_empty() {
+        expr.push_str(&format!(" REMOVE {}", removes.join(", ")));
+    }
+    req.update_expression(expr.trim())
+}
+
+fn is_conditional<E: ProvideErrorMetadata>(e: &SdkError<E, impl std::fmt::Debug>) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
+fn millis(t: Option<Time>) -> Option<AttributeValue> {
+    t.map(|t| n(t.millis()))
+}
+
+fn time_of(item: &Item, key: &str) -> Option<Time> {
+    get_i64(item, key).map(Time::from_millis)
+}
+
+fn count_of(item: &Item, key: &str) -> Option<u32> {
+    get_i64(item, key).and_then(|v| u32::try_from(v).ok())
+}
+
+fn id_of(item: &Item) -> StoreResult<String> {
+    get_s_attr(item, "labourer_id").ok_or_else(|| StoreError::Backend("labourer item without `labourer_id`".into()))
+}
+
+fn flow_of(item: &Item) -> FlowState {
+    FlowState {
+        adaptive_limit: count_of(item, "adaptive_limit"),
+        adaptive_at: time_of(item, "adaptive_at"),
+        rate_tat: time_of(item, "rate_tat"),
+        throttled_until: time_of(item, "throttled_until"),
+        throttle_reason: get_s_attr(item, "throttle_reason"),
+    }
+}
+
+impl DynamoStore {
+    /// Every item of the labourers' table, by labourer id (one per configured labourer at most: a scan is cheap).
+    async fn labourer_items(&self) -> StoreResult<Vec<Item>> {
+        let r = Read {
+            table: self.tables.labourers.clone(),
+            ..Read::default()
+        };
+        let mut items = self.read(r).await?.0;
+        items.sort_by_key(|item| get_s_attr(item, "labourer_id"));
+        Ok(items)
+    }
+
+    fn update_labourer(&self, labourer_id: &str) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.tables.labourers)
+            .key("labourer_id", s(labourer_id))
+    }
+
+    /// Removes a group of attributes from an existing item, creating nothing.
+    async fn remove_group(&self, labourer_id: &str, group: &[&str]) -> StoreResult<()> {
+        let out = set_remove(self.update_labourer(labourer_id), group, Vec::new())
+            .condition_expression("attribute_exists(labourer_id)")
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional(&e) => Ok(()),
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl LabourerStore for DynamoStore {
+    async fn labourer_states(&self) -> StoreResult<Vec<LabourerState>> {
+        self.labourer_items()
+            .await?
+            .iter()
+            .filter(|item| item.contains_key("trips"))
+            .map(|item| {
+                Ok(LabourerState {
+                    labourer_id: id_of(item)?,
+                    dead_in_row: count_of(item, "dead_in_row").unwrap_or(0),
+                    trips: count_of(item, "trips").unwrap_or(0),
+                    held_until: time_of(item, "held_until"),
+                    held_since: time_of(item, "held_since"),
+                    reason: get_s_attr(item, "reason"),
+                    suspect: get_s_attr(item, "suspect"),
+                })
+            })
+            .collect()
+    }
+
+    async fn save_labourer_state(&self, state: &LabourerState) -> StoreResult<()> {
+        let values = [
+            ("dead_in_row", Some(n(state.dead_in_row))),
+            ("trips", Some(n(state.trips))),
+            ("held_until", millis(state.held_until)),
+            ("held_since", millis(state.held_since)),
+            ("reason", state.reason.as_deref().map(s)),
+            ("suspect", state.suspect.as_deref().map(s)),
+        ];
+        let values = values.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        set_remove(self.update_labourer(&state.labourer_id), BREAKER, values)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(())
+    }
+
+    async fn clear_labourer_state(&self, labourer_id: &str) -> StoreResult<()> {
+        self.remove_group(labourer_id, BREAKER).await
+    }
+
+    async fn labourer_controls(&self) -> StoreResult<Vec<LabourerControl>> {
+        self.labourer_items()
+            .await?
+            .iter()
+            .filter(|item| item.contains_key("control_updated_at"))
+            .map(|item| {
+                Ok(LabourerControl {
+                    labourer_id: id_of(item)?,
+                    paused: time_of(item, "paused_since").map(|since| Pause {
+                        since,
+                        until: time_of(item, "paused_until"),
+                        reason: get_s_attr(item, "pause_reason"),
+                    }),
+                    limit: count_of(item, "limit_override"),
+                    updated_at: time_of(item, "control_updated_at").unwrap_or(Time::from_millis(0)),
+                    updated_by: get_s_attr(item, "control_updated_by").unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn save_labourer_control(&self, control: &LabourerControl) -> StoreResult<()> {
+        if control.is_empty() {
+            return self.remove_group(&control.labourer_id, CONTROL).await;
+        }
+        let pause = control.paused.as_ref();
+        let values = [
+            ("paused_since", millis(pause.map(|p| p.since))),
+            ("paused_until", millis(pause.and_then(|p| p.until))),
+            ("pause_reason", pause.and_then(|p| p.reason.as_deref()).map(s)),
+            ("limit_override", control.limit.map(n)),
+            ("control_updated_at", Some(n(control.updated_at.millis()))),
+            ("control_updated_by", Some(s(&control.updated_by))),
+        ];
+        let values = values.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        set_remove(self.update_labourer(&control.labourer_id), CONTROL, values)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(())
+    }
+
+    async fn take_dispatch(
+        &self,
+        labourer_id: &str,
+        holder: &str,
+        now: Time,
+        until: Time,
+    ) -> StoreResult<Option<FlowState>> {
+        let out = self
+            .update_labourer(labourer_id)
+            .update_expression("SET #h = :h, #u = :u")
+            .condition_expression("attribute_not_exists(#h) OR #h = :h OR #u <= :now")
+            .expression_attribute_names("#h", "lease_holder")
+            .expression_attribute_names("#u", "lease_until")
+            .expression_attribute_values(":h", s(holder))
+            .expression_attribute_values(":u", n(until.millis()))
+            .expression_attribute_values(":now", n(now.millis()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match out {
+            Ok(out) => Ok(Some(out.attributes.as_ref().map(flow_of).unwrap_or_default())),
+            Err(e) if is_conditional(&e) => Ok(None),
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    async fn give_back_dispatch(&self, labourer_id: &str, holder: &str, flow: &FlowState) -> StoreResult<bool> {
+        let values = [
+            ("adaptive_limit", flow.adaptive_limit.map(n)),
+            ("adaptive_at", millis(flow.adaptive_at)),
+            ("rate_tat", millis(flow.rate_tat)),
+            ("throttled_until", millis(flow.throttled_until)),
+            ("throttle_reason", flow.throttle_reason.as_deref().map(s)),
+        ];
+        let values = values.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        let group: Vec<&str> = FLOW
+            .iter()
+            .chain(["lease_holder", "lease_until"].iter())
+            .copied()
+            .collect();
+        let out = set_remove(self.update_labourer(labourer_id), &group, values)
+            .condition_expression("#h0 = :holder")
+            .expression_attribute_names("#h0", "lease_holder")
+            .expression_attribute_values(":holder", s(holder))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional(&e) => Ok(false),
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    async fn dispatch_records(&self) -> StoreResult<Vec<DispatchRecord>> {
+        self.labourer_items()
+            .await?
+            .iter()
+            .filter(|item| item.contains_key("lease_holder") || FLOW.iter().any(|k| item.contains_key(*k)))
+            .map(|item| {
+                Ok(DispatchRecord {
+                    labourer_id: id_of(item)?,
+                    holder: get_s_attr(item, "lease_holder"),
+                    lease_until: time_of(item, "lease_until"),
+                    flow: flow_of(item),
+                })
+            })
+            .collect()
+    }
+}

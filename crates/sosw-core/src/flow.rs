@@ -1,0 +1,391 @@
+//! Flow control beyond sosw: how many tasks a labourer may be sent now, and why not more.
+//!
+//! sosw's one rule is `floor(max_simultaneous_invocations × coefficient[eco status]) − running`. sosw-rs keeps it
+//! as the ceiling and adds, per labourer:
+//!
+//! | control | who sets it | where it lives | decided by |
+//! |---|---|---|---|
+//! | pause / resume, until a time | an operator (`sosw labourer pause`) | [`LabourerControl`], stored | [`gate`] |
+//! | a live limit replacing `max_simultaneous_invocations` | an operator (`sosw labourer limit`) | [`LabourerControl`] | [`allowance`] |
+//! | adaptive concurrency (AIMD under the eco ceiling) | the orchestrators, from what they see | [`FlowState`], stored | [`adapt`] |
+//! | a rate limit (`max_invocations_per_second`) | config | [`FlowState::rate_tat`] | [`rate_allows`], [`rate_spend`] |
+//! | Retry-After: a throttling worker holds dispatch back | the worker | [`FlowState::throttled_until`] | [`throttle_until`] |
+//! | retry delay tables (`retry_delays`) | config | — | [`crate::decide::RetryPolicy`] |
+//!
+//! The stored [`FlowState`] is shared by every orchestrator: it is read when an orchestrator takes the labourer's
+//! *dispatch lease* and written when it gives it back, so no two orchestrators dispatch one labourer at once. That
+//! is what makes the limit, the rate and the adaptive limit hold globally: counting what runs and claiming happen
+//! under the lease (see `docs/flow-control.md`).
+
+use crate::time::{Time, MAX_SECONDS};
+use serde::{Deserialize, Serialize};
+
+/// An operator's stored control of one labourer (nothing stored: not paused, the configured limit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabourerControl {
+    pub labourer_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Pause>,
+    /// Replaces `max_simultaneous_invocations` until cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    pub updated_at: Time,
+    /// Who made the last change (`user@host`, or a token's name).
+    pub updated_by: String,
+}
+
+impl LabourerControl {
+    pub fn new(labourer_id: &str, at: Time, by: &str) -> LabourerControl {
+        LabourerControl {
+            labourer_id: labourer_id.to_string(),
+            paused: None,
+            limit: None,
+            updated_at: at,
+            updated_by: by.to_string(),
+        }
+    }
+
+    /// Nothing is controlled: the record can be forgotten.
+    pub fn is_empty(&self) -> bool {
+        self.paused.is_none() && self.limit.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    pub since: Time,
+    /// Dispatch resumes by itself at this time (`None`: until resumed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What the orchestrators share about a labourer's dispatch. Written only by the holder of the labourer's dispatch
+/// lease, so concurrent orchestrators never overwrite each other's update.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowState {
+    /// The adaptive limit (labourers with `adaptive` only; `None`: not lowered yet, the ceiling applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_limit: Option<u32>,
+    /// When the adaptive limit last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_at: Option<Time>,
+    /// The rate limit's theoretical arrival time (GCRA): the bucket is full again at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_tat: Option<Time>,
+    /// The labourer throttled an invocation: nothing is sent before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled_until: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_reason: Option<String>,
+}
+
+/// A labourer's stored dispatch record: who holds its lease, and the shared [`FlowState`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchRecord {
+    pub labourer_id: String,
+    /// The orchestrator dispatching the labourer now, and until when its lease holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<Time>,
+    #[serde(default)]
+    pub flow: FlowState,
+}
+
+/// `adaptive` in a labourer's config: additive increase, multiplicative decrease.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Adaptive {
+    /// The limit never falls below this.
+    pub min: u32,
+    /// Added after a pass that used its whole allowance with no sign of trouble.
+    pub increase: u32,
+    /// The limit is multiplied by this (0 < decrease < 1) after a pass with throttles or failed invocations.
+    pub decrease: f64,
+    /// The limit changes at most once per this many milliseconds (`interval`, seconds in the config; default 1):
+    /// the passes of several orchestrators in quick succession see the same congestion, and must not each halve
+    /// (or raise) the limit for it.
+    pub interval_ms: i64,
+}
+
+impl Default for Adaptive {
+    fn default() -> Self {
+        Adaptive {
+            min: 1,
+            increase: 1,
+            decrease: 0.5,
+            interval_ms: 1000,
+        }
+    }
+}
+
+/// `max_invocations_per_second` (or `_per_minute`) and `rate_burst` in a labourer's config.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub per_second: f64,
+    /// How many invocations may go at once after a quiet spell (at least 1).
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// Milliseconds between two invocations at the steady rate.
+    fn interval_ms(&self) -> f64 {
+        1000.0 / self.per_second
+    }
+}
+
+/// A labourer's flow-control settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlowConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<Adaptive>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateLimit>,
+    /// Seconds to wait before each retry; the last repeats. Replaces `retry_backoff` for this labourer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delays: Option<Vec<i64>>,
+}
+
+/// Why a labourer is sent fewer tasks than it could take, as a stable code (for `/metrics` and scripts) with words
+/// for the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldReason {
+    /// An operator paused it.
+    Paused,
+    /// It throttled an invocation (HTTP 429/503, Lambda throttling): dispatch waits out its Retry-After.
+    InvokerThrottled,
+    /// Its circuit breaker is open: its invocations fail for reasons that are not the tasks' ([`crate::breaker`]).
+    LabourerFailing,
+    /// Its downstream's health: `floor(max × coefficient[eco status])` is 0 or already running.
+    Eco,
+    /// As many tasks run as its limit allows (the configured one, or an operator's).
+    Limit,
+    /// The adaptive limit, lowered after throttles or failures, is reached.
+    Adaptive,
+    /// Its rate limit allows no invocation now.
+    Rate,
+    /// The store could not be read or written.
+    StoreError,
+}
+
+impl HeldReason {
+    pub const ALL: [HeldReason; 8] = [
+        HeldReason::Paused,
+        HeldReason::InvokerThrottled,
+        HeldReason::LabourerFailing,
+        HeldReason::Eco,
+        HeldReason::Limit,
+        HeldReason::Adaptive,
+        HeldReason::Rate,
+        HeldReason::StoreError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeldReason::Paused => "paused",
+            HeldReason::InvokerThrottled => "invoker_throttled",
+            HeldReason::LabourerFailing => "labourer_failing",
+            HeldReason::Eco => "eco",
+            HeldReason::Limit => "limit",
+            HeldReason::Adaptive => "adaptive",
+            HeldReason::Rate => "rate",
+            HeldReason::StoreError => "store_error",
+        }
+    }
+}
+
+/// A hold that stops a labourer's dispatch entirely for now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stop {
+    pub code: HeldReason,
+    pub reason: String,
+    pub until: Option<Time>,
+}
+
+/// Whether an operator's pause or a throttling labourer stops dispatch now.
+pub fn gate(control: Option<&LabourerControl>, flow: Option<&FlowState>, now: Time) -> Option<Stop> {
+    if let Some(p) = control.and_then(|c| c.paused.as_ref()) {
+        if p.until.is_none_or(|until| now < until) {
+            let by = control.map(|c| c.updated_by.as_str()).unwrap_or_default();
+            return Some(Stop {
+                code: HeldReason::Paused,
+                reason: match &p.reason {
+                    Some(r) => format!("paused by {by}: {r}"),
+                    None => format!("paused by {by}"),
+                },
+                until: p.until,
+            });
+        }
+    }
+    let flow = flow?;
+    match flow.throttled_until {
+        Some(until) if now < until => Some(Stop {
+            code: HeldReason::InvokerThrottled,
+            reason: flow
+                .throttle_reason
+                .clone()
+                .unwrap_or_else(|| "the labourer throttled an invocation".into()),
+            until: Some(until),
+        }),
+        _ => None,
+    }
+}
+
+/// What a labourer may be sent in a pass, and what limits it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Allowance {
+    /// The limit in force before health: an operator's, or `max_simultaneous_invocations`.
+    pub max: u32,
+    /// Whose `max` it is.
+    pub max_from_operator: bool,
+    /// `floor(max × coefficient[eco status])`: sosw's `desired`.
+    pub ceiling: u32,
+    /// The adaptive limit, when the labourer has one (never above the ceiling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<u32>,
+    /// Tasks to claim now.
+    pub to_invoke: u32,
+    /// Why not more, when fewer than the queue could give were asked for (`None`: only the queue's length).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limited_by: Option<HeldReason>,
+}
+
+/// What [`allowance`] is given.
+#[derive(Debug, Clone, Copy)]
+pub struct AllowanceInput<'a> {
+    /// `max_simultaneous_invocations` from the config.
+    pub configured_max: u32,
+    /// `coefficient[eco status]`.
+    pub coefficient: f64,
+    pub control: Option<&'a LabourerControl>,
+    pub flow: &'a FlowState,
+    pub config: &'a FlowConfig,
+    pub running: u64,
+    pub now: Time,
+}
+
+/// `min(ceiling, adaptive limit) − running`, then at most what the rate limit allows now.
+pub fn allowance(input: AllowanceInput<'_>) -> Allowance {
+    let operator = input.control.and_then(|c| c.limit);
+    let max = operator.unwrap_or(input.configured_max);
+    let ceiling = crate::decide::scaled(max, input.coefficient);
+    let adaptive = input
+        .config
+        .adaptive
+        .map(|a| adaptive_limit(&a, input.flow.adaptive_limit, ceiling));
+    let limit = adaptive.unwrap_or(ceiling);
+    let by_limit = crate::decide::to_invoke(limit, input.running);
+    let by_rate = input
+        .config
+        .rate
+        .map(|r| rate_allows(&r, input.flow.rate_tat, input.now))
+        .unwrap_or(u32::MAX);
+    let to_invoke = by_limit.min(by_rate);
+    let limited_by = if to_invoke > 0 {
+        // Something still lets tasks through: the queue's length may be all that limits them.
+        None
+    } else if by_rate == 0 && by_limit > 0 {
+        Some(HeldReason::Rate)
+    } else if ceiling < max && u64::from(ceiling) <= input.running {
+        Some(HeldReason::Eco)
+    } else if adaptive.is_some_and(|a| a < ceiling) {
+        Some(HeldReason::Adaptive)
+    } else {
+        Some(HeldReason::Limit)
+    };
+    Allowance {
+        max,
+        max_from_operator: operator.is_some(),
+        ceiling,
+        adaptive,
+        to_invoke,
+        limited_by,
+    }
+}
+
+/// The adaptive limit in force: the stored one (the ceiling when none is stored), between `min` and the ceiling.
+pub fn adaptive_limit(config: &Adaptive, stored: Option<u32>, ceiling: u32) -> u32 {
+    stored.unwrap_or(ceiling).max(config.min).min(ceiling)
+}
+
+/// Whether the adaptive limit may change at `now`: at most once per `interval_ms`.
+pub fn adapt_due(config: &Adaptive, changed_at: Option<Time>, now: Time) -> bool {
+    changed_at.is_none_or(|at| now >= at.plus_millis(config.interval_ms))
+}
+
+/// What a pass saw that tells whether the labourer is congested.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Signals {
+    /// Invocations the labourer accepted.
+    pub accepted: u32,
+    /// Invocations it throttled.
+    pub throttled: u32,
+    /// Invocations that failed (any failure that is not a throttle).
+    pub failed: u32,
+    /// The pass was sent as many tasks as the limit allowed (the queue had more): the limit, not the queue, was
+    /// what held the labourer.
+    pub saturated: bool,
+}
+
+/// AIMD: after a pass with throttles or failures the limit is multiplied by `decrease` (at least `min`); after a
+/// saturated pass without trouble it grows by `increase` (at most the ceiling); otherwise it stays.
+pub fn adapt(config: &Adaptive, stored: Option<u32>, ceiling: u32, seen: &Signals) -> Option<u32> {
+    let current = adaptive_limit(config, stored, ceiling);
+    if seen.throttled > 0 || seen.failed > 0 {
+        let lowered = (f64::from(current) * config.decrease).floor() as u32;
+        return Some(lowered.max(config.min).min(current));
+    }
+    if seen.saturated && seen.accepted > 0 {
+        let raised = current.saturating_add(config.increase).min(ceiling.max(config.min));
+        // Back at the ceiling: nothing to remember.
+        return (raised < ceiling).then_some(raised);
+    }
+    stored.map(|_| current).filter(|&c| c < ceiling)
+}
+
+/// How many invocations the rate limit allows at `now` (GCRA over the stored theoretical arrival time).
+pub fn rate_allows(rate: &RateLimit, tat: Option<Time>, now: Time) -> u32 {
+    let t = rate.interval_ms();
+    let tolerance = f64::from(rate.burst.max(1)) * t;
+    let ahead = tat.map_or(0, |tat| tat.millis().saturating_sub(now.millis()).max(0)) as f64;
+    let room = (tolerance - ahead) / t;
+    if room.is_nan() || room < 1.0 {
+        0
+    } else {
+        room.floor().min(f64::from(u32::MAX)) as u32
+    }
+}
+
+/// The theoretical arrival time after `n` invocations at `now`.
+pub fn rate_spend(rate: &RateLimit, tat: Option<Time>, now: Time, n: u32) -> Option<Time> {
+    if n == 0 {
+        return tat;
+    }
+    let from = tat.map_or(now, |tat| tat.max(now));
+    let spent = (f64::from(n) * rate.interval_ms())
+        .ceil()
+        .min(MAX_SECONDS as f64 * 1000.0);
+    Some(from.plus_millis(spent as i64))
+}
+
+/// Until when a throttle holds the labourer back: its Retry-After if it gave one, else `default_secs`; never more
+/// than `max_secs`, never before a hold already in force.
+pub fn throttle_until(
+    current: Option<Time>,
+    retry_after_secs: Option<f64>,
+    default_secs: f64,
+    max_secs: i64,
+    now: Time,
+) -> Time {
+    let secs = retry_after_secs
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .unwrap_or(default_secs)
+        .clamp(0.0, max_secs as f64);
+    let until = now.plus_millis((secs * 1000.0).round() as i64);
+    current.map_or(until, |c| c.max(until))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,211 @@
+//! The labourers' side of the store ([`LabourerStore`]) on SQLite: breaker states, operator controls, and dispatch
+//! leases. A lease is taken by one upsert in the writer's `BEGIN IMMEDIATE` transaction, so of two orchestrators —
+//! in one process or in several sharing the file — at most one gets it.
+
+use super::*;
+use sosw_core::flow::{DispatchRecord, FlowState, LabourerControl, Pause};
+use sosw_core::ports::LabourerStore;
+
+#[async_trait]
+impl LabourerStore for SqliteStore {
+    async fn labourer_states(&self) -> StoreResult<Vec<LabourerState>> {
+        self.run(|conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT labourer_id, dead_in_row, trips, held_until, reason, held_since, suspect \
+                     FROM labourer_states ORDER BY labourer_id",
+                )
+                .map_err(map_err)?;
+            let rows = st.query_map([], labourer_state_from_row).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn save_labourer_state(&self, state: &LabourerState) -> StoreResult<()> {
+        let s = state.clone();
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO labourer_states (labourer_id, dead_in_row, trips, held_until, reason, \
+                 held_since, suspect) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(map_err)?
+            .execute(params![
+                s.labourer_id,
+                s.dead_in_row,
+                s.trips,
+                s.held_until.map(Time::millis),
+                s.reason,
+                s.held_since.map(Time::millis),
+                s.suspect
+            ])
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clear_labourer_state(&self, labourer_id: &str) -> StoreResult<()> {
+        let id = labourer_id.to_string();
+        self.write(move |tx| {
+            tx.prepare_cached("DELETE FROM labourer_states WHERE labourer_id = ?1")
+                .map_err(map_err)?
+                .execute([&id])
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn labourer_controls(&self) -> StoreResult<Vec<LabourerControl>> {
+        self.run(|conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT labourer_id, paused_since, paused_until, pause_reason, limit_override, updated_at, \
+                     updated_by FROM labourer_controls ORDER BY labourer_id",
+                )
+                .map_err(map_err)?;
+            let rows = st.query_map([], control_from_row).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn save_labourer_control(&self, control: &LabourerControl) -> StoreResult<()> {
+        let c = control.clone();
+        self.write(move |tx| {
+            if c.is_empty() {
+                tx.prepare_cached("DELETE FROM labourer_controls WHERE labourer_id = ?1")
+                    .map_err(map_err)?
+                    .execute([&c.labourer_id])
+                    .map_err(map_err)?;
+                return Ok(());
+            }
+            let pause = c.paused.as_ref();
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO labourer_controls (labourer_id, paused_since, paused_until, pause_reason, \
+                 limit_override, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(map_err)?
+            .execute(params![
+                c.labourer_id,
+                pause.map(|p| p.since.millis()),
+                pause.and_then(|p| p.until).map(Time::millis),
+                pause.and_then(|p| p.reason.clone()),
+                c.limit,
+                c.updated_at.millis(),
+                c.updated_by
+            ])
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_dispatch(
+        &self,
+        labourer_id: &str,
+        holder: &str,
+        now: Time,
+        until: Time,
+    ) -> StoreResult<Option<FlowState>> {
+        let (id, holder) = (labourer_id.to_string(), holder.to_string());
+        self.write(move |tx| {
+            // The update's WHERE refuses a running lease of another holder; then no row comes back.
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO dispatch (labourer_id, holder, lease_until) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (labourer_id) DO UPDATE SET holder = ?2, lease_until = ?3 \
+                     WHERE dispatch.holder IS NULL OR dispatch.holder = ?2 OR dispatch.lease_until <= ?4 \
+                     RETURNING adaptive_limit, adaptive_at, rate_tat, throttled_until, throttle_reason",
+                )
+                .map_err(map_err)?;
+            st.query_row(params![id, holder, until.millis(), now.millis()], |r| {
+                flow_from_row(r, 0)
+            })
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn give_back_dispatch(&self, labourer_id: &str, holder: &str, flow: &FlowState) -> StoreResult<bool> {
+        let (id, holder, f) = (labourer_id.to_string(), holder.to_string(), flow.clone());
+        self.write(move |tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE dispatch SET holder = NULL, lease_until = NULL, adaptive_limit = ?3, adaptive_at = ?4, \
+                     rate_tat = ?5, throttled_until = ?6, throttle_reason = ?7 WHERE labourer_id = ?1 AND holder = ?2",
+                )
+                .map_err(map_err)?
+                .execute(params![
+                    id,
+                    holder,
+                    f.adaptive_limit,
+                    f.adaptive_at.map(Time::millis),
+                    f.rate_tat.map(Time::millis),
+                    f.throttled_until.map(Time::millis),
+                    f.throttle_reason
+                ])
+                .map_err(map_err)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn dispatch_records(&self) -> StoreResult<Vec<DispatchRecord>> {
+        self.run(|conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT labourer_id, holder, lease_until, adaptive_limit, adaptive_at, rate_tat, throttled_until, \
+                     throttle_reason FROM dispatch WHERE holder IS NOT NULL OR adaptive_limit IS NOT NULL \
+                     OR adaptive_at IS NOT NULL OR rate_tat IS NOT NULL OR throttled_until IS NOT NULL \
+                     OR throttle_reason IS NOT NULL ORDER BY labourer_id",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(DispatchRecord {
+                        labourer_id: r.get(0)?,
+                        holder: r.get(1)?,
+                        lease_until: r.get::<_, Option<i64>>(2)?.map(Time::from_millis),
+                        flow: flow_from_row(r, 3)?,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+}
+
+/// The flow state in the five columns from `first` on.
+fn flow_from_row(r: &Row<'_>, first: usize) -> rusqlite::Result<FlowState> {
+    let time =
+        |i: usize| -> rusqlite::Result<Option<Time>> { Ok(r.get::<_, Option<i64>>(first + i)?.map(Time::from_millis)) };
+    Ok(FlowState {
+        adaptive_limit: r.get(first)?,
+        adaptive_at: time(1)?,
+        rate_tat: time(2)?,
+        throttled_until: time(3)?,
+        throttle_reason: r.get(first + 4)?,
+    })
+}
+
+fn control_from_row(r: &Row<'_>) -> rusqlite::Result<LabourerControl> {
+    let since: Option<i64> = r.get(1)?;
+    Ok(LabourerControl {
+        labourer_id: r.get(0)?,
+        paused: match since {
+            Some(since) => Some(Pause {
+                since: Time::from_millis(since),
+                until: r.get::<_, Option<i64>>(2)?.map(Time::from_millis),
+                reason: r.get(3)?,
+            }),
+            None => None,
+        },
+        limit: r.get(4)?,
+        updated_at: Time::from_millis(r.get(5)?),
+        updated_by: r.get(6)?,
+    })
+}
