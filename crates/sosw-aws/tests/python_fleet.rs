@@ -114,7 +114,7 @@ async fn python_sosw_creates_and_sosw_rs_runs_the_tasks() {
     assert_eq!(events[0].1["greenfield"], json!(2000));
 
     // Completed and archived by sosw-rs.
-    let wa = wiring.worker_assistant();
+    let wa = wiring.worker_assistant(config.clone());
     for id in python_ids.iter().map(String::as_str).chain(ours) {
         wa.complete(id, &Default::default(), clock.now())
             .await

@@ -114,7 +114,7 @@ async fn requests_per_task_lifecycle() {
             .run_once(clock.now())
             .await;
         assert_eq!(report.labourers[0].invoked as usize, N);
-        let wa = wiring.worker_assistant();
+        let wa = wiring.worker_assistant(config.clone());
         for t in &tasks {
             wa.complete(&t.task_id, &Default::default(), clock.now())
                 .await

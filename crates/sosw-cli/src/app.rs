@@ -291,7 +291,7 @@ impl App {
         wiring: &Wiring,
         report_url: Option<String>,
     ) -> (Box<dyn InvokerFactory>, Arc<Supervisor>) {
-        let supervisor = Supervisor::new(Arc::new(wiring.worker_assistant()));
+        let supervisor = Supervisor::new(Arc::new(wiring.worker_assistant(self.config.clone())));
         let mut env = vec![
             ("SOSW_CONFIG".to_string(), self.config_path.display().to_string()),
             ("SOSW_STORE".to_string(), self.store_url.clone()),

@@ -53,6 +53,9 @@ pub enum Command {
     Complete(Report),
     /// Report a task as failed (WorkerAssistant `mark_task_as_failed`).
     Fail(Report),
+    /// A running task is alive: extend its running window (the labourer's `heartbeat_timeout`, or its whole
+    /// `duration + cooldown`), so it is not expired while its worker works.
+    Heartbeat { task_id: String },
     /// Where the tasks of every labourer are, with its eco status, the limit in force and why it is held back.
     Status,
     /// Steer a labourer's dispatch: pause, resume, a live limit (stored; every orchestrator sees it at its next

@@ -28,6 +28,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Scavenge => scavenge(g).await,
         Command::Complete(r) => report(g, r, true).await,
         Command::Fail(r) => report(g, r, false).await,
+        Command::Heartbeat { task_id } => heartbeat(g, &task_id).await,
         Command::Status => status(g).await,
         Command::Labourer(c) => labourer(g, c).await,
         Command::Run { interval, listen } => crate::daemon::daemon(g, interval, listen).await,
@@ -210,7 +211,7 @@ async fn report(g: &Global, r: Report, completed: bool) -> Result<()> {
         stats: part("stats", &r.stats)?,
         result: part("result", &r.result)?,
     };
-    let wa = app.wiring().worker_assistant();
+    let wa = app.wiring().worker_assistant(app.config.clone());
     let now = app.clock.now();
     if completed {
         wa.complete(&r.task_id, &report, now).await?;
@@ -226,6 +227,21 @@ async fn report(g: &Global, r: Report, completed: bool) -> Result<()> {
             r.task_id,
             if completed { "completed" } else { "failed" }
         );
+    }
+    Ok(())
+}
+
+async fn heartbeat(g: &Global, task_id: &str) -> Result<()> {
+    let app = App::load(g, Essential::WorkerAssistant).await?;
+    let until = app
+        .wiring()
+        .worker_assistant(app.config.clone())
+        .heartbeat(task_id, app.clock.now())
+        .await?;
+    if g.json {
+        print_json(&json!({"task_id": task_id, "running_until": sosw_core::time::iso8601(until)}));
+    } else {
+        println!("{task_id}: running until {}", sosw_core::time::iso8601(until));
     }
     Ok(())
 }

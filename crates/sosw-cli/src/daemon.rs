@@ -40,7 +40,9 @@ pub(crate) async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std
     let scavenger_config = std::sync::Arc::new(load_config(&g.config, Essential::Scavenger).await?);
     let wiring = app.wiring();
     let reports = match listen {
-        Some(addr) => Some(crate::reports::serve(addr, wiring.worker_assistant(), app.clock.clone()).await?),
+        Some(addr) => {
+            Some(crate::reports::serve(addr, wiring.worker_assistant(app.config.clone()), app.clock.clone()).await?)
+        }
         None => None,
     };
     let (invokers, supervisor) = app

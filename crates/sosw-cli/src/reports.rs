@@ -216,10 +216,12 @@ mod tests {
         let store = sosw_sqlite::SqliteStore::open_or_create(dir.path().join("sosw.db")).expect("store");
         sosw_core::ports::TaskStore::init(&store).await.expect("init");
         let clock: Arc<dyn Clock> = sosw_testkit::ManualClock::at_secs(1_700_000_000);
+        let config = sosw_core::Config::from_value(&serde_json::json!({})).expect("config");
         let wa = WorkerAssistant::new(
             Arc::new(store),
             sosw_engine::MetaHandler::new(None, "test"),
             clock.clone(),
+            Arc::new(config),
         );
         let server = serve_with("127.0.0.1:0".parse().expect("addr"), wa, clock, limits)
             .await

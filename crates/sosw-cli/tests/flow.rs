@@ -68,6 +68,24 @@ fn an_operator_pauses_resumes_and_limits_a_labourer() {
 }
 
 #[test]
+fn a_worker_heartbeat_extends_its_running_task() {
+    let s = Sandbox::new(config(10));
+    let id = s.ok(&["task", "create", "w"]).trim().to_string();
+    let (code, stderr) = s.fails(&["heartbeat", &id]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("it is not running (it is queued)"), "{stderr}");
+    s.json(&["orchestrate"]);
+    let beat = s.json(&["heartbeat", &id]);
+    assert!(
+        beat["running_until"].as_str().is_some_and(|u| u.ends_with('Z')),
+        "{beat}"
+    );
+    let (code, stderr) = s.fails(&["heartbeat", "nope"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("`nope` not found"), "{stderr}");
+}
+
+#[test]
 fn bad_controls_exit_2_and_name_the_value() {
     let s = Sandbox::new(config(10));
     let cases: &[(&[&str], &str)] = &[

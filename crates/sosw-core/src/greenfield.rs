@@ -85,6 +85,19 @@ impl Markers {
     }
 }
 
+/// The greenfield a heartbeat at the markers' time gives a running task: it counts as running `heartbeat_timeout`
+/// more seconds when the labourer has one, else its whole window (`duration + cooldown`), as if invoked now. Always
+/// an invocation greenfield (`> start`): the window is below `greenfield_invocation_delta`.
+pub fn heartbeat_greenfield(markers: &Markers, heartbeat_timeout: Option<i64>) -> i64 {
+    let window = markers.invoked.saturating_sub(markers.expired);
+    markers.expired.saturating_add(heartbeat_timeout.unwrap_or(window))
+}
+
+/// Until when a task at `greenfield` counts as running: it expires once `now + delta − window ≥ greenfield`.
+pub fn running_until(greenfield: i64, delta: i64, window: i64) -> Time {
+    Time::from_secs(greenfield.saturating_sub(delta).saturating_add(window))
+}
+
 /// The state of a live task as seen by a pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -197,6 +210,31 @@ pub fn head_positions(oldest_queued: Option<i64>, step: i64, n: usize) -> Vec<i6
     (1..=i64::try_from(n).unwrap_or(i64::MAX))
         .map(|k| base.saturating_sub(k))
         .collect()
+}
+
+#[cfg(test)]
+mod heartbeat_tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_moves_the_expiry_to_its_time_plus_the_timeout_or_the_window() {
+        let (delta, duration, cooldown) = (1_000_000, 60, 30);
+        let now = Time::from_secs(5_000);
+        let m = Markers::new(now, delta, duration, cooldown);
+        let window = duration + cooldown;
+        // (heartbeat_timeout) → the task runs until
+        for (timeout, until) in [(None, 5_090), (Some(20), 5_020), (Some(600), 5_600)] {
+            let g = heartbeat_greenfield(&m, timeout);
+            assert!(g > m.start, "an invocation greenfield");
+            assert_eq!(running_until(g, delta, window), Time::from_secs(until), "{timeout:?}");
+            // Running just before that time, expired at it.
+            let before = Markers::new(Time::from_secs(until - 1), delta, duration, cooldown);
+            let at = Markers::new(Time::from_secs(until), delta, duration, cooldown);
+            assert_eq!(before.classify(g, false), TaskState::Running, "{timeout:?}");
+            assert_eq!(at.classify(g, false), TaskState::Expired, "{timeout:?}");
+        }
+        assert_eq!(heartbeat_greenfield(&m, None), m.invoked, "as if invoked now");
+    }
 }
 
 #[cfg(test)]

@@ -66,6 +66,16 @@ impl Whereabouts {
             Whereabouts::Dead => "dead",
         }
     }
+
+    /// In words, after "it is": `waiting for a retry`, `closed as dead`, …
+    pub fn words(self) -> &'static str {
+        match self {
+            Whereabouts::Retry => "waiting for a retry",
+            Whereabouts::Closed => "closed as completed",
+            Whereabouts::Dead => "closed as dead",
+            other => other.as_str(),
+        }
+    }
 }
 
 /// A task and the table it is in.

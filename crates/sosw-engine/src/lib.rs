@@ -56,11 +56,13 @@ impl Wiring {
         )
     }
 
-    pub fn worker_assistant(&self) -> WorkerAssistant {
+    /// Worker reports on these adapters; `config` gives each labourer's running window, which a heartbeat extends.
+    pub fn worker_assistant(&self, config: Arc<sosw_core::Config>) -> WorkerAssistant {
         WorkerAssistant::new(
             self.store.clone(),
             self.meta_handler(sosw_core::Essential::WorkerAssistant),
             self.clock.clone(),
+            config,
         )
     }
 }

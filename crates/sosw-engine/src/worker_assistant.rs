@@ -3,6 +3,10 @@
 //! Fixed here (reference §7.4, WA-5): a report never creates a row. It applies to a task that has been invoked and
 //! is live or waiting for retry; a completion for a task waiting for retry closes it as completed (its work is done).
 //! A report for an unknown, never-invoked or already closed task is a typed error.
+//!
+//! Beyond sosw: a **heartbeat** (`action: heartbeat`) extends a running task's window, so that a long task is not
+//! expired while its worker is alive ([`sosw_core::greenfield::heartbeat_greenfield`]). It moves the task's greenfield
+//! forward, nothing else: Python sosw's essentials read the task as invoked at the heartbeat, and keep working.
 
 use crate::meta::MetaHandler;
 use async_trait::async_trait;
@@ -10,7 +14,7 @@ use serde_json::{Map, Value};
 use sosw_core::payload::{worker_report, ReportFieldError};
 use sosw_core::ports::{Completion, StoreError, StoreResult, TaskReporter, TaskStore};
 use sosw_core::task::ReportKind;
-use sosw_core::{Clock, Task, Time, WorkerReport};
+use sosw_core::{Clock, Config, Task, Time, WorkerReport};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -18,13 +22,14 @@ pub struct WorkerAssistant {
     store: Arc<dyn TaskStore>,
     meta: MetaHandler,
     clock: Arc<dyn Clock>,
+    config: Arc<Config>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerAssistantError {
-    #[error("the event has no `action`; expected `mark_task_as_completed` or `mark_task_as_failed`")]
+    #[error("the event has no `action`; expected `mark_task_as_completed`, `mark_task_as_failed` or `heartbeat`")]
     MissingAction,
-    #[error("action `{0}` is not supported; expected `mark_task_as_completed` or `mark_task_as_failed`")]
+    #[error("action `{0}` is not supported; expected `mark_task_as_completed`, `mark_task_as_failed` or `heartbeat`")]
     UnknownAction(String),
     #[error("action `{0}` needs a string `task_id`")]
     MissingTaskId(String),
@@ -37,8 +42,55 @@ pub enum WorkerAssistantError {
 }
 
 impl WorkerAssistant {
-    pub fn new(store: Arc<dyn TaskStore>, meta: MetaHandler, clock: Arc<dyn Clock>) -> WorkerAssistant {
-        WorkerAssistant { store, meta, clock }
+    pub fn new(
+        store: Arc<dyn TaskStore>,
+        meta: MetaHandler,
+        clock: Arc<dyn Clock>,
+        config: Arc<Config>,
+    ) -> WorkerAssistant {
+        WorkerAssistant {
+            store,
+            meta,
+            clock,
+            config,
+        }
+    }
+
+    /// Extends a running task's window from `now` ([`sosw_core::greenfield::heartbeat_greenfield`]); returns until
+    /// when it now counts as running. Refused (a [`StoreError::Conflict`] saying why) for a task that is not running:
+    /// queued, expired (the Scavenger may be retrying it), completed or closed. Records no audit event: heartbeats
+    /// may come every few seconds.
+    pub async fn heartbeat(&self, task_id: &str, now: Time) -> StoreResult<Time> {
+        let Some(stored) = self.store.get(task_id).await? else {
+            return Err(StoreError::NotFound(task_id.to_string()));
+        };
+        let labourer = &stored.task.labourer_id;
+        let Some(l) = self.config.labourer(labourer) else {
+            return Err(StoreError::Invalid(format!(
+                "task `{task_id}` belongs to labourer `{labourer}`, which is not in this config"
+            )));
+        };
+        let delta = self.config.greenfield.delta;
+        let markers = l.markers(now, delta);
+        let greenfield = sosw_core::greenfield::heartbeat_greenfield(&markers, l.heartbeat_timeout);
+        match self.store.heartbeat(task_id, markers.expired, greenfield).await {
+            Ok(()) => Ok(sosw_core::greenfield::running_until(
+                greenfield,
+                delta,
+                l.duration + l.cooldown,
+            )),
+            Err(e) if e.is_refusal() => {
+                let state = match self.store.get(task_id).await? {
+                    Some(s) => self.config.state_of(&s, now).words(),
+                    None => "gone",
+                };
+                Err(StoreError::Conflict {
+                    task_id: task_id.to_string(),
+                    reason: format!("it is not running (it is {state}): a heartbeat only extends a running task"),
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Records the completion, with its audit events in the same store operation.
@@ -55,6 +107,7 @@ impl WorkerAssistant {
 
     /// Handles a sosw WorkerAssistant event:
     /// `{"action": "mark_task_as_completed" | "mark_task_as_failed", "task_id": ..., "stats": ..., "result": ...}`,
+    /// or `{"action": "heartbeat", "task_id": ...}`;
     /// `stats` and `result` as objects or JSON strings. Returns the task after the report, as a row.
     pub async fn handle_event(&self, event: &Value, now: Time) -> Result<Map<String, Value>, WorkerAssistantError> {
         let obj = event.as_object().ok_or(WorkerAssistantError::NotAnObject)?;
@@ -64,8 +117,9 @@ impl WorkerAssistant {
             .and_then(Value::as_str)
             .ok_or(WorkerAssistantError::MissingAction)?;
         let kind = match action {
-            "mark_task_as_completed" => ReportKind::Completed,
-            "mark_task_as_failed" => ReportKind::Failed,
+            "mark_task_as_completed" => Some(ReportKind::Completed),
+            "mark_task_as_failed" => Some(ReportKind::Failed),
+            "heartbeat" => None,
             other => return Err(WorkerAssistantError::UnknownAction(other.to_string())),
         };
         let task_id = obj
@@ -73,6 +127,11 @@ impl WorkerAssistant {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| WorkerAssistantError::MissingTaskId(action.to_string()))?;
+        let Some(kind) = kind else {
+            self.heartbeat(task_id, now).await?;
+            let stored = self.store.get(task_id).await?;
+            return Ok(stored.map(|s| s.to_row()).unwrap_or_default());
+        };
         let report = worker_report(obj)?;
         let task = match kind {
             ReportKind::Completed => match self.complete(task_id, &report, now).await? {

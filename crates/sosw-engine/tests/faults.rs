@@ -164,7 +164,7 @@ async fn check(r: &Rig, known: &mut HashSet<String>, attempts: &mut HashMap<Stri
 async fn run(seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let r = rig(seed).await;
     let tm = r.wiring.task_manager(r.config.clone());
-    let assistant = r.wiring.worker_assistant();
+    let assistant = r.wiring.worker_assistant(r.config.clone());
     let mut known = HashSet::new();
     let mut attempts = HashMap::new();
     let mut next_id = 0usize;

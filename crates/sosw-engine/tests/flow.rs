@@ -303,7 +303,7 @@ async fn eight_orchestrators_hold_every_limit_while_the_downstream_degrades_and_
         clock: clock.clone(),
     };
     let scavenger = Scavenger::new(config.clone(), &wiring);
-    let assistant = wiring.worker_assistant();
+    let assistant = wiring.worker_assistant(config.clone());
     let tm = wiring.task_manager(config.clone());
     let mut total = 0;
     for (labourer, n) in [("w", 6000), ("r", 3000), ("p", 1000)] {
@@ -426,4 +426,61 @@ async fn eight_orchestrators_hold_every_limit_while_the_downstream_degrades_and_
     );
     let recovered = adaptive[recover_at as usize..].iter().position(|&a| a == 100);
     assert!(recovered.is_some_and(|t| t <= 30), "{adaptive:?}");
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_long_task_running_and_their_timeout_expires_it_when_they_stop() {
+    // A 90 s window; heartbeats every 60 s keep the task for 10 minutes.
+    let w = World::new(one_labourer(json!({}))).await;
+    w.create("w", &["long"]).await;
+    w.orchestrator().run_once(w.now()).await;
+    let wa = w.assistant();
+    for _ in 0..10 {
+        w.clock.advance_secs(60);
+        let until = wa.heartbeat("long", w.now()).await.expect("heartbeat");
+        assert_eq!(until, w.now().plus_secs(90), "the whole window again");
+        assert_eq!(w.scavenger().run_once(w.now()).await.labourers[0].retried, 0);
+    }
+    // The heartbeats stop: 90 s later the task expires and is retried, as without them.
+    w.clock.advance_secs(90);
+    assert_eq!(w.scavenger().run_once(w.now()).await.labourers[0].retried, 1);
+    let err = wa.heartbeat("long", w.now()).await.expect_err("not running");
+    assert_eq!(
+        err.to_string(),
+        "task `long`: it is not running (it is waiting for a retry): a heartbeat only extends a running task"
+    );
+
+    // With `heartbeat_timeout` 20 s, a task whose worker stops beating expires 20 s after the last beat, long
+    // before its 15-minute window.
+    let w = World::new(one_labourer(
+        json!({"duration": 900, "cooldown": 0, "heartbeat_timeout": 20}),
+    ))
+    .await;
+    w.create("w", &["hung"]).await;
+    w.orchestrator().run_once(w.now()).await;
+    w.clock.advance_secs(5);
+    let until = w.assistant().heartbeat("hung", w.now()).await.expect("heartbeat");
+    assert_eq!(until, w.now().plus_secs(20));
+    w.clock.advance_secs(19);
+    assert_eq!(w.scavenger().run_once(w.now()).await.labourers[0].retried, 0);
+    w.clock.advance_secs(1);
+    assert_eq!(w.scavenger().run_once(w.now()).await.labourers[0].retried, 1);
+
+    // The WorkerAssistant event, as the report endpoint and the Lambda take it.
+    let w = World::new(one_labourer(json!({}))).await;
+    w.create("w", &["t"]).await;
+    let queued = w
+        .assistant()
+        .handle_event(&json!({"action": "heartbeat", "task_id": "t"}), w.now())
+        .await
+        .expect_err("queued");
+    assert!(queued.to_string().contains("it is queued"), "{queued}");
+    w.orchestrator().run_once(w.now()).await;
+    w.clock.advance_secs(30);
+    let row = w
+        .assistant()
+        .handle_event(&json!({"action": "heartbeat", "task_id": "t"}), w.now())
+        .await
+        .expect("heartbeat");
+    assert_eq!(row["greenfield"], json!(w.now().secs() + w.config.greenfield.delta));
 }

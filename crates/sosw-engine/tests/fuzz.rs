@@ -128,7 +128,11 @@ fn world() -> World {
             notifier: RecordingNotifier::new(),
             clock: ManualClock::at_secs(T0),
         };
-        wiring.worker_assistant()
+        let config = sosw_core::Config::from_value(
+            &serde_json::json!({"task_config": {"labourers": {"w": {"command": "true"}}}}),
+        )
+        .expect("config");
+        wiring.worker_assistant(Arc::new(config))
     });
     World { _dir: dir, wa, rt }
 }

@@ -69,7 +69,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let orchestrator = Orchestrator::new(config.clone(), &wiring, invokers.as_ref()).expect("orchestrator");
     let scavenger = Scavenger::new(config.clone(), &wiring);
     let tm = wiring.task_manager(config.clone());
-    let assistant = wiring.worker_assistant();
+    let assistant = wiring.worker_assistant(config.clone());
     let mut ids: Vec<String> = Vec::new();
     let mut last_attempts: HashMap<String, u32> = HashMap::new();
     let mut closed: HashMap<String, StoredTask> = HashMap::new();

@@ -180,7 +180,11 @@ impl Container {
                 .to_json()),
             Role::Scheduler => self.schedule(event, context, now).await,
             Role::WorkerAssistant => {
-                let done = self.wiring.worker_assistant().handle_event(&event, now).await?;
+                let done = self
+                    .wiring
+                    .worker_assistant(self.config.clone())
+                    .handle_event(&event, now)
+                    .await?;
                 Ok(Value::Object(done))
             }
         }

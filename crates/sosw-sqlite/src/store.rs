@@ -344,6 +344,28 @@ impl TaskStore for SqliteStore {
         self.run(move |conn| queue_end(conn, &labourer, now, "MAX")).await
     }
 
+    async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64) -> StoreResult<()> {
+        let id = task_id.to_string();
+        self.write(move |tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE tasks SET greenfield = ?3 WHERE task_id = ?1 AND completed_at IS NULL AND greenfield > ?2",
+                )
+                .map_err(map_err)?
+                .execute(params![id, expired, greenfield])
+                .map_err(map_err)?;
+            if changed == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict {
+                    task_id: id.clone(),
+                    reason: "it is not running".into(),
+                })
+            }
+        })
+        .await
+    }
+
     async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
         let labourer = labourer.to_string();
         self.run(move |conn| queue_end(conn, &labourer, now, "MIN")).await

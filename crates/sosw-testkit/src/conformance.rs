@@ -1188,3 +1188,46 @@ pub async fn moves_record_their_events_only_when_they_take_effect(h: &Harness) {
     s.claim("w", &as_read(s, &["b"]).await, NOW, g).await.expect("claim");
     assert_eq!(actions("b").await, ["created"]);
 }
+
+/// A heartbeat moves a running task's greenfield and nothing else; a task that is queued, expired, completed,
+/// waiting for retry, closed or unknown is refused and unchanged.
+pub async fn heartbeat_extends_only_running_tasks(h: &Harness) {
+    let s = h.store.as_ref();
+    let positions = create(s, "w", &["run", "queued", "done", "late", "retry"]).await;
+    let m = Markers::new(now(), D, 60, 30);
+    let claims: Vec<(String, i64)> = ["run", "done", "late", "retry"]
+        .iter()
+        .zip([positions[0], positions[2], positions[3], positions[4]])
+        .map(|(id, g)| (id.to_string(), g))
+        .collect();
+    s.claim("w", &claims, m.start, m.invoked).await.expect("claim");
+    s.complete("done", now(), &WorkerReport::default())
+        .await
+        .expect("complete");
+    s.move_to_retry("retry", m.invoked, NOW + 60).await.expect("retry");
+    // 100 s later, a task invoked at `now` with a 90 s window has expired.
+    let later = Markers::new(now().plus_secs(100), D, 60, 30);
+    let before = s.get("run").await.expect("get").expect("run");
+    s.heartbeat("run", m.expired, m.invoked + 10)
+        .await
+        .expect("a running task");
+    let after = s.get("run").await.expect("get").expect("run");
+    assert_eq!(after.task.greenfield, m.invoked + 10);
+    assert_eq!(
+        (after.task.attempts, after.task.completed_at, after.place),
+        (before.task.attempts, None, Place::Live),
+        "only the greenfield moves"
+    );
+    for (id, expired) in [
+        ("queued", m.expired),
+        ("done", m.expired),
+        ("late", later.expired),
+        ("retry", m.expired),
+        ("nope", m.expired),
+    ] {
+        let before = s.get(id).await.expect("get");
+        let err = s.heartbeat(id, expired, later.invoked).await.expect_err("not running");
+        assert!(err.is_refusal(), "{id}: {err}");
+        assert_eq!(s.get(id).await.expect("get"), before, "{id} unchanged");
+    }
+}

@@ -290,6 +290,11 @@ impl TaskStore for FaultyStore {
         .await
     }
 
+    async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64) -> StoreResult<()> {
+        self.write("heartbeat", self.inner.heartbeat(task_id, expired, greenfield))
+            .await
+    }
+
     async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
         self.read("oldest_queued", self.inner.oldest_queued(labourer, now))
             .await

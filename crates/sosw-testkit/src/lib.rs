@@ -98,6 +98,7 @@ macro_rules! store_conformance {
             listing_pages_concatenate_to_the_whole_listing,
             meta_events_in_order,
             job_progress_round_trip,
+            heartbeat_extends_only_running_tasks,
             labourer_states_round_trip,
             labourer_controls_round_trip,
             dispatch_lease_is_exclusive,

@@ -120,6 +120,11 @@ impl Task {
         })
     }
 
+    /// Extends this task's running window through `reporter` ([`Reporter::heartbeat`]).
+    pub async fn heartbeat(&self, reporter: &Reporter) -> Result<(), WorkerError> {
+        reporter.heartbeat(self.task_id()).await
+    }
+
     pub fn event(&self) -> &Map<String, Value> {
         &self.event
     }
@@ -155,6 +160,8 @@ impl Report {
 pub enum Outcome {
     Completed,
     Failed,
+    /// Not an outcome: the task is still running, and its running window is extended (sosw-rs only).
+    Heartbeat,
 }
 
 impl Outcome {
@@ -163,6 +170,7 @@ impl Outcome {
         match self {
             Outcome::Completed => "mark_task_as_completed",
             Outcome::Failed => "mark_task_as_failed",
+            Outcome::Heartbeat => "heartbeat",
         }
     }
 
@@ -170,6 +178,7 @@ impl Outcome {
         match self {
             Outcome::Completed => "complete",
             Outcome::Failed => "fail",
+            Outcome::Heartbeat => "heartbeat",
         }
     }
 }
@@ -241,6 +250,13 @@ impl Reporter {
 
     pub async fn failed(&self, task_id: &str, report: &Report) -> Result<(), WorkerError> {
         self.send(Outcome::Failed, task_id, report).await
+    }
+
+    /// Tells sosw the task is alive: its running window starts again (or lasts the labourer's
+    /// `heartbeat_timeout`), so a long task is not expired and retried while it works. Refused for a task that is
+    /// no longer running (expired, completed, closed). Python sosw's WorkerAssistant does not know this action.
+    pub async fn heartbeat(&self, task_id: &str) -> Result<(), WorkerError> {
+        self.send(Outcome::Heartbeat, task_id, &Report::new()).await
     }
 
     pub async fn send(&self, outcome: Outcome, task_id: &str, report: &Report) -> Result<(), WorkerError> {
@@ -323,6 +339,10 @@ mod tests {
         assert_eq!(
             assistant_event(Outcome::Failed, "t1", &Report::new().stat("rows", 3).result("f", "x")),
             json!({"action": "mark_task_as_failed", "task_id": "t1", "stats": {"rows": 3}, "result": {"f": "x"}})
+        );
+        assert_eq!(
+            assistant_event(Outcome::Heartbeat, "t1", &Report::new()),
+            json!({"action": "heartbeat", "task_id": "t1"})
         );
     }
 

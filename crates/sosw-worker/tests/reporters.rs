@@ -6,7 +6,7 @@ use serde_json::json;
 use sosw_worker::{Report, Reporter, WorkerError};
 
 #[tokio::test]
-async fn the_cli_reporter_runs_sosw_complete_and_fail() {
+async fn the_cli_reporter_runs_sosw_complete_fail_and_heartbeat() {
     let dir = tempfile::tempdir().expect("dir");
     let log = dir.path().join("calls");
     let bin = dir.path().join("sosw");
@@ -25,6 +25,7 @@ async fn the_cli_reporter_runs_sosw_complete_and_fail() {
         .await
         .expect("completed");
     reporter.failed("t2", &Report::new()).await.expect("failed");
+    reporter.heartbeat("t3").await.expect("heartbeat");
     let err = reporter
         .completed("refused", &Report::new())
         .await
@@ -33,7 +34,7 @@ async fn the_cli_reporter_runs_sosw_complete_and_fail() {
     assert!(err.to_string().contains("task `refused` not found"), "{err}");
     assert_eq!(
         std::fs::read_to_string(&log).expect("log"),
-        "complete t1 --stats {\"rows\":3} --result {\"url\":\"s3://b/k\"}\nfail t2\ncomplete refused\n"
+        "complete t1 --stats {\"rows\":3} --result {\"url\":\"s3://b/k\"}\nfail t2\nheartbeat t3\ncomplete refused\n"
     );
 }
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Worker reports: the one conditional update that merges a report into a live or retry item.
+//! Worker reports: the one conditional update that merges a report into a live or retry item; heartbeats.
 
 use super::*;
 
@@ -11,7 +11,6 @@ pub(crate) fn merge_report(item: &mut Item, report: &WorkerReport) {
     }
 }
 
-/// `SET` clauses for a report's `stat_<k>` / `result_<k>` attributes, with placeholders.
 /// The `SET` clauses of a worker report: its `stat_<k>` / `result_<k>` attributes, and the revision bump.
 pub(crate) fn report_updates(
     report: &WorkerReport,
@@ -85,6 +84,38 @@ impl DynamoStore {
 }
 
 impl DynamoStore {
+    /// A worker's heartbeat: the live item's greenfield moves to `greenfield`, if it is not completed and still
+    /// running (`greenfield > expired`). One conditional `UpdateItem`; Python sosw's essentials see a task invoked
+    /// at the heartbeat.
+    pub(crate) async fn heartbeat_move(&self, task_id: &str, expired: i64, greenfield: i64) -> StoreResult<()> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.tables.tasks)
+            .key("task_id", s(task_id))
+            .update_expression("SET #g = :g")
+            .condition_expression("attribute_exists(task_id) AND attribute_not_exists(#c) AND #g > :e")
+            .expression_attribute_names("#g", "greenfield")
+            .expression_attribute_names("#c", "completed_at")
+            .expression_attribute_values(":g", n(greenfield))
+            .expression_attribute_values(":e", n(expired))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict {
+                    task_id: task_id.to_string(),
+                    reason: "it is not running".into(),
+                })
+            }
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
     /// Counts a throttled response and waits before re-sending what DynamoDB left undone — the unprocessed part of a
     /// batch request, or a transaction cancelled by a conflicting one (neither is an error the SDK retries; failed
     /// requests are retried by the SDK alone, see [`sdk`]). After 8 waits (6.4 s in all): `Throttled`.

@@ -70,6 +70,9 @@ pub struct Labourer {
     pub health_metrics: Vec<HealthMetric>,
     /// Adaptive concurrency, the rate limit and the retry delay table ([`crate::flow`]).
     pub flow: FlowConfig,
+    /// Seconds a heartbeat keeps a task running (`heartbeat_timeout`); without it, a heartbeat grants the whole
+    /// window again (`duration + cooldown`).
+    pub heartbeat_timeout: Option<i64>,
 }
 
 impl Labourer {
@@ -137,6 +140,7 @@ pub(super) const LABOURER_KEYS: &[&str] = &[
     "max_invocations_per_minute",
     "rate_burst",
     "retry_delays",
+    "heartbeat_timeout",
 ];
 
 /// Labourer attributes Python sosw computes at run time; a config value for them is ignored with a warning.
@@ -185,11 +189,13 @@ pub(super) fn read_labourer(
         }
     }
     let flow = super::flow::read_flow(r, lc, path);
+    let heartbeat_timeout = r.int_in(lc, "heartbeat_timeout", path, 1, MAX_SECONDS);
     if r.errors.len() > errors_before {
         return None;
     }
     Some(Labourer {
         flow,
+        heartbeat_timeout,
         id: id.to_string(),
         invoker: invoker?,
         max_simultaneous_invocations,

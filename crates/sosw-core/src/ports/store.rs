@@ -313,6 +313,11 @@ pub trait TaskStore: LabourerStore {
         self.requeue_recorded(task_id, labourer, greenfield, &[]).await
     }
 
+    /// Moves a running task's greenfield to `greenfield` (a worker's heartbeat): only if it is live, not completed
+    /// and still running (`greenfield > expired`); otherwise a refusal ([`StoreError::Conflict`], or
+    /// [`StoreError::NotFound`]) and nothing changes.
+    async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64) -> StoreResult<()>;
+
     /// The lowest queue position (`greenfield < now`) of a labourer, if its queue is not empty.
     async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>>;
 

@@ -180,7 +180,7 @@ impl Orchestrator {
             meta: wiring.meta_handler(Essential::Orchestrator),
             ecology: EcologyManager::new(wiring.metrics.clone()),
             invokers: built,
-            assistant: wiring.worker_assistant(),
+            assistant: wiring.worker_assistant(config.clone()),
             notifier: wiring.notifier.clone(),
             holder: format!(
                 "pid {} orchestrator {}",

@@ -68,7 +68,7 @@ impl World {
     }
 
     pub fn assistant(&self) -> WorkerAssistant {
-        self.wiring.worker_assistant()
+        self.wiring.worker_assistant(self.config.clone())
     }
 
     /// Queues `ids` for `labourer`; returns their queue positions (greenfields).
