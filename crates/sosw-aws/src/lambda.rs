@@ -9,7 +9,6 @@ use sosw_core::classify::{lambda_error_code, lambda_transport, LambdaTransport};
 use sosw_core::decide::FailureKind;
 use sosw_core::ports::{InvokeError, InvokeOutcome, Invoker};
 use sosw_core::Task;
-use std::time::Duration;
 
 /// Lambda's limit on an asynchronous invocation's payload.
 pub const MAX_ASYNC_PAYLOAD: usize = 256 * 1024;
@@ -113,13 +112,8 @@ impl LambdaInvoker {
                     o.status_code()
                 ),
             )),
-            Err(e) => {
-                let mut err = classify(&self.function, e);
-                if err.kind == FailureKind::Throttled {
-                    err.retry_after = Some(Duration::from_secs(1));
-                }
-                Err(err)
-            }
+            // A throttle holds the labourer for `circuit_breaker.throttle_hold`: Lambda gives no Retry-After.
+            Err(e) => Err(classify(&self.function, e)),
         }
     }
 }

@@ -129,6 +129,8 @@ pub enum TaskCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum LabourerCommand {
+    /// A labourer's counts, limit in force, holds and control, with its audit trail (pauses, resumes, limits).
+    Show { labourer: String },
     /// Invoke none of the labourer's tasks until resumed (or until `--until`); tasks keep queueing.
     Pause {
         labourer: String,
@@ -206,6 +208,10 @@ pub struct BenchArgs {
     /// Do not write meta (audit) events.
     #[arg(long)]
     pub no_meta: bool,
+    /// Run this many Orchestrators side by side, each with its own connection to the file (as separate processes
+    /// would be): their combined dispatch rate under the dispatch lease.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub orchestrators: u32,
     /// Benchmark the Scheduler instead: one job that makes `--tasks` tasks.
     #[arg(long)]
     pub schedule: bool,

@@ -252,6 +252,7 @@ async fn labourer(g: &Global, c: LabourerCommand) -> Result<()> {
     let app = App::load(g, Essential::Orchestrator).await?;
     let now = app.clock.now();
     let (id, what) = match c {
+        LabourerCommand::Show { labourer } => return labourer_show(g, &app, &labourer).await,
         LabourerCommand::Pause {
             labourer,
             until,
@@ -292,6 +293,62 @@ async fn labourer(g: &Global, c: LabourerCommand) -> Result<()> {
         .limit
         .map_or("the configured limit".to_string(), |n| format!("a limit of {n}"));
     println!("{id}: {paused}; {limit}. Every orchestrator applies it at its next pass.");
+    Ok(())
+}
+
+/// `sosw labourer show ID`: its status row and its own audit trail.
+async fn labourer_show(g: &Global, app: &App, id: &str) -> Result<()> {
+    if app.config.labourer(id).is_none() {
+        return Err(UsageError(format!("unknown labourer `{id}`: it is not in `task_config.labourers`")).into());
+    }
+    let now = app.clock.now();
+    let statuses = sosw_engine::status(&app.config, &app.wiring(), now).await?;
+    let status = statuses.into_iter().find(|s| s.labourer_id == id);
+    let trail = app.meta.events_of(&sosw_core::meta::labourer_trail(id)).await?;
+    if g.json {
+        print_json(&json!({"status": status, "events": trail}));
+        return Ok(());
+    }
+    if let Some(s) = &status {
+        let c = &s.counts;
+        println!(
+            "{id}: {} queued, {} running, {} expired, {} waiting for a retry",
+            c.queued, c.running, c.expired, c.retry_waiting
+        );
+        if let Some(l) = &s.limit {
+            let max = l
+                .limit_override
+                .map_or(format!("{}", l.max_simultaneous_invocations), |n| {
+                    format!("{n} (an operator's; configured {})", l.max_simultaneous_invocations)
+                });
+            println!(
+                "  limit: max {max}, eco status {} → desired {}",
+                l.eco_status, l.desired
+            );
+            if let Some(a) = l.adaptive {
+                println!("  adaptive limit: {a}");
+            }
+            if let Some(r) = l.rate_per_second {
+                println!("  rate limit: {r} invocations/s");
+            }
+        }
+        for h in &s.held_back {
+            let until = h
+                .until
+                .map(|u| format!(" until {}", sosw_core::time::iso8601(u)))
+                .unwrap_or_default();
+            println!("  held back ({}){until}: {}", h.code.as_str(), h.reason);
+        }
+    }
+    for e in &trail {
+        println!(
+            "  {}  {}  {}  {}",
+            sosw_core::time::iso8601(e.at),
+            e.action.as_str(),
+            e.author,
+            e.details.as_ref().map(Value::to_string).unwrap_or_default()
+        );
+    }
     Ok(())
 }
 

@@ -65,6 +65,33 @@ fn an_operator_pauses_resumes_and_limits_a_labourer() {
     assert!(set["control"].get("limit").is_none(), "{set}");
     let pass = s.json(&["orchestrate"]);
     assert_eq!(pass["labourers"]["w"]["invoked"], json!(4), "{pass}");
+
+    // The labourer's own audit trail: who paused, resumed and limited it.
+    let shown = s.json(&["labourer", "show", "w"]);
+    let actions: Vec<&str> = shown["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "labourer_paused",
+            "labourer_resumed",
+            "labourer_limit_changed",
+            "labourer_limit_changed"
+        ]
+    );
+    assert_eq!(shown["events"][0]["details"]["reason"], json!("deploying the API"));
+    let text = s.ok(&["labourer", "show", "w"]);
+    assert!(text.contains("labourer_paused"), "{text}");
+    let (code, stderr) = s.fails(&["labourer", "show", "nope"]);
+    assert_eq!(
+        (code, stderr.contains("unknown labourer `nope`")),
+        (2, true),
+        "{stderr}"
+    );
 }
 
 #[test]

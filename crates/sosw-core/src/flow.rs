@@ -20,15 +20,17 @@
 use crate::time::{Time, MAX_SECONDS};
 use serde::{Deserialize, Serialize};
 
-/// An operator's stored control of one labourer (nothing stored: not paused, the configured limit).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An operator's stored control of one labourer (nothing stored: not paused, the configured limit). Serialised for
+/// people, with ISO 8601 times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LabourerControl {
     pub labourer_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub paused: Option<Pause>,
     /// Replaces `max_simultaneous_invocations` until cleared.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    #[serde(serialize_with = "crate::time::as_iso8601::serialize")]
     pub updated_at: Time,
     /// Who made the last change (`user@host`, or a token's name).
     pub updated_by: String,
@@ -51,13 +53,14 @@ impl LabourerControl {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Pause {
+    #[serde(serialize_with = "crate::time::as_iso8601::serialize")]
     pub since: Time,
     /// Dispatch resumes by itself at this time (`None`: until resumed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::time::as_iso8601::option")]
     pub until: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
@@ -74,6 +77,10 @@ pub struct FlowState {
     /// The rate limit's theoretical arrival time (GCRA): the bucket is full again at this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_tat: Option<Time>,
+    /// When a lease holder last claimed tasks: a store whose count lags its writes (DynamoDB's index) waits
+    /// [`crate::ports::TaskStore::count_settle`] after it before counting again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_at: Option<Time>,
     /// The labourer throttled an invocation: nothing is sent before this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttled_until: Option<Time>,
@@ -247,6 +254,8 @@ pub struct Allowance {
     pub adaptive: Option<u32>,
     /// Tasks to claim now.
     pub to_invoke: u32,
+    /// The rate limit, not a concurrency limit, bounded `to_invoke`.
+    pub by_rate: bool,
     /// Why not more, when fewer than the queue could give were asked for (`None`: only the queue's length).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limited_by: Option<HeldReason>,
@@ -301,6 +310,7 @@ pub fn allowance(input: AllowanceInput<'_>) -> Allowance {
         ceiling,
         adaptive,
         to_invoke,
+        by_rate: by_rate < by_limit,
         limited_by,
     }
 }
@@ -330,7 +340,9 @@ pub struct Signals {
 }
 
 /// AIMD: after a pass with throttles or failures the limit is multiplied by `decrease` (at least `min`); after a
-/// saturated pass without trouble it grows by `increase` (at most the ceiling); otherwise it stays.
+/// saturated pass without trouble it grows by `increase` (at most the ceiling); otherwise the stored limit stays as
+/// it is — also above a ceiling that dipped with the downstream's health, so that it climbs back from where it was
+/// when health returns, not from the top.
 pub fn adapt(config: &Adaptive, stored: Option<u32>, ceiling: u32, seen: &Signals) -> Option<u32> {
     let current = adaptive_limit(config, stored, ceiling);
     if seen.throttled > 0 || seen.failed > 0 {
@@ -342,7 +354,7 @@ pub fn adapt(config: &Adaptive, stored: Option<u32>, ceiling: u32, seen: &Signal
         // Back at the ceiling: nothing to remember.
         return (raised < ceiling).then_some(raised);
     }
-    stored.map(|_| current).filter(|&c| c < ceiling)
+    stored
 }
 
 /// How many invocations the rate limit allows at `now` (GCRA over the stored theoretical arrival time).

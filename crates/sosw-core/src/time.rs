@@ -136,6 +136,23 @@ impl Clock for SystemClock {
     }
 }
 
+/// Serde helpers that write a [`Time`] as ISO 8601 for people (`"2026-11-30T14:24:12Z"`): what reports, the
+/// CLI's JSON and the API show, never raw epoch numbers.
+pub mod as_iso8601 {
+    use super::{iso8601, Time};
+
+    pub fn serialize<S: serde::Serializer>(t: &Time, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&iso8601(*t))
+    }
+
+    pub fn option<S: serde::Serializer>(t: &Option<Time>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&iso8601(*t)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// A time an operator types: an instant (`2026-12-01T09:30:00Z`, `2026-12-01`, UTC) or a span from `now` (`90s`,
 /// `15m`, `2h`, `1d`). At most [`MAX_SECONDS`] from `now`; a time already past is refused.
 pub fn parse_until(text: &str, now: Time) -> Result<Time, String> {

@@ -51,6 +51,7 @@ pub struct Hold {
     pub code: HeldReason,
     pub reason: String,
     /// When it ends by itself (`None`: when an operator, a worker or the queue ends it).
+    #[serde(serialize_with = "sosw_core::time::as_iso8601::option")]
     pub until: Option<Time>,
 }
 

@@ -117,7 +117,7 @@ impl LabourerStore for SqliteStore {
                     "INSERT INTO dispatch (labourer_id, holder, lease_until) VALUES (?1, ?2, ?3) \
                      ON CONFLICT (labourer_id) DO UPDATE SET holder = ?2, lease_until = ?3 \
                      WHERE dispatch.holder IS NULL OR dispatch.holder = ?2 OR dispatch.lease_until <= ?4 \
-                     RETURNING adaptive_limit, adaptive_at, rate_tat, throttled_until, throttle_reason",
+                     RETURNING adaptive_limit, adaptive_at, rate_tat, claimed_at, throttled_until, throttle_reason",
                 )
                 .map_err(map_err)?;
             st.query_row(params![id, holder, until.millis(), now.millis()], |r| {
@@ -135,7 +135,8 @@ impl LabourerStore for SqliteStore {
             let changed = tx
                 .prepare_cached(
                     "UPDATE dispatch SET holder = NULL, lease_until = NULL, adaptive_limit = ?3, adaptive_at = ?4, \
-                     rate_tat = ?5, throttled_until = ?6, throttle_reason = ?7 WHERE labourer_id = ?1 AND holder = ?2",
+                     rate_tat = ?5, claimed_at = ?6, throttled_until = ?7, throttle_reason = ?8 \
+                     WHERE labourer_id = ?1 AND holder = ?2",
                 )
                 .map_err(map_err)?
                 .execute(params![
@@ -144,6 +145,7 @@ impl LabourerStore for SqliteStore {
                     f.adaptive_limit,
                     f.adaptive_at.map(Time::millis),
                     f.rate_tat.map(Time::millis),
+                    f.claimed_at.map(Time::millis),
                     f.throttled_until.map(Time::millis),
                     f.throttle_reason
                 ])
@@ -157,10 +159,11 @@ impl LabourerStore for SqliteStore {
         self.run(|conn| {
             let mut st = conn
                 .prepare_cached(
-                    "SELECT labourer_id, holder, lease_until, adaptive_limit, adaptive_at, rate_tat, throttled_until, \
-                     throttle_reason FROM dispatch WHERE holder IS NOT NULL OR adaptive_limit IS NOT NULL \
-                     OR adaptive_at IS NOT NULL OR rate_tat IS NOT NULL OR throttled_until IS NOT NULL \
-                     OR throttle_reason IS NOT NULL ORDER BY labourer_id",
+                    "SELECT labourer_id, holder, lease_until, adaptive_limit, adaptive_at, rate_tat, claimed_at, \
+                     throttled_until, throttle_reason FROM dispatch WHERE holder IS NOT NULL \
+                     OR adaptive_limit IS NOT NULL OR adaptive_at IS NOT NULL OR rate_tat IS NOT NULL \
+                     OR claimed_at IS NOT NULL OR throttled_until IS NOT NULL OR throttle_reason IS NOT NULL \
+                     ORDER BY labourer_id",
                 )
                 .map_err(map_err)?;
             let rows = st
@@ -179,7 +182,7 @@ impl LabourerStore for SqliteStore {
     }
 }
 
-/// The flow state in the five columns from `first` on.
+/// The flow state in the six columns from `first` on.
 fn flow_from_row(r: &Row<'_>, first: usize) -> rusqlite::Result<FlowState> {
     let time =
         |i: usize| -> rusqlite::Result<Option<Time>> { Ok(r.get::<_, Option<i64>>(first + i)?.map(Time::from_millis)) };
@@ -187,8 +190,9 @@ fn flow_from_row(r: &Row<'_>, first: usize) -> rusqlite::Result<FlowState> {
         adaptive_limit: r.get(first)?,
         adaptive_at: time(1)?,
         rate_tat: time(2)?,
-        throttled_until: time(3)?,
-        throttle_reason: r.get(first + 4)?,
+        claimed_at: time(3)?,
+        throttled_until: time(4)?,
+        throttle_reason: r.get(first + 5)?,
     })
 }
 

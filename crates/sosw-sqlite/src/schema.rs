@@ -117,6 +117,7 @@ CREATE TABLE dispatch (
     adaptive_limit  INTEGER,
     adaptive_at     INTEGER,
     rate_tat        INTEGER,
+    claimed_at      INTEGER,
     throttled_until INTEGER,
     throttle_reason TEXT
 ) WITHOUT ROWID;

@@ -120,10 +120,12 @@ async fn a_store_damaged_inside_is_named_and_reported_by_check() {
     let dir = tempfile::tempdir().expect("temp dir");
     let real = real_store_bytes(dir.path()).await;
     let path = dir.path().join("bad.db");
-    // Garbage over the middle pages: the header and the schema (page 1) are intact, the tables are not.
+    // Garbage over the second half of the pages: the header and the schema (written first, by `init`, on the first
+    // pages) are intact; the tasks' pages, written after, are not.
     let mut bytes = real.clone();
     let end = bytes.len() - 4096;
-    for (i, b) in bytes[2 * 4096..end].iter_mut().enumerate() {
+    let start = bytes.len() / 4096 / 2 * 4096;
+    for (i, b) in bytes[start..end].iter_mut().enumerate() {
         *b = (i % 251) as u8;
     }
     std::fs::write(&path, &bytes).expect("write");

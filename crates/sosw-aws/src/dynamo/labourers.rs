@@ -28,6 +28,7 @@ const FLOW: &[&str] = &[
     "adaptive_limit",
     "adaptive_at",
     "rate_tat",
+    "claimed_at",
     "throttled_until",
     "throttle_reason",
 ];
@@ -85,6 +86,7 @@ fn flow_of(item: &Item) -> FlowState {
         adaptive_limit: count_of(item, "adaptive_limit"),
         adaptive_at: time_of(item, "adaptive_at"),
         rate_tat: time_of(item, "rate_tat"),
+        claimed_at: time_of(item, "claimed_at"),
         throttled_until: time_of(item, "throttled_until"),
         throttle_reason: get_s_attr(item, "throttle_reason"),
     }
@@ -93,8 +95,10 @@ fn flow_of(item: &Item) -> FlowState {
 impl DynamoStore {
     /// Every item of the labourers' table, by labourer id (one per configured labourer at most: a scan is cheap).
     async fn labourer_items(&self) -> StoreResult<Vec<Item>> {
+        // Consistent: a pause must be seen by the next pass, and a control change must start from the latest one.
         let r = Read {
             table: self.tables.labourers.clone(),
+            consistent: true,
             ..Read::default()
         };
         let mut items = self.read(r).await?.0;
@@ -238,6 +242,7 @@ impl LabourerStore for DynamoStore {
             ("adaptive_limit", flow.adaptive_limit.map(n)),
             ("adaptive_at", millis(flow.adaptive_at)),
             ("rate_tat", millis(flow.rate_tat)),
+            ("claimed_at", millis(flow.claimed_at)),
             ("throttled_until", millis(flow.throttled_until)),
             ("throttle_reason", flow.throttle_reason.as_deref().map(s)),
         ];

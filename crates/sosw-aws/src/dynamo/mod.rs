@@ -61,6 +61,10 @@ pub(crate) const REVISION: &str = "sosw_rev";
 /// Completed items kept between `list_completed` and `archive` (a bound, not a cache size to tune).
 pub(crate) const MAX_COMPLETED_COPIES: usize = 100_000;
 
+/// How long a claim may stay invisible to `count_running`, which reads the greenfield index (eventually
+/// consistent; DynamoDB replicates it usually within a fraction of a second).
+pub(crate) const COUNT_SETTLE: Duration = Duration::from_secs(1);
+
 /// Actions in one `TransactWriteItems` (DynamoDB's limit).
 pub(crate) const TRANSACTION_ITEMS: usize = 100;
 

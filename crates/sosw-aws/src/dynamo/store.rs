@@ -499,6 +499,11 @@ impl TaskStore for DynamoStore {
         Ok(jobs)
     }
 
+    /// The greenfield index is replicated asynchronously, usually well within a second.
+    fn count_settle(&self) -> Duration {
+        COUNT_SETTLE
+    }
+
     fn throttled_requests(&self) -> u64 {
         self.throttled.load(Ordering::Relaxed)
     }

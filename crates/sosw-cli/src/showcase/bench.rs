@@ -72,7 +72,16 @@ pub async fn run(args: BenchArgs, json_out: bool) -> Result<()> {
     let wiring = wiring(&store, args.no_meta);
     let clock = wiring.clock.clone();
     let tm = wiring.task_manager(config.clone());
-    let orchestrator = Orchestrator::new(config.clone(), &wiring, &NoopInvokers).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut orchestrators = Vec::new();
+    for i in 0..args.orchestrators {
+        // The first shares the benchmark's connection; the others each open their own, as processes would.
+        let own = if i == 0 {
+            wiring.clone()
+        } else {
+            self::wiring(&Arc::new(SqliteStore::open(&path)?), args.no_meta)
+        };
+        orchestrators.push(Orchestrator::new(config.clone(), &own, &NoopInvokers).map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
     let scavenger = Scavenger::new(config.clone(), &wiring);
 
     let started = Instant::now();
@@ -96,8 +105,13 @@ pub async fn run(args: BenchArgs, json_out: bool) -> Result<()> {
     let (mut invoked, mut archived, mut passes) = (0u64, 0u64, 0u32);
     while archived < u64::from(args.tasks) {
         let t = Instant::now();
-        let o = orchestrator.run_once(clock.now()).await;
+        let now = clock.now();
+        let reports = futures::future::join_all(orchestrators.iter().map(|o| o.run_once(now))).await;
         orchestrate_time += t.elapsed();
+        let o = sosw_engine::OrchestratorReport {
+            labourers: reports.into_iter().flat_map(|r| r.labourers).collect(),
+            ..sosw_engine::OrchestratorReport::default()
+        };
         let t = Instant::now();
         let s = scavenger.run_once(clock.now()).await;
         scavenge_time += t.elapsed();
@@ -128,6 +142,7 @@ pub async fn run(args: BenchArgs, json_out: bool) -> Result<()> {
     let report = json!({
         "tasks": args.tasks,
         "labourers": args.labourers,
+        "orchestrators": args.orchestrators,
         "meta": !args.no_meta,
         "passes": passes,
         "invoked": invoked,
@@ -143,9 +158,10 @@ pub async fn run(args: BenchArgs, json_out: bool) -> Result<()> {
         print_json(&report);
     } else {
         println!(
-            "{} tasks, {} labourers, meta {}: full lifecycle in {:.2} s = {:.0} tasks/s",
+            "{} tasks, {} labourers, {} orchestrator(s), meta {}: full lifecycle in {:.2} s = {:.0} tasks/s",
             args.tasks,
             args.labourers,
+            args.orchestrators,
             if args.no_meta { "off" } else { "on" },
             total.as_secs_f64(),
             rate(total)

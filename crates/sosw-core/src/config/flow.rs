@@ -34,7 +34,8 @@ fn read_adaptive(r: &mut Reader, lc: &Map<String, Value>, path: &str) -> Option<
         }
     };
     r.unknown_keys(obj, &apath, &["min", "increase", "decrease", "interval"], |_| false);
-    let min = r.u32(obj, "min", &apath, 0).unwrap_or(d.min);
+    // At least 1: a limit of 0 would never see another invocation to learn from.
+    let min = r.u32(obj, "min", &apath, 1).unwrap_or(d.min);
     let increase = r.u32(obj, "increase", &apath, 1).unwrap_or(d.increase);
     let decrease = match r.number(obj, "decrease", &apath) {
         None => d.decrease,

@@ -469,6 +469,7 @@ fn flow_control_keys_are_read_and_checked() {
     let cases: &[(Value, &str)] = &[
         (json!({"adaptive": 3}), "`task_config.labourers.w.adaptive`: expected true, false or an object"),
         (json!({"adaptive": {"decrease": 1.5}}), "`task_config.labourers.w.adaptive.decrease`: must be between 0 and 1"),
+        (json!({"adaptive": {"min": 0}}), "`task_config.labourers.w.adaptive.min`: must be at least 1, got 0"),
         (json!({"adaptive": {"increase": 0}}), "`task_config.labourers.w.adaptive.increase`: must be at least 1, got 0"),
         (json!({"adaptive": {"interval": 1e300}}), "`task_config.labourers.w.adaptive.interval`: must be at most"),
         (json!({"max_invocations_per_second": 0}), "`task_config.labourers.w.max_invocations_per_second`: must be a positive number"),

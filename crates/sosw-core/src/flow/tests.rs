@@ -188,7 +188,7 @@ fn aimd_falls_fast_and_climbs_slowly_under_the_ceiling() {
         (Some(4), 16, idle, Some(4)),
         (None, 16, idle, None),
         // The ceiling fell under the stored limit (eco status): the ceiling wins.
-        (Some(12), 6, idle, None),
+        (Some(12), 6, idle, Some(12)),
         (Some(12), 6, trouble, Some(3)),
         // A ceiling below `min`: `min` is kept.
         (Some(2), 1, busy, None),

@@ -341,6 +341,13 @@ pub trait TaskStore: LabourerStore {
     /// The most recently updated jobs first.
     async fn list_jobs(&self, limit: usize) -> StoreResult<Vec<JobProgress>>;
 
+    /// How long after a claim this store's `count_running` may still miss it (DynamoDB counts through an
+    /// eventually consistent index; SQLite's count is exact: zero). The Orchestrator waits this long after the last
+    /// claim of a labourer before counting it again, so that the limit holds across orchestrators.
+    fn count_settle(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Requests the backend throttled since the store was opened (and retried, by the one layer that retries), for
     /// the pass reports. Backends that are never throttled report 0.
     fn throttled_requests(&self) -> u64 {

@@ -1,7 +1,9 @@
-//! One labourer's dispatch in a pass: count what runs, read the head of the queue, claim it (each claim records
-//! its `invoked` event), invoke — the first task alone, so that a labourer that fails it at the labourer level is
-//! sent nothing else — and carry out what each outcome means for its task. Labourer-level and permanent failures
-//! are decided once the pass knows whether the labourer accepted anything ([`sosw_core::breaker`]).
+//! One labourer's dispatch in a pass, in two steps. Under the dispatch lease, [`Orchestrator::claim`]: count what
+//! runs, the allowance, read the head of the queue, claim it (each claim records its `invoked` event). Then,
+//! with the lease given back, [`Orchestrator::invoke`]: the first task alone, so that a labourer that fails it at
+//! the labourer level is sent nothing else, then the rest; and what each outcome means for its task.
+//! Labourer-level and permanent failures are decided once the pass knows whether the labourer accepted anything
+//! ([`sosw_core::breaker`]).
 
 use super::{LabourerOrchestration, Orchestrator};
 use futures::future::join_all;
@@ -80,13 +82,34 @@ pub(super) struct Turn<'a> {
     pub now: Time,
 }
 
+/// What [`Orchestrator::claim`] claimed, for [`Orchestrator::invoke`].
+pub(super) struct Claimed {
+    claims: Vec<Claim>,
+    /// The rows as they were in the queue.
+    queued: Vec<Task>,
+    invoker: std::sync::Arc<dyn Invoker>,
+    markers: Markers,
+    /// The allowance's ceiling (`floor(max × coefficient)`).
+    ceiling: u32,
+    saturated: bool,
+}
+
+/// What a pass teaches the shared flow state, applied under the lease again ([`Orchestrator::learn`]).
+#[derive(Debug)]
+pub(super) struct FlowLesson {
+    pub signals: Signals,
+    pub ceiling: u32,
+    /// The longest throttle of the pass: its message and Retry-After.
+    pub throttle: Option<(String, Option<Duration>)>,
+}
+
 /// What the outcomes of a pass add up to, besides the report's counts.
 #[derive(Default)]
 struct Tally {
     seen: PassOutcome,
     dead: Vec<String>,
     deferred: Vec<Failed>,
-    /// The first throttle of the pass: its message and Retry-After.
+    /// The throttle with the longest Retry-After in the pass: its message and Retry-After.
     throttle: Option<(String, Option<Duration>)>,
 }
 
@@ -102,27 +125,32 @@ struct Pass<'a> {
 }
 
 impl Orchestrator {
-    /// Claims and invokes what the labourer's allowance gives ([`flow::allowance`]: one task when probing), under
-    /// the labourer's dispatch lease; updates `flow` (the rate limit's bucket, the adaptive limit, a throttle's
-    /// hold) with what the pass saw. Returns what the pass saw for the breaker, and the dead-task messages.
-    pub(super) async fn dispatch(
+    /// Under the labourer's dispatch lease: counts what runs, computes the allowance ([`flow::allowance`]: one task
+    /// when probing), reads the queue and claims (each claim with its `invoked` event); spends the rate limit's
+    /// tokens and notes the claim's time in `flow`. `None` when nothing was claimed.
+    pub(super) async fn claim(
         &self,
         turn: &Turn<'_>,
         r: &mut LabourerOrchestration,
         flow: &mut FlowState,
-    ) -> (PassOutcome, Vec<String>) {
+    ) -> Option<Claimed> {
         let (l, state, probing, now) = (turn.l, turn.state, turn.probing, turn.now);
         if flow.throttled_until.is_some_and(|until| until <= now) {
             flow.throttled_until = None;
             flow.throttle_reason = None;
         }
-        let mut tally = Tally::default();
+        // A store whose count lags its writes: the last claim may not be counted yet.
+        let settle = i64::try_from(self.store.count_settle().as_millis()).unwrap_or(i64::MAX);
+        if flow.claimed_at.is_some_and(|at| now < at.plus_millis(settle)) {
+            r.dispatched_elsewhere = true;
+            return None;
+        }
         let markers = l.markers(now, self.config.greenfield.delta);
         match self.store.count_running(&l.id, markers.expired).await {
             Ok(n) => r.running = n,
             Err(e) => {
                 r.errors.push(format!("counting running tasks: {e}"));
-                return (tally.seen, Vec::new());
+                return None;
             }
         }
         let allowance = flow::allowance(AllowanceInput {
@@ -134,14 +162,15 @@ impl Orchestrator {
             running: r.running,
             now,
         });
+        r.desired = allowance.ceiling;
         r.requested = allowance.to_invoke;
         if probing {
             r.requested = r.requested.min(1);
         }
-        let ceiling = allowance.ceiling;
+        let (ceiling, by_rate) = (allowance.ceiling, allowance.by_rate);
         r.allowance = Some(allowance);
         if r.requested == 0 {
-            return (tally.seen, Vec::new());
+            return None;
         }
         // A probe reads one task more, to avoid the suspect.
         let fetch = if probing { 2 } else { r.requested as usize };
@@ -149,23 +178,24 @@ impl Orchestrator {
             Ok(q) => q,
             Err(e) => {
                 r.errors.push(format!("reading the queue: {e}"));
-                return (tally.seen, Vec::new());
+                return None;
             }
         };
-        // The queue could fill the whole allowance: the limit, not the queue, held the labourer.
-        let saturated = !probing && queued.len() >= r.requested as usize;
+        // The queue could fill the whole allowance, and a concurrency limit (not the rate) set it: the limit, not
+        // the queue, held the labourer — the condition for the adaptive limit to grow.
+        let saturated = !probing && !by_rate && queued.len() >= r.requested as usize;
         if probing {
             let ids: Vec<String> = queued.iter().map(|t| t.task_id.clone()).collect();
             let chosen = probe(state, &ids).cloned();
             queued.retain(|t| Some(&t.task_id) == chosen.as_ref());
         }
         if queued.is_empty() {
-            return (tally.seen, Vec::new());
+            return None;
         }
         // Before the claim: a claimed task that cannot be sent would spend its attempt for nothing.
         let Some(invoker) = self.invokers.get(&l.id) else {
             r.errors.push("no invoker was built for this labourer".into());
-            return (tally.seen, Vec::new());
+            return None;
         };
         let read: Vec<(String, i64)> = queued.iter().map(|t| (t.task_id.clone(), t.greenfield)).collect();
         // Each claim records its `invoked` event with it: every spent attempt has one, crash or not.
@@ -178,24 +208,47 @@ impl Orchestrator {
             Ok(c) => c,
             Err(e) => {
                 r.errors.push(format!("claiming tasks: {e}"));
-                return (tally.seen, Vec::new());
+                return None;
             }
         };
+        let sent = claims.iter().filter(|c| matches!(c, Claim::Claimed { .. })).count();
+        if sent > 0 {
+            flow.claimed_at = Some(now);
+        }
         if let Some(rate) = &l.flow.rate {
-            let sent = claims.iter().filter(|c| matches!(c, Claim::Claimed { .. })).count();
             flow.rate_tat = flow::rate_spend(rate, flow.rate_tat, now, u32::try_from(sent).unwrap_or(u32::MAX));
         }
-        let before: HashMap<&str, &Task> = queued.iter().map(|t| (t.task_id.as_str(), t)).collect();
+        Some(Claimed {
+            claims,
+            queued,
+            invoker: invoker.clone(),
+            markers,
+            ceiling,
+            saturated,
+        })
+    }
+
+    /// Invokes what [`Self::claim`] claimed — the first task alone, so that a labourer that fails it at the labourer
+    /// level is sent nothing else — and carries out each outcome. Returns what the pass saw for the breaker, the
+    /// dead-task messages, and what the flow state should learn ([`FlowLesson`]).
+    pub(super) async fn invoke(
+        &self,
+        turn: &Turn<'_>,
+        r: &mut LabourerOrchestration,
+        claimed: Claimed,
+    ) -> (PassOutcome, Vec<String>, FlowLesson) {
+        let (l, state, now) = (turn.l, turn.state, turn.now);
+        let mut tally = Tally::default();
+        let before: HashMap<&str, &Task> = claimed.queued.iter().map(|t| (t.task_id.as_str(), t)).collect();
         let pass = Pass {
             l,
             state,
-            invoker: invoker.as_ref(),
-            markers,
+            invoker: claimed.invoker.as_ref(),
+            markers: claimed.markers,
             stop: AtomicBool::new(false),
             now,
         };
-        // The first task goes alone: a labourer that fails it at the labourer level is sent nothing else.
-        let mut claims = claims.into_iter();
+        let mut claims = claimed.claims.into_iter();
         let mut results = Vec::new();
         if let Some(first) = claims.next() {
             results.push(self.handle_claim(&pass, first, &before).await);
@@ -244,65 +297,18 @@ impl Orchestrator {
             tally.add(r, outcome);
         }
         self.meta.post(events).await;
-        self.adjust_flow(l, r, flow, &tally, ceiling, saturated, now);
-        (tally.seen, tally.dead)
-    }
-
-    /// What the pass teaches the shared flow state: the adaptive limit moves ([`flow::adapt`]); a throttle holds
-    /// the labourer back until its Retry-After ([`flow::throttle_until`]).
-    #[allow(clippy::too_many_arguments)]
-    fn adjust_flow(
-        &self,
-        l: &Labourer,
-        r: &LabourerOrchestration,
-        flow: &mut FlowState,
-        tally: &Tally,
-        ceiling: u32,
-        saturated: bool,
-        now: Time,
-    ) {
-        if let Some(adaptive) = l
-            .flow
-            .adaptive
-            .as_ref()
-            .filter(|a| flow::adapt_due(a, flow.adaptive_at, now))
-        {
-            let signals = Signals {
-                accepted: tally.seen.accepted,
+        let lesson = FlowLesson {
+            signals: Signals {
+                accepted,
                 throttled: r.throttled,
-                failed: r.retry_later + r.dead + r.uncertain,
-                saturated,
-            };
-            let before = flow::adaptive_limit(adaptive, flow.adaptive_limit, ceiling);
-            let stored = flow::adapt(adaptive, flow.adaptive_limit, ceiling, &signals);
-            let after = flow::adaptive_limit(adaptive, stored, ceiling);
-            if stored != flow.adaptive_limit {
-                flow.adaptive_limit = stored;
-                flow.adaptive_at = Some(now);
-            }
-            if after != before {
-                tracing::info!(labourer = %l.id, before, after, ?signals, "adaptive limit changed");
-            }
-        }
-        if let Some((message, retry_after)) = &tally.throttle {
-            let until = flow::throttle_until(
-                flow.throttled_until,
-                retry_after.map(|d| d.as_secs_f64()),
-                self.config.breaker.throttle_hold as f64,
-                self.config.breaker.max_hold,
-                now,
-            );
-            let wait = match retry_after {
-                Some(d) => format!("Retry-After {} s", d.as_secs_f64()),
-                None => format!(
-                    "no Retry-After: `throttle_hold` {} s",
-                    self.config.breaker.throttle_hold
-                ),
-            };
-            tracing::warn!(labourer = %l.id, until = until.secs(), "the labourer throttled an invocation: {message}");
-            flow.throttled_until = Some(until);
-            flow.throttle_reason = Some(format!("the labourer throttled an invocation ({message}); {wait}"));
-        }
+                // Congestion: failed or unanswered invocations; not a task's own permanent failure.
+                failed: r.retry_later + r.uncertain,
+                saturated: claimed.saturated,
+            },
+            ceiling: claimed.ceiling,
+            throttle: tally.throttle.take(),
+        };
+        (tally.seen, tally.dead, lesson)
     }
 
     async fn handle_claim(

@@ -1,5 +1,6 @@
-//! Orchestrator: per labourer, invoke `floor(max_simultaneous_invocations × coefficient[eco status]) − running`
-//! queued tasks (reference §5.5), never one task twice.
+//! Orchestrator: per labourer, invoke `floor(max × coefficient[eco status]) − running` queued tasks (reference
+//! §5.5) — `max` being `max_simultaneous_invocations`, an operator's limit, or the adaptive limit, and at most what
+//! the rate limit allows — never one task twice.
 //!
 //! The only guard against a double invocation is the store's conditional claim (`greenfield < start`), exactly as
 //! in Python sosw, so Rust and Python orchestrators can run side by side on one table. Beyond the original:
@@ -9,17 +10,19 @@
 //! failures are not its tasks' is held back by its circuit breaker ([`sosw_core::breaker`]).
 //!
 //! Flow control ([`sosw_core::flow`]): an operator's pause stops a labourer's dispatch; otherwise the pass takes
-//! the labourer's **dispatch lease** in the store, so that no two orchestrators dispatch one labourer at once —
-//! counting what runs and claiming happen under it, which makes the limit hold across any number of orchestrators
-//! — and reads the shared flow state with it (the adaptive limit, the rate limit's bucket, a throttle's
-//! Retry-After). The lease is given back with the updated flow state at the end of the labourer's pass.
+//! the labourer's **dispatch lease** in the store, so that no two orchestrators count and claim for one labourer at
+//! once — which makes its limit hold across any number of orchestrators — and reads the shared flow state with it
+//! (the adaptive limit, the rate limit's bucket, a throttle's Retry-After). The lease is given back right after
+//! the claim, and taken again briefly after the invocations to store what they taught (`lease.rs`).
 //!
 //! - `mod.rs`: the pass — health, pauses, the breaker's gate, the lease, dispatch per labourer, the breaker's and
 //!   the flow state's update, notifications;
 //! - `dispatch.rs`: one labourer's dispatch — claim, invoke (the first task alone), and what each outcome does to
-//!   its task.
+//!   its task;
+//! - `lease.rs`: taking and giving back the dispatch lease, and the flow state's update after the invocations.
 
 mod dispatch;
+mod lease;
 
 use crate::ecology::{EcologyManager, Health};
 use crate::meta::MetaHandler;
@@ -58,10 +61,11 @@ pub struct LabourerOrchestration {
     pub labourer_id: String,
     pub eco_status: u8,
     pub max_simultaneous_invocations: u32,
-    /// `floor(max_simultaneous_invocations × coefficient[eco_status])`.
+    /// `floor(max × coefficient[eco_status])`, with an operator's limit as `max` when one is set.
     pub desired: u32,
     pub running: u64,
-    /// `max(desired − running, 0)`: how many queued tasks were asked for.
+    /// What the allowance gave ([`sosw_core::flow::allowance`]: `desired − running`, or fewer under an adaptive or
+    /// rate limit; 1 when probing): how many queued tasks were asked for.
     pub requested: u32,
     pub invoked: u32,
     /// Invoked synchronously and reported on the spot (HTTP `sync` mode).
@@ -292,50 +296,43 @@ impl Orchestrator {
                 return (r, Vec::new(), Vec::new());
             }
         };
-        let until = now.plus_secs(self.config.dispatch_lease);
-        let flow = match self.store.take_dispatch(&l.id, &self.holder, now, until).await {
+        let mut flow = match self.take(l, now).await {
             Ok(Some(flow)) => flow,
             Ok(None) => {
                 r.dispatched_elsewhere = true;
                 return (r, Vec::new(), Vec::new());
             }
             Err(e) => {
-                r.held_back = Some(HeldBack::store_error(format!("taking the dispatch lease: {e}")));
+                r.held_back = Some(HeldBack::store_error(e));
                 return (r, Vec::new(), Vec::new());
             }
         };
-        let (flow_after, dead, held) = match flow::gate(None, Some(&flow), now) {
+        let turn = dispatch::Turn {
+            l,
+            state: known,
+            probing,
+            control,
+            coefficient: self.config.coefficients.get(health.status),
+            now,
+        };
+        let claimed = match flow::gate(None, Some(&flow), now) {
             Some(stop) => {
                 r.held_back = Some(HeldBack::stopped(stop));
-                (flow, Vec::new(), Vec::new())
+                None
             }
-            None => {
-                let turn = dispatch::Turn {
-                    l,
-                    state: known,
-                    probing,
-                    control,
-                    coefficient: self.config.coefficients.get(health.status),
-                    now,
-                };
-                let mut flow_after = flow;
-                let (seen, dead) = self.dispatch(&turn, &mut r, &mut flow_after).await;
-                let held = match state {
-                    Some(state) => self.update_breaker(l, &mut r, state, &seen, probing, now).await,
-                    None => Vec::new(),
-                };
-                (flow_after, dead, held)
-            }
+            None => self.claim(&turn, &mut r, &mut flow).await,
         };
-        match self.store.give_back_dispatch(&l.id, &self.holder, &flow_after).await {
-            Ok(true) => {}
-            Ok(false) => r.errors.push(format!(
-                "the dispatch lease ran out during the pass (`dispatch_lease` {} s) and another orchestrator took \
-                 it: this pass's flow-control update is dropped",
-                self.config.dispatch_lease
-            )),
-            Err(e) => r.errors.push(format!("giving back the dispatch lease: {e}")),
-        }
+        // The claims are in the store: the next orchestrator counts them. Nobody waits for the invocations.
+        self.give_back(l, &mut r, &flow).await;
+        let Some(claimed) = claimed else {
+            return (r, Vec::new(), Vec::new());
+        };
+        let (seen, dead, lesson) = self.invoke(&turn, &mut r, claimed).await;
+        self.learn(l, &mut r, lesson, now).await;
+        let held = match state {
+            Some(state) => self.update_breaker(l, &mut r, state, &seen, probing, now).await,
+            None => Vec::new(),
+        };
         (r, dead, held)
     }
 

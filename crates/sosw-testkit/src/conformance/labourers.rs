@@ -145,6 +145,7 @@ pub async fn dispatch_lease_is_exclusive(h: &Harness) {
         adaptive_limit: Some(4),
         adaptive_at: Some(now().plus_millis(250)),
         rate_tat: Some(now().plus_millis(1500)),
+        claimed_at: Some(now().plus_millis(20)),
         throttled_until: Some(t(30)),
         throttle_reason: Some("HTTP 429 Too Many Requests; Retry-After 30 s".into()),
     };
