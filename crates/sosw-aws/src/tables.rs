@@ -57,6 +57,18 @@ impl Tables {
 
     /// The names a config gives ([`sosw_core::config::TableNames`], validated with the config); the others keep
     /// Python sosw's defaults.
+    /// Every table's name (not the indexes').
+    pub fn all(&self) -> [&str; 6] {
+        [
+            &self.tasks,
+            &self.closed,
+            &self.retry,
+            &self.meta,
+            &self.labourers,
+            &self.jobs,
+        ]
+    }
+
     pub fn from_names(names: &TableNames) -> Tables {
         let d = Tables::default();
         let pick = |given: &Option<String>, default: String| given.clone().unwrap_or(default);
@@ -205,5 +217,46 @@ pub async fn ensure(client: &Client, t: &Tables) -> Result<(), StoreError> {
             .await
             .map_err(crate::sdk_err)?;
     }
+    for table in t.all() {
+        wait_until_active(client, table).await?;
+    }
     Ok(())
+}
+
+/// A table just created is `CREATING` for a while (seconds on DynamoDB), and refuses reads and writes until it is
+/// `ACTIVE`, with its indexes: `init` returns only when every table can be used.
+async fn wait_until_active(client: &Client, table: &str) -> Result<(), StoreError> {
+    use aws_sdk_dynamodb::types::{IndexStatus, TableStatus};
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
+    const POLL: std::time::Duration = std::time::Duration::from_millis(200);
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        let out = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(crate::sdk_err)?;
+        let Some(d) = out.table() else {
+            return Err(StoreError::Unavailable(format!(
+                "DescribeTable `{table}` returned no table"
+            )));
+        };
+        let indexes_active = d
+            .global_secondary_indexes()
+            .iter()
+            .all(|i| i.index_status().is_none_or(|s| *s == IndexStatus::Active));
+        if d.table_status() == Some(&TableStatus::Active) && indexes_active {
+            return Ok(());
+        }
+        if waited >= PATIENCE {
+            return Err(StoreError::Unavailable(format!(
+                "table `{table}` is still {:?} after {} s",
+                d.table_status(),
+                PATIENCE.as_secs()
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+        waited += POLL;
+    }
 }

@@ -43,7 +43,11 @@ async fn of_many_concurrent_takers_exactly_one_gets_the_lease() {
             "round {round}: {winners} orchestrators hold one labourer's lease"
         );
     }
-    // And the lease runs out, is given back only by its holder, and hands the flow state on.
+    // And the lease runs out, is given back only by its holder, and hands the flow state on (fresh tables).
+    let tables = Tables::prefixed(&format!("atomic{}b_", std::process::id()));
+    let store = DynamoStore::connect(Some(&endpoint), tables).await;
+    store.init().await.expect("create tables");
+    let store = Arc::new(store);
     sosw_testkit::conformance::dispatch_lease_is_exclusive(&sosw_testkit::Harness {
         store: store.clone(),
         meta: store,
