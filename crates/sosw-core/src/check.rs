@@ -283,10 +283,11 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Why a meta row is unusable (`task show` would refuse it): an unknown action, or details that are not JSON.
+/// Why a meta row is unusable: an empty action, or details that are not JSON. An action sosw-rs does not write
+/// is fine: Python sosw's writers record their own (`completed`, `failed`), and `task show` shows them verbatim.
 pub fn meta_problem(action: &str, details: Option<&str>) -> Option<String> {
-    if serde_json::from_value::<crate::meta::MetaAction>(Value::String(action.to_string())).is_err() {
-        return Some(format!("unknown meta action `{action}`"));
+    if action.trim().is_empty() {
+        return Some("a meta event without an action".to_string());
     }
     match details.map(serde_json::from_str::<Value>) {
         Some(Err(e)) => Some(format!("details are not valid JSON: {e}")),
@@ -474,7 +475,8 @@ mod tests {
         assert_eq!(meta_problem("created", None), None);
         assert_eq!(meta_problem("invocation_failed", Some(r#"{"error": "x"}"#)), None);
         assert_eq!(meta_problem("invoked", Some("\"text\"")), None);
-        assert!(meta_problem("exploded", None).is_some_and(|m| m.contains("`exploded`")));
+        assert_eq!(meta_problem("completed", None), None, "Python sosw's Worker writes it");
+        assert!(meta_problem(" ", None).is_some_and(|m| m.contains("without an action")));
         assert!(meta_problem("created", Some("{oops")).is_some());
     }
 

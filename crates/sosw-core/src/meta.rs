@@ -4,8 +4,9 @@ use crate::time::Time;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// What happened. The first eight are sosw's action names; the rest record what sosw-rs does beyond it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What happened. The first eight are sosw's action names; the next record what sosw-rs does beyond it; any other
+/// action found in a store is kept as it is ([`MetaAction::Foreign`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MetaAction {
     Created,
@@ -29,6 +30,10 @@ pub enum MetaAction {
     LabourerResumed,
     /// An operator set or cleared a labourer's live limit.
     LabourerLimitChanged,
+    /// An action another writer recorded: Python sosw's MetaHandler takes any action (its `Worker` writes
+    /// `completed` and `failed`). Shown verbatim, never refused.
+    #[serde(untagged)]
+    Foreign(String),
 }
 
 /// The id under which a labourer's own audit events (an operator's pause, resume, limit) are recorded in the meta
@@ -38,7 +43,12 @@ pub fn labourer_trail(labourer_id: &str) -> String {
 }
 
 impl MetaAction {
-    pub fn as_str(self) -> &'static str {
+    /// The action as a store keeps it: a known name, or a foreign one verbatim.
+    pub fn parse(action: &str) -> MetaAction {
+        serde_json::from_value(Value::String(action.to_string())).unwrap_or_else(|_| MetaAction::Foreign(action.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
         match self {
             MetaAction::Created => "created",
             MetaAction::Invoked => "invoked",
@@ -54,6 +64,7 @@ impl MetaAction {
             MetaAction::LabourerPaused => "labourer_paused",
             MetaAction::LabourerResumed => "labourer_resumed",
             MetaAction::LabourerLimitChanged => "labourer_limit_changed",
+            MetaAction::Foreign(action) => action,
         }
     }
 }
@@ -148,8 +159,12 @@ mod tests {
             author: "sosw_orchestrator".into(),
             at: Time::from_millis(1_700_000_000_250),
         };
-        let actions =
-            |what| -> Vec<&'static str> { s.recorded("t", "w", what).iter().map(|e| e.action.as_str()).collect() };
+        let actions = |what| -> Vec<String> {
+            s.recorded("t", "w", what)
+                .iter()
+                .map(|e| e.action.as_str().to_string())
+                .collect()
+        };
         assert_eq!(actions(Recorded::Created), ["created"]);
         assert_eq!(actions(Recorded::Invoked), ["invoked"]);
         assert_eq!(actions(Recorded::Completed { closed: false }), ["marked_as_completed"]);

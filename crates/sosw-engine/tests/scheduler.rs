@@ -115,7 +115,7 @@ async fn a_job_goes_in_whole_in_order_and_only_once() {
     }
     let events = w.store.events_of(&queue[7].0).await.expect("events");
     assert_eq!(
-        events.iter().map(|e| e.action).collect::<Vec<_>>(),
+        events.iter().map(|e| e.action.clone()).collect::<Vec<_>>(),
         vec![MetaAction::Created]
     );
     let job = w.store.get_job("big").await.expect("get").expect("recorded");

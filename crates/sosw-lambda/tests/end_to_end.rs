@@ -169,7 +169,7 @@ async fn schedule_orchestrate_complete_scavenge_and_expire_retry_die() {
             .await
             .expect("meta")
             .iter()
-            .map(|e| e.action)
+            .map(|e| e.action.clone())
             .collect();
     use MetaAction::*;
     assert_eq!(

@@ -186,8 +186,7 @@ pub(crate) fn events_of(conn: &Connection, id: &str) -> StoreResult<Vec<MetaEven
     for row in rows {
         let (task_id, labourer_id, at, action, author, details): (String, String, f64, String, String, Option<String>) =
             row.map_err(map_err)?;
-        let action: MetaAction = serde_json::from_value(Value::String(action.clone()))
-            .map_err(|_| StoreError::Backend(format!("unknown meta action `{action}` in the store").into()))?;
+        let action = MetaAction::parse(&action);
         out.push(MetaEvent {
             task_id,
             labourer_id,

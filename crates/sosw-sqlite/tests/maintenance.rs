@@ -491,7 +491,7 @@ async fn check_finds_each_kind_of_damage_made_with_raw_sql() {
         ),
         (
             "meta that `task show` cannot read",
-            "UPDATE tasks_meta SET action = 'exploded' WHERE task_id = 'q'; \
+            "UPDATE tasks_meta SET action = '' WHERE task_id = 'q'; \
              UPDATE tasks_meta SET details = '{oops' WHERE task_id = 'r'"
                 .into(),
             vec![(Check::BadMeta, "q"), (Check::BadMeta, "r")],

@@ -1081,7 +1081,7 @@ pub async fn moves_record_their_events_only_when_they_take_effect(h: &Harness) {
             .await
             .expect("events")
             .into_iter()
-            .map(|e| e.action.as_str())
+            .map(|e| e.action.as_str().to_string())
             .collect::<Vec<_>>()
     };
     let tasks: Vec<NewTask> = ["a", "b", "c", "d"].iter().map(|id| new_task(id, "w")).collect();
@@ -1182,7 +1182,7 @@ pub async fn moves_record_their_events_only_when_they_take_effect(h: &Harness) {
         .await
         .expect("archive");
     assert!(done[0].is_ok() && done[1].is_err());
-    assert_eq!(actions("d").await.last(), Some(&"archived"));
+    assert_eq!(actions("d").await.last().map(String::as_str), Some("archived"));
     assert_eq!(actions("b").await, ["created"]);
     // The plain forms record nothing.
     s.claim("w", &as_read(s, &["b"]).await, NOW, g).await.expect("claim");
@@ -1230,4 +1230,34 @@ pub async fn heartbeat_extends_only_running_tasks(h: &Harness) {
         assert!(err.is_refusal(), "{id}: {err}");
         assert_eq!(s.get(id).await.expect("get"), before, "{id} unchanged");
     }
+}
+
+/// Actions another writer recorded (Python sosw's `Worker` writes `completed` and `failed`) are read back verbatim,
+/// between sosw-rs's own, never refused.
+pub async fn foreign_meta_actions_are_read_verbatim(h: &Harness) {
+    let event = |action: MetaAction, ms: i64| MetaEvent {
+        task_id: "t".into(),
+        labourer_id: "w".into(),
+        action,
+        at: now().plus_millis(ms),
+        author: "sosw_worker".into(),
+        details: None,
+    };
+    h.meta
+        .record(&[
+            event(MetaAction::Invoked, 0),
+            event(MetaAction::Foreign("completed".into()), 10),
+            event(MetaAction::parse("a_custom_step"), 20),
+        ])
+        .await
+        .expect("record");
+    let actions: Vec<String> = h
+        .meta
+        .events_of("t")
+        .await
+        .expect("events")
+        .iter()
+        .map(|e| e.action.as_str().to_string())
+        .collect();
+    assert_eq!(actions, ["invoked", "completed", "a_custom_step"]);
 }

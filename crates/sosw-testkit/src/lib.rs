@@ -97,6 +97,7 @@ macro_rules! store_conformance {
             counts_and_listing,
             listing_pages_concatenate_to_the_whole_listing,
             meta_events_in_order,
+            foreign_meta_actions_are_read_verbatim,
             job_progress_round_trip,
             heartbeat_extends_only_running_tasks,
             labourer_states_round_trip,

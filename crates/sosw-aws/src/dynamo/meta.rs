@@ -54,8 +54,7 @@ impl MetaSink for DynamoStore {
                 _ => 0.0,
             };
             let action = text("action");
-            let action: MetaAction = serde_json::from_value(Value::String(action.clone()))
-                .map_err(|_| StoreError::Backend(format!("unknown meta action `{action}` in the store").into()))?;
+            let action = MetaAction::parse(&action);
             out.push(MetaEvent {
                 task_id: text("task_id"),
                 labourer_id: text("labourer_id"),

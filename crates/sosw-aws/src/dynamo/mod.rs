@@ -32,7 +32,6 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use futures::stream::{self, StreamExt};
-use serde_json::Value;
 use sosw_core::breaker::LabourerState;
 use sosw_core::greenfield::{labourer_counts, queued_rows};
 use sosw_core::meta::{stamped, MetaAction, MetaEvent, Recorded, Stamp};
