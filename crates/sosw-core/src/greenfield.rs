@@ -15,6 +15,8 @@
 //!   **running**: the original's `E <= g <= I` would not count it and so over-invoke;
 //! - a new queue position that would reach the timestamp range is refused ([`GreenfieldError::QueueFull`])
 //!   instead of being silently classified as expired (reference §3.6, §7.18).
+//!
+//! Longer than 500 lines because of its tests (tables and properties, about 300 lines).
 
 use crate::time::Time;
 use serde::{Deserialize, Serialize};

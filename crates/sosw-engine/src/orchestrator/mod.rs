@@ -19,10 +19,12 @@
 //!   the flow state's update, notifications;
 //! - `dispatch.rs`: one labourer's dispatch — claim, invoke (the first task alone), and what each outcome does to
 //!   its task;
+//! - `outcomes.rs`: what each invocation's outcome does to its task, and how outcomes add up in the report;
 //! - `lease.rs`: taking and giving back the dispatch lease, and the flow state's update after the invocations.
 
 mod dispatch;
 mod lease;
+mod outcomes;
 
 use crate::ecology::{EcologyManager, Health};
 use crate::meta::MetaHandler;
