@@ -77,7 +77,7 @@ pub async fn schedule(g: &Global, source: &str, dry_run: bool) -> Result<()> {
         bar
     });
     let report = scheduler
-        .run(&plan, |p| {
+        .run(&plan, app.clock.as_ref(), |p| {
             if let Some(bar) = &bar {
                 bar.set_position(p.scheduled);
             }

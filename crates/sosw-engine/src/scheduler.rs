@@ -30,7 +30,6 @@ pub struct Scheduler {
     config: Arc<Config>,
     store: Arc<dyn TaskStore>,
     tasks: TaskManager,
-    clock: Arc<dyn Clock>,
 }
 
 /// A validated job, ready to run.
@@ -98,7 +97,6 @@ impl Scheduler {
         Scheduler {
             tasks: wiring.task_manager(config.clone()),
             store: wiring.store.clone(),
-            clock: wiring.clock.clone(),
             config,
         }
     }
@@ -241,22 +239,27 @@ impl Scheduler {
     pub async fn run(
         &self,
         plan: &Plan,
+        clock: &dyn Clock,
         on_progress: impl FnMut(&JobProgress),
     ) -> Result<ScheduleReport, ScheduleError> {
-        self.run_until(plan, None, on_progress).await
+        self.run_until(plan, clock, None, on_progress).await
     }
 
     /// [`Scheduler::run`] that stops after the first batch that ends at or after `stop_at` (by the clock), with
     /// `finished: false` and its progress recorded, so that a later run of the same plan continues where it stopped:
     /// the tasks an earlier run recorded as scheduled (or that planning found in the store) are skipped without
     /// reading the store, the rest are checked.
+    ///
+    /// A run takes time, so it reads `clock` itself: for the progress it records after each batch, and for
+    /// `stop_at`.
     pub async fn run_until(
         &self,
         plan: &Plan,
+        clock: &dyn Clock,
         stop_at: Option<Time>,
         mut on_progress: impl FnMut(&JobProgress),
     ) -> Result<ScheduleReport, ScheduleError> {
-        let started = self.clock.now();
+        let started = clock.now();
         let previous = self.store.get_job(&plan.job_id).await?;
         // What an earlier run recorded, or what planning found in the store: skipped without being looked up again.
         let done = already_written(previous.as_ref(), plan.total).max(plan.present.min(plan.total));
@@ -308,7 +311,7 @@ impl Scheduler {
         };
         let mut failure = None;
         while let Some(batch) = rx.recv().await {
-            let now = self.clock.now();
+            let now = clock.now();
             match self.tasks.create(&batch, now).await {
                 Ok(r) => {
                     report.created += r.created.len() as u64;
@@ -317,7 +320,7 @@ impl Scheduler {
                     progress.updated_at = now;
                     self.store.save_job(&progress).await?;
                     on_progress(&progress);
-                    if stop_at.is_some_and(|at| self.clock.now() >= at) && progress.scheduled < plan.total {
+                    if stop_at.is_some_and(|at| clock.now() >= at) && progress.scheduled < plan.total {
                         break;
                     }
                 }
@@ -333,7 +336,7 @@ impl Scheduler {
             return Err(e.into());
         }
         generated?;
-        if progress.scheduled < plan.total && stop_at.is_some_and(|at| self.clock.now() >= at) {
+        if progress.scheduled < plan.total && stop_at.is_some_and(|at| clock.now() >= at) {
             return Ok(report);
         }
         if progress.scheduled != plan.total {
@@ -342,7 +345,7 @@ impl Scheduler {
                 progress.scheduled, plan.total
             )));
         }
-        progress.finished_at = Some(self.clock.now());
+        progress.finished_at = Some(clock.now());
         progress.updated_at = progress.finished_at.unwrap_or(progress.updated_at);
         self.store.save_job(&progress).await?;
         on_progress(&progress);

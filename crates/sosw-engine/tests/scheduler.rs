@@ -96,7 +96,9 @@ async fn a_job_goes_in_whole_in_order_and_only_once() {
     let mut seen = Vec::new();
     let report = w
         .scheduler
-        .run(&plan, |p| seen.push((p.scheduled, p.finished_at.is_some())))
+        .run(&plan, w.clock.as_ref(), |p| {
+            seen.push((p.scheduled, p.finished_at.is_some()))
+        })
         .await
         .expect("run");
     assert_eq!((report.created, report.existing), (25_000, 0));
@@ -125,7 +127,11 @@ async fn a_job_goes_in_whole_in_order_and_only_once() {
     );
 
     // Submitted again: nothing new.
-    let again = w.scheduler.run(&plan, |_| {}).await.expect("run again");
+    let again = w
+        .scheduler
+        .run(&plan, w.clock.as_ref(), |_| {})
+        .await
+        .expect("run again");
     assert_eq!((again.created, again.existing), (0, 25_000));
     assert_eq!(live_in_queue_order(&w.store).await.len(), 25_000);
 }
@@ -155,7 +161,7 @@ async fn a_run_cut_short_resumes_with_only_the_missing_tasks() {
             .await
             .expect("partial");
     }
-    let report = w.scheduler.run(&plan, |_| {}).await.expect("resume");
+    let report = w.scheduler.run(&plan, w.clock.as_ref(), |_| {}).await.expect("resume");
     assert_eq!((report.created, report.existing), (25_000 - 12_345, 12_345));
     let queue = live_in_queue_order(&w.store).await;
     let items: Vec<u64> = queue.iter().map(|(_, i)| *i).collect();
@@ -172,7 +178,9 @@ async fn a_run_stopped_at_its_deadline_is_continued_by_a_later_run_even_the_next
     let clock = w.clock.clone();
     let first = w
         .scheduler
-        .run_until(&plan, Some(Time::from_secs(T0 + 10)), |_| clock.advance_secs(6))
+        .run_until(&plan, w.clock.as_ref(), Some(Time::from_secs(T0 + 10)), |_| {
+            clock.advance_secs(6)
+        })
         .await
         .expect("first part");
     assert_eq!((first.created, first.existing, first.finished), (20_000, 0, false));
@@ -189,7 +197,11 @@ async fn a_run_stopped_at_its_deadline_is_continued_by_a_later_run_even_the_next
         .await
         .expect("plan again");
     assert_eq!(resumed.job_id, plan.job_id);
-    let rest = w.scheduler.run_until(&resumed, Some(now), |_| {}).await.expect("rest");
+    let rest = w
+        .scheduler
+        .run_until(&resumed, w.clock.as_ref(), Some(now), |_| {})
+        .await
+        .expect("rest");
     assert_eq!((rest.created, rest.existing, rest.finished), (5_000, 20_000, true));
     let items: Vec<u64> = live_in_queue_order(&w.store).await.iter().map(|(_, i)| *i).collect();
     assert_eq!(items, (0..25_000).collect::<Vec<_>>(), "each task once, in order");
@@ -305,13 +317,13 @@ async fn a_job_near_a_full_queue_resumes_and_resubmits_counting_only_what_it_wri
     // A run stopped after two batches of 500: 1,000 written and recorded; the queue has room for 300 more.
     let first = w
         .scheduler
-        .run_until(&plan, Some(now), |_| {})
+        .run_until(&plan, w.clock.as_ref(), Some(now), |_| {})
         .await
         .expect("first part");
     assert_eq!((first.created, first.finished), (500, false));
     let second = w
         .scheduler
-        .run_until(&plan, Some(now), |_| {})
+        .run_until(&plan, w.clock.as_ref(), Some(now), |_| {})
         .await
         .expect("second part");
     assert_eq!((second.created, second.finished), (500, false));
@@ -323,7 +335,7 @@ async fn a_job_near_a_full_queue_resumes_and_resubmits_counting_only_what_it_wri
         .plan(&job, now)
         .await
         .expect("the 200 missing tasks fit in 300");
-    let rest = w.scheduler.run(&resumed, |_| {}).await.expect("rest");
+    let rest = w.scheduler.run(&resumed, w.clock.as_ref(), |_| {}).await.expect("rest");
     assert_eq!((rest.created, rest.existing, rest.finished), (200, 1_000, true));
     assert_eq!(queued(&w.store).await, 1_200);
 
@@ -333,7 +345,11 @@ async fn a_job_near_a_full_queue_resumes_and_resubmits_counting_only_what_it_wri
         .plan(&job, now)
         .await
         .expect("a finished job writes nothing");
-    let report = w.scheduler.run(&again, |_| {}).await.expect("resubmitted");
+    let report = w
+        .scheduler
+        .run(&again, w.clock.as_ref(), |_| {})
+        .await
+        .expect("resubmitted");
     assert_eq!((report.created, report.existing, report.finished), (0, 1_200, true));
     assert_eq!(queued(&w.store).await, 1_200);
 
@@ -374,7 +390,7 @@ async fn a_job_whose_progress_was_not_saved_is_measured_in_the_store() {
         .plan(&big_job(1_200), now)
         .await
         .expect("the 50 missing tasks fit");
-    let rest = w.scheduler.run(&resumed, |_| {}).await.expect("rest");
+    let rest = w.scheduler.run(&resumed, w.clock.as_ref(), |_| {}).await.expect("rest");
     assert_eq!((rest.created, rest.existing, rest.finished), (50, 1_150, true));
     let items: Vec<u64> = live_in_queue_order(&w.store).await.iter().map(|(_, i)| *i).collect();
     assert_eq!(items, (0..1_200).collect::<Vec<_>>(), "each task once, in order");
@@ -392,7 +408,11 @@ async fn a_job_whose_progress_was_not_saved_is_measured_in_the_store() {
     };
     w2.store.create_tasks(&all, STEP, now).await.expect("all");
     let again = w2.scheduler.plan(&big_job(1_200), now).await.expect("nothing to write");
-    let report = w2.scheduler.run(&again, |_| {}).await.expect("resubmitted");
+    let report = w2
+        .scheduler
+        .run(&again, w2.clock.as_ref(), |_| {})
+        .await
+        .expect("resubmitted");
     assert_eq!((report.created, report.existing, report.finished), (0, 1_200, true));
 }
 

@@ -219,7 +219,9 @@ impl Container {
         for w in &plan.warnings {
             tracing::warn!(job_id = %plan.job_id, "{w}");
         }
-        let report = scheduler.run_until(&plan, stop_at, |_| {}).await?;
+        let report = scheduler
+            .run_until(&plan, self.wiring.clock.as_ref(), stop_at, |_| {})
+            .await?;
         let mut out = serde_json::to_value(&report).unwrap_or(Value::Null);
         if report.finished {
             if let Some(key) = &continued {

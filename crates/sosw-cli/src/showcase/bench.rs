@@ -213,7 +213,10 @@ async fn schedule(args: BenchArgs, json_out: bool) -> Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let planned = started.elapsed();
-    let report = scheduler.run(&plan, |_| {}).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let report = scheduler
+        .run(&plan, clock.as_ref(), |_| {})
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let total = started.elapsed();
     let rate = |d: Duration| report.total as f64 / d.as_secs_f64();
     let db_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
