@@ -186,15 +186,8 @@ pub fn parse_until(text: &str, now: Time) -> Result<Time, String> {
             ),
             None => (t, None),
         };
-        let mut ymd = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-        let (Some(Some(y)), Some(Some(m)), Some(Some(d))) = (ymd.next(), ymd.next(), ymd.next()) else {
-            return Err(bad());
-        };
-        let day = u32::try_from(m)
-            .ok()
-            .zip(u32::try_from(d).ok())
-            .and_then(|(m, d)| crate::schedule::Date::from_ymd(y, m, d))
-            .ok_or_else(bad)?;
+        // The Scheduler's date reader: `YYYY-MM-DD`, four-digit years only.
+        let day = crate::schedule::Date::parse(date).ok_or_else(bad)?;
         let secs = match clock {
             None => 0,
             Some(c) => {
@@ -253,6 +246,14 @@ mod tests {
             "2026-12-01T09:30:00",
             "2040-01-01",
             "1e300s",
+            "9223372036854775807-01-01",
+            "-9223372036854775808-01-01",
+            "2026-12-1",
+            "2026-12-01T",
+            "2026-12-01TZ",
+            "2026-12-01T99:99Z",
+            "é",
+            "1é",
         ] {
             assert!(parse_until(text, now).is_err(), "{text}");
         }
