@@ -61,10 +61,6 @@ fn set_remove(
     req.update_expression(expr.trim())
 }
 
-fn is_conditional<E: ProvideErrorMetadata>(e: &SdkError<E, impl std::fmt::Debug>) -> bool {
-    e.code() == Some("ConditionalCheckFailedException")
-}
-
 fn millis(t: Option<Time>) -> Option<AttributeValue> {
     t.map(|t| n(t.millis()))
 }
@@ -121,7 +117,7 @@ impl DynamoStore {
             .await;
         match out {
             Ok(_) => Ok(()),
-            Err(e) if is_conditional(&e) => Ok(()),
+            Err(e) if failed_condition(&e) => Ok(()),
             Err(e) => Err(sdk_err(e)),
         }
     }
@@ -232,7 +228,7 @@ impl LabourerStore for DynamoStore {
             .await;
         match out {
             Ok(out) => Ok(Some(out.attributes.as_ref().map(flow_of).unwrap_or_default())),
-            Err(e) if is_conditional(&e) => Ok(None),
+            Err(e) if failed_condition(&e) => Ok(None),
             Err(e) => Err(sdk_err(e)),
         }
     }
@@ -260,7 +256,7 @@ impl LabourerStore for DynamoStore {
             .await;
         match out {
             Ok(_) => Ok(true),
-            Err(e) if is_conditional(&e) => Ok(false),
+            Err(e) if failed_condition(&e) => Ok(false),
             Err(e) => Err(sdk_err(e)),
         }
     }

@@ -167,6 +167,12 @@ impl DynamoStore {
     }
 }
 
+/// Whether a conditional request was refused because its condition did not hold (a lost race, a refusal): the
+/// one test every conditional write of the store makes.
+pub(crate) fn failed_condition<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
 pub(crate) fn sdk_err<E, R>(e: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,

@@ -114,12 +114,7 @@ impl DynamoStore {
                         task_id: id,
                         previous_greenfield: read,
                     }),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-                    {
-                        Ok(Claim::Lost { task_id: id })
-                    }
+                    Err(e) if failed_condition(&e) => Ok(Claim::Lost { task_id: id }),
                     Err(e) => Err(sdk_err(e)),
                 }
             })
@@ -152,15 +147,10 @@ impl DynamoStore {
             .await;
         match out {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                match self.get_live(task_id).await? {
-                    Some(_) => Err(moved_since_claimed(task_id)),
-                    None => Err(StoreError::NotFound(task_id.to_string())),
-                }
-            }
+            Err(e) if failed_condition(&e) => match self.get_live(task_id).await? {
+                Some(_) => Err(moved_since_claimed(task_id)),
+                None => Err(StoreError::NotFound(task_id.to_string())),
+            },
             Err(e) => Err(sdk_err(e)),
         }
     }

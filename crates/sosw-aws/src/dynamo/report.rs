@@ -72,12 +72,7 @@ impl DynamoStore {
                     .ok_or_else(|| StoreError::Backend("no attributes returned".into()))?;
                 Ok(Some(task_from_item(item)?))
             }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
+            Err(e) if failed_condition(&e) => Ok(None),
             Err(e) => Err(sdk_err(e)),
         }
     }
@@ -103,15 +98,10 @@ impl DynamoStore {
             .await;
         match out {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict {
-                    task_id: task_id.to_string(),
-                    reason: "it is not running".into(),
-                })
-            }
+            Err(e) if failed_condition(&e) => Err(StoreError::Conflict {
+                task_id: task_id.to_string(),
+                reason: "it is not running".into(),
+            }),
             Err(e) => Err(sdk_err(e)),
         }
     }
