@@ -399,5 +399,74 @@ pub fn throttle_until(
     current.map_or(until, |c| c.max(until))
 }
 
+/// What a pass's invocations teach the shared flow state: their signals, the ceiling they were sent under, and the
+/// longest throttle (its message and Retry-After, in seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lesson {
+    pub signals: Signals,
+    pub ceiling: u32,
+    pub throttle: Option<(String, Option<f64>)>,
+}
+
+/// How [`learn`] changed the flow state, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Learned {
+    /// The adaptive limit in force before and after, when it moved.
+    pub adaptive: Option<(u32, u32)>,
+    /// The throttle's hold, when the lesson had one.
+    pub held_until: Option<Time>,
+}
+
+/// Applies a lesson to the flow state as it is now: the adaptive limit moves ([`adapt`], at most once per its
+/// interval, recording when), and a throttle holds the labourer ([`throttle_until`]: its Retry-After, else
+/// `throttle_hold` seconds, at most `max_hold`).
+pub fn learn(
+    flow: &mut FlowState,
+    config: &FlowConfig,
+    lesson: &Lesson,
+    throttle_hold: i64,
+    max_hold: i64,
+    now: Time,
+) -> Learned {
+    let mut learned = Learned::default();
+    if let Some(a) = config.adaptive.as_ref().filter(|a| adapt_due(a, flow.adaptive_at, now)) {
+        let before = adaptive_limit(a, flow.adaptive_limit, lesson.ceiling);
+        let stored = adapt(a, flow.adaptive_limit, lesson.ceiling, &lesson.signals);
+        let after = adaptive_limit(a, stored, lesson.ceiling);
+        if stored != flow.adaptive_limit {
+            flow.adaptive_limit = stored;
+            flow.adaptive_at = Some(now);
+        }
+        if after != before {
+            learned.adaptive = Some((before, after));
+        }
+    }
+    if let Some((message, retry_after)) = &lesson.throttle {
+        let until = throttle_until(flow.throttled_until, *retry_after, throttle_hold as f64, max_hold, now);
+        let wait = match retry_after {
+            Some(secs) => format!("Retry-After {secs} s"),
+            None => format!("no Retry-After: `throttle_hold` {throttle_hold} s"),
+        };
+        flow.throttled_until = Some(until);
+        flow.throttle_reason = Some(format!("the labourer throttled an invocation ({message}); {wait}"));
+        learned.held_until = Some(until);
+    }
+    learned
+}
+
+/// Whether a labourer may be counted and claimed for at `now`: `settle` (the store's lag between a claim and its
+/// count, [`crate::ports::TaskStore::count_settle`]) has passed since the last claim.
+pub fn settled(flow: &FlowState, settle_ms: i64, now: Time) -> bool {
+    flow.claimed_at.is_none_or(|at| now >= at.plus_millis(settle_ms))
+}
+
+/// The flow state a pass starts from: a throttle's hold that has run out is forgotten.
+pub fn expire_throttle(flow: &mut FlowState, now: Time) {
+    if flow.throttled_until.is_some_and(|until| until <= now) {
+        flow.throttled_until = None;
+        flow.throttle_reason = None;
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -416,15 +416,20 @@ async fn eight_orchestrators_hold_every_limit_while_the_downstream_degrades_and_
         "invoked twice: {:?}",
         lock(&downstream.doubles)
     );
-    // The adaptive limit fell within three ticks of the degradation, and was back at 100 soon after it: once the
-    // tasks whose workers reported failure (they hold their slots until they expire, 15 s) have expired.
-    let degraded = degrade_at as usize;
+    // The adaptive limit halved at the first tick of the degradation and fell to a quarter within five (a small
+    // pass that happens to meet no throttle may raise it by one step meanwhile: which invocations the downstream
+    // throttles depends on how the eight orchestrators interleave); it never climbed back to 100 while degraded,
+    // and was back at 100 soon after: once the tasks whose workers reported failure (they hold their slots until
+    // they expire, 15 s) have expired.
+    let (degraded, recovering) = (degrade_at as usize, recover_at as usize);
     assert_eq!(adaptive[degraded - 1], 100, "{adaptive:?}");
+    assert!(adaptive[degraded] <= 50, "{adaptive:?}");
     assert!(
-        adaptive[degraded..degraded + 3].iter().any(|&a| a <= 25),
+        adaptive[degraded..degraded + 5].iter().any(|&a| a <= 25),
         "{adaptive:?}"
     );
-    let recovered = adaptive[recover_at as usize..].iter().position(|&a| a == 100);
+    assert!(adaptive[degraded..recovering].iter().all(|&a| a < 100), "{adaptive:?}");
+    let recovered = adaptive[recovering..].iter().position(|&a| a == 100);
     assert!(recovered.is_some_and(|t| t <= 30), "{adaptive:?}");
 }
 

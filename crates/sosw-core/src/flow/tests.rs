@@ -269,6 +269,76 @@ fn a_throttle_holds_for_its_retry_after_within_bounds() {
     }
 }
 
+#[test]
+fn a_lesson_moves_the_adaptive_limit_once_per_interval_and_holds_a_throttling_labourer() {
+    let config = FlowConfig {
+        adaptive: Some(Adaptive::default()),
+        ..FlowConfig::default()
+    };
+    let trouble = Lesson {
+        signals: Signals {
+            throttled: 1,
+            ..Signals::default()
+        },
+        ceiling: 16,
+        throttle: Some(("HTTP 429".into(), Some(30.0))),
+    };
+    let mut flow = FlowState::default();
+    let learned = learn(&mut flow, &config, &trouble, 5, 1800, t(100));
+    assert_eq!(learned.adaptive, Some((16, 8)));
+    assert_eq!((flow.adaptive_limit, flow.adaptive_at), (Some(8), Some(t(100))));
+    assert_eq!((learned.held_until, flow.throttled_until), (Some(t(130)), Some(t(130))));
+    assert_eq!(
+        flow.throttle_reason.as_deref(),
+        Some("the labourer throttled an invocation (HTTP 429); Retry-After 30 s")
+    );
+    // The same congestion seen by another orchestrator's pass within the interval: no second halving.
+    let again = learn(
+        &mut flow,
+        &config,
+        &Lesson {
+            throttle: None,
+            ..trouble.clone()
+        },
+        5,
+        1800,
+        t(100).plus_millis(500),
+    );
+    assert_eq!((again.adaptive, flow.adaptive_limit), (None, Some(8)));
+    // No Retry-After: `throttle_hold`.
+    let mut fresh = FlowState::default();
+    let plain = Lesson {
+        throttle: Some(("TooManyRequestsException".into(), None)),
+        ..trouble.clone()
+    };
+    learn(&mut fresh, &FlowConfig::default(), &plain, 5, 1800, t(100));
+    assert_eq!((fresh.throttled_until, fresh.adaptive_limit), (Some(t(105)), None));
+    assert!(fresh
+        .throttle_reason
+        .is_some_and(|r| r.ends_with("no Retry-After: `throttle_hold` 5 s")));
+}
+
+#[test]
+fn a_store_that_lags_is_counted_only_once_its_last_claim_settled() {
+    let claimed = FlowState {
+        claimed_at: Some(t(100)),
+        ..FlowState::default()
+    };
+    assert!(settled(&FlowState::default(), 1000, t(0)));
+    assert!(!settled(&claimed, 1000, t(100).plus_millis(999)));
+    assert!(settled(&claimed, 1000, t(101)));
+    assert!(settled(&claimed, 0, t(100)));
+    let mut throttled = FlowState {
+        throttled_until: Some(t(110)),
+        throttle_reason: Some("429".into()),
+        ..FlowState::default()
+    };
+    expire_throttle(&mut throttled, t(109));
+    assert!(throttled.throttled_until.is_some());
+    expire_throttle(&mut throttled, t(110));
+    assert_eq!((throttled.throttled_until, throttled.throttle_reason), (None, None));
+}
+
 proptest! {
     /// However the stored state and the signals go, the adaptive limit stays between `min` and the ceiling (or
     /// `min` when the ceiling is below it), and never rises after trouble.

@@ -11,12 +11,11 @@ use futures::future::join_all;
 use sosw_core::breaker::{dead_allowance, failure_is_the_tasks, probe, LabourerState, PassOutcome};
 use sosw_core::config::Labourer;
 use sosw_core::decide::FailureKind;
-use sosw_core::flow::{self, AllowanceInput, FlowState, LabourerControl, Signals};
+use sosw_core::flow::{self, AllowanceInput, FlowState, LabourerControl, Lesson, Signals};
 use sosw_core::ports::{Claim, InvokeError, Invoker};
 use sosw_core::{Markers, Task, Time};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 /// One labourer's turn in a pass: what the orchestrator knows before dispatching it.
 pub(super) struct Turn<'a> {
@@ -43,15 +42,6 @@ pub(super) struct Claimed {
     saturated: bool,
 }
 
-/// What a pass teaches the shared flow state, applied under the lease again ([`Orchestrator::learn`]).
-#[derive(Debug)]
-pub(super) struct FlowLesson {
-    pub signals: Signals,
-    pub ceiling: u32,
-    /// The longest throttle of the pass: its message and Retry-After.
-    pub throttle: Option<(String, Option<Duration>)>,
-}
-
 /// What the invocations of one pass share.
 pub(super) struct Pass<'a> {
     pub(super) l: &'a Labourer,
@@ -74,13 +64,10 @@ impl Orchestrator {
         flow: &mut FlowState,
     ) -> Option<Claimed> {
         let (l, state, probing, now) = (turn.l, turn.state, turn.probing, turn.now);
-        if flow.throttled_until.is_some_and(|until| until <= now) {
-            flow.throttled_until = None;
-            flow.throttle_reason = None;
-        }
+        flow::expire_throttle(flow, now);
         // A store whose count lags its writes: the last claim may not be counted yet.
         let settle = i64::try_from(self.store.count_settle().as_millis()).unwrap_or(i64::MAX);
-        if flow.claimed_at.is_some_and(|at| now < at.plus_millis(settle)) {
+        if !flow::settled(flow, settle, now) {
             r.dispatched_elsewhere = true;
             return None;
         }
@@ -169,13 +156,13 @@ impl Orchestrator {
 
     /// Invokes what [`Self::claim`] claimed — the first task alone, so that a labourer that fails it at the labourer
     /// level is sent nothing else — and carries out each outcome. Returns what the pass saw for the breaker, the
-    /// dead-task messages, and what the flow state should learn ([`FlowLesson`]).
+    /// dead-task messages, and what the flow state should learn ([`Lesson`]).
     pub(super) async fn invoke(
         &self,
         turn: &Turn<'_>,
         r: &mut LabourerOrchestration,
         claimed: Claimed,
-    ) -> (PassOutcome, Vec<String>, FlowLesson) {
+    ) -> (PassOutcome, Vec<String>, Lesson) {
         let (l, state, now) = (turn.l, turn.state, turn.now);
         let mut tally = Tally::default();
         let before: HashMap<&str, &Task> = claimed.queued.iter().map(|t| (t.task_id.as_str(), t)).collect();
@@ -236,7 +223,7 @@ impl Orchestrator {
             tally.add(r, outcome);
         }
         self.meta.post(events).await;
-        let lesson = FlowLesson {
+        let lesson = Lesson {
             signals: Signals {
                 accepted,
                 throttled: r.throttled,
@@ -245,7 +232,10 @@ impl Orchestrator {
                 saturated: claimed.saturated,
             },
             ceiling: claimed.ceiling,
-            throttle: tally.throttle.take(),
+            throttle: tally
+                .throttle
+                .take()
+                .map(|(m, after)| (m, after.map(|d| d.as_secs_f64()))),
         };
         (tally.seen, tally.dead, lesson)
     }

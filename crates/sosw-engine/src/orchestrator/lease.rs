@@ -1,10 +1,9 @@
 //! The dispatch lease around one labourer's pass: taken before counting and claiming, given back right after the
 //! claim (so other orchestrators wait only for a count and a claim, never for invocations), and taken again
-//! briefly to store what the invocations taught the shared flow state ([`FlowLesson`]).
+//! briefly to store what the invocations taught the shared flow state ([`Lesson`]).
 
-use super::dispatch::FlowLesson;
 use super::{LabourerOrchestration, Orchestrator};
-use sosw_core::flow::{self, FlowState};
+use sosw_core::flow::{self, FlowState, Lesson};
 use sosw_core::{Labourer, Time};
 use std::time::Duration;
 
@@ -37,7 +36,7 @@ impl Orchestrator {
 
     /// Stores what the invocations taught — the adaptive limit's move ([`flow::adapt`]), a throttle's hold
     /// ([`flow::throttle_until`]) — into the flow state as it is now, under the lease.
-    pub(super) async fn learn(&self, l: &Labourer, r: &mut LabourerOrchestration, lesson: FlowLesson, now: Time) {
+    pub(super) async fn learn(&self, l: &Labourer, r: &mut LabourerOrchestration, lesson: Lesson, now: Time) {
         let adaptive = l.flow.adaptive.as_ref();
         if adaptive.is_none() && lesson.throttle.is_none() {
             return;
@@ -63,40 +62,14 @@ impl Orchestrator {
         );
     }
 
-    fn apply(&self, l: &Labourer, flow: &mut FlowState, lesson: &FlowLesson, now: Time) {
-        if let Some(adaptive) = l
-            .flow
-            .adaptive
-            .as_ref()
-            .filter(|a| flow::adapt_due(a, flow.adaptive_at, now))
-        {
-            let before = flow::adaptive_limit(adaptive, flow.adaptive_limit, lesson.ceiling);
-            let stored = flow::adapt(adaptive, flow.adaptive_limit, lesson.ceiling, &lesson.signals);
-            let after = flow::adaptive_limit(adaptive, stored, lesson.ceiling);
-            if stored != flow.adaptive_limit {
-                flow.adaptive_limit = stored;
-                flow.adaptive_at = Some(now);
-            }
-            if after != before {
-                tracing::info!(labourer = %l.id, before, after, signals = ?lesson.signals, "adaptive limit changed");
-            }
+    fn apply(&self, l: &Labourer, flow: &mut FlowState, lesson: &Lesson, now: Time) {
+        let breaker = &self.config.breaker;
+        let learned = flow::learn(flow, &l.flow, lesson, breaker.throttle_hold, breaker.max_hold, now);
+        if let Some((before, after)) = learned.adaptive {
+            tracing::info!(labourer = %l.id, before, after, signals = ?lesson.signals, "adaptive limit changed");
         }
-        if let Some((message, retry_after)) = &lesson.throttle {
-            let breaker = &self.config.breaker;
-            let until = flow::throttle_until(
-                flow.throttled_until,
-                retry_after.map(|d| d.as_secs_f64()),
-                breaker.throttle_hold as f64,
-                breaker.max_hold,
-                now,
-            );
-            let wait = match retry_after {
-                Some(d) => format!("Retry-After {} s", d.as_secs_f64()),
-                None => format!("no Retry-After: `throttle_hold` {} s", breaker.throttle_hold),
-            };
-            tracing::warn!(labourer = %l.id, until = until.secs(), "the labourer throttled an invocation: {message}");
-            flow.throttled_until = Some(until);
-            flow.throttle_reason = Some(format!("the labourer throttled an invocation ({message}); {wait}"));
+        if let Some(until) = learned.held_until {
+            tracing::warn!(labourer = %l.id, until = until.secs(), "held back: {}", flow.throttle_reason.as_deref().unwrap_or_default());
         }
     }
 }
