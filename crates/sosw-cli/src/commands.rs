@@ -302,8 +302,7 @@ async fn labourer_show(g: &Global, app: &App, id: &str) -> Result<()> {
         return Err(UsageError(format!("unknown labourer `{id}`: it is not in `task_config.labourers`")).into());
     }
     let now = app.clock.now();
-    let statuses = sosw_engine::status(&app.config, &app.wiring(), now).await?;
-    let status = statuses.into_iter().find(|s| s.labourer_id == id);
+    let status = sosw_engine::status::labourer_status(&app.config, &app.wiring(), id, now).await?;
     let trail = app.meta.events_of(&sosw_core::meta::labourer_trail(id)).await?;
     if g.json {
         print_json(&json!({"status": status, "events": trail}));

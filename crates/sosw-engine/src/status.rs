@@ -59,8 +59,31 @@ pub struct Hold {
 /// when the counts cannot be read; unreadable breaker states, controls or flow states are shown as a
 /// `store_error` hold.
 pub async fn status(config: &Config, wiring: &Wiring, now: Time) -> Result<Vec<LabourerStatus>, StoreError> {
+    statuses(config, wiring, now, None).await
+}
+
+/// One configured labourer's status (`None` for a labourer the config does not know): only its counts are read.
+pub async fn labourer_status(
+    config: &Config,
+    wiring: &Wiring,
+    labourer_id: &str,
+    now: Time,
+) -> Result<Option<LabourerStatus>, StoreError> {
+    Ok(statuses(config, wiring, now, Some(labourer_id)).await?.pop())
+}
+
+async fn statuses(
+    config: &Config,
+    wiring: &Wiring,
+    now: Time,
+    only: Option<&str>,
+) -> Result<Vec<LabourerStatus>, StoreError> {
     let store = wiring.store.as_ref();
-    let labourers: Vec<&Labourer> = config.labourers.iter().collect();
+    let labourers: Vec<&Labourer> = config
+        .labourers
+        .iter()
+        .filter(|l| only.is_none_or(|id| l.id == id))
+        .collect();
     let health = EcologyManager::new(wiring.metrics.clone())
         .statuses(config, &labourers, now)
         .await;
@@ -135,6 +158,9 @@ pub async fn status(config: &Config, wiring: &Wiring, now: Time) -> Result<Vec<L
             control: control.cloned(),
             dispatching: lease_holder(record, now),
         });
+    }
+    if only.is_some() {
+        return Ok(out);
     }
     for id in store.labourer_ids().await? {
         if config.labourer(&id).is_none() {
