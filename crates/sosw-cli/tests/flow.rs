@@ -135,8 +135,14 @@ fn bad_controls_exit_2_and_name_the_value() {
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
-    // Nothing was stored by any of them.
-    assert_eq!(s.status()["w"]["held_back"], Value::Null);
+    // Nothing was stored by any of them: no pause, no limit, no audit event.
+    let w = &s.status()["w"];
+    assert_eq!(
+        (w["held_back"].clone(), w["limit_override"].clone()),
+        (Value::Null, Value::Null),
+        "{w}"
+    );
+    assert_eq!(s.json(&["labourer", "show", "w"])["events"], json!([]));
 }
 
 /// Eight `sosw run` daemons on one SQLite file, passing every 20 ms for 4 s, over a labourer limited to 5 whose

@@ -101,11 +101,21 @@ fn read_rate(r: &mut Reader, lc: &Map<String, Value>, path: &str) -> Option<Rate
             return None;
         }
     };
-    Some(RateLimit {
-        per_second,
-        // By default, a second's worth (at least one).
-        burst: burst.unwrap_or_else(|| per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32),
-    })
+    // By default, a second's worth (at least one).
+    let burst = burst.unwrap_or_else(|| per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
+    // A bucket that takes longer than any timer to refill would let one invocation through per pass, forever.
+    if f64::from(burst) / per_second > MAX_SECONDS as f64 {
+        r.error(
+            path,
+            format!(
+                "a rate of {per_second} invocations per second with a burst of {burst} takes more than 10 years to \
+                 refill; give at least {:e} per second",
+                f64::from(burst) / MAX_SECONDS as f64
+            ),
+        );
+        return None;
+    }
+    Some(RateLimit { per_second, burst })
 }
 
 /// `[20, 300, 1800, 7200]`: seconds before each retry, the last repeating.

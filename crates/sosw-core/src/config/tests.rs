@@ -475,6 +475,8 @@ fn flow_control_keys_are_read_and_checked() {
         (json!({"max_invocations_per_second": 0}), "`task_config.labourers.w.max_invocations_per_second`: must be a positive number"),
         (json!({"max_invocations_per_second": 1e300}), "`task_config.labourers.w.max_invocations_per_second`: must be a positive number of at most 1000000, got 1e+300"),
         (json!({"max_invocations_per_second": 1, "max_invocations_per_minute": 60}), "not both"),
+        (json!({"max_invocations_per_minute": 1e-300}), "takes more than 10 years to refill"),
+        (json!({"max_invocations_per_second": 1e-8, "rate_burst": 10}), "takes more than 10 years to refill"),
         (json!({"rate_burst": 5}), "`task_config.labourers.w.rate_burst`: has no effect without"),
         (json!({"retry_delays": []}), "`task_config.labourers.w.retry_delays`: expected at least one delay"),
         (json!({"retry_delays": [10, -1]}), "`task_config.labourers.w.retry_delays[1]`: expected whole seconds between 0 and 315576000, got -1"),
