@@ -86,6 +86,68 @@ pub struct FlowState {
     pub throttled_until: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle_reason: Option<String>,
+    /// What workers reported since the adaptive limit last learned from their reports, as read with the lease:
+    /// every WorkerAssistant adds to it ([`crate::ports::LabourerStore::add_reports`]); giving the lease back never
+    /// overwrites it, it subtracts [`FlowState::reports_learned`].
+    #[serde(default, skip_serializing_if = "Reports::is_empty")]
+    pub reports: Reports,
+    /// The part of `reports` a lesson has learned from: subtracted from the stored counts when the lease is given
+    /// back (so that reports added meanwhile are kept for the next lesson). Not stored.
+    #[serde(skip)]
+    pub reports_learned: Reports,
+    /// The usual duration of the labourer's tasks (a moving average over the windows that were not slow), against
+    /// which a slowdown is measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_baseline_ms: Option<u64>,
+}
+
+/// Counts of workers' reports about a labourer's tasks (a window: what came in since it was last learned from).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reports {
+    pub completed: u64,
+    pub failed: u64,
+    /// The completions whose duration is known, and the sum of their durations in milliseconds.
+    pub timed: u64,
+    pub duration_ms: u64,
+}
+
+impl Reports {
+    /// One completion, with its duration when known ([`crate::greenfield::invoked_at`]).
+    pub fn completed(duration_ms: Option<u64>) -> Reports {
+        Reports {
+            completed: 1,
+            timed: u64::from(duration_ms.is_some()),
+            duration_ms: duration_ms.unwrap_or(0),
+            ..Reports::default()
+        }
+    }
+
+    /// One failure report.
+    pub fn failed() -> Reports {
+        Reports {
+            failed: 1,
+            ..Reports::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Reports::default()
+    }
+
+    /// Every count of `other` added (saturating: counts near `u64::MAX` stay there rather than wrap).
+    pub fn plus(&self, other: &Reports) -> Reports {
+        Reports {
+            completed: self.completed.saturating_add(other.completed),
+            failed: self.failed.saturating_add(other.failed),
+            timed: self.timed.saturating_add(other.timed),
+            duration_ms: self.duration_ms.saturating_add(other.duration_ms),
+        }
+    }
+
+    /// The mean duration of the timed completions.
+    pub fn mean_ms(&self) -> Option<u64> {
+        self.duration_ms.checked_div(self.timed)
+    }
 }
 
 /// A labourer's stored dispatch record: who holds its lease, and the shared [`FlowState`].
@@ -114,6 +176,13 @@ pub struct Adaptive {
     /// the passes of several orchestrators in quick succession see the same congestion, and must not each halve
     /// (or raise) the limit for it.
     pub interval_ms: i64,
+    /// Workers' failure reports are trouble when they are more than this share of the reports in a window
+    /// (`failure_ratio`, default 0.2): a labourer whose tasks fail now and then for their own reasons is not
+    /// throttled for it.
+    pub failure_ratio: f64,
+    /// Completions are trouble when their mean duration in a window is more than this many times the baseline
+    /// (`slowdown`, default 2): a downstream that slows down is congested before it fails.
+    pub slowdown: f64,
 }
 
 impl Default for Adaptive {
@@ -123,6 +192,8 @@ impl Default for Adaptive {
             increase: 1,
             decrease: 0.5,
             interval_ms: 1000,
+            failure_ratio: 0.2,
+            slowdown: 2.0,
         }
     }
 }
@@ -337,15 +408,81 @@ pub struct Signals {
     /// The pass was sent as many tasks as the limit allowed (the queue had more): the limit, not the queue, was
     /// what held the labourer.
     pub saturated: bool,
+    /// The workers' reports since the last lesson say the labourer is in trouble ([`judge_reports`]).
+    pub reported_trouble: bool,
 }
 
-/// AIMD: after a pass with throttles or failures the limit is multiplied by `decrease` (at least `min`); after a
+/// A window is judged once it holds this many reports (or timed completions, for a slowdown); a smaller one waits
+/// for the next lesson, so that one unlucky task does not halve the limit.
+pub const MIN_REPORTS: u64 = 5;
+
+/// Durations are known to the second (the greenfield's resolution): a mean less than this above the baseline is
+/// never called a slowdown.
+const DURATION_RESOLUTION_MS: u64 = 1000;
+
+/// What a window of workers' reports says about the labourer ([`judge_reports`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportVerdict {
+    /// Too few reports to judge: the window is kept for the next lesson.
+    TooFew,
+    /// Judged: `trouble` says why the labourer is in trouble (`None`: it is not), `baseline_ms` is the duration
+    /// baseline to keep.
+    Judged {
+        trouble: Option<ReportTrouble>,
+        baseline_ms: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportTrouble {
+    /// More than `failure_ratio` of the reports were failures.
+    Failures { failed: u64, reports: u64 },
+    /// The completions' mean duration was more than `slowdown` × the baseline.
+    Slow { mean_ms: u64, baseline_ms: u64 },
+}
+
+/// Judges a window of workers' reports against the adaptive settings and the duration baseline. A window that is
+/// not slow moves the baseline a fifth of the way towards its mean (the first one sets it); a slow one leaves it.
+pub fn judge_reports(config: &Adaptive, window: &Reports, baseline_ms: Option<u64>) -> ReportVerdict {
+    let reports = window.completed.saturating_add(window.failed);
+    if reports < MIN_REPORTS {
+        return ReportVerdict::TooFew;
+    }
+    let mean = (window.timed >= MIN_REPORTS).then(|| window.mean_ms()).flatten();
+    let slow = match (mean, baseline_ms) {
+        (Some(mean), Some(base)) => {
+            mean as f64 > base as f64 * config.slowdown && mean.saturating_sub(base) >= DURATION_RESOLUTION_MS
+        }
+        _ => false,
+    };
+    let baseline_ms = match (mean, baseline_ms) {
+        (Some(mean), Some(base)) if !slow => Some(base - base / 5 + mean / 5),
+        (Some(mean), None) => Some(mean),
+        (_, base) => base,
+    };
+    let trouble = if window.failed as f64 > config.failure_ratio * reports as f64 {
+        Some(ReportTrouble::Failures {
+            failed: window.failed,
+            reports,
+        })
+    } else if slow {
+        Some(ReportTrouble::Slow {
+            mean_ms: mean.unwrap_or_default(),
+            baseline_ms: baseline_ms.unwrap_or_default(),
+        })
+    } else {
+        None
+    };
+    ReportVerdict::Judged { trouble, baseline_ms }
+}
+
+/// AIMD: after a pass with throttles or failures (or workers' reports in trouble) the limit is multiplied by `decrease` (at least `min`); after a
 /// saturated pass without trouble it grows by `increase` (at most the ceiling); otherwise the stored limit stays as
 /// it is — also above a ceiling that dipped with the downstream's health, so that it climbs back from where it was
 /// when health returns, not from the top.
 pub fn adapt(config: &Adaptive, stored: Option<u32>, ceiling: u32, seen: &Signals) -> Option<u32> {
     let current = adaptive_limit(config, stored, ceiling);
-    if seen.throttled > 0 || seen.failed > 0 {
+    if seen.throttled > 0 || seen.failed > 0 || seen.reported_trouble {
         let lowered = (f64::from(current) * config.decrease).floor() as u32;
         return Some(lowered.max(config.min).min(current));
     }
@@ -415,11 +552,14 @@ pub struct Learned {
     pub adaptive: Option<(u32, u32)>,
     /// The throttle's hold, when the lesson had one.
     pub held_until: Option<Time>,
+    /// Why the workers' reports counted as trouble, when they did.
+    pub reported: Option<ReportTrouble>,
 }
 
 /// Applies a lesson to the flow state as it is now: the adaptive limit moves ([`adapt`], at most once per its
-/// interval, recording when), and a throttle holds the labourer ([`throttle_until`]: its Retry-After, else
-/// `throttle_hold` seconds, at most `max_hold`).
+/// interval, recording when) on the pass's signals and the workers' reports since the last lesson
+/// ([`judge_reports`]; a judged window is marked learned), and a throttle holds the labourer ([`throttle_until`]:
+/// its Retry-After, else `throttle_hold` seconds, at most `max_hold`).
 pub fn learn(
     flow: &mut FlowState,
     config: &FlowConfig,
@@ -431,7 +571,16 @@ pub fn learn(
     let mut learned = Learned::default();
     if let Some(a) = config.adaptive.as_ref().filter(|a| adapt_due(a, flow.adaptive_at, now)) {
         let before = adaptive_limit(a, flow.adaptive_limit, lesson.ceiling);
-        let stored = adapt(a, flow.adaptive_limit, lesson.ceiling, &lesson.signals);
+        let mut signals = lesson.signals;
+        if let ReportVerdict::Judged { trouble, baseline_ms } =
+            judge_reports(a, &flow.reports, flow.duration_baseline_ms)
+        {
+            flow.reports_learned = flow.reports;
+            flow.duration_baseline_ms = baseline_ms;
+            signals.reported_trouble = trouble.is_some();
+            learned.reported = trouble;
+        }
+        let stored = adapt(a, flow.adaptive_limit, lesson.ceiling, &signals);
         let after = adaptive_limit(a, stored, lesson.ceiling);
         if stored != flow.adaptive_limit {
             flow.adaptive_limit = stored;

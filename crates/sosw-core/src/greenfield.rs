@@ -100,6 +100,12 @@ pub fn running_until(greenfield: i64, delta: i64, window: i64) -> Time {
     Time::from_secs(greenfield.saturating_sub(delta).saturating_add(window))
 }
 
+/// When the task at `greenfield` was invoked — or, after a heartbeat, when it would have been invoked to be
+/// running until the same time — to the second: the inverse of [`invocation_greenfield`].
+pub fn invoked_at(greenfield: i64, delta: i64) -> Time {
+    Time::from_secs(greenfield.saturating_sub(delta))
+}
+
 /// The state of a live task as seen by a pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -359,6 +365,12 @@ mod tests {
         );
         assert!(is_queue_position(1000, Time::from_secs(100_000)));
         assert!(!is_queue_position(100_000, Time::from_secs(100_000)));
+        // The inverse: when a task was invoked, from its greenfield.
+        assert_eq!(
+            invoked_at(31_657_600, DEFAULT_INVOCATION_DELTA),
+            Time::from_secs(100_000)
+        );
+        assert_eq!(invoked_at(i64::MIN, 1), Time::from_secs(i64::MIN));
     }
 }
 

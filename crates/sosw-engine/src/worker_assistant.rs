@@ -4,6 +4,10 @@
 //! is live or waiting for retry; a completion for a task waiting for retry closes it as completed (its work is done).
 //! A report for an unknown, never-invoked or already closed task is a typed error.
 //!
+//! For a labourer with an adaptive limit, each report is also added to the labourer's stored report counts
+//! ([`sosw_core::ports::LabourerStore::add_reports`]: one more write per report, for those labourers only), from
+//! which the orchestrators learn worker-reported failures and slowing durations ([`sosw_core::flow::judge_reports`]).
+//!
 //! Beyond sosw: a **heartbeat** (`action: heartbeat`) extends a running task's window, so that a long task is not
 //! expired while its worker is alive ([`sosw_core::greenfield::heartbeat_greenfield`]). It moves the task's greenfield
 //! forward, nothing else: Python sosw's essentials read the task as invoked at the heartbeat, and keep working.
@@ -11,9 +15,11 @@
 use crate::meta::MetaHandler;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
+use sosw_core::flow::Reports;
 use sosw_core::payload::{worker_report, ReportFieldError};
 use sosw_core::ports::{Completion, StoreError, StoreResult, TaskReporter, TaskStore};
 use sosw_core::task::ReportKind;
+use sosw_core::time::MAX_SECONDS;
 use sosw_core::{Clock, Config, Task, Time, WorkerReport};
 use std::sync::Arc;
 
@@ -96,13 +102,47 @@ impl WorkerAssistant {
     /// Records the completion, with its audit events in the same store operation.
     pub async fn complete(&self, task_id: &str, report: &WorkerReport, now: Time) -> StoreResult<Completion> {
         let stamp = self.meta.stamp(now);
-        self.store.complete_recorded(task_id, now, report, stamp.as_ref()).await
+        let completion = self
+            .store
+            .complete_recorded(task_id, now, report, stamp.as_ref())
+            .await?;
+        let (task, duration) = match &completion {
+            // Still live: its greenfield is its invocation's marker, so the duration is known (to the second).
+            Completion::Live(t) => {
+                let invoked = sosw_core::greenfield::invoked_at(t.greenfield, self.config.greenfield.delta);
+                let ms = now
+                    .millis()
+                    .saturating_sub(invoked.millis())
+                    .clamp(0, MAX_SECONDS * 1000);
+                (t, Some(ms as u64))
+            }
+            Completion::Closed(t) => (t, None),
+        };
+        self.add_reports(&task.labourer_id, Reports::completed(duration)).await;
+        Ok(completion)
     }
 
     /// Records the failure report, with its audit event in the same store operation.
     pub async fn fail(&self, task_id: &str, report: &WorkerReport, now: Time) -> StoreResult<Task> {
         let stamp = self.meta.stamp(now);
-        self.store.fail_recorded(task_id, now, report, stamp.as_ref()).await
+        let task = self.store.fail_recorded(task_id, now, report, stamp.as_ref()).await?;
+        self.add_reports(&task.labourer_id, Reports::failed()).await;
+        Ok(task)
+    }
+
+    /// Adds a report to an adaptive labourer's counts. The report itself is recorded already: if this write fails,
+    /// the adaptive limit misses one report, and the worker is not told to report again.
+    async fn add_reports(&self, labourer_id: &str, reports: Reports) {
+        if self
+            .config
+            .labourer(labourer_id)
+            .is_none_or(|l| l.flow.adaptive.is_none())
+        {
+            return;
+        }
+        if let Err(e) = self.store.add_reports(labourer_id, &reports).await {
+            tracing::warn!(labourer = %labourer_id, "the report is recorded, but not counted for the adaptive limit: {e}");
+        }
     }
 
     /// Handles a sosw WorkerAssistant event:

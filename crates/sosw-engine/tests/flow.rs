@@ -159,6 +159,75 @@ async fn a_throttle_without_retry_after_holds_for_throttle_hold_and_stops_the_pa
     assert_eq!(w.task("a").await.attempts, 1);
 }
 
+/// Every invocation is accepted, so only the workers' reports tell that the downstream is in trouble: their failures
+/// and their slowing durations lower the adaptive limit, and fast successes raise it again.
+#[tokio::test]
+async fn workers_failures_and_slowing_tasks_lower_the_adaptive_limit() {
+    let w = World::new(one_labourer(
+        json!({"max_simultaneous_invocations": 16, "adaptive": {"interval": 1}}),
+    ))
+    .await;
+    let ids: Vec<String> = (0..200).map(|i| format!("t{i:03}")).collect();
+    w.create("w", &ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let wa = w.assistant();
+    // Runs a pass; the workers then report its tasks after `secs`, the first `failures` of them as failed.
+    let pass = |secs: i64, failures: usize| {
+        let (w, wa) = (&w, &wa);
+        async move {
+            let l = w.orchestrator().run_once(w.now()).await.labourers[0].clone();
+            w.clock.advance_secs(secs);
+            let sent = w.invokers.of("w").invoked_ids();
+            let fresh: Vec<String> = sent[sent.len() - l.invoked as usize..].to_vec();
+            for (i, id) in fresh.iter().enumerate() {
+                if i < failures {
+                    wa.fail(id, &WorkerReport::default(), w.now()).await.expect("fail");
+                } else {
+                    wa.complete(id, &WorkerReport::default(), w.now())
+                        .await
+                        .expect("complete");
+                }
+            }
+            l
+        }
+    };
+    let limit = || async {
+        let records = w.store.dispatch_records().await.expect("records");
+        records[0].flow.adaptive_limit
+    };
+    // Two healthy rounds of 2 s tasks: the baseline is 2 s, the limit stays at the ceiling.
+    assert_eq!(pass(2, 0).await.invoked, 16);
+    assert_eq!(pass(2, 0).await.invoked, 16);
+    assert_eq!(limit().await, None);
+    // Ten of sixteen fail: more than `failure_ratio` (0.2). A failed task holds its slot until it expires (90 s),
+    // then the Scavenger retries it; the next pass's lesson halves the limit.
+    assert_eq!(pass(2, 10).await.invoked, 16);
+    w.clock.advance_secs(90);
+    assert_eq!(w.scavenger().run_once(w.now()).await.labourers[0].retried, 10);
+    // The tasks now take 10 s, five times the baseline.
+    assert_eq!(
+        pass(10, 0).await.invoked,
+        16,
+        "the failures are learned at the end of this pass"
+    );
+    assert_eq!(limit().await, Some(8));
+    let l = pass(2, 0).await;
+    assert_eq!((l.invoked, l.allowance.and_then(|a| a.adaptive)), (8, Some(8)));
+    assert_eq!(limit().await, Some(4), "the slow tasks halved it again");
+    // Fast again: each saturated pass without trouble adds one.
+    assert_eq!(pass(2, 0).await.invoked, 4);
+    assert_eq!(limit().await, Some(5));
+    let record = &w.store.dispatch_records().await.expect("records")[0];
+    assert_eq!(
+        record.flow.duration_baseline_ms,
+        Some(2000),
+        "slow windows do not move the baseline"
+    );
+    assert_eq!(
+        record.flow.reports.completed, 4,
+        "the last pass's reports wait for the next lesson"
+    );
+}
+
 #[tokio::test]
 async fn the_rate_limit_holds_across_passes() {
     let w = World::new(one_labourer(

@@ -3,7 +3,7 @@
 //! in one process or in several sharing the file — at most one gets it.
 
 use super::*;
-use sosw_core::flow::{DispatchRecord, FlowState, LabourerControl, Pause};
+use sosw_core::flow::{DispatchRecord, FlowState, LabourerControl, Pause, Reports};
 use sosw_core::ports::LabourerStore;
 
 #[async_trait]
@@ -117,7 +117,8 @@ impl LabourerStore for SqliteStore {
                     "INSERT INTO dispatch (labourer_id, holder, lease_until) VALUES (?1, ?2, ?3) \
                      ON CONFLICT (labourer_id) DO UPDATE SET holder = ?2, lease_until = ?3 \
                      WHERE dispatch.holder IS NULL OR dispatch.holder = ?2 OR dispatch.lease_until <= ?4 \
-                     RETURNING adaptive_limit, adaptive_at, rate_tat, claimed_at, throttled_until, throttle_reason",
+                     RETURNING adaptive_limit, adaptive_at, rate_tat, claimed_at, throttled_until, throttle_reason, \
+                     reports_completed, reports_failed, reports_timed, reports_duration_ms, duration_baseline_ms",
                 )
                 .map_err(map_err)?;
             st.query_row(params![id, holder, until.millis(), now.millis()], |r| {
@@ -135,7 +136,10 @@ impl LabourerStore for SqliteStore {
             let changed = tx
                 .prepare_cached(
                     "UPDATE dispatch SET holder = NULL, lease_until = NULL, adaptive_limit = ?3, adaptive_at = ?4, \
-                     rate_tat = ?5, claimed_at = ?6, throttled_until = ?7, throttle_reason = ?8 \
+                     rate_tat = ?5, claimed_at = ?6, throttled_until = ?7, throttle_reason = ?8, \
+                     reports_completed = MAX(reports_completed - ?9, 0), reports_failed = MAX(reports_failed - ?10, 0), \
+                     reports_timed = MAX(reports_timed - ?11, 0), \
+                     reports_duration_ms = MAX(reports_duration_ms - ?12, 0), duration_baseline_ms = ?13 \
                      WHERE labourer_id = ?1 AND holder = ?2",
                 )
                 .map_err(map_err)?
@@ -147,10 +151,41 @@ impl LabourerStore for SqliteStore {
                     f.rate_tat.map(Time::millis),
                     f.claimed_at.map(Time::millis),
                     f.throttled_until.map(Time::millis),
-                    f.throttle_reason
+                    f.throttle_reason,
+                    count(f.reports_learned.completed),
+                    count(f.reports_learned.failed),
+                    count(f.reports_learned.timed),
+                    count(f.reports_learned.duration_ms),
+                    f.duration_baseline_ms.map(count),
                 ])
                 .map_err(map_err)?;
             Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn add_reports(&self, labourer_id: &str, reports: &Reports) -> StoreResult<()> {
+        let (id, add) = (labourer_id.to_string(), *reports);
+        self.write(move |tx| {
+            // Each count stays under 2^62 and each addition under 2^61, so the sum never leaves SQLite's integers.
+            tx.prepare_cached(
+                "INSERT INTO dispatch (labourer_id, reports_completed, reports_failed, reports_timed, \
+                 reports_duration_ms) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (labourer_id) DO UPDATE SET \
+                 reports_completed = MIN(reports_completed + ?2, 4611686018427387904), \
+                 reports_failed = MIN(reports_failed + ?3, 4611686018427387904), \
+                 reports_timed = MIN(reports_timed + ?4, 4611686018427387904), \
+                 reports_duration_ms = MIN(reports_duration_ms + ?5, 4611686018427387904)",
+            )
+            .map_err(map_err)?
+            .execute(params![
+                id,
+                count(add.completed),
+                count(add.failed),
+                count(add.timed),
+                count(add.duration_ms)
+            ])
+            .map_err(map_err)?;
+            Ok(())
         })
         .await
     }
@@ -160,9 +195,11 @@ impl LabourerStore for SqliteStore {
             let mut st = conn
                 .prepare_cached(
                     "SELECT labourer_id, holder, lease_until, adaptive_limit, adaptive_at, rate_tat, claimed_at, \
-                     throttled_until, throttle_reason FROM dispatch WHERE holder IS NOT NULL \
+                     throttled_until, throttle_reason, reports_completed, reports_failed, reports_timed, \
+                     reports_duration_ms, duration_baseline_ms FROM dispatch WHERE holder IS NOT NULL \
                      OR adaptive_limit IS NOT NULL OR adaptive_at IS NOT NULL OR rate_tat IS NOT NULL \
                      OR claimed_at IS NOT NULL OR throttled_until IS NOT NULL OR throttle_reason IS NOT NULL \
+                     OR reports_completed + reports_failed > 0 OR duration_baseline_ms IS NOT NULL \
                      ORDER BY labourer_id",
                 )
                 .map_err(map_err)?;
@@ -182,11 +219,25 @@ impl LabourerStore for SqliteStore {
     }
 }
 
-/// The flow state in the six columns from `first` on.
+/// A count as stored: at most 2^61 (see [`LabourerStore::add_reports`]'s statement).
+fn count(n: u64) -> i64 {
+    n.min(1 << 61) as i64
+}
+
+/// The flow state in the eleven columns from `first` on.
 fn flow_from_row(r: &Row<'_>, first: usize) -> rusqlite::Result<FlowState> {
     let time =
         |i: usize| -> rusqlite::Result<Option<Time>> { Ok(r.get::<_, Option<i64>>(first + i)?.map(Time::from_millis)) };
+    let stored = |i: usize| -> rusqlite::Result<u64> { Ok(u64::try_from(r.get::<_, i64>(first + i)?).unwrap_or(0)) };
     Ok(FlowState {
+        reports: Reports {
+            completed: stored(6)?,
+            failed: stored(7)?,
+            timed: stored(8)?,
+            duration_ms: stored(9)?,
+        },
+        reports_learned: Reports::default(),
+        duration_baseline_ms: r.get::<_, Option<i64>>(first + 10)?.and_then(|v| u64::try_from(v).ok()),
         adaptive_limit: r.get(first)?,
         adaptive_at: time(1)?,
         rate_tat: time(2)?,

@@ -216,6 +216,33 @@ mod tests {
         store.init().await.expect("init is idempotent");
     }
 
+    #[tokio::test]
+    async fn a_version_4_dispatch_record_keeps_its_flow_state_and_starts_with_no_reports() {
+        use sosw_core::ports::LabourerStore;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("v4.db");
+        {
+            let conn = Connection::open(&path).expect("create");
+            for sql in &schema::migrations()[..4] {
+                conn.execute_batch(sql).expect("migration");
+            }
+            conn.pragma_update(None, "user_version", 4).expect("version");
+            conn.execute("INSERT INTO dispatch (labourer_id, adaptive_limit) VALUES ('w', 3)", [])
+                .expect("a record");
+        }
+        let store = SqliteStore::open_or_create(&path).expect("open");
+        store.init().await.expect("migrate");
+        let now = Time::from_secs(1_700_000_000);
+        let flow = store
+            .take_dispatch("w", "A", now, now.plus_secs(60))
+            .await
+            .expect("take")
+            .expect("free");
+        assert_eq!(flow.adaptive_limit, Some(3));
+        assert!(flow.reports.is_empty());
+        assert_eq!(flow.duration_baseline_ms, None);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_broken_write_fails_alone_when_its_group_rolls_back() {
         let (_dir, store) = store().await;

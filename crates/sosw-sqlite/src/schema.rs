@@ -6,7 +6,7 @@ use sosw_core::ports::{StoreError, StoreResult};
 use std::path::Path;
 
 /// The version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 // The task tables are WITHOUT ROWID: each row lives once, in the b-tree of its `task_id` (a rowid table would add
@@ -121,6 +121,15 @@ CREATE TABLE dispatch (
     throttled_until INTEGER,
     throttle_reason TEXT
 ) WITHOUT ROWID;
+"#,
+    // 5: the workers' reports an adaptive limit learns from (added to by every report, consumed by the lease
+    // holder), and the duration baseline.
+    r#"
+ALTER TABLE dispatch ADD COLUMN reports_completed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE dispatch ADD COLUMN reports_failed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE dispatch ADD COLUMN reports_timed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE dispatch ADD COLUMN reports_duration_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE dispatch ADD COLUMN duration_baseline_ms INTEGER;
 "#,
 ];
 

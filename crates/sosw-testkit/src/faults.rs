@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use sosw_core::breaker::LabourerState;
-use sosw_core::flow::{DispatchRecord, FlowState, LabourerControl};
+use sosw_core::flow::{DispatchRecord, FlowState, LabourerControl, Reports};
 use sosw_core::meta::{MetaEvent, Stamp};
 use sosw_core::ports::{
     ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts, LabourerStore, StoreError,
@@ -379,6 +379,11 @@ impl LabourerStore for FaultyStore {
             self.inner.give_back_dispatch(labourer_id, holder, flow),
         )
         .await
+    }
+
+    async fn add_reports(&self, labourer_id: &str, reports: &Reports) -> StoreResult<()> {
+        self.write("add_reports", self.inner.add_reports(labourer_id, reports))
+            .await
     }
 
     async fn dispatch_records(&self) -> StoreResult<Vec<DispatchRecord>> {

@@ -104,6 +104,7 @@ macro_rules! store_conformance {
             labourer_controls_round_trip,
             dispatch_lease_is_exclusive,
             concurrent_takers_get_one_lease,
+            reports_add_up_and_give_back_subtracts_what_was_learned,
             moves_record_their_events_only_when_they_take_effect,
         );
     };

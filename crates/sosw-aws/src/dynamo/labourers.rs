@@ -12,7 +12,7 @@
 
 use super::*;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use sosw_core::flow::{DispatchRecord, FlowState, LabourerControl, Pause};
+use sosw_core::flow::{DispatchRecord, FlowState, LabourerControl, Pause, Reports};
 use sosw_core::ports::LabourerStore;
 
 const BREAKER: &[&str] = &["dead_in_row", "trips", "held_until", "held_since", "reason", "suspect"];
@@ -31,13 +31,37 @@ const FLOW: &[&str] = &[
     "claimed_at",
     "throttled_until",
     "throttle_reason",
+    "duration_baseline_ms",
 ];
+/// The workers' reports: only ever `ADD`ed to (by reports, and negatively by a lease's give-back), so that
+/// concurrent additions all count.
+const REPORTS: [&str; 4] = [
+    "reports_completed",
+    "reports_failed",
+    "reports_timed",
+    "reports_duration_ms",
+];
+
+fn report_counts(r: &Reports) -> [u64; 4] {
+    [r.completed, r.failed, r.timed, r.duration_ms]
+}
 
 /// `SET` the given attributes, `REMOVE` the rest of `group`.
 fn set_remove(
+    req: UpdateItemFluentBuilder,
+    group: &[&str],
+    values: Vec<(&str, AttributeValue)>,
+) -> UpdateItemFluentBuilder {
+    set_remove_add(req, group, values, Vec::new())
+}
+
+/// `SET` the given attributes, `REMOVE` the rest of `group`, and `ADD` the numbers `adds` (to attributes outside
+/// `group`).
+fn set_remove_add(
     mut req: UpdateItemFluentBuilder,
     group: &[&str],
     values: Vec<(&str, AttributeValue)>,
+    adds: Vec<(&str, String)>,
 ) -> UpdateItemFluentBuilder {
     let mut sets = Vec::new();
     let mut removes = Vec::new();
@@ -57,6 +81,16 @@ fn set_remove(
     }
     if !removes.is_empty() {
         expr.push_str(&format!(" REMOVE {}", removes.join(", ")));
+    }
+    let mut added = Vec::new();
+    for (i, (name, number)) in adds.into_iter().enumerate() {
+        req = req
+            .expression_attribute_names(format!("#n{i}"), name)
+            .expression_attribute_values(format!(":n{i}"), AttributeValue::N(number));
+        added.push(format!("#n{i} :n{i}"));
+    }
+    if !added.is_empty() {
+        expr.push_str(&format!(" ADD {}", added.join(", ")));
     }
     req.update_expression(expr.trim())
 }
@@ -78,7 +112,16 @@ fn id_of(item: &Item) -> StoreResult<String> {
 }
 
 fn flow_of(item: &Item) -> FlowState {
+    let stored = |key: &str| get_i64(item, key).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
     FlowState {
+        reports: Reports {
+            completed: stored("reports_completed"),
+            failed: stored("reports_failed"),
+            timed: stored("reports_timed"),
+            duration_ms: stored("reports_duration_ms"),
+        },
+        reports_learned: Reports::default(),
+        duration_baseline_ms: get_i64(item, "duration_baseline_ms").and_then(|v| u64::try_from(v).ok()),
         adaptive_limit: count_of(item, "adaptive_limit"),
         adaptive_at: time_of(item, "adaptive_at"),
         rate_tat: time_of(item, "rate_tat"),
@@ -241,6 +284,7 @@ impl LabourerStore for DynamoStore {
             ("claimed_at", millis(flow.claimed_at)),
             ("throttled_until", millis(flow.throttled_until)),
             ("throttle_reason", flow.throttle_reason.as_deref().map(s)),
+            ("duration_baseline_ms", flow.duration_baseline_ms.map(n)),
         ];
         let values = values.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
         let group: Vec<&str> = FLOW
@@ -248,7 +292,14 @@ impl LabourerStore for DynamoStore {
             .chain(["lease_holder", "lease_until"].iter())
             .copied()
             .collect();
-        let out = set_remove(self.update_labourer(labourer_id), &group, values)
+        let learned = report_counts(&flow.reports_learned);
+        let subtract = REPORTS
+            .into_iter()
+            .zip(learned)
+            .filter(|(_, v)| *v > 0)
+            .map(|(k, v)| (k, format!("-{v}")))
+            .collect();
+        let out = set_remove_add(self.update_labourer(labourer_id), &group, values, subtract)
             .condition_expression("#h0 = :holder")
             .expression_attribute_names("#h0", "lease_holder")
             .expression_attribute_values(":holder", s(holder))
@@ -261,11 +312,26 @@ impl LabourerStore for DynamoStore {
         }
     }
 
+    async fn add_reports(&self, labourer_id: &str, reports: &Reports) -> StoreResult<()> {
+        let adds = REPORTS
+            .into_iter()
+            .zip(report_counts(reports))
+            .map(|(k, v)| (k, v.to_string()))
+            .collect();
+        set_remove_add(self.update_labourer(labourer_id), &[], Vec::new(), adds)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(())
+    }
+
     async fn dispatch_records(&self) -> StoreResult<Vec<DispatchRecord>> {
         self.labourer_items()
             .await?
             .iter()
-            .filter(|item| item.contains_key("lease_holder") || FLOW.iter().any(|k| item.contains_key(*k)))
+            .filter(|item| {
+                item.contains_key("lease_holder") || FLOW.iter().chain(REPORTS.iter()).any(|k| item.contains_key(*k))
+            })
             .map(|item| {
                 Ok(DispatchRecord {
                     labourer_id: id_of(item)?,

@@ -17,7 +17,8 @@ pub(super) fn read_flow(r: &mut Reader, lc: &Map<String, Value>, path: &str) -> 
     }
 }
 
-/// `"adaptive": true` (the defaults) or `{"min": 1, "increase": 1, "decrease": 0.5, "interval": 1}`.
+/// `"adaptive": true` (the defaults) or
+/// `{"min": 1, "increase": 1, "decrease": 0.5, "interval": 1, "failure_ratio": 0.2, "slowdown": 2}`.
 fn read_adaptive(r: &mut Reader, lc: &Map<String, Value>, path: &str) -> Option<Adaptive> {
     let apath = join(path, "adaptive");
     let d = Adaptive::default();
@@ -33,7 +34,12 @@ fn read_adaptive(r: &mut Reader, lc: &Map<String, Value>, path: &str) -> Option<
             return None;
         }
     };
-    r.unknown_keys(obj, &apath, &["min", "increase", "decrease", "interval"], |_| false);
+    r.unknown_keys(
+        obj,
+        &apath,
+        &["min", "increase", "decrease", "interval", "failure_ratio", "slowdown"],
+        |_| false,
+    );
     // At least 1: a limit of 0 would never see another invocation to learn from.
     let min = r.u32(obj, "min", &apath, 1).unwrap_or(d.min);
     let increase = r.u32(obj, "increase", &apath, 1).unwrap_or(d.increase);
@@ -54,11 +60,42 @@ fn read_adaptive(r: &mut Reader, lc: &Map<String, Value>, path: &str) -> Option<
     let interval_ms = r
         .positive_secs(obj, "interval", &apath)
         .map_or(d.interval_ms, |secs| (secs * 1000.0).round() as i64);
+    let failure_ratio = match r.number(obj, "failure_ratio", &apath) {
+        None => d.failure_ratio,
+        Some(f) if (0.0..=1.0).contains(&f) => f,
+        Some(_) => {
+            r.error(
+                join(&apath, "failure_ratio"),
+                format!(
+                    "must be between 0 and 1: the share of failure reports above which the limit is lowered, got {}",
+                    show(&obj["failure_ratio"])
+                ),
+            );
+            d.failure_ratio
+        }
+    };
+    let slowdown = match r.number(obj, "slowdown", &apath) {
+        None => d.slowdown,
+        Some(f) if f > 1.0 => f,
+        Some(_) => {
+            r.error(
+                join(&apath, "slowdown"),
+                format!(
+                    "must be more than 1: the limit is lowered when tasks take this many times their usual \
+                     duration, got {}",
+                    show(&obj["slowdown"])
+                ),
+            );
+            d.slowdown
+        }
+    };
     Some(Adaptive {
         min,
         increase,
         decrease,
         interval_ms,
+        failure_ratio,
+        slowdown,
     })
 }
 

@@ -435,7 +435,7 @@ fn table_names_queue_and_job_schemas_are_typed_sections() {
 #[test]
 fn flow_control_keys_are_read_and_checked() {
     let c = load(process(json!({
-        "adaptive": {"min": 2, "increase": 4, "decrease": 0.7, "interval": 2.5},
+        "adaptive": {"min": 2, "increase": 4, "decrease": 0.7, "interval": 2.5, "failure_ratio": 0.5, "slowdown": 3},
         "max_invocations_per_minute": 120,
         "retry_delays": [20, 300, 1800]
     })));
@@ -446,7 +446,9 @@ fn flow_control_keys_are_read_and_checked() {
             min: 2,
             increase: 4,
             decrease: 0.7,
-            interval_ms: 2500
+            interval_ms: 2500,
+            failure_ratio: 0.5,
+            slowdown: 3.0,
         })
     );
     assert_eq!(
@@ -472,6 +474,10 @@ fn flow_control_keys_are_read_and_checked() {
         (json!({"adaptive": {"min": 0}}), "`task_config.labourers.w.adaptive.min`: must be at least 1, got 0"),
         (json!({"adaptive": {"increase": 0}}), "`task_config.labourers.w.adaptive.increase`: must be at least 1, got 0"),
         (json!({"adaptive": {"interval": 1e300}}), "`task_config.labourers.w.adaptive.interval`: must be at most"),
+        (json!({"adaptive": {"failure_ratio": 1.5}}), "`task_config.labourers.w.adaptive.failure_ratio`: must be between 0 and 1"),
+        (json!({"adaptive": {"failure_ratio": -0.1}}), "`task_config.labourers.w.adaptive.failure_ratio`: must be between 0 and 1"),
+        (json!({"adaptive": {"slowdown": 1}}), "`task_config.labourers.w.adaptive.slowdown`: must be more than 1: the limit is lowered when tasks take this many times their usual duration, got 1"),
+        (json!({"adaptive": {"slowdown": "x"}}), "`task_config.labourers.w.adaptive.slowdown`"),
         (json!({"max_invocations_per_second": 0}), "`task_config.labourers.w.max_invocations_per_second`: must be a positive number"),
         (json!({"max_invocations_per_second": 1e300}), "`task_config.labourers.w.max_invocations_per_second`: must be a positive number of at most 1000000, got 1e+300"),
         (json!({"max_invocations_per_second": 1, "max_invocations_per_minute": 60}), "not both"),

@@ -152,9 +152,7 @@ fn the_allowance_says_what_limits_it() {
 fn aimd_falls_fast_and_climbs_slowly_under_the_ceiling() {
     let cfg = Adaptive {
         min: 2,
-        increase: 1,
-        decrease: 0.5,
-        interval_ms: 1000,
+        ..Adaptive::default()
     };
     let trouble = Signals {
         throttled: 1,
@@ -348,8 +346,8 @@ proptest! {
         stored in proptest::option::of(0u32..200), ceiling in 0u32..200,
         throttled in 0u32..3, failed in 0u32..3, accepted in 0u32..20, saturated in any::<bool>(),
     ) {
-        let cfg = Adaptive { min, increase, decrease, interval_ms: 1000 };
-        let seen = Signals { accepted, throttled, failed, saturated };
+        let cfg = Adaptive { min, increase, decrease, ..Adaptive::default() };
+        let seen = Signals { accepted, throttled, failed, saturated, reported_trouble: false };
         let before = adaptive_limit(&cfg, stored, ceiling);
         let after = adaptive_limit(&cfg, adapt(&cfg, stored, ceiling, &seen), ceiling);
         prop_assert!(after <= ceiling.max(min));
@@ -386,4 +384,203 @@ proptest! {
         let _ = rate_allows(&rate, Some(Time::from_millis(tat)), Time::from_millis(now));
         let _ = rate_spend(&rate, Some(Time::from_millis(tat)), Time::from_millis(now), n);
     }
+}
+
+fn window(completed: u64, failed: u64, durations_ms: &[u64]) -> Reports {
+    Reports {
+        completed,
+        failed,
+        timed: durations_ms.len() as u64,
+        duration_ms: durations_ms.iter().sum(),
+    }
+}
+
+#[test]
+fn workers_reports_are_trouble_when_failures_pass_the_ratio_or_durations_inflate() {
+    let cfg = Adaptive::default(); // failure_ratio 0.2, slowdown 2
+    let fast = [200u64; 5];
+    let slow = [3000u64; 5];
+    use ReportTrouble::*;
+    use ReportVerdict::*;
+    // (window, baseline) → verdict
+    let cases: &[(Reports, Option<u64>, ReportVerdict)] = &[
+        // Fewer than MIN_REPORTS reports: kept for the next lesson.
+        (window(2, 2, &[]), None, TooFew),
+        (window(0, 0, &[]), Some(500), TooFew),
+        // Failures at or under the ratio are the tasks' own business.
+        (
+            window(8, 2, &[]),
+            None,
+            Judged {
+                trouble: None,
+                baseline_ms: None,
+            },
+        ),
+        // Over it: trouble.
+        (
+            window(7, 3, &[]),
+            None,
+            Judged {
+                trouble: Some(Failures { failed: 3, reports: 10 }),
+                baseline_ms: None,
+            },
+        ),
+        (
+            window(0, 5, &[]),
+            Some(400),
+            Judged {
+                trouble: Some(Failures { failed: 5, reports: 5 }),
+                baseline_ms: Some(400),
+            },
+        ),
+        // The first timed window sets the baseline.
+        (
+            window(5, 0, &fast),
+            None,
+            Judged {
+                trouble: None,
+                baseline_ms: Some(200),
+            },
+        ),
+        // A window that is not slow moves the baseline a fifth of the way.
+        (
+            window(5, 0, &[700; 5]),
+            Some(200),
+            Judged {
+                trouble: None,
+                baseline_ms: Some(300),
+            },
+        ),
+        // Slow: more than twice the baseline and at least a second more: trouble, the baseline stays.
+        (
+            window(5, 0, &slow),
+            Some(1000),
+            Judged {
+                trouble: Some(Slow {
+                    mean_ms: 3000,
+                    baseline_ms: 1000,
+                }),
+                baseline_ms: Some(1000),
+            },
+        ),
+        // Twice a sub-second baseline is within the greenfield's resolution: not a slowdown.
+        (
+            window(5, 0, &[900; 5]),
+            Some(300),
+            Judged {
+                trouble: None,
+                baseline_ms: Some(420),
+            },
+        ),
+        // Too few timed completions to judge durations; the failures still count.
+        (
+            window(5, 0, &[9000; 4]),
+            Some(100),
+            Judged {
+                trouble: None,
+                baseline_ms: Some(100),
+            },
+        ),
+        // Both: the failures are named.
+        (
+            window(5, 3, &[9000; 5]),
+            Some(100),
+            Judged {
+                trouble: Some(Failures { failed: 3, reports: 8 }),
+                baseline_ms: Some(100),
+            },
+        ),
+    ];
+    for (i, (w, base, expected)) in cases.iter().enumerate() {
+        assert_eq!(
+            judge_reports(&cfg, w, *base),
+            *expected,
+            "case {i}: {w:?} against {base:?}"
+        );
+    }
+}
+
+#[test]
+fn a_lesson_learns_from_the_workers_reports_and_marks_them_learned() {
+    let config = FlowConfig {
+        adaptive: Some(Adaptive::default()),
+        ..FlowConfig::default()
+    };
+    // A pass whose invocations all went fine and used its whole allowance.
+    let fine = Lesson {
+        signals: Signals {
+            accepted: 4,
+            saturated: true,
+            ..Signals::default()
+        },
+        ceiling: 16,
+        throttle: None,
+    };
+    // Workers report most tasks failed: the limit halves although every invocation was accepted.
+    let mut flow = FlowState {
+        reports: window(1, 6, &[]),
+        ..FlowState::default()
+    };
+    let learned = learn(&mut flow, &config, &fine, 5, 1800, t(100));
+    assert_eq!(learned.adaptive, Some((16, 8)));
+    assert_eq!(
+        learned.reported,
+        Some(ReportTrouble::Failures { failed: 6, reports: 7 })
+    );
+    assert_eq!(
+        flow.reports_learned, flow.reports,
+        "the judged window is given back as learned"
+    );
+    // Too few reports: nothing is learned from them, the limit climbs on the pass's own signals.
+    let mut flow = FlowState {
+        adaptive_limit: Some(8),
+        reports: window(0, 2, &[]),
+        ..FlowState::default()
+    };
+    let learned = learn(&mut flow, &config, &fine, 5, 1800, t(200));
+    assert_eq!((learned.adaptive, learned.reported), (Some((8, 9)), None));
+    assert!(
+        flow.reports_learned.is_empty(),
+        "a window too small to judge waits for the next lesson"
+    );
+    // A slowdown against the stored baseline lowers the limit; the baseline is kept.
+    let mut flow = FlowState {
+        adaptive_limit: Some(8),
+        duration_baseline_ms: Some(1000),
+        reports: window(5, 0, &[4000; 5]),
+        ..FlowState::default()
+    };
+    let learned = learn(&mut flow, &config, &fine, 5, 1800, t(300));
+    assert_eq!(learned.adaptive, Some((8, 4)));
+    assert_eq!(flow.duration_baseline_ms, Some(1000));
+    // Within the interval of the last change, the reports wait: they are judged when the limit may move again.
+    let mut flow = FlowState {
+        adaptive_limit: Some(8),
+        adaptive_at: Some(t(300)),
+        reports: window(0, 9, &[]),
+        ..FlowState::default()
+    };
+    let learned = learn(&mut flow, &config, &fine, 5, 1800, t(300));
+    assert_eq!((learned.adaptive, learned.reported), (None, None));
+    assert!(flow.reports_learned.is_empty());
+}
+
+#[test]
+fn report_counts_saturate_and_a_window_without_timed_completions_has_no_mean() {
+    let full = Reports {
+        completed: u64::MAX,
+        failed: 1,
+        timed: u64::MAX,
+        duration_ms: u64::MAX,
+    };
+    assert_eq!(full.plus(&Reports::completed(Some(5))).completed, u64::MAX);
+    assert_eq!(Reports::failed().mean_ms(), None);
+    assert_eq!(Reports::completed(Some(1500)).mean_ms(), Some(1500));
+    assert_eq!(
+        Reports::completed(None),
+        Reports {
+            completed: 1,
+            ..Reports::default()
+        }
+    );
 }

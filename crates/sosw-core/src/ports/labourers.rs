@@ -4,7 +4,7 @@
 
 use super::StoreResult;
 use crate::breaker::LabourerState;
-use crate::flow::{DispatchRecord, FlowState, LabourerControl};
+use crate::flow::{DispatchRecord, FlowState, LabourerControl, Reports};
 use crate::time::Time;
 use async_trait::async_trait;
 use std::fmt::Debug;
@@ -40,8 +40,13 @@ pub trait LabourerStore: Send + Sync + Debug {
     ) -> StoreResult<Option<FlowState>>;
 
     /// Gives the lease back and stores `flow` — only if `holder` still holds it; `false` (nothing written) if its
-    /// lease ran out and another orchestrator took it.
+    /// lease ran out and another orchestrator took it. The workers' reports are not overwritten:
+    /// `flow.reports_learned` is subtracted from them, so that reports added since the lease was taken are kept.
     async fn give_back_dispatch(&self, labourer_id: &str, holder: &str, flow: &FlowState) -> StoreResult<bool>;
+
+    /// Adds workers' reports to the labourer's counts ([`FlowState::reports`]), creating its record if needed.
+    /// Atomic: concurrent additions (WorkerAssistants in several processes) and a lease's give-back all count.
+    async fn add_reports(&self, labourer_id: &str, reports: &Reports) -> StoreResult<()>;
 
     /// Every labourer's dispatch record (lease and flow state), by labourer id.
     async fn dispatch_records(&self) -> StoreResult<Vec<DispatchRecord>>;

@@ -230,6 +230,8 @@ impl Orchestrator {
                 // Congestion: failed or unanswered invocations; not a task's own permanent failure.
                 failed: r.retry_later + r.uncertain,
                 saturated: claimed.saturated,
+                // The workers' reports are judged with the stored counts, under the lease (flow::learn).
+                reported_trouble: false,
             },
             ceiling: claimed.ceiling,
             throttle: tally

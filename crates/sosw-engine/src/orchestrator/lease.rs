@@ -66,7 +66,10 @@ impl Orchestrator {
         let breaker = &self.config.breaker;
         let learned = flow::learn(flow, &l.flow, lesson, breaker.throttle_hold, breaker.max_hold, now);
         if let Some((before, after)) = learned.adaptive {
-            tracing::info!(labourer = %l.id, before, after, signals = ?lesson.signals, "adaptive limit changed");
+            tracing::info!(
+                labourer = %l.id, before, after, signals = ?lesson.signals, reports = ?learned.reported,
+                "adaptive limit changed"
+            );
         }
         if let Some(until) = learned.held_until {
             tracing::warn!(labourer = %l.id, until = until.secs(), "held back: {}", flow.throttle_reason.as_deref().unwrap_or_default());

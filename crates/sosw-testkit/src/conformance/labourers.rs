@@ -4,7 +4,7 @@
 use super::now;
 use crate::Harness;
 use sosw_core::breaker::LabourerState;
-use sosw_core::flow::{DispatchRecord, FlowState, LabourerControl, Pause};
+use sosw_core::flow::{DispatchRecord, FlowState, LabourerControl, Pause, Reports};
 use sosw_core::Time;
 
 use std::sync::Arc;
@@ -148,6 +148,8 @@ pub async fn dispatch_lease_is_exclusive(h: &Harness) {
         claimed_at: Some(now().plus_millis(20)),
         throttled_until: Some(t(30)),
         throttle_reason: Some("HTTP 429 Too Many Requests; Retry-After 30 s".into()),
+        duration_baseline_ms: Some(1250),
+        ..FlowState::default()
     };
     assert!(
         !s.give_back_dispatch("w", "B", &FlowState::default())
@@ -209,4 +211,92 @@ pub async fn concurrent_takers_get_one_lease(h: &Harness) {
         }
         assert_eq!(winners, 1, "round {round}");
     }
+}
+
+/// Workers' reports add up, also when added concurrently; a give-back subtracts only what its lesson learned (the
+/// reports added meanwhile are kept for the next), and only by the lease's holder.
+pub async fn reports_add_up_and_give_back_subtracts_what_was_learned(h: &Harness) {
+    let s = h.store.clone();
+    let t = |secs: i64| now().plus_secs(secs);
+    for _ in 0..3 {
+        s.add_reports("w", &Reports::completed(Some(1000))).await.expect("add");
+    }
+    s.add_reports("w", &Reports::completed(None)).await.expect("add");
+    s.add_reports("w", &Reports::failed()).await.expect("add");
+    let records = s.dispatch_records().await.expect("records");
+    assert_eq!(
+        records.len(),
+        1,
+        "a labourer with reports only has a record: {records:?}"
+    );
+    let read = Reports {
+        completed: 4,
+        failed: 1,
+        timed: 3,
+        duration_ms: 3000,
+    };
+    assert_eq!(records[0].flow.reports, read);
+    let mut flow = s
+        .take_dispatch("w", "A", t(0), t(60))
+        .await
+        .expect("take")
+        .expect("free");
+    assert_eq!(flow.reports, read);
+    // A report comes in while A learns from what it read.
+    s.add_reports("w", &Reports::failed()).await.expect("add");
+    flow.reports_learned = flow.reports;
+    flow.duration_baseline_ms = Some(1000);
+    assert!(
+        !s.give_back_dispatch("w", "B", &flow).await.expect("give back"),
+        "B does not hold it"
+    );
+    assert!(s.give_back_dispatch("w", "A", &flow).await.expect("give back"));
+    let after = s
+        .take_dispatch("w", "B", t(1), t(61))
+        .await
+        .expect("take")
+        .expect("free");
+    assert_eq!(
+        after.reports,
+        Reports::failed(),
+        "the report added during the lesson is kept"
+    );
+    assert_eq!(after.duration_baseline_ms, Some(1000));
+    assert!(after.reports_learned.is_empty(), "what was learned is not stored");
+    assert!(
+        s.give_back_dispatch("w", "B", &after).await.expect("give back"),
+        "nothing learned: nothing subtracted"
+    );
+
+    // Concurrent reports, as from WorkerAssistants in several processes: none is lost.
+    let adders = (0..8).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                let r = if i % 2 == 0 {
+                    Reports::completed(Some(7))
+                } else {
+                    Reports::failed()
+                };
+                s.add_reports("v", &r).await.expect("add");
+            }
+        })
+    });
+    for a in adders {
+        a.await.expect("join");
+    }
+    let v = s
+        .take_dispatch("v", "A", t(2), t(62))
+        .await
+        .expect("take")
+        .expect("free");
+    assert_eq!(
+        v.reports,
+        Reports {
+            completed: 40,
+            failed: 40,
+            timed: 40,
+            duration_ms: 280
+        }
+    );
 }
