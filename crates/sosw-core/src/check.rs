@@ -61,6 +61,8 @@ pub enum Check {
     OrphanMeta,
     /// A meta event with an action sosw does not know, or details that are not JSON.
     BadMeta,
+    /// A stored count (the SQLite store's `closed_counts`, kept by triggers) disagrees with the rows it counts.
+    StoredCount,
 }
 
 impl Check {
@@ -81,6 +83,7 @@ impl Check {
             Check::NotJsonObject => "not_json_object",
             Check::OrphanMeta => "orphan_meta",
             Check::BadMeta => "bad_meta",
+            Check::StoredCount => "stored_count",
         }
     }
 }

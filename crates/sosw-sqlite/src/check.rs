@@ -144,6 +144,37 @@ fn check_duplicates(conn: &Connection, report: &mut CheckReport) -> rusqlite::Re
     Ok(())
 }
 
+/// The trigger-kept `closed_counts` against the closed rows they count.
+fn check_closed_counts(conn: &Connection, report: &mut CheckReport) -> rusqlite::Result<()> {
+    let mut st = conn.prepare(
+        "WITH actual AS (SELECT labourer_id, labourer_id_task_status, COUNT(*) AS n FROM closed_tasks GROUP BY 1, 2) \
+         SELECT labourer_id, labourer_id_task_status, COALESCE(a.n, 0), COALESCE(c.n, 0) \
+         FROM actual a FULL JOIN closed_counts c USING (labourer_id, labourer_id_task_status) \
+         WHERE COALESCE(a.n, 0) != COALESCE(c.n, 0) ORDER BY 1, 2",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (labourer, status, actual, stored) = row?;
+        report.push(Problem::new(
+            Check::StoredCount,
+            None,
+            Some("closed_counts"),
+            format!(
+                "labourer `{labourer}` has {actual} closed task(s) with status `{status}`, but `closed_counts` says \
+                 {stored}; `status` shows the stored count"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Meta events of tasks in no table, and meta rows `task show` cannot read.
 fn check_meta(conn: &Connection, report: &mut CheckReport) -> rusqlite::Result<()> {
     report.rows.meta = conn
@@ -231,6 +262,9 @@ pub(crate) fn check_file(path: &Path, now: i64, delta: i64, quick: bool) -> Stor
     }
     if let Err(e) = check_meta(&tx, &mut report) {
         report.push(unreadable("tasks_meta", e));
+    }
+    if let Err(e) = check_closed_counts(&tx, &mut report) {
+        report.push(unreadable("closed_counts", e));
     }
     Ok(report)
 }

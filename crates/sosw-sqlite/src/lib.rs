@@ -217,7 +217,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_version_4_dispatch_record_keeps_its_flow_state_and_starts_with_no_reports() {
+    async fn a_version_4_store_keeps_its_flow_state_starts_with_no_reports_and_counts_its_archive() {
         use sosw_core::ports::LabourerStore;
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("v4.db");
@@ -229,6 +229,14 @@ mod tests {
             conn.pragma_update(None, "user_version", 4).expect("version");
             conn.execute("INSERT INTO dispatch (labourer_id, adaptive_limit) VALUES ('w', 3)", [])
                 .expect("a record");
+            for (id, status) in [("a", "w_1"), ("b", "w_1"), ("c", "w_0")] {
+                conn.execute(
+                    "INSERT INTO closed_tasks (task_id, labourer_id, created_at, greenfield, attempts, payload, \
+                     closed_at, labourer_id_task_status) VALUES (?1, 'w', 0, 5, 1, '{}', 5, ?2)",
+                    [id, status],
+                )
+                .expect("an archived task");
+            }
         }
         let store = SqliteStore::open_or_create(&path).expect("open");
         store.init().await.expect("migrate");
@@ -241,6 +249,12 @@ mod tests {
         assert_eq!(flow.adaptive_limit, Some(3));
         assert!(flow.reports.is_empty());
         assert_eq!(flow.duration_baseline_ms, None);
+        // Version 6 counted the archive that was there.
+        let counts = store
+            .counts("w", &sosw_core::greenfield::Markers::new(now, 1000, 60, 30))
+            .await
+            .expect("counts");
+        assert_eq!((counts.closed_completed, counts.closed_dead), (2, 1));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,8 @@ use super::*;
 
 /// Moves one live task to closed if it meets `expect`. The outer `Err` is an SQL failure (the caller's whole
 /// transaction is rolled back); the inner one is this task's condition failing, with nothing written.
-/// On success, the inner `Ok` holds the task's labourer.
+/// On success, the inner `Ok` holds the task's labourer; the caller adds the task to `closed_counts`
+/// ([`ClosedTally`]).
 pub(crate) fn archive_one(
     tx: &Connection,
     id: &str,
@@ -37,6 +38,34 @@ pub(crate) fn archive_one(
         .execute([id])
         .map_err(map_err)?;
     Ok(Ok(labourer))
+}
+
+/// The tasks a write closed, by labourer and status, added to `closed_counts` once per write: an archive of a
+/// page costs one upsert per labourer, not one per task.
+#[derive(Debug, Default)]
+pub(crate) struct ClosedTally(Vec<(String, bool, i64)>);
+
+impl ClosedTally {
+    pub(crate) fn add(&mut self, labourer: &str, completed: bool) {
+        match self.0.iter_mut().find(|(l, c, _)| l == labourer && *c == completed) {
+            Some((_, _, n)) => *n += 1,
+            None => self.0.push((labourer.to_string(), completed, 1)),
+        }
+    }
+
+    pub(crate) fn write(self, tx: &Connection) -> StoreResult<()> {
+        let mut st = tx
+            .prepare_cached(
+                "INSERT INTO closed_counts (labourer_id, labourer_id_task_status, n) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (labourer_id, labourer_id_task_status) DO UPDATE SET n = n + excluded.n",
+            )
+            .map_err(map_err)?;
+        for (labourer, completed, n) in &self.0 {
+            st.execute(params![labourer, closed_status(labourer, *completed), n])
+                .map_err(map_err)?;
+        }
+        Ok(())
+    }
 }
 
 /// The ids of `tasks` that exist in any table. A large batch whose ids are in ascending order (a Scheduler batch:
@@ -99,7 +128,9 @@ pub(crate) fn close_completed(tx: &Connection, table: &str, t: &mut Task, now: T
         .map_err(map_err)?
         .execute([&t.task_id])
         .map_err(map_err)?;
-    Ok(())
+    let mut tally = ClosedTally::default();
+    tally.add(&t.labourer_id, true);
+    tally.write(tx)
 }
 
 /// The lowest (`MIN`) or highest (`MAX`) queue position of a labourer (`greenfield < now`).

@@ -129,42 +129,74 @@ pub(crate) fn list(conn: &Connection, q: &TaskQuery) -> StoreResult<Vec<StoredTa
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
 }
 
+/// A labourer's counts, each read from an index alone: the queue is a range of `tasks_greenfield`, the invoked tasks — running, expired, completed, a few thousand at most — are read row by row,
+/// the retry table is a range of its index, and the closed tasks are the trigger-kept `closed_counts`: O(1) however
+/// large the archive, O(queue) index entries for the live tables (about 35 ms per million on a laptop core).
 pub(crate) fn counts(conn: &Connection, labourer: &str, m: &Markers) -> StoreResult<LabourerCounts> {
+    let one = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> StoreResult<u64> {
+        conn.prepare_cached(sql)
+            .map_err(map_err)?
+            .query_row(p, |r| r.get::<_, i64>(0))
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(map_err)
+    };
     let mut c = conn
         .prepare_cached(
             "SELECT \
-               COALESCE(SUM(completed_at IS NULL AND greenfield < ?2), 0), \
                COALESCE(SUM(completed_at IS NULL AND greenfield > ?3), 0), \
-               COALESCE(SUM(completed_at IS NULL AND greenfield BETWEEN ?2 AND ?3), 0), \
+               COALESCE(SUM(completed_at IS NULL AND greenfield <= ?3), 0), \
                COALESCE(SUM(completed_at IS NOT NULL), 0) \
-             FROM tasks WHERE labourer_id = ?1",
+             FROM tasks WHERE labourer_id = ?1 AND greenfield >= ?2",
         )
         .map_err(map_err)?
         .query_row(params![labourer, m.start, m.expired], |r| {
             Ok(LabourerCounts {
-                queued: r.get::<_, i64>(0)? as u64,
-                running: r.get::<_, i64>(1)? as u64,
-                expired: r.get::<_, i64>(2)? as u64,
-                completed: r.get::<_, i64>(3)? as u64,
+                running: r.get::<_, i64>(0)? as u64,
+                expired: r.get::<_, i64>(1)? as u64,
+                completed: r.get::<_, i64>(2)? as u64,
                 ..LabourerCounts::default()
             })
         })
         .map_err(map_err)?;
-    c.retry_waiting = conn
-        .prepare_cached("SELECT COUNT(*) FROM retry_tasks WHERE labourer_id = ?1")
-        .map_err(map_err)?
-        .query_row([&labourer], |r| r.get::<_, i64>(0))
-        .map_err(map_err)? as u64;
-    let mut closed = conn
-        .prepare_cached("SELECT COUNT(*) FROM closed_tasks WHERE labourer_id_task_status = ?1")
-        .map_err(map_err)?;
-    c.closed_completed = closed
-        .query_row([closed_status(labourer, true)], |r| r.get::<_, i64>(0))
-        .map_err(map_err)? as u64;
-    c.closed_dead = closed
-        .query_row([closed_status(labourer, false)], |r| r.get::<_, i64>(0))
-        .map_err(map_err)? as u64;
+    // A completed row at a queue position is an inconsistency (`sosw check`: completed_at_queue_position) but is
+    // counted as completed, as before: the completed rows are few, and read on their own index.
+    let misplaced = one(
+        "SELECT COUNT(*) FROM tasks INDEXED BY tasks_completed \
+         WHERE labourer_id = ?1 AND completed_at IS NOT NULL AND greenfield < ?2",
+        &[&labourer, &m.start],
+    )?;
+    c.completed += misplaced;
+    c.queued = one(
+        "SELECT COUNT(*) FROM tasks WHERE labourer_id = ?1 AND greenfield < ?2",
+        &[&labourer, &m.start],
+    )?
+    .saturating_sub(misplaced);
+    c.retry_waiting = one("SELECT COUNT(*) FROM retry_tasks WHERE labourer_id = ?1", &[&labourer])?;
+    let closed =
+        "SELECT COALESCE(SUM(n), 0) FROM closed_counts WHERE labourer_id = ?1 AND labourer_id_task_status = ?2";
+    c.closed_completed = one(closed, &[&labourer, &closed_status(labourer, true)])?;
+    c.closed_dead = one(closed, &[&labourer, &closed_status(labourer, false)])?;
     Ok(c)
+}
+
+/// The distinct labourer ids of a table's index, one index seek per labourer (a "loose index scan": SQLite would
+/// otherwise read every entry).
+pub(crate) fn labourer_ids(conn: &Connection) -> StoreResult<Vec<String>> {
+    let mut st = conn
+        .prepare_cached(
+            "WITH RECURSIVE \
+               live(id) AS (SELECT MIN(labourer_id) FROM tasks \
+                 UNION ALL SELECT (SELECT MIN(labourer_id) FROM tasks WHERE labourer_id > live.id) FROM live \
+                 WHERE live.id IS NOT NULL), \
+               retry(id) AS (SELECT MIN(labourer_id) FROM retry_tasks \
+                 UNION ALL SELECT (SELECT MIN(labourer_id) FROM retry_tasks WHERE labourer_id > retry.id) FROM retry \
+                 WHERE retry.id IS NOT NULL) \
+             SELECT id FROM live WHERE id IS NOT NULL UNION SELECT id FROM retry WHERE id IS NOT NULL \
+             UNION SELECT labourer_id FROM closed_counts WHERE n > 0 ORDER BY 1",
+        )
+        .map_err(map_err)?;
+    let rows = st.query_map([], |r| r.get(0)).map_err(map_err)?;
+    rows.collect::<rusqlite::Result<Vec<String>>>().map_err(map_err)
 }
 
 pub(crate) fn events_of(conn: &Connection, id: &str) -> StoreResult<Vec<MetaEvent>> {

@@ -230,7 +230,10 @@ impl TaskStore for SqliteStore {
         let id = task_id.to_string();
         let events = events.to_vec();
         self.write(move |tx| {
-            archive_one(tx, &id, expect, now)??;
+            let labourer = archive_one(tx, &id, expect, now)??;
+            let mut tally = ClosedTally::default();
+            tally.add(&labourer, matches!(expect, ArchiveExpect::Completed));
+            tally.write(tx)?;
             insert_events(tx, &events)
         })
         .await
@@ -246,14 +249,17 @@ impl TaskStore for SqliteStore {
         let stamp = stamp.cloned();
         self.write(move |tx| {
             let mut out = Vec::with_capacity(moves.len());
+            let mut tally = ClosedTally::default();
             for (id, expect) in &moves {
                 let done = archive_one(tx, id, *expect, now)?;
                 if let Ok(labourer) = &done {
                     let dead = matches!(expect, ArchiveExpect::Dead { .. });
+                    tally.add(labourer, !dead);
                     insert_events(tx, &stamped(stamp.as_ref(), id, labourer, Recorded::Archived { dead }))?;
                 }
                 out.push(done.map(|_| ()));
             }
+            tally.write(tx)?;
             Ok(out)
         })
         .await
@@ -382,17 +388,7 @@ impl TaskStore for SqliteStore {
     }
 
     async fn labourer_ids(&self) -> StoreResult<Vec<String>> {
-        self.run(|conn| {
-            let mut st = conn
-                .prepare_cached(
-                    "SELECT labourer_id FROM tasks UNION SELECT labourer_id FROM retry_tasks \
-                     UNION SELECT labourer_id FROM closed_tasks ORDER BY 1",
-                )
-                .map_err(map_err)?;
-            let rows = st.query_map([], |r| r.get(0)).map_err(map_err)?;
-            rows.collect::<rusqlite::Result<Vec<String>>>().map_err(map_err)
-        })
-        .await
+        self.run(|conn| queries::labourer_ids(conn)).await
     }
 
     async fn save_job(&self, job: &JobProgress) -> StoreResult<()> {
