@@ -176,6 +176,21 @@ pub enum StateFilter {
     Dead,
 }
 
+impl StateFilter {
+    pub fn whereabouts(self) -> sosw_core::task::Whereabouts {
+        use sosw_core::task::Whereabouts as W;
+        match self {
+            StateFilter::Queued => W::Queued,
+            StateFilter::Running => W::Running,
+            StateFilter::Expired => W::Expired,
+            StateFilter::Completed => W::Completed,
+            StateFilter::Retry => W::Retry,
+            StateFilter::Closed => W::Closed,
+            StateFilter::Dead => W::Dead,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct Report {
     pub task_id: String,

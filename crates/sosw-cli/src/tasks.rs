@@ -8,8 +8,8 @@ use crate::UsageError;
 use anyhow::Result;
 use serde_json::{json, Map, Value};
 use sosw_core::payload::construct_payload;
-use sosw_core::ports::{ListCursor, Table, TaskQuery};
-use sosw_core::{Essential, NewTask, Place, StoredTask, TaskState, Time};
+use sosw_core::ports::ListCursor;
+use sosw_core::{Essential, NewTask, Place, StoredTask, Time};
 use std::io::Write;
 pub(crate) fn new_task_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -184,36 +184,8 @@ pub(crate) async fn stream_tasks<W: Write>(
 ) -> Result<()> {
     let mut left = limit;
     for l in labourers {
-        let markers = app.config.markers_for(l, now);
-        let live = |s: TaskState| {
-            let (range, completed) = s.range(&markers);
-            TaskQuery {
-                table: Table::Live,
-                labourer: Some(l.clone()),
-                greenfield: Some(range),
-                completed: Some(completed),
-                limit: LIST_PAGE,
-                after: None,
-            }
-        };
-        let of = |table, completed| TaskQuery {
-            table,
-            labourer: Some(l.clone()),
-            greenfield: None,
-            completed,
-            limit: LIST_PAGE,
-            after: None,
-        };
-        let queries = match state {
-            None => vec![of(Table::Live, None), of(Table::Retry, None), of(Table::Closed, None)],
-            Some(StateFilter::Queued) => vec![live(TaskState::Queued)],
-            Some(StateFilter::Running) => vec![live(TaskState::Running)],
-            Some(StateFilter::Expired) => vec![live(TaskState::Expired)],
-            Some(StateFilter::Completed) => vec![live(TaskState::Completed)],
-            Some(StateFilter::Retry) => vec![of(Table::Retry, None)],
-            Some(StateFilter::Closed) => vec![of(Table::Closed, Some(true))],
-            Some(StateFilter::Dead) => vec![of(Table::Closed, Some(false))],
-        };
+        let state = state.map(StateFilter::whereabouts);
+        let queries = sosw_engine::tasks::listing_queries(&app.config, l, state, LIST_PAGE, now);
         for mut q in queries {
             while left > 0 {
                 q.limit = left.min(LIST_PAGE);

@@ -22,6 +22,18 @@ pub struct EcologyManager {
 pub struct Health {
     pub status: EcoStatus,
     pub metric_errors: Vec<String>,
+    /// Each health metric as read this pass, in config order.
+    pub readings: Vec<MetricReading>,
+}
+
+/// One health metric's value and the status it gives.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MetricReading {
+    pub name: String,
+    /// `None` when it could not be read (its status is then the failure status).
+    pub value: Option<f64>,
+    /// The metric's "feeling": the eco status its value gives (0..4).
+    pub status: u8,
 }
 
 impl EcologyManager {
@@ -47,20 +59,29 @@ impl EcologyManager {
             .iter()
             .map(|l| {
                 let mut errors = Vec::new();
+                let mut readings = Vec::new();
                 let statuses: Vec<EcoStatus> = l
                     .health_metrics
                     .iter()
-                    .map(|m| match values.get(&m.details.cache_key()) {
-                        Some(Ok(v)) => m.feelings.health(*v),
-                        Some(Err(e)) => {
-                            let fallback = m.failure_status.unwrap_or(config.metric_failure_status);
-                            errors.push(format!(
-                                "metric `{}`: {e} (counted as status {})",
-                                m.name, fallback as u8
-                            ));
-                            fallback
-                        }
-                        None => config.metric_failure_status,
+                    .map(|m| {
+                        let (value, status) = match values.get(&m.details.cache_key()) {
+                            Some(Ok(v)) => (Some(*v), m.feelings.health(*v)),
+                            Some(Err(e)) => {
+                                let fallback = m.failure_status.unwrap_or(config.metric_failure_status);
+                                errors.push(format!(
+                                    "metric `{}`: {e} (counted as status {})",
+                                    m.name, fallback as u8
+                                ));
+                                (None, fallback)
+                            }
+                            None => (None, config.metric_failure_status),
+                        };
+                        readings.push(MetricReading {
+                            name: m.name.clone(),
+                            value,
+                            status: status as u8,
+                        });
+                        status
                     })
                     .collect();
                 (
@@ -68,6 +89,7 @@ impl EcologyManager {
                     Health {
                         status: labourer_status(statuses),
                         metric_errors: errors,
+                        readings,
                     },
                 )
             })

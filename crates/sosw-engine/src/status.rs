@@ -43,6 +43,8 @@ pub struct Limit {
     pub rate_per_second: Option<f64>,
     /// Health metrics that could not be read (they count as their failure status).
     pub metric_errors: Vec<String>,
+    /// Each health metric's value and the eco status it gives.
+    pub health_metrics: Vec<crate::ecology::MetricReading>,
 }
 
 /// One reason a labourer is held back.
@@ -153,6 +155,7 @@ async fn statuses(
                 adaptive: allowance.adaptive,
                 rate_per_second: l.flow.rate.map(|r| r.per_second),
                 metric_errors: h.map(|h| h.metric_errors.clone()).unwrap_or_default(),
+                health_metrics: h.map(|h| h.readings.clone()).unwrap_or_default(),
             }),
             held_back,
             control: control.cloned(),

@@ -1,10 +1,12 @@
-//! TaskManager's creation side: queue new tasks for known labourers and record `created`.
+//! TaskManager's creation side: queue new tasks for known labourers and record `created`; and the listing of tasks
+//! by labourer and state, in pages that resume after their last row (`sosw task list`, the API).
 
 use crate::meta::MetaHandler;
 use crate::EngineError;
 use sosw_core::config::Config;
-use sosw_core::ports::{CreateReport, StoreError, TaskStore};
-use sosw_core::{NewTask, Time};
+use sosw_core::ports::{CreateReport, ListCursor, StoreError, Table, TaskQuery, TaskStore};
+use sosw_core::task::Whereabouts;
+use sosw_core::{NewTask, StoredTask, TaskState, Time};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -39,4 +41,112 @@ impl TaskManager {
             .await?;
         Ok(report)
     }
+}
+
+/// The store queries that list one labourer's tasks in `state` (all of its tasks, live then retry then closed,
+/// when `None`), each reading pages of `page` rows from its start.
+pub fn listing_queries(config: &Config, labourer: &str, state: Option<Whereabouts>, page: usize, now: Time) -> Vec<TaskQuery> {
+    let markers = config.markers_for(labourer, now);
+    let live = |s: TaskState| {
+        let (range, completed) = s.range(&markers);
+        TaskQuery {
+            table: Table::Live,
+            labourer: Some(labourer.to_string()),
+            greenfield: Some(range),
+            completed: Some(completed),
+            limit: page,
+            after: None,
+        }
+    };
+    let of = |table, completed| TaskQuery {
+        table,
+        labourer: Some(labourer.to_string()),
+        greenfield: None,
+        completed,
+        limit: page,
+        after: None,
+    };
+    match state {
+        None => vec![of(Table::Live, None), of(Table::Retry, None), of(Table::Closed, None)],
+        Some(Whereabouts::Queued) => vec![live(TaskState::Queued)],
+        Some(Whereabouts::Running) => vec![live(TaskState::Running)],
+        Some(Whereabouts::Expired) => vec![live(TaskState::Expired)],
+        Some(Whereabouts::Completed) => vec![live(TaskState::Completed)],
+        Some(Whereabouts::Retry) => vec![of(Table::Retry, None)],
+        Some(Whereabouts::Closed) => vec![of(Table::Closed, Some(true))],
+        Some(Whereabouts::Dead) => vec![of(Table::Closed, Some(false))],
+    }
+}
+
+/// Every labourer a listing covers, sorted: the configured ones and those the store has tasks of.
+pub async fn listed_labourers(config: &Config, store: &dyn TaskStore) -> Result<Vec<String>, StoreError> {
+    let mut ids: Vec<String> = config.labourers.iter().map(|l| l.id.clone()).collect();
+    ids.extend(store.labourer_ids().await?);
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// Where a listing resumes: the labourer, which of its [`listing_queries`], and the last row read of it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PageCursor {
+    pub labourer_id: String,
+    pub query: usize,
+    pub order: i64,
+    pub task_id: String,
+}
+
+/// One page of a listing, and where the next one starts (`None`: the listing is over).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub tasks: Vec<(StoredTask, Whereabouts)>,
+    pub next: Option<PageCursor>,
+}
+
+/// Up to `limit` tasks of `labourers` (in that order) in `state`, after `cursor`. Keyset pages: a task inserted
+/// meanwhile appears in a later page if it sorts after the cursor, and no task appears twice.
+pub async fn list_page(
+    config: &Config,
+    store: &dyn TaskStore,
+    labourers: &[String],
+    state: Option<Whereabouts>,
+    cursor: Option<&PageCursor>,
+    limit: usize,
+    now: Time,
+) -> Result<Page, StoreError> {
+    let mut tasks = Vec::new();
+    let start = cursor.map_or(0, |c| labourers.partition_point(|l| *l < c.labourer_id));
+    for labourer in &labourers[start..] {
+        let resume = cursor.filter(|c| c.labourer_id == *labourer);
+        let queries = listing_queries(config, labourer, state, limit, now);
+        for (i, mut q) in queries.into_iter().enumerate().skip(resume.map_or(0, |c| c.query)) {
+            if let Some(c) = resume.filter(|c| c.query == i) {
+                q.after = Some(ListCursor {
+                    labourer_id: labourer.clone(),
+                    order: c.order,
+                    task_id: c.task_id.clone(),
+                });
+            }
+            q.limit = limit - tasks.len();
+            let rows = store.list(&q).await?;
+            let full = rows.len() >= q.limit;
+            tasks.extend(rows.into_iter().map(|t| {
+                let state = config.state_of(&t, now);
+                (t, state)
+            }));
+            if full {
+                let next = tasks.last().map(|(t, _)| {
+                    let c = ListCursor::after(t);
+                    PageCursor {
+                        labourer_id: c.labourer_id,
+                        query: i,
+                        order: c.order,
+                        task_id: c.task_id,
+                    }
+                });
+                return Ok(Page { tasks, next });
+            }
+        }
+    }
+    Ok(Page { tasks, next: None })
 }

@@ -15,11 +15,13 @@ mod merge;
 mod metrics;
 mod reader;
 mod sections;
+mod server;
 
 pub use labourers::{HttpMode, HttpSpec, InvokerSpec, Labourer, ProcessSpec, ReportMode};
 pub use merge::recursive_update;
 pub use metrics::{CloudWatchMetric, HealthMetric, MetricDetails};
 pub use sections::{JobSchemas, QueueSettings, TableNames};
+pub use server::{token_sha256, Scope, ServerConfig, TokenConfig, DEFAULT_LISTEN, DEFAULT_MAX_BODY};
 
 use labourers::{check_window, read_labourer};
 use metrics::{read_status, status_key};
@@ -173,6 +175,9 @@ pub struct Config {
     pub tables: TableNames,
     /// The Scheduler's continuation files in S3.
     pub queue: QueueSettings,
+    /// `server`: what `sosw run` serves over HTTP (`None`: no such section; `sosw run` serves only with
+    /// `--listen`, then with the defaults).
+    pub server: Option<ServerConfig>,
 }
 
 /// The subject of dead-task notifications, as Python sosw sends them.
@@ -389,6 +394,7 @@ impl Config {
         let job_schemas = sections::read_job_schemas(&mut r, top);
         let tables = sections::read_table_names(&mut r, top, tc);
         let queue = sections::read_queue(&mut r, top);
+        let server = server::read_server(&mut r, top);
 
         if r.errors.is_empty() {
             Ok(Config {
@@ -414,6 +420,7 @@ impl Config {
                 job_schemas,
                 tables,
                 queue,
+                server,
             })
         } else {
             Err(ConfigErrors(r.errors))
@@ -506,6 +513,7 @@ const TOP_KEYS: &[&str] = &[
     "labourers_table",
     "circuit_breaker",
     "dispatch_lease",
+    "server",
 ];
 
 /// `UTC`, `Z`, or `±HH:MM` → seconds east of UTC.

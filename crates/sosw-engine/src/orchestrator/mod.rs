@@ -221,6 +221,7 @@ impl Orchestrator {
             let h = health.get(&l.id).cloned().unwrap_or(Health {
                 status: self.config.metric_failure_status,
                 metric_errors: vec!["no health computed".into()],
+                readings: Vec::new(),
             });
             let state = by_id.as_ref().map(|m| m.get(l.id.as_str()).copied());
             let control = controls.as_ref().map(|m| m.get(l.id.as_str()).copied()).map_err(|e| *e);
