@@ -62,13 +62,17 @@ pub enum Command {
     /// pass).
     #[command(subcommand)]
     Labourer(LabourerCommand),
+    /// API tokens for `sosw run`'s server.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run the Orchestrator and the Scavenger on intervals until SIGINT or SIGTERM.
     Run {
         /// Seconds between passes of each (overrides `daemon.orchestrator_interval` and `scavenger_interval`).
         #[arg(long)]
         interval: Option<f64>,
-        /// Serve worker reports on this address (e.g. 127.0.0.1:8787): POST /report with the WorkerAssistant event.
-        /// Workers learn the URL from SOSW_REPORT_URL (processes) or the X-Sosw-Report-Url header (HTTP).
+        /// Serve the API, /metrics and worker reports on this address (e.g. 127.0.0.1:8787; overrides
+        /// `server.listen`). Workers learn the report URL from SOSW_REPORT_URL (processes) or the
+        /// X-Sosw-Report-Url header (HTTP). A non-loopback address needs a token (`server.tokens`).
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
     },
@@ -124,6 +128,19 @@ pub enum TaskCommand {
         state: Option<StateFilter>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random token and the `server.tokens` entry that accepts it (the config holds only its SHA-256).
+    New {
+        /// What it may do: read (every GET, /metrics), write (create tasks, pause, resume, limits), admin.
+        #[arg(long, value_parser = ["read", "write", "admin"])]
+        scope: String,
+        /// Who holds it: shown in the log and the audit trail, never the token.
+        #[arg(long)]
+        name: String,
     },
 }
 

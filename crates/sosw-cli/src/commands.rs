@@ -1,7 +1,7 @@
 //! One function per command: load, call the library, render.
 
 use crate::app::{load_config, open_store, store_spec, App};
-use crate::cli::{Cli, Command, Global, JobCommand, LabourerCommand, Report, TaskCommand};
+use crate::cli::{Cli, Command, Global, JobCommand, LabourerCommand, Report, TaskCommand, TokenCommand};
 use crate::output::{print_json, table};
 use crate::UsageError;
 use anyhow::Result;
@@ -31,6 +31,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Heartbeat { task_id } => heartbeat(g, &task_id).await,
         Command::Status => status(g).await,
         Command::Labourer(c) => labourer(g, c).await,
+        Command::Token(TokenCommand::New { scope, name }) => {
+            token_new(g, &scope, &name);
+            Ok(())
+        }
         Command::Run { interval, listen } => crate::daemon::daemon(g, interval, listen).await,
         Command::Schedule { job, dry_run } => crate::schedule::schedule(g, &job, dry_run).await,
         Command::Job(JobCommand::Show { job_id }) => crate::schedule::show(g, &job_id).await,
@@ -467,4 +471,21 @@ async fn status(g: &Global) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `sosw token new`: the token on stdout's first line (or `token` in `--json`), the config entry after it.
+fn token_new(g: &Global, scope: &str, name: &str) {
+    let token = sosw_server::auth::new_token();
+    let entry = json!({
+        "name": name,
+        "scope": scope,
+        "sha256": sosw_server::auth::hex(&sosw_core::config::token_sha256(&token)),
+    });
+    if g.json {
+        print_json(&json!({"token": token, "config_entry": entry}));
+    } else {
+        println!("{token}");
+        eprintln!("Give the token above to `{name}` (it is shown once). Add this to `server.tokens` in the config:");
+        println!("{entry}");
+    }
 }

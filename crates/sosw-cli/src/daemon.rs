@@ -1,5 +1,5 @@
-//! `sosw run`: the Orchestrator and the Scavenger on intervals until SIGINT or SIGTERM, optionally serving worker
-//! reports over HTTP.
+//! `sosw run`: the Orchestrator and the Scavenger on intervals until SIGINT or SIGTERM, serving the API, `/metrics`
+//! and worker reports over HTTP ([`sosw_server`]) when the config has a `server` section or `--listen` is given.
 
 use crate::app::{load_config, App};
 use crate::cli::Global;
@@ -39,15 +39,13 @@ pub(crate) async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std
     let app = App::load(g, Essential::Orchestrator).await?;
     let scavenger_config = std::sync::Arc::new(load_config(&g.config, Essential::Scavenger).await?);
     let wiring = app.wiring();
-    let reports = match listen {
-        Some(addr) => {
-            Some(crate::reports::serve(addr, wiring.worker_assistant(app.config.clone()), app.clock.clone()).await?)
-        }
+    let served = match listen.or(app.config.server.as_ref().map(|s| s.listen)) {
+        Some(addr) => Some(serve(&app, &wiring, addr).await?),
         None => None,
     };
-    let (invokers, supervisor) = app
-        .invokers_reporting_to(&wiring, reports.as_ref().map(|r| r.url.clone()))
-        .await;
+    let counters = served.as_ref().map(|(_, service)| service.counters.clone());
+    let report_url = served.as_ref().map(|(server, _)| format!("{}/report", server.url));
+    let (invokers, supervisor) = app.invokers_reporting_to(&wiring, report_url.clone()).await;
     let orchestrator =
         Orchestrator::new(app.config.clone(), &wiring, invokers.as_ref()).map_err(|e| UsageError(e.to_string()))?;
     let scavenger = Scavenger::new(scavenger_config, &wiring);
@@ -64,11 +62,24 @@ pub(crate) async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std
         intervals.orchestrator_interval,
         intervals.scavenger_interval
     );
-    if let Some(r) = &reports {
-        eprintln!("sosw serving worker reports on {}", r.url);
+    if let Some((server, service)) = &served {
+        eprintln!("sosw serving worker reports on {}/report", server.url);
+        eprintln!(
+            "sosw serving the API on {url}/api and Prometheus metrics on {url}/metrics{}",
+            if service.auth.is_open() {
+                " (no token configured: loopback only)"
+            } else {
+                ""
+            },
+            url = server.url
+        );
     }
     let json = g.json;
-    let (o, s) = sosw_engine::daemon::run(&orchestrator, &scavenger, app.clock.as_ref(), intervals, shutdown_signal(), |r| match r {
+    let (o, s) = sosw_engine::daemon::run(&orchestrator, &scavenger, app.clock.as_ref(), intervals, shutdown_signal(), |r, took| {
+        if let Some(c) = &counters {
+            c.observe_pass(&r, took);
+        }
+        match r {
         PassReport::Orchestrator(r) => {
             if json {
                 println!("{}", json!({"orchestrator": r.to_json()}));
@@ -87,10 +98,35 @@ pub(crate) async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std
                 }
             }
         }
-    })
+    }})
     .await;
     crate::commands::reap(&supervisor, app.config.daemon.shutdown_grace).await;
-    drop(reports);
+    drop(served);
     eprintln!("sosw stopped after {o} orchestrator and {s} scavenger passes");
     Ok(())
+}
+
+/// Serves the API, metrics and reports on `addr`; refuses a non-loopback address without a token.
+async fn serve(
+    app: &App,
+    wiring: &sosw_engine::Wiring,
+    addr: std::net::SocketAddr,
+) -> Result<(sosw_server::Server, std::sync::Arc<sosw_server::Service>)> {
+    let section = app.config.server.clone().unwrap_or_default();
+    let auth = sosw_server::Auth::new(section.tokens.clone(), |v| std::env::var(v).ok());
+    sosw_server::check_exposure(addr, &auth).map_err(UsageError)?;
+    let limits = sosw_server::Limits {
+        max_body: section.max_body,
+        ..sosw_server::Limits::DEFAULT
+    };
+    let service = std::sync::Arc::new(sosw_server::Service::new(
+        app.config.clone(),
+        wiring.clone(),
+        auth,
+        limits,
+    ));
+    let server = sosw_server::serve(addr, sosw_server::api::router(service.clone()), limits)
+        .await
+        .map_err(|e| UsageError(format!("cannot listen on {addr}: {e}")))?;
+    Ok((server, service))
 }

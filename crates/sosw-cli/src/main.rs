@@ -9,7 +9,6 @@ mod commands;
 mod daemon;
 mod maintenance;
 mod output;
-mod reports;
 mod schedule;
 mod showcase;
 mod tasks;

@@ -491,6 +491,65 @@ fn the_daemon_runs_until_sigterm_and_finishes_its_pass() {
     assert!(status.success(), "graceful shutdown exits 0: {status}");
 }
 
+#[test]
+fn run_refuses_a_reachable_address_without_a_token() {
+    let s = Sandbox::new(config(json!({"w": {"command": "true"}})));
+    let out = s.cmd(&["run", "--listen", "0.0.0.0:0"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to serve on 0.0.0.0:0 without a token"), "{err}");
+    // With a token (here from the environment) it serves.
+    let mut daemon = s
+        .cmd(&["run", "--listen", "0.0.0.0:0"])
+        .env("SOSW_ADMIN_TOKEN", "a-long-enough-secret")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = daemon.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let served = lines.find(|l| l.as_ref().is_ok_and(|l| l.starts_with("sosw serving the API on ")));
+    let line = served.expect("it serves").expect("line");
+    assert!(!line.contains("a-long-enough-secret"), "{line}");
+    let base = line["sosw serving the API on ".len()..]
+        .split("/api")
+        .next()
+        .expect("url")
+        .replace("0.0.0.0", "127.0.0.1");
+    assert_eq!(common::http_get(&base, "/api/labourers").0, 401, "a token is needed");
+    assert_eq!(common::http_get(&base, "/healthz").0, 200);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    assert!(daemon.wait().expect("wait").success());
+}
+
+#[test]
+fn token_new_prints_a_token_and_the_hash_the_config_takes() {
+    let s = Sandbox::new(config(json!({"w": {"command": "true"}})));
+    let v = s.json(&["token", "new", "--scope", "read", "--name", "grafana"]);
+    let token = v["token"].as_str().expect("token");
+    assert_eq!(token.len(), 64);
+    let entry = &v["config_entry"];
+    assert_eq!(
+        (entry["name"].as_str(), entry["scope"].as_str()),
+        (Some("grafana"), Some("read"))
+    );
+    let again = s.json(&["token", "new", "--scope", "read", "--name", "grafana"]);
+    assert_ne!(again["token"], v["token"], "random");
+    // The entry loads as a token of the config.
+    let mut c = config(json!({"w": {"command": "true"}}));
+    c["server"] = json!({"tokens": [entry]});
+    let loaded = sosw_core::Config::from_value(&c).expect("loads");
+    assert_eq!(
+        loaded.server.expect("server").tokens[0].sha256,
+        sosw_core::config::token_sha256(token)
+    );
+    let out = s
+        .cmd(&["token", "new", "--scope", "root", "--name", "x"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}
+
 mod http_worker {
     use super::*;
     use axum::http::StatusCode;
@@ -594,6 +653,40 @@ mod http_worker {
         let mut stats: Vec<i64> = closed.iter().map(|t| t["stat_n"].as_i64().expect("stat_n")).collect();
         stats.sort_unstable();
         assert_eq!(stats, vec![0, 1, 2]);
+
+        // The same server answers the API and /metrics (no token configured: open, on loopback).
+        let base = url.trim_end_matches("/report");
+        let (status, body) = common::http_get(base, "/api/labourers");
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(v["labourers"][0]["labourer_id"], "rep");
+        assert_eq!(v["labourers"][0]["counts"]["closed_completed"], 3);
+        let (status, metrics) = common::http_get(base, "/metrics");
+        assert_eq!(status, 200);
+        assert!(
+            metrics.contains("sosw_tasks{labourer=\"rep\",state=\"closed\"} 3"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("sosw_pass_duration_seconds_count{essential=\"orchestrator\"}"),
+            "{metrics}"
+        );
+        if let Some(promtool) = sosw_testkit::service("SOSW_TEST_PROMTOOL") {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("scrape.txt");
+            std::fs::write(&path, &metrics).expect("write");
+            let out = std::process::Command::new(promtool)
+                .args(["check", "metrics"])
+                .stdin(std::fs::File::open(&path).expect("open"))
+                .output()
+                .expect("promtool");
+            assert!(
+                out.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
 
         // Refusals carry their reason and status.
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -5,6 +5,9 @@
 use serde_json::{json, Value};
 use std::process::Command;
 
+#[allow(dead_code)]
+mod common;
+
 /// `sosw --json` in `dir`, with `dir/sosw.json` as its config.
 fn sosw_in(dir: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sosw"));
@@ -45,6 +48,7 @@ fn sosw_runs_on_dynamodb() {
         },
         "meta_handler_config": {"dynamo_db_config": {"table_name": format!("{p}sosw_tasks_meta")}},
         "jobs_table": format!("{p}sosw_jobs"),
+        "labourers_table": format!("{p}sosw_labourers"),
         "job_schema": {"chunkable_attrs": ["store"]}
     });
     std::fs::write(dir.path().join("sosw.json"), config.to_string()).expect("config");
@@ -91,6 +95,45 @@ fn sosw_runs_on_dynamodb() {
         json!("finished")
     );
     assert_eq!(sosw(&["status"])["w"]["queued"], json!(3));
+
+    // The service mode over the same tables: the API and the metrics say what `status` says.
+    sosw(&["labourer", "pause", "w", "--reason", "checking the dashboard"]);
+    let mut daemon = sosw_in(dir.path());
+    daemon.env_remove("SOSW_STORE");
+    let mut daemon = daemon
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = daemon.stderr.take().expect("stderr");
+    let line = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("sosw serving the API on "))
+        .expect("it serves");
+    let base = line["sosw serving the API on ".len()..]
+        .split("/api")
+        .next()
+        .expect("url")
+        .to_string();
+    let (status, body) = common::http_get(&base, "/api/labourers/w");
+    assert_eq!(status, 200, "{body}");
+    let w: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(w["counts"]["queued"], json!(3));
+    assert_eq!(w["held_back"][0]["code"], json!("paused"));
+    let (status, metrics) = common::http_get(&base, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("sosw_tasks{labourer=\"w\",state=\"queued\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sosw_held_back{labourer=\"w\",reason=\"paused\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(common::http_get(&base, "/readyz").0, 200);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
 }
 
 #[test]

@@ -249,6 +249,7 @@ pub enum HeldReason {
 }
 
 impl HeldReason {
+    /// Every reason, for a gauge per reason (`/metrics`).
     pub const ALL: [HeldReason; 8] = [
         HeldReason::Paused,
         HeldReason::InvokerThrottled,

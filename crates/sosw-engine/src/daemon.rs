@@ -16,14 +16,15 @@ pub enum PassReport {
     Scavenger(ScavengerReport),
 }
 
-/// Runs passes until `shutdown` completes; returns how many passes of each ran.
+/// Runs passes until `shutdown` completes; returns how many passes of each ran. Each report comes with how long its
+/// pass took (by `clock`).
 pub async fn run(
     orchestrator: &Orchestrator,
     scavenger: &Scavenger,
     clock: &dyn Clock,
     intervals: DaemonConfig,
     shutdown: impl Future<Output = ()>,
-    mut on_report: impl FnMut(PassReport),
+    mut on_report: impl FnMut(PassReport, std::time::Duration),
 ) -> (u64, u64) {
     let mut orchestrate = interval(sosw_core::time::duration_secs(intervals.orchestrator_interval));
     let mut scavenge = interval(sosw_core::time::duration_secs(intervals.scavenger_interval));
@@ -37,13 +38,22 @@ pub async fn run(
             () = &mut shutdown => break,
             _ = scavenge.tick() => {
                 scavenged += 1;
-                on_report(PassReport::Scavenger(scavenger.run_once(clock.now()).await));
+                let started = clock.now();
+                let report = scavenger.run_once(started).await;
+                on_report(PassReport::Scavenger(report), took(clock, started));
             }
             _ = orchestrate.tick() => {
                 orchestrated += 1;
-                on_report(PassReport::Orchestrator(orchestrator.run_once(clock.now()).await));
+                let started = clock.now();
+                let report = orchestrator.run_once(started).await;
+                on_report(PassReport::Orchestrator(report), took(clock, started));
             }
         }
     }
     (orchestrated, scavenged)
+}
+
+fn took(clock: &dyn Clock, started: sosw_core::Time) -> std::time::Duration {
+    let ms = clock.now().millis().saturating_sub(started.millis()).max(0);
+    std::time::Duration::from_millis(ms.unsigned_abs())
 }

@@ -45,7 +45,13 @@ impl TaskManager {
 
 /// The store queries that list one labourer's tasks in `state` (all of its tasks, live then retry then closed,
 /// when `None`), each reading pages of `page` rows from its start.
-pub fn listing_queries(config: &Config, labourer: &str, state: Option<Whereabouts>, page: usize, now: Time) -> Vec<TaskQuery> {
+pub fn listing_queries(
+    config: &Config,
+    labourer: &str,
+    state: Option<Whereabouts>,
+    page: usize,
+    now: Time,
+) -> Vec<TaskQuery> {
     let markers = config.markers_for(labourer, now);
     let live = |s: TaskState| {
         let (range, completed) = s.range(&markers);

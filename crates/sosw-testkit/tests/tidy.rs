@@ -13,10 +13,18 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("sosw-local", &["sosw-core"]),
     ("sosw-aws", &["sosw-core"]),
     ("sosw-testkit", &["sosw-core"]),
+    ("sosw-server", &["sosw-core", "sosw-engine"]),
     ("sosw-worker", &[]),
     (
         "sosw-cli",
-        &["sosw-core", "sosw-engine", "sosw-sqlite", "sosw-local", "sosw-aws"],
+        &[
+            "sosw-core",
+            "sosw-engine",
+            "sosw-sqlite",
+            "sosw-local",
+            "sosw-aws",
+            "sosw-server",
+        ],
     ),
     ("sosw-lambda", &["sosw-core", "sosw-engine", "sosw-local", "sosw-aws"]),
 ];

@@ -277,7 +277,13 @@ impl Reporter {
                     return Ok(());
                 }
                 let body: serde_json::Value = response.json().await.unwrap_or_default();
-                let why = body.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+                // `{"error": {"code", "message"}}` (sosw-rs 0.2 on), or `{"error": "message"}` before it.
+                let error = body.get("error");
+                let why = error
+                    .and_then(|e| e.get("message"))
+                    .or(error)
+                    .and_then(Value::as_str)
+                    .unwrap_or("no reason given");
                 Err(fail(format!("POST {url}: {status}: {why}")))
             }
             Reporter::Cli { bin } => {

@@ -168,7 +168,7 @@ pub async fn run(args: DemoArgs, json_out: bool) -> Result<()> {
     };
     let on_report = {
         let tally = tally.clone();
-        move |r: PassReport| {
+        move |r: PassReport, _took: Duration| {
             let Ok(mut t) = tally.lock() else { return };
             let at = started.elapsed().as_secs_f64();
             match r {

@@ -143,3 +143,25 @@ pub fn ok_json(dir: &Path, args: &[&str]) -> Value {
     );
     serde_json::from_slice(&out.stdout).expect("JSON output")
 }
+
+/// `GET base + path` on a plain HTTP/1.1 connection: the status and the body.
+pub fn http_get(base: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut c = std::net::TcpStream::connect(addr).expect("connect");
+    write!(c, "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").expect("send");
+    let mut raw = String::new();
+    c.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    // Small bodies come whole or in one chunk.
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body.split_once("\r\n")
+            .map_or(body, |(_, rest)| rest)
+            .trim_end_matches("\r\n0\r\n\r\n")
+            .to_string()
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}

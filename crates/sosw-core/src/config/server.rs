@@ -68,7 +68,9 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: DEFAULT_LISTEN.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8787))),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8787))),
             tokens: Vec::new(),
             max_body: DEFAULT_MAX_BODY,
         }
@@ -122,9 +124,15 @@ pub(super) fn read_server(r: &mut Reader, top: &Map<String, Value>) -> Option<Se
                 let tpath = format!("{path}.tokens[{i}]");
                 if let Some(t) = read_token(r, item, &tpath) {
                     if tokens.iter().any(|o| o.name == t.name) {
-                        r.error(join(&tpath, "name"), format!("`{}` is the name of another token", t.name));
+                        r.error(
+                            join(&tpath, "name"),
+                            format!("`{}` is the name of another token", t.name),
+                        );
                     } else if tokens.iter().any(|o| o.sha256 == t.sha256) {
-                        r.error(join(&tpath, "sha256"), "is the hash of another token: give each holder its own");
+                        r.error(
+                            join(&tpath, "sha256"),
+                            "is the hash of another token: give each holder its own",
+                        );
                     } else {
                         tokens.push(t);
                     }
@@ -133,7 +141,10 @@ pub(super) fn read_server(r: &mut Reader, top: &Map<String, Value>) -> Option<Se
         }
         Some(other) => r.error(
             join(path, "tokens"),
-            format!("expected a list of {{\"name\", \"scope\", \"sha256\"}} objects, got {}", show(other)),
+            format!(
+                "expected a list of {{\"name\", \"scope\", \"sha256\"}} objects, got {}",
+                show(other)
+            ),
         ),
     }
     Some(ServerConfig {
@@ -145,7 +156,13 @@ pub(super) fn read_server(r: &mut Reader, top: &Map<String, Value>) -> Option<Se
 
 fn read_token(r: &mut Reader, item: &Value, path: &str) -> Option<TokenConfig> {
     let Value::Object(obj) = item else {
-        r.error(path, format!("expected an object {{\"name\", \"scope\", \"sha256\"}}, got {}", show(item)));
+        r.error(
+            path,
+            format!(
+                "expected an object {{\"name\", \"scope\", \"sha256\"}}, got {}",
+                show(item)
+            ),
+        );
         return None;
     };
     r.unknown_keys(obj, path, &["name", "scope", "sha256"], |_| false);
@@ -155,7 +172,10 @@ fn read_token(r: &mut Reader, item: &Value, path: &str) -> Option<TokenConfig> {
     let scope = match scope.as_deref().map(|s| (s, Scope::parse(s))) {
         Some((_, Some(scope))) => Some(scope),
         Some((s, None)) => {
-            r.error(join(path, "scope"), format!("expected \"read\", \"write\" or \"admin\", got \"{s}\""));
+            r.error(
+                join(path, "scope"),
+                format!("expected \"read\", \"write\" or \"admin\", got \"{s}\""),
+            );
             None
         }
         None => {
@@ -176,12 +196,18 @@ fn read_token(r: &mut Reader, item: &Value, path: &str) -> Option<TokenConfig> {
             }
         },
         None => {
-            r.error(join(path, "sha256"), "is required: the token's SHA-256 as 64 hex digits");
+            r.error(
+                join(path, "sha256"),
+                "is required: the token's SHA-256 as 64 hex digits",
+            );
             None
         }
     };
     if name.is_none() {
-        r.error(join(path, "name"), "is required: who holds the token (shown in the log)");
+        r.error(
+            join(path, "name"),
+            "is required: who holds the token (shown in the log)",
+        );
     }
     Some(TokenConfig {
         name: name?,

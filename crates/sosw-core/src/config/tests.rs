@@ -503,7 +503,11 @@ fn flow_control_keys_are_read_and_checked() {
 #[test]
 fn the_server_section_holds_hashes_of_scoped_tokens() {
     use super::{token_sha256, Scope, ServerConfig};
-    assert_eq!(load(json!({})).server, None, "no section: nothing is served unless `--listen` asks");
+    assert_eq!(
+        load(json!({})).server,
+        None,
+        "no section: nothing is served unless `--listen` asks"
+    );
     assert_eq!(load(json!({"server": {}})).server, Some(ServerConfig::default()));
     let hash = |t: &str| token_sha256(t).iter().map(|b| format!("{b:02x}")).collect::<String>();
     let c = load(json!({"server": {
@@ -518,30 +522,70 @@ fn the_server_section_holds_hashes_of_scoped_tokens() {
     assert_eq!(s.listen.to_string(), "0.0.0.0:9000");
     assert_eq!(s.max_body, 4096);
     assert_eq!(
-        s.tokens.iter().map(|t| (t.name.as_str(), t.scope, t.sha256)).collect::<Vec<_>>(),
-        [("grafana", Scope::Read, token_sha256("r")), ("ops", Scope::Admin, token_sha256("a"))]
+        s.tokens
+            .iter()
+            .map(|t| (t.name.as_str(), t.scope, t.sha256))
+            .collect::<Vec<_>>(),
+        [
+            ("grafana", Scope::Read, token_sha256("r")),
+            ("ops", Scope::Admin, token_sha256("a"))
+        ]
     );
     assert!(Scope::Admin > Scope::Write && Scope::Write > Scope::Read);
 
     let h = hash("x");
     let cases: &[(Value, &str)] = &[
-        (json!({"server": {"listen": "localhost"}}), "`server.listen`: expected an address such as"),
+        (
+            json!({"server": {"listen": "localhost"}}),
+            "`server.listen`: expected an address such as",
+        ),
         (json!({"server": {"max_body": 10}}), "`server.max_body`"),
         (json!({"server": {"max_body": 1e12}}), "`server.max_body`"),
-        (json!({"server": {"tokens": "secret"}}), "`server.tokens`: expected a list"),
-        (json!({"server": {"tokens": [7]}}), "`server.tokens[0]`: expected an object"),
-        (json!({"server": {"tokens": [{"name": "a", "scope": "root", "sha256": h}]}}), "`server.tokens[0].scope`: expected \"read\", \"write\" or \"admin\", got \"root\""),
-        (json!({"server": {"tokens": [{"name": "a", "scope": "read", "sha256": "s3cret"}]}}), "`server.tokens[0].sha256`: expected the token's SHA-256 as 64 hex digits"),
-        (json!({"server": {"tokens": [{"name": "a", "scope": "read", "sha256": "é".repeat(32)}]}}), "`server.tokens[0].sha256`"),
-        (json!({"server": {"tokens": [{"scope": "read", "sha256": h}]}}), "`server.tokens[0].name`: is required"),
-        (json!({"server": {"tokens": [{"name": "a", "sha256": h}]}}), "`server.tokens[0].scope`: is required"),
-        (json!({"server": {"tokens": [{"name": "a", "scope": "read", "sha256": h}, {"name": "a", "scope": "read", "sha256": hash("y")}]}}), "`server.tokens[1].name`: `a` is the name of another token"),
-        (json!({"server": {"tokens": [{"name": "a", "scope": "read", "sha256": h}, {"name": "b", "scope": "admin", "sha256": h}]}}), "`server.tokens[1].sha256`: is the hash of another token"),
+        (
+            json!({"server": {"tokens": "secret"}}),
+            "`server.tokens`: expected a list",
+        ),
+        (
+            json!({"server": {"tokens": [7]}}),
+            "`server.tokens[0]`: expected an object",
+        ),
+        (
+            json!({"server": {"tokens": [{"name": "a", "scope": "root", "sha256": h}]}}),
+            "`server.tokens[0].scope`: expected \"read\", \"write\" or \"admin\", got \"root\"",
+        ),
+        (
+            json!({"server": {"tokens": [{"name": "a", "scope": "read", "sha256": "s3cret"}]}}),
+            "`server.tokens[0].sha256`: expected the token's SHA-256 as 64 hex digits",
+        ),
+        (
+            json!({"server": {"tokens": [{"name": "a", "scope": "read", "sha256": "é".repeat(32)}]}}),
+            "`server.tokens[0].sha256`",
+        ),
+        (
+            json!({"server": {"tokens": [{"scope": "read", "sha256": h}]}}),
+            "`server.tokens[0].name`: is required",
+        ),
+        (
+            json!({"server": {"tokens": [{"name": "a", "sha256": h}]}}),
+            "`server.tokens[0].scope`: is required",
+        ),
+        (
+            json!({"server": {"tokens": [{"name": "a", "scope": "read", "sha256": h}, {"name": "a", "scope": "read", "sha256": hash("y")}]}}),
+            "`server.tokens[1].name`: `a` is the name of another token",
+        ),
+        (
+            json!({"server": {"tokens": [{"name": "a", "scope": "read", "sha256": h}, {"name": "b", "scope": "admin", "sha256": h}]}}),
+            "`server.tokens[1].sha256`: is the hash of another token",
+        ),
     ];
     for (v, want) in cases {
         let errs = errors(v.clone());
         assert!(errs.iter().any(|e| e.starts_with(want)), "{v}: {errs:?}");
     }
     let c = load(json!({"server": {"listne": "1.2.3.4:1"}}));
-    assert!(c.warnings.iter().any(|w| w.contains("server.listne")), "{:?}", c.warnings);
+    assert!(
+        c.warnings.iter().any(|w| w.contains("server.listne")),
+        "{:?}",
+        c.warnings
+    );
 }

@@ -1,0 +1,496 @@
+//! The routes. Each checks the caller's scope first, then validates its input completely, then calls the engine:
+//! a refused request writes nothing.
+
+use crate::error::ApiError;
+use crate::metrics::{self, Scrape};
+use crate::{read_json, Service};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::Engine;
+use serde_json::{json, Map, Value};
+use sosw_core::config::Scope;
+use sosw_core::payload::construct_payload;
+use sosw_core::ports::{Table, TaskQuery};
+use sosw_core::task::Whereabouts;
+use sosw_core::{NewTask, Place, StoredTask, TaskState};
+use sosw_engine::control::{change, ControlChange};
+use sosw_engine::status::{labourer_status, status};
+use sosw_engine::tasks::{list_page, listed_labourers, PageCursor};
+use std::sync::Arc;
+
+type Shared = State<Arc<Service>>;
+type ApiResult = Result<Response, ApiError>;
+
+/// The most tasks one request may create, and the most rows one listing page may hold.
+pub const MAX_BATCH: usize = 10_000;
+pub const MAX_PAGE: usize = 1_000;
+const DEFAULT_PAGE: usize = 100;
+
+/// Every route of the service.
+pub fn router(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
+        .route("/report", post(report))
+        .route("/api/reports", post(report))
+        .route("/api/labourers", get(labourers))
+        .route("/api/labourers/{id}", get(labourer))
+        .route("/api/labourers/{id}/pause", post(pause))
+        .route("/api/labourers/{id}/resume", post(resume))
+        .route("/api/labourers/{id}/limit", put(set_limit))
+        .route("/api/tasks", get(list_tasks).post(create_tasks))
+        .route("/api/tasks/{id}", get(task))
+        .fallback(|| async { ApiError::not_found("no such route; see docs/api.md") })
+        // Bodies are read (with their own limit and answer) by `read_json`.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(service)
+}
+
+fn ok(value: Value) -> ApiResult {
+    Ok(Json(value).into_response())
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the store answers a read.
+async fn readyz(State(s): Shared) -> Response {
+    match s.wiring.store.get("sosw-readyz-probe").await {
+        Ok(_) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the store: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+async fn prometheus(State(s): Shared, headers: HeaderMap) -> ApiResult {
+    s.auth.require(&headers, Scope::Read)?;
+    let now = s.clock.now();
+    let statuses = status(&s.config, &s.wiring, now).await?;
+    let mut scrapes = Vec::with_capacity(statuses.len());
+    for st in &statuses {
+        let oldest_queued = if st.counts.queued == 0 {
+            None
+        } else {
+            head_of_queue(&s, &st.labourer_id, now).await?
+        };
+        scrapes.push(Scrape {
+            status: st,
+            oldest_queued,
+        });
+    }
+    let text = metrics::render(&s.counters, &scrapes, now)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if openmetrics {
+        return Ok(([(header::CONTENT_TYPE, metrics::OPENMETRICS)], text).into_response());
+    }
+    Ok((
+        [(header::CONTENT_TYPE, metrics::TEXT_FORMAT)],
+        metrics::text_format(&text),
+    )
+        .into_response())
+}
+
+/// When the task at the head of the labourer's queue was created.
+async fn head_of_queue(s: &Service, labourer: &str, now: sosw_core::Time) -> Result<Option<sosw_core::Time>, ApiError> {
+    let (range, completed) = TaskState::Queued.range(&s.config.markers_for(labourer, now));
+    let q = TaskQuery {
+        table: Table::Live,
+        labourer: Some(labourer.to_string()),
+        greenfield: Some(range),
+        completed: Some(completed),
+        limit: 1,
+        after: None,
+    };
+    let head = s.wiring.store.list(&q).await?;
+    Ok(head
+        .first()
+        .map(|t| sosw_core::Time::from_millis((t.task.created_at * 1000.0) as i64)))
+}
+
+/// A WorkerAssistant event (`mark_task_as_completed`, `mark_task_as_failed`, `heartbeat`), as `sosw run` has always
+/// taken it on `/report`.
+async fn report(State(s): Shared, body: Body) -> ApiResult {
+    let event = read_json(&s.limits, body).await?;
+    let kind = match event
+        .get("action")
+        .or_else(|| event.get("actions"))
+        .and_then(Value::as_str)
+    {
+        Some("mark_task_as_completed") => "completed",
+        Some("mark_task_as_failed") => "failed",
+        _ => "heartbeat",
+    };
+    let row = s.wa.handle_event(&event, s.clock.now()).await?;
+    s.counters.observe_report(kind);
+    ok(Value::Object(row))
+}
+
+async fn labourers(State(s): Shared, headers: HeaderMap) -> ApiResult {
+    s.auth.require(&headers, Scope::Read)?;
+    let all = status(&s.config, &s.wiring, s.clock.now()).await?;
+    ok(json!({"labourers": all}))
+}
+
+async fn labourer(State(s): Shared, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    s.auth.require(&headers, Scope::Read)?;
+    match labourer_status(&s.config, &s.wiring, &id, s.clock.now()).await? {
+        Some(st) => ok(serde_json::to_value(st).unwrap_or(Value::Null)),
+        None => Err(ApiError::not_found(format!(
+            "unknown labourer `{id}`: it is not in `task_config.labourers`"
+        ))),
+    }
+}
+
+/// `{"until": "2h" | "2026-12-01T09:30:00Z", "reason": "..."}`, both optional.
+async fn pause(State(s): Shared, headers: HeaderMap, Path(id): Path<String>, body: Body) -> ApiResult {
+    let caller = s.auth.require(&headers, Scope::Write)?;
+    let body = object_or_empty(read_json(&s.limits, body).await?)?;
+    known_keys(&body, &["until", "reason"])?;
+    let now = s.clock.now();
+    let until = match body.get("until") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => {
+            Some(sosw_core::time::parse_until(t, now).map_err(|e| ApiError::bad_request(format!("`until`: {e}")))?)
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`until`: expected a time such as \"2h\" or \"2026-12-01T09:30:00Z\", got {other}"
+            )))
+        }
+    };
+    let reason = match body.get("reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(r)) if r.chars().count() <= 500 => Some(r.clone()),
+        Some(Value::String(_)) => return Err(ApiError::bad_request("`reason`: at most 500 characters")),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`reason`: expected a string, got {other}"
+            )))
+        }
+    };
+    let control = change(
+        &s.config,
+        &s.wiring,
+        &id,
+        ControlChange::Pause { until, reason },
+        &caller.name,
+        now,
+    )
+    .await?;
+    tracing::info!(labourer = %id, by = %caller.name, "paused through the API");
+    ok(serde_json::to_value(control).unwrap_or(Value::Null))
+}
+
+async fn resume(State(s): Shared, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let caller = s.auth.require(&headers, Scope::Write)?;
+    let control = change(
+        &s.config,
+        &s.wiring,
+        &id,
+        ControlChange::Resume,
+        &caller.name,
+        s.clock.now(),
+    )
+    .await?;
+    tracing::info!(labourer = %id, by = %caller.name, "resumed through the API");
+    ok(serde_json::to_value(control).unwrap_or(Value::Null))
+}
+
+/// `{"limit": N}` replaces `max_simultaneous_invocations` until `{"limit": null}` clears it.
+async fn set_limit(State(s): Shared, headers: HeaderMap, Path(id): Path<String>, body: Body) -> ApiResult {
+    let caller = s.auth.require(&headers, Scope::Write)?;
+    let body = object_or_empty(read_json(&s.limits, body).await?)?;
+    known_keys(&body, &["limit"])?;
+    let what = match body.get("limit") {
+        Some(Value::Null) => ControlChange::ClearLimit,
+        Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => ControlChange::Limit(n),
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "`limit`: expected a whole number from 0 to {}, or null to clear it, got {v}",
+                    u32::MAX
+                )))
+            }
+        },
+        None => {
+            return Err(ApiError::bad_request(
+                "`limit` is required: a whole number, or null to clear it",
+            ))
+        }
+    };
+    let control = change(&s.config, &s.wiring, &id, what, &caller.name, s.clock.now()).await?;
+    tracing::info!(labourer = %id, by = %caller.name, "limit changed through the API");
+    ok(serde_json::to_value(control).unwrap_or(Value::Null))
+}
+
+async fn task(State(s): Shared, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    s.auth.require(&headers, Scope::Read)?;
+    let now = s.clock.now();
+    let Some(t) = s.wiring.store.get(&id).await? else {
+        return Err(ApiError::not_found(format!("task `{id}` not found")));
+    };
+    let events = match &s.wiring.meta {
+        Some(meta) => meta.events_of(&id).await?,
+        None => Vec::new(),
+    };
+    ok(json!({"state": s.config.state_of(&t, now).as_str(), "task": Value::Object(t.to_row()), "events": events}))
+}
+
+/// `?labourer=ID&state=queued&limit=100&cursor=…`; `next_cursor` resumes after the last row.
+async fn list_tasks(State(s): Shared, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult {
+    s.auth.require(&headers, Scope::Read)?;
+    let (mut labourer, mut state, mut limit, mut cursor) = (None, None, DEFAULT_PAGE, None);
+    for (k, v) in form_pairs(query.as_deref().unwrap_or(""))? {
+        match k.as_str() {
+            "labourer" => labourer = Some(v),
+            "state" => state = Some(parse_state(&v)?),
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| ApiError::bad_request(format!("`limit`: expected 1 to {MAX_PAGE}, got `{v}`")))?
+            }
+            "cursor" => cursor = Some(decode_cursor(&v)?),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{other}`; expected labourer, state, limit, cursor"
+                )))
+            }
+        }
+    }
+    let now = s.clock.now();
+    let store = s.wiring.store.as_ref();
+    let labourers = match labourer {
+        Some(l) => vec![l],
+        None => listed_labourers(&s.config, store).await?,
+    };
+    if let Some(c) = &cursor {
+        if labourers.len() == 1 && !labourers.contains(&c.labourer_id) {
+            return Err(ApiError::bad_request(
+                "`cursor`: it belongs to another listing (another labourer)",
+            ));
+        }
+    }
+    let page = list_page(&s.config, store, &labourers, state, cursor.as_ref(), limit, now).await?;
+    let tasks: Vec<Value> = page
+        .tasks
+        .iter()
+        .map(|(t, state)| {
+            let mut row = t.to_row();
+            row.insert("state".into(), state.as_str().into());
+            Value::Object(row)
+        })
+        .collect();
+    ok(json!({"tasks": tasks, "next_cursor": page.next.as_ref().map(encode_cursor)}))
+}
+
+/// `{"labourer_id", "payload"?, "count"?}` or `{"tasks": [{"labourer_id", "payload"?, "task_id"?}, …]}`.
+async fn create_tasks(State(s): Shared, headers: HeaderMap, body: Body) -> ApiResult {
+    s.auth.require(&headers, Scope::Write)?;
+    let body = object_or_empty(read_json(&s.limits, body).await?)?;
+    let tasks = match body.get("tasks") {
+        Some(Value::Array(items)) => {
+            known_keys(&body, &["tasks"])?;
+            if items.is_empty() || items.len() > MAX_BATCH {
+                return Err(ApiError::bad_request(format!(
+                    "`tasks`: expected 1 to {MAX_BATCH} tasks, got {}",
+                    items.len()
+                )));
+            }
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let Value::Object(t) = item else {
+                    return Err(ApiError::bad_request(format!("`tasks[{i}]`: expected an object")));
+                };
+                known_keys(t, &["labourer_id", "payload", "task_id"])
+                    .map_err(|e| prefix(&format!("`tasks[{i}]`"), e))?;
+                out.push(
+                    new_task(t, 1)
+                        .map_err(|e| prefix(&format!("`tasks[{i}]`"), e))?
+                        .remove(0),
+                );
+            }
+            out
+        }
+        Some(_) => return Err(ApiError::bad_request("`tasks`: expected a list of tasks")),
+        None => {
+            known_keys(&body, &["labourer_id", "payload", "count", "task_id"])?;
+            let count = match body.get("count") {
+                None => 1,
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| (1..=MAX_BATCH as u64).contains(n))
+                    .ok_or_else(|| ApiError::bad_request(format!("`count`: expected 1 to {MAX_BATCH}, got {v}")))?
+                    as usize,
+            };
+            new_task(&body, count)?
+        }
+    };
+    let report = s
+        .wiring
+        .task_manager(s.config.clone())
+        .create(&tasks, s.clock.now())
+        .await?;
+    let created: Vec<Value> = report
+        .created
+        .into_iter()
+        .map(|task| {
+            Value::Object(
+                StoredTask {
+                    task,
+                    place: Place::Live,
+                }
+                .to_row(),
+            )
+        })
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"created": created, "existing": report.existing})),
+    )
+        .into_response())
+}
+
+/// `count` tasks of one `{"labourer_id", "payload"?, "task_id"?}` (a `task_id` only with a count of 1).
+fn new_task(t: &Map<String, Value>, count: usize) -> Result<Vec<NewTask>, ApiError> {
+    let labourer = match t.get("labourer_id") {
+        Some(Value::String(l)) if !l.is_empty() => l.clone(),
+        _ => {
+            return Err(ApiError::bad_request(
+                "`labourer_id` is required: a labourer of `task_config.labourers`",
+            ))
+        }
+    };
+    let base = match t.get("payload") {
+        None | Some(Value::Null) => None,
+        Some(p @ Value::Object(_)) => Some(p.clone()),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`payload`: expected a JSON object, got {other}"
+            )))
+        }
+    };
+    let payload = Value::Object(construct_payload(base, Map::new())).to_string();
+    let id = match t.get("task_id") {
+        None => None,
+        Some(_) if count != 1 => return Err(ApiError::bad_request("`task_id` names one task: not with a `count`")),
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= 256 => Some(id.clone()),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "`task_id`: expected a non-empty string of at most 256 bytes",
+            ))
+        }
+    };
+    Ok((0..count)
+        .map(|_| NewTask {
+            task_id: id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+            labourer_id: labourer.clone(),
+            payload: payload.clone(),
+        })
+        .collect())
+}
+
+fn prefix(at: &str, e: ApiError) -> ApiError {
+    ApiError {
+        message: format!("{at}: {}", e.message),
+        ..e
+    }
+}
+
+fn object_or_empty(v: Value) -> Result<Map<String, Value>, ApiError> {
+    match v {
+        Value::Null => Ok(Map::new()),
+        Value::Object(m) => Ok(m),
+        other => Err(ApiError::bad_request(format!("expected a JSON object, got {other}"))),
+    }
+}
+
+fn known_keys(obj: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::bad_request(format!(
+            "unknown field `{k}`; expected {}",
+            known.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn parse_state(v: &str) -> Result<Whereabouts, ApiError> {
+    use Whereabouts as W;
+    [
+        W::Queued,
+        W::Running,
+        W::Expired,
+        W::Completed,
+        W::Retry,
+        W::Closed,
+        W::Dead,
+    ]
+    .into_iter()
+    .find(|w| w.as_str() == v)
+    .ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "`state`: expected queued, running, expired, completed, retry, closed or dead, got `{v}`"
+        ))
+    })
+}
+
+/// `application/x-www-form-urlencoded` pairs, each decoded; a parameter given twice is refused.
+fn form_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (percent_decode(k)?, percent_decode(v)?);
+        if out.iter().any(|(o, _)| *o == k) {
+            return Err(ApiError::bad_request(format!("query parameter `{k}` given twice")));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::bad_request(format!("the query is not valid URL encoding: `{s}`"));
+    let mut bytes = Vec::with_capacity(s.len());
+    let mut it = s.bytes();
+    while let Some(b) = it.next() {
+        match b {
+            b'%' => {
+                let hi = it.next().and_then(|c| (c as char).to_digit(16)).ok_or_else(bad)?;
+                let lo = it.next().and_then(|c| (c as char).to_digit(16)).ok_or_else(bad)?;
+                bytes.push((hi * 16 + lo) as u8);
+            }
+            b'+' => bytes.push(b' '),
+            b => bytes.push(b),
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| bad())
+}
+
+/// A cursor is opaque to clients: URL-safe base64 of its JSON.
+pub fn encode_cursor(c: &PageCursor) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).unwrap_or_default())
+}
+
+fn decode_cursor(text: &str) -> Result<PageCursor, ApiError> {
+    let bad = || ApiError::bad_request("`cursor`: not a cursor this server gave (pass `next_cursor` back unchanged)");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| bad())?;
+    serde_json::from_slice(&bytes).map_err(|_| bad())
+}

@@ -1,0 +1,734 @@
+//! Every route and every refusal, through the router itself (`tower::ServiceExt::oneshot`), on a real SQLite file
+//! and a manual clock. Each refusal also checks that nothing was written.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+use sosw_core::config::{token_sha256, Config};
+use sosw_core::ports::{LabourerStore, TaskStore};
+use sosw_core::Clock;
+use sosw_engine::Wiring;
+use sosw_server::auth::{hex, Auth};
+use sosw_server::{api, Limits, Service};
+use sosw_sqlite::SqliteStore;
+use sosw_testkit::fakes::{FakeMetrics, RecordingNotifier};
+use sosw_testkit::ManualClock;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const T0: i64 = 1_700_000_000;
+const READ: &str = "read-token-0123456789";
+const WRITE: &str = "write-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789";
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    clock: Arc<ManualClock>,
+    metrics: Arc<FakeMetrics>,
+    service: Arc<Service>,
+}
+
+impl World {
+    async fn new(tokens: bool) -> World {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(SqliteStore::open_or_create(dir.path().join("sosw.db")).expect("open"));
+        store.init().await.expect("init");
+        let clock = ManualClock::at_secs(T0);
+        let metrics = FakeMetrics::new();
+        let wiring = Wiring {
+            store: store.clone(),
+            meta: Some(store.clone()),
+            metrics: metrics.clone(),
+            notifier: RecordingNotifier::new(),
+            clock: clock.clone(),
+        };
+        let token =
+            |name: &str, scope: &str, t: &str| json!({"name": name, "scope": scope, "sha256": hex(&token_sha256(t))});
+        let server = if tokens {
+            json!({"tokens": [token("grafana", "read", READ), token("ci", "write", WRITE), token("ops", "admin", ADMIN)], "max_body": 4096})
+        } else {
+            json!({})
+        };
+        let config = Config::from_value(&json!({
+            "task_config": {"labourers": {
+                "w": {"command": "true", "max_simultaneous_invocations": 4, "health_metrics": {
+                    "cpu": {"details": {"command": ["cpu"]}, "feelings": {"3": 50, "4": 25}, "feeling_comparison_operator": "<="}
+                }},
+                "v": {"command": "true", "max_simultaneous_invocations": 2}
+            }},
+            "server": server
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let config = Arc::new(config);
+        let section = config.server.clone().unwrap_or_default();
+        let limits = Limits {
+            max_body: section.max_body,
+            ..Limits::DEFAULT
+        };
+        let auth = Auth::new(section.tokens, |_| None);
+        let service = Arc::new(Service::new(config, wiring, auth, limits));
+        World {
+            _dir: dir,
+            store,
+            clock,
+            metrics,
+            service,
+        }
+    }
+
+    fn app(&self) -> Router {
+        api::router(self.service.clone())
+    }
+
+    async fn call(&self, method: &str, uri: &str, token: Option<&str>, body: Option<String>) -> (StatusCode, Value) {
+        let (status, text) = self.raw(method, uri, token, body).await;
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    async fn raw(&self, method: &str, uri: &str, token: Option<&str>, body: Option<String>) -> (StatusCode, String) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(body.map_or_else(Body::empty, Body::from)).expect("request");
+        let resp = self.app().oneshot(req).await.expect("answer");
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    async fn task_count(&self) -> u64 {
+        let mut n = 0;
+        for l in ["w", "v"] {
+            let c = self
+                .store
+                .counts(l, &self.service.config.markers_for(l, self.clock.now()))
+                .await
+                .expect("counts");
+            n += c.queued + c.running + c.expired + c.completed + c.retry_waiting + c.closed_completed + c.closed_dead;
+        }
+        n
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn health_and_readiness_need_no_token() {
+    let w = World::new(true).await;
+    assert_eq!(
+        w.call("GET", "/healthz", None, None).await,
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    assert_eq!(
+        w.call("GET", "/readyz", None, None).await,
+        (StatusCode::OK, json!({"status": "ready"}))
+    );
+    let (status, v) = w.call("GET", "/nope", None, None).await;
+    assert_eq!((status, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+}
+
+#[tokio::test]
+async fn tokens_and_scopes_are_enforced_and_a_refusal_writes_nothing() {
+    let w = World::new(true).await;
+    let create = || Some(json!({"labourer_id": "w", "payload": {"n": 1}}).to_string());
+    // No token, a malformed header, an unknown token: 401 with WWW-Authenticate.
+    for token in [None, Some("not-a-token")] {
+        let (status, v) = w.call("POST", "/api/tasks", token, create()).await;
+        assert_eq!((status, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"), "{v}");
+    }
+    let req = Request::builder()
+        .uri("/api/labourers")
+        .header("authorization", "Basic abc")
+        .body(Body::empty())
+        .expect("request");
+    let resp = w.app().oneshot(req).await.expect("answer");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    // A read token cannot write; its refusal names the holder and the scope needed, never the token.
+    let (status, v) = w.call("POST", "/api/tasks", Some(READ), create()).await;
+    assert_eq!((status, code(&v)), (StatusCode::FORBIDDEN, "forbidden"));
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("`grafana` has scope `read`; this needs `write`"),
+        "{message}"
+    );
+    assert!(!message.contains(READ));
+    let (status, _) = w.call("POST", "/api/labourers/w/pause", Some(READ), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(w.task_count().await, 0, "nothing was created");
+    assert!(
+        w.store.labourer_controls().await.expect("controls").is_empty(),
+        "nothing was paused"
+    );
+    // Read tokens read; write and admin tokens do both.
+    for token in [READ, WRITE, ADMIN] {
+        assert_eq!(
+            w.call("GET", "/api/labourers", Some(token), None).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(w.call("GET", "/metrics", Some(token), None).await.0, StatusCode::OK);
+    }
+    assert_eq!(w.call("GET", "/metrics", None, None).await.0, StatusCode::UNAUTHORIZED);
+    for token in [WRITE, ADMIN] {
+        assert_eq!(
+            w.call("POST", "/api/tasks", Some(token), create()).await.0,
+            StatusCode::CREATED
+        );
+    }
+    assert_eq!(w.task_count().await, 2);
+}
+
+#[tokio::test]
+async fn tasks_are_created_shown_and_listed_in_cursor_pages_stable_under_inserts() {
+    let w = World::new(false).await;
+    let (status, v) = w
+        .call(
+            "POST",
+            "/api/tasks",
+            None,
+            Some(json!({"labourer_id": "w", "payload": {"day": "2026-11-30"}, "count": 5}).to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["created"].as_array().map(Vec::len), Some(5));
+    let batch = json!({"tasks": [
+        {"labourer_id": "v", "task_id": "mine-1"},
+        {"labourer_id": "v", "task_id": "mine-2", "payload": {"x": [1, 2]}}
+    ]});
+    let (status, v) = w.call("POST", "/api/tasks", None, Some(batch.to_string())).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    // The same ids again: nothing new, reported as existing.
+    let (_, v) = w.call("POST", "/api/tasks", None, Some(batch.to_string())).await;
+    assert_eq!(v["existing"], json!(["mine-1", "mine-2"]));
+    assert_eq!(w.task_count().await, 7);
+
+    let (status, v) = w.call("GET", "/api/tasks/mine-2", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["state"], "queued");
+    assert_eq!(v["task"]["labourer_id"], "v");
+    assert_eq!(v["events"][0]["action"], "created", "{v}");
+    assert_eq!(
+        w.call("GET", "/api/tasks/nope", None, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Pages of 2 over all labourers; a task inserted after the first page, sorting after it, still comes.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let uri = match &cursor {
+            Some(c) => format!("/api/tasks?limit=2&cursor={c}"),
+            None => "/api/tasks?limit=2".to_string(),
+        };
+        let (status, v) = w.call("GET", &uri, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        for t in v["tasks"].as_array().expect("tasks") {
+            seen.push(t["task_id"].as_str().expect("id").to_string());
+            assert!(t["state"].is_string());
+        }
+        pages += 1;
+        if pages == 1 {
+            let late = json!({"labourer_id": "w", "task_id": "zz-late"});
+            let (status, v) = w.call("POST", "/api/tasks", None, Some(late.to_string())).await;
+            assert_eq!(status, StatusCode::CREATED, "{v}");
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+        assert!(pages < 20, "the listing never ends");
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no task twice: {seen:?}");
+    assert_eq!(seen.len(), 8, "every task, the late one too: {seen:?}");
+    // Filters.
+    let (_, v) = w.call("GET", "/api/tasks?labourer=v&state=queued", None, None).await;
+    assert_eq!(v["tasks"].as_array().map(Vec::len), Some(2));
+    let (_, v) = w.call("GET", "/api/tasks?labourer=w&state=dead", None, None).await;
+    assert_eq!(v["tasks"], json!([]));
+    assert_eq!(v["next_cursor"], Value::Null);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_the_value_named_and_nothing_written() {
+    let w = World::new(true).await;
+    let cases: Vec<(&str, &str, Option<String>, StatusCode, &str)> = vec![
+        (
+            "POST",
+            "/api/tasks",
+            Some("{oops".into()),
+            StatusCode::BAD_REQUEST,
+            "not JSON",
+        ),
+        (
+            "POST",
+            "/api/tasks",
+            Some("[1]".into()),
+            StatusCode::BAD_REQUEST,
+            "expected a JSON object",
+        ),
+        (
+            "POST",
+            "/api/tasks",
+            Some(json!({"labourer_id": "nobody"}).to_string()),
+            StatusCode::NOT_FOUND,
+            "unknown labourer `nobody`",
+        ),
+        (
+            "POST",
+            "/api/tasks",
+            Some(json!({"labourer_id": "w", "count": 0}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "`count`: expected 1 to 10000, got 0",
+        ),
+        (
+            "POST",
+            "/api/tasks",
+            Some(json!({"labourer_id": "w", "count": 1e300}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "`count`",
+        ),
+        (
+            "POST",
+            "/api/tasks",
+            Some(json!({"labourer_id": "w", "payload": "x"}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "`payload`: expected a JSON object",
+        ),
+        (
+            "POST",
+            "/api/tasks",
+            Some(json!({"labourer_id": "w", "colour": 1}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "unknown field `colour`",
+        ),
+        (
+            "POST",
+            "/api/tasks",
+            Some(json!({"labourer_id": "w", "task_id": "a", "count": 2}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "`task_id` names one task",
+        ),
+        (
+            "POST",
+            "/api/tasks",
+            Some(json!({"labourer_id": "w", "task_id": ""}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "`task_id`: expected a non-empty string",
+        ),
+        (
+            "POST",
+            "/api/tasks",
+            Some(json!({"tasks": [{"labourer_id": "w"}, {"labourer_id": "nobody"}]}).to_string()),
+            StatusCode::NOT_FOUND,
+            "unknown labourer `nobody`",
+        ),
+        (
+            "POST",
+            "/api/tasks",
+            Some(json!({"tasks": [{"labourer_id": "w"}, 3]}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "`tasks[1]`: expected an object",
+        ),
+        (
+            "POST",
+            "/api/tasks",
+            Some(json!({"tasks": []}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "`tasks`: expected 1 to 10000 tasks, got 0",
+        ),
+        (
+            "POST",
+            "/api/tasks",
+            Some(format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000))),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "over 4096 bytes",
+        ),
+        (
+            "POST",
+            "/api/tasks",
+            Some(format!("{}1{}", "[".repeat(1_000), "]".repeat(1_000))),
+            StatusCode::BAD_REQUEST,
+            "recursion limit",
+        ),
+        (
+            "POST",
+            "/api/tasks",
+            Some(json!({"labourer_id": "w", "payload": {"pad": "x".repeat(5000)}}).to_string()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "`server.max_body`",
+        ),
+        (
+            "GET",
+            "/api/tasks?cursor=garbage",
+            None,
+            StatusCode::BAD_REQUEST,
+            "`cursor`: not a cursor this server gave",
+        ),
+        (
+            "GET",
+            "/api/tasks?cursor=e30",
+            None,
+            StatusCode::BAD_REQUEST,
+            "`cursor`",
+        ),
+        (
+            "GET",
+            "/api/tasks?limit=0",
+            None,
+            StatusCode::BAD_REQUEST,
+            "`limit`: expected 1 to 1000, got `0`",
+        ),
+        (
+            "GET",
+            "/api/tasks?limit=99999999999999999999999",
+            None,
+            StatusCode::BAD_REQUEST,
+            "`limit`",
+        ),
+        (
+            "GET",
+            "/api/tasks?state=sleeping",
+            None,
+            StatusCode::BAD_REQUEST,
+            "`state`: expected queued",
+        ),
+        (
+            "GET",
+            "/api/tasks?color=red",
+            None,
+            StatusCode::BAD_REQUEST,
+            "unknown query parameter `color`",
+        ),
+        (
+            "GET",
+            "/api/tasks?state=queued&state=dead",
+            None,
+            StatusCode::BAD_REQUEST,
+            "given twice",
+        ),
+        (
+            "GET",
+            "/api/tasks?labourer=%ZZ",
+            None,
+            StatusCode::BAD_REQUEST,
+            "not valid URL encoding",
+        ),
+        (
+            "GET",
+            "/api/labourers/nobody",
+            None,
+            StatusCode::NOT_FOUND,
+            "unknown labourer `nobody`",
+        ),
+        (
+            "POST",
+            "/api/labourers/nobody/pause",
+            None,
+            StatusCode::NOT_FOUND,
+            "unknown labourer `nobody`",
+        ),
+        (
+            "POST",
+            "/api/labourers/w/pause",
+            Some(json!({"until": "soon"}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "`until`",
+        ),
+        (
+            "POST",
+            "/api/labourers/w/pause",
+            Some(json!({"until": "9223372036854775807-01-01"}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "`until`",
+        ),
+        (
+            "POST",
+            "/api/labourers/w/pause",
+            Some(json!({"reason": 5}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "`reason`: expected a string",
+        ),
+        (
+            "POST",
+            "/api/labourers/w/pause",
+            Some(json!({"why": "x"}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "unknown field `why`",
+        ),
+        (
+            "PUT",
+            "/api/labourers/w/limit",
+            Some(json!({"limit": -1}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "`limit`: expected a whole number",
+        ),
+        (
+            "PUT",
+            "/api/labourers/w/limit",
+            Some(json!({"limit": 4294967296u64}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "`limit`: expected a whole number",
+        ),
+        (
+            "PUT",
+            "/api/labourers/w/limit",
+            Some("{}".into()),
+            StatusCode::BAD_REQUEST,
+            "`limit` is required",
+        ),
+        (
+            "POST",
+            "/api/reports",
+            Some(json!({"action": "mark_task_as_completed", "task_id": "nope"}).to_string()),
+            StatusCode::NOT_FOUND,
+            "task `nope` not found",
+        ),
+        (
+            "POST",
+            "/api/reports",
+            Some(json!({"action": "launch"}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "action `launch` is not supported",
+        ),
+    ];
+    for (method, uri, body, want_status, want) in cases {
+        let (status, v) = w.call(method, uri, Some(ADMIN), body).await;
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(status, want_status, "{method} {uri}: {v}");
+        assert!(message.contains(want), "{method} {uri}: {message}");
+        assert!(!code(&v).is_empty(), "{v}");
+    }
+    assert_eq!(w.task_count().await, 0, "nothing was created");
+    assert!(
+        w.store.labourer_controls().await.expect("controls").is_empty(),
+        "nothing was paused"
+    );
+}
+
+#[tokio::test]
+async fn labourers_are_shown_paused_limited_and_resumed_with_the_reason() {
+    let w = World::new(true).await;
+    let cpu = w.service.config.labourer("w").expect("w").health_metrics[0]
+        .details
+        .clone();
+    w.metrics.set(&cpu, Ok(40.0));
+    w.call(
+        "POST",
+        "/api/tasks",
+        Some(WRITE),
+        Some(json!({"labourer_id": "w", "count": 3}).to_string()),
+    )
+    .await;
+    let (status, v) = w.call("GET", "/api/labourers/w", Some(READ), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["counts"]["queued"], 3);
+    assert_eq!(v["limit"]["eco_status"], 3);
+    assert_eq!(v["limit"]["desired"], 3, "floor(4 × 0.75)");
+    assert_eq!(
+        v["limit"]["health_metrics"],
+        json!([{"name": "cpu", "value": 40.0, "status": 3}])
+    );
+
+    let (status, v) = w
+        .call(
+            "POST",
+            "/api/labourers/w/pause",
+            Some(WRITE),
+            Some(json!({"until": "2h", "reason": "deploying billing"}).to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["paused"]["reason"], "deploying billing");
+    assert_eq!(v["updated_by"], "ci", "the token's holder is the author");
+    let (_, v) = w.call("GET", "/api/labourers", Some(READ), None).await;
+    let ws = v["labourers"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|l| l["labourer_id"] == "w")
+        .cloned()
+        .expect("w");
+    assert_eq!(ws["held_back"][0]["code"], "paused");
+    assert!(
+        ws["held_back"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deploying billing"),
+        "{ws}"
+    );
+    assert_eq!(ws["held_back"][0]["until"], "2023-11-15T00:13:20Z");
+    let (status, v) = w
+        .call(
+            "PUT",
+            "/api/labourers/w/limit",
+            Some(ADMIN),
+            Some(json!({"limit": 1}).to_string()),
+        )
+        .await;
+    assert_eq!((status, v["limit"].clone()), (StatusCode::OK, json!(1)));
+    let (_, v) = w.call("POST", "/api/labourers/w/resume", Some(WRITE), None).await;
+    assert_eq!(v["paused"], Value::Null);
+    let (_, v) = w
+        .call(
+            "PUT",
+            "/api/labourers/w/limit",
+            Some(WRITE),
+            Some(json!({"limit": null}).to_string()),
+        )
+        .await;
+    assert_eq!(v["limit"], Value::Null);
+    assert!(
+        w.store.labourer_controls().await.expect("controls").is_empty(),
+        "an empty control is forgotten"
+    );
+}
+
+#[tokio::test]
+async fn worker_reports_are_recorded_on_both_routes_and_counted() {
+    let w = World::new(true).await;
+    let (_, v) = w
+        .call(
+            "POST",
+            "/api/tasks",
+            Some(WRITE),
+            Some(json!({"labourer_id": "v", "count": 2}).to_string()),
+        )
+        .await;
+    let ids: Vec<String> = v["created"]
+        .as_array()
+        .expect("created")
+        .iter()
+        .map(|t| t["task_id"].as_str().expect("id").to_string())
+        .collect();
+    let orchestrator = sosw_engine::Orchestrator::new(
+        w.service.config.clone(),
+        &w.service.wiring,
+        sosw_testkit::fakes::FakeInvokers::new().as_ref(),
+    )
+    .expect("orchestrator");
+    let report = orchestrator.run_once(w.clock.now()).await;
+    w.service.counters.observe_pass(
+        &sosw_engine::daemon::PassReport::Orchestrator(report),
+        std::time::Duration::from_millis(12),
+    );
+    for (route, id) in [("/report", &ids[0]), ("/api/reports", &ids[1])] {
+        let event = json!({"action": "mark_task_as_completed", "task_id": id, "stats": {"rows": 3}});
+        let (status, v) = w.call("POST", route, None, Some(event.to_string())).await;
+        assert_eq!(status, StatusCode::OK, "{route}: {v}");
+        assert_eq!(v["stat_rows"], 3);
+    }
+    let (_, text) = w.raw("GET", "/metrics", Some(READ), None).await;
+    assert!(text.contains("sosw_reports_total{kind=\"completed\"} 2"), "{text}");
+    assert!(
+        text.contains("sosw_invocations_total{labourer=\"v\",outcome=\"invoked\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sosw_pass_duration_seconds_count{essential=\"orchestrator\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_say_per_labourer_what_status_says_and_pass_promtool() {
+    let w = World::new(false).await;
+    let cpu = w.service.config.labourer("w").expect("w").health_metrics[0]
+        .details
+        .clone();
+    w.metrics.set(&cpu, Ok(60.0));
+    w.call(
+        "POST",
+        "/api/tasks",
+        None,
+        Some(json!({"labourer_id": "w", "count": 3}).to_string()),
+    )
+    .await;
+    w.clock.advance_secs(90);
+    w.call(
+        "POST",
+        "/api/labourers/v/pause",
+        None,
+        Some(json!({"reason": "maintenance"}).to_string()),
+    )
+    .await;
+    // Counters and a histogram with samples, so that promtool sees every kind of family.
+    let orchestrator = sosw_engine::Orchestrator::new(
+        w.service.config.clone(),
+        &w.service.wiring,
+        sosw_testkit::fakes::FakeInvokers::new().as_ref(),
+    )
+    .expect("orchestrator");
+    let report = orchestrator.run_once(w.clock.now()).await;
+    w.service.counters.observe_pass(
+        &sosw_engine::daemon::PassReport::Orchestrator(report),
+        std::time::Duration::from_millis(3),
+    );
+    w.service.counters.observe_report("completed");
+    let (status, text) = w.raw("GET", "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        "sosw_tasks{labourer=\"w\",state=\"queued\"} 3",
+        "sosw_oldest_queued_age_seconds{labourer=\"w\"} 90.0",
+        "sosw_eco_status{labourer=\"w\"} 0",
+        "sosw_health_metric_value{labourer=\"w\",metric=\"cpu\"} 60.0",
+        "sosw_health_metric_status{labourer=\"w\",metric=\"cpu\"} 0",
+        "sosw_held_back{labourer=\"v\",reason=\"paused\"} 1",
+        "sosw_held_back{labourer=\"w\",reason=\"eco\"} 1",
+        "sosw_held_back{labourer=\"w\",reason=\"paused\"} 0",
+        "sosw_max_simultaneous_invocations{labourer=\"w\"} 4",
+        "sosw_desired{labourer=\"w\"} 0",
+        "# TYPE sosw_reports_total counter",
+        "sosw_reports_total{kind=\"completed\"} 1",
+        "sosw_invocations_total{labourer=\"w\",outcome=\"invoked\"} 0",
+        "# TYPE sosw_pass_duration_seconds histogram",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+    }
+    assert!(
+        !text.contains("# EOF"),
+        "the classic text format unless OpenMetrics is asked for"
+    );
+    let req = Request::builder()
+        .uri("/metrics")
+        .header("accept", "application/openmetrics-text;version=1.0.0")
+        .body(Body::empty())
+        .expect("request");
+    let resp = w.app().oneshot(req).await.expect("answer");
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("application/openmetrics-text"));
+    let open = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    let open = String::from_utf8_lossy(&open);
+    assert!(
+        open.ends_with("# EOF\n") && open.contains("# TYPE sosw_reports counter"),
+        "{open}"
+    );
+    let Some(promtool) = sosw_testkit::service("SOSW_TEST_PROMTOOL") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("scrape.txt");
+    std::fs::write(&path, &text).expect("write");
+    let out = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).expect("open"))
+        .output()
+        .expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
