@@ -5,7 +5,6 @@
 use serde_json::{json, Value};
 use std::process::Command;
 
-#[allow(dead_code)]
 mod common;
 
 /// `sosw --json` in `dir`, with `dir/sosw.json` as its config.
