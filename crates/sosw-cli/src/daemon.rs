@@ -128,5 +128,7 @@ async fn serve(
     let server = sosw_server::serve(addr, sosw_server::api::router(service.clone()), limits)
         .await
         .map_err(|e| UsageError(format!("cannot listen on {addr}: {e}")))?;
+    // The dashboard's chart; it stops with the runtime when `sosw run` returns.
+    tokio::spawn(sosw_server::sample_history(service.clone()));
     Ok((server, service))
 }

@@ -33,6 +33,8 @@ const DEFAULT_PAGE: usize = 100;
 /// Every route of the service.
 pub fn router(service: Arc<Service>) -> Router {
     Router::new()
+        .route("/", get(dashboard))
+        .route("/api/history", get(history))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
@@ -53,6 +55,33 @@ pub fn router(service: Arc<Service>) -> Router {
 
 fn ok(value: Value) -> ApiResult {
     Ok(Json(value).into_response())
+}
+
+/// The dashboard: one page, embedded in the binary; it reads the API with the token the user gives it.
+const DASHBOARD: &str = include_str!("../assets/dashboard.html");
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
+                 img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
+}
+
+async fn history(State(s): Shared, headers: HeaderMap) -> ApiResult {
+    s.auth.require(&headers, Scope::Read)?;
+    ok(json!({
+        "interval_seconds": crate::history::SAMPLE_EVERY.as_secs(),
+        "samples": s.history.samples(),
+    }))
 }
 
 async fn healthz() -> Json<Value> {

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod history;
 pub mod listen;
 pub mod metrics;
 
@@ -30,6 +31,7 @@ pub struct Service {
     pub wa: WorkerAssistant,
     pub auth: Auth,
     pub counters: metrics::Counters,
+    pub history: history::History,
     pub limits: Limits,
 }
 
@@ -43,7 +45,28 @@ impl Service {
             wiring,
             auth,
             counters: metrics::Counters::default(),
+            history: history::History::default(),
             limits,
+        }
+    }
+
+    /// Samples every labourer's queue depth and running tasks now, for the dashboard's chart.
+    pub async fn sample(&self) -> Result<(), sosw_core::ports::StoreError> {
+        let now = self.clock.now();
+        let statuses = sosw_engine::status(&self.config, &self.wiring, now).await?;
+        self.history.record(now, &statuses);
+        Ok(())
+    }
+}
+
+/// Samples `service` every [`history::SAMPLE_EVERY`] until dropped (spawn it beside the server).
+pub async fn sample_history(service: Arc<Service>) {
+    let mut every = tokio::time::interval(history::SAMPLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(e) = service.sample().await {
+            tracing::warn!("sampling the labourers for the dashboard's chart: {e}");
         }
     }
 }

@@ -134,6 +134,63 @@ async fn health_and_readiness_need_no_token() {
 }
 
 #[tokio::test]
+async fn the_dashboard_is_served_and_its_chart_reads_the_sampled_history() {
+    let w = World::new(true).await;
+    let req = Request::builder().uri("/").body(Body::empty()).expect("request");
+    let resp = w.app().oneshot(req).await.expect("answer");
+    assert_eq!(resp.status(), StatusCode::OK, "the page itself holds no data: no token");
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/html"));
+    assert!(resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap_or_default()
+        .contains("default-src 'none'"));
+    let page = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.contains("/api/labourers") && page.contains("/api/history"),
+        "the page reads the API"
+    );
+    // Nothing is loaded from elsewhere (the SVG namespace is a name, not a request).
+    let elsewhere: Vec<&str> = page
+        .split(['"', '\'', '(', ' '])
+        .filter(|w| (w.starts_with("http://") || w.starts_with("https://")) && *w != "http://www.w3.org/2000/svg")
+        .collect();
+    assert!(elsewhere.is_empty(), "{elsewhere:?}");
+
+    assert_eq!(
+        w.call("GET", "/api/history", None, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    w.call(
+        "POST",
+        "/api/tasks",
+        Some(WRITE),
+        Some(json!({"labourer_id": "w", "count": 4}).to_string()),
+    )
+    .await;
+    w.service.sample().await.expect("sample");
+    w.clock.advance_secs(30);
+    w.call(
+        "POST",
+        "/api/tasks",
+        Some(WRITE),
+        Some(json!({"labourer_id": "w", "count": 2}).to_string()),
+    )
+    .await;
+    w.service.sample().await.expect("sample");
+    let (status, v) = w.call("GET", "/api/history", Some(READ), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["interval_seconds"], 30);
+    assert_eq!(v["samples"][0]["at"], "2023-11-14T22:13:20Z");
+    assert_eq!(v["samples"][0]["labourers"]["w"], json!({"queued": 4, "running": 0}));
+    assert_eq!(v["samples"][1]["at"], "2023-11-14T22:13:50Z");
+    assert_eq!(v["samples"][1]["labourers"]["w"], json!({"queued": 6, "running": 0}));
+}
+
+#[tokio::test]
 async fn tokens_and_scopes_are_enforced_and_a_refusal_writes_nothing() {
     let w = World::new(true).await;
     let create = || Some(json!({"labourer_id": "w", "payload": {"n": 1}}).to_string());
