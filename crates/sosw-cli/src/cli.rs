@@ -120,6 +120,9 @@ pub enum TaskCommand {
     },
     /// A task, where it is, and its audit trail.
     Show { task_id: String },
+    /// Put a task closed as dead back at the head of its queue for one more attempt (audit event
+    /// `requeued_by_operator`); any other task is refused, unchanged.
+    Requeue { task_id: String },
     /// Tasks, by labourer and state.
     List {
         #[arg(long)]

@@ -21,6 +21,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             count,
         }) => crate::tasks::task_create(g, &labourer, payload.as_deref(), count).await,
         Command::Task(TaskCommand::Show { task_id }) => crate::tasks::task_show(g, &task_id).await,
+        Command::Task(TaskCommand::Requeue { task_id }) => crate::tasks::task_requeue(g, &task_id, &operator()).await,
         Command::Task(TaskCommand::List { labourer, state, limit }) => {
             crate::tasks::task_list(g, labourer.as_deref(), state, limit).await
         }
@@ -356,7 +357,7 @@ async fn labourer_show(g: &Global, app: &App, id: &str) -> Result<()> {
 }
 
 /// Who is at the keyboard, for the audit trail: `$USER@$HOSTNAME` as far as the environment says.
-fn operator() -> String {
+pub(crate) fn operator() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "someone".into());

@@ -88,6 +88,24 @@ pub(crate) async fn task_show(g: &Global, task_id: &str) -> Result<()> {
     Ok(())
 }
 
+pub(crate) async fn task_requeue(g: &Global, task_id: &str, by: &str) -> Result<()> {
+    let app = App::load(g, Essential::Orchestrator).await?;
+    let now = app.clock.now();
+    let t = sosw_engine::tasks::requeue_dead(&app.config, &app.wiring(), task_id, by, now).await?;
+    if g.json {
+        let mut row = t.to_row();
+        row.insert("state".into(), app.config.state_of(&t, now).as_str().into());
+        print_json(&Value::Object(row));
+    } else {
+        println!(
+            "task `{task_id}` is queued again at the head of `{}`'s queue (attempt {} next)",
+            t.task.labourer_id,
+            t.task.attempts + 1
+        );
+    }
+    Ok(())
+}
+
 /// How many rows `task list` reads from the store at a time.
 const LIST_PAGE: usize = 1000;
 

@@ -30,6 +30,8 @@ pub enum MetaAction {
     LabourerResumed,
     /// An operator set or cleared a labourer's live limit.
     LabourerLimitChanged,
+    /// An operator put a task closed as dead back at the head of its queue, for one more attempt.
+    RequeuedByOperator,
     /// An action another writer recorded: Python sosw's MetaHandler takes any action (its `Worker` writes
     /// `completed` and `failed`). Shown verbatim, never refused.
     #[serde(untagged)]
@@ -64,6 +66,7 @@ impl MetaAction {
             MetaAction::LabourerPaused => "labourer_paused",
             MetaAction::LabourerResumed => "labourer_resumed",
             MetaAction::LabourerLimitChanged => "labourer_limit_changed",
+            MetaAction::RequeuedByOperator => "requeued_by_operator",
             MetaAction::Foreign(action) => action,
         }
     }

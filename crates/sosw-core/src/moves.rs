@@ -172,3 +172,15 @@ mod tests {
         assert!(not_waiting_for_retry("t").is_refusal());
     }
 }
+
+/// Why a task that is not closed as dead cannot be revived (an operator's re-queue), from where it is.
+pub fn revive_refusal(task_id: &str, place: &crate::task::Place) -> crate::ports::StoreError {
+    use crate::task::Place;
+    let reason = match place {
+        Place::Closed { completed: false, .. } => "was moved by someone else first",
+        Place::Closed { completed: true, .. } => "it is closed as completed: only a dead task is re-queued",
+        Place::Retry { .. } => "it is waiting for a retry: only a dead task is re-queued",
+        Place::Live => "it is live (queued, running or completed): only a dead task is re-queued",
+    };
+    crate::ports::StoreError::conflict(task_id, reason)
+}

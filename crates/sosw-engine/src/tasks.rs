@@ -156,3 +156,46 @@ pub async fn list_page(
     }
     Ok(Page { tasks, next: None })
 }
+
+/// An operator's re-queue of a task closed as dead: back at the head of its labourer's queue for one more
+/// attempt (its attempts so far are kept, so one more failure closes it as dead again), recorded as
+/// `requeued_by_operator` with who did it. Returns the task where it is now. Refused without a change for a task
+/// that is not dead (a [`StoreError::Conflict`] saying where it is) or unknown ([`StoreError::NotFound`]).
+pub async fn requeue_dead(
+    config: &Config,
+    wiring: &crate::Wiring,
+    task_id: &str,
+    by: &str,
+    now: Time,
+) -> Result<StoredTask, CreateError> {
+    let store = wiring.store.as_ref();
+    let Some(stored) = store.get(task_id).await? else {
+        return Err(StoreError::NotFound(task_id.to_string()).into());
+    };
+    if !matches!(stored.place, sosw_core::Place::Closed { completed: false, .. }) {
+        return Err(sosw_core::moves::revive_refusal(task_id, &stored.place).into());
+    }
+    let labourer = stored.task.labourer_id.clone();
+    if config.labourer(&labourer).is_none() {
+        return Err(EngineError::UnknownLabourer(labourer).into());
+    }
+    let oldest = store.oldest_queued(&labourer, now.secs()).await?;
+    let greenfield = sosw_core::greenfield::head_positions(oldest, config.greenfield.step, 1)
+        .first()
+        .copied()
+        .unwrap_or(config.greenfield.step - 1);
+    let meta = MetaHandler::new(wiring.meta.clone(), format!("sosw_operator {by}"));
+    let event = meta.event(
+        task_id,
+        &labourer,
+        sosw_core::meta::MetaAction::RequeuedByOperator,
+        now,
+        Some(serde_json::json!({"greenfield": greenfield, "attempts": stored.task.attempts})),
+    );
+    let events: Vec<_> = wiring.meta.is_some().then_some(event).into_iter().collect();
+    store.revive_recorded(task_id, greenfield, &events).await?;
+    Ok(store
+        .get(task_id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(task_id.to_string()))?)
+}

@@ -47,6 +47,9 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/api/labourers/{id}/limit", put(set_limit))
         .route("/api/tasks", get(list_tasks).post(create_tasks))
         .route("/api/tasks/{id}", get(task))
+        .route("/api/tasks/{id}/requeue", post(requeue))
+        .route("/api/jobs", get(list_jobs).post(submit_job))
+        .route("/api/jobs/{id}", get(job))
         .fallback(|| async { ApiError::not_found("no such route; see docs/api.md") })
         // Bodies are read (with their own limit and answer) by `read_json`.
         .layer(DefaultBodyLimit::disable())
@@ -277,6 +280,15 @@ async fn task(State(s): Shared, headers: HeaderMap, Path(id): Path<String>) -> A
         None => Vec::new(),
     };
     ok(json!({"state": s.config.state_of(&t, now).as_str(), "task": Value::Object(t.to_row()), "events": events}))
+}
+
+/// A task closed as dead, back at the head of its queue for one more attempt (`requeued_by_operator`).
+async fn requeue(State(s): Shared, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let caller = s.auth.require(&headers, Scope::Write)?;
+    let now = s.clock.now();
+    let t = sosw_engine::tasks::requeue_dead(&s.config, &s.wiring, &id, &caller.name, now).await?;
+    tracing::info!(task = %id, by = %caller.name, "dead task re-queued through the API");
+    ok(json!({"state": s.config.state_of(&t, now).as_str(), "task": Value::Object(t.to_row())}))
 }
 
 /// `?labourer=ID&state=queued&limit=100&cursor=…`; `next_cursor` resumes after the last row.
@@ -522,4 +534,59 @@ fn decode_cursor(text: &str) -> Result<PageCursor, ApiError> {
         .decode(text)
         .map_err(|_| bad())?;
     serde_json::from_slice(&bytes).map_err(|_| bad())
+}
+
+/// A business job for the Scheduler, as `sosw schedule` takes it. Planned (validated, counted, checked against the
+/// queue's room) before the answer — a refusal writes nothing — then written in the background: 202 with where to
+/// follow its progress.
+async fn submit_job(State(s): Shared, headers: HeaderMap, body: Body) -> ApiResult {
+    let caller = s.auth.require(&headers, Scope::Write)?;
+    let event = read_json(&s.limits, body).await?;
+    let scheduler = sosw_engine::Scheduler::new(s.scheduler_config.clone(), &s.wiring);
+    let plan = scheduler.plan(&event, s.clock.now()).await?;
+    let answer = json!({
+        "job_id": plan.job_id,
+        "labourer_id": plan.labourer,
+        "total": plan.total,
+        "warnings": plan.warnings,
+        "progress": format!("/api/jobs/{}", plan.job_id),
+    });
+    tracing::info!(job = %plan.job_id, by = %caller.name, total = plan.total, "job submitted through the API");
+    let clock = s.clock.clone();
+    tokio::spawn(async move {
+        match scheduler.run(&plan, clock.as_ref(), |_| {}).await {
+            Ok(r) => tracing::info!(job = %r.job_id, created = r.created, existing = r.existing, "job scheduled"),
+            Err(e) => tracing::error!(job = %plan.job_id, "scheduling the job failed (submit it again to resume): {e}"),
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+fn job_json(p: &sosw_core::ports::JobProgress) -> Value {
+    use sosw_core::time::iso8601;
+    json!({
+        "job_id": p.job_id,
+        "labourer_id": p.labourer_id,
+        "total": p.total,
+        "scheduled": p.scheduled,
+        "state": if p.finished_at.is_some() { "finished" } else { "incomplete" },
+        "started_at": iso8601(p.started_at),
+        "updated_at": iso8601(p.updated_at),
+        "finished_at": p.finished_at.map(iso8601),
+    })
+}
+
+async fn job(State(s): Shared, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    s.auth.require(&headers, Scope::Read)?;
+    match s.wiring.store.get_job(&id).await? {
+        Some(p) => ok(job_json(&p)),
+        None => Err(ApiError::not_found(format!("job `{id}` not found"))),
+    }
+}
+
+/// The 50 most recently updated jobs.
+async fn list_jobs(State(s): Shared, headers: HeaderMap) -> ApiResult {
+    s.auth.require(&headers, Scope::Read)?;
+    let jobs = s.wiring.store.list_jobs(50).await?;
+    ok(json!({"jobs": jobs.iter().map(job_json).collect::<Vec<_>>()}))
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use sosw_core::ports::StoreError;
 use sosw_engine::control::ControlError;
 use sosw_engine::tasks::CreateError;
-use sosw_engine::{EngineError, WorkerAssistantError};
+use sosw_engine::{EngineError, ScheduleError, WorkerAssistantError};
 
 /// A refused or failed request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,6 +87,19 @@ impl From<CreateError> for ApiError {
         match e {
             CreateError::Config(e) => e.into(),
             CreateError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ScheduleError> for ApiError {
+    fn from(e: ScheduleError) -> ApiError {
+        match e {
+            ScheduleError::Config(e) => e.into(),
+            ScheduleError::Store(e) => e.into(),
+            ScheduleError::Generator(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
+            other @ (ScheduleError::Job(_) | ScheduleError::QueueFull(_) | ScheduleError::TooBig { .. }) => {
+                ApiError::bad_request(other.to_string())
+            }
         }
     }
 }

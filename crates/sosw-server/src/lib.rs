@@ -26,6 +26,8 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct Service {
     pub config: Arc<Config>,
+    /// The Scheduler's config (Python sosw's layout may give it its own keys, such as `job_schema`).
+    pub scheduler_config: Arc<Config>,
     pub wiring: Wiring,
     pub clock: Arc<dyn Clock>,
     pub wa: WorkerAssistant,
@@ -40,6 +42,7 @@ impl Service {
     pub fn new(config: Arc<Config>, wiring: Wiring, auth: Auth, limits: Limits) -> Service {
         Service {
             wa: wiring.worker_assistant(config.clone()),
+            scheduler_config: config.clone(),
             clock: wiring.clock.clone(),
             config,
             wiring,
@@ -48,6 +51,12 @@ impl Service {
             history: history::History::default(),
             limits,
         }
+    }
+
+    /// The service with the Scheduler's own config for `POST /api/jobs`.
+    pub fn with_scheduler_config(mut self, config: Arc<Config>) -> Service {
+        self.scheduler_config = config;
+        self
     }
 
     /// Samples every labourer's queue depth and running tasks now, for the dashboard's chart.

@@ -58,7 +58,8 @@ impl World {
                 }},
                 "v": {"command": "true", "max_simultaneous_invocations": 2}
             }},
-            "server": server
+            "server": server,
+            "job_schema": {"chunkable_attrs": ["store"]}
         }))
         .unwrap_or_else(|e| panic!("{e}"));
         let config = Arc::new(config);
@@ -787,5 +788,132 @@ async fn metrics_say_per_labourer_what_status_says_and_pass_promtool() {
         "promtool check metrics: {}{}\n{text}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_dead_task_is_requeued_once_at_the_head_with_who_did_it() {
+    use sosw_core::ports::ArchiveExpect;
+    let w = World::new(true).await;
+    let (_, v) = w
+        .call(
+            "POST",
+            "/api/tasks",
+            Some(WRITE),
+            Some(
+                json!({"tasks": [{"labourer_id": "w", "task_id": "gone"}, {"labourer_id": "w", "task_id": "next"}]})
+                    .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(v["created"].as_array().map(Vec::len), Some(2), "{v}");
+    let now = w.clock.now();
+    let m = w.service.config.markers_for("w", now);
+    let g = w.store.get("gone").await.expect("get").expect("gone").task.greenfield;
+    w.store
+        .claim("w", &[("gone".to_string(), g)], m.start, m.invoked)
+        .await
+        .expect("claim");
+    w.store
+        .archive("gone", ArchiveExpect::Dead { greenfield: m.invoked }, now)
+        .await
+        .expect("dead");
+
+    assert_eq!(
+        w.call("POST", "/api/tasks/gone/requeue", Some(READ), None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, v) = w.call("POST", "/api/tasks/gone/requeue", Some(WRITE), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "queued");
+    assert_eq!(v["task"]["attempts"], 1, "its attempts are kept: one more follows");
+    let next = w.store.get("next").await.expect("get").expect("next").task.greenfield;
+    assert!(
+        v["task"]["greenfield"].as_i64().expect("greenfield") < next,
+        "at the head of the queue"
+    );
+    let (_, shown) = w.call("GET", "/api/tasks/gone", Some(READ), None).await;
+    let last = shown["events"]
+        .as_array()
+        .and_then(|e| e.last())
+        .cloned()
+        .expect("events");
+    assert_eq!(
+        (last["action"].as_str(), last["author"].as_str()),
+        (Some("requeued_by_operator"), Some("sosw_operator ci"))
+    );
+    // Again: it is not dead any more. Unknown: 404. Neither writes anything.
+    let (status, v) = w.call("POST", "/api/tasks/gone/requeue", Some(WRITE), None).await;
+    assert_eq!((status, code(&v)), (StatusCode::CONFLICT, "conflict"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("it is live"),
+        "{v}"
+    );
+    assert_eq!(
+        w.call("POST", "/api/tasks/nope/requeue", Some(WRITE), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, again) = w.call("GET", "/api/tasks/gone", Some(READ), None).await;
+    assert_eq!(again["events"], shown["events"]);
+}
+
+#[tokio::test]
+async fn a_job_is_planned_before_the_answer_and_written_in_the_background() {
+    let w = World::new(true).await;
+    let job = json!({"lambda_name": "w", "isolate_stores": true, "stores": ["a", "b", "c"]});
+    assert_eq!(
+        w.call("POST", "/api/jobs", Some(READ), Some(job.to_string())).await.0,
+        StatusCode::FORBIDDEN
+    );
+    for (bad, status, want) in [
+        (
+            json!({"lambda_name": "nobody", "stores": ["a"]}),
+            StatusCode::NOT_FOUND,
+            "unknown labourer `nobody`",
+        ),
+        (json!({"stores": ["a"]}), StatusCode::BAD_REQUEST, "invalid job"),
+        (json!([1, 2]), StatusCode::BAD_REQUEST, "invalid job"),
+    ] {
+        let (got, v) = w.call("POST", "/api/jobs", Some(WRITE), Some(bad.to_string())).await;
+        assert_eq!(got, status, "{bad}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap_or_default().contains(want),
+            "{bad}: {v}"
+        );
+    }
+    assert_eq!(w.task_count().await, 0);
+    let (status, v) = w.call("POST", "/api/jobs", Some(WRITE), Some(job.to_string())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["total"], 3);
+    let id = v["job_id"].as_str().expect("job id").to_string();
+    assert_eq!(v["progress"], format!("/api/jobs/{id}"));
+    // The background run finishes on this runtime while the test waits for it.
+    let mut state = Value::Null;
+    for _ in 0..10_000 {
+        let (status, p) = w.call("GET", &format!("/api/jobs/{id}"), Some(READ), None).await;
+        if status == StatusCode::OK && p["state"] == "finished" {
+            state = p;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        (state["scheduled"].clone(), state["total"].clone()),
+        (json!(3), json!(3)),
+        "{state}"
+    );
+    assert!(
+        state["finished_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "ISO times: {state}"
+    );
+    assert_eq!(w.task_count().await, 3);
+    let (_, list) = w.call("GET", "/api/jobs", Some(READ), None).await;
+    assert_eq!(list["jobs"][0]["job_id"], json!(id));
+    assert_eq!(
+        w.call("GET", "/api/jobs/nope", Some(READ), None).await.0,
+        StatusCode::NOT_FOUND
     );
 }

@@ -311,6 +311,35 @@ impl TaskStore for SqliteStore {
         .await
     }
 
+    async fn revive_recorded(&self, task_id: &str, greenfield: i64, events: &[MetaEvent]) -> StoreResult<()> {
+        let id = task_id.to_string();
+        let events = events.to_vec();
+        self.write(move |tx| {
+            let n = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO tasks ({COLS}) SELECT task_id, labourer_id, created_at, ?2, attempts, payload, NULL, \
+                     failed_attempts, stats, result FROM closed_tasks WHERE task_id = ?1 AND completed_at IS NULL \
+                     AND labourer_id_task_status = labourer_id || '_0'"
+                ))
+                .map_err(map_err)?
+                .execute(params![id, greenfield])
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(match queries::get(tx, &id)? {
+                    Some(t) => sosw_core::moves::revive_refusal(&id, &t.place),
+                    None => StoreError::NotFound(id.clone()),
+                });
+            }
+            // The closed_counts_delete trigger takes it off the archive's count.
+            tx.prepare_cached("DELETE FROM closed_tasks WHERE task_id = ?1")
+                .map_err(map_err)?
+                .execute([&id])
+                .map_err(map_err)?;
+            insert_events(tx, &events)
+        })
+        .await
+    }
+
     async fn requeue_recorded(
         &self,
         task_id: &str,

@@ -1261,3 +1261,121 @@ pub async fn foreign_meta_actions_are_read_verbatim(h: &Harness) {
         .collect();
     assert_eq!(actions, ["invoked", "completed", "a_custom_step"]);
 }
+
+/// Only a task closed as dead is revived: back to the live table at the given position with every field kept but
+/// its close, off the archive's counts, its events recorded; of two concurrent revivals one moves it; every other
+/// task is refused unchanged.
+pub async fn revive_moves_only_dead_tasks(h: &Harness) {
+    let s = h.store.as_ref();
+    let positions = create(s, "w", &["dead", "done", "queued", "retry", "twice"]).await;
+    let m = Markers::new(now(), D, 60, 30);
+    let claims: Vec<(String, i64)> = ["dead", "done", "retry", "twice"]
+        .iter()
+        .zip([positions[0], positions[1], positions[3], positions[4]])
+        .map(|(id, g)| (id.to_string(), g))
+        .collect();
+    s.claim("w", &claims, m.start, m.invoked).await.expect("claim");
+    s.fail("dead", now(), &report(json!({"why": "boom"}), json!({})))
+        .await
+        .expect("fail");
+    s.complete("done", now(), &WorkerReport::default())
+        .await
+        .expect("complete");
+    s.archive("done", ArchiveExpect::Completed, now())
+        .await
+        .expect("archive done");
+    for id in ["dead", "twice"] {
+        s.archive(id, ArchiveExpect::Dead { greenfield: m.invoked }, now())
+            .await
+            .expect("close as dead");
+    }
+    s.move_to_retry("retry", m.invoked, NOW + 60).await.expect("retry");
+    assert_eq!(s.counts("w", &m).await.expect("counts").closed_dead, 2);
+    let before = s.get("dead").await.expect("get").expect("dead");
+
+    let event = MetaEvent {
+        task_id: "dead".into(),
+        labourer_id: "w".into(),
+        action: MetaAction::RequeuedByOperator,
+        at: now(),
+        author: "sosw_operator ops".into(),
+        details: Some(json!({"greenfield": 7})),
+    };
+    s.revive_recorded("dead", 7, std::slice::from_ref(&event))
+        .await
+        .expect("revive");
+    let after = s.get("dead").await.expect("get").expect("dead");
+    assert_eq!(after.place, Place::Live);
+    assert_eq!(after.task.greenfield, 7);
+    assert_eq!(
+        (
+            after.task.attempts,
+            &after.task.payload,
+            after.task.failed_attempts,
+            &after.task.stats,
+            after.task.completed_at
+        ),
+        (
+            before.task.attempts,
+            &before.task.payload,
+            before.task.failed_attempts,
+            &before.task.stats,
+            None
+        ),
+        "every field kept but its close"
+    );
+    let c = s.counts("w", &m).await.expect("counts");
+    assert_eq!((c.closed_dead, c.queued), (1, 2), "off the archive, back in the queue");
+    let events = h.meta.events_of("dead").await.expect("events");
+    assert_eq!(
+        events.last().map(|e| e.action.clone()),
+        Some(MetaAction::RequeuedByOperator)
+    );
+
+    // Everything that is not dead is refused, unchanged, and records nothing.
+    for id in ["dead", "done", "queued", "retry", "nope"] {
+        let before = s.get(id).await.expect("get");
+        let events_before = h.meta.events_of(id).await.expect("events").len();
+        let r = s.revive_recorded(id, 5, std::slice::from_ref(&event)).await;
+        if id == "nope" {
+            assert!(is_not_found(&r), "{id}: {r:?}");
+        } else {
+            assert!(is_conflict(&r), "{id}: {r:?}");
+        }
+        assert_eq!(s.get(id).await.expect("get"), before, "{id} unchanged");
+        assert_eq!(
+            h.meta.events_of(id).await.expect("events").len(),
+            events_before,
+            "{id}: no event"
+        );
+    }
+
+    // Operators at once (one after the other where the server does not isolate transactions): one revives it,
+    // the others are refused.
+    let mut outcomes = Vec::new();
+    if h.isolated_transactions {
+        let racers: Vec<_> = (0..4)
+            .map(|i| {
+                let store = h.store.clone();
+                tokio::spawn(async move { store.revive_recorded("twice", 3 - i, &[]).await })
+            })
+            .collect();
+        for r in racers {
+            outcomes.push(r.await.expect("join"));
+        }
+    } else {
+        for i in 0..4 {
+            outcomes.push(s.revive_recorded("twice", 3 - i, &[]).await);
+        }
+    }
+    let mut moved = 0;
+    for r in outcomes {
+        match r {
+            Ok(()) => moved += 1,
+            Err(e) => assert!(e.is_refusal(), "{e}"),
+        }
+    }
+    assert_eq!(moved, 1);
+    assert_eq!(place(s, "twice").await, Some(Place::Live));
+    assert_eq!(s.counts("w", &m).await.expect("counts").closed_dead, 0);
+}

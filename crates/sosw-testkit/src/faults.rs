@@ -290,6 +290,14 @@ impl TaskStore for FaultyStore {
         .await
     }
 
+    async fn revive_recorded(&self, task_id: &str, greenfield: i64, events: &[MetaEvent]) -> StoreResult<()> {
+        self.write(
+            "revive_recorded",
+            self.inner.revive_recorded(task_id, greenfield, events),
+        )
+        .await
+    }
+
     async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64) -> StoreResult<()> {
         self.write("heartbeat", self.inner.heartbeat(task_id, expired, greenfield))
             .await

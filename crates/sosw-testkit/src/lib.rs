@@ -100,6 +100,7 @@ macro_rules! store_conformance {
             foreign_meta_actions_are_read_verbatim,
             job_progress_round_trip,
             heartbeat_extends_only_running_tasks,
+            revive_moves_only_dead_tasks,
             labourer_states_round_trip,
             labourer_controls_round_trip,
             dispatch_lease_is_exclusive,

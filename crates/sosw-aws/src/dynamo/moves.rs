@@ -334,6 +334,44 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// A dead task back to the live table at `greenfield`: one transaction that puts the live item (if none) and
+    /// deletes the closed one (if still dead).
+    pub(crate) async fn revive_move(&self, task_id: &str, greenfield: i64) -> StoreResult<()> {
+        let Some(mut item) = self.get_closed(task_id).await? else {
+            return Err(match self.get(task_id).await? {
+                Some(t) => sosw_core::moves::revive_refusal(task_id, &t.place),
+                None => StoreError::NotFound(task_id.to_string()),
+            });
+        };
+        if item.contains_key("completed_at") {
+            return Err(sosw_core::moves::revive_refusal(
+                task_id,
+                &sosw_core::Place::Closed {
+                    closed_at: get_i64(&item, "closed_at").unwrap_or_default(),
+                    completed: true,
+                },
+            ));
+        }
+        item.remove("closed_at");
+        item.remove("labourer_id_task_status");
+        item.insert("greenfield".into(), n(greenfield));
+        let mut key = Item::new();
+        key.insert("task_id".into(), s(task_id));
+        let items = vec![
+            self.put(&self.tables.tasks, item, Some("attribute_not_exists(task_id)"))?,
+            self.delete(
+                &self.tables.closed,
+                key,
+                "attribute_exists(task_id) AND attribute_not_exists(#c)",
+                &[("#c", "completed_at")],
+                vec![],
+            )?,
+        ];
+        self.transact(task_id, items, "was moved by someone else first").await
+    }
+}
+
 /// The labourer of a task item ("" if it has none).
 pub(crate) fn labourer_of(item: &Item) -> String {
     match item.get("labourer_id") {

@@ -129,6 +129,12 @@ impl TaskStore for DynamoStore {
         Ok(())
     }
 
+    async fn revive_recorded(&self, task_id: &str, greenfield: i64, events: &[MetaEvent]) -> StoreResult<()> {
+        self.revive_move(task_id, greenfield).await?;
+        self.recorded(events.to_vec()).await;
+        Ok(())
+    }
+
     async fn requeue_recorded(
         &self,
         task_id: &str,

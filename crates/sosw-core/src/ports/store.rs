@@ -313,6 +313,12 @@ pub trait TaskStore: LabourerStore {
         self.requeue_recorded(task_id, labourer, greenfield, &[]).await
     }
 
+    /// Moves a task closed as dead back to the live table at `greenfield` (an operator's re-queue: one more
+    /// attempt), keeping its attempts, payload, stats and results, with `events` recorded as a move's are. Only a
+    /// dead task moves: a live, retrying or completed one is a [`StoreError::Conflict`], an unknown one
+    /// [`StoreError::NotFound`], and nothing changes. Of two concurrent revivals, one moves the task.
+    async fn revive_recorded(&self, task_id: &str, greenfield: i64, events: &[MetaEvent]) -> StoreResult<()>;
+
     /// Moves a running task's greenfield to `greenfield` (a worker's heartbeat): only if it is live, not completed
     /// and still running (`greenfield > expired`); otherwise a refusal ([`StoreError::Conflict`], or
     /// [`StoreError::NotFound`]) and nothing changes.
