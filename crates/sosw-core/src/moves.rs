@@ -97,6 +97,18 @@ pub fn not_waiting_for_retry(task_id: &str) -> StoreError {
     StoreError::conflict(task_id, "is not waiting for retry (it is live)")
 }
 
+/// Why a task that is not closed as dead cannot be revived (an operator's re-queue), from where it is.
+pub fn revive_refusal(task_id: &str, place: &crate::task::Place) -> crate::ports::StoreError {
+    use crate::task::Place;
+    let reason = match place {
+        Place::Closed { completed: false, .. } => "was moved by someone else first",
+        Place::Closed { completed: true, .. } => "it is closed as completed: only a dead task is re-queued",
+        Place::Retry { .. } => "it is waiting for a retry: only a dead task is re-queued",
+        Place::Live => "it is live (queued, running or completed): only a dead task is re-queued",
+    };
+    crate::ports::StoreError::conflict(task_id, reason)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,16 +183,31 @@ mod tests {
         assert!(moved_since_claimed("t").is_lost_race());
         assert!(not_waiting_for_retry("t").is_refusal());
     }
-}
 
-/// Why a task that is not closed as dead cannot be revived (an operator's re-queue), from where it is.
-pub fn revive_refusal(task_id: &str, place: &crate::task::Place) -> crate::ports::StoreError {
-    use crate::task::Place;
-    let reason = match place {
-        Place::Closed { completed: false, .. } => "was moved by someone else first",
-        Place::Closed { completed: true, .. } => "it is closed as completed: only a dead task is re-queued",
-        Place::Retry { .. } => "it is waiting for a retry: only a dead task is re-queued",
-        Place::Live => "it is live (queued, running or completed): only a dead task is re-queued",
-    };
-    crate::ports::StoreError::conflict(task_id, reason)
+    #[test]
+    fn a_revival_refusal_says_where_the_task_is() {
+        use crate::task::Place;
+        let cases = [
+            (Place::Live, "it is live"),
+            (Place::Retry { desired_launch_time: 5 }, "waiting for a retry"),
+            (
+                Place::Closed {
+                    closed_at: 5,
+                    completed: true,
+                },
+                "closed as completed",
+            ),
+            (
+                Place::Closed {
+                    closed_at: 5,
+                    completed: false,
+                },
+                "moved by someone else first",
+            ),
+        ];
+        for (place, words) in cases {
+            let e = revive_refusal("t", &place);
+            assert!(e.is_refusal() && e.to_string().contains(words), "{place:?}: {e}");
+        }
+    }
 }
