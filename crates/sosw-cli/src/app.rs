@@ -282,14 +282,16 @@ impl App {
     /// Every labourer's invoker: local processes and HTTP endpoints, with the environment a worker needs to report
     /// back with `sosw complete`, and in the AWS build Lambda functions too.
     pub async fn invokers(&self, wiring: &Wiring) -> (Box<dyn InvokerFactory>, Arc<Supervisor>) {
-        self.invokers_reporting_to(wiring, None).await
+        self.invokers_reporting_to(wiring, None, None).await
     }
 
-    /// [`App::invokers`] whose workers are told to POST their reports to `report_url` (`sosw run --listen`).
+    /// [`App::invokers`] whose workers are told to POST their reports to `report_url` (`sosw run --listen`), each
+    /// with its invocation's report token from `signer`.
     pub async fn invokers_reporting_to(
         &self,
         wiring: &Wiring,
         report_url: Option<String>,
+        signer: Option<Arc<dyn sosw_core::ports::ReportSigner>>,
     ) -> (Box<dyn InvokerFactory>, Arc<Supervisor>) {
         let supervisor = Supervisor::new(Arc::new(wiring.worker_assistant(self.config.clone())));
         let mut env = vec![
@@ -302,6 +304,9 @@ impl App {
         let mut local = LocalInvokers::new(supervisor.clone(), env, Some(self.config_dir()));
         if let Some(url) = report_url {
             local = local.with_report_url(url);
+        }
+        if let Some(signer) = signer {
+            local = local.with_report_signer(signer);
         }
         let local: Box<dyn InvokerFactory> = Box::new(local);
         #[cfg(feature = "aws")]

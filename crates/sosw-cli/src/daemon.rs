@@ -45,7 +45,10 @@ pub(crate) async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std
     };
     let counters = served.as_ref().map(|(_, service)| service.counters.clone());
     let report_url = served.as_ref().map(|(server, _)| format!("{}/report", server.url));
-    let (invokers, supervisor) = app.invokers_reporting_to(&wiring, report_url.clone()).await;
+    let signer = served.as_ref().map(|(_, service)| {
+        std::sync::Arc::new(service.report_tokens.clone()) as std::sync::Arc<dyn sosw_core::ports::ReportSigner>
+    });
+    let (invokers, supervisor) = app.invokers_reporting_to(&wiring, report_url.clone(), signer).await;
     let orchestrator =
         Orchestrator::new(app.config.clone(), &wiring, invokers.as_ref()).map_err(|e| UsageError(e.to_string()))?;
     let scavenger = Scavenger::new(scavenger_config, &wiring);

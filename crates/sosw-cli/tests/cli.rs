@@ -595,13 +595,17 @@ mod http_worker {
                         .get(sosw_worker::REPORT_URL_HEADER)
                         .and_then(|h| h.to_str().ok())
                         .map(str::to_string);
+                    let token = headers
+                        .get(sosw_worker::REPORT_TOKEN_HEADER)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_string);
                     let Some(url) = url else {
                         return StatusCode::BAD_REQUEST;
                     };
                     tokio::spawn(async move {
                         let task = sosw_worker::Task::from_value(v).expect("a task event");
                         let n: i64 = task.get("n").expect("n");
-                        sosw_worker::Reporter::Http { url }
+                        sosw_worker::Reporter::Http { url, token }
                             .completed(task.task_id(), &sosw_worker::Report::new().stat("n", n))
                             .await
                             .expect("reported");
@@ -695,8 +699,11 @@ mod http_worker {
             .expect("runtime");
         let err = rt
             .block_on(
-                sosw_worker::Reporter::Http { url: url.clone() }
-                    .completed("0123456789abcdef0123456789abcdef", &sosw_worker::Report::new()),
+                sosw_worker::Reporter::Http {
+                    url: url.clone(),
+                    token: None,
+                }
+                .completed("0123456789abcdef0123456789abcdef", &sosw_worker::Report::new()),
             )
             .expect_err("unknown task");
         assert!(

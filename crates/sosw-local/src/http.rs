@@ -17,18 +17,27 @@ use sosw_core::classify::{http_status, http_transport, Transport};
 use sosw_core::config::{HttpMode, HttpSpec};
 use sosw_core::decide::FailureKind;
 use sosw_core::payload::worker_report;
-use sosw_core::ports::{InvokeError, InvokeOutcome, Invoker};
+use sosw_core::ports::{InvokeError, InvokeOutcome, Invoker, ReportSigner, REPORT_TOKEN_HEADER};
 use sosw_core::task::ReportKind;
 use sosw_core::{Task, WorkerReport};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug)]
 pub struct HttpInvoker {
     spec: HttpSpec,
     client: reqwest::Client,
+    /// Gives each request the report token of its invocation ([`REPORT_TOKEN_HEADER`]).
+    signer: Option<Arc<dyn ReportSigner>>,
 }
 
 impl HttpInvoker {
+    /// Each request carries the report token of its invocation ([`REPORT_TOKEN_HEADER`]).
+    pub fn with_signer(mut self, signer: Option<Arc<dyn ReportSigner>>) -> HttpInvoker {
+        self.signer = signer;
+        self
+    }
+
     pub fn new(spec: HttpSpec) -> Result<HttpInvoker, String> {
         if spec.url.starts_with("https://") {
             return Err(format!(
@@ -41,7 +50,11 @@ impl HttpInvoker {
             .connect_timeout(sosw_core::time::duration_secs(spec.timeout_secs.min(10.0)))
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-        Ok(HttpInvoker { spec, client })
+        Ok(HttpInvoker {
+            spec,
+            client,
+            signer: None,
+        })
     }
 }
 
@@ -113,12 +126,15 @@ fn report_from_body(body: &[u8]) -> WorkerReport {
 
 #[async_trait]
 impl Invoker for HttpInvoker {
-    async fn invoke(&self, _task: &Task, event: &str) -> Result<InvokeOutcome, InvokeError> {
+    async fn invoke(&self, task: &Task, event: &str) -> Result<InvokeOutcome, InvokeError> {
         let mut req = self
             .client
             .post(&self.spec.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(event.to_string());
+        if let Some(signer) = &self.signer {
+            req = req.header(REPORT_TOKEN_HEADER, signer.sign(&task.task_id, task.attempts));
+        }
         for (k, v) in &self.spec.headers {
             req = req.header(k.as_str(), v.as_str());
         }

@@ -16,7 +16,7 @@ pub mod notify;
 pub mod process;
 
 use sosw_core::config::{InvokerSpec, Labourer};
-use sosw_core::ports::{Invoker, InvokerFactory};
+use sosw_core::ports::{Invoker, InvokerFactory, ReportSigner};
 use std::sync::Arc;
 
 /// Builds process and HTTP invokers; refuses Lambda labourers with a clear message.
@@ -31,6 +31,8 @@ pub struct LocalInvokers {
     /// Where workers may POST their reports (`sosw run --listen`): `SOSW_REPORT_URL` for process workers, the
     /// [`REPORT_URL_HEADER`] of every HTTP invocation.
     report_url: Option<String>,
+    /// Gives each worker its invocation's report token, checked by the server its reports go to.
+    signer: Option<Arc<dyn ReportSigner>>,
 }
 
 /// The header that tells an HTTP worker where to report (when `sosw run --listen` serves reports).
@@ -47,7 +49,15 @@ impl LocalInvokers {
             env,
             base_dir,
             report_url: None,
+            signer: None,
         }
+    }
+
+    /// Gives every worker the report token of its invocation (`SOSW_REPORT_TOKEN`, or the `X-Sosw-Report-Token`
+    /// header of an HTTP invocation).
+    pub fn with_report_signer(mut self, signer: Arc<dyn ReportSigner>) -> LocalInvokers {
+        self.signer = Some(signer);
+        self
     }
 
     /// Tells every worker where to POST its report (the WorkerAssistant event).
@@ -75,19 +85,17 @@ impl InvokerFactory for LocalInvokers {
             InvokerSpec::Process(spec) => {
                 let mut spec = spec.clone();
                 spec.cwd = resolve_dir(self.base_dir.as_deref(), spec.cwd.as_deref());
-                Ok(Arc::new(process::ProcessInvoker::new(
-                    &labourer.id,
-                    spec,
-                    self.env.clone(),
-                    self.supervisor.clone(),
-                )?))
+                Ok(Arc::new(
+                    process::ProcessInvoker::new(&labourer.id, spec, self.env.clone(), self.supervisor.clone())?
+                        .with_signer(self.signer.clone()),
+                ))
             }
             InvokerSpec::Http(spec) => {
                 let mut spec = spec.clone();
                 if let Some(url) = &self.report_url {
                     spec.headers.push((REPORT_URL_HEADER.into(), url.clone()));
                 }
-                Ok(Arc::new(http::HttpInvoker::new(spec)?))
+                Ok(Arc::new(http::HttpInvoker::new(spec)?.with_signer(self.signer.clone())))
             }
             InvokerSpec::Lambda { .. } => Err(
                 "`arn` (AWS Lambda) labourers cannot be invoked by the embedded build; give `command` (a local \

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use sosw_core::classify::{self, SpawnFailure};
 use sosw_core::config::{ProcessSpec, ReportMode};
-use sosw_core::ports::{InvokeError, InvokeOutcome, Invoker, TaskReporter};
+use sosw_core::ports::{InvokeError, InvokeOutcome, Invoker, ReportSigner, TaskReporter, REPORT_TOKEN_VAR};
 use sosw_core::task::ReportKind;
 use sosw_core::{Task, WorkerReport};
 use std::path::Path;
@@ -83,6 +83,8 @@ pub struct ProcessInvoker {
     spec: ProcessSpec,
     env: Vec<(String, String)>,
     supervisor: Arc<Supervisor>,
+    /// Gives each worker its report token (`SOSW_REPORT_TOKEN`), when reports go to `sosw run`'s server.
+    signer: Option<Arc<dyn ReportSigner>>,
 }
 
 impl ProcessInvoker {
@@ -105,7 +107,14 @@ impl ProcessInvoker {
             spec,
             env,
             supervisor,
+            signer: None,
         })
+    }
+
+    /// Each worker gets the report token of its invocation in `SOSW_REPORT_TOKEN`.
+    pub fn with_signer(mut self, signer: Option<Arc<dyn ReportSigner>>) -> ProcessInvoker {
+        self.signer = signer;
+        self
     }
 }
 
@@ -132,6 +141,11 @@ impl Invoker for ProcessInvoker {
             .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
             .env("SOSW_TASK_ID", &task.task_id)
             .env("SOSW_LABOURER_ID", &self.labourer)
+            .envs(
+                self.signer
+                    .iter()
+                    .map(|s| (REPORT_TOKEN_VAR, s.sign(&task.task_id, task.attempts))),
+            )
             // Its own process group: a terminal's Ctrl-C reaches sosw (which lets workers finish), and a timeout
             // kills the worker with everything it started.
             .process_group(0)

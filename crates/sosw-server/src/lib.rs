@@ -11,6 +11,7 @@ pub mod error;
 pub mod history;
 pub mod listen;
 pub mod metrics;
+pub mod report_token;
 
 pub use auth::{check_exposure, Auth};
 pub use error::ApiError;
@@ -34,6 +35,8 @@ pub struct Service {
     pub auth: Auth,
     pub counters: metrics::Counters,
     pub history: history::History,
+    /// Checks the report tokens its workers were given (the same secret signs them).
+    pub report_tokens: report_token::ReportTokens,
     pub limits: Limits,
 }
 
@@ -49,8 +52,15 @@ impl Service {
             auth,
             counters: metrics::Counters::default(),
             history: history::History::default(),
+            report_tokens: report_token::ReportTokens::from_env_or_random(|_| None),
             limits,
         }
+    }
+
+    /// The service with the secret its workers' report tokens are signed with.
+    pub fn with_report_tokens(mut self, tokens: report_token::ReportTokens) -> Service {
+        self.report_tokens = tokens;
+        self
     }
 
     /// The service with the Scheduler's own config for `POST /api/jobs`.

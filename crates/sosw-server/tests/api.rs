@@ -680,7 +680,9 @@ async fn worker_reports_are_recorded_on_both_routes_and_counted() {
         std::time::Duration::from_millis(12),
     );
     for (route, id) in [("/report", &ids[0]), ("/api/reports", &ids[1])] {
-        let event = json!({"action": "mark_task_as_completed", "task_id": id, "stats": {"rows": 3}});
+        let token = sosw_core::ports::ReportSigner::sign(&w.service.report_tokens, id, 1);
+        let event =
+            json!({"action": "mark_task_as_completed", "task_id": id, "stats": {"rows": 3}, "report_token": token});
         let (status, v) = w.call("POST", route, None, Some(event.to_string())).await;
         assert_eq!(status, StatusCode::OK, "{route}: {v}");
         assert_eq!(v["stat_rows"], 3);
@@ -915,5 +917,98 @@ async fn a_job_is_planned_before_the_answer_and_written_in_the_background() {
     assert_eq!(
         w.call("GET", "/api/jobs/nope", Some(READ), None).await.0,
         StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn a_report_needs_its_invocations_token_and_a_stale_or_forged_one_writes_nothing() {
+    use sosw_core::ports::{ReportSigner, REPORT_TOKEN_HEADER};
+    let w = World::new(true).await;
+    let (_, v) = w
+        .call(
+            "POST",
+            "/api/tasks",
+            Some(WRITE),
+            Some(json!({"labourer_id": "v", "count": 2}).to_string()),
+        )
+        .await;
+    let ids: Vec<String> = v["created"]
+        .as_array()
+        .expect("created")
+        .iter()
+        .map(|t| t["task_id"].as_str().expect("id").to_string())
+        .collect();
+    let orchestrator = sosw_engine::Orchestrator::new(
+        w.service.config.clone(),
+        &w.service.wiring,
+        sosw_testkit::fakes::FakeInvokers::new().as_ref(),
+    )
+    .expect("orchestrator");
+    orchestrator.run_once(w.clock.now()).await;
+    let (a, b) = (&ids[0], &ids[1]);
+    let attempts = w.store.get(a).await.expect("get").expect("a").task.attempts;
+    assert_eq!(attempts, 1, "invoked once");
+    let tokens = &w.service.report_tokens;
+    let w = &w;
+    let send = |id: &str, token: Option<String>, bearer: Option<&str>| {
+        let event = json!({"action": "mark_task_as_completed", "task_id": id});
+        let mut req = Request::builder().method("POST").uri("/api/reports");
+        if let Some(t) = token {
+            req = req.header(REPORT_TOKEN_HEADER, t);
+        }
+        if let Some(b) = bearer {
+            req = req.header("authorization", format!("Bearer {b}"));
+        }
+        let req = req.body(Body::from(event.to_string())).expect("request");
+        async move {
+            let resp = w.app().oneshot(req).await.expect("answer");
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+            (status, serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
+        }
+    };
+    let completed = |id: String| async move { w.store.get(&id).await.expect("get").expect("task").task.completed_at };
+    // Refused, and nothing written: no credential at all, a read token, a stale token, a forged one, another
+    // task's token.
+    assert_eq!(send(a, None, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(a, None, Some(READ)).await.0, StatusCode::FORBIDDEN);
+    let (status, v) = send(a, Some(tokens.sign(a, attempts - 1)), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        v["error"]["message"].as_str().unwrap_or_default().contains("stale"),
+        "{v}"
+    );
+    assert_eq!(send(a, Some("f".repeat(64)), None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send(a, Some(tokens.sign(b, attempts)), None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let forged_by_another_server = sosw_server::report_token::ReportTokens::new("elsewhere").sign(a, attempts);
+    assert_eq!(
+        send(a, Some(forged_by_another_server), None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(completed(a.clone()).await, None, "nothing was recorded");
+    // Its own invocation's token: recorded. So is a report by a caller with a write token.
+    let (status, v) = send(a, Some(tokens.sign(a, attempts)), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(completed(a.clone()).await.is_some());
+    assert_eq!(send(b, None, Some(WRITE)).await.0, StatusCode::OK);
+    // The token may also come in the event itself.
+    let open = World::new(false).await;
+    let (_, v) = open
+        .call(
+            "POST",
+            "/api/tasks",
+            None,
+            Some(json!({"labourer_id": "v"}).to_string()),
+        )
+        .await;
+    let id = v["created"][0]["task_id"].as_str().expect("id").to_string();
+    let forged = json!({"action": "heartbeat", "task_id": id, "report_token": "0".repeat(64)});
+    assert_eq!(
+        open.call("POST", "/report", None, Some(forged.to_string())).await.0,
+        StatusCode::FORBIDDEN,
+        "even an open server checks a token it is given"
     );
 }

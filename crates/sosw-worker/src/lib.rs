@@ -200,11 +200,17 @@ pub fn assistant_event(outcome: Outcome, task_id: &str, report: &Report) -> Valu
 /// The header in which `sosw run --listen` tells an HTTP worker where to report.
 pub const REPORT_URL_HEADER: &str = "X-Sosw-Report-Url";
 
+/// The header in which `sosw run` gives an HTTP worker the report token of its invocation (a process worker finds
+/// it in `SOSW_REPORT_TOKEN`); a report carries it back in the same header. A token is good for that task's
+/// latest invocation only.
+pub const REPORT_TOKEN_HEADER: &str = "X-Sosw-Report-Token";
+
 /// Where reports go.
 #[derive(Debug, Clone)]
 pub enum Reporter {
-    /// A POST of the WorkerAssistant event to `sosw run --listen`'s `/report` (plain `http://`).
-    Http { url: String },
+    /// A POST of the WorkerAssistant event to `sosw run --listen`'s `/report` (plain `http://`), with the
+    /// invocation's report token when it has one ([`REPORT_TOKEN_HEADER`]).
+    Http { url: String, token: Option<String> },
     /// `<bin> complete|fail TASK_ID --stats JSON --result JSON`, the `sosw` binary (`SOSW_BIN`), which finds the
     /// store and config in the environment the orchestrator gave the worker.
     Cli { bin: PathBuf },
@@ -222,7 +228,8 @@ impl Reporter {
     /// [`Reporter::Lambda`] to `SOSW_WORKER_ASSISTANT_LAMBDA` or `sosw_worker_assistant`.
     pub async fn from_env() -> Result<Reporter, WorkerError> {
         if let Some(url) = std::env::var("SOSW_REPORT_URL").ok().filter(|u| !u.is_empty()) {
-            return Ok(Reporter::Http { url });
+            let token = std::env::var("SOSW_REPORT_TOKEN").ok().filter(|t| !t.is_empty());
+            return Ok(Reporter::Http { url, token });
         }
         if let Some(bin) = std::env::var_os("SOSW_BIN").filter(|b| !b.is_empty()) {
             return Ok(Reporter::Cli { bin: bin.into() });
@@ -265,13 +272,14 @@ impl Reporter {
             reason,
         };
         match self {
-            Reporter::Http { url } => {
-                let response = reqwest::Client::new()
+            Reporter::Http { url, token } => {
+                let mut request = reqwest::Client::new()
                     .post(url)
-                    .json(&assistant_event(outcome, task_id, report))
-                    .send()
-                    .await
-                    .map_err(|e| fail(format!("POST {url}: {e}")))?;
+                    .json(&assistant_event(outcome, task_id, report));
+                if let Some(token) = token {
+                    request = request.header(REPORT_TOKEN_HEADER, token);
+                }
+                let response = request.send().await.map_err(|e| fail(format!("POST {url}: {e}")))?;
                 let status = response.status();
                 if status.is_success() {
                     return Ok(());

@@ -61,6 +61,16 @@ pub trait Invoker: Send + Sync + Debug {
     async fn invoke(&self, task: &Task, event: &str) -> Result<InvokeOutcome, InvokeError>;
 }
 
+/// The credential a worker reports with: bound to one task's one invocation (its number, `attempts`), so that a
+/// worker can report only the task it was sent, and only for that invocation (`sosw run`'s server checks it).
+pub trait ReportSigner: Send + Sync + Debug {
+    fn sign(&self, task_id: &str, attempts: u32) -> String;
+}
+
+/// The environment variable and HTTP header that give a worker its report token.
+pub const REPORT_TOKEN_VAR: &str = "SOSW_REPORT_TOKEN";
+pub const REPORT_TOKEN_HEADER: &str = "X-Sosw-Report-Token";
+
 /// Builds the invoker of each labourer; the binaries pick the implementation.
 pub trait InvokerFactory: Send + Sync + Debug {
     fn invoker_for(&self, labourer: &Labourer) -> Result<std::sync::Arc<dyn Invoker>, String>;
