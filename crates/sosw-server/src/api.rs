@@ -30,10 +30,42 @@ pub const MAX_BATCH: usize = 10_000;
 pub const MAX_PAGE: usize = 1_000;
 const DEFAULT_PAGE: usize = 100;
 
+/// Every route (method, path) the router serves: the committed OpenAPI document (`assets/openapi.json`) lists exactly
+/// these, and a test checks both ways.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("POST", "/report"),
+    ("POST", "/api/reports"),
+    ("GET", "/api/openapi.json"),
+    ("GET", "/api/history"),
+    ("GET", "/api/labourers"),
+    ("GET", "/api/labourers/{id}"),
+    ("POST", "/api/labourers/{id}/pause"),
+    ("POST", "/api/labourers/{id}/resume"),
+    ("PUT", "/api/labourers/{id}/limit"),
+    ("GET", "/api/tasks"),
+    ("POST", "/api/tasks"),
+    ("GET", "/api/tasks/{id}"),
+    ("POST", "/api/tasks/{id}/requeue"),
+    ("GET", "/api/jobs"),
+    ("POST", "/api/jobs"),
+    ("GET", "/api/jobs/{id}"),
+];
+
+/// The OpenAPI document of [`ROUTES`].
+pub const OPENAPI: &str = include_str!("../assets/openapi.json");
+
 /// Every route of the service.
 pub fn router(service: Arc<Service>) -> Router {
     Router::new()
         .route("/", get(dashboard))
+        .route(
+            "/api/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
         .route("/api/history", get(history))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -1012,3 +1012,40 @@ async fn a_report_needs_its_invocations_token_and_a_stale_or_forged_one_writes_n
         "even an open server checks a token it is given"
     );
 }
+
+/// The committed OpenAPI document lists exactly the routes the router serves: each of its operations is routed
+/// (neither the fallback's 404 nor a 405), and each route is in it.
+#[tokio::test]
+async fn the_openapi_document_and_the_routes_agree() {
+    let w = World::new(false).await;
+    let doc: Value = serde_json::from_str(api::OPENAPI).expect("the document is JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut routed: Vec<(String, String)> = api::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    routed.sort();
+    assert_eq!(documented, routed, "the document and ROUTES");
+    for (method, path) in api::ROUTES {
+        let uri = path.replace("{id}", "x");
+        let (status, body) = w.raw(method, &uri, None, Some("{}".into())).await;
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        assert!(!body.contains("no such route"), "{method} {uri} is not routed: {body}");
+    }
+    let (status, served) = w.call("GET", "/api/openapi.json", None, None).await;
+    assert_eq!(
+        (status, served),
+        (StatusCode::OK, doc),
+        "the served document is the committed one"
+    );
+    // And an operation the document does not have is not routed.
+    let (status, _) = w.raw("DELETE", "/api/tasks/x", None, None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
