@@ -6,8 +6,7 @@
 //! - [`metrics::LocalMetrics`]: health from a command, a JSON document over HTTP, or a Prometheus instant query.
 //! - [`notify`]: dead-task notifications to the log and, optionally, a command.
 //!
-//! Plain `http://` only: the embedded build carries no TLS stack (workers and metric endpoints are expected on the
-//! machine or the local network).
+//! `https://` workers are reached with rustls, against the system's CA certificates or a labourer's `ca_file`.
 
 pub mod config_files;
 pub mod http;
@@ -92,6 +91,11 @@ impl InvokerFactory for LocalInvokers {
             }
             InvokerSpec::Http(spec) => {
                 let mut spec = spec.clone();
+                // A relative `ca_file` is relative to the config's directory, as a process worker's `cwd` is.
+                spec.ca_file = spec
+                    .ca_file
+                    .as_deref()
+                    .map(|f| resolve_dir(self.base_dir.as_deref(), Some(f)).unwrap_or_else(|| f.to_string()));
                 if let Some(url) = &self.report_url {
                     spec.headers.push((REPORT_URL_HEADER.into(), url.clone()));
                 }

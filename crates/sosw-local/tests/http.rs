@@ -56,6 +56,7 @@ fn invoker(url: String, mode: HttpMode, timeout: f64) -> HttpInvoker {
         mode,
         timeout_secs: timeout,
         headers: vec![("x-token".into(), "secret".into())],
+        ca_file: None,
     })
     .expect("invoker")
 }
@@ -125,16 +126,87 @@ async fn a_refused_connection_is_the_labourers_fault() {
     assert_eq!(err.kind, FailureKind::Labourer, "{}", err.message);
 }
 
-#[test]
-fn https_is_refused_up_front() {
-    let err = HttpInvoker::new(HttpSpec {
-        url: "https://example.invalid/run".into(),
+/// A throwaway CA, and an HTTPS worker on loopback with a certificate it signed: reached with the labourer's
+/// `ca_file`, refused without it (its certificate is not the system's to trust).
+#[tokio::test]
+async fn https_workers_are_checked_against_the_ca_file() {
+    use hyper::body::Bytes;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "sosw test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("server certificate");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("write the CA");
+
+    let tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("TLS config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A client that does not trust the certificate ends the handshake: nothing to serve.
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_req| async {
+                    hyper::Response::builder()
+                        .status(202)
+                        .body(http_body_util::Full::new(Bytes::new()))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let spec = |ca_file: Option<String>| HttpSpec {
+        url: format!("https://127.0.0.1:{}/run", addr.port()),
         mode: HttpMode::Async,
-        timeout_secs: 1.0,
+        timeout_secs: 5.0,
         headers: vec![],
-    })
-    .expect_err("no tls");
-    assert!(err.contains("plain http://"), "{err}");
+        ca_file,
+    };
+    let trusted = HttpInvoker::new(spec(Some(ca_file.display().to_string()))).expect("invoker");
+    assert!(matches!(
+        trusted.invoke(&sample_task("t1"), "{}").await,
+        Ok(InvokeOutcome::Accepted)
+    ));
+    let untrusted = HttpInvoker::new(spec(None)).expect("invoker");
+    let err = untrusted
+        .invoke(&sample_task("t2"), "{}")
+        .await
+        .expect_err("an unknown CA");
+    assert_ne!(err.kind, FailureKind::Permanent, "{}", err.message);
+
+    // A `ca_file` that cannot be used is an error up front, naming it.
+    let missing = dir.path().join("nope.pem").display().to_string();
+    let e = HttpInvoker::new(spec(Some(missing.clone()))).expect_err("missing");
+    assert!(e.contains(&missing) && e.contains("cannot be read"), "{e}");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").expect("write");
+    let e = HttpInvoker::new(spec(Some(junk.display().to_string()))).expect_err("junk");
+    assert!(e.contains("holds no certificate") || e.contains("not a PEM"), "{e}");
 }
 
 #[tokio::test]

@@ -42,6 +42,10 @@ pub struct HttpSpec {
     pub mode: HttpMode,
     pub timeout_secs: f64,
     pub headers: Vec<(String, String)>,
+    /// `ca_file`: a PEM file of the CA certificates an `https://` worker's certificate is checked against, instead
+    /// of the system's (a private CA); relative to the config's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 /// How a labourer is invoked.
@@ -129,6 +133,7 @@ pub(super) const LABOURER_KEYS: &[&str] = &[
     "result_limit",
     "timeout",
     "headers",
+    "ca_file",
     "max_simultaneous_invocations",
     "health_metrics",
     "max_attempts",
@@ -302,6 +307,7 @@ pub(super) fn read_invoker(
                 mode,
                 timeout_secs: r.positive_secs(lc, "timeout", path).unwrap_or(default_timeout),
                 headers: r.string_map(lc, "headers", path),
+                ca_file: r.string(lc, "ca_file", path),
             }))
         }
         _ => match r.string(lc, "arn", path) {

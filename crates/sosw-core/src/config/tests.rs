@@ -589,3 +589,19 @@ fn the_server_section_holds_hashes_of_scoped_tokens() {
         c.warnings
     );
 }
+
+#[test]
+fn an_https_labourer_may_name_its_ca_file() {
+    let c = load(
+        json!({"task_config": {"labourers": {"w": {"url": "https://worker.internal/run", "ca_file": "certs/ca.pem"}}}}),
+    );
+    match &c.labourers[0].invoker {
+        super::InvokerSpec::Http(spec) => assert_eq!(spec.ca_file.as_deref(), Some("certs/ca.pem")),
+        other => panic!("{other:?}"),
+    }
+    let errs = errors(json!({"task_config": {"labourers": {"w": {"url": "https://w/run", "ca_file": 3}}}}));
+    assert!(
+        errs.iter().any(|e| e.starts_with("`task_config.labourers.w.ca_file`")),
+        "{errs:?}"
+    );
+}
