@@ -250,6 +250,11 @@ pub struct BenchArgs {
     /// Benchmark the Scheduler instead: one job that makes `--tasks` tasks.
     #[arg(long)]
     pub schedule: bool,
+    /// Serve the API on loopback during the run (on its own connection, as a `sosw run` would) and scrape it as
+    /// Prometheus and an open dashboard do: `/metrics` every second, `/api/labourers` every 2 s. Reports the
+    /// scrapes' latencies.
+    #[arg(long)]
+    pub scrape: bool,
     /// Put the database here instead of a temporary directory.
     #[arg(long)]
     pub dir: Option<PathBuf>,

@@ -117,9 +117,13 @@ async fn statuses(
         })
         .collect();
 
+    let asked: Vec<_> = labourers
+        .iter()
+        .map(|l| (l.id.clone(), config.markers_for(&l.id, now)))
+        .collect();
+    let all_counts = store.counts_many(&asked).await?;
     let mut out = Vec::new();
-    for l in &labourers {
-        let counts = store.counts(&l.id, &config.markers_for(&l.id, now)).await?;
+    for (l, counts) in labourers.iter().zip(all_counts) {
         let h = health.get(&l.id);
         let eco = h.map_or(config.metric_failure_status, |h| h.status);
         let control = control_of(&l.id);
@@ -165,9 +169,19 @@ async fn statuses(
     if only.is_some() {
         return Ok(out);
     }
-    for id in store.labourer_ids().await? {
-        if config.labourer(&id).is_none() {
-            let counts = store.counts(&id, &config.markers_for(&id, now)).await?;
+    let unknown: Vec<_> = store
+        .labourer_ids()
+        .await?
+        .into_iter()
+        .filter(|id| config.labourer(id).is_none())
+        .map(|id| {
+            let m = config.markers_for(&id, now);
+            (id, m)
+        })
+        .collect();
+    let unknown_counts = store.counts_many(&unknown).await?;
+    for ((id, _), counts) in unknown.into_iter().zip(unknown_counts) {
+        {
             let (control, record) = (control_of(&id), record_of(&id));
             out.push(LabourerStatus {
                 held_back: holds(state_of(&id), control, record, now).collect(),

@@ -474,6 +474,21 @@ impl TaskStore for SqliteStore {
         let m = *markers;
         self.run(move |conn| queries::counts(conn, &labourer, &m)).await
     }
+
+    async fn counts_many(&self, labourers: &[(String, Markers)]) -> StoreResult<Vec<LabourerCounts>> {
+        let labourers = labourers.to_vec();
+        // One read transaction: every labourer's counts from one snapshot, in one trip to the reader.
+        self.run(move |conn| {
+            let tx = conn.transaction().map_err(map_err)?;
+            let counts = labourers
+                .iter()
+                .map(|(l, m)| queries::counts(&tx, l, m))
+                .collect::<StoreResult<Vec<_>>>()?;
+            tx.commit().map_err(map_err)?;
+            Ok(counts)
+        })
+        .await
+    }
 }
 
 #[async_trait]

@@ -1379,3 +1379,26 @@ pub async fn revive_moves_only_dead_tasks(h: &Harness) {
     assert_eq!(place(s, "twice").await, Some(Place::Live));
     assert_eq!(s.counts("w", &m).await.expect("counts").closed_dead, 0);
 }
+
+/// `counts_many` is `counts` of each labourer, in their order (an empty list, a labourer with no task too).
+pub async fn counts_many_is_counts_of_each(h: &Harness) {
+    let s = h.store.as_ref();
+    create(s, "a", &["a1", "a2", "a3"]).await;
+    let positions = create(s, "b", &["b1", "b2"]).await;
+    let m = Markers::new(now(), D, 60, 30);
+    s.claim("b", &[("b1".to_string(), positions[0])], m.start, m.invoked)
+        .await
+        .expect("claim");
+    assert!(s.counts_many(&[]).await.expect("none").is_empty());
+    let asked: Vec<(String, Markers)> = ["b", "nobody", "a"].iter().map(|l| (l.to_string(), m)).collect();
+    let many = s.counts_many(&asked).await.expect("counts_many");
+    let mut each = Vec::new();
+    for (l, m) in &asked {
+        each.push(s.counts(l, m).await.expect("counts"));
+    }
+    assert_eq!(many, each);
+    assert_eq!(
+        (many[0].queued, many[0].running, many[1].queued, many[2].queued),
+        (1, 1, 0, 3)
+    );
+}

@@ -329,6 +329,10 @@ impl TaskStore for FaultyStore {
         self.read("counts", self.inner.counts(labourer, markers)).await
     }
 
+    async fn counts_many(&self, labourers: &[(String, Markers)]) -> StoreResult<Vec<LabourerCounts>> {
+        self.read("counts_many", self.inner.counts_many(labourers)).await
+    }
+
     async fn save_job(&self, job: &JobProgress) -> StoreResult<()> {
         self.write("save_job", self.inner.save_job(job)).await
     }

@@ -101,6 +101,7 @@ macro_rules! store_conformance {
             job_progress_round_trip,
             heartbeat_extends_only_running_tasks,
             revive_moves_only_dead_tasks,
+            counts_many_is_counts_of_each,
             labourer_states_round_trip,
             labourer_controls_round_trip,
             dispatch_lease_is_exclusive,

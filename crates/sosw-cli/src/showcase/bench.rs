@@ -43,6 +43,12 @@ pub async fn run(args: BenchArgs, json_out: bool) -> Result<()> {
     if args.tasks == 0 || args.labourers == 0 {
         return Err(crate::UsageError("`--tasks` and `--labourers` must be at least 1".into()).into());
     }
+    if args.schedule && args.scrape {
+        return Err(crate::UsageError(
+            "`--scrape` measures the lifecycle under scraping: not with `--schedule`".into(),
+        )
+        .into());
+    }
     if args.schedule {
         return schedule(args, json_out).await;
     }
@@ -83,6 +89,17 @@ pub async fn run(args: BenchArgs, json_out: bool) -> Result<()> {
         orchestrators.push(Orchestrator::new(config.clone(), &own, &NoopInvokers).map_err(|e| anyhow::anyhow!("{e}"))?);
     }
     let scavenger = Scavenger::new(config.clone(), &wiring);
+    let scraper = if args.scrape {
+        Some(
+            Scraper::start(
+                config.clone(),
+                self::wiring(&Arc::new(SqliteStore::open(&path)?), args.no_meta),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
 
     let started = Instant::now();
     let mut create_time = Duration::ZERO;
@@ -134,6 +151,10 @@ pub async fn run(args: BenchArgs, json_out: bool) -> Result<()> {
         archived += pass_archived;
     }
     let total = started.elapsed();
+    let scrapes = match scraper {
+        Some(s) => Some(s.stop().await?),
+        None => None,
+    };
     let rate = |d: Duration| f64::from(args.tasks) / d.as_secs_f64();
     let db_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
         + std::fs::metadata(path.with_extension("db-wal"))
@@ -153,6 +174,7 @@ pub async fn run(args: BenchArgs, json_out: bool) -> Result<()> {
         "orchestrate_tasks_per_second": rate(orchestrate_time),
         "scavenge_tasks_per_second": rate(scavenge_time),
         "database_bytes": db_bytes,
+        "scrapes": scrapes.as_ref().map(Scrapes::to_json),
     });
     if json_out {
         print_json(&report);
@@ -174,8 +196,118 @@ pub async fn run(args: BenchArgs, json_out: bool) -> Result<()> {
             passes,
             db_bytes as f64 / (1024.0 * 1024.0)
         );
+        if let Some(s) = &scrapes {
+            println!("  {}", s.summary());
+        }
     }
     Ok(())
+}
+
+/// `--scrape`: the API served beside the run, scraped as Prometheus (`/metrics` every second) and an open dashboard
+/// (`/api/labourers` every 2 s) would.
+struct Scraper {
+    _server: sosw_server::Server,
+    task: tokio::task::JoinHandle<Result<Scrapes>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// The latencies of the scrapes, in milliseconds.
+#[derive(Debug, Default)]
+struct Scrapes {
+    metrics_ms: Vec<f64>,
+    labourers_ms: Vec<f64>,
+    metrics_bytes: usize,
+}
+
+impl Scraper {
+    async fn start(config: Arc<Config>, wiring: Wiring) -> Result<Scraper> {
+        let limits = sosw_server::Limits::DEFAULT;
+        let service = Arc::new(sosw_server::Service::new(
+            config,
+            wiring,
+            sosw_server::Auth::default(),
+            limits,
+        ));
+        let server = sosw_server::serve("127.0.0.1:0".parse()?, sosw_server::api::router(service), limits).await?;
+        let base = server.url.clone();
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut out = Scrapes::default();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut n = 0u64;
+            loop {
+                tokio::select! {
+                    _ = stopped.changed() => return Ok(out),
+                    _ = tick.tick() => {}
+                }
+                let t = Instant::now();
+                let body = client
+                    .get(format!("{base}/metrics"))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .bytes()
+                    .await?;
+                out.metrics_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                out.metrics_bytes = body.len();
+                if n % 2 == 0 {
+                    let t = Instant::now();
+                    client
+                        .get(format!("{base}/api/labourers"))
+                        .send()
+                        .await?
+                        .error_for_status()?
+                        .bytes()
+                        .await?;
+                    out.labourers_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                n += 1;
+            }
+        });
+        Ok(Scraper {
+            _server: server,
+            task,
+            stop,
+        })
+    }
+
+    async fn stop(self) -> Result<Scrapes> {
+        let _ = self.stop.send(true);
+        self.task.await?
+    }
+}
+
+fn median_and_max(v: &[f64]) -> (f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => (0.0, 0.0),
+        n => (v[n / 2], v[n - 1]),
+    }
+}
+
+impl Scrapes {
+    fn to_json(&self) -> serde_json::Value {
+        let (m_med, m_max) = median_and_max(&self.metrics_ms);
+        let (l_med, l_max) = median_and_max(&self.labourers_ms);
+        json!({
+            "metrics": {"count": self.metrics_ms.len(), "median_ms": m_med, "max_ms": m_max, "bytes": self.metrics_bytes},
+            "labourers": {"count": self.labourers_ms.len(), "median_ms": l_med, "max_ms": l_max},
+        })
+    }
+
+    fn summary(&self) -> String {
+        let (m_med, m_max) = median_and_max(&self.metrics_ms);
+        let (l_med, l_max) = median_and_max(&self.labourers_ms);
+        format!(
+            "scraped /metrics {} times (median {m_med:.1} ms, max {m_max:.1} ms, {} bytes) and /api/labourers {} times \
+             (median {l_med:.1} ms, max {l_max:.1} ms)",
+            self.metrics_ms.len(),
+            self.metrics_bytes,
+            self.labourers_ms.len()
+        )
+    }
 }
 
 /// `sosw bench --schedule`: one job of `--tasks` tasks (a range of days × isolated stores) scheduled into a new

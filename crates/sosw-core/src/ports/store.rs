@@ -339,6 +339,16 @@ pub trait TaskStore: LabourerStore {
 
     async fn counts(&self, labourer: &str, markers: &Markers) -> StoreResult<LabourerCounts>;
 
+    /// [`TaskStore::counts`] of several labourers, in their order: one request where the store can (what
+    /// `status` and `/metrics` read for every labourer at once).
+    async fn counts_many(&self, labourers: &[(String, Markers)]) -> StoreResult<Vec<LabourerCounts>> {
+        let mut out = Vec::with_capacity(labourers.len());
+        for (labourer, markers) in labourers {
+            out.push(self.counts(labourer, markers).await?);
+        }
+        Ok(out)
+    }
+
     /// Creates or replaces the progress record of a job.
     async fn save_job(&self, job: &JobProgress) -> StoreResult<()>;
 
