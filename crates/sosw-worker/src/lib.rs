@@ -208,7 +208,7 @@ pub const REPORT_TOKEN_HEADER: &str = "X-Sosw-Report-Token";
 /// Where reports go.
 #[derive(Debug, Clone)]
 pub enum Reporter {
-    /// A POST of the WorkerAssistant event to `sosw run --listen`'s `/report` (plain `http://`), with the
+    /// A POST of the WorkerAssistant event to `sosw run --listen`'s `/report` (`http://` or `https://`), with the
     /// invocation's report token when it has one ([`REPORT_TOKEN_HEADER`]).
     Http { url: String, token: Option<String> },
     /// `<bin> complete|fail TASK_ID --stats JSON --result JSON`, the `sosw` binary (`SOSW_BIN`), which finds the
