@@ -9,6 +9,7 @@ use serde_json::json;
 use sosw_core::Essential;
 use sosw_engine::daemon::PassReport;
 use sosw_engine::{Orchestrator, Scavenger};
+use std::io::Write;
 pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -85,7 +86,7 @@ pub(crate) async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std
         match r {
         PassReport::Orchestrator(r) => {
             if json {
-                println!("{}", json!({"orchestrator": r.to_json()}));
+                report_line(&json!({"orchestrator": r.to_json()}));
             } else if r.total_invoked() > 0 || r.labourers.iter().any(|l| !l.errors.is_empty()) {
                 for l in &r.labourers {
                     tracing::info!(labourer = %l.labourer_id, eco = l.eco_status, desired = l.desired, running = l.running, invoked = l.invoked, throttled = l.throttled, errors = ?l.errors, "orchestrated");
@@ -94,7 +95,7 @@ pub(crate) async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std
         }
         PassReport::Scavenger(r) => {
             if json {
-                println!("{}", json!({"scavenger": r.to_json()}));
+                report_line(&json!({"scavenger": r.to_json()}));
             } else if r.moved_anything() {
                 for l in &r.labourers {
                     tracing::info!(labourer = %l.labourer_id, archived = l.archived, retried = l.retried, requeued = l.requeued, dead = l.dead, "scavenged");
@@ -105,7 +106,11 @@ pub(crate) async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std
     .await;
     crate::commands::reap(&supervisor, app.config.daemon.shutdown_grace).await;
     drop(served);
-    eprintln!("sosw stopped after {o} orchestrator and {s} scavenger passes");
+    // Not `eprintln!`: a closed stderr must not turn a clean shutdown into a panic.
+    let _ = writeln!(
+        std::io::stderr(),
+        "sosw stopped after {o} orchestrator and {s} scavenger passes"
+    );
     Ok(())
 }
 
@@ -134,4 +139,18 @@ async fn serve(
     // The dashboard's chart; it stops with the runtime when `sosw run` returns.
     tokio::spawn(sosw_server::sample_history(service.clone()));
     Ok((server, service))
+}
+
+/// Writes a pass report as a JSON line on stdout. A reader that went away (a closed pipe) does not stop the daemon:
+/// the write error is logged once and the reports are dropped from then on.
+fn report_line(line: &serde_json::Value) {
+    static GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if GONE.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        GONE.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!("stdout is closed ({e}): pass reports are no longer written; the daemon keeps running");
+    }
 }

@@ -76,13 +76,29 @@ pub(crate) async fn task_show(g: &Global, task_id: &str) -> Result<()> {
     }
     println!("state: {state}");
     for (k, v) in t.to_row() {
-        println!("{k}: {}", v.as_str().map_or_else(|| v.to_string(), str::to_string));
+        // Times for people: ISO 8601 (the stored epoch seconds are in `--json`).
+        let time = matches!(
+            k.as_str(),
+            "created_at" | "completed_at" | "closed_at" | "desired_launch_time"
+        )
+        .then(|| v.as_f64())
+        .flatten()
+        .map(|secs| sosw_core::time::iso8601(Time::from_millis((secs * 1000.0) as i64)));
+        match time {
+            Some(iso) => println!("{k}: {iso}"),
+            None => println!("{k}: {}", v.as_str().map_or_else(|| v.to_string(), str::to_string)),
+        }
     }
     if !events.is_empty() {
         println!("events:");
         for e in events {
             let details = e.details.map(|d| format!(" {d}")).unwrap_or_default();
-            println!("  {}  {:<20}  {}{details}", e.at, e.action.as_str(), e.author);
+            println!(
+                "  {}  {:<20}  {}{details}",
+                sosw_core::time::iso8601(e.at),
+                e.action.as_str(),
+                e.author
+            );
         }
     }
     Ok(())

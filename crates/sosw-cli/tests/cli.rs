@@ -491,6 +491,35 @@ fn the_daemon_runs_until_sigterm_and_finishes_its_pass() {
     assert!(status.success(), "graceful shutdown exits 0: {status}");
 }
 
+/// A daemon whose stdout reader went away (its pipe closed) keeps running, says so once, and still shuts down
+/// cleanly: a pass report is not worth a panic.
+#[test]
+fn the_daemon_outlives_a_closed_stdout() {
+    let s = Sandbox::new(config(json!({"w": {"command": "true"}})));
+    let mut daemon = s
+        .cmd(&["--json", "run", "--interval", "0.05"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(daemon.stdout.take());
+    let stderr = daemon.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let said = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains("stdout is closed")));
+    assert!(
+        said.is_some(),
+        "the daemon says its stdout is closed, and keeps running"
+    );
+    // It is still running: SIGTERM stops it cleanly.
+    assert!(daemon.try_wait().expect("try_wait").is_none(), "still running");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    // Drain the rest of stderr so that the final line has somewhere to go.
+    std::thread::spawn(move || lines.for_each(drop));
+    let status = daemon.wait().expect("wait");
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+}
+
 #[test]
 fn run_refuses_a_reachable_address_without_a_token() {
     let s = Sandbox::new(config(json!({"w": {"command": "true"}})));
