@@ -127,12 +127,15 @@ async fn serve(
         max_body: section.max_body,
         ..sosw_server::Limits::DEFAULT
     };
-    let service = std::sync::Arc::new(sosw_server::Service::new(
-        app.config.clone(),
-        wiring.clone(),
-        auth,
-        limits,
-    ));
+    // The Scheduler's own keys (`job_schema`, …) for `POST /api/jobs`, as `sosw schedule` reads them; the report
+    // tokens' secret shared by several daemons through SOSW_REPORT_SECRET, else drawn now.
+    let scheduler_config = std::sync::Arc::new(load_config(&app.config_path, Essential::Scheduler).await?);
+    let report_tokens = sosw_server::report_token::ReportTokens::from_env_or_random(|v| std::env::var(v).ok());
+    let service = std::sync::Arc::new(
+        sosw_server::Service::new(app.config.clone(), wiring.clone(), auth, limits)
+            .with_scheduler_config(scheduler_config)
+            .with_report_tokens(report_tokens),
+    );
     let server = sosw_server::serve(addr, sosw_server::api::router(service.clone()), limits)
         .await
         .map_err(|e| UsageError(format!("cannot listen on {addr}: {e}")))?;

@@ -107,14 +107,18 @@ impl WorkerAssistant {
             .complete_recorded(task_id, now, report, stamp.as_ref())
             .await?;
         let (task, duration) = match &completion {
-            // Still live: its greenfield is its invocation's marker, so the duration is known (to the second).
+            // Still live: its greenfield is its invocation's marker (or its last heartbeat's, as if invoked then),
+            // so the duration is known to the second — except where `heartbeat_timeout` moves the marker to the
+            // beat plus a timeout of its own: such a task is not timed.
             Completion::Live(t) => {
+                let beats = self
+                    .config
+                    .labourer(&t.labourer_id)
+                    .is_some_and(|l| l.heartbeat_timeout.is_some());
                 let invoked = sosw_core::greenfield::invoked_at(t.greenfield, self.config.greenfield.delta);
-                let ms = now
-                    .millis()
-                    .saturating_sub(invoked.millis())
-                    .clamp(0, MAX_SECONDS * 1000);
-                (t, Some(ms as u64))
+                let ms = now.millis().saturating_sub(invoked.millis());
+                let known = !beats && (0..=MAX_SECONDS * 1000).contains(&ms);
+                (t, known.then_some(ms as u64))
             }
             Completion::Closed(t) => (t, None),
         };

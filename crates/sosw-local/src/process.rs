@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use sosw_core::classify::{self, SpawnFailure};
 use sosw_core::config::{ProcessSpec, ReportMode};
-use sosw_core::ports::{InvokeError, InvokeOutcome, Invoker, ReportSigner, TaskReporter, REPORT_TOKEN_VAR};
+use sosw_core::ports::{
+    InvokeError, InvokeOutcome, Invoker, ReportSigner, TaskReporter, REPORT_TOKEN_VAR, SECRET_ENV_VARS,
+};
 use sosw_core::task::ReportKind;
 use sosw_core::{Task, WorkerReport};
 use std::path::Path;
@@ -150,6 +152,10 @@ impl Invoker for ProcessInvoker {
             // kills the worker with everything it started.
             .process_group(0)
             .kill_on_drop(false);
+        // The server's secrets are not the worker's (its report token is all it needs).
+        for var in SECRET_ENV_VARS {
+            cmd.env_remove(var);
+        }
         if let Some(dir) = &self.spec.cwd {
             cmd.current_dir(dir);
         }

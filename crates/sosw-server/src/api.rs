@@ -85,7 +85,48 @@ pub fn router(service: Arc<Service>) -> Router {
         .fallback(|| async { ApiError::not_found("no such route; see docs/api.md") })
         // Bodies are read (with their own limit and answer) by `read_json`.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(service.clone(), same_origin))
         .with_state(service)
+}
+
+/// An open server (no token configured, so on loopback) trusts whoever reaches it — which a web page in the
+/// operator's browser also can: a cross-site form POST, or DNS rebinding (a hostile name pointed at 127.0.0.1).
+/// So an open server answers only requests addressed to a loopback name, and refuses any request a browser sent from
+/// another origin. (With tokens, a browser never sends one by itself: nothing to check.)
+async fn same_origin(State(s): Shared, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if !s.auth.is_open() {
+        return next.run(req).await;
+    }
+    let headers = req.headers();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if !host.is_empty() && !is_loopback_host(host) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this server has no token, so it answers loopback names only, not `{host}`"),
+        )
+        .into_response();
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        if origin != format!("http://{host}") {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("a request from the web origin `{origin}`: this server has no token, so only its own pages may call it"),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// `127.0.0.1:8787`, `localhost`, `[::1]:8787`, …
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn ok(value: Value) -> ApiResult {
@@ -380,18 +421,27 @@ async fn list_tasks(State(s): Shared, headers: HeaderMap, RawQuery(query): RawQu
     }
     let now = s.clock.now();
     let store = s.wiring.store.as_ref();
+    let filters = Filters {
+        labourer: labourer.clone(),
+        state: state.map(|s| s.as_str().to_string()),
+    };
+    let cursor =
+        match cursor {
+            Some(c) if c.filters != filters => return Err(ApiError::bad_request(
+                "`cursor`: it belongs to another listing (other `labourer` or `state` filters); pass it back with the \
+                 filters it was given with",
+            )),
+            other => other.map(|c| c.at),
+        };
     let labourers = match labourer {
         Some(l) => vec![l],
         None => listed_labourers(&s.config, store).await?,
     };
-    if let Some(c) = &cursor {
-        if labourers.len() == 1 && !labourers.contains(&c.labourer_id) {
-            return Err(ApiError::bad_request(
-                "`cursor`: it belongs to another listing (another labourer)",
-            ));
-        }
-    }
     let page = list_page(&s.config, store, &labourers, state, cursor.as_ref(), limit, now).await?;
+    let next = page.next.map(|at| Cursor {
+        filters: filters.clone(),
+        at,
+    });
     let tasks: Vec<Value> = page
         .tasks
         .iter()
@@ -401,7 +451,7 @@ async fn list_tasks(State(s): Shared, headers: HeaderMap, RawQuery(query): RawQu
             Value::Object(row)
         })
         .collect();
-    ok(json!({"tasks": tasks, "next_cursor": page.next.as_ref().map(encode_cursor)}))
+    ok(json!({"tasks": tasks, "next_cursor": next.as_ref().map(encode_cursor)}))
 }
 
 /// `{"labourer_id", "payload"?, "count"?}` or `{"tasks": [{"labourer_id", "payload"?, "task_id"?}, …]}`.
@@ -471,6 +521,9 @@ async fn create_tasks(State(s): Shared, headers: HeaderMap, body: Body) -> ApiRe
         .into_response())
 }
 
+/// The most bytes of payload one request may make (`count` copies of one payload): 64 MiB.
+const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
+
 /// `count` tasks of one `{"labourer_id", "payload"?, "task_id"?}` (a `task_id` only with a count of 1).
 fn new_task(t: &Map<String, Value>, count: usize) -> Result<Vec<NewTask>, ApiError> {
     let labourer = match t.get("labourer_id") {
@@ -491,6 +544,16 @@ fn new_task(t: &Map<String, Value>, count: usize) -> Result<Vec<NewTask>, ApiErr
         }
     };
     let payload = Value::Object(construct_payload(base, Map::new())).to_string();
+    if payload.len().saturating_mul(count) > MAX_PAYLOAD_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "{count} tasks of a {}-byte payload make more than {MAX_PAYLOAD_BYTES} bytes: send fewer per request",
+                payload.len()
+            ),
+        ));
+    }
     let id = match t.get("task_id") {
         None => None,
         Some(_) if count != 1 => return Err(ApiError::bad_request("`task_id` names one task: not with a `count`")),
@@ -587,12 +650,26 @@ fn percent_decode(s: &str) -> Result<String, ApiError> {
     String::from_utf8(bytes).map_err(|_| bad())
 }
 
+/// The filters a listing was asked with: a cursor resumes only the listing it came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Filters {
+    labourer: Option<String>,
+    state: Option<String>,
+}
+
+/// Where a listing resumes, and which listing it is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    filters: Filters,
+    at: PageCursor,
+}
+
 /// A cursor is opaque to clients: URL-safe base64 of its JSON.
-pub fn encode_cursor(c: &PageCursor) -> String {
+fn encode_cursor(c: &Cursor) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).unwrap_or_default())
 }
 
-fn decode_cursor(text: &str) -> Result<PageCursor, ApiError> {
+fn decode_cursor(text: &str) -> Result<Cursor, ApiError> {
     let bad = || ApiError::bad_request("`cursor`: not a cursor this server gave (pass `next_cursor` back unchanged)");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text)

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 /// The environment variables that give a token of each scope (the plain token; for a quick start or a secret
 /// store that fills the environment).
+/// (The names are among [`sosw_core::ports::SECRET_ENV_VARS`]: a worker process never inherits them.)
 pub const TOKEN_VARS: [(&str, Scope); 3] = [
     ("SOSW_READ_TOKEN", Scope::Read),
     ("SOSW_WRITE_TOKEN", Scope::Write),

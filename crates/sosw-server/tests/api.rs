@@ -6,7 +6,7 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use serde_json::{json, Value};
 use sosw_core::config::{token_sha256, Config};
-use sosw_core::ports::{LabourerStore, TaskStore};
+use sosw_core::ports::{LabourerStore, MetaSink, TaskStore};
 use sosw_core::Clock;
 use sosw_engine::Wiring;
 use sosw_server::auth::{hex, Auth};
@@ -989,6 +989,13 @@ async fn a_report_needs_its_invocations_token_and_a_stale_or_forged_one_writes_n
         StatusCode::FORBIDDEN
     );
     assert_eq!(completed(a.clone()).await, None, "nothing was recorded");
+    let events = w.store.events_of(a).await.expect("events");
+    assert!(
+        events
+            .iter()
+            .all(|e| e.action != sosw_core::MetaAction::MarkedAsCompleted),
+        "no audit event either: {events:?}"
+    );
     // Its own invocation's token: recorded. So is a report by a caller with a write token.
     let (status, v) = send(a, Some(tokens.sign(a, attempts)), None).await;
     assert_eq!(status, StatusCode::OK, "{v}");
@@ -1048,4 +1055,110 @@ async fn the_openapi_document_and_the_routes_agree() {
     // And an operation the document does not have is not routed.
     let (status, _) = w.raw("DELETE", "/api/tasks/x", None, None).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// An open server (no token) answers only loopback names, and refuses what a browser sends from another origin (a
+/// cross-site form, DNS rebinding); its own pages, tools without an Origin, and servers with tokens are unaffected.
+#[tokio::test]
+async fn an_open_server_refuses_other_origins_and_names() {
+    let w = World::new(false).await;
+    let send = |host: &str, origin: Option<&str>| {
+        let mut req = Request::builder()
+            .method("POST")
+            .uri("/api/tasks")
+            .header("host", host)
+            .header("content-type", "text/plain");
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        let req = req
+            .body(Body::from(json!({"labourer_id": "w"}).to_string()))
+            .expect("request");
+        let app = w.app();
+        async move { app.oneshot(req).await.expect("answer").status() }
+    };
+    assert_eq!(
+        send("evil.example:8787", None).await,
+        StatusCode::FORBIDDEN,
+        "DNS rebinding"
+    );
+    assert_eq!(
+        send("127.0.0.1:8787", Some("http://evil.example")).await,
+        StatusCode::FORBIDDEN,
+        "a cross-site form"
+    );
+    assert_eq!(
+        send("localhost:8787", Some("null")).await,
+        StatusCode::FORBIDDEN,
+        "an opaque origin"
+    );
+    assert_eq!(w.task_count().await, 0, "nothing was written");
+    assert_eq!(
+        send("127.0.0.1:8787", Some("http://127.0.0.1:8787")).await,
+        StatusCode::CREATED,
+        "its own page"
+    );
+    assert_eq!(
+        send("[::1]:8787", None).await,
+        StatusCode::CREATED,
+        "a tool, on IPv6 loopback"
+    );
+    assert_eq!(send("localhost", None).await, StatusCode::CREATED);
+    // With tokens, a browser sends no credential by itself: the origin is not the question.
+    let t = World::new(true).await;
+    let req = Request::builder()
+        .uri("/api/labourers")
+        .header("host", "sosw.internal:8787")
+        .header("origin", "https://grafana.internal")
+        .header("authorization", format!("Bearer {READ}"))
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(t.app().oneshot(req).await.expect("answer").status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_cursor_resumes_only_its_own_listing_and_a_huge_batch_is_refused() {
+    let w = World::new(false).await;
+    w.call(
+        "POST",
+        "/api/tasks",
+        None,
+        Some(json!({"labourer_id": "w", "count": 3}).to_string()),
+    )
+    .await;
+    let (_, v) = w.call("GET", "/api/tasks?labourer=w&limit=1", None, None).await;
+    let c = v["next_cursor"].as_str().expect("a next page").to_string();
+    assert_eq!(
+        w.call("GET", &format!("/api/tasks?labourer=w&limit=1&cursor={c}"), None, None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    for other in [
+        format!("/api/tasks?labourer=v&cursor={c}"),
+        format!("/api/tasks?labourer=w&state=queued&cursor={c}"),
+        format!("/api/tasks?cursor={c}"),
+    ] {
+        let (status, v) = w.call("GET", &other, None, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{other}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("another listing"),
+            "{v}"
+        );
+    }
+    // 10,000 copies of a 10 KB payload would be 100 MB in memory: refused before any is made.
+    let big = json!({"labourer_id": "w", "count": 10000, "payload": {"pad": "x".repeat(10_000)}});
+    let (status, v) = w.call("POST", "/api/tasks", None, Some(big.to_string())).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("10000 tasks of a"),
+        "{v}"
+    );
+    assert_eq!(w.task_count().await, 3);
 }

@@ -48,7 +48,7 @@ async fn until_closed(stream: &mut TcpStream) -> String {
 
 fn report_request(body: &str) -> String {
     format!(
-        "POST /report HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "POST /report HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     )
 }

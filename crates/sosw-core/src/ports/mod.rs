@@ -67,6 +67,15 @@ pub trait ReportSigner: Send + Sync + Debug {
     fn sign(&self, task_id: &str, attempts: u32) -> String;
 }
 
+/// The server's secrets that may be in `sosw run`'s environment (API tokens, the report tokens' secret): never
+/// passed on to a worker process.
+pub const SECRET_ENV_VARS: [&str; 4] = [
+    "SOSW_READ_TOKEN",
+    "SOSW_WRITE_TOKEN",
+    "SOSW_ADMIN_TOKEN",
+    "SOSW_REPORT_SECRET",
+];
+
 /// The environment variable and HTTP header that give a worker its report token.
 pub const REPORT_TOKEN_VAR: &str = "SOSW_REPORT_TOKEN";
 pub const REPORT_TOKEN_HEADER: &str = "X-Sosw-Report-Token";
