@@ -10,11 +10,17 @@ use sosw_core::Essential;
 use sosw_engine::daemon::PassReport;
 use sosw_engine::{Orchestrator, Scavenger};
 use std::io::Write;
-pub(crate) async fn shutdown_signal() {
+/// SIGINT or SIGTERM. The handlers are installed when this is called — before the daemon says it is running — so
+/// a signal sent as soon as it says so is never the default one (which would kill it mid-pass).
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let signals = {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    };
+    async move {
+        #[cfg(unix)]
+        match signals {
             (Ok(mut int), Ok(mut term)) => {
                 tokio::select! {
                     _ = int.recv() => {}
@@ -25,12 +31,12 @@ pub(crate) async fn shutdown_signal() {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down: finishing the current pass");
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutting down: finishing the current pass");
 }
 
 pub(crate) async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std::net::SocketAddr>) -> Result<()> {
@@ -38,6 +44,7 @@ pub(crate) async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std
         return Err(UsageError(format!("`--interval` {e}")).into());
     }
     let app = App::load(g, Essential::Orchestrator).await?;
+    let shutdown = shutdown_signal();
     let scavenger_config = std::sync::Arc::new(load_config(&g.config, Essential::Scavenger).await?);
     let wiring = app.wiring();
     let served = match listen.or(app.config.server.as_ref().map(|s| s.listen)) {
@@ -79,7 +86,7 @@ pub(crate) async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std
         );
     }
     let json = g.json;
-    let (o, s) = sosw_engine::daemon::run(&orchestrator, &scavenger, app.clock.as_ref(), intervals, shutdown_signal(), |r, took| {
+    let (o, s) = sosw_engine::daemon::run(&orchestrator, &scavenger, app.clock.as_ref(), intervals, shutdown, |r, took| {
         if let Some(c) = &counters {
             c.observe_pass(&r, took);
         }
