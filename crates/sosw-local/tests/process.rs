@@ -79,6 +79,41 @@ async fn the_task_id_and_configured_env_are_passed() {
     );
 }
 
+/// A worker gets the report token of its invocation, and none of the server's secrets — even where they would
+/// reach it through the daemon's environment (here: the labourer's `env`, which is merged the same way).
+#[tokio::test]
+async fn a_worker_gets_its_report_token_and_never_the_servers_secrets() {
+    #[derive(Debug)]
+    struct Signer;
+    impl sosw_core::ports::ReportSigner for Signer {
+        fn sign(&self, task_id: &str, attempts: u32) -> String {
+            format!("token-of-{task_id}-{attempts}")
+        }
+    }
+    let mut s = spec(
+        r#"printf '{"token": "%s", "admin": "%s", "secret": "%s"}' "$SOSW_REPORT_TOKEN" "${SOSW_ADMIN_TOKEN-unset}" "${SOSW_REPORT_SECRET-unset}""#,
+    );
+    s.env.push(("SOSW_ADMIN_TOKEN".into(), "leaked".into()));
+    let reports = Arc::new(Reports::default());
+    let sup = Supervisor::new(reports.clone());
+    let inv = ProcessInvoker::new(
+        "w",
+        s,
+        vec![("SOSW_REPORT_SECRET".into(), "leaked".into())],
+        sup.clone(),
+    )
+    .expect("invoker")
+    .with_signer(Some(Arc::new(Signer)));
+    let mut task = sample_task("t1");
+    task.attempts = 3;
+    assert_eq!(inv.invoke(&task, "{}").await.expect("spawned"), InvokeOutcome::Accepted);
+    assert_eq!(sup.drain(Duration::from_secs(30)).await, 0, "the worker finished");
+    assert_eq!(
+        reports.only().2,
+        json!({"token": "token-of-t1-3", "admin": "unset", "secret": "unset"})
+    );
+}
+
 #[tokio::test]
 async fn plain_stdout_is_kept_capped() {
     let mut s = spec("cat >/dev/null; printf 'hello %.0s' $(seq 1 500)");
