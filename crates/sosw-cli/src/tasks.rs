@@ -9,7 +9,7 @@ use anyhow::Result;
 use serde_json::{json, Map, Value};
 use sosw_core::payload::construct_payload;
 use sosw_core::ports::ListCursor;
-use sosw_core::{Essential, NewTask, Place, StoredTask, Time};
+use sosw_core::{Essential, NewTask, StoredTask, Time};
 use std::io::Write;
 pub(crate) fn new_task_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -36,19 +36,7 @@ pub(crate) async fn task_create(g: &Global, labourer: &str, payload: Option<&str
     let tm = wiring.task_manager(app.config.clone());
     let report = tm.create(&tasks, app.clock.now()).await?;
     if g.json {
-        let rows: Vec<Value> = report
-            .created
-            .into_iter()
-            .map(|task| {
-                Value::Object(
-                    StoredTask {
-                        task,
-                        place: Place::Live,
-                    }
-                    .to_row(),
-                )
-            })
-            .collect();
+        let rows: Vec<Value> = report.created_rows();
         print_json(&if count == 1 {
             rows.into_iter().next().unwrap_or(Value::Null)
         } else {

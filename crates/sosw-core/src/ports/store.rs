@@ -18,6 +18,23 @@ pub struct CreateReport {
     pub existing: Vec<String>,
 }
 
+impl CreateReport {
+    /// The created tasks as rows of the live table ([`StoredTask::to_row`]), as `task create --json` and the API
+    /// show them.
+    pub fn created_rows(&self) -> Vec<serde_json::Value> {
+        self.created
+            .iter()
+            .map(|task| {
+                let stored = StoredTask {
+                    task: task.clone(),
+                    place: Place::Live,
+                };
+                serde_json::Value::Object(stored.to_row())
+            })
+            .collect()
+    }
+}
+
 /// The result of claiming one queued task for invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {

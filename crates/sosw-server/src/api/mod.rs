@@ -1,0 +1,215 @@
+//! The routes. Each checks the caller's scope first, then validates its input completely, then calls the engine:
+//! a refused request writes nothing.
+
+use crate::error::ApiError;
+use crate::metrics::{self, Scrape};
+use crate::{read_json, Service};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::Engine;
+use serde_json::{json, Map, Value};
+use sosw_core::config::Scope;
+use sosw_core::payload::construct_payload;
+use sosw_core::ports::{Table, TaskQuery};
+use sosw_core::task::Whereabouts;
+use sosw_core::{NewTask, TaskState};
+use sosw_engine::control::{change, ControlChange};
+use sosw_engine::status::{labourer_status, status};
+use sosw_engine::tasks::{list_page, listed_labourers, PageCursor};
+use std::sync::Arc;
+
+mod jobs;
+mod labourers;
+mod observe;
+mod reports;
+mod tasks;
+
+use jobs::*;
+use labourers::*;
+use observe::*;
+use reports::*;
+use tasks::*;
+
+type Shared = State<Arc<Service>>;
+type ApiResult = Result<Response, ApiError>;
+
+/// The most tasks one request may create, and the most rows one listing page may hold.
+pub const MAX_BATCH: usize = 10_000;
+pub const MAX_PAGE: usize = 1_000;
+const DEFAULT_PAGE: usize = 100;
+
+/// Every route (method, path) the router serves: the committed OpenAPI document (`assets/openapi.json`) lists exactly
+/// these, and a test checks both ways.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("POST", "/report"),
+    ("POST", "/api/reports"),
+    ("GET", "/api/openapi.json"),
+    ("GET", "/api/history"),
+    ("GET", "/api/labourers"),
+    ("GET", "/api/labourers/{id}"),
+    ("POST", "/api/labourers/{id}/pause"),
+    ("POST", "/api/labourers/{id}/resume"),
+    ("PUT", "/api/labourers/{id}/limit"),
+    ("GET", "/api/tasks"),
+    ("POST", "/api/tasks"),
+    ("GET", "/api/tasks/{id}"),
+    ("POST", "/api/tasks/{id}/requeue"),
+    ("GET", "/api/jobs"),
+    ("POST", "/api/jobs"),
+    ("GET", "/api/jobs/{id}"),
+];
+
+/// The OpenAPI document of [`ROUTES`].
+pub const OPENAPI: &str = include_str!("../../assets/openapi.json");
+
+/// Every route of the service.
+pub fn router(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route(
+            "/api/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .route("/api/history", get(history))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
+        .route("/report", post(report))
+        .route("/api/reports", post(report))
+        .route("/api/labourers", get(labourers))
+        .route("/api/labourers/{id}", get(labourer))
+        .route("/api/labourers/{id}/pause", post(pause))
+        .route("/api/labourers/{id}/resume", post(resume))
+        .route("/api/labourers/{id}/limit", put(set_limit))
+        .route("/api/tasks", get(list_tasks).post(create_tasks))
+        .route("/api/tasks/{id}", get(task))
+        .route("/api/tasks/{id}/requeue", post(requeue))
+        .route("/api/jobs", get(list_jobs).post(submit_job))
+        .route("/api/jobs/{id}", get(job))
+        .fallback(|| async { ApiError::not_found("no such route; see docs/api.md") })
+        // Bodies are read (with their own limit and answer) by `read_json`.
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(service.clone(), same_origin))
+        .with_state(service)
+}
+
+/// An open server (no token configured, so on loopback) trusts whoever reaches it — which a web page in the
+/// operator's browser also can: a cross-site form POST, or DNS rebinding (a hostile name pointed at 127.0.0.1).
+/// So an open server answers only requests addressed to a loopback name, and refuses any request a browser sent from
+/// another origin. (With tokens, a browser never sends one by itself: nothing to check.)
+async fn same_origin(State(s): Shared, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if !s.auth.is_open() {
+        return next.run(req).await;
+    }
+    let headers = req.headers();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if !host.is_empty() && !is_loopback_host(host) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this server has no token, so it answers loopback names only, not `{host}`"),
+        )
+        .into_response();
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        if origin != format!("http://{host}") {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("a request from the web origin `{origin}`: this server has no token, so only its own pages may call it"),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// `127.0.0.1:8787`, `localhost`, `[::1]:8787`, …
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn ok(value: Value) -> ApiResult {
+    Ok(Json(value).into_response())
+}
+
+/// The dashboard: one page, embedded in the binary; it reads the API with the token the user gives it.
+const DASHBOARD: &str = include_str!("../../assets/dashboard.html");
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
+                 img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
+}
+
+async fn history(State(s): Shared, headers: HeaderMap) -> ApiResult {
+    s.auth.require(&headers, Scope::Read)?;
+    ok(json!({
+        "interval_seconds": crate::history::SAMPLE_EVERY.as_secs(),
+        "samples": s.history.samples(),
+    }))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the store answers a read.
+async fn readyz(State(s): Shared) -> Response {
+    match s.wiring.store.get("sosw-readyz-probe").await {
+        Ok(_) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the store: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+fn prefix(at: &str, e: ApiError) -> ApiError {
+    ApiError {
+        message: format!("{at}: {}", e.message),
+        ..e
+    }
+}
+
+fn object_or_empty(v: Value) -> Result<Map<String, Value>, ApiError> {
+    match v {
+        Value::Null => Ok(Map::new()),
+        Value::Object(m) => Ok(m),
+        other => Err(ApiError::bad_request(format!("expected a JSON object, got {other}"))),
+    }
+}
+
+fn known_keys(obj: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::bad_request(format!(
+            "unknown field `{k}`; expected {}",
+            known.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
