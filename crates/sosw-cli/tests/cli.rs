@@ -534,16 +534,9 @@ fn run_refuses_a_reachable_address_without_a_token() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let stderr = daemon.stderr.take().expect("stderr");
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let served = lines.find(|l| l.as_ref().is_ok_and(|l| l.starts_with("sosw serving the API on ")));
-    let line = served.expect("it serves").expect("line");
-    assert!(!line.contains("a-long-enough-secret"), "{line}");
-    let base = line["sosw serving the API on ".len()..]
-        .split("/api")
-        .next()
-        .expect("url")
-        .replace("0.0.0.0", "127.0.0.1");
+    let (base, _rest) = common::api_base(daemon.stderr.take().expect("stderr"));
+    assert!(!base.contains("a-long-enough-secret"), "{base}");
+    let base = base.replace("0.0.0.0", "127.0.0.1");
     assert_eq!(common::http_get(&base, "/api/labourers").0, 401, "a token is needed");
     assert_eq!(common::http_get(&base, "/healthz").0, 200);
     let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).expect("pid"));

@@ -120,17 +120,7 @@ async fn the_dashboard_shows_live_counts_and_its_pause_button_stops_dispatch() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn sosw run");
-    let stderr = daemon.stderr.take().expect("stderr");
-    let line = std::io::BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.starts_with("sosw serving the API on "))
-        .expect("sosw run says where it serves");
-    let base = line["sosw serving the API on ".len()..]
-        .split("/api")
-        .next()
-        .expect("url")
-        .to_string();
+    let (base, _stderr) = common::api_base(daemon.stderr.take().expect("stderr"));
     let rx = reports(&mut daemon);
     let _daemon = Killed(daemon);
 

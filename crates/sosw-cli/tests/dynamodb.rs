@@ -105,16 +105,7 @@ fn sosw_runs_on_dynamodb() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let stderr = daemon.stderr.take().expect("stderr");
-    let line = std::io::BufRead::lines(std::io::BufReader::new(stderr))
-        .map_while(Result::ok)
-        .find(|l| l.starts_with("sosw serving the API on "))
-        .expect("it serves");
-    let base = line["sosw serving the API on ".len()..]
-        .split("/api")
-        .next()
-        .expect("url")
-        .to_string();
+    let (base, _stderr) = common::api_base(daemon.stderr.take().expect("stderr"));
     let (status, body) = common::http_get(&base, "/api/labourers/w");
     assert_eq!(status, 200, "{body}");
     let w: Value = serde_json::from_str(&body).expect("JSON");

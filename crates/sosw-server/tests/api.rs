@@ -79,6 +79,15 @@ impl World {
         }
     }
 
+    /// One Orchestrator pass now, with workers that accept every invocation.
+    async fn orchestrate(&self) -> sosw_engine::OrchestratorReport {
+        let invokers = sosw_testkit::fakes::FakeInvokers::new();
+        sosw_engine::Orchestrator::new(self.service.config.clone(), &self.service.wiring, invokers.as_ref())
+            .expect("orchestrator")
+            .run_once(self.clock.now())
+            .await
+    }
+
     fn app(&self) -> Router {
         api::router(self.service.clone())
     }
@@ -668,13 +677,7 @@ async fn worker_reports_are_recorded_on_both_routes_and_counted() {
         .iter()
         .map(|t| t["task_id"].as_str().expect("id").to_string())
         .collect();
-    let orchestrator = sosw_engine::Orchestrator::new(
-        w.service.config.clone(),
-        &w.service.wiring,
-        sosw_testkit::fakes::FakeInvokers::new().as_ref(),
-    )
-    .expect("orchestrator");
-    let report = orchestrator.run_once(w.clock.now()).await;
+    let report = w.orchestrate().await;
     w.service.counters.observe_pass(
         &sosw_engine::daemon::PassReport::Orchestrator(report),
         std::time::Duration::from_millis(12),
@@ -722,13 +725,7 @@ async fn metrics_say_per_labourer_what_status_says_and_pass_promtool() {
     )
     .await;
     // Counters and a histogram with samples, so that promtool sees every kind of family.
-    let orchestrator = sosw_engine::Orchestrator::new(
-        w.service.config.clone(),
-        &w.service.wiring,
-        sosw_testkit::fakes::FakeInvokers::new().as_ref(),
-    )
-    .expect("orchestrator");
-    let report = orchestrator.run_once(w.clock.now()).await;
+    let report = w.orchestrate().await;
     w.service.counters.observe_pass(
         &sosw_engine::daemon::PassReport::Orchestrator(report),
         std::time::Duration::from_millis(3),
@@ -938,13 +935,7 @@ async fn a_report_needs_its_invocations_token_and_a_stale_or_forged_one_writes_n
         .iter()
         .map(|t| t["task_id"].as_str().expect("id").to_string())
         .collect();
-    let orchestrator = sosw_engine::Orchestrator::new(
-        w.service.config.clone(),
-        &w.service.wiring,
-        sosw_testkit::fakes::FakeInvokers::new().as_ref(),
-    )
-    .expect("orchestrator");
-    orchestrator.run_once(w.clock.now()).await;
+    w.orchestrate().await;
     let (a, b) = (&ids[0], &ids[1]);
     let attempts = w.store.get(a).await.expect("get").expect("a").task.attempts;
     assert_eq!(attempts, 1, "invoked once");

@@ -165,3 +165,24 @@ pub fn http_get(base: &str, path: &str) -> (u16, String) {
     };
     (status, body)
 }
+
+/// Reads `sosw run`'s stderr up to the line saying where it serves; returns the server's base URL (`http://ADDR`)
+/// and the rest of stderr, for the caller to drain or drop.
+pub fn api_base(
+    stderr: std::process::ChildStderr,
+) -> (String, std::io::Lines<std::io::BufReader<std::process::ChildStderr>>) {
+    use std::io::BufRead;
+    const SERVING: &str = "sosw serving the API on ";
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with(SERVING))
+        .expect("sosw run says where it serves");
+    let base = line[SERVING.len()..]
+        .split("/api")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (base, lines)
+}
