@@ -128,6 +128,7 @@ pub fn task_from_item(item: &Item) -> Result<Task, StoreError> {
         payload,
         completed_at: get_i64(item, "completed_at"),
         failed_attempts: get_i64(item, "failed_attempts").map_or(0, |a| a.clamp(0, i64::from(u32::MAX)) as u32),
+        refunded_attempts: get_i64(item, "refunded_attempts").map_or(0, |a| a.clamp(0, i64::from(u32::MAX)) as u32),
         stats,
         result,
     })
@@ -147,6 +148,9 @@ pub fn item_of(t: &Task) -> Item {
     }
     if t.failed_attempts > 0 {
         item.insert("failed_attempts".into(), n(t.failed_attempts));
+    }
+    if t.refunded_attempts > 0 {
+        item.insert("refunded_attempts".into(), n(t.refunded_attempts));
     }
     for (k, v) in &t.stats {
         item.insert(format!("stat_{k}"), json_to_attr(v));
@@ -177,6 +181,7 @@ mod tests {
             payload: r#"{"a": 1}"#.into(),
             completed_at: Some(99),
             failed_attempts: 2,
+            refunded_attempts: 1,
             stats,
             result,
         };

@@ -215,6 +215,7 @@ async fn report(g: &Global, r: Report, completed: bool) -> Result<()> {
     let report = WorkerReport {
         stats: part("stats", &r.stats)?,
         result: part("result", &r.result)?,
+        of: None,
     };
     let wa = app.wiring().worker_assistant(app.config.clone());
     let now = app.clock.now();
@@ -241,7 +242,7 @@ async fn heartbeat(g: &Global, task_id: &str) -> Result<()> {
     let until = app
         .wiring()
         .worker_assistant(app.config.clone())
-        .heartbeat(task_id, app.clock.now())
+        .heartbeat(task_id, None, app.clock.now())
         .await?;
     if g.json {
         print_json(&json!({"task_id": task_id, "running_until": sosw_core::time::iso8601(until)}));

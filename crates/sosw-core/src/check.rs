@@ -39,7 +39,7 @@ pub enum Check {
     ColumnType,
     /// The task id is in more than one of live, retry and closed.
     InSeveralTables,
-    /// `attempts` or `failed_attempts` is negative.
+    /// `attempts`, `failed_attempts` or `refunded_attempts` is negative.
     NegativeCount,
     /// Live, never invoked (`attempts = 0`), not completed, but `greenfield >= now`: an invocation marker.
     MarkerWithoutAttempt,
@@ -172,6 +172,7 @@ pub struct RowFacts<'a> {
     pub greenfield: i64,
     pub attempts: i64,
     pub failed_attempts: i64,
+    pub refunded_attempts: i64,
     pub completed_at: Option<i64>,
     /// `labourer_id_task_status` of a closed row.
     pub closed_status: Option<&'a str>,
@@ -192,11 +193,13 @@ pub fn row_problems(row: &RowFacts<'_>, now: i64, delta: i64) -> Vec<(Check, Str
     if row.attempts < 0 {
         out.push((Check::NegativeCount, format!("attempts is negative ({})", row.attempts)));
     }
-    if row.failed_attempts < 0 {
-        out.push((
-            Check::NegativeCount,
-            format!("failed_attempts is negative ({})", row.failed_attempts),
-        ));
+    for (column, n) in [
+        ("failed_attempts", row.failed_attempts),
+        ("refunded_attempts", row.refunded_attempts),
+    ] {
+        if n < 0 {
+            out.push((Check::NegativeCount, format!("{column} is negative ({n})")));
+        }
     }
     let g = row.greenfield;
     match row.table {
@@ -313,6 +316,7 @@ mod tests {
             greenfield: g,
             attempts,
             failed_attempts: 0,
+            refunded_attempts: 0,
             completed_at,
             closed_status: None,
         }
@@ -360,6 +364,15 @@ mod tests {
                 "negative failed_attempts",
                 RowFacts {
                     failed_attempts: -3,
+                    refunded_attempts: 0,
+                    ..row(Table::Live, 2000, 0, None)
+                },
+                vec![NegativeCount],
+            ),
+            (
+                "negative refunded_attempts",
+                RowFacts {
+                    refunded_attempts: -1,
                     ..row(Table::Live, 2000, 0, None)
                 },
                 vec![NegativeCount],

@@ -198,13 +198,17 @@ pub fn tail_positions(
 ) -> Result<Vec<i64>, GreenfieldError> {
     let base = newest_queued.unwrap_or(step);
     let count = i64::try_from(n).unwrap_or(i64::MAX);
-    let last = base.saturating_add(step.saturating_mul(count));
-    if n > 0 && last >= now.secs() {
-        return Err(GreenfieldError::QueueFull {
-            labourer: labourer.to_string(),
-            position: last,
-            now: now.secs(),
-        });
+    // Exact, or none: a saturated product would understate the last position (and the sum below would overflow).
+    let last = step.checked_mul(count).and_then(|span| base.checked_add(span));
+    match last {
+        Some(last) if n == 0 || last < now.secs() => {}
+        _ => {
+            return Err(GreenfieldError::QueueFull {
+                labourer: labourer.to_string(),
+                position: last.unwrap_or(i64::MAX),
+                now: now.secs(),
+            })
+        }
     }
     // Every position lies between `base` and `last < now`: no step of the sum can overflow.
     Ok((1..=count).map(|i| base + step * i).collect())
@@ -488,6 +492,7 @@ pub fn queued_rows(
                 payload: t.payload.clone(),
                 completed_at: None,
                 failed_attempts: 0,
+                refunded_attempts: 0,
                 stats: Default::default(),
                 result: Default::default(),
             })

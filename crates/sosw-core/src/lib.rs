@@ -38,5 +38,5 @@ pub use config::{Config, ConfigError, ConfigErrors, Essential, Labourer};
 pub use ecology::EcoStatus;
 pub use greenfield::{Markers, TaskState};
 pub use meta::{MetaAction, MetaEvent};
-pub use task::{NewTask, Place, StoredTask, Task, WorkerReport};
+pub use task::{Invocation, NewTask, Place, StoredTask, Task, WorkerReport};
 pub use time::{Clock, SystemClock, Time};

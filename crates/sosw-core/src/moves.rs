@@ -3,19 +3,19 @@
 
 use crate::greenfield::is_queue_position;
 use crate::ports::{report_refusal, StoreError};
-use crate::task::NewTask;
+use crate::task::{Invocation, NewTask};
 use crate::time::Time;
 use std::collections::HashSet;
 
-/// Where a report found its task (the backend looks, in this order: live, retry).
+/// Where a report found its task (the backend looks, in this order: live, retry), and the invocation it is at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Found {
     Live {
-        attempts: u32,
+        at: Invocation,
         greenfield: i64,
     },
     Retry {
-        attempts: u32,
+        at: Invocation,
     },
     /// In neither: closed, or unknown (the backend tells which with [`closed_refusal`] or `NotFound`).
     Nowhere,
@@ -34,23 +34,51 @@ pub enum CompletionPlan {
     Refuse,
 }
 
-/// The plan of a completion report on a task found as `found`, at `now`. A never-invoked task is refused
-/// ([`report_refusal`]): nobody can report on it.
-pub fn plan_completion(task_id: &str, found: Found, now: Time) -> Result<CompletionPlan, StoreError> {
+/// The plan of a completion report about invocation `of` (if named) on a task found as `found`, at `now`. Refused:
+/// a never-invoked task ([`report_refusal`]: nobody can report on it), and a report about an invocation that is no
+/// longer the task's latest ([`stale_report`]).
+pub fn plan_completion(
+    task_id: &str,
+    found: Found,
+    of: Option<Invocation>,
+    now: Time,
+) -> Result<CompletionPlan, StoreError> {
     match found {
-        Found::Live { attempts, greenfield } => {
-            report_refusal(task_id, attempts)?;
+        Found::Live { at, greenfield } => {
+            check_report(task_id, at, of)?;
             Ok(if is_queue_position(greenfield, now) {
                 CompletionPlan::CloseLive
             } else {
                 CompletionPlan::MarkLive
             })
         }
-        Found::Retry { attempts } => {
-            report_refusal(task_id, attempts)?;
+        Found::Retry { at } => {
+            check_report(task_id, at, of)?;
             Ok(CompletionPlan::CloseRetry)
         }
         Found::Nowhere => Ok(CompletionPlan::Refuse),
+    }
+}
+
+/// Whether a worker report about invocation `of` (if named) may be recorded on a task at invocation `at`: refused
+/// when the task was never invoked ([`report_refusal`]) or is at another invocation ([`stale_report`]). Every report
+/// (completion, failure, heartbeat) on every backend is checked by this.
+pub fn check_report(task_id: &str, at: Invocation, of: Option<Invocation>) -> Result<(), StoreError> {
+    report_refusal(task_id, at.attempts)?;
+    stale_report(task_id, at, of)
+}
+
+/// Refuses ([`StoreError::StaleReport`]) a report about invocation `of` on a task that is at invocation `at` now:
+/// it was invoked again since, or that invocation was given back unsent. A report that names no invocation is
+/// about the latest one.
+pub fn stale_report(task_id: &str, at: Invocation, of: Option<Invocation>) -> Result<(), StoreError> {
+    match of {
+        Some(of) if of != at => Err(StoreError::StaleReport {
+            task_id: task_id.to_string(),
+            reported: of.number(),
+            latest: at.number(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -113,42 +141,86 @@ pub fn revive_refusal(task_id: &str, place: &crate::task::Place) -> crate::ports
 mod tests {
     use super::*;
 
+    fn at(attempts: u32, refunded: u32) -> Invocation {
+        Invocation { attempts, refunded }
+    }
+
     #[test]
     fn completion_plans() {
         let now = Time::from_secs(1_700_000_000);
         let invoked = 1_700_000_000 + 31_557_600;
-        let table: &[(Found, Result<CompletionPlan, ()>)] = &[
+        let live = |a, g| Found::Live {
+            at: at(a, 0),
+            greenfield: g,
+        };
+        let retry = |a| Found::Retry { at: at(a, 0) };
+        // (found, the invocation the report names, the plan or the refusal)
+        let table: &[(Found, Option<Invocation>, Result<CompletionPlan, &str>)] = &[
+            (live(1, invoked), None, Ok(CompletionPlan::MarkLive)),
+            (live(1, invoked), Some(at(1, 0)), Ok(CompletionPlan::MarkLive)),
+            (live(2, 999), None, Ok(CompletionPlan::CloseLive)),
+            (live(0, 2000), None, Err("not been invoked")),
+            (live(0, 2000), Some(at(0, 0)), Err("not been invoked")),
+            (
+                live(2, invoked),
+                Some(at(1, 0)),
+                Err("invocation 1, but the task is at invocation 2"),
+            ),
             (
                 Found::Live {
-                    attempts: 1,
+                    at: at(1, 1),
                     greenfield: invoked,
                 },
-                Ok(CompletionPlan::MarkLive),
+                Some(at(1, 0)),
+                Err("invocation 1, but the task is at invocation 2"),
             ),
-            (
-                Found::Live {
-                    attempts: 2,
-                    greenfield: 999,
-                },
-                Ok(CompletionPlan::CloseLive),
-            ),
-            (
-                Found::Live {
-                    attempts: 0,
-                    greenfield: 2000,
-                },
-                Err(()),
-            ),
-            (Found::Retry { attempts: 1 }, Ok(CompletionPlan::CloseRetry)),
-            (Found::Retry { attempts: 0 }, Err(())),
-            (Found::Nowhere, Ok(CompletionPlan::Refuse)),
+            (retry(1), None, Ok(CompletionPlan::CloseRetry)),
+            (retry(1), Some(at(1, 0)), Ok(CompletionPlan::CloseRetry)),
+            (retry(2), Some(at(1, 0)), Err("invocation 1")),
+            (retry(0), None, Err("not been invoked")),
+            (Found::Nowhere, None, Ok(CompletionPlan::Refuse)),
+            (Found::Nowhere, Some(at(1, 0)), Ok(CompletionPlan::Refuse)),
         ];
-        for (found, want) in table {
-            let got = plan_completion("t", *found, now).map_err(|e| {
-                assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
-            });
-            assert_eq!(got, *want, "{found:?}");
+        for (found, of, want) in table {
+            match (plan_completion("t", *found, *of, now), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, *want, "{found:?} {of:?}"),
+                (Err(e), Err(words)) => {
+                    assert!(e.is_refusal(), "{e}");
+                    assert!(e.to_string().contains(words), "{found:?} {of:?}: {e}");
+                }
+                (got, want) => panic!("{found:?} {of:?}: {got:?}, expected {want:?}"),
+            }
         }
+    }
+
+    #[test]
+    fn an_invocation_number_never_repeats_after_a_refund() {
+        // claim → 1; refund → attempts 0, refunded 1 (still number 1, never sent); claim again → number 2.
+        let (first, refunded, second) = (at(1, 0), at(0, 1), at(1, 1));
+        assert_eq!((first.number(), refunded.number(), second.number()), (1, 1, 2));
+        assert!(
+            stale_report("t", second, Some(first)).is_err(),
+            "the refused invocation cannot report"
+        );
+        assert!(stale_report("t", second, Some(second)).is_ok());
+        assert!(
+            stale_report("t", second, None).is_ok(),
+            "a report naming no invocation is about the latest"
+        );
+        assert_eq!(at(u32::MAX, u32::MAX).number(), 2 * u64::from(u32::MAX), "no overflow");
+        let e = check_report("t", second, Some(first)).expect_err("stale");
+        assert!(
+            matches!(
+                e,
+                StoreError::StaleReport {
+                    reported: 1,
+                    latest: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.is_lost_race());
     }
 
     #[test]

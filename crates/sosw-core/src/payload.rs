@@ -112,6 +112,7 @@ pub fn worker_report(event: &Map<String, Value>) -> Result<WorkerReport, ReportF
     Ok(WorkerReport {
         stats: report_part("stats", event.get("stats"))?,
         result: report_part("result", event.get("result"))?,
+        of: None,
     })
 }
 
@@ -174,6 +175,7 @@ mod tests {
             payload: payload.into(),
             completed_at: None,
             failed_attempts: 0,
+            refunded_attempts: 0,
             stats: Map::new(),
             result: Map::new(),
         }

@@ -13,6 +13,11 @@ pub struct Task {
     pub created_at: f64,
     pub greenfield: i64,
     pub attempts: u32,
+    /// Attempts given back because their invocation never reached a worker that took it (throttled, refused, or
+    /// not sent): `attempts` went down by one for each. Kept so that an invocation's number never repeats
+    /// ([`Task::invocation`]). Not a sosw attribute: absent (0) in items Python sosw writes.
+    #[serde(default)]
+    pub refunded_attempts: u32,
     /// The worker's arguments: the text of a JSON object, stored and returned unchanged (reference §7.1).
     pub payload: String,
     pub completed_at: Option<i64>,
@@ -21,6 +26,34 @@ pub struct Task {
     pub stats: Map<String, Value>,
     /// `result_<k>` attributes, keyed by `k`.
     pub result: Map<String, Value>,
+}
+
+impl Task {
+    /// The invocation the task is at: its latest, or the one before its next.
+    pub fn invocation(&self) -> Invocation {
+        Invocation {
+            attempts: self.attempts,
+            refunded: self.refunded_attempts,
+        }
+    }
+}
+
+/// One invocation of a task, as the store counts it: a claim adds an attempt, and a refund takes it back while
+/// counting the refund. Its [`Invocation::number`] therefore goes up with every invocation ever sent and never
+/// repeats, which a refunded attempt alone would not give (the next invocation would have the same `attempts`).
+/// A report token is signed for this number; a report that names an invocation is refused by the store once the
+/// task is at another one ([`crate::moves::stale_report`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Invocation {
+    pub attempts: u32,
+    pub refunded: u32,
+}
+
+impl Invocation {
+    /// Invocations sent so far, this one included: `attempts + refunded`.
+    pub fn number(self) -> u64 {
+        u64::from(self.attempts) + u64::from(self.refunded)
+    }
 }
 
 /// A task to create: the store assigns `created_at`, `greenfield` and `attempts = 0`.
@@ -103,6 +136,9 @@ impl StoredTask {
         if t.failed_attempts > 0 {
             row.insert("failed_attempts".into(), t.failed_attempts.into());
         }
+        if t.refunded_attempts > 0 {
+            row.insert("refunded_attempts".into(), t.refunded_attempts.into());
+        }
         for (k, v) in &t.stats {
             row.insert(format!("stat_{k}"), v.clone());
         }
@@ -138,6 +174,21 @@ pub struct WorkerReport {
     pub stats: Map<String, Value>,
     #[serde(default)]
     pub result: Map<String, Value>,
+    /// The invocation the report is about, when the caller knows it (a report token names it): the store then
+    /// refuses the report, writing nothing, if the task has been invoked again since
+    /// ([`crate::ports::StoreError::StaleReport`]). `None`: the report applies to the task's latest invocation.
+    #[serde(skip)]
+    pub of: Option<Invocation>,
+}
+
+impl WorkerReport {
+    /// A report of a result only (no stats), about the task's latest invocation.
+    pub fn with_result(result: Map<String, Value>) -> WorkerReport {
+        WorkerReport {
+            result,
+            ..WorkerReport::default()
+        }
+    }
 }
 
 /// The outcome a worker reports.
@@ -169,6 +220,7 @@ mod tests {
                 payload: "{}".into(),
                 completed_at: Some(99),
                 failed_attempts: 1,
+                refunded_attempts: 0,
                 stats,
                 result,
             },

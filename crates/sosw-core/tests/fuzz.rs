@@ -354,6 +354,7 @@ proptest! {
             payload,
             completed_at: None,
             failed_attempts: 0,
+            refunded_attempts: 0,
             stats: Map::new(),
             result: Map::new(),
         };

@@ -20,7 +20,7 @@ use sosw_core::payload::{worker_report, ReportFieldError};
 use sosw_core::ports::{Completion, StoreError, StoreResult, TaskReporter, TaskStore};
 use sosw_core::task::ReportKind;
 use sosw_core::time::MAX_SECONDS;
-use sosw_core::{Clock, Config, Task, Time, WorkerReport};
+use sosw_core::{Clock, Config, Invocation, Task, Time, WorkerReport};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -64,9 +64,10 @@ impl WorkerAssistant {
 
     /// Extends a running task's window from `now` ([`sosw_core::greenfield::heartbeat_greenfield`]); returns until
     /// when it now counts as running. Refused (a [`StoreError::Conflict`] saying why) for a task that is not running:
-    /// queued, expired (the Scavenger may be retrying it), completed or closed. Records no audit event: heartbeats
-    /// may come every few seconds.
-    pub async fn heartbeat(&self, task_id: &str, now: Time) -> StoreResult<Time> {
+    /// queued, expired (the Scavenger may be retrying it), completed or closed; and
+    /// ([`StoreError::StaleReport`]) when the heartbeat names invocation `of` and the task is at another one.
+    /// Records no audit event: heartbeats may come every few seconds.
+    pub async fn heartbeat(&self, task_id: &str, of: Option<Invocation>, now: Time) -> StoreResult<Time> {
         let Some(stored) = self.store.get(task_id).await? else {
             return Err(StoreError::NotFound(task_id.to_string()));
         };
@@ -79,12 +80,13 @@ impl WorkerAssistant {
         let delta = self.config.greenfield.delta;
         let markers = l.markers(now, delta);
         let greenfield = sosw_core::greenfield::heartbeat_greenfield(&markers, l.heartbeat_timeout);
-        match self.store.heartbeat(task_id, markers.expired, greenfield).await {
+        match self.store.heartbeat(task_id, markers.expired, greenfield, of).await {
             Ok(()) => Ok(sosw_core::greenfield::running_until(
                 greenfield,
                 delta,
                 l.duration + l.cooldown,
             )),
+            Err(e @ StoreError::StaleReport { .. }) => Err(e),
             Err(e) if e.is_refusal() => {
                 let state = match self.store.get(task_id).await? {
                     Some(s) => self.config.state_of(&s, now).words(),
@@ -153,7 +155,15 @@ impl WorkerAssistant {
     /// `{"action": "mark_task_as_completed" | "mark_task_as_failed", "task_id": ..., "stats": ..., "result": ...}`,
     /// or `{"action": "heartbeat", "task_id": ...}`;
     /// `stats` and `result` as objects or JSON strings. Returns the task after the report, as a row.
-    pub async fn handle_event(&self, event: &Value, now: Time) -> Result<Map<String, Value>, WorkerAssistantError> {
+    ///
+    /// With `of` (the invocation a report token names), the report is recorded only while the task is at that
+    /// invocation ([`WorkerReport::of`]); otherwise it is about the task's latest invocation.
+    pub async fn handle_event(
+        &self,
+        event: &Value,
+        of: Option<Invocation>,
+        now: Time,
+    ) -> Result<Map<String, Value>, WorkerAssistantError> {
         let obj = event.as_object().ok_or(WorkerAssistantError::NotAnObject)?;
         let action = obj
             .get("action")
@@ -172,11 +182,14 @@ impl WorkerAssistant {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| WorkerAssistantError::MissingTaskId(action.to_string()))?;
         let Some(kind) = kind else {
-            self.heartbeat(task_id, now).await?;
+            self.heartbeat(task_id, of, now).await?;
             let stored = self.store.get(task_id).await?;
             return Ok(stored.map(|s| s.to_row()).unwrap_or_default());
         };
-        let report = worker_report(obj)?;
+        let report = WorkerReport {
+            of,
+            ..worker_report(obj)?
+        };
         let task = match kind {
             ReportKind::Completed => match self.complete(task_id, &report, now).await? {
                 Completion::Live(t) | Completion::Closed(t) => t,

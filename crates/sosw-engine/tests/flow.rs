@@ -511,14 +511,14 @@ async fn heartbeats_keep_a_long_task_running_and_their_timeout_expires_it_when_t
     let wa = w.assistant();
     for _ in 0..10 {
         w.clock.advance_secs(60);
-        let until = wa.heartbeat("long", w.now()).await.expect("heartbeat");
+        let until = wa.heartbeat("long", None, w.now()).await.expect("heartbeat");
         assert_eq!(until, w.now().plus_secs(90), "the whole window again");
         assert_eq!(w.scavenger().run_once(w.now()).await.labourers[0].retried, 0);
     }
     // The heartbeats stop: 90 s later the task expires and is retried, as without them.
     w.clock.advance_secs(90);
     assert_eq!(w.scavenger().run_once(w.now()).await.labourers[0].retried, 1);
-    let err = wa.heartbeat("long", w.now()).await.expect_err("not running");
+    let err = wa.heartbeat("long", None, w.now()).await.expect_err("not running");
     assert_eq!(
         err.to_string(),
         "task `long`: it is not running (it is waiting for a retry): a heartbeat only extends a running task"
@@ -533,7 +533,7 @@ async fn heartbeats_keep_a_long_task_running_and_their_timeout_expires_it_when_t
     w.create("w", &["hung"]).await;
     w.orchestrator().run_once(w.now()).await;
     w.clock.advance_secs(5);
-    let until = w.assistant().heartbeat("hung", w.now()).await.expect("heartbeat");
+    let until = w.assistant().heartbeat("hung", None, w.now()).await.expect("heartbeat");
     assert_eq!(until, w.now().plus_secs(20));
     w.clock.advance_secs(19);
     assert_eq!(w.scavenger().run_once(w.now()).await.labourers[0].retried, 0);
@@ -545,7 +545,7 @@ async fn heartbeats_keep_a_long_task_running_and_their_timeout_expires_it_when_t
     w.create("w", &["t"]).await;
     let queued = w
         .assistant()
-        .handle_event(&json!({"action": "heartbeat", "task_id": "t"}), w.now())
+        .handle_event(&json!({"action": "heartbeat", "task_id": "t"}), None, w.now())
         .await
         .expect_err("queued");
     assert!(queued.to_string().contains("it is queued"), "{queued}");
@@ -553,7 +553,7 @@ async fn heartbeats_keep_a_long_task_running_and_their_timeout_expires_it_when_t
     w.clock.advance_secs(30);
     let row = w
         .assistant()
-        .handle_event(&json!({"action": "heartbeat", "task_id": "t"}), w.now())
+        .handle_event(&json!({"action": "heartbeat", "task_id": "t"}), None, w.now())
         .await
         .expect("heartbeat");
     assert_eq!(row["greenfield"], json!(w.now().secs() + w.config.greenfield.delta));

@@ -138,7 +138,7 @@ fn world() -> World {
 }
 
 fn check(w: &World, event: &Value) -> Result<(), TestCaseError> {
-    match w.rt.block_on(w.wa.handle_event(event, Time::from_secs(T0 + 10))) {
+    match w.rt.block_on(w.wa.handle_event(event, None, Time::from_secs(T0 + 10))) {
         Ok(row) => {
             prop_assert_eq!(row.get("task_id"), event.get("task_id"));
         }

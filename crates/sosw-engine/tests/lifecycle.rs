@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use sosw_core::config::MetricDetails;
 use sosw_core::decide::FailureKind;
 use sosw_core::flow::HeldReason;
-use sosw_core::ports::{InvokeError, InvokeOutcome, TaskStore};
+use sosw_core::ports::{InvokeError, InvokeOutcome, MetaSink, TaskStore};
 use sosw_core::task::ReportKind;
 use sosw_core::{MetaAction, NewTask, Place, WorkerReport};
 use sosw_engine::{Orchestrator, Wiring};
@@ -277,10 +277,7 @@ async fn sync_workers_report_on_the_spot() {
     w.invokers.of("w").then([
         Ok(InvokeOutcome::Finished(
             ReportKind::Completed,
-            WorkerReport {
-                stats: Default::default(),
-                result,
-            },
+            WorkerReport::with_result(result),
         )),
         Ok(InvokeOutcome::Finished(ReportKind::Failed, WorkerReport::default())),
     ]);
@@ -403,6 +400,57 @@ async fn two_orchestrators_on_one_file_never_invoke_a_task_twice() {
     }
 }
 
+/// A report that names its invocation (as `sosw run`'s report tokens do) is written only while the task is still at
+/// that invocation: the write itself checks it, so a re-invocation between a server's token check and the write
+/// cannot let the earlier worker's report through.
+#[tokio::test]
+async fn a_report_naming_a_superseded_invocation_writes_nothing() {
+    let w = World::new(one_labourer(json!({"max_simultaneous_invocations": 1}))).await;
+    let positions = w.create("w", &["a"]).await;
+    w.orchestrator().run_once(w.now()).await;
+    let invoked = w.store.get("a").await.expect("get").expect("a").task;
+    let first = invoked.invocation();
+    // Given back unsent (as after a 429), then invoked again: attempts is 1 again, the invocation is not.
+    w.store
+        .release_claim("a", invoked.greenfield, positions[0])
+        .await
+        .expect("refund");
+    w.orchestrator().run_once(w.now()).await;
+    let second = w.store.get("a").await.expect("get").expect("a").task.invocation();
+    assert_eq!((first.attempts, second.attempts), (1, 1));
+    assert_ne!(first, second);
+    let wa = w.assistant();
+    for action in ["mark_task_as_completed", "mark_task_as_failed", "heartbeat"] {
+        let before = w.store.get("a").await.expect("get");
+        let event = json!({"action": action, "task_id": "a", "result": {"late": true}});
+        let err = wa.handle_event(&event, Some(first), w.now()).await.expect_err("stale");
+        assert!(
+            matches!(
+                err,
+                sosw_engine::WorkerAssistantError::Store(sosw_core::ports::StoreError::StaleReport { .. })
+            ),
+            "{action}: {err}"
+        );
+        assert_eq!(w.store.get("a").await.expect("get"), before, "{action} wrote nothing");
+    }
+    let events = w.store.events_of("a").await.expect("events");
+    assert!(
+        events
+            .iter()
+            .all(|e| e.action != MetaAction::MarkedAsCompleted && e.action != MetaAction::MarkedAsFailed),
+        "no audit event: {events:?}"
+    );
+    let row = wa
+        .handle_event(
+            &json!({"action": "mark_task_as_completed", "task_id": "a"}),
+            Some(second),
+            w.now(),
+        )
+        .await
+        .expect("the latest invocation's report");
+    assert_eq!(row["completed_at"], json!(T0));
+}
+
 #[tokio::test]
 async fn worker_assistant_events() {
     let w = World::new(one_labourer(json!({"max_simultaneous_invocations": 1}))).await;
@@ -412,6 +460,7 @@ async fn worker_assistant_events() {
     let row = wa
         .handle_event(
             &json!({"action": "mark_task_as_failed", "task_id": "a", "result": "{\"some_info\": 33}"}),
+            None,
             w.now(),
         )
         .await
@@ -423,6 +472,7 @@ async fn worker_assistant_events() {
     let row = wa
         .handle_event(
             &json!({"action": "mark_task_as_completed", "task_id": "a", "stats": {"s_key": "value"}}),
+            None,
             w.now(),
         )
         .await
@@ -448,7 +498,7 @@ async fn worker_assistant_events() {
         (json!("text"), "JSON object"),
     ] {
         let err = wa
-            .handle_event(&event, w.now())
+            .handle_event(&event, None, w.now())
             .await
             .expect_err("rejected")
             .to_string();

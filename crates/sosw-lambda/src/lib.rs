@@ -183,7 +183,7 @@ impl Container {
                 let done = self
                     .wiring
                     .worker_assistant(self.config.clone())
-                    .handle_event(&event, now)
+                    .handle_event(&event, None, now)
                     .await?;
                 Ok(Value::Object(done))
             }

@@ -116,23 +116,15 @@ fn report_from_body(body: &[u8]) -> WorkerReport {
         return WorkerReport::default();
     }
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) if m.contains_key("stats") || m.contains_key("result") => worker_report(&m)
-            .unwrap_or_else(|_| WorkerReport {
-                stats: Map::new(),
-                result: m,
-            }),
-        Ok(Value::Object(m)) => WorkerReport {
-            stats: Map::new(),
-            result: m,
-        },
+        Ok(Value::Object(m)) if m.contains_key("stats") || m.contains_key("result") => {
+            worker_report(&m).unwrap_or_else(|_| WorkerReport::with_result(m))
+        }
+        Ok(Value::Object(m)) => WorkerReport::with_result(m),
         _ => {
             let mut result = Map::new();
             let text = String::from_utf8_lossy(body);
             result.insert("body".into(), text.chars().take(4096).collect::<String>().into());
-            WorkerReport {
-                stats: Map::new(),
-                result,
-            }
+            WorkerReport::with_result(result)
         }
     }
 }
@@ -146,7 +138,7 @@ impl Invoker for HttpInvoker {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(event.to_string());
         if let Some(signer) = &self.signer {
-            req = req.header(REPORT_TOKEN_HEADER, signer.sign(&task.task_id, task.attempts));
+            req = req.header(REPORT_TOKEN_HEADER, signer.sign(&task.task_id, task.invocation()));
         }
         for (k, v) in &self.spec.headers {
             req = req.header(k.as_str(), v.as_str());

@@ -146,7 +146,7 @@ impl Invoker for ProcessInvoker {
             .envs(
                 self.signer
                     .iter()
-                    .map(|s| (REPORT_TOKEN_VAR, s.sign(&task.task_id, task.attempts))),
+                    .map(|s| (REPORT_TOKEN_VAR, s.sign(&task.task_id, task.invocation()))),
             )
             // Its own process group: a terminal's Ctrl-C reaches sosw (which lets workers finish), and a timeout
             // kills the worker with everything it started.
@@ -343,13 +343,7 @@ fn outcome(
         );
     }
     let kind = if ok { ReportKind::Completed } else { ReportKind::Failed };
-    (
-        kind,
-        WorkerReport {
-            stats: Map::new(),
-            result,
-        },
-    )
+    (kind, WorkerReport::with_result(result))
 }
 
 #[cfg(test)]

@@ -86,8 +86,8 @@ async fn a_worker_gets_its_report_token_and_never_the_servers_secrets() {
     #[derive(Debug)]
     struct Signer;
     impl sosw_core::ports::ReportSigner for Signer {
-        fn sign(&self, task_id: &str, attempts: u32) -> String {
-            format!("token-of-{task_id}-{attempts}")
+        fn sign(&self, task_id: &str, invocation: sosw_core::Invocation) -> String {
+            format!("token-of-{task_id}-{}", invocation.number())
         }
     }
     let mut s = spec(
@@ -105,12 +105,12 @@ async fn a_worker_gets_its_report_token_and_never_the_servers_secrets() {
     .expect("invoker")
     .with_signer(Some(Arc::new(Signer)));
     let mut task = sample_task("t1");
-    task.attempts = 3;
+    (task.attempts, task.refunded_attempts) = (3, 2);
     assert_eq!(inv.invoke(&task, "{}").await.expect("spawned"), InvokeOutcome::Accepted);
     assert_eq!(sup.drain(Duration::from_secs(30)).await, 0, "the worker finished");
     assert_eq!(
         reports.only().2,
-        json!({"token": "token-of-t1-3", "admin": "unset", "secret": "unset"})
+        json!({"token": "token-of-t1-5", "admin": "unset", "secret": "unset"})
     );
 }
 

@@ -54,6 +54,8 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(_) => ApiError::not_found(message),
             StoreError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            // A report token's invocation was superseded between the token check and the write.
+            StoreError::StaleReport { .. } => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
             StoreError::Invalid(_) => ApiError::bad_request(message),
             e if e.is_retryable() => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
             _ => {
@@ -121,6 +123,15 @@ mod tests {
     fn store_errors_map_to_what_the_client_should_do() {
         let cases = [
             (StoreError::NotFound("t".into()), StatusCode::NOT_FOUND, "not_found"),
+            (
+                StoreError::StaleReport {
+                    task_id: "t".into(),
+                    reported: 1,
+                    latest: 2,
+                },
+                StatusCode::FORBIDDEN,
+                "forbidden",
+            ),
             (
                 StoreError::conflict("t", "has not been invoked yet"),
                 StatusCode::CONFLICT,

@@ -81,8 +81,12 @@ impl World {
 
     /// One Orchestrator pass now, with workers that accept every invocation.
     async fn orchestrate(&self) -> sosw_engine::OrchestratorReport {
-        let invokers = sosw_testkit::fakes::FakeInvokers::new();
-        sosw_engine::Orchestrator::new(self.service.config.clone(), &self.service.wiring, invokers.as_ref())
+        self.orchestrate_with(&sosw_testkit::fakes::FakeInvokers::new()).await
+    }
+
+    /// One Orchestrator pass now, with these workers.
+    async fn orchestrate_with(&self, invokers: &sosw_testkit::fakes::FakeInvokers) -> sosw_engine::OrchestratorReport {
+        sosw_engine::Orchestrator::new(self.service.config.clone(), &self.service.wiring, invokers)
             .expect("orchestrator")
             .run_once(self.clock.now())
             .await
@@ -683,7 +687,8 @@ async fn worker_reports_are_recorded_on_both_routes_and_counted() {
         std::time::Duration::from_millis(12),
     );
     for (route, id) in [("/report", &ids[0]), ("/api/reports", &ids[1])] {
-        let token = sosw_core::ports::ReportSigner::sign(&w.service.report_tokens, id, 1);
+        let at = w.store.get(id).await.expect("get").expect("task").task.invocation();
+        let token = sosw_core::ports::ReportSigner::sign(&w.service.report_tokens, id, at);
         let event =
             json!({"action": "mark_task_as_completed", "task_id": id, "stats": {"rows": 3}, "report_token": token});
         let (status, v) = w.call("POST", route, None, Some(event.to_string())).await;
@@ -917,6 +922,69 @@ async fn a_job_is_planned_before_the_answer_and_written_in_the_background() {
     );
 }
 
+/// A worker that refused its invocation (429) got a token; the refunded attempt must not let that token report on
+/// the task's next invocation, even though `attempts` is the same again.
+#[tokio::test]
+async fn a_refused_invocations_token_is_stale_once_the_task_is_invoked_again() {
+    use sosw_core::decide::FailureKind;
+    use sosw_core::ports::{InvokeError, InvokeOutcome, ReportSigner};
+    let w = World::new(true).await;
+    let (_, v) = w
+        .call(
+            "POST",
+            "/api/tasks",
+            Some(WRITE),
+            Some(json!({"labourer_id": "v"}).to_string()),
+        )
+        .await;
+    let id = v["created"][0]["task_id"].as_str().expect("id").to_string();
+    let invokers = sosw_testkit::fakes::FakeInvokers::new();
+    invokers
+        .of("v")
+        .then([Err(InvokeError::new(FailureKind::Throttled, "HTTP 429"))]);
+    let refused = w.orchestrate_with(&invokers).await;
+    let v_pass = refused
+        .labourers
+        .iter()
+        .find(|l| l.labourer_id == "v")
+        .expect("v's pass");
+    assert_eq!(v_pass.throttled, 1, "{refused:?}");
+    let after_refusal = w.store.get(&id).await.expect("get").expect("task").task;
+    assert_eq!(
+        (after_refusal.attempts, after_refusal.refunded_attempts),
+        (0, 1),
+        "the attempt is refunded"
+    );
+    // What the refusing worker was given: the token of invocation 1.
+    let refusers_token = w.service.report_tokens.sign(
+        &id,
+        sosw_core::Invocation {
+            attempts: 1,
+            refunded: 0,
+        },
+    );
+    w.clock.advance_secs(3600);
+    invokers.of("v").always(Ok(InvokeOutcome::Accepted));
+    w.orchestrate_with(&invokers).await;
+    let again = w.store.get(&id).await.expect("get").expect("task").task;
+    assert_eq!((again.attempts, again.invocation().number()), (1, 2), "invoked again");
+    let report = |token: String| {
+        json!({"action": "mark_task_as_completed", "task_id": id, "report_token": token, "result": {"by": "refuser"}})
+            .to_string()
+    };
+    let (status, v) = w.call("POST", "/api/reports", None, Some(report(refusers_token))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    let unchanged = w.store.get(&id).await.expect("get").expect("task").task;
+    assert_eq!(
+        (unchanged.completed_at, unchanged.result.get("by")),
+        (None, None),
+        "nothing written"
+    );
+    let own = w.service.report_tokens.sign(&id, again.invocation());
+    let (status, v) = w.call("POST", "/api/reports", None, Some(report(own))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+}
+
 #[tokio::test]
 async fn a_report_needs_its_invocations_token_and_a_stale_or_forged_one_writes_nothing() {
     use sosw_core::ports::{ReportSigner, REPORT_TOKEN_HEADER};
@@ -937,8 +1005,8 @@ async fn a_report_needs_its_invocations_token_and_a_stale_or_forged_one_writes_n
         .collect();
     w.orchestrate().await;
     let (a, b) = (&ids[0], &ids[1]);
-    let attempts = w.store.get(a).await.expect("get").expect("a").task.attempts;
-    assert_eq!(attempts, 1, "invoked once");
+    let at = w.store.get(a).await.expect("get").expect("a").task.invocation();
+    assert_eq!(at.number(), 1, "invoked once");
     let tokens = &w.service.report_tokens;
     let w = &w;
     let send = |id: &str, token: Option<String>, bearer: Option<&str>| {
@@ -963,18 +1031,19 @@ async fn a_report_needs_its_invocations_token_and_a_stale_or_forged_one_writes_n
     // task's token.
     assert_eq!(send(a, None, None).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(send(a, None, Some(READ)).await.0, StatusCode::FORBIDDEN);
-    let (status, v) = send(a, Some(tokens.sign(a, attempts - 1)), None).await;
+    let earlier = sosw_core::Invocation {
+        attempts: at.attempts - 1,
+        ..at
+    };
+    let (status, v) = send(a, Some(tokens.sign(a, earlier)), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(
         v["error"]["message"].as_str().unwrap_or_default().contains("stale"),
         "{v}"
     );
     assert_eq!(send(a, Some("f".repeat(64)), None).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(
-        send(a, Some(tokens.sign(b, attempts)), None).await.0,
-        StatusCode::FORBIDDEN
-    );
-    let forged_by_another_server = sosw_server::report_token::ReportTokens::new("elsewhere").sign(a, attempts);
+    assert_eq!(send(a, Some(tokens.sign(b, at)), None).await.0, StatusCode::FORBIDDEN);
+    let forged_by_another_server = sosw_server::report_token::ReportTokens::new("elsewhere").sign(a, at);
     assert_eq!(
         send(a, Some(forged_by_another_server), None).await.0,
         StatusCode::FORBIDDEN
@@ -988,7 +1057,7 @@ async fn a_report_needs_its_invocations_token_and_a_stale_or_forged_one_writes_n
         "no audit event either: {events:?}"
     );
     // Its own invocation's token: recorded. So is a report by a caller with a write token.
-    let (status, v) = send(a, Some(tokens.sign(a, attempts)), None).await;
+    let (status, v) = send(a, Some(tokens.sign(a, at)), None).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert!(completed(a.clone()).await.is_some());
     assert_eq!(send(b, None, Some(WRITE)).await.0, StatusCode::OK);

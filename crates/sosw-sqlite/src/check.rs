@@ -53,7 +53,7 @@ fn check_table(
     };
     let mut st = conn.prepare(&format!(
         "SELECT task_id, labourer_id, greenfield, attempts, failed_attempts, completed_at, payload, stats, result\
-         {closed_col} FROM {name}"
+         {closed_col}, refunded_attempts FROM {name}"
     ))?;
     let mut rows = st.query([])?;
     while let Some(r) = rows.next()? {
@@ -78,6 +78,7 @@ fn check_table(
         let greenfield = typed(2, "greenfield")?;
         let attempts = typed(3, "attempts")?;
         let failed_attempts = typed(4, "failed_attempts")?;
+        let refunded_attempts = typed(10, "refunded_attempts")?;
         let completed_at = match r.get_ref(5)? {
             ValueRef::Null => Some(None),
             _ => typed(5, "completed_at")?.map(Some),
@@ -93,8 +94,8 @@ fn check_table(
             }
         }
         let closed_status = text(r.get_ref(9)?);
-        if let (Some(greenfield), Some(attempts), Some(failed_attempts), Some(completed_at)) =
-            (greenfield, attempts, failed_attempts, completed_at)
+        if let (Some(greenfield), Some(attempts), Some(failed_attempts), Some(refunded_attempts), Some(completed_at)) =
+            (greenfield, attempts, failed_attempts, refunded_attempts, completed_at)
         {
             let facts = RowFacts {
                 table,
@@ -103,6 +104,7 @@ fn check_table(
                 greenfield,
                 attempts,
                 failed_attempts,
+                refunded_attempts,
                 completed_at,
                 closed_status: closed_status.as_deref(),
             };

@@ -113,7 +113,8 @@ pub(crate) fn close_completed(tx: &Connection, table: &str, t: &mut Task, now: T
     t.completed_at = Some(now.secs());
     tx.prepare_cached(&format!(
         "INSERT INTO closed_tasks ({COLS}, closed_at, labourer_id_task_status) SELECT task_id, labourer_id, created_at, \
-         greenfield, attempts, payload, ?2, failed_attempts, ?3, ?4, ?2, ?5 FROM {table} WHERE task_id = ?1"
+         greenfield, attempts, payload, ?2, failed_attempts, ?3, ?4, refunded_attempts, ?2, ?5 FROM {table} \
+         WHERE task_id = ?1"
     ))
     .map_err(map_err)?
     .execute(params![
@@ -150,10 +151,18 @@ pub(crate) fn complete_in(tx: &Connection, id: &str, now: Time, report: &WorkerR
         let done = tx
             .prepare_cached(&format!(
                 "UPDATE tasks SET completed_at = COALESCE(completed_at, ?2) WHERE task_id = ?1 AND attempts >= 1 \
-                 AND greenfield >= ?2 RETURNING {COLS}"
+                 AND greenfield >= ?2 AND (?3 IS NULL OR (attempts = ?3 AND refunded_attempts = ?4)) RETURNING {COLS}"
             ))
             .map_err(map_err)?
-            .query_row(params![id, now.secs()], task_from_row)
+            .query_row(
+                params![
+                    id,
+                    now.secs(),
+                    report.of.map(|o| o.attempts),
+                    report.of.map(|o| o.refunded)
+                ],
+                task_from_row,
+            )
             .optional()
             .map_err(map_err)?;
         if let Some(t) = done {
@@ -167,10 +176,10 @@ pub(crate) fn complete_in(tx: &Connection, id: &str, now: Time, report: &WorkerR
     };
     let found = match (&live, &retry) {
         (Some(t), _) => Found::Live {
-            attempts: t.attempts,
+            at: t.invocation(),
             greenfield: t.greenfield,
         },
-        (None, Some(t)) => Found::Retry { attempts: t.attempts },
+        (None, Some(t)) => Found::Retry { at: t.invocation() },
         (None, None) => Found::Nowhere,
     };
     let with_report = |mut t: Task| {
@@ -178,7 +187,7 @@ pub(crate) fn complete_in(tx: &Connection, id: &str, now: Time, report: &WorkerR
         merge(&mut t.result, &report.result);
         t
     };
-    match (plan_completion(id, found, now)?, live, retry) {
+    match (plan_completion(id, found, report.of, now)?, live, retry) {
         (CompletionPlan::MarkLive, Some(t), _) => {
             let mut t = with_report(t);
             let completed_at = t.completed_at.unwrap_or(now.secs());
@@ -207,7 +216,7 @@ pub(crate) fn complete_in(tx: &Connection, id: &str, now: Time, report: &WorkerR
 pub(crate) fn fail_in(tx: &Connection, id: &str, report: &WorkerReport) -> StoreResult<Task> {
     for table in ["tasks", "retry_tasks"] {
         if let Some(mut t) = select_one(tx, table, id)? {
-            report_refusal(id, t.attempts)?;
+            check_report(id, t.invocation(), report.of)?;
             merge(&mut t.stats, &report.stats);
             merge(&mut t.result, &report.result);
             t.failed_attempts = t.failed_attempts.saturating_add(1);

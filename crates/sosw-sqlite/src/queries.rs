@@ -15,7 +15,7 @@ pub(crate) fn get(conn: &Connection, id: &str) -> StoreResult<Option<StoredTask>
             "SELECT {COLS}, desired_launch_time FROM retry_tasks WHERE task_id = ?1"
         ))
         .map_err(map_err)?
-        .query_row([&id], |r| Ok((task_from_row(r)?, r.get::<_, i64>(10)?)))
+        .query_row([&id], |r| Ok((task_from_row(r)?, r.get::<_, i64>(AFTER_COLS)?)))
         .optional()
         .map_err(map_err)?;
     if let Some((task, desired_launch_time)) = retry {
@@ -116,10 +116,10 @@ pub(crate) fn list(conn: &Connection, q: &TaskQuery) -> StoreResult<Vec<StoredTa
             let place = match q.table {
                 Table::Live => Place::Live,
                 Table::Retry => Place::Retry {
-                    desired_launch_time: r.get(10)?,
+                    desired_launch_time: r.get(AFTER_COLS)?,
                 },
                 Table::Closed => Place::Closed {
-                    closed_at: r.get(10)?,
+                    closed_at: r.get(AFTER_COLS)?,
                     completed: task.completed_at.is_some(),
                 },
             };

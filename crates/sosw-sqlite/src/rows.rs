@@ -4,7 +4,11 @@ use super::*;
 
 /// The columns every task table shares, in the order [`task_from_row`] reads them.
 pub(crate) const COLS: &str =
-    "task_id, labourer_id, created_at, greenfield, attempts, payload, completed_at, failed_attempts, stats, result";
+    "task_id, labourer_id, created_at, greenfield, attempts, payload, completed_at, failed_attempts, stats, result, \
+     refunded_attempts";
+
+/// The index of the first column a query selects after [`COLS`] (`desired_launch_time`, `closed_at`).
+pub(crate) const AFTER_COLS: usize = 11;
 
 pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
     map_err(e)
@@ -59,6 +63,7 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         payload: row.get(5)?,
         completed_at: row.get(6)?,
         failed_attempts: row.get(7)?,
+        refunded_attempts: row.get(10)?,
         stats: parse_map(&stats, &task_id, "stats")?,
         result: parse_map(&result, &task_id, "result")?,
         task_id,

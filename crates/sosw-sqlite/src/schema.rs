@@ -6,7 +6,7 @@ use sosw_core::ports::{StoreError, StoreResult};
 use std::path::Path;
 
 /// The version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
 // The task tables are WITHOUT ROWID: each row lives once, in the b-tree of its `task_id` (a rowid table would add
@@ -159,6 +159,13 @@ CREATE TRIGGER closed_counts_update AFTER UPDATE OF labourer_id, labourer_id_tas
         VALUES (NEW.labourer_id, NEW.labourer_id_task_status, 1)
         ON CONFLICT (labourer_id, labourer_id_task_status) DO UPDATE SET n = n + 1;
 END;
+"#,
+    // 7: the attempts given back unsent, so that an invocation's number (attempts + refunded) never repeats and a
+    // report token names one invocation only (`Task::invocation`). Adding a column with a default rewrites nothing.
+    r#"
+ALTER TABLE tasks ADD COLUMN refunded_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE retry_tasks ADD COLUMN refunded_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE closed_tasks ADD COLUMN refunded_attempts INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 

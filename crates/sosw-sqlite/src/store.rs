@@ -119,8 +119,9 @@ impl TaskStore for SqliteStore {
         self.write(move |tx| {
             let n = tx
                 .prepare_cached(
-                    "UPDATE tasks SET greenfield = ?3, attempts = MAX(attempts - 1, 0) WHERE task_id = ?1 \
-                     AND greenfield = ?2 AND completed_at IS NULL",
+                    "UPDATE tasks SET greenfield = ?3, attempts = MAX(attempts - 1, 0), \
+                     refunded_attempts = refunded_attempts + 1 WHERE task_id = ?1 AND greenfield = ?2 \
+                     AND completed_at IS NULL",
                 )
                 .map_err(map_err)?
                 .execute(params![id, invoked_greenfield, previous_greenfield])
@@ -318,7 +319,8 @@ impl TaskStore for SqliteStore {
             let n = tx
                 .prepare_cached(&format!(
                     "INSERT INTO tasks ({COLS}) SELECT task_id, labourer_id, created_at, ?2, attempts, payload, NULL, \
-                     failed_attempts, stats, result FROM closed_tasks WHERE task_id = ?1 AND completed_at IS NULL \
+                     failed_attempts, stats, result, refunded_attempts FROM closed_tasks WHERE task_id = ?1 \
+                     AND completed_at IS NULL \
                      AND labourer_id_task_status = labourer_id || '_0'"
                 ))
                 .map_err(map_err)?
@@ -354,7 +356,8 @@ impl TaskStore for SqliteStore {
             let n = tx
                 .prepare_cached(&format!(
                     "INSERT INTO tasks ({COLS}) SELECT task_id, labourer_id, created_at, ?3, attempts, payload, \
-                     completed_at, failed_attempts, stats, result FROM retry_tasks WHERE task_id = ?1 AND labourer_id = ?2"
+                     completed_at, failed_attempts, stats, result, refunded_attempts FROM retry_tasks \
+                     WHERE task_id = ?1 AND labourer_id = ?2"
                 ))
                 .map_err(map_err)?
                 .execute(params![id, labourer, greenfield])
@@ -379,19 +382,29 @@ impl TaskStore for SqliteStore {
         self.run(move |conn| queue_end(conn, &labourer, now, "MAX")).await
     }
 
-    async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64) -> StoreResult<()> {
+    async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64, of: Option<Invocation>) -> StoreResult<()> {
         let id = task_id.to_string();
         self.write(move |tx| {
             let changed = tx
                 .prepare_cached(
-                    "UPDATE tasks SET greenfield = ?3 WHERE task_id = ?1 AND completed_at IS NULL AND greenfield > ?2",
+                    "UPDATE tasks SET greenfield = ?3 WHERE task_id = ?1 AND completed_at IS NULL AND greenfield > ?2 \
+                     AND (?4 IS NULL OR (attempts = ?4 AND refunded_attempts = ?5))",
                 )
                 .map_err(map_err)?
-                .execute(params![id, expired, greenfield])
+                .execute(params![
+                    id,
+                    expired,
+                    greenfield,
+                    of.map(|o| o.attempts),
+                    of.map(|o| o.refunded)
+                ])
                 .map_err(map_err)?;
             if changed == 1 {
                 Ok(())
             } else {
+                if let Some(t) = select_one(tx, "tasks", &id)? {
+                    stale_report(&id, t.invocation(), of)?;
+                }
                 Err(StoreError::Conflict {
                     task_id: id.clone(),
                     reason: "it is not running".into(),

@@ -417,14 +417,16 @@ async fn check_finds_each_kind_of_damage_made_with_raw_sql() {
         ("nothing", String::new(), vec![]),
         (
             "a live task copied into closed",
-            "INSERT INTO closed_tasks SELECT *, 5, 'w_1' FROM tasks WHERE task_id = 'c'".into(),
+            "INSERT INTO closed_tasks SELECT task_id, labourer_id, created_at, greenfield, attempts, payload, \
+             completed_at, failed_attempts, stats, result, 5, 'w_1', refunded_attempts FROM tasks WHERE task_id = 'c'"
+                .into(),
             // A row inserted by hand is not in `closed_counts` (sosw's moves count what they close).
             vec![(Check::InSeveralTables, "c"), (Check::StoredCount, "")],
         ),
         (
             "a retry row copied back to live",
             "INSERT INTO tasks SELECT task_id, labourer_id, created_at, greenfield, attempts, payload, completed_at, \
-             failed_attempts, stats, result FROM retry_tasks"
+             failed_attempts, stats, result, refunded_attempts FROM retry_tasks"
                 .into(),
             vec![(Check::InSeveralTables, "y")],
         ),

@@ -9,9 +9,9 @@ use serde_json::{json, Map, Value};
 use sosw_core::greenfield::{DEFAULT_INVOCATION_DELTA as D, DEFAULT_TASK_STEP as STEP};
 use sosw_core::meta::{MetaAction, MetaEvent, Stamp};
 use sosw_core::ports::{
-    ArchiveExpect, Claim, Completion, JobProgress, ListCursor, StoreError, Table, TaskQuery, TaskStore,
+    ArchiveExpect, Claim, Completion, JobProgress, ListCursor, StoreError, StoreResult, Table, TaskQuery, TaskStore,
 };
-use sosw_core::{Markers, NewTask, Place, Time, WorkerReport};
+use sosw_core::{Invocation, Markers, NewTask, Place, Time, WorkerReport};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -71,6 +71,7 @@ fn report(stats: Value, result: Value) -> WorkerReport {
     WorkerReport {
         stats: obj(stats),
         result: obj(result),
+        of: None,
     }
 }
 
@@ -1208,7 +1209,7 @@ pub async fn heartbeat_extends_only_running_tasks(h: &Harness) {
     // 100 s later, a task invoked at `now` with a 90 s window has expired.
     let later = Markers::new(now().plus_secs(100), D, 60, 30);
     let before = s.get("run").await.expect("get").expect("run");
-    s.heartbeat("run", m.expired, m.invoked + 10)
+    s.heartbeat("run", m.expired, m.invoked + 10, None)
         .await
         .expect("a running task");
     let after = s.get("run").await.expect("get").expect("run");
@@ -1226,10 +1227,113 @@ pub async fn heartbeat_extends_only_running_tasks(h: &Harness) {
         ("nope", m.expired),
     ] {
         let before = s.get(id).await.expect("get");
-        let err = s.heartbeat(id, expired, later.invoked).await.expect_err("not running");
+        let err = s
+            .heartbeat(id, expired, later.invoked, None)
+            .await
+            .expect_err("not running");
         assert!(err.is_refusal(), "{id}: {err}");
         assert_eq!(s.get(id).await.expect("get"), before, "{id} unchanged");
     }
+}
+
+/// A report that names its invocation (`WorkerReport::of`, a heartbeat's `of`) is recorded only while the task is
+/// at that invocation. Once the task is invoked again, or that invocation was given back unsent, it is a
+/// `StaleReport` and nothing changes — in the live table and in the retry table. A refund counts in
+/// `refunded_attempts`, so the next invocation's number is new, and every move keeps the count.
+pub async fn reports_on_a_superseded_invocation_are_refused(h: &Harness) {
+    let s = h.store.as_ref();
+    let positions = create(s, "w", &["a", "b"]).await;
+    let first_invoked = claim_all(s, "w", &["a"], NOW).await;
+    let first = s.get("a").await.expect("get").expect("a").task.invocation();
+    s.release_claim("a", first_invoked, positions[0])
+        .await
+        .expect("a refund");
+    let refunded = s.get("a").await.expect("get").expect("a").task;
+    assert_eq!((refunded.attempts, refunded.refunded_attempts), (0, 1));
+    let m = Markers::new(now(), D, 60, 30);
+    claim_all(s, "w", &["a"], NOW).await;
+    let second = s.get("a").await.expect("get").expect("a").task.invocation();
+    assert_eq!((first.number(), second.number()), (1, 2), "the number never repeats");
+
+    let stale = |r: &StoreResult<()>| {
+        matches!(
+            r,
+            Err(StoreError::StaleReport {
+                reported: 1,
+                latest: 2,
+                ..
+            })
+        )
+    };
+    let of_first = WorkerReport {
+        of: Some(first),
+        ..report(json!({"late": 1}), json!({}))
+    };
+    let before = s.get("a").await.expect("get");
+    let refused = [
+        ("complete", s.complete("a", now(), &of_first).await.map(|_| ())),
+        ("fail", s.fail("a", now(), &of_first).await.map(|_| ())),
+        (
+            "heartbeat",
+            s.heartbeat("a", m.expired, m.invoked + 10, Some(first)).await,
+        ),
+    ];
+    for (what, r) in refused {
+        assert!(stale(&r), "{what} of the refunded invocation: {r:?}");
+    }
+    assert_eq!(s.get("a").await.expect("get"), before, "nothing written");
+
+    let of_second = WorkerReport {
+        of: Some(second),
+        ..report(json!({"rows": 3}), json!({}))
+    };
+    s.heartbeat("a", m.expired, m.invoked + 10, Some(second))
+        .await
+        .expect("a heartbeat of the latest invocation");
+    s.fail("a", now(), &of_second).await.expect("its failure");
+    s.complete("a", now(), &of_second).await.expect("its completion");
+    let done = s.get("a").await.expect("get").expect("a").task;
+    assert_eq!(
+        (done.failed_attempts, done.stats.get("rows"), done.refunded_attempts),
+        (1, Some(&json!(3)), 1)
+    );
+    s.archive("a", ArchiveExpect::Completed, now()).await.expect("archive");
+    assert_eq!(
+        s.get("a").await.expect("get").expect("a").task.refunded_attempts,
+        1,
+        "the archive keeps the count"
+    );
+
+    // In the retry table: a report naming another invocation than the retry row's is refused as well.
+    let invoked = claim_all(s, "w", &["b"], NOW).await;
+    s.move_to_retry("b", invoked, NOW + 60).await.expect("retry");
+    let waiting = s.get("b").await.expect("get");
+    let at = waiting.as_ref().expect("b").task.invocation();
+    let other = Invocation {
+        attempts: at.attempts + 1,
+        ..at
+    };
+    let of_other = WorkerReport {
+        of: Some(other),
+        ..WorkerReport::default()
+    };
+    assert!(matches!(
+        s.complete("b", now(), &of_other).await,
+        Err(StoreError::StaleReport { .. })
+    ));
+    assert!(matches!(
+        s.fail("b", now(), &of_other).await,
+        Err(StoreError::StaleReport { .. })
+    ));
+    assert_eq!(s.get("b").await.expect("get"), waiting, "nothing written");
+    let of_its_own = WorkerReport {
+        of: Some(at),
+        ..WorkerReport::default()
+    };
+    assert!(matches!(
+        s.complete("b", now(), &of_its_own).await,
+        Ok(Completion::Closed(_))
+    ));
 }
 
 /// Actions another writer recorded (Python sosw's `Worker` writes `completed` and `failed`) are read back verbatim,

@@ -168,6 +168,7 @@ pub fn sample_task(task_id: &str) -> Task {
         payload: "{}".into(),
         completed_at: None,
         failed_attempts: 0,
+        refunded_attempts: 0,
         stats: serde_json::Map::new(),
         result: serde_json::Map::new(),
     }

@@ -11,7 +11,7 @@ use sosw_core::ports::{
     ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts, LabourerStore, StoreError,
     StoreResult, TaskQuery, TaskStore,
 };
-use sosw_core::{Markers, NewTask, StoredTask, Task, Time, WorkerReport};
+use sosw_core::{Invocation, Markers, NewTask, StoredTask, Task, Time, WorkerReport};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -298,8 +298,8 @@ impl TaskStore for FaultyStore {
         .await
     }
 
-    async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64) -> StoreResult<()> {
-        self.write("heartbeat", self.inner.heartbeat(task_id, expired, greenfield))
+    async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64, of: Option<Invocation>) -> StoreResult<()> {
+        self.write("heartbeat", self.inner.heartbeat(task_id, expired, greenfield, of))
             .await
     }
 

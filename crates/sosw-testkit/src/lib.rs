@@ -100,6 +100,7 @@ macro_rules! store_conformance {
             foreign_meta_actions_are_read_verbatim,
             job_progress_round_trip,
             heartbeat_extends_only_running_tasks,
+            reports_on_a_superseded_invocation_are_refused,
             revive_moves_only_dead_tasks,
             counts_many_is_counts_of_each,
             labourer_states_round_trip,

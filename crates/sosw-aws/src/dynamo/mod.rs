@@ -36,14 +36,15 @@ use sosw_core::breaker::LabourerState;
 use sosw_core::greenfield::{labourer_counts, queued_rows};
 use sosw_core::meta::{stamped, MetaAction, MetaEvent, Recorded, Stamp};
 use sosw_core::moves::{
-    closed_refusal, moved_since_claimed, not_waiting_for_retry, partition_new, plan_completion, CompletionPlan, Found,
+    check_report, closed_refusal, moved_since_claimed, not_waiting_for_retry, partition_new, plan_completion,
+    stale_report, CompletionPlan, Found,
 };
 use sosw_core::ports::{
-    report_refusal, retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts,
-    MetaSink, StoreError, StoreResult, Table, TaskQuery, TaskStore,
+    retry_refusal, ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts, MetaSink, StoreError,
+    StoreResult, Table, TaskQuery, TaskStore,
 };
 use sosw_core::task::closed_status;
-use sosw_core::{Markers, NewTask, Place, StoredTask, Task, Time, WorkerReport};
+use sosw_core::{Invocation, Markers, NewTask, Place, StoredTask, Task, Time, WorkerReport};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

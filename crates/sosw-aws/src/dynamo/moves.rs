@@ -135,10 +135,11 @@ impl DynamoStore {
             .update_item()
             .table_name(&self.tables.tasks)
             .key("task_id", s(task_id))
-            .update_expression("SET #g = :prev, #a = #a - :one")
+            .update_expression("SET #g = :prev, #a = #a - :one ADD #r :one")
             .condition_expression("#g = :inv AND attribute_not_exists(#c) AND #a >= :one")
             .expression_attribute_names("#g", "greenfield")
             .expression_attribute_names("#a", "attempts")
+            .expression_attribute_names("#r", "refunded_attempts")
             .expression_attribute_names("#c", "completed_at")
             .expression_attribute_values(":prev", n(previous_greenfield))
             .expression_attribute_values(":inv", n(invoked_greenfield))
@@ -167,6 +168,7 @@ impl DynamoStore {
             key: DynamoStore::task_key(task_id),
             sets: vec!["#c = if_not_exists(#c, :now)"],
             condition: "attribute_exists(task_id) AND #a >= :one AND #g >= :now",
+            at: report.of,
             names: vec![("#c", "completed_at"), ("#g", "greenfield"), ("#a", "attempts")],
             values: vec![(":now", n(now.secs())), (":one", n(1))],
         };
@@ -176,10 +178,10 @@ impl DynamoStore {
         if let Some(item) = self.get_live(task_id).await? {
             let task = task_from_item(&item)?;
             let found = Found::Live {
-                attempts: task.attempts,
+                at: task.invocation(),
                 greenfield: task.greenfield,
             };
-            if plan_completion(task_id, found, now)? == CompletionPlan::CloseLive {
+            if plan_completion(task_id, found, report.of, now)? == CompletionPlan::CloseLive {
                 let closed = self
                     .close_completed(
                         task_id,
@@ -197,6 +199,7 @@ impl DynamoStore {
                 key: DynamoStore::task_key(task_id),
                 sets: vec!["#c = if_not_exists(#c, :now)"],
                 condition: "attribute_exists(task_id) AND #g = :g",
+                at: Some(task.invocation()),
                 names: vec![("#c", "completed_at"), ("#g", "greenfield")],
                 values: vec![(":now", n(now.secs())), (":g", n(task.greenfield))],
             };
@@ -210,9 +213,9 @@ impl DynamoStore {
         }
         if let Some(item) = self.find_retry(task_id).await? {
             let found = Found::Retry {
-                attempts: task_from_item(&item)?.attempts,
+                at: task_from_item(&item)?.invocation(),
             };
-            plan_completion(task_id, found, now)?;
+            plan_completion(task_id, found, report.of, now)?;
             let key = DynamoStore::retry_key(&labourer_of(&item), task_id);
             let closed = self
                 .close_completed(task_id, item, &self.tables.retry, key, report, now)
@@ -233,12 +236,14 @@ impl DynamoStore {
                 None => return Err(self.already_closed(task_id).await?),
             },
         };
-        report_refusal(task_id, task_from_item(&item)?.attempts)?;
+        let at = task_from_item(&item)?.invocation();
+        check_report(task_id, at, report.of)?;
         let update = ReportUpdate {
             table,
             key,
             sets: vec!["#f = if_not_exists(#f, :zero) + :one"],
             condition: "attribute_exists(task_id)",
+            at: Some(at),
             names: vec![("#f", "failed_attempts")],
             values: vec![(":zero", n(0)), (":one", n(1))],
         };

@@ -35,13 +35,38 @@ pub(crate) fn report_updates(
     sets
 }
 
-/// A worker report's update of one task item: `SET` `sets` plus the report's own clauses, if `condition` holds.
-/// The item as it is after the update, or `None` when the condition failed.
+/// The condition that an item is still at invocation `at` ([`Invocation`]): its `attempts` and `refunded_attempts`
+/// as given, an absent `refunded_attempts` counting as 0 (Python sosw writes none). With its names and values
+/// (placeholders `#inv_a`, `#inv_r`, `:inv_a`, `:inv_r`).
+pub(crate) fn at_invocation(at: Invocation) -> InvocationGuard {
+    let condition = if at.refunded == 0 {
+        "#inv_a = :inv_a AND (attribute_not_exists(#inv_r) OR #inv_r = :inv_r)"
+    } else {
+        "#inv_a = :inv_a AND #inv_r = :inv_r"
+    };
+    InvocationGuard {
+        condition,
+        names: [("#inv_a", "attempts"), ("#inv_r", "refunded_attempts")],
+        values: [(":inv_a", n(at.attempts)), (":inv_r", n(at.refunded))],
+    }
+}
+
+/// A condition with its expression attribute names and values.
+pub(crate) struct InvocationGuard {
+    pub(crate) condition: &'static str,
+    pub(crate) names: [(&'static str, &'static str); 2],
+    pub(crate) values: [(&'static str, AttributeValue); 2],
+}
+
+/// A worker report's update of one task item: `SET` `sets` plus the report's own clauses, if `condition` holds
+/// and, when `at` names an invocation, the item is still at it ([`at_invocation`]). The item as it is after the
+/// update, or `None` when the condition failed.
 pub(crate) struct ReportUpdate<'a> {
     pub(super) table: &'a str,
     pub(super) key: Item,
     pub(super) sets: Vec<&'a str>,
     pub(super) condition: &'a str,
+    pub(super) at: Option<Invocation>,
     pub(super) names: Vec<(&'a str, &'a str)>,
     pub(super) values: Vec<(&'a str, AttributeValue)>,
 }
@@ -53,13 +78,24 @@ impl DynamoStore {
             u.values.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         let mut sets: Vec<String> = u.sets.iter().map(|s| s.to_string()).collect();
         sets.extend(report_updates(report, &mut names, &mut values));
+        let mut condition = u.condition.to_string();
+        if let Some(at) = u.at {
+            let InvocationGuard {
+                condition: guard,
+                names: guard_names,
+                values: guard_values,
+            } = at_invocation(at);
+            condition = format!("({condition}) AND {guard}");
+            names.extend(guard_names.map(|(k, v)| (k.to_string(), v.to_string())));
+            values.extend(guard_values.map(|(k, v)| (k.to_string(), v)));
+        }
         let out = self
             .client
             .update_item()
             .table_name(u.table)
             .set_key(Some(u.key))
             .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression(u.condition)
+            .condition_expression(condition)
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .return_values(ReturnValue::AllNew)
@@ -79,29 +115,52 @@ impl DynamoStore {
 }
 
 impl DynamoStore {
-    /// A worker's heartbeat: the live item's greenfield moves to `greenfield`, if it is not completed and still
-    /// running (`greenfield > expired`). One conditional `UpdateItem`; Python sosw's essentials see a task invoked
-    /// at the heartbeat.
-    pub(crate) async fn heartbeat_move(&self, task_id: &str, expired: i64, greenfield: i64) -> StoreResult<()> {
-        let out = self
+    /// A worker's heartbeat: the live item's greenfield moves to `greenfield`, if it is not completed, still
+    /// running (`greenfield > expired`) and at invocation `of` when named. One conditional `UpdateItem`; Python
+    /// sosw's essentials see a task invoked at the heartbeat.
+    pub(crate) async fn heartbeat_move(
+        &self,
+        task_id: &str,
+        expired: i64,
+        greenfield: i64,
+        of: Option<Invocation>,
+    ) -> StoreResult<()> {
+        let mut condition = "attribute_exists(task_id) AND attribute_not_exists(#c) AND #g > :e".to_string();
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.tables.tasks)
             .key("task_id", s(task_id))
             .update_expression("SET #g = :g")
-            .condition_expression("attribute_exists(task_id) AND attribute_not_exists(#c) AND #g > :e")
             .expression_attribute_names("#g", "greenfield")
             .expression_attribute_names("#c", "completed_at")
             .expression_attribute_values(":g", n(greenfield))
-            .expression_attribute_values(":e", n(expired))
-            .send()
-            .await;
-        match out {
+            .expression_attribute_values(":e", n(expired));
+        if let Some(of) = of {
+            let InvocationGuard {
+                condition: guard,
+                names,
+                values,
+            } = at_invocation(of);
+            condition = format!("{condition} AND {guard}");
+            for (k, v) in names {
+                request = request.expression_attribute_names(k, v);
+            }
+            for (k, v) in values {
+                request = request.expression_attribute_values(k, v);
+            }
+        }
+        match request.condition_expression(condition).send().await {
             Ok(_) => Ok(()),
-            Err(e) if failed_condition(&e) => Err(StoreError::Conflict {
-                task_id: task_id.to_string(),
-                reason: "it is not running".into(),
-            }),
+            Err(e) if failed_condition(&e) => {
+                if let Some(item) = self.get_live(task_id).await? {
+                    stale_report(task_id, task_from_item(&item)?.invocation(), of)?;
+                }
+                Err(StoreError::Conflict {
+                    task_id: task_id.to_string(),
+                    reason: "it is not running".into(),
+                })
+            }
             Err(e) => Err(sdk_err(e)),
         }
     }

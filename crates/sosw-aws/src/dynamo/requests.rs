@@ -389,9 +389,20 @@ impl DynamoStore {
         item.insert("completed_at".into(), n(now.secs()));
         let task = task_from_item(&item)?;
         let g = greenfield_of(&item)?;
+        // Deleted only if still at the greenfield and the invocation it was read at (the caller checked the report
+        // against that invocation).
+        let InvocationGuard {
+            condition: guard,
+            names: guard_names,
+            values: guard_values,
+        } = at_invocation(task.invocation());
+        let mut names = vec![("#g", "greenfield")];
+        names.extend(guard_names);
+        let mut values = vec![(":g", n(g))];
+        values.extend(guard_values);
         let items = vec![
             self.put(&self.tables.closed, DynamoStore::closed_item(item, true, now), None)?,
-            self.delete(table, key, "#g = :g", &[("#g", "greenfield")], vec![(":g", n(g))])?,
+            self.delete(table, key, &format!("#g = :g AND {guard}"), &names, values)?,
         ];
         self.transact(task_id, items, "moved while its completion was being recorded")
             .await?;

@@ -204,8 +204,8 @@ impl TaskStore for DynamoStore {
         self.tasks_of(r).await
     }
 
-    async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64) -> StoreResult<()> {
-        self.heartbeat_move(task_id, expired, greenfield).await
+    async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64, of: Option<Invocation>) -> StoreResult<()> {
+        self.heartbeat_move(task_id, expired, greenfield, of).await
     }
 
     async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {

@@ -344,6 +344,7 @@ fn where_a_stored_task_is() {
             payload: "{}".into(),
             completed_at: completed.then_some(now.secs()),
             failed_attempts: 0,
+            refunded_attempts: 0,
             stats: Map::new(),
             result: Map::new(),
         },

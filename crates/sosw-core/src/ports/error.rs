@@ -13,6 +13,17 @@ pub enum StoreError {
     /// not apply to it).
     #[error("task `{task_id}`: {reason}")]
     Conflict { task_id: String, reason: String },
+    /// A worker's report on an invocation of the task that is no longer its latest: the task has been invoked again
+    /// since (or that invocation was given back unsent). Nothing is written.
+    #[error(
+        "task `{task_id}`: the report is about invocation {reported}, but the task is at invocation {latest} now \
+         (it was invoked again, or that invocation was given back); nothing was recorded"
+    )]
+    StaleReport {
+        task_id: String,
+        reported: u64,
+        latest: u64,
+    },
     #[error("the store is throttling requests")]
     Throttled { retry_after: Option<Duration> },
     #[error("the store is unavailable: {0}")]
@@ -39,14 +50,21 @@ impl StoreError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            StoreError::NotFound(_) | StoreError::Conflict { .. } | StoreError::Invalid(_) | StoreError::Schema(_)
+            StoreError::NotFound(_)
+                | StoreError::Conflict { .. }
+                | StoreError::StaleReport { .. }
+                | StoreError::Invalid(_)
+                | StoreError::Schema(_)
         )
     }
 
     /// Whether a conditional move lost to another writer: the task was moved, completed or removed since it was
     /// read. Losing such a race is normal for concurrent essentials, never an error to report.
     pub fn is_lost_race(&self) -> bool {
-        matches!(self, StoreError::NotFound(_) | StoreError::Conflict { .. })
+        matches!(
+            self,
+            StoreError::NotFound(_) | StoreError::Conflict { .. } | StoreError::StaleReport { .. }
+        )
     }
 
     pub fn conflict(task_id: &str, reason: impl Into<String>) -> StoreError {
@@ -122,6 +140,16 @@ mod error_tests {
         let table = [
             (StoreError::NotFound("t".into()), false, true, true),
             (StoreError::conflict("t", "moved"), false, true, true),
+            (
+                StoreError::StaleReport {
+                    task_id: "t".into(),
+                    reported: 1,
+                    latest: 2,
+                },
+                false,
+                true,
+                true,
+            ),
             (StoreError::Invalid("full".into()), false, true, false),
             (StoreError::Schema("old".into()), false, true, false),
             (StoreError::Throttled { retry_after: None }, true, false, false),

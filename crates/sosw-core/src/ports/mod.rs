@@ -19,7 +19,7 @@ pub use store::*;
 
 use crate::config::{Labourer, MetricDetails};
 use crate::decide::FailureKind;
-use crate::task::{ReportKind, Task, WorkerReport};
+use crate::task::{Invocation, ReportKind, Task, WorkerReport};
 use crate::time::Time;
 use async_trait::async_trait;
 use std::fmt::Debug;
@@ -61,10 +61,11 @@ pub trait Invoker: Send + Sync + Debug {
     async fn invoke(&self, task: &Task, event: &str) -> Result<InvokeOutcome, InvokeError>;
 }
 
-/// The credential a worker reports with: bound to one task's one invocation (its number, `attempts`), so that a
-/// worker can report only the task it was sent, and only for that invocation (`sosw run`'s server checks it).
+/// The credential a worker reports with: bound to one task's one invocation (its [`Invocation::number`], which never
+/// repeats), so that a worker can report only the task it was sent, and only for that invocation (`sosw run`'s
+/// server checks it, and the store's write checks the invocation again).
 pub trait ReportSigner: Send + Sync + Debug {
-    fn sign(&self, task_id: &str, attempts: u32) -> String;
+    fn sign(&self, task_id: &str, invocation: Invocation) -> String;
 }
 
 /// The server's secrets that may be in `sosw run`'s environment (API tokens, the report tokens' secret): never

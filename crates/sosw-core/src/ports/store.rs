@@ -4,7 +4,7 @@ use super::LabourerStore;
 use super::{ArchiveExpect, StoreResult};
 use crate::greenfield::{GreenfieldRange, Markers};
 use crate::meta::{MetaEvent, Stamp};
-use crate::task::{NewTask, Place, StoredTask, Task, WorkerReport};
+use crate::task::{Invocation, NewTask, Place, StoredTask, Task, WorkerReport};
 use crate::time::Time;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -210,7 +210,8 @@ pub trait TaskStore: LabourerStore {
             .await
     }
 
-    /// Undoes a claim whose invocation was throttled: back to `previous_greenfield` with `attempts − 1`, if the
+    /// Undoes a claim whose invocation was throttled: back to `previous_greenfield` with `attempts − 1` and
+    /// `refunded_attempts + 1` (so that the next invocation's number is new: [`crate::task::Invocation`]), if the
     /// row is still at `invoked_greenfield` and not completed.
     async fn release_claim_recorded(
         &self,
@@ -236,7 +237,8 @@ pub trait TaskStore: LabourerStore {
     async fn list_completed(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>>;
 
     /// WorkerAssistant's `mark_task_as_completed`. Only for a task that has been invoked (`attempts >= 1`) and is
-    /// live or waiting for retry; never creates a row. Stats and result keys are merged into the stored ones;
+    /// live or waiting for retry, and still at the invocation the report names ([`WorkerReport::of`]), decided by
+    /// [`crate::moves::plan_completion`] and checked in the write itself; never creates a row. Stats and result keys are merged into the stored ones;
     /// a repeated completion keeps the first `completed_at`. A task waiting for a retry (in the retry table, or
     /// queued again) is closed as completed at once ([`Completion::Closed`]).
     async fn complete_recorded(
@@ -252,7 +254,8 @@ pub trait TaskStore: LabourerStore {
     }
 
     /// WorkerAssistant's `mark_task_as_failed`: `failed_attempts += 1` and the report merged, in the live or retry
-    /// table, for an invoked task. Does not change its state.
+    /// table, for an invoked task still at the invocation the report names ([`crate::moves::check_report`], checked
+    /// in the write itself). Does not change its state.
     async fn fail_recorded(
         &self,
         task_id: &str,
@@ -336,10 +339,11 @@ pub trait TaskStore: LabourerStore {
     /// [`StoreError::NotFound`], and nothing changes. Of two concurrent revivals, one moves the task.
     async fn revive_recorded(&self, task_id: &str, greenfield: i64, events: &[MetaEvent]) -> StoreResult<()>;
 
-    /// Moves a running task's greenfield to `greenfield` (a worker's heartbeat): only if it is live, not completed
-    /// and still running (`greenfield > expired`); otherwise a refusal ([`StoreError::Conflict`], or
+    /// Moves a running task's greenfield to `greenfield` (a worker's heartbeat): only if it is live, not completed,
+    /// still running (`greenfield > expired`) and, when the heartbeat names its invocation `of`, still at that
+    /// invocation; otherwise a refusal ([`StoreError::Conflict`], [`StoreError::StaleReport`] or
     /// [`StoreError::NotFound`]) and nothing changes.
-    async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64) -> StoreResult<()>;
+    async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64, of: Option<Invocation>) -> StoreResult<()>;
 
     /// The lowest queue position (`greenfield < now`) of a labourer, if its queue is not empty.
     async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>>;
@@ -412,6 +416,7 @@ mod list_cursor_tests {
                 payload: "{}".into(),
                 completed_at: None,
                 failed_attempts: 0,
+                refunded_attempts: 0,
                 stats: Default::default(),
                 result: Default::default(),
             },
