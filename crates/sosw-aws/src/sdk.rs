@@ -10,6 +10,11 @@
 //!
 //! Every throttled DynamoDB response is counted ([`Aws::throttled`]), so that the essentials' pass reports show
 //! throttling that the retries hid.
+//!
+//! **Endpoints** follow the SDK's standard configuration: `AWS_ENDPOINT_URL` for every service,
+//! `AWS_ENDPOINT_URL_<SERVICE>` (`_DYNAMODB`, `_LAMBDA`, `_SNS`, `_S3`, `_SSM`, `_CLOUDWATCH`) for one, or the
+//! profile's `endpoint_url` / `services` sections. A store URL `dynamodb:URL` ([`Aws::for_store`]) sets DynamoDB's
+//! endpoint only; [`Aws::local`] sends every service to one endpoint (tests, a single local emulator).
 
 use aws_config::retry::RetryConfig;
 use aws_config::SdkConfig;
@@ -35,6 +40,8 @@ pub(crate) const THROTTLING_CODES: [&str; 4] = [
 #[derive(Debug, Clone)]
 pub struct Aws {
     sdk: SdkConfig,
+    /// DynamoDB's own endpoint (a store URL's), over whatever the environment configures.
+    dynamodb_endpoint: Option<String>,
     throttled: Arc<AtomicU64>,
 }
 
@@ -44,32 +51,36 @@ impl Aws {
         Aws::with_loader(aws_config::defaults(aws_config::BehaviorVersion::latest())).await
     }
 
-    /// A local AWS-compatible endpoint (`http://127.0.0.1:5000`) with dummy credentials, in `AWS_REGION` or
-    /// `us-east-1`.
+    /// Every service at one local AWS-compatible endpoint (`http://127.0.0.1:5000`), with dummy credentials, in
+    /// `AWS_REGION` or `us-east-1`.
     pub async fn local(endpoint: &str) -> Aws {
-        let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(endpoint)
-            .region(aws_config::Region::new(
-                std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
-            ))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "local", "local", None, None, "sosw",
-            ));
-        Aws::with_loader(loader).await
+        Aws::with_loader(local_loader().endpoint_url(endpoint)).await
     }
 
-    /// [`Aws::local`] for `Some(endpoint)`, else [`Aws::from_env`].
-    pub async fn connect(endpoint: Option<&str>) -> Aws {
-        match endpoint {
-            Some(e) => Aws::local(e).await,
-            None => Aws::from_env().await,
-        }
+    /// AWS for a store URL `dynamodb:[URL]`: with a URL, DynamoDB at that endpoint and every other service where
+    /// the SDK's standard configuration says (`AWS_ENDPOINT_URL_LAMBDA`, …; see the module documentation), in
+    /// `AWS_REGION` or `us-east-1`, with the environment's credentials if it names any (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_PROFILE`), else dummy ones (a local endpoint checks no signature). Without one, [`Aws::from_env`].
+    pub async fn for_store(dynamodb_endpoint: Option<&str>) -> Aws {
+        let Some(endpoint) = dynamodb_endpoint else {
+            return Aws::from_env().await;
+        };
+        let named = |v: &str| std::env::var_os(v).is_some_and(|s| !s.is_empty());
+        let loader = if named("AWS_ACCESS_KEY_ID") || named("AWS_PROFILE") {
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).region(default_region())
+        } else {
+            local_loader()
+        };
+        let mut aws = Aws::with_loader(loader).await;
+        aws.dynamodb_endpoint = Some(endpoint.to_string());
+        aws
     }
 
     async fn with_loader(loader: aws_config::ConfigLoader) -> Aws {
         let sdk = loader.retry_config(retry_config()).load().await;
         Aws {
             sdk,
+            dynamodb_endpoint: None,
             throttled: Arc::default(),
         }
     }
@@ -95,9 +106,12 @@ impl Aws {
 
     /// A DynamoDB client that counts throttled responses.
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
-        let conf = aws_sdk_dynamodb::config::Builder::from(&self.sdk)
-            .interceptor(CountThrottles(self.throttled.clone()))
-            .build();
+        let mut conf =
+            aws_sdk_dynamodb::config::Builder::from(&self.sdk).interceptor(CountThrottles(self.throttled.clone()));
+        if let Some(endpoint) = &self.dynamodb_endpoint {
+            conf = conf.endpoint_url(endpoint);
+        }
+        let conf = conf.build();
         aws_sdk_dynamodb::Client::from_conf(conf)
     }
 
@@ -121,14 +135,34 @@ impl Aws {
         aws_sdk_cloudwatch::Client::new(&self.sdk)
     }
 
-    /// An S3 client; path-style addressing on a local endpoint (which has no bucket subdomains).
+    /// An S3 client; path-style addressing on a configured endpoint (a local one has no bucket subdomains).
     pub fn s3(&self) -> aws_sdk_s3::Client {
-        let local = self.sdk.endpoint_url().is_some();
+        let local = self.sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
         let conf = aws_sdk_s3::config::Builder::from(&self.sdk)
             .force_path_style(local)
             .build();
         aws_sdk_s3::Client::from_conf(conf)
     }
+}
+
+/// The region of a local endpoint: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-east-1` (never the instance
+/// metadata service).
+fn default_region() -> aws_config::Region {
+    let env = |v: &str| std::env::var(v).ok().filter(|r| !r.is_empty());
+    aws_config::Region::new(
+        env("AWS_REGION")
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".into()),
+    )
+}
+
+/// A loader for local endpoints: [`default_region`] and dummy credentials.
+fn local_loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(default_region())
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "local", "local", None, None, "sosw",
+        ))
 }
 
 /// The retry policy of every client but Lambda's.

@@ -131,6 +131,9 @@ pub struct OpenStore {
     pub url: String,
     /// What `sosw init` says it made ready.
     pub describe: String,
+    /// The AWS configuration the store was opened with (a DynamoDB store), for the other AWS clients to share.
+    #[cfg(feature = "aws")]
+    pub aws: Option<sosw_aws::Aws>,
 }
 
 fn schema_usage(e: sosw_core::ports::StoreError) -> anyhow::Error {
@@ -170,12 +173,15 @@ pub async fn open_store(spec: &StoreSpec, config: Option<&Config>, init: bool) -
                 meta: store,
                 url: format!("sqlite:{}", abs.display()),
                 describe: format!("{} (schema version {})", path.display(), sosw_sqlite::SCHEMA_VERSION),
+                #[cfg(feature = "aws")]
+                aws: None,
             })
         }
         #[cfg(feature = "aws")]
         StoreSpec::DynamoDb { endpoint } => {
             let tables = config.map_or_else(sosw_aws::Tables::default, |c| sosw_aws::Tables::from_names(&c.tables));
-            let store = sosw_aws::DynamoStore::connect(endpoint.as_deref(), tables.clone()).await;
+            let aws = sosw_aws::Aws::for_store(endpoint.as_deref()).await;
+            let store = sosw_aws::DynamoStore::from_aws(&aws, tables.clone());
             if init {
                 store.init().await.map_err(schema_usage)?;
             }
@@ -188,6 +194,7 @@ pub async fn open_store(spec: &StoreSpec, config: Option<&Config>, init: bool) -
                     "DynamoDB tables {}, {}, {}, {}, {}",
                     tables.tasks, tables.closed, tables.retry, tables.meta, tables.jobs
                 ),
+                aws: Some(aws),
             })
         }
         #[cfg(not(feature = "aws"))]
@@ -217,7 +224,8 @@ pub struct App {
     /// The store as a URL any sosw process can open (`sqlite:/abs/path`).
     pub store_url: String,
     pub config_path: PathBuf,
-    /// The AWS clients (the AWS build): the store's endpoint if it names one, else AWS as the environment configures it.
+    /// The AWS configuration (the AWS build), loaded only when the store or the config uses AWS
+    /// ([`sosw_core::config::AwsServices`]): the store's, else AWS as the environment configures it.
     #[cfg(feature = "aws")]
     pub aws: Option<sosw_aws::Aws>,
 }
@@ -227,20 +235,26 @@ impl App {
         let config = load_config(&global.config, essential).await?;
         let spec = store_spec(global, Some(&config))?;
         let store = open_store(&spec, Some(&config), false).await?;
+        #[cfg(feature = "aws")]
+        let store_aws = store.aws.clone();
         #[allow(unused_mut)]
         let mut app = App::new(config, store, global);
         #[cfg(feature = "aws")]
         {
-            let endpoint = match &spec {
-                StoreSpec::DynamoDb { endpoint } => endpoint.clone(),
-                StoreSpec::Sqlite(_) => None,
+            let uses = app.config.aws_services();
+            app.aws = match store_aws {
+                Some(aws) => Some(aws),
+                None if uses.any() => Some(sosw_aws::Aws::from_env().await),
+                None => None,
             };
-            let aws = sosw_aws::Aws::connect(endpoint.as_deref()).await;
-            app.metrics = Arc::new(sosw_aws::CloudWatchMetrics::from_aws(&aws, app.metrics.clone()));
-            if let Some(topic) = app.config.notify.recipient.clone() {
-                app.notifier = Arc::new(sosw_aws::SnsNotifier::from_aws(&aws, topic));
+            if let Some(aws) = &app.aws {
+                if uses.cloudwatch {
+                    app.metrics = Arc::new(sosw_aws::CloudWatchMetrics::from_aws(aws, app.metrics.clone()));
+                }
+                if let Some(topic) = app.config.notify.recipient.clone() {
+                    app.notifier = Arc::new(sosw_aws::SnsNotifier::from_aws(aws, topic));
+                }
             }
-            app.aws = Some(aws);
         }
         Ok(app)
     }
@@ -310,12 +324,14 @@ impl App {
         }
         let local: Box<dyn InvokerFactory> = Box::new(local);
         #[cfg(feature = "aws")]
-        let local: Box<dyn InvokerFactory> = {
+        let local: Box<dyn InvokerFactory> = if self.config.aws_services().lambda {
             let aws = match &self.aws {
                 Some(aws) => aws.clone(),
                 None => sosw_aws::Aws::from_env().await,
             };
             Box::new(sosw_aws::AwsInvokers::from_aws(&aws, local))
+        } else {
+            local
         };
         (local, supervisor)
     }

@@ -104,10 +104,10 @@ impl DynamoStore {
         }
     }
 
-    /// A store on AWS as the environment configures it, or on a local endpoint (`http://127.0.0.1:5000`) with
-    /// dummy credentials.
+    /// A store on AWS as the environment configures it, or with DynamoDB at `endpoint` (`http://127.0.0.1:5000`;
+    /// [`Aws::for_store`]).
     pub async fn connect(endpoint: Option<&str>, tables: Tables) -> DynamoStore {
-        DynamoStore::from_aws(&Aws::connect(endpoint).await, tables)
+        DynamoStore::from_aws(&Aws::for_store(endpoint).await, tables)
     }
 
     pub fn tables(&self) -> &Tables {

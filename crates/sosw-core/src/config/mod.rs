@@ -180,12 +180,47 @@ pub struct Config {
     pub server: Option<ServerConfig>,
 }
 
+/// The AWS services a config uses besides its store. The AWS build loads AWS's configuration only for a config
+/// (or a store) that needs it, so that a config with local labourers, metrics and notifications never waits on
+/// the instance metadata service nor warns about a missing region.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AwsServices {
+    /// A labourer is a Lambda function.
+    pub lambda: bool,
+    /// A health metric is read from CloudWatch.
+    pub cloudwatch: bool,
+    /// Dead tasks are notified to an SNS topic (`sns_config.recipient`).
+    pub sns: bool,
+}
+
+impl AwsServices {
+    pub fn any(self) -> bool {
+        self.lambda || self.cloudwatch || self.sns
+    }
+}
+
 /// The subject of dead-task notifications, as Python sosw sends them.
 pub const DEAD_TASK_SUBJECT: &str = "``sosw`` Dead Task";
 
 impl Config {
     pub fn labourer(&self, id: &str) -> Option<&Labourer> {
         self.labourers.iter().find(|l| l.id == id)
+    }
+
+    /// The AWS services this config uses (its store aside).
+    pub fn aws_services(&self) -> AwsServices {
+        AwsServices {
+            lambda: self
+                .labourers
+                .iter()
+                .any(|l| matches!(l.invoker, InvokerSpec::Lambda { .. })),
+            cloudwatch: self
+                .labourers
+                .iter()
+                .flat_map(|l| &l.health_metrics)
+                .any(|m| matches!(m.details, MetricDetails::CloudWatch(_))),
+            sns: self.notify.recipient.is_some(),
+        }
     }
 
     /// The markers of labourer `id` at `now`; a labourer the store knows but the config does not is read with

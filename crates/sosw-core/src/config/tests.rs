@@ -606,3 +606,38 @@ fn an_https_labourer_may_name_its_ca_file() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn the_aws_services_a_config_uses() {
+    let cloudwatch = json!({"details": {"Namespace": "AWS/RDS", "MetricName": "CPUUtilization"}, "feelings": {"4": 90}, "feeling_comparison_operator": ">="});
+    let command = json!({"details": {"command": ["true"]}, "feelings": {"4": 90}, "feeling_comparison_operator": ">="});
+    let none = AwsServices::default();
+    // (config, the services it uses)
+    let table = [
+        (json!({"task_config": {"labourers": {"p": {"command": "true"}}}}), none),
+        (
+            json!({"task_config": {"labourers": {"h": {"url": "http://127.0.0.1:1/x", "health_metrics": {"c": command}}}}}),
+            none,
+        ),
+        (
+            json!({"task_config": {"labourers": {"p": {"command": "true"}, "l": {"arn": "arn:aws:lambda:us-east-1:1:function:f"}}}}),
+            AwsServices { lambda: true, ..none },
+        ),
+        (
+            json!({"task_config": {"labourers": {"p": {"command": "true", "health_metrics": {"c": cloudwatch}}}}}),
+            AwsServices {
+                cloudwatch: true,
+                ..none
+            },
+        ),
+        (
+            json!({"task_config": {"labourers": {"p": {"command": "true"}}}, "sns_config": {"recipient": "arn:aws:sns:us-east-1:1:t"}}),
+            AwsServices { sns: true, ..none },
+        ),
+    ];
+    for (config, want) in table {
+        let got = load(config.clone()).aws_services();
+        assert_eq!(got, want, "{config}");
+        assert_eq!(got.any(), want != none);
+    }
+}
