@@ -7,9 +7,10 @@
 //! not completed and still at the greenfield read), and a claim is Python sosw's conditional update, stricter only
 //! in also requiring the greenfield as read. Reads of live tasks go through the `sosw_tasks_greenfield` index.
 //!
-//! Costs worth knowing: finding a task in the retry table by its id alone is a Scan (the table is keyed by
-//! labourer, then task), which `get`, `complete` and `fail` do only after the live table missed; listing every
-//! labourer scans the three tables.
+//! Costs worth knowing: finding a task in the retry table by its id alone (the table is keyed by labourer, then
+//! task), which `get`, `complete` and `fail` do only after the live table missed, reads the labourer from the task's
+//! audit trail (one Query, one GetItem) and scans the retry table only for a task with no trail; listing every
+//! labourer scans the three tables. Moves' audit events are written by group commit (`MetaQueue`).
 
 pub mod cloudwatch;
 pub mod config_source;

@@ -6,6 +6,7 @@
 use aws_sdk_dynamodb::config::interceptors::{BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef};
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
+use futures::StreamExt;
 use serde_json::json;
 use sosw_aws::{DynamoStore, Tables};
 use sosw_core::config::Config;
@@ -114,29 +115,96 @@ async fn requests_per_task_lifecycle() {
             .run_once(clock.now())
             .await;
         assert_eq!(report.labourers[0].invoked as usize, N);
+        // The workers report as a fleet does: many at once (16 in flight), so that the moves' audit events share
+        // requests (the store's group commit); a lone report costs one audit request of its own.
         let wa = wiring.worker_assistant(config.clone());
-        for t in &tasks {
-            wa.complete(&t.task_id, &Default::default(), clock.now())
-                .await
-                .expect("complete");
-        }
+        let now = clock.now();
+        futures::stream::iter(&tasks)
+            .map(|t| {
+                let wa = &wa;
+                async move {
+                    wa.complete(&t.task_id, &Default::default(), now)
+                        .await
+                        .expect("complete")
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
         let s = Scavenger::new(config.clone(), &wiring).run_once(clock.now()).await;
         assert_eq!(s.labourers[0].archived as usize, N);
         let (counts, server_errors) = counter.take();
         let total: u64 = counts.values().sum::<u64>() - server_errors;
         let per_task = total as f64 / N as f64;
         eprintln!(
-            "meta {}: {total} requests for {N} tasks = {per_task:.2} per task: {counts:?}, less {server_errors} \
-             retried after a moto server error",
-            if with_meta { "on" } else { "off" }
+            "meta {}: {total} DynamoDB requests for {N} tasks = {per_task:.2} per task, {:.2} with Lambda's Invoke: \
+             {counts:?}, less {server_errors} retried after a moto server error",
+            if with_meta { "on" } else { "off" },
+            per_task + 1.0,
         );
-        if !with_meta {
-            // claim 1 + complete 1 + archive 1 (a transaction from the Scavenger's own copy of the item), plus the
-            // batched create and the per-pass queries.
-            assert!(per_task <= 3.2, "{per_task} requests per task: {counts:?}");
-        }
+        // claim 1 + complete 1 + archive 1 (a transaction from the Scavenger's own copy of the item), plus the
+        // batched create and the per-pass queries; the audit trail's events share BatchWriteItem requests.
+        let most = if with_meta { 3.8 } else { 3.2 };
+        assert!(per_task <= most, "{per_task} requests per task: {counts:?}");
         clock.advance_secs(10);
     }
+}
+
+/// Issue #12: a report that closes a task waiting for retry read the task, then scanned the whole retry table to
+/// find it (its key starts with the labourer). The task's audit trail names the labourer: one Query, one GetItem.
+#[tokio::test]
+#[ignore = "needs moto_server (SOSW_TEST_DYNAMODB); `.ci/run` starts it and runs ignored tests"]
+async fn a_report_on_a_task_waiting_for_retry_scans_nothing() {
+    let Some(endpoint) = sosw_testkit::service("SOSW_TEST_DYNAMODB") else {
+        return;
+    };
+    let counter = Arc::new(Counter::default());
+    let sdk = sosw_aws::Aws::local(&endpoint).await.sdk().clone();
+    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .interceptor(CounterRef(counter.clone()))
+        .build();
+    let tables = Tables::prefixed(&format!("rr{}_", std::process::id()));
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(conf), tables);
+    store.init().await.expect("tables");
+    let now = sosw_core::Time::from_secs(1_700_000_000);
+    let stamp = sosw_core::meta::Stamp {
+        author: "test".into(),
+        at: now,
+    };
+    let task = |id: &str| NewTask {
+        task_id: id.into(),
+        labourer_id: "w".into(),
+        payload: "{}".into(),
+    };
+    let created = store
+        .create_tasks_recorded(&[task("a"), task("b")], 1000, now, Some(&stamp))
+        .await
+        .expect("create");
+    let invoked = now.secs() + 31_557_600;
+    for t in &created.created {
+        store
+            .claim("w", &[(t.task_id.clone(), t.greenfield)], now.secs(), invoked)
+            .await
+            .expect("claim");
+        store
+            .move_to_retry(&t.task_id, invoked, now.secs() + 60)
+            .await
+            .expect("retry");
+    }
+    counter.take();
+    let closed = store
+        .complete("a", now, &Default::default())
+        .await
+        .expect("a late completion");
+    assert!(matches!(closed, sosw_core::ports::Completion::Closed(_)), "{closed:?}");
+    store.fail("b", now, &Default::default()).await.expect("a late failure");
+    let (counts, _) = counter.take();
+    assert_eq!(counts.get("Scan"), None, "{counts:?}");
+    assert_eq!(
+        counts.get("Query"),
+        Some(&2),
+        "one look at each audit trail: {counts:?}"
+    );
 }
 
 /// `Intercept` for an `Arc` we keep a handle on.

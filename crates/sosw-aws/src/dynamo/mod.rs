@@ -81,6 +81,8 @@ pub struct DynamoStore {
     /// The completed tasks' items as `list_completed` read them, so that archiving one is a single request when
     /// its item has not changed since (see `archive_one`).
     completed_copies: std::sync::Arc<std::sync::Mutex<HashMap<String, Item>>>,
+    /// Moves' audit events on their way to the meta table (group commit, see [`MetaQueue`]).
+    meta_queue: std::sync::Arc<MetaQueue>,
 }
 
 impl DynamoStore {
@@ -91,6 +93,7 @@ impl DynamoStore {
             tables,
             throttled: std::sync::Arc::default(),
             completed_copies: std::sync::Arc::default(),
+            meta_queue: std::sync::Arc::default(),
         }
     }
 
@@ -101,6 +104,7 @@ impl DynamoStore {
             tables,
             throttled: aws.throttle_counter(),
             completed_copies: std::sync::Arc::default(),
+            meta_queue: std::sync::Arc::default(),
         }
     }
 

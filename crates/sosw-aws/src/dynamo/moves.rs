@@ -385,15 +385,45 @@ pub(crate) fn labourer_of(item: &Item) -> String {
     }
 }
 
+/// Moves' audit events waiting for the meta table, written by group commit: while one caller writes, the events
+/// of the moves that finish meanwhile wait, and the next caller to write takes them all — up to 25 per
+/// `BatchWriteItem`. Concurrent reports (a fleet of workers reporting to one `sosw run`) thus share requests, while
+/// a lone move still costs one. Every caller returns only once its own events were sent (never later, in the
+/// background: a Lambda function may be frozen as soon as it returns).
+#[derive(Debug, Default)]
+pub(crate) struct MetaQueue {
+    pending: std::sync::Mutex<Vec<(Vec<MetaEvent>, tokio::sync::oneshot::Sender<()>)>>,
+    writer: tokio::sync::Mutex<()>,
+}
+
 impl DynamoStore {
     /// Records a move's audit events right after it (best-effort: DynamoDB's meta table is separate, and a
-    /// transaction with it would double the write cost of every move). A failure is logged; the move stands.
+    /// transaction with it would double the write cost of every move), sharing requests with concurrent moves
+    /// ([`MetaQueue`]). A failure is logged; the move stands.
     pub(crate) async fn recorded(&self, events: Vec<MetaEvent>) {
         if events.is_empty() {
             return;
         }
+        let (sent, mut written) = tokio::sync::oneshot::channel();
+        lock(&self.meta_queue.pending).push((events, sent));
+        let _writer = self.meta_queue.writer.lock().await;
+        if written.try_recv().is_ok() {
+            // The writer before us took our events with its own.
+            return;
+        }
+        let batch = std::mem::take(&mut *lock(&self.meta_queue.pending));
+        let events: Vec<MetaEvent> = batch.iter().flat_map(|(events, _)| events.iter().cloned()).collect();
         if let Err(e) = self.record(&events).await {
             tracing::warn!(count = events.len(), error = %e, "could not write meta events; the moves they record stand");
         }
+        for (_, sent) in batch {
+            // A caller that is gone (its future dropped) needs no answer.
+            let _ = sent.send(());
+        }
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The queue's state is a plain Vec: a panic elsewhere cannot leave it half-changed.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

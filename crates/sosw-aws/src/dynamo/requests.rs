@@ -174,8 +174,40 @@ impl DynamoStore {
         self.get_by_id(&self.tables.closed, task_id).await
     }
 
-    /// A retry row by task id alone: the retry table's key starts with the labourer, so this is a Scan.
+    /// A retry row by task id alone. The retry table's key starts with the labourer, which the task's audit trail
+    /// names: one Query of the meta table (its first event) and one GetItem. Only a task with no audit trail (meta
+    /// writing off, or a meta table that does not exist) costs a Scan of the retry table.
     pub(crate) async fn find_retry(&self, task_id: &str) -> StoreResult<Option<Item>> {
+        let trail = Read {
+            table: self.tables.meta.clone(),
+            key: Some("#t = :t".into()),
+            names: vec![("#t", "task_id")],
+            values: vec![(":t", s(task_id))],
+            limit: Some(1),
+            projection: Some("labourer_id".into()),
+            ..Read::default()
+        };
+        let labourer = match self.read(trail).await {
+            Ok((items, _)) => items.first().and_then(|item| match item.get("labourer_id") {
+                Some(AttributeValue::S(l)) if !l.is_empty() => Some(l.clone()),
+                _ => None,
+            }),
+            Err(StoreError::Schema(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(labourer) = labourer {
+            // A task's labourer never changes: not under it in the retry table means not there at all.
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.tables.retry)
+                .set_key(Some(DynamoStore::retry_key(&labourer, task_id)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            return Ok(out.item().cloned());
+        }
         let r = Read {
             table: self.tables.retry.clone(),
             filter: Some("#t = :t".into()),
