@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, post, put, MethodRouter};
 use axum::{Json, Router};
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -42,58 +42,62 @@ pub const MAX_BATCH: usize = 10_000;
 pub const MAX_PAGE: usize = 1_000;
 const DEFAULT_PAGE: usize = 100;
 
-/// Every route (method, path) the router serves: the committed OpenAPI document (`assets/openapi.json`) lists exactly
-/// these, and a test checks both ways.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/"),
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/metrics"),
-    ("POST", "/report"),
-    ("POST", "/api/reports"),
-    ("GET", "/api/openapi.json"),
-    ("GET", "/api/history"),
-    ("GET", "/api/labourers"),
-    ("GET", "/api/labourers/{id}"),
-    ("POST", "/api/labourers/{id}/pause"),
-    ("POST", "/api/labourers/{id}/resume"),
-    ("PUT", "/api/labourers/{id}/limit"),
-    ("GET", "/api/tasks"),
-    ("POST", "/api/tasks"),
-    ("GET", "/api/tasks/{id}"),
-    ("POST", "/api/tasks/{id}/requeue"),
-    ("GET", "/api/jobs"),
-    ("POST", "/api/jobs"),
-    ("GET", "/api/jobs/{id}"),
-];
+/// One route: its method, its path, and what serves it.
+#[derive(Debug)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    handler: MethodRouter<Arc<Service>>,
+}
 
-/// The OpenAPI document of [`ROUTES`].
+fn route(method: &'static str, path: &'static str, handler: MethodRouter<Arc<Service>>) -> Route {
+    Route { method, path, handler }
+}
+
+/// Every route the router serves, and nothing else: [`router`] is built from this table, the committed OpenAPI
+/// document (`assets/openapi.json`) lists exactly these (a test checks both ways), and a method a path does not
+/// list is a 405.
+pub fn routes() -> Vec<Route> {
+    let openapi = || async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) };
+    vec![
+        route("GET", "/", get(dashboard)),
+        route("GET", "/healthz", get(healthz)),
+        route("GET", "/readyz", get(readyz)),
+        route("GET", "/metrics", get(prometheus)),
+        route("POST", "/report", post(report)),
+        route("POST", "/api/reports", post(report)),
+        route("GET", "/api/openapi.json", get(openapi)),
+        route("GET", "/api/history", get(history)),
+        route("GET", "/api/labourers", get(labourers)),
+        route("GET", "/api/labourers/{id}", get(labourer)),
+        route("POST", "/api/labourers/{id}/pause", post(pause)),
+        route("POST", "/api/labourers/{id}/resume", post(resume)),
+        route("PUT", "/api/labourers/{id}/limit", put(set_limit)),
+        route("GET", "/api/tasks", get(list_tasks)),
+        route("POST", "/api/tasks", post(create_tasks)),
+        route("GET", "/api/tasks/{id}", get(task)),
+        route("POST", "/api/tasks/{id}/requeue", post(requeue)),
+        route("GET", "/api/jobs", get(list_jobs)),
+        route("POST", "/api/jobs", post(submit_job)),
+        route("GET", "/api/jobs/{id}", get(job)),
+    ]
+}
+
+/// The OpenAPI document of [`routes`].
 pub const OPENAPI: &str = include_str!("../../assets/openapi.json");
 
-/// Every route of the service.
+/// Every route of the service ([`routes`]).
 pub fn router(service: Arc<Service>) -> Router {
-    Router::new()
-        .route("/", get(dashboard))
-        .route(
-            "/api/openapi.json",
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
-        )
-        .route("/api/history", get(history))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(prometheus))
-        .route("/report", post(report))
-        .route("/api/reports", post(report))
-        .route("/api/labourers", get(labourers))
-        .route("/api/labourers/{id}", get(labourer))
-        .route("/api/labourers/{id}/pause", post(pause))
-        .route("/api/labourers/{id}/resume", post(resume))
-        .route("/api/labourers/{id}/limit", put(set_limit))
-        .route("/api/tasks", get(list_tasks).post(create_tasks))
-        .route("/api/tasks/{id}", get(task))
-        .route("/api/tasks/{id}/requeue", post(requeue))
-        .route("/api/jobs", get(list_jobs).post(submit_job))
-        .route("/api/jobs/{id}", get(job))
+    let mut by_path: Vec<(&'static str, MethodRouter<Arc<Service>>)> = Vec::new();
+    for r in routes() {
+        match by_path.iter_mut().find(|(path, _)| *path == r.path) {
+            Some((_, methods)) => *methods = std::mem::take(methods).merge(r.handler),
+            None => by_path.push((r.path, r.handler)),
+        }
+    }
+    by_path
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| router.route(path, methods))
         .fallback(|| async { ApiError::not_found("no such route; see docs/api.md") })
         // Bodies are read (with their own limit and answer) by `read_json`.
         .layer(DefaultBodyLimit::disable())
