@@ -197,7 +197,7 @@ async fn a_report_on_a_task_waiting_for_retry_scans_nothing() {
         .await
         .expect("a late completion");
     assert!(matches!(closed, sosw_core::ports::Completion::Closed(_)), "{closed:?}");
-    store.fail("b", now, &Default::default()).await.expect("a late failure");
+    store.fail("b", &Default::default()).await.expect("a late failure");
     let (counts, _) = counter.take();
     assert_eq!(counts.get("Scan"), None, "{counts:?}");
     assert_eq!(

@@ -131,7 +131,7 @@ impl WorkerAssistant {
     /// Records the failure report, with its audit event in the same store operation.
     pub async fn fail(&self, task_id: &str, report: &WorkerReport, now: Time) -> StoreResult<Task> {
         let stamp = self.meta.stamp(now);
-        let task = self.store.fail_recorded(task_id, now, report, stamp.as_ref()).await?;
+        let task = self.store.fail_recorded(task_id, report, stamp.as_ref()).await?;
         self.add_reports(&task.labourer_id, Reports::failed()).await;
         Ok(task)
     }

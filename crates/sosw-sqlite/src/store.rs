@@ -204,13 +204,7 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn fail_recorded(
-        &self,
-        task_id: &str,
-        _now: Time,
-        report: &WorkerReport,
-        stamp: Option<&Stamp>,
-    ) -> StoreResult<Task> {
+    async fn fail_recorded(&self, task_id: &str, report: &WorkerReport, stamp: Option<&Stamp>) -> StoreResult<Task> {
         let id = task_id.to_string();
         let report = report.clone();
         let stamp = stamp.cloned();

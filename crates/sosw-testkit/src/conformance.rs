@@ -415,13 +415,13 @@ pub async fn complete_only_invoked_tasks_and_never_create_rows(h: &Harness) {
         &s.complete("ghost", now(), &WorkerReport::default()).await
     ));
     assert!(s.get("ghost").await.expect("get").is_none(), "no ghost row");
-    assert!(is_not_found(&s.fail("ghost", now(), &WorkerReport::default()).await));
+    assert!(is_not_found(&s.fail("ghost", &WorkerReport::default()).await));
     assert!(s.get("ghost").await.expect("get").is_none(), "no ghost row");
     assert!(
         is_conflict(&s.complete("a", now(), &WorkerReport::default()).await),
         "a queued task was never invoked"
     );
-    assert!(is_conflict(&s.fail("a", now(), &WorkerReport::default()).await));
+    assert!(is_conflict(&s.fail("a", &WorkerReport::default()).await));
     claim_all(s, "w", &["a"], NOW).await;
     let r = report(json!({"rows": 5, "nested": {"k": [1]}}), json!({"url": "s3://x"}));
     match s.complete("a", Time::from_secs(NOW + 30), &r).await.expect("complete") {
@@ -441,7 +441,7 @@ pub async fn complete_only_invoked_tasks_and_never_create_rows(h: &Harness) {
         matches!(&late, Err(StoreError::Conflict { reason, .. }) if reason.contains("closed")),
         "{late:?}"
     );
-    assert!(is_conflict(&s.fail("a", now(), &r).await));
+    assert!(is_conflict(&s.fail("a", &r).await));
 }
 
 pub async fn repeated_completion_keeps_the_first_time(h: &Harness) {
@@ -474,14 +474,11 @@ pub async fn fail_counts_and_keeps_state(h: &Harness) {
     let invoked = claim_all(s, "w", &["a"], NOW).await;
     // WA-4
     let t = s
-        .fail("a", now(), &report(json!({}), json!({"some_info": 33})))
+        .fail("a", &report(json!({}), json!({"some_info": 33})))
         .await
         .expect("fail");
     assert_eq!(t.failed_attempts, 1);
-    let t = s
-        .fail("a", now(), &report(json!({"s": 1}), json!({})))
-        .await
-        .expect("fail");
+    let t = s.fail("a", &report(json!({"s": 1}), json!({}))).await.expect("fail");
     assert_eq!(t.failed_attempts, 2);
     let a = s.get("a").await.expect("get").expect("a");
     assert_eq!(a.place, Place::Live);
@@ -576,7 +573,7 @@ pub async fn reports_between_listing_and_archiving_are_kept(h: &Harness) {
     s.complete("a", now(), &report(json!({"rows": 2}), json!({"late": true})))
         .await
         .expect("a second completion");
-    s.fail("b", now(), &report(json!({"errors": 1}), json!({})))
+    s.fail("b", &report(json!({"errors": 1}), json!({})))
         .await
         .expect("a failure report");
     let moves = vec![
@@ -631,7 +628,7 @@ pub async fn retry_round_trip_keeps_every_field(h: &Harness) {
     let s = h.store.as_ref();
     create(s, "w", &["a", "b", "c"]).await;
     let g = claim_all(s, "w", &["a", "b", "c"], NOW).await;
-    s.fail("a", now(), &report(json!({"rows": 3}), json!({"err": "boom"})))
+    s.fail("a", &report(json!({"rows": 3}), json!({"err": "boom"})))
         .await
         .expect("fail");
     for (id, launch) in [("a", NOW + 20), ("b", NOW + 10), ("c", NOW + 99)] {
@@ -705,7 +702,7 @@ pub async fn completion_of_a_task_waiting_for_retry_closes_it(h: &Harness) {
     let g = claim_all(s, "w", &["b"], NOW).await;
     s.move_to_retry("b", g, NOW + 900).await.expect("move");
     assert_eq!(
-        s.fail("b", now(), &WorkerReport::default())
+        s.fail("b", &WorkerReport::default())
             .await
             .expect("fail")
             .failed_attempts,
@@ -1142,7 +1139,7 @@ pub async fn moves_record_their_events_only_when_they_take_effect(h: &Harness) {
         .expect("release");
     assert_eq!(actions("c").await, ["created", "invoked", "invocation_throttled"]);
     // Reports: a failure, then a completion; a completion of a task waiting in the queue again closes it.
-    s.fail_recorded("d", now(), &WorkerReport::default(), Some(&stamp))
+    s.fail_recorded("d", &WorkerReport::default(), Some(&stamp))
         .await
         .expect("fail");
     s.complete_recorded("d", now(), &WorkerReport::default(), Some(&stamp))
@@ -1272,7 +1269,7 @@ pub async fn reports_on_a_superseded_invocation_are_refused(h: &Harness) {
     let before = s.get("a").await.expect("get");
     let refused = [
         ("complete", s.complete("a", now(), &of_first).await.map(|_| ())),
-        ("fail", s.fail("a", now(), &of_first).await.map(|_| ())),
+        ("fail", s.fail("a", &of_first).await.map(|_| ())),
         (
             "heartbeat",
             s.heartbeat("a", m.expired, m.invoked + 10, Some(first)).await,
@@ -1290,7 +1287,7 @@ pub async fn reports_on_a_superseded_invocation_are_refused(h: &Harness) {
     s.heartbeat("a", m.expired, m.invoked + 10, Some(second))
         .await
         .expect("a heartbeat of the latest invocation");
-    s.fail("a", now(), &of_second).await.expect("its failure");
+    s.fail("a", &of_second).await.expect("its failure");
     s.complete("a", now(), &of_second).await.expect("its completion");
     let done = s.get("a").await.expect("get").expect("a").task;
     assert_eq!(
@@ -1322,7 +1319,7 @@ pub async fn reports_on_a_superseded_invocation_are_refused(h: &Harness) {
         Err(StoreError::StaleReport { .. })
     ));
     assert!(matches!(
-        s.fail("b", now(), &of_other).await,
+        s.fail("b", &of_other).await,
         Err(StoreError::StaleReport { .. })
     ));
     assert_eq!(s.get("b").await.expect("get"), waiting, "nothing written");
@@ -1379,7 +1376,7 @@ pub async fn revive_moves_only_dead_tasks(h: &Harness) {
         .map(|(id, g)| (id.to_string(), g))
         .collect();
     s.claim("w", &claims, m.start, m.invoked).await.expect("claim");
-    s.fail("dead", now(), &report(json!({"why": "boom"}), json!({})))
+    s.fail("dead", &report(json!({"why": "boom"}), json!({})))
         .await
         .expect("fail");
     s.complete("done", now(), &WorkerReport::default())

@@ -226,14 +226,8 @@ impl TaskStore for FaultyStore {
             .await
     }
 
-    async fn fail_recorded(
-        &self,
-        task_id: &str,
-        now: Time,
-        report: &WorkerReport,
-        stamp: Option<&Stamp>,
-    ) -> StoreResult<Task> {
-        self.write("fail", self.inner.fail_recorded(task_id, now, report, stamp))
+    async fn fail_recorded(&self, task_id: &str, report: &WorkerReport, stamp: Option<&Stamp>) -> StoreResult<Task> {
+        self.write("fail", self.inner.fail_recorded(task_id, report, stamp))
             .await
     }
 

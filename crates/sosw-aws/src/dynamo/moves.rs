@@ -225,7 +225,7 @@ impl DynamoStore {
         Err(self.already_closed(task_id).await?)
     }
 
-    pub(crate) async fn fail_move(&self, task_id: &str, _now: Time, report: &WorkerReport) -> StoreResult<Task> {
+    pub(crate) async fn fail_move(&self, task_id: &str, report: &WorkerReport) -> StoreResult<Task> {
         let (table, key, item) = match self.get_live(task_id).await? {
             Some(item) => (&self.tables.tasks, DynamoStore::task_key(task_id), item),
             None => match self.find_retry(task_id).await? {

@@ -73,14 +73,8 @@ impl TaskStore for DynamoStore {
         Ok(completion)
     }
 
-    async fn fail_recorded(
-        &self,
-        task_id: &str,
-        now: Time,
-        report: &WorkerReport,
-        stamp: Option<&Stamp>,
-    ) -> StoreResult<Task> {
-        let t = self.fail_move(task_id, now, report).await?;
+    async fn fail_recorded(&self, task_id: &str, report: &WorkerReport, stamp: Option<&Stamp>) -> StoreResult<Task> {
+        let t = self.fail_move(task_id, report).await?;
         self.recorded(stamped(stamp, task_id, &t.labourer_id, Recorded::Failed))
             .await;
         Ok(t)

@@ -256,16 +256,10 @@ pub trait TaskStore: LabourerStore {
     /// WorkerAssistant's `mark_task_as_failed`: `failed_attempts += 1` and the report merged, in the live or retry
     /// table, for an invoked task still at the invocation the report names ([`crate::moves::check_report`], checked
     /// in the write itself). Does not change its state.
-    async fn fail_recorded(
-        &self,
-        task_id: &str,
-        now: Time,
-        report: &WorkerReport,
-        stamp: Option<&Stamp>,
-    ) -> StoreResult<Task>;
+    async fn fail_recorded(&self, task_id: &str, report: &WorkerReport, stamp: Option<&Stamp>) -> StoreResult<Task>;
 
-    async fn fail(&self, task_id: &str, now: Time, report: &WorkerReport) -> StoreResult<Task> {
-        self.fail_recorded(task_id, now, report, None).await
+    async fn fail(&self, task_id: &str, report: &WorkerReport) -> StoreResult<Task> {
+        self.fail_recorded(task_id, report, None).await
     }
 
     /// Moves a live task to closed with `closed_at = now` and its `labourer_id_task_status`, atomically and only if
