@@ -17,7 +17,7 @@
 //! is what makes the limit, the rate and the adaptive limit hold globally: counting what runs and claiming happen
 //! under the lease (see `docs/flow-control.md`).
 
-use crate::time::{Time, MAX_SECONDS};
+use crate::time::Time;
 use serde::{Deserialize, Serialize};
 
 /// An operator's stored control of one labourer (nothing stored: not paused, the configured limit). Serialised for
@@ -112,56 +112,6 @@ pub struct DispatchRecord {
     pub lease_until: Option<Time>,
     #[serde(default)]
     pub flow: FlowState,
-}
-
-/// `adaptive` in a labourer's config: additive increase, multiplicative decrease.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Adaptive {
-    /// The limit never falls below this.
-    pub min: u32,
-    /// Added after a pass that used its whole allowance with no sign of trouble.
-    pub increase: u32,
-    /// The limit is multiplied by this (0 < decrease < 1) after a pass with throttles or failed invocations.
-    pub decrease: f64,
-    /// The limit changes at most once per this many milliseconds (`interval`, seconds in the config; default 1):
-    /// the passes of several orchestrators in quick succession see the same congestion, and must not each halve
-    /// (or raise) the limit for it.
-    pub interval_ms: i64,
-    /// Workers' failure reports are trouble when they are more than this share of the reports in a window
-    /// (`failure_ratio`, default 0.2): a labourer whose tasks fail now and then for their own reasons is not
-    /// throttled for it.
-    pub failure_ratio: f64,
-    /// Completions are trouble when their mean duration in a window is more than this many times the baseline
-    /// (`slowdown`, default 2): a downstream that slows down is congested before it fails.
-    pub slowdown: f64,
-}
-
-impl Default for Adaptive {
-    fn default() -> Self {
-        Adaptive {
-            min: 1,
-            increase: 1,
-            decrease: 0.5,
-            interval_ms: 1000,
-            failure_ratio: 0.2,
-            slowdown: 2.0,
-        }
-    }
-}
-
-/// `max_invocations_per_second` (or `_per_minute`) and `rate_burst` in a labourer's config.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct RateLimit {
-    pub per_second: f64,
-    /// How many invocations may go at once after a quiet spell (at least 1).
-    pub burst: u32,
-}
-
-impl RateLimit {
-    /// Milliseconds between two invocations at the steady rate.
-    fn interval_ms(&self) -> f64 {
-        1000.0 / self.per_second
-    }
 }
 
 /// A labourer's flow-control settings.
@@ -338,75 +288,6 @@ pub fn allowance(input: AllowanceInput<'_>) -> Allowance {
     }
 }
 
-/// The adaptive limit in force: the stored one (the ceiling when none is stored), between `min` and the ceiling.
-pub fn adaptive_limit(config: &Adaptive, stored: Option<u32>, ceiling: u32) -> u32 {
-    stored.unwrap_or(ceiling).max(config.min).min(ceiling)
-}
-
-/// Whether the adaptive limit may change at `now`: at most once per `interval_ms`.
-pub fn adapt_due(config: &Adaptive, changed_at: Option<Time>, now: Time) -> bool {
-    changed_at.is_none_or(|at| now >= at.plus_millis(config.interval_ms))
-}
-
-/// What a pass saw that tells whether the labourer is congested.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Signals {
-    /// Invocations the labourer accepted.
-    pub accepted: u32,
-    /// Invocations it throttled.
-    pub throttled: u32,
-    /// Invocations that failed (any failure that is not a throttle).
-    pub failed: u32,
-    /// The pass was sent as many tasks as the limit allowed (the queue had more): the limit, not the queue, was
-    /// what held the labourer.
-    pub saturated: bool,
-    /// The workers' reports since the last lesson say the labourer is in trouble ([`judge_reports`]).
-    pub reported_trouble: bool,
-}
-
-/// AIMD: after a pass with throttles or failures (or workers' reports in trouble) the limit is multiplied by `decrease` (at least `min`); after a
-/// saturated pass without trouble it grows by `increase` (at most the ceiling); otherwise the stored limit stays as
-/// it is — also above a ceiling that dipped with the downstream's health, so that it climbs back from where it was
-/// when health returns, not from the top.
-pub fn adapt(config: &Adaptive, stored: Option<u32>, ceiling: u32, seen: &Signals) -> Option<u32> {
-    let current = adaptive_limit(config, stored, ceiling);
-    if seen.throttled > 0 || seen.failed > 0 || seen.reported_trouble {
-        let lowered = (f64::from(current) * config.decrease).floor() as u32;
-        return Some(lowered.max(config.min).min(current));
-    }
-    if seen.saturated && seen.accepted > 0 {
-        let raised = current.saturating_add(config.increase).min(ceiling.max(config.min));
-        // Back at the ceiling: nothing to remember.
-        return (raised < ceiling).then_some(raised);
-    }
-    stored
-}
-
-/// How many invocations the rate limit allows at `now` (GCRA over the stored theoretical arrival time).
-pub fn rate_allows(rate: &RateLimit, tat: Option<Time>, now: Time) -> u32 {
-    let t = rate.interval_ms();
-    let tolerance = f64::from(rate.burst.max(1)) * t;
-    let ahead = tat.map_or(0, |tat| tat.millis().saturating_sub(now.millis()).max(0)) as f64;
-    let room = (tolerance - ahead) / t;
-    if room.is_nan() || room < 1.0 {
-        0
-    } else {
-        room.floor().min(f64::from(u32::MAX)) as u32
-    }
-}
-
-/// The theoretical arrival time after `n` invocations at `now`.
-pub fn rate_spend(rate: &RateLimit, tat: Option<Time>, now: Time, n: u32) -> Option<Time> {
-    if n == 0 {
-        return tat;
-    }
-    let from = tat.map_or(now, |tat| tat.max(now));
-    let spent = (f64::from(n) * rate.interval_ms())
-        .ceil()
-        .min(MAX_SECONDS as f64 * 1000.0);
-    Some(from.plus_millis(spent as i64))
-}
-
 /// Until when a throttle holds the labourer back: its Retry-After if it gave one, else `default_secs`; never more
 /// than `max_secs`, never before a hold already in force.
 pub fn throttle_until(
@@ -505,7 +386,12 @@ pub fn expire_throttle(flow: &mut FlowState, now: Time) {
     }
 }
 
+mod adaptive;
+mod rate;
 mod reports;
+
+pub use adaptive::{adapt, adapt_due, adaptive_limit, Adaptive, Signals};
+pub use rate::{rate_allows, rate_spend, RateLimit};
 pub use reports::{judge_reports, ReportTrouble, ReportVerdict, Reports, MIN_REPORTS};
 
 #[cfg(test)]

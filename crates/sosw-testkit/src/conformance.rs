@@ -1,5 +1,7 @@
 //! The [`TaskStore`] / [`MetaSink`] contract, as executable cases. Each case receives a fresh, initialised store.
 //! Written against the ports only, so that every backend runs exactly the same checks.
+//! A test suite, not production code: its length is the contract's (one function per case; the labourer-state
+//! cases are in `labourers.rs`).
 
 mod labourers;
 pub use labourers::*;

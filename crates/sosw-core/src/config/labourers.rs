@@ -2,6 +2,7 @@
 
 use super::metrics::read_metric;
 use super::reader::{join, Reader};
+use super::top::MAX_RESULT_LIMIT;
 use super::*;
 
 /// Whether a process worker's exit reports the task, or the worker reports itself (`sosw complete`).

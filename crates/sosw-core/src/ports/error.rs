@@ -4,7 +4,7 @@ use std::time::Duration;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// The one error type of every [`TaskStore`].
+/// The one error type of every [`super::TaskStore`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("task `{0}` not found")]
@@ -101,7 +101,7 @@ impl ArchiveExpect {
     }
 }
 
-/// Why a live task cannot be parked for retry (see [`TaskStore::move_to_retry`]) — `None` when it can.
+/// Why a live task cannot be parked for retry (see [`super::TaskStore::move_to_retry`]) — `None` when it can.
 pub fn retry_refusal(completed: bool, greenfield: i64, expected_greenfield: i64) -> Option<String> {
     if completed {
         Some("was completed, so it is not retried".into())

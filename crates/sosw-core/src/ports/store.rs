@@ -164,7 +164,7 @@ pub trait TaskStore: LabourerStore {
     /// Appends tasks to the tails of their labourers' queues, in the given order, positions `newest + step·k`
     /// where `newest` is the highest `greenfield < now` of the labourer.
     /// A task id that exists in any table is skipped and reported in [`CreateReport::existing`]. Either every new
-    /// task is written or none is (a full queue fails the whole call with [`StoreError::Invalid`]).
+    /// task is written or none is (a full queue fails the whole call with [`super::StoreError::Invalid`]).
     ///
     /// With a `stamp`, each created task's `created` event is recorded with it ([`TaskStore`]'s audit rule).
     async fn create_tasks_recorded(
@@ -329,14 +329,14 @@ pub trait TaskStore: LabourerStore {
 
     /// Moves a task closed as dead back to the live table at `greenfield` (an operator's re-queue: one more
     /// attempt), keeping its attempts, payload, stats and results, with `events` recorded as a move's are. Only a
-    /// dead task moves: a live, retrying or completed one is a [`StoreError::Conflict`], an unknown one
-    /// [`StoreError::NotFound`], and nothing changes. Of two concurrent revivals, one moves the task.
+    /// dead task moves: a live, retrying or completed one is a [`super::StoreError::Conflict`], an unknown one
+    /// [`super::StoreError::NotFound`], and nothing changes. Of two concurrent revivals, one moves the task.
     async fn revive_recorded(&self, task_id: &str, greenfield: i64, events: &[MetaEvent]) -> StoreResult<()>;
 
     /// Moves a running task's greenfield to `greenfield` (a worker's heartbeat): only if it is live, not completed,
     /// still running (`greenfield > expired`) and, when the heartbeat names its invocation `of`, still at that
-    /// invocation; otherwise a refusal ([`StoreError::Conflict`], [`StoreError::StaleReport`] or
-    /// [`StoreError::NotFound`]) and nothing changes.
+    /// invocation; otherwise a refusal ([`super::StoreError::Conflict`], [`super::StoreError::StaleReport`] or
+    /// [`super::StoreError::NotFound`]) and nothing changes.
     async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64, of: Option<Invocation>) -> StoreResult<()>;
 
     /// The lowest queue position (`greenfield < now`) of a labourer, if its queue is not empty.
