@@ -58,20 +58,21 @@ impl Aws {
     }
 
     /// AWS for a store URL `dynamodb:[URL]`: with a URL, DynamoDB at that endpoint and every other service where
-    /// the SDK's standard configuration says (`AWS_ENDPOINT_URL_LAMBDA`, …; see the module documentation), in
-    /// `AWS_REGION` or `us-east-1`, with the environment's credentials if it names any (`AWS_ACCESS_KEY_ID`,
-    /// `AWS_PROFILE`), else dummy ones (a local endpoint checks no signature). Without one, [`Aws::from_env`].
+    /// the SDK's standard configuration says (`AWS_ENDPOINT_URL_LAMBDA`, …; see the module documentation). A
+    /// loopback URL (a local emulator) with no credentials named in the environment (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_PROFILE`) gets dummy credentials and `AWS_REGION` or `us-east-1`, as [`Aws::local`]; any other URL (a
+    /// VPC endpoint, say), or named credentials, keeps the environment's whole configuration — credential chain,
+    /// profile, region. Without a URL, [`Aws::from_env`].
     pub async fn for_store(dynamodb_endpoint: Option<&str>) -> Aws {
         let Some(endpoint) = dynamodb_endpoint else {
             return Aws::from_env().await;
         };
         let named = |v: &str| std::env::var_os(v).is_some_and(|s| !s.is_empty());
-        let loader = if named("AWS_ACCESS_KEY_ID") || named("AWS_PROFILE") {
-            aws_config::defaults(aws_config::BehaviorVersion::latest()).region(default_region())
+        let mut aws = if is_loopback(endpoint) && !named("AWS_ACCESS_KEY_ID") && !named("AWS_PROFILE") {
+            Aws::with_loader(local_loader()).await
         } else {
-            local_loader()
+            Aws::from_env().await
         };
-        let mut aws = Aws::with_loader(loader).await;
         aws.dynamodb_endpoint = Some(endpoint.to_string());
         aws
     }
@@ -145,6 +146,17 @@ impl Aws {
     }
 }
 
+/// Whether an endpoint URL names this machine (`http://127.0.0.1:8000`, `http://localhost:8000`, `http://[::1]`).
+fn is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The region of a local endpoint: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-east-1` (never the instance
 /// metadata service).
 fn default_region() -> aws_config::Region {
@@ -213,6 +225,22 @@ impl Intercept for CountThrottles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_endpoints_are_told_from_others() {
+        for (url, local) in [
+            ("http://127.0.0.1:5599", true),
+            ("http://localhost:8000/", true),
+            ("http://[::1]:8000", true),
+            ("http://127.0.0.2", true),
+            ("https://dynamodb.us-east-1.amazonaws.com", false),
+            ("https://vpce-1.dynamodb.eu-west-1.vpce.amazonaws.com", false),
+            ("http://10.0.0.5:8000", false),
+            ("localhost:8000", true),
+        ] {
+            assert_eq!(is_loopback(url), local, "{url}");
+        }
+    }
 
     #[test]
     fn throttling_is_recognised_by_status_header_or_body() {

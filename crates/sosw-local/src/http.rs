@@ -151,7 +151,13 @@ impl Invoker for HttpInvoker {
         let Some(kind) = http_status(status.as_u16()) else {
             return Ok(match self.spec.mode {
                 HttpMode::Async => InvokeOutcome::Accepted,
-                HttpMode::Sync => InvokeOutcome::Finished(ReportKind::Completed, report_from_body(&body)),
+                HttpMode::Sync => InvokeOutcome::Finished(
+                    ReportKind::Completed,
+                    WorkerReport {
+                        of: Some(task.invocation()),
+                        ..report_from_body(&body)
+                    },
+                ),
             });
         };
         Err(InvokeError {

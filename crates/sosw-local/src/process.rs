@@ -167,6 +167,7 @@ impl Invoker for ProcessInvoker {
         })?;
         let watch = Watch {
             task_id: task.task_id.clone(),
+            invocation: task.invocation(),
             labourer: self.labourer.clone(),
             event: event.as_bytes().to_vec(),
             spec: self.spec.clone(),
@@ -191,6 +192,9 @@ fn spawn_failure(e: &std::io::Error) -> SpawnFailure {
 
 struct Watch {
     task_id: String,
+    /// The invocation this process is: its exit is reported for it, and refused once the task was invoked again
+    /// (a slow process whose task expired must not complete the next invocation).
+    invocation: sosw_core::Invocation,
     labourer: String,
     event: Vec<u8>,
     spec: ProcessSpec,
@@ -279,7 +283,8 @@ impl Watch {
         }
         let (out, out_truncated) = take(&stdout);
         let (err, _) = take(&stderr);
-        let (kind, report) = outcome(&self, status, timed_out, out, out_truncated, err);
+        let (kind, mut report) = outcome(&self, status, timed_out, out, out_truncated, err);
+        report.of = Some(self.invocation);
         match self.spec.report {
             ReportMode::SelfReport => {
                 if kind == ReportKind::Failed {

@@ -183,7 +183,7 @@ impl DynamoStore {
             };
             if plan_completion(task_id, found, report.of, now)? == CompletionPlan::CloseLive {
                 let closed = self
-                    .close_completed(
+                    .close_reported(
                         task_id,
                         item,
                         &self.tables.tasks,
@@ -205,10 +205,7 @@ impl DynamoStore {
             };
             return match self.apply_report(update, report).await? {
                 Some(task) => Ok(Completion::Live(task)),
-                None => Err(StoreError::conflict(
-                    task_id,
-                    "moved while its completion was being recorded; report again",
-                )),
+                None => Err(self.lost_report(task_id, report.of, "completion").await),
             };
         }
         if let Some(item) = self.find_retry(task_id).await? {
@@ -218,7 +215,7 @@ impl DynamoStore {
             plan_completion(task_id, found, report.of, now)?;
             let key = DynamoStore::retry_key(&labourer_of(&item), task_id);
             let closed = self
-                .close_completed(task_id, item, &self.tables.retry, key, report, now)
+                .close_reported(task_id, item, &self.tables.retry, key, report, now)
                 .await?;
             return Ok(Completion::Closed(closed));
         }
@@ -247,9 +244,47 @@ impl DynamoStore {
             names: vec![("#f", "failed_attempts")],
             values: vec![(":zero", n(0)), (":one", n(1))],
         };
-        self.apply_report(update, report)
-            .await?
-            .ok_or_else(|| StoreError::conflict(task_id, "moved while its failure was being recorded; report again"))
+        match self.apply_report(update, report).await? {
+            Some(task) => Ok(task),
+            None => Err(self.lost_report(task_id, report.of, "failure").await),
+        }
+    }
+
+    /// Why a report's conditional write failed: [`StoreError::StaleReport`] when the report names an invocation the
+    /// task has left meanwhile (read again), else a conflict that asks the reporter to report again.
+    pub(crate) async fn lost_report(&self, task_id: &str, of: Option<Invocation>, what: &str) -> StoreError {
+        if of.is_some() {
+            let item = match self.get_live(task_id).await {
+                Ok(Some(item)) => Some(item),
+                Ok(None) => self.find_retry(task_id).await.ok().flatten(),
+                Err(_) => None,
+            };
+            if let Some(Ok(task)) = item.as_ref().map(task_from_item) {
+                if let Err(stale) = stale_report(task_id, task.invocation(), of) {
+                    return stale;
+                }
+            }
+        }
+        StoreError::conflict(
+            task_id,
+            format!("moved while its {what} was being recorded; report again"),
+        )
+    }
+
+    /// [`DynamoStore::close_completed`], whose lost race is told as [`DynamoStore::lost_report`] tells it.
+    async fn close_reported(
+        &self,
+        task_id: &str,
+        item: Item,
+        table: &str,
+        key: Item,
+        report: &WorkerReport,
+        now: Time,
+    ) -> StoreResult<Task> {
+        match self.close_completed(task_id, item, table, key, report, now).await {
+            Err(StoreError::Conflict { .. }) => Err(self.lost_report(task_id, report.of, "completion").await),
+            other => other,
+        }
     }
 
     pub(crate) async fn archive_move(&self, task_id: &str, expect: ArchiveExpect, now: Time) -> StoreResult<()> {
@@ -386,15 +421,19 @@ pub(crate) fn labourer_of(item: &Item) -> String {
 }
 
 /// Moves' audit events waiting for the meta table, written by group commit: while one caller writes, the events
-/// of the moves that finish meanwhile wait, and the next caller to write takes them all — up to 25 per
-/// `BatchWriteItem`. Concurrent reports (a fleet of workers reporting to one `sosw run`) thus share requests, while
+/// of the moves that finish meanwhile wait, and the next caller to write takes them, one `BatchWriteItem` (25
+/// events) at a time. Concurrent reports (a fleet of workers reporting to one `sosw run`) thus share requests, while
 /// a lone move still costs one. Every caller returns only once its own events were sent (never later, in the
-/// background: a Lambda function may be frozen as soon as it returns).
+/// background: a Lambda function may be frozen as soon as it returns). Each write runs as a task of its own, so a
+/// caller whose future is dropped mid-write (a client that hung up) loses nobody's events.
 #[derive(Debug, Default)]
 pub(crate) struct MetaQueue {
-    pending: std::sync::Mutex<Vec<(Vec<MetaEvent>, tokio::sync::oneshot::Sender<()>)>>,
+    pending: std::sync::Mutex<std::collections::VecDeque<(Vec<MetaEvent>, tokio::sync::oneshot::Sender<()>)>>,
     writer: tokio::sync::Mutex<()>,
 }
+
+/// Events one group write takes from the queue (one `BatchWriteItem`), unless a single move brought more.
+const META_BATCH: usize = 25;
 
 impl DynamoStore {
     /// Records a move's audit events right after it (best-effort: DynamoDB's meta table is separate, and a
@@ -405,22 +444,50 @@ impl DynamoStore {
             return;
         }
         let (sent, mut written) = tokio::sync::oneshot::channel();
-        lock(&self.meta_queue.pending).push((events, sent));
+        lock(&self.meta_queue.pending).push_back((events, sent));
         let _writer = self.meta_queue.writer.lock().await;
-        if written.try_recv().is_ok() {
-            // The writer before us took our events with its own.
-            return;
-        }
-        let batch = std::mem::take(&mut *lock(&self.meta_queue.pending));
-        let events: Vec<MetaEvent> = batch.iter().flat_map(|(events, _)| events.iter().cloned()).collect();
-        if let Err(e) = self.record(&events).await {
-            tracing::warn!(count = events.len(), error = %e, "could not write meta events; the moves they record stand");
-        }
-        for (_, sent) in batch {
-            // A caller that is gone (its future dropped) needs no answer.
-            let _ = sent.send(());
+        loop {
+            if written.try_recv().is_ok() {
+                // A write before ours took our events.
+                return;
+            }
+            let batch = take_batch(&mut lock(&self.meta_queue.pending));
+            if batch.is_empty() {
+                // Ours were taken by a write that failed to answer (it cannot: it answers after logging).
+                return;
+            }
+            let store = self.clone();
+            let write = tokio::spawn(async move {
+                let events: Vec<MetaEvent> = batch.iter().flat_map(|(events, _)| events.iter().cloned()).collect();
+                if let Err(e) = store.record(&events).await {
+                    tracing::warn!(count = events.len(), error = %e, "could not write meta events; the moves they record stand");
+                }
+                for (_, sent) in batch {
+                    // A caller that is gone (its future dropped) needs no answer.
+                    let _ = sent.send(());
+                }
+            });
+            if let Err(e) = write.await {
+                tracing::warn!(error = %e, "the meta event writer stopped; the moves it was recording stand");
+            }
         }
     }
+}
+
+/// The oldest waiting moves, up to [`META_BATCH`] events (at least one move, however many events it brought).
+fn take_batch(
+    pending: &mut std::collections::VecDeque<(Vec<MetaEvent>, tokio::sync::oneshot::Sender<()>)>,
+) -> Vec<(Vec<MetaEvent>, tokio::sync::oneshot::Sender<()>)> {
+    let mut batch = Vec::new();
+    let mut events = 0;
+    while let Some((next, _)) = pending.front() {
+        if !batch.is_empty() && events + next.len() > META_BATCH {
+            break;
+        }
+        events += next.len();
+        batch.extend(pending.pop_front());
+    }
+    batch
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

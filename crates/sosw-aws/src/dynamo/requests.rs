@@ -176,7 +176,8 @@ impl DynamoStore {
 
     /// A retry row by task id alone. The retry table's key starts with the labourer, which the task's audit trail
     /// names: one Query of the meta table (its first event) and one GetItem. Only a task with no audit trail (meta
-    /// writing off, or a meta table that does not exist) costs a Scan of the retry table.
+    /// writing off, a meta table that does not exist or cannot be queried by task id) costs a Scan of the retry
+    /// table.
     pub(crate) async fn find_retry(&self, task_id: &str) -> StoreResult<Option<Item>> {
         let trail = Read {
             table: self.tables.meta.clone(),
@@ -192,7 +193,8 @@ impl DynamoStore {
                 Some(AttributeValue::S(l)) if !l.is_empty() => Some(l.clone()),
                 _ => None,
             }),
-            Err(StoreError::Schema(_)) => None,
+            // Only a shortcut: a meta table that is missing or keyed otherwise (another writer's) means the scan.
+            Err(e) if !e.is_retryable() => None,
             Err(e) => return Err(e),
         };
         if let Some(labourer) = labourer {
