@@ -67,22 +67,28 @@ impl Counter {
     }
 }
 
+/// A store on fresh tables (`<prefix><pid>_…`) whose every request is counted, the counter emptied after `init`.
+async fn counted_store(endpoint: &str, prefix: &str) -> (DynamoStore, Arc<Counter>) {
+    let counter = Arc::new(Counter::default());
+    let sdk = sosw_aws::Aws::local(endpoint).await.sdk().clone();
+    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .interceptor(CounterRef(counter.clone()))
+        .build();
+    let tables = Tables::prefixed(&format!("{prefix}{}_", std::process::id()));
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(conf), tables);
+    store.init().await.expect("tables");
+    counter.take();
+    (store, counter)
+}
+
 #[tokio::test]
 #[ignore = "needs moto_server (SOSW_TEST_DYNAMODB); `.ci/run` starts it and runs ignored tests"]
 async fn requests_per_task_lifecycle() {
     let Some(endpoint) = sosw_testkit::service("SOSW_TEST_DYNAMODB") else {
         return;
     };
-    let counter = Arc::new(Counter::default());
-    let sdk = sosw_aws::Aws::local(&endpoint).await.sdk().clone();
-    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
-        .interceptor(CounterRef(counter.clone()))
-        .build();
-    let prefix = format!("r{}_", std::process::id());
-    let tables = Tables::prefixed(&prefix);
-    let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(conf), tables));
-    store.init().await.expect("tables");
-    counter.take();
+    let (store, counter) = counted_store(&endpoint, "r").await;
+    let store = Arc::new(store);
 
     const N: usize = 100;
     let clock = ManualClock::at_secs(1_700_000_000);
@@ -158,14 +164,7 @@ async fn a_report_on_a_task_waiting_for_retry_scans_nothing() {
     let Some(endpoint) = sosw_testkit::service("SOSW_TEST_DYNAMODB") else {
         return;
     };
-    let counter = Arc::new(Counter::default());
-    let sdk = sosw_aws::Aws::local(&endpoint).await.sdk().clone();
-    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
-        .interceptor(CounterRef(counter.clone()))
-        .build();
-    let tables = Tables::prefixed(&format!("rr{}_", std::process::id()));
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(conf), tables);
-    store.init().await.expect("tables");
+    let (store, counter) = counted_store(&endpoint, "rr").await;
     let now = sosw_core::Time::from_secs(1_700_000_000);
     let stamp = sosw_core::meta::Stamp {
         author: "test".into(),
