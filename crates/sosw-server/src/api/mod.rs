@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put, MethodRouter};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -50,8 +50,24 @@ pub struct Route {
     handler: MethodRouter<Arc<Service>>,
 }
 
-fn route(method: &'static str, path: &'static str, handler: MethodRouter<Arc<Service>>) -> Route {
-    Route { method, path, handler }
+/// A route serving `handler` for `method` only: the method is named once, for the table and the router alike.
+fn route<H, T>(method: &'static str, path: &'static str, handler: H) -> Route
+where
+    H: axum::handler::Handler<T, Arc<Service>>,
+    T: 'static,
+{
+    let filter = match method {
+        "GET" => MethodFilter::GET,
+        "POST" => MethodFilter::POST,
+        "PUT" => MethodFilter::PUT,
+        "DELETE" => MethodFilter::DELETE,
+        other => unreachable!("the route table names no method `{other}`"),
+    };
+    Route {
+        method,
+        path,
+        handler: on(filter, handler),
+    }
 }
 
 /// Every route the router serves, and nothing else: [`router`] is built from this table, the committed OpenAPI
@@ -60,26 +76,26 @@ fn route(method: &'static str, path: &'static str, handler: MethodRouter<Arc<Ser
 pub fn routes() -> Vec<Route> {
     let openapi = || async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) };
     vec![
-        route("GET", "/", get(dashboard)),
-        route("GET", "/healthz", get(healthz)),
-        route("GET", "/readyz", get(readyz)),
-        route("GET", "/metrics", get(prometheus)),
-        route("POST", "/report", post(report)),
-        route("POST", "/api/reports", post(report)),
-        route("GET", "/api/openapi.json", get(openapi)),
-        route("GET", "/api/history", get(history)),
-        route("GET", "/api/labourers", get(labourers)),
-        route("GET", "/api/labourers/{id}", get(labourer)),
-        route("POST", "/api/labourers/{id}/pause", post(pause)),
-        route("POST", "/api/labourers/{id}/resume", post(resume)),
-        route("PUT", "/api/labourers/{id}/limit", put(set_limit)),
-        route("GET", "/api/tasks", get(list_tasks)),
-        route("POST", "/api/tasks", post(create_tasks)),
-        route("GET", "/api/tasks/{id}", get(task)),
-        route("POST", "/api/tasks/{id}/requeue", post(requeue)),
-        route("GET", "/api/jobs", get(list_jobs)),
-        route("POST", "/api/jobs", post(submit_job)),
-        route("GET", "/api/jobs/{id}", get(job)),
+        route("GET", "/", dashboard),
+        route("GET", "/healthz", healthz),
+        route("GET", "/readyz", readyz),
+        route("GET", "/metrics", prometheus),
+        route("POST", "/report", report),
+        route("POST", "/api/reports", report),
+        route("GET", "/api/openapi.json", openapi),
+        route("GET", "/api/history", history),
+        route("GET", "/api/labourers", labourers),
+        route("GET", "/api/labourers/{id}", labourer),
+        route("POST", "/api/labourers/{id}/pause", pause),
+        route("POST", "/api/labourers/{id}/resume", resume),
+        route("PUT", "/api/labourers/{id}/limit", set_limit),
+        route("GET", "/api/tasks", list_tasks),
+        route("POST", "/api/tasks", create_tasks),
+        route("GET", "/api/tasks/{id}", task),
+        route("POST", "/api/tasks/{id}/requeue", requeue),
+        route("GET", "/api/jobs", list_jobs),
+        route("POST", "/api/jobs", submit_job),
+        route("GET", "/api/jobs/{id}", job),
     ]
 }
 
