@@ -68,11 +68,12 @@ impl Aws {
             return Aws::from_env().await;
         };
         let named = |v: &str| std::env::var_os(v).is_some_and(|s| !s.is_empty());
-        let mut aws = if is_loopback(endpoint) && !named("AWS_ACCESS_KEY_ID") && !named("AWS_PROFILE") {
-            Aws::with_loader(local_loader()).await
-        } else {
-            Aws::from_env().await
-        };
+        let mut aws =
+            if sosw_core::config::is_loopback_host(endpoint) && !named("AWS_ACCESS_KEY_ID") && !named("AWS_PROFILE") {
+                Aws::with_loader(local_loader()).await
+            } else {
+                Aws::from_env().await
+            };
         aws.dynamodb_endpoint = Some(endpoint.to_string());
         aws
     }
@@ -146,17 +147,6 @@ impl Aws {
     }
 }
 
-/// Whether an endpoint URL names this machine (`http://127.0.0.1:8000`, `http://localhost:8000`, `http://[::1]`).
-fn is_loopback(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 /// The region of a local endpoint: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-east-1` (never the instance
 /// metadata service).
 fn default_region() -> aws_config::Region {
@@ -225,22 +215,6 @@ impl Intercept for CountThrottles {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_endpoints_are_told_from_others() {
-        for (url, local) in [
-            ("http://127.0.0.1:5599", true),
-            ("http://localhost:8000/", true),
-            ("http://[::1]:8000", true),
-            ("http://127.0.0.2", true),
-            ("https://dynamodb.us-east-1.amazonaws.com", false),
-            ("https://vpce-1.dynamodb.eu-west-1.vpce.amazonaws.com", false),
-            ("http://10.0.0.5:8000", false),
-            ("localhost:8000", true),
-        ] {
-            assert_eq!(is_loopback(url), local, "{url}");
-        }
-    }
 
     #[test]
     fn throttling_is_recognised_by_status_header_or_body() {

@@ -92,6 +92,19 @@ impl World {
             .await
     }
 
+    /// Creates `count` tasks of `labourer` through the API (as `token`); their ids.
+    async fn create(&self, labourer: &str, count: u32, token: Option<&str>) -> Vec<String> {
+        let body = json!({"labourer_id": labourer, "count": count}).to_string();
+        let (status, v) = self.call("POST", "/api/tasks", token, Some(body)).await;
+        assert!(status.is_success(), "{status}: {v}");
+        v["created"]
+            .as_array()
+            .expect("created")
+            .iter()
+            .map(|t| t["task_id"].as_str().expect("id").to_string())
+            .collect()
+    }
+
     fn app(&self) -> Router {
         api::router(self.service.clone())
     }
@@ -667,20 +680,7 @@ async fn labourers_are_shown_paused_limited_and_resumed_with_the_reason() {
 #[tokio::test]
 async fn worker_reports_are_recorded_on_both_routes_and_counted() {
     let w = World::new(true).await;
-    let (_, v) = w
-        .call(
-            "POST",
-            "/api/tasks",
-            Some(WRITE),
-            Some(json!({"labourer_id": "v", "count": 2}).to_string()),
-        )
-        .await;
-    let ids: Vec<String> = v["created"]
-        .as_array()
-        .expect("created")
-        .iter()
-        .map(|t| t["task_id"].as_str().expect("id").to_string())
-        .collect();
+    let ids = w.create("v", 2, Some(WRITE)).await;
     let report = w.orchestrate().await;
     w.service.counters.observe_pass(
         &sosw_engine::daemon::PassReport::Orchestrator(report),
@@ -929,15 +929,7 @@ async fn a_refused_invocations_token_is_stale_once_the_task_is_invoked_again() {
     use sosw_core::decide::FailureKind;
     use sosw_core::ports::{InvokeError, InvokeOutcome, ReportSigner};
     let w = World::new(true).await;
-    let (_, v) = w
-        .call(
-            "POST",
-            "/api/tasks",
-            Some(WRITE),
-            Some(json!({"labourer_id": "v"}).to_string()),
-        )
-        .await;
-    let id = v["created"][0]["task_id"].as_str().expect("id").to_string();
+    let id = w.create("v", 1, Some(WRITE)).await.remove(0);
     let invokers = sosw_testkit::fakes::FakeInvokers::new();
     invokers
         .of("v")
@@ -989,20 +981,7 @@ async fn a_refused_invocations_token_is_stale_once_the_task_is_invoked_again() {
 async fn a_report_needs_its_invocations_token_and_a_stale_or_forged_one_writes_nothing() {
     use sosw_core::ports::{ReportSigner, REPORT_TOKEN_HEADER};
     let w = World::new(true).await;
-    let (_, v) = w
-        .call(
-            "POST",
-            "/api/tasks",
-            Some(WRITE),
-            Some(json!({"labourer_id": "v", "count": 2}).to_string()),
-        )
-        .await;
-    let ids: Vec<String> = v["created"]
-        .as_array()
-        .expect("created")
-        .iter()
-        .map(|t| t["task_id"].as_str().expect("id").to_string())
-        .collect();
+    let ids = w.create("v", 2, Some(WRITE)).await;
     w.orchestrate().await;
     let (a, b) = (&ids[0], &ids[1]);
     let at = w.store.get(a).await.expect("get").expect("a").task.invocation();
@@ -1063,15 +1042,7 @@ async fn a_report_needs_its_invocations_token_and_a_stale_or_forged_one_writes_n
     assert_eq!(send(b, None, Some(WRITE)).await.0, StatusCode::OK);
     // The token may also come in the event itself.
     let open = World::new(false).await;
-    let (_, v) = open
-        .call(
-            "POST",
-            "/api/tasks",
-            None,
-            Some(json!({"labourer_id": "v"}).to_string()),
-        )
-        .await;
-    let id = v["created"][0]["task_id"].as_str().expect("id").to_string();
+    let id = open.create("v", 1, None).await.remove(0);
     let forged = json!({"action": "heartbeat", "task_id": id, "report_token": "0".repeat(64)});
     assert_eq!(
         open.call("POST", "/report", None, Some(forged.to_string())).await.0,

@@ -22,7 +22,7 @@ pub use labourers::{HttpMode, HttpSpec, InvokerSpec, Labourer, ProcessSpec, Repo
 pub use merge::recursive_update;
 pub use metrics::{CloudWatchMetric, HealthMetric, MetricDetails};
 pub use sections::{JobSchemas, QueueSettings, TableNames};
-pub use server::{token_sha256, Scope, ServerConfig, TokenConfig, DEFAULT_LISTEN, DEFAULT_MAX_BODY};
+pub use server::{is_loopback_host, token_sha256, Scope, ServerConfig, TokenConfig, DEFAULT_LISTEN, DEFAULT_MAX_BODY};
 
 use labourers::{check_window, read_labourer};
 use metrics::read_status;

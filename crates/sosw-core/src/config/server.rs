@@ -78,6 +78,18 @@ impl Default for ServerConfig {
 }
 
 /// The SHA-256 of a token, as the config holds it.
+/// Whether a host (`127.0.0.1:8787`, `localhost`, `[::1]:8787`, or a URL's `http://localhost:8000/x`) names this
+/// machine: what an open server answers to, and which store endpoints are local emulators.
+pub fn is_loopback_host(host: &str) -> bool {
+    let rest = host.split_once("://").map_or(host, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let name = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 pub fn token_sha256(token: &str) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(token.as_bytes()).into()

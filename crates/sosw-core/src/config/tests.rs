@@ -641,3 +641,24 @@ fn the_aws_services_a_config_uses() {
         assert_eq!(got.any(), want != none);
     }
 }
+
+#[test]
+fn loopback_hosts_and_urls() {
+    for (host, local) in [
+        ("127.0.0.1:8787", true),
+        ("localhost", true),
+        ("LOCALHOST:80", true),
+        ("[::1]:8787", true),
+        ("127.0.0.2", true),
+        ("http://127.0.0.1:5599", true),
+        ("http://localhost:8000/x?y", true),
+        ("http://[::1]", true),
+        ("example.com", false),
+        ("evil.localhost.example:80", false),
+        ("https://dynamodb.us-east-1.amazonaws.com", false),
+        ("http://10.0.0.5:8000", false),
+        ("", false),
+    ] {
+        assert_eq!(is_loopback_host(host), local, "{host}");
+    }
+}

@@ -131,7 +131,7 @@ async fn same_origin(State(s): Shared, req: axum::extract::Request, next: axum::
     }
     let headers = req.headers();
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if !host.is_empty() && !is_loopback_host(host) {
+    if !host.is_empty() && !sosw_core::config::is_loopback_host(host) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -150,15 +150,6 @@ async fn same_origin(State(s): Shared, req: axum::extract::Request, next: axum::
         }
     }
     next.run(req).await
-}
-
-/// `127.0.0.1:8787`, `localhost`, `[::1]:8787`, …
-fn is_loopback_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn ok(value: Value) -> ApiResult {
