@@ -2,14 +2,16 @@
 // run one worker until every job is complete (deleted), in graphile-worker's tuned mode from its performance page
 // (concurrentJobs 24, maxPoolSize 25, localQueue 500, batched completions). Prints one JSON line.
 //
-//   node graphile.mjs N [default|tuned]      (DATABASE_URL names an empty database)
+// `add` mode stops after adding the jobs: the scheduling benchmark (add_jobs_per_second).
+//
+//   node graphile.mjs N [default|tuned|add]      (DATABASE_URL names an empty database)
 import { makeWorkerUtils, run } from "graphile-worker";
 
 const n = Number(process.argv[2] ?? 100000);
 const mode = process.argv[3] ?? "tuned";
 const connectionString = process.env.DATABASE_URL;
-if (!connectionString || !Number.isInteger(n) || n < 1 || !["default", "tuned"].includes(mode)) {
-  console.error("usage: DATABASE_URL=postgres://… node graphile.mjs N [default|tuned]");
+if (!connectionString || !Number.isInteger(n) || n < 1 || !["default", "tuned", "add"].includes(mode)) {
+  console.error("usage: DATABASE_URL=postgres://… node graphile.mjs N [default|tuned|add]");
   process.exit(2);
 }
 
@@ -22,6 +24,17 @@ for (let i = 0; i < n; i += 1000) {
   await utils.addJobs(batch);
 }
 const added = performance.now();
+if (mode === "add") {
+  const stored = await utils.withPgClient((c) => c.query("select count(*)::int as n from graphile_worker.jobs"));
+  await utils.release();
+  if (stored.rows[0].n !== n) {
+    console.error(`${stored.rows[0].n} of ${n} jobs were added`);
+    process.exit(1);
+  }
+  const seconds = (added - started) / 1000;
+  console.log(JSON.stringify({ peer: "graphile-worker add_jobs", tasks: n, seconds, tasks_per_second: n / seconds }));
+  process.exit(0);
+}
 
 let executed = 0;
 let allExecuted;

@@ -46,10 +46,23 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+/// The services (`run`: the daemon and its API; `demo` and `bench`, which stand in for it) use every core. Every
+/// other command is one pass that waits on I/O, whose tasks gain nothing from a second thread but cross-thread
+/// wake-ups: one thread runs it (an AWS Orchestrator pass invoking 2,000 tasks spent a third less CPU,
+/// `bench/peers/run --only aws`).
+fn runtime_for(command: &cli::Command) -> tokio::runtime::Builder {
+    match command {
+        cli::Command::Run { .. } | cli::Command::Demo(_) | cli::Command::Bench(_) => {
+            tokio::runtime::Builder::new_multi_thread()
+        }
+        _ => tokio::runtime::Builder::new_current_thread(),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_logging(cli.global.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime_for(&cli.command).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sosw: error: cannot start the async runtime: {e}");
