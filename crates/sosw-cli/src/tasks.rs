@@ -11,10 +11,6 @@ use sosw_core::payload::construct_payload;
 use sosw_core::ports::ListCursor;
 use sosw_core::{Essential, NewTask, StoredTask, Time};
 use std::io::Write;
-pub(crate) fn new_task_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
-
 pub(crate) async fn task_create(g: &Global, labourer: &str, payload: Option<&str>, count: u32) -> Result<()> {
     let app = App::load(g, Essential::Scheduler).await?;
     if app.config.labourer(labourer).is_none() {
@@ -25,16 +21,17 @@ pub(crate) async fn task_create(g: &Global, labourer: &str, payload: Option<&str
     }
     let base = payload.map(|p| parse_json_arg("--payload", p)).transpose()?;
     let payload = Value::Object(construct_payload(base, Map::new())).to_string();
+    let now = app.clock.now();
     let tasks: Vec<NewTask> = (0..count)
         .map(|_| NewTask {
-            task_id: new_task_id(),
+            task_id: sosw_engine::tasks::new_task_id(now),
             labourer_id: labourer.to_string(),
             payload: payload.clone(),
         })
         .collect();
     let wiring = app.wiring();
     let tm = wiring.task_manager(app.config.clone());
-    let report = tm.create(&tasks, app.clock.now()).await?;
+    let report = tm.create(&tasks, now).await?;
     if g.json {
         let rows: Vec<Value> = report.created_rows();
         print_json(&if count == 1 {

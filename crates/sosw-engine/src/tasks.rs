@@ -43,6 +43,22 @@ impl TaskManager {
     }
 }
 
+/// A new task's id: 32 lowercase hex characters like Python sosw's `uuid.uuid4().hex`, but time-ordered — a UUIDv7
+/// whose first 48 bits are `now` in milliseconds and whose other 74 bits are random — so that tasks created together
+/// sit together in every index keyed by id (SQLite's tables and the audit trail's index are b-trees: random ids make
+/// every insert a random page write). Ids stay unique across processes and machines by their random bits, as
+/// uuid4's do; a time before 1970 counts as 1970.
+pub fn new_task_id(now: Time) -> String {
+    let random = uuid::Uuid::new_v4();
+    let mut bytes = [0u8; 10];
+    bytes.copy_from_slice(&random.as_bytes()[6..]);
+    let millis = u64::try_from(now.millis()).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &bytes)
+        .into_uuid()
+        .simple()
+        .to_string()
+}
+
 /// The store queries that list one labourer's tasks in `state` (all of its tasks, live then retry then closed,
 /// when `None`), each reading pages of `page` rows from its start.
 pub fn listing_queries(
@@ -198,4 +214,36 @@ pub async fn requeue_dead(
         .get(task_id)
         .await?
         .ok_or_else(|| StoreError::NotFound(task_id.to_string()))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_are_python_shaped_and_ordered_by_time() {
+        let at = |ms: i64| new_task_id(Time::from_millis(ms));
+        let ids: Vec<String> = [
+            1_796_000_000_000,
+            1_796_000_000_001,
+            1_796_000_060_000,
+            4_102_444_800_000,
+        ]
+        .into_iter()
+        .map(at)
+        .collect();
+        for id in &ids {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "{id}"
+            );
+            assert_eq!(&id[12..13], "7", "a version-7 UUID: {id}");
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "later ids sort later: {ids:?}");
+        // The same millisecond still gives distinct ids; the clock's extremes give ids, not panics.
+        assert_ne!(at(1_796_000_000_000), at(1_796_000_000_000));
+        assert_eq!(&at(-5)[..12], "000000000000");
+        assert_eq!(at(i64::MAX).len(), 32);
+    }
 }

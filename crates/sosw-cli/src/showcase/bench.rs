@@ -106,15 +106,17 @@ pub async fn run(args: BenchArgs, json_out: bool) -> Result<()> {
     let mut created = 0u32;
     while created < args.tasks {
         let batch = (args.tasks - created).min(10_000);
+        let now = clock.now();
         let tasks: Vec<NewTask> = (created..created + batch)
             .map(|i| NewTask {
-                task_id: format!("{:032x}", u128::from(i)),
+                // The ids `sosw task create` and the API give (time-ordered).
+                task_id: sosw_engine::tasks::new_task_id(now),
                 labourer_id: format!("bench{}", i % args.labourers),
                 payload: format!(r#"{{"n": {i}}}"#),
             })
             .collect();
         let t = Instant::now();
-        tm.create(&tasks, clock.now()).await?;
+        tm.create(&tasks, now).await?;
         create_time += t.elapsed();
         created += batch;
     }

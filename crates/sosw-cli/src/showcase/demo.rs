@@ -95,14 +95,15 @@ pub async fn run(args: DemoArgs, json_out: bool) -> Result<()> {
     let started = Instant::now();
     let tm = wiring.task_manager(app.config.clone());
     for (labourer, what) in [("resize", "image"), ("reports", "report")] {
+        let now = app.clock.now();
         let tasks: Vec<NewTask> = (1..=args.tasks)
             .map(|n| NewTask {
-                task_id: uuid::Uuid::new_v4().simple().to_string(),
+                task_id: sosw_engine::tasks::new_task_id(now),
                 labourer_id: labourer.to_string(),
                 payload: json!({"n": n, what: format!("{what}-{n:05}")}).to_string(),
             })
             .collect();
-        tm.create(&tasks, app.clock.now()).await?;
+        tm.create(&tasks, now).await?;
     }
     if !json_out {
         println!(

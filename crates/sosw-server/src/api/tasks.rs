@@ -86,6 +86,7 @@ pub(super) async fn list_tasks(State(s): Shared, headers: HeaderMap, RawQuery(qu
 pub(super) async fn create_tasks(State(s): Shared, headers: HeaderMap, body: Body) -> ApiResult {
     s.auth.require(&headers, Scope::Write)?;
     let body = object_or_empty(read_json(&s.limits, body).await?)?;
+    let now = s.clock.now();
     let tasks = match body.get("tasks") {
         Some(Value::Array(items)) => {
             known_keys(&body, &["tasks"])?;
@@ -103,7 +104,7 @@ pub(super) async fn create_tasks(State(s): Shared, headers: HeaderMap, body: Bod
                 known_keys(t, &["labourer_id", "payload", "task_id"])
                     .map_err(|e| prefix(&format!("`tasks[{i}]`"), e))?;
                 out.push(
-                    new_task(t, 1)
+                    new_task(t, 1, now)
                         .map_err(|e| prefix(&format!("`tasks[{i}]`"), e))?
                         .remove(0),
                 );
@@ -121,14 +122,10 @@ pub(super) async fn create_tasks(State(s): Shared, headers: HeaderMap, body: Bod
                     .ok_or_else(|| ApiError::bad_request(format!("`count`: expected 1 to {MAX_BATCH}, got {v}")))?
                     as usize,
             };
-            new_task(&body, count)?
+            new_task(&body, count, now)?
         }
     };
-    let report = s
-        .wiring
-        .task_manager(s.config.clone())
-        .create(&tasks, s.clock.now())
-        .await?;
+    let report = s.wiring.task_manager(s.config.clone()).create(&tasks, now).await?;
     let created: Vec<Value> = report.created_rows();
     Ok((
         StatusCode::CREATED,
@@ -141,7 +138,7 @@ pub(super) async fn create_tasks(State(s): Shared, headers: HeaderMap, body: Bod
 pub(super) const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
 
 /// `count` tasks of one `{"labourer_id", "payload"?, "task_id"?}` (a `task_id` only with a count of 1).
-pub(super) fn new_task(t: &Map<String, Value>, count: usize) -> Result<Vec<NewTask>, ApiError> {
+pub(super) fn new_task(t: &Map<String, Value>, count: usize, now: Time) -> Result<Vec<NewTask>, ApiError> {
     let labourer = match t.get("labourer_id") {
         Some(Value::String(l)) if !l.is_empty() => l.clone(),
         _ => {
@@ -182,7 +179,7 @@ pub(super) fn new_task(t: &Map<String, Value>, count: usize) -> Result<Vec<NewTa
     };
     Ok((0..count)
         .map(|_| NewTask {
-            task_id: id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+            task_id: id.clone().unwrap_or_else(|| sosw_engine::tasks::new_task_id(now)),
             labourer_id: labourer.clone(),
             payload: payload.clone(),
         })
