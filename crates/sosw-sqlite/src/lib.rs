@@ -194,6 +194,79 @@ mod tests {
         .map_err(map_err)
     }
 
+    /// `existing_ids` takes a bounded range scan per table for a batch of ids close together and a lookup per id
+    /// for ids spread over the key space (where the range would hold most of the table): both find every id that
+    /// exists, in whichever table, and nothing else.
+    #[tokio::test]
+    async fn large_batches_find_existing_ids_in_every_table_close_together_or_spread() {
+        let (dir, store) = store().await;
+        let conn = Connection::open(dir.path().join("t.db")).expect("second connection");
+        // 2,000 rows spread over the key space (a multiplicative hash in front), as uuid4 ids would be.
+        let spread = |i: u32| format!("{:08x}{:024x}", i.wrapping_mul(2_654_435_761), i);
+        for i in 0..2000 {
+            insert(&conn, &spread(i)).expect("a live task");
+        }
+        let put = |table: &str, extra: &str, id: &str| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO {table} (task_id, labourer_id, created_at, greenfield, attempts, payload{extra}) \
+                     VALUES (?1, 'w', 0, 1, 1, '{{}}'{})",
+                    if extra.is_empty() {
+                        ""
+                    } else if table == "retry_tasks" {
+                        ", 5"
+                    } else {
+                        ", 5, 'w_1'"
+                    }
+                ),
+                [id],
+            )
+            .expect("a row");
+        };
+        let close = |i: u32| format!("01a2{i:028x}");
+        for i in [3, 40] {
+            put("retry_tasks", ", desired_launch_time", &close(i));
+        }
+        for i in [7, 90] {
+            put("closed_tasks", ", closed_at, labourer_id_task_status", &close(i));
+        }
+        insert(&conn, &close(50)).expect("a live task among the close ids");
+        let batch = |ids: Vec<String>| -> Vec<NewTask> {
+            ids.into_iter()
+                .map(|task_id| NewTask {
+                    task_id,
+                    labourer_id: "w".into(),
+                    payload: "{}".into(),
+                })
+                .collect()
+        };
+        let found = |tasks: &[NewTask]| -> Vec<String> {
+            let mut ids: Vec<String> = existing_ids(&conn, tasks).expect("checked").into_iter().collect();
+            ids.sort();
+            ids
+        };
+
+        // Close together (one millisecond's time-ordered ids, in any order): the range path.
+        let near: Vec<String> = (0..100).rev().map(close).collect();
+        assert_eq!(found(&batch(near)), [3, 7, 40, 50, 90].map(close));
+
+        // Spread, 100 ids of which every tenth exists: the range would hold nearly all 2,000 rows, so the lookups.
+        let far: Vec<String> = (0..100)
+            .map(|k| if k % 10 == 0 { spread(k * 13) } else { spread(5000 + k) })
+            .collect();
+        let mut expected: Vec<String> = (0..10).map(|k| spread(k * 130)).collect();
+        expected.sort();
+        assert_eq!(found(&batch(far)), expected);
+
+        // Small batches always look up.
+        assert_eq!(found(&batch(vec![close(3), close(4), spread(1)])), {
+            let mut v = vec![close(3), spread(1)];
+            v.sort();
+            v
+        });
+        drop(store);
+    }
+
     #[tokio::test]
     async fn an_old_store_is_refused_until_migrated_and_keeps_its_data() {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -68,41 +68,41 @@ impl ClosedTally {
     }
 }
 
-/// The ids of `tasks` that exist in any table. A large batch whose ids are in ascending order (a Scheduler batch:
-/// one job's consecutive ids) is checked with one range scan per table instead of a lookup per task per table.
+/// The ids of `tasks` that exist in any table. A large batch whose ids lie close together — one job's consecutive
+/// ids, or time-ordered ids made together — is checked with one range scan per table, bounded to four rows per id
+/// in the batch; a table whose range holds more than that (ids spread over the key space) is checked with one
+/// lookup per id instead, so the cost stays proportional to the batch either way.
 pub(crate) fn existing_ids(tx: &Connection, tasks: &[NewTask]) -> StoreResult<HashSet<String>> {
+    let wanted: HashSet<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
     let mut found = HashSet::new();
-    let sorted = tasks.windows(2).all(|w| w[0].task_id < w[1].task_id);
-    if let (true, Some(first), Some(last)) = (tasks.len() >= 64 && sorted, tasks.first(), tasks.last()) {
-        let wanted: HashSet<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
-        for table in ["tasks", "retry_tasks", "closed_tasks"] {
+    let (Some(first), Some(last)) = (wanted.iter().min(), wanted.iter().max()) else {
+        return Ok(found);
+    };
+    for table in ["tasks", "retry_tasks", "closed_tasks"] {
+        if wanted.len() >= 64 {
+            let cap = wanted.len() * 4;
             let mut st = tx
-                .prepare_cached(&format!("SELECT task_id FROM {table} WHERE task_id BETWEEN ?1 AND ?2"))
+                .prepare_cached(&format!(
+                    "SELECT task_id FROM {table} WHERE task_id BETWEEN ?1 AND ?2 LIMIT ?3"
+                ))
                 .map_err(map_err)?;
-            let rows = st
-                .query_map([&first.task_id, &last.task_id], |r| r.get::<_, String>(0))
+            let in_range = st
+                .query_map(params![first, last, cap as i64 + 1], |r| r.get::<_, String>(0))
+                .map_err(map_err)?
+                .collect::<Result<Vec<String>, _>>()
                 .map_err(map_err)?;
-            for id in rows {
-                let id = id.map_err(map_err)?;
-                if wanted.contains(id.as_str()) {
-                    found.insert(id);
-                }
+            if in_range.len() <= cap {
+                found.extend(in_range.into_iter().filter(|id| wanted.contains(id.as_str())));
+                continue;
             }
         }
-        return Ok(found);
-    }
-    let mut exists = tx
-        .prepare_cached(
-            "SELECT EXISTS(SELECT 1 FROM tasks WHERE task_id = ?1) OR EXISTS(SELECT 1 FROM retry_tasks \
-             WHERE task_id = ?1) OR EXISTS(SELECT 1 FROM closed_tasks WHERE task_id = ?1)",
-        )
-        .map_err(map_err)?;
-    for t in tasks {
-        if exists
-            .query_row([&t.task_id], |r| r.get::<_, bool>(0))
-            .map_err(map_err)?
-        {
-            found.insert(t.task_id.clone());
+        let mut exists = tx
+            .prepare_cached(&format!("SELECT EXISTS(SELECT 1 FROM {table} WHERE task_id = ?1)"))
+            .map_err(map_err)?;
+        for id in &wanted {
+            if !found.contains(*id) && exists.query_row([id], |r| r.get::<_, bool>(0)).map_err(map_err)? {
+                found.insert((*id).to_string());
+            }
         }
     }
     Ok(found)

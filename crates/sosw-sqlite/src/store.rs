@@ -44,11 +44,12 @@ impl TaskStore for SqliteStore {
                 insert
                     .execute(params![t.task_id, t.labourer_id, t.created_at, t.greenfield, t.payload])
                     .map_err(map_err)?;
-                insert_events(
-                    tx,
-                    &stamped(stamp.as_ref(), &t.task_id, &t.labourer_id, Recorded::Created),
-                )?;
             }
+            let events: Vec<MetaEvent> = rows
+                .iter()
+                .flat_map(|t| stamped(stamp.as_ref(), &t.task_id, &t.labourer_id, Recorded::Created))
+                .collect();
+            insert_events(tx, &events)?;
             report.created = rows;
             Ok(report)
         })
