@@ -7,6 +7,7 @@ AWS_ENDPOINT_URL_DYNAMODB and AWS_ENDPOINT_URL_LAMBDA name the local servers. Fo
 start and the imports are not measured (a warm Lambda has paid for them); only the Orchestrator's
 pass is. It prints one JSON line: the tasks invoked, the CPU seconds (user + system) and the wall seconds.
 """
+import importlib.metadata
 import json
 import os
 import resource
@@ -85,7 +86,8 @@ def main():
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     invoked = orchestrator.task_client.stats.get("invoked_tasks", 0)
-    print(json.dumps({"peer": "sosw 0.7.51", "invoked": invoked, "cpu_seconds": cpu, "seconds": seconds}))
+    peer = f"sosw {importlib.metadata.version('sosw')}"
+    print(json.dumps({"peer": peer, "invoked": invoked, "cpu_seconds": cpu, "seconds": seconds}))
 
 
 if __name__ == "__main__":

@@ -271,7 +271,8 @@ impl Container {
 /// A Lambda function's `main`: the runtime loop of `essential`, or a plain message and a failure exit status when
 /// the container cannot start (outside Lambda, or without a readable config). The binaries run it on tokio's
 /// current-thread runtime: a function handles one event at a time, on at most one vCPU below 1,769 MB, and a
-/// second thread would only add cross-thread wake-ups (a third more CPU per invoked task, `bench/peers/run`).
+/// second thread would only add cross-thread wake-ups (one thread spent a third less CPU per invoked task,
+/// `bench/peers/run --only aws`).
 pub async fn main(essential: Essential) -> std::process::ExitCode {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
         eprintln!(
