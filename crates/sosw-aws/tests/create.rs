@@ -34,7 +34,12 @@ async fn a_second_writer_never_overwrites_a_task_or_requeues_an_invoked_one() {
     // The orchestrator invokes one of them (in the second transaction's range).
     let target = &written[120];
     let claims = store
-        .claim("w", &[(target.task_id.clone(), target.greenfield)], NOW, NOW + 1)
+        .claim(
+            "w",
+            &[(target.task_id.clone(), target.greenfield)],
+            sosw_core::Greenfield::new(NOW),
+            sosw_core::Greenfield::new(NOW + 1),
+        )
         .await
         .expect("claim");
     assert!(matches!(claims[0], Claim::Claimed { .. }), "{claims:?}");
@@ -43,14 +48,14 @@ async fn a_second_writer_never_overwrites_a_task_or_requeues_an_invoked_one() {
     let mut second: Vec<Task> = written
         .iter()
         .map(|t| Task {
-            greenfield: t.greenfield + 500_000,
+            greenfield: t.greenfield.saturating_add(500_000),
             ..t.clone()
         })
         .collect();
     for i in 150..160 {
         second.push(Task {
             task_id: format!("t{i:04}"),
-            greenfield: 2000 + i * 1000 + 500_000,
+            greenfield: sosw_core::Greenfield::new(2000 + i * 1000 + 500_000),
             ..written[0].clone()
         });
     }
@@ -61,7 +66,7 @@ async fn a_second_writer_never_overwrites_a_task_or_requeues_an_invoked_one() {
     assert_eq!(existing.len(), 150);
     let invoked = store.get(&target.task_id).await.expect("get").expect("task").task;
     assert_eq!(
-        (invoked.attempts, invoked.greenfield),
+        (invoked.attempts, invoked.greenfield.get()),
         (1, NOW + 1),
         "the invoked task is untouched"
     );

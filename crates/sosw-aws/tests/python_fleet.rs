@@ -77,7 +77,7 @@ async fn python_sosw_creates_and_sosw_rs_runs_the_tasks() {
         )
         .await
         .expect("create");
-    let positions: Vec<i64> = report.created.iter().map(|t| t.greenfield).collect();
+    let positions: Vec<i64> = report.created.iter().map(|t| t.greenfield.get()).collect();
     assert_eq!(positions, vec![5000, 6000], "after Python's 2000, 3000, 4000");
 
     // Python reads our items like its own.

@@ -179,10 +179,15 @@ async fn a_report_on_a_task_waiting_for_retry_scans_nothing() {
         .create_tasks_recorded(&[task("a"), task("b")], 1000, now, Some(&stamp))
         .await
         .expect("create");
-    let invoked = now.secs() + 31_557_600;
+    let invoked = sosw_core::Greenfield::new(now.secs() + 31_557_600);
     for t in &created.created {
         store
-            .claim("w", &[(t.task_id.clone(), t.greenfield)], now.secs(), invoked)
+            .claim(
+                "w",
+                &[(t.task_id.clone(), t.greenfield)],
+                sosw_core::Greenfield::start(now),
+                invoked,
+            )
             .await
             .expect("claim");
         store

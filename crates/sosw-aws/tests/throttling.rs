@@ -63,7 +63,10 @@ async fn throttling_is_retried_once_by_the_sdk_and_counted() {
     // Throttled throughout: exactly MAX_ATTEMPTS requests, then a retryable `Throttled` error.
     fake.requests.store(0, Ordering::SeqCst);
     fake.throttle.store(100, Ordering::SeqCst);
-    let err = store.count_running("w", 0).await.expect_err("gives up");
+    let err = store
+        .count_running("w", sosw_core::Greenfield::new(0))
+        .await
+        .expect_err("gives up");
     assert!(matches!(err, StoreError::Throttled { .. }), "{err:?}");
     assert!(err.is_retryable());
     assert_eq!(fake.requests.load(Ordering::SeqCst), MAX_ATTEMPTS);

@@ -34,6 +34,72 @@ pub const DEFAULT_DURATION: i64 = 900;
 /// Labourer `cooldown` default.
 pub const DEFAULT_COOLDOWN: i64 = 300;
 
+/// A greenfield: sosw's one number of task state — a queue position below the pass's start, or an invocation's
+/// time + `greenfield_invocation_delta` at or above it ([`Markers`] tell them apart). A type of its own, so that
+/// it is never mixed up with a time, a count or a step at the store's port, and so that arithmetic on it is checked
+/// or saturating, never a silent overflow. Stored and serialised as the plain number Python sosw writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Greenfield(i64);
+
+impl Greenfield {
+    pub const MIN: Greenfield = Greenfield(i64::MIN);
+    pub const MAX: Greenfield = Greenfield(i64::MAX);
+
+    pub const fn new(value: i64) -> Greenfield {
+        Greenfield(value)
+    }
+
+    /// `S` at `now`: the start marker of a pass at `now` (its whole seconds). Greenfields below it are queue
+    /// positions, the rest invocations ([`Markers`]).
+    pub const fn start(now: Time) -> Greenfield {
+        Greenfield(now.secs())
+    }
+
+    /// The number as stored.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    /// `self + by`, or `None` on overflow.
+    pub fn checked_add(self, by: i64) -> Option<Greenfield> {
+        self.0.checked_add(by).map(Greenfield)
+    }
+
+    /// `self − by`, or `None` on overflow.
+    pub fn checked_sub(self, by: i64) -> Option<Greenfield> {
+        self.0.checked_sub(by).map(Greenfield)
+    }
+
+    /// `self + by`, held at the ends of the range: still ordered, for bounds that only compare.
+    pub fn saturating_add(self, by: i64) -> Greenfield {
+        Greenfield(self.0.saturating_add(by))
+    }
+
+    /// `self − by`, held at the ends of the range.
+    pub fn saturating_sub(self, by: i64) -> Greenfield {
+        Greenfield(self.0.saturating_sub(by))
+    }
+}
+
+impl std::fmt::Display for Greenfield {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<Greenfield> for i64 {
+    fn from(g: Greenfield) -> i64 {
+        g.0
+    }
+}
+
+impl From<Greenfield> for serde_json::Value {
+    fn from(g: Greenfield) -> serde_json::Value {
+        g.0.into()
+    }
+}
+
 /// The greenfield parameters shared by every labourer (`greenfield_invocation_delta`, `greenfield_task_step`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GreenfieldParams {
@@ -54,16 +120,16 @@ impl Default for GreenfieldParams {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Markers {
     /// `S`: the pass's `now`, in whole seconds.
-    pub start: i64,
+    pub start: Greenfield,
     /// `I = S + delta`: the greenfield a task invoked in this pass receives.
-    pub invoked: i64,
+    pub invoked: Greenfield,
     /// `E = I - (duration + cooldown)`: tasks at or below this (and at or above `S`) are expired.
-    pub expired: i64,
+    pub expired: Greenfield,
 }
 
 impl Markers {
     pub fn new(now: Time, delta: i64, duration: i64, cooldown: i64) -> Self {
-        let start = now.secs();
+        let start = Greenfield::start(now);
         // Saturating: validation bounds every input far below overflow, and a saturated marker is still ordered.
         let invoked = start.saturating_add(delta);
         Markers {
@@ -74,7 +140,7 @@ impl Markers {
     }
 
     /// Classifies a live task (one in the tasks table, not in retry or closed).
-    pub fn classify(&self, greenfield: i64, completed: bool) -> TaskState {
+    pub fn classify(&self, greenfield: Greenfield, completed: bool) -> TaskState {
         if completed {
             TaskState::Completed
         } else if greenfield < self.start {
@@ -90,20 +156,20 @@ impl Markers {
 /// The greenfield a heartbeat at the markers' time gives a running task: it counts as running `heartbeat_timeout`
 /// more seconds when the labourer has one, else its whole window (`duration + cooldown`), as if invoked now. Always
 /// an invocation greenfield (`> start`): the window is below `greenfield_invocation_delta`.
-pub fn heartbeat_greenfield(markers: &Markers, heartbeat_timeout: Option<i64>) -> i64 {
-    let window = markers.invoked.saturating_sub(markers.expired);
+pub fn heartbeat_greenfield(markers: &Markers, heartbeat_timeout: Option<i64>) -> Greenfield {
+    let window = markers.invoked.0.saturating_sub(markers.expired.0);
     markers.expired.saturating_add(heartbeat_timeout.unwrap_or(window))
 }
 
 /// Until when a task at `greenfield` counts as running: it expires once `now + delta − window ≥ greenfield`.
-pub fn running_until(greenfield: i64, delta: i64, window: i64) -> Time {
-    Time::from_secs(greenfield.saturating_sub(delta).saturating_add(window))
+pub fn running_until(greenfield: Greenfield, delta: i64, window: i64) -> Time {
+    Time::from_secs(greenfield.0.saturating_sub(delta).saturating_add(window))
 }
 
 /// When the task at `greenfield` was invoked — or, after a heartbeat, when it would have been invoked to be
 /// running until the same time — to the second: the inverse of [`invocation_greenfield`].
-pub fn invoked_at(greenfield: i64, delta: i64) -> Time {
-    Time::from_secs(greenfield.saturating_sub(delta))
+pub fn invoked_at(greenfield: Greenfield, delta: i64) -> Time {
+    Time::from_secs(greenfield.0.saturating_sub(delta))
 }
 
 /// The state of a live task as seen by a pass.
@@ -123,8 +189,8 @@ pub enum TaskState {
 /// A closed interval of greenfield values, `lo..=hi`, used to query one state of a labourer's live tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GreenfieldRange {
-    pub lo: i64,
-    pub hi: i64,
+    pub lo: Greenfield,
+    pub hi: Greenfield,
 }
 
 impl TaskState {
@@ -134,7 +200,7 @@ impl TaskState {
         match self {
             TaskState::Queued => (
                 GreenfieldRange {
-                    lo: i64::MIN,
+                    lo: Greenfield::MIN,
                     hi: markers.start.saturating_sub(1),
                 },
                 false,
@@ -149,14 +215,14 @@ impl TaskState {
             TaskState::Running => (
                 GreenfieldRange {
                     lo: markers.expired.saturating_add(1),
-                    hi: i64::MAX,
+                    hi: Greenfield::MAX,
                 },
                 false,
             ),
             TaskState::Completed => (
                 GreenfieldRange {
-                    lo: i64::MIN,
-                    hi: i64::MAX,
+                    lo: Greenfield::MIN,
+                    hi: Greenfield::MAX,
                 },
                 true,
             ),
@@ -165,15 +231,15 @@ impl TaskState {
 }
 
 /// The greenfield written when a task is invoked at `now`.
-pub fn invocation_greenfield(now: Time, delta: i64) -> i64 {
-    now.secs().saturating_add(delta)
+pub fn invocation_greenfield(now: Time, delta: i64) -> Greenfield {
+    Greenfield(now.secs().saturating_add(delta))
 }
 
 /// Whether `greenfield` is a queue position at `now`: `g < now`, the same bound as [`Markers::classify`].
 /// (Python's oldest/newest helpers use `g <= now()`, which counts a task invoked exactly `delta` ago as the tail
 /// of the queue; sosw-rs keeps one definition.)
-pub fn is_queue_position(greenfield: i64, now: Time) -> bool {
-    greenfield < now.secs()
+pub fn is_queue_position(greenfield: Greenfield, now: Time) -> bool {
+    greenfield.0 < now.secs()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -191,12 +257,12 @@ pub enum GreenfieldError {
 /// at `step`, so the first task gets `2 * step` (2000 with the defaults), exactly as Python sosw.
 pub fn tail_positions(
     labourer: &str,
-    newest_queued: Option<i64>,
+    newest_queued: Option<Greenfield>,
     step: i64,
     n: usize,
     now: Time,
-) -> Result<Vec<i64>, GreenfieldError> {
-    let base = newest_queued.unwrap_or(step);
+) -> Result<Vec<Greenfield>, GreenfieldError> {
+    let base = newest_queued.map_or(step, Greenfield::get);
     let count = i64::try_from(n).unwrap_or(i64::MAX);
     // Exact, or none: a saturated product would understate the last position (and the sum below would overflow).
     let last = step.checked_mul(count).and_then(|span| base.checked_add(span));
@@ -211,14 +277,14 @@ pub fn tail_positions(
         }
     }
     // Every position lies between `base` and `last < now`: no step of the sum can overflow.
-    Ok((1..=count).map(|i| base + step * i).collect())
+    Ok((1..=count).map(|i| Greenfield(base + step * i)).collect())
 }
 
 /// Positions for `n` tasks coming back from the retry table to the head of the queue (reference §3.4): the
 /// oldest queued position minus 1, 2, ... (an empty queue counts as `step`: 999, 998, ...). The last one processed
 /// becomes the new head, as in Python sosw.
-pub fn head_positions(oldest_queued: Option<i64>, step: i64, n: usize) -> Vec<i64> {
-    let base = oldest_queued.unwrap_or(step);
+pub fn head_positions(oldest_queued: Option<Greenfield>, step: i64, n: usize) -> Vec<Greenfield> {
+    let base = oldest_queued.unwrap_or(Greenfield(step));
     (1..=i64::try_from(n).unwrap_or(i64::MAX))
         .map(|k| base.saturating_sub(k))
         .collect()
@@ -253,6 +319,14 @@ mod heartbeat_tests {
 mod tests {
     use super::*;
 
+    fn gf(value: i64) -> Greenfield {
+        Greenfield(value)
+    }
+
+    fn nums(gs: Vec<Greenfield>) -> Vec<i64> {
+        gs.into_iter().map(Greenfield::get).collect()
+    }
+
     const S: i64 = 1_700_000_000;
 
     fn markers() -> Markers {
@@ -265,15 +339,38 @@ mod tests {
     }
 
     #[test]
+    fn greenfield_arithmetic_is_checked_or_saturating_and_it_stores_as_a_plain_number() {
+        // (start, by) → checked_add, checked_sub, saturating_add, saturating_sub
+        let table = [
+            (5, 3, Some(8), Some(2), 8, 2),
+            (i64::MAX, 1, None, Some(i64::MAX - 1), i64::MAX, i64::MAX - 1),
+            (i64::MIN, 1, Some(i64::MIN + 1), None, i64::MIN + 1, i64::MIN),
+            (0, i64::MIN, Some(i64::MIN), None, i64::MIN, i64::MAX),
+        ];
+        for (start, by, add, sub, sat_add, sat_sub) in table {
+            let g = gf(start);
+            assert_eq!(g.checked_add(by).map(Greenfield::get), add, "{start} + {by}");
+            assert_eq!(g.checked_sub(by).map(Greenfield::get), sub, "{start} - {by}");
+            assert_eq!(g.saturating_add(by).get(), sat_add, "{start} +| {by}");
+            assert_eq!(g.saturating_sub(by).get(), sat_sub, "{start} -| {by}");
+        }
+        assert_eq!(Greenfield::start(Time::from_millis(1_700_000_000_999)), gf(1_700_000_000));
+        assert_eq!(gf(-3).to_string(), "-3");
+        assert_eq!(serde_json::to_value(gf(2000)).expect("json"), serde_json::json!(2000));
+        assert_eq!(serde_json::from_value::<Greenfield>(serde_json::json!(2000)).expect("json"), gf(2000));
+        assert!(gf(1) < gf(2) && Greenfield::MIN < gf(i64::MIN + 1) && gf(i64::MAX) == Greenfield::MAX);
+    }
+
+    #[test]
     fn markers_follow_the_reference() {
         let m = markers();
-        assert_eq!(m.start, S);
-        assert_eq!(m.invoked, S + 31_557_600);
-        assert_eq!(m.expired, S + 31_557_600 - 1200);
+        assert_eq!(m.start.get(), S);
+        assert_eq!(m.invoked.get(), S + 31_557_600);
+        assert_eq!(m.expired.get(), S + 31_557_600 - 1200);
         // TM-2: time frozen at 123.
         let m = Markers::new(Time::from_secs(123), DEFAULT_INVOCATION_DELTA, 900, 300);
         assert_eq!(
-            (m.start, m.invoked, m.expired),
+            (m.start.get(), m.invoked.get(), m.expired.get()),
             (123, 123 + 31_557_600, 123 + 31_557_600 - 1200)
         );
     }
@@ -303,7 +400,7 @@ mod tests {
             ("completed expired", S - 5000 + d, true, TaskState::Completed),
         ];
         for (name, g, completed, want) in cases {
-            assert_eq!(m.classify(*g, *completed), *want, "{name}");
+            assert_eq!(m.classify(gf(*g), *completed), *want, "{name}");
         }
     }
 
@@ -317,12 +414,13 @@ mod tests {
             2000,
             S - 1,
             S,
-            m.expired - 1,
-            m.expired,
-            m.expired + 1,
-            m.invoked,
-            m.invoked + 5,
+            m.expired.get() - 1,
+            m.expired.get(),
+            m.expired.get() + 1,
+            m.invoked.get(),
+            m.invoked.get() + 5,
         ] {
+            let g = gf(g);
             for state in [TaskState::Queued, TaskState::Expired, TaskState::Running] {
                 let (r, _) = state.range(&m);
                 assert_eq!(
@@ -337,18 +435,27 @@ mod tests {
     #[test]
     fn tail_positions_match_python() {
         let now = Time::from_secs(S);
-        assert_eq!(tail_positions("w", None, 1000, 3, now), Ok(vec![2000, 3000, 4000]));
+        assert_eq!(
+            tail_positions("w", None, 1000, 3, now).map(nums),
+            Ok(vec![2000, 3000, 4000])
+        );
         // TM-6: newest 5000 → 6000.
-        assert_eq!(tail_positions("w", Some(5000), 1000, 1, now), Ok(vec![6000]));
-        assert_eq!(tail_positions("w", Some(7), 1000, 0, now), Ok(vec![]));
+        assert_eq!(
+            tail_positions("w", Some(gf(5000)), 1000, 1, now).map(nums),
+            Ok(vec![6000])
+        );
+        assert_eq!(tail_positions("w", Some(gf(7)), 1000, 0, now).map(nums), Ok(vec![]));
     }
 
     #[test]
     fn tail_positions_refuse_to_reach_timestamps() {
         let now = Time::from_secs(10_000);
-        assert_eq!(tail_positions("w", Some(8000), 1000, 1, now), Ok(vec![9000]));
+        assert_eq!(
+            tail_positions("w", Some(gf(8000)), 1000, 1, now).map(nums),
+            Ok(vec![9000])
+        );
         assert!(matches!(
-            tail_positions("w", Some(8000), 1000, 2, now),
+            tail_positions("w", Some(gf(8000)), 1000, 2, now),
             Err(GreenfieldError::QueueFull { position: 10_000, .. })
         ));
     }
@@ -356,8 +463,8 @@ mod tests {
     #[test]
     fn head_positions_match_python() {
         // SCV-5.
-        assert_eq!(head_positions(Some(5000), 1000, 3), vec![4999, 4998, 4997]);
-        assert_eq!(head_positions(None, 1000, 3), vec![999, 998, 997]);
+        assert_eq!(nums(head_positions(Some(gf(5000)), 1000, 3)), vec![4999, 4998, 4997]);
+        assert_eq!(nums(head_positions(None, 1000, 3)), vec![999, 998, 997]);
     }
 
     #[test]
@@ -365,16 +472,16 @@ mod tests {
         // TM-13: greenfield 1000 at now = 100000 becomes 31657600.
         assert_eq!(
             invocation_greenfield(Time::from_secs(100_000), DEFAULT_INVOCATION_DELTA),
-            31_657_600
+            gf(31_657_600)
         );
-        assert!(is_queue_position(1000, Time::from_secs(100_000)));
-        assert!(!is_queue_position(100_000, Time::from_secs(100_000)));
+        assert!(is_queue_position(gf(1000), Time::from_secs(100_000)));
+        assert!(!is_queue_position(gf(100_000), Time::from_secs(100_000)));
         // The inverse: when a task was invoked, from its greenfield.
         assert_eq!(
-            invoked_at(31_657_600, DEFAULT_INVOCATION_DELTA),
+            invoked_at(gf(31_657_600), DEFAULT_INVOCATION_DELTA),
             Time::from_secs(100_000)
         );
-        assert_eq!(invoked_at(i64::MIN, 1), Time::from_secs(i64::MIN));
+        assert_eq!(invoked_at(Greenfield::MIN, 1), Time::from_secs(i64::MIN));
     }
 }
 
@@ -382,6 +489,10 @@ mod tests {
 mod properties {
     use super::*;
     use proptest::prelude::*;
+
+    fn gf(value: i64) -> Greenfield {
+        Greenfield(value)
+    }
 
     proptest! {
         #[test]
@@ -391,13 +502,13 @@ mod properties {
             n in 0usize..500,
             now in 1_000_000_000i64..2_000_000_000,
         ) {
-            match tail_positions("w", newest, step, n, Time::from_secs(now)) {
+            match tail_positions("w", newest.map(gf), step, n, Time::from_secs(now)) {
                 Ok(p) => {
                     prop_assert_eq!(p.len(), n);
                     let base = newest.unwrap_or(step);
                     for (i, g) in p.iter().enumerate() {
-                        prop_assert_eq!(*g, base + step * (i as i64 + 1));
-                        prop_assert!(*g < now, "a new task is queued");
+                        prop_assert_eq!(g.get(), base + step * (i as i64 + 1));
+                        prop_assert!(g.get() < now, "a new task is queued");
                     }
                 }
                 Err(GreenfieldError::QueueFull { position, .. }) => prop_assert!(position >= now),
@@ -420,19 +531,19 @@ mod properties {
             let m = Markers::new(now, delta.max(0), duration, cooldown);
             prop_assert!(m.expired <= m.invoked);
             let _ = invocation_greenfield(now, delta.max(0));
-            if let Ok(p) = tail_positions("w", newest, step, n, now) {
-                prop_assert!(p.iter().all(|g| *g < now.secs()));
+            if let Ok(p) = tail_positions("w", newest.map(gf), step, n, now) {
+                prop_assert!(p.iter().all(|g| g.get() < now.secs()));
             }
-            let p = head_positions(newest, step, n);
+            let p = head_positions(newest.map(gf), step, n);
             prop_assert_eq!(p.len(), n);
         }
 
         #[test]
         fn head_positions_go_below_the_oldest(oldest in proptest::option::of(-1_000_000i64..1_000_000_000), n in 0usize..100) {
-            let p = head_positions(oldest, DEFAULT_TASK_STEP, n);
+            let p = head_positions(oldest.map(gf), DEFAULT_TASK_STEP, n);
             let base = oldest.unwrap_or(DEFAULT_TASK_STEP);
-            prop_assert!(p.windows(2).all(|w| w[1] == w[0] - 1));
-            prop_assert!(p.iter().all(|g| *g < base));
+            prop_assert!(p.windows(2).all(|w| w[1].get() == w[0].get() - 1));
+            prop_assert!(p.iter().all(|g| g.get() < base));
         }
 
         #[test]
@@ -442,6 +553,7 @@ mod properties {
             duration in 1i64..100_000,
             cooldown in 0i64..100_000,
         ) {
+            let g = gf(g);
             let m = Markers::new(Time::from_secs(now), DEFAULT_INVOCATION_DELTA, duration, cooldown);
             let states = [TaskState::Queued, TaskState::Expired, TaskState::Running];
             let holding: Vec<_> = states.iter().filter(|s| { let (r, _) = s.range(&m); r.lo <= g && g <= r.hi }).collect();
@@ -468,12 +580,12 @@ pub fn labourer_counts<'a>(tasks: impl IntoIterator<Item = &'a crate::task::NewT
 /// is returned, so a full queue fails the whole batch.
 pub fn queued_rows(
     tasks: &[&crate::task::NewTask],
-    tails: &[(&str, Option<i64>)],
+    tails: &[(&str, Option<Greenfield>)],
     step: i64,
     now: Time,
 ) -> Result<Vec<crate::task::Task>, GreenfieldError> {
     let counts = labourer_counts(tasks.iter().copied());
-    let mut positions: Vec<(&str, std::vec::IntoIter<i64>)> = Vec::with_capacity(counts.len());
+    let mut positions: Vec<(&str, std::vec::IntoIter<Greenfield>)> = Vec::with_capacity(counts.len());
     for (labourer, n) in counts {
         let tail = tails.iter().find(|(l, _)| *l == labourer).and_then(|(_, t)| *t);
         positions.push((labourer, tail_positions(labourer, tail, step, n, now)?.into_iter()));
@@ -520,15 +632,20 @@ mod new_rows {
         assert_eq!(labourer_counts(refs.iter().copied()), vec![("w", 2), ("v", 1)]);
         let rows = queued_rows(
             &refs,
-            &[("w", Some(5000)), ("v", None)],
+            &[("w", Some(Greenfield(5000))), ("v", None)],
             1000,
             Time::from_secs(1_000_000),
         )
         .expect("fit");
-        let got: Vec<(&str, i64)> = rows.iter().map(|r| (r.task_id.as_str(), r.greenfield)).collect();
+        let got: Vec<(&str, i64)> = rows.iter().map(|r| (r.task_id.as_str(), r.greenfield.get())).collect();
         assert_eq!(got, vec![("a", 6000), ("b", 2000), ("c", 7000)]);
         assert!(rows.iter().all(|r| r.attempts == 0 && r.created_at == 1_000_000.0));
-        let full = queued_rows(&refs, &[("w", Some(998_000))], 1000, Time::from_secs(1_000_000));
+        let full = queued_rows(
+            &refs,
+            &[("w", Some(Greenfield(998_000)))],
+            1000,
+            Time::from_secs(1_000_000),
+        );
         assert!(matches!(full, Err(GreenfieldError::QueueFull { .. })));
     }
 }

@@ -36,7 +36,7 @@ pub mod time;
 
 pub use config::{Config, ConfigError, ConfigErrors, Essential, Labourer};
 pub use ecology::EcoStatus;
-pub use greenfield::{Markers, TaskState};
+pub use greenfield::{Greenfield, Markers, TaskState};
 pub use meta::{MetaAction, MetaEvent};
 pub use task::{Invocation, NewTask, Place, StoredTask, Task, WorkerReport};
 pub use time::{Clock, SystemClock, Time};

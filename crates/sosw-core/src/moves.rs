@@ -1,7 +1,7 @@
 //! What a store does with a move, decided once for every backend: the plan of a completion report, and the
 //! refusals every store gives in the same words. A backend only finds the task and carries the plan out.
 
-use crate::greenfield::is_queue_position;
+use crate::greenfield::{is_queue_position, Greenfield};
 use crate::ports::{report_refusal, StoreError};
 use crate::task::{Invocation, NewTask};
 use crate::time::Time;
@@ -12,7 +12,7 @@ use std::collections::HashSet;
 pub enum Found {
     Live {
         at: Invocation,
-        greenfield: i64,
+        greenfield: Greenfield,
     },
     Retry {
         at: Invocation,
@@ -151,7 +151,7 @@ mod tests {
         let invoked = 1_700_000_000 + 31_557_600;
         let live = |a, g| Found::Live {
             at: at(a, 0),
-            greenfield: g,
+            greenfield: crate::Greenfield::new(g),
         };
         let retry = |a| Found::Retry { at: at(a, 0) };
         // (found, the invocation the report names, the plan or the refusal)
@@ -169,7 +169,7 @@ mod tests {
             (
                 Found::Live {
                     at: at(1, 1),
-                    greenfield: invoked,
+                    greenfield: crate::Greenfield::new(invoked),
                 },
                 Some(at(1, 0)),
                 Err("invocation 1, but the task is at invocation 2"),

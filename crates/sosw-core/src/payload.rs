@@ -170,7 +170,7 @@ mod tests {
             task_id: "t1".into(),
             labourer_id: "w".into(),
             created_at: 1.0,
-            greenfield: 5,
+            greenfield: crate::Greenfield::new(5),
             attempts: 0,
             payload: payload.into(),
             completed_at: None,

@@ -1,5 +1,6 @@
 //! Tasks: what the store holds and what workers report.
 
+use crate::greenfield::Greenfield;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -11,7 +12,7 @@ pub struct Task {
     pub labourer_id: String,
     /// Seconds since the epoch, with sub-second precision (Python writes `time.time()`).
     pub created_at: f64,
-    pub greenfield: i64,
+    pub greenfield: Greenfield,
     pub attempts: u32,
     /// Attempts given back because their invocation never reached a worker that took it (throttled, refused, or
     /// not sent): `attempts` went down by one for each. Kept so that an invocation's number never repeats
@@ -215,7 +216,7 @@ mod tests {
                 task_id: "t1".into(),
                 labourer_id: "w".into(),
                 created_at: 12.5,
-                greenfield: 2000,
+                greenfield: crate::Greenfield::new(2000),
                 attempts: 1,
                 payload: "{}".into(),
                 completed_at: Some(99),

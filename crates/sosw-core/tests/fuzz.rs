@@ -349,7 +349,7 @@ proptest! {
             task_id: "t".into(),
             labourer_id: "w".into(),
             created_at: 1.0,
-            greenfield: 2000,
+            greenfield: sosw_core::Greenfield::new(2000),
             attempts: 1,
             payload,
             completed_at: None,

@@ -15,6 +15,7 @@ use sosw_core::config::{Config, Labourer, DEAD_TASK_SUBJECT};
 use sosw_core::decide::{decide_expired, ExpiredDecision};
 use sosw_core::greenfield::head_positions;
 use sosw_core::ports::{ArchiveExpect, Notifier, StoreError, TaskStore};
+use sosw_core::Greenfield;
 use sosw_core::{Essential, MetaAction, Task, Time};
 use std::sync::Arc;
 
@@ -141,7 +142,7 @@ impl Scavenger {
 
     async fn archive_completed(&self, l: &Labourer, now: Time, r: &mut LabourerScavenge) -> Result<(), StoreError> {
         loop {
-            let page = self.store.list_completed(&l.id, now.secs(), PAGE).await?;
+            let page = self.store.list_completed(&l.id, Greenfield::start(now), PAGE).await?;
             let moves: Vec<(String, ArchiveExpect)> = page
                 .iter()
                 .map(|t| (t.task_id.clone(), ArchiveExpect::Completed))
@@ -242,12 +243,12 @@ impl Scavenger {
     async fn retry_due(&self, l: &Labourer, now: Time, r: &mut LabourerScavenge) -> Result<(), StoreError> {
         let due = self
             .store
-            .due_retries(&l.id, now.secs(), self.config.retry_tasks_limit)
+            .due_retries(&l.id, now, self.config.retry_tasks_limit)
             .await?;
         if due.is_empty() {
             return Ok(());
         }
-        let oldest = self.store.oldest_queued(&l.id, now.secs()).await?;
+        let oldest = self.store.oldest_queued(&l.id, Greenfield::start(now)).await?;
         let positions = head_positions(oldest, self.config.greenfield.step, due.len());
         for (t, greenfield) in due.iter().zip(positions) {
             let events = self.meta.recording(vec![self.meta.event(

@@ -21,6 +21,7 @@ use sosw_core::ports::{JobProgress, StoreError, TaskStore};
 use sosw_core::schedule::{
     already_written, chunk_each, count, extract_job, job_id_of, queue_room, to_write, Date, JobError, Schema, TaskIds,
 };
+use sosw_core::Greenfield;
 use sosw_core::{Clock, NewTask, Time};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -146,7 +147,7 @@ impl Scheduler {
         // in the store already. (The store checks again per batch, against concurrent writers.)
         let present = self.present(&job_id, total).await?;
         let writes = to_write(total, present);
-        let newest = self.store.newest_queued(&job.labourer, now.secs()).await?;
+        let newest = self.store.newest_queued(&job.labourer, Greenfield::start(now)).await?;
         let step = self.config.greenfield.step;
         let room = queue_room(newest, step, now);
         if writes > room {

@@ -6,6 +6,7 @@ use crate::EngineError;
 use sosw_core::config::Config;
 use sosw_core::ports::{CreateReport, ListCursor, StoreError, Table, TaskQuery, TaskStore};
 use sosw_core::task::Whereabouts;
+use sosw_core::Greenfield;
 use sosw_core::{NewTask, StoredTask, TaskState, Time};
 use std::sync::Arc;
 
@@ -195,11 +196,11 @@ pub async fn requeue_dead(
     if config.labourer(&labourer).is_none() {
         return Err(EngineError::UnknownLabourer(labourer).into());
     }
-    let oldest = store.oldest_queued(&labourer, now.secs()).await?;
+    let oldest = store.oldest_queued(&labourer, Greenfield::start(now)).await?;
     let greenfield = sosw_core::greenfield::head_positions(oldest, config.greenfield.step, 1)
         .first()
         .copied()
-        .unwrap_or(config.greenfield.step - 1);
+        .unwrap_or(Greenfield::new(config.greenfield.step.saturating_sub(1)));
     let meta = MetaHandler::new(wiring.meta.clone(), format!("sosw_operator {by}"));
     let event = meta.event(
         task_id,

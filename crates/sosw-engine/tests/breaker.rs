@@ -55,7 +55,7 @@ async fn a_broken_labourer_holds_its_queue_instead_of_killing_it() {
         assert_eq!(t.place, Place::Live, "{id}");
         assert_eq!(t.task.attempts, 0, "{id}: no attempt spent");
         assert_eq!(
-            t.task.greenfield,
+            t.task.greenfield.get(),
             2000 + 1000 * position as i64,
             "{id}: back at its queue position"
         );
@@ -224,7 +224,7 @@ async fn too_many_dead_in_a_row_hold_the_labourer_back() {
     );
     let queued = w
         .store
-        .next_queued("w", w.now().secs(), 100)
+        .next_queued("w", sosw_core::Greenfield::start(w.now()), 100)
         .await
         .expect("queue")
         .len();

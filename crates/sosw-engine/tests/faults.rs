@@ -235,7 +235,7 @@ async fn run(seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
             if t.place == Place::Live
                 && t.task.attempts >= 1
                 && t.task.completed_at.is_none()
-                && t.task.greenfield >= now.secs()
+                && t.task.greenfield.get() >= now.secs()
             {
                 let _ = assistant.complete(&t.task.task_id, &WorkerReport::default(), now).await;
             }

@@ -115,12 +115,20 @@ fn world() -> World {
             })
             .collect();
         let created = store.create_tasks(&tasks, 1000, now).await.expect("create");
-        let claims: Vec<(String, i64)> = created
+        let claims: Vec<(String, sosw_core::Greenfield)> = created
             .created
             .iter()
             .map(|t| (t.task_id.clone(), t.greenfield))
             .collect();
-        store.claim("w", &claims, T0, T0 + 100_000).await.expect("claim");
+        store
+            .claim(
+                "w",
+                &claims,
+                sosw_core::Greenfield::new(T0),
+                sosw_core::Greenfield::new(T0 + 100_000),
+            )
+            .await
+            .expect("claim");
         let wiring = Wiring {
             store: store.clone(),
             meta: Some(store),

@@ -79,9 +79,9 @@ async fn expire_retry_with_delay_head_of_queue_then_dead() {
     assert_eq!(scav.run_once(w.now()).await.labourers[0].requeued, 0);
     w.clock.advance_secs(1);
     assert_eq!(scav.run_once(w.now()).await.labourers[0].requeued, 2);
-    assert_eq!(w.task("d").await.greenfield, 2000);
+    assert_eq!(w.task("d").await.greenfield.get(), 2000);
     assert_eq!(
-        (w.task("b").await.greenfield, w.task("c").await.greenfield),
+        (w.task("b").await.greenfield.get(), w.task("c").await.greenfield.get()),
         (1999, 1998)
     );
     fake.events.lock().expect("lock").clear();
@@ -195,7 +195,7 @@ async fn invocation_failures_are_handled_per_task() {
     );
     let t = w.store.get("throttled").await.expect("get").expect("task");
     assert_eq!(
-        (t.place, t.task.greenfield, t.task.attempts),
+        (t.place, t.task.greenfield.get(), t.task.attempts),
         (Place::Live, positions[4], 0),
         "back in place, attempt refunded"
     );
@@ -212,7 +212,7 @@ async fn invocation_failures_are_handled_per_task() {
     assert_eq!(w.notifier.messages(), vec!["Closing dead task: permanent "]);
     let u = w.store.get("uncertain").await.expect("get").expect("task");
     assert_eq!((u.place, u.task.attempts), (Place::Live, 1));
-    assert!(u.task.greenfield > T0, "left running");
+    assert!(u.task.greenfield.get() > T0, "left running");
     // `invoked` is recorded with the claim that spends the attempt (so a crash never loses it); what became of
     // the invocation follows it.
     assert_eq!(
@@ -412,7 +412,7 @@ async fn a_report_naming_a_superseded_invocation_writes_nothing() {
     let first = invoked.invocation();
     // Given back unsent (as after a 429), then invoked again: attempts is 1 again, the invocation is not.
     w.store
-        .release_claim("a", invoked.greenfield, positions[0])
+        .release_claim("a", invoked.greenfield, sosw_core::Greenfield::new(positions[0]))
         .await
         .expect("refund");
     w.orchestrator().run_once(w.now()).await;

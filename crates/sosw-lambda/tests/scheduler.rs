@@ -104,7 +104,7 @@ async fn a_job_cut_by_the_deadline_continues_in_a_new_invocation() {
         .iter()
         .map(|t| {
             let payload: Value = serde_json::from_str(&t.task.payload).expect("payload");
-            (t.task.greenfield, payload["items"][0].as_i64().expect("item"))
+            (t.task.greenfield.get(), payload["items"][0].as_i64().expect("item"))
         })
         .collect();
     queued.sort();

@@ -831,7 +831,15 @@ async fn a_dead_task_is_requeued_once_at_the_head_with_who_did_it() {
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "queued");
     assert_eq!(v["task"]["attempts"], 1, "its attempts are kept: one more follows");
-    let next = w.store.get("next").await.expect("get").expect("next").task.greenfield;
+    let next = w
+        .store
+        .get("next")
+        .await
+        .expect("get")
+        .expect("next")
+        .task
+        .greenfield
+        .get();
     assert!(
         v["task"]["greenfield"].as_i64().expect("greenfield") < next,
         "at the head of the queue"

@@ -36,7 +36,7 @@ use sosw_core::ports::{
     StoreResult, Table, TaskQuery, TaskStore,
 };
 use sosw_core::task::closed_status;
-use sosw_core::{Invocation, Markers, NewTask, Place, StoredTask, Task, Time, WorkerReport};
+use sosw_core::{Greenfield, Invocation, Markers, NewTask, Place, StoredTask, Task, Time, WorkerReport};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -22,7 +22,7 @@ pub(crate) fn archive_one(
     let Some((labourer, greenfield, completed)) = row else {
         return Ok(Err(already_closed(tx, id)?));
     };
-    let refused = expect.refusal(completed, greenfield);
+    let refused = expect.refusal(completed, Greenfield::new(greenfield));
     if let Some(reason) = refused {
         return Ok(Err(StoreError::conflict(id, reason)));
     }
@@ -135,12 +135,18 @@ pub(crate) fn close_completed(tx: &Connection, table: &str, t: &mut Task, now: T
 }
 
 /// The lowest (`MIN`) or highest (`MAX`) queue position of a labourer (`greenfield < now`).
-pub(crate) fn queue_end(conn: &Connection, labourer: &str, now: i64, end: &str) -> StoreResult<Option<i64>> {
+pub(crate) fn queue_end(
+    conn: &Connection,
+    labourer: &str,
+    start: Greenfield,
+    end: &str,
+) -> StoreResult<Option<Greenfield>> {
     conn.prepare_cached(&format!(
         "SELECT {end}(greenfield) FROM tasks WHERE labourer_id = ?1 AND greenfield < ?2"
     ))
     .map_err(map_err)?
-    .query_row(params![labourer, now], |r| r.get(0))
+    .query_row(params![labourer, start.get()], |r| r.get::<_, Option<i64>>(0))
+    .map(|g| g.map(Greenfield::new))
     .map_err(map_err)
 }
 

@@ -84,8 +84,8 @@ pub(crate) fn list(conn: &Connection, q: &TaskQuery) -> StoreResult<Vec<StoredTa
         }
     }
     if let (Table::Live, Some(r)) = (q.table, q.greenfield) {
-        args.push(r.lo.into());
-        args.push(r.hi.into());
+        args.push(r.lo.get().into());
+        args.push(r.hi.get().into());
         cond.push_str(&format!(
             " AND greenfield BETWEEN ?{} AND ?{}",
             args.len() - 1,
@@ -149,7 +149,7 @@ pub(crate) fn counts(conn: &Connection, labourer: &str, m: &Markers) -> StoreRes
              FROM tasks WHERE labourer_id = ?1 AND greenfield >= ?2",
         )
         .map_err(map_err)?
-        .query_row(params![labourer, m.start, m.expired], |r| {
+        .query_row(params![labourer, m.start.get(), m.expired.get()], |r| {
             Ok(LabourerCounts {
                 running: r.get::<_, i64>(0)? as u64,
                 expired: r.get::<_, i64>(1)? as u64,
@@ -163,12 +163,12 @@ pub(crate) fn counts(conn: &Connection, labourer: &str, m: &Markers) -> StoreRes
     let misplaced = one(
         "SELECT COUNT(*) FROM tasks INDEXED BY tasks_completed \
          WHERE labourer_id = ?1 AND completed_at IS NOT NULL AND greenfield < ?2",
-        &[&labourer, &m.start],
+        &[&labourer, &m.start.get()],
     )?;
     c.completed += misplaced;
     c.queued = one(
         "SELECT COUNT(*) FROM tasks WHERE labourer_id = ?1 AND greenfield < ?2",
-        &[&labourer, &m.start],
+        &[&labourer, &m.start.get()],
     )?
     .saturating_sub(misplaced);
     c.retry_waiting = one("SELECT COUNT(*) FROM retry_tasks WHERE labourer_id = ?1", &[&labourer])?;

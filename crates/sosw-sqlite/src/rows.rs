@@ -58,7 +58,7 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
         labourer_id: row.get(1)?,
         created_at: row.get(2)?,
-        greenfield: row.get(3)?,
+        greenfield: Greenfield::new(row.get(3)?),
         attempts: row.get(4)?,
         payload: row.get(5)?,
         completed_at: row.get(6)?,

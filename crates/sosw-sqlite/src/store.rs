@@ -31,7 +31,7 @@ impl TaskStore for SqliteStore {
             // Every position is allocated (and checked) before anything is written.
             let mut tails = Vec::new();
             for (labourer, _) in labourer_counts(fresh.iter().copied()) {
-                tails.push((labourer, queue_end(tx, labourer, now.secs(), "MAX")?));
+                tails.push((labourer, queue_end(tx, labourer, Greenfield::start(now), "MAX")?));
             }
             let rows = queued_rows(&fresh, &tails, step, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
             let mut insert = tx
@@ -42,7 +42,13 @@ impl TaskStore for SqliteStore {
                 .map_err(map_err)?;
             for t in &rows {
                 insert
-                    .execute(params![t.task_id, t.labourer_id, t.created_at, t.greenfield, t.payload])
+                    .execute(params![
+                        t.task_id,
+                        t.labourer_id,
+                        t.created_at,
+                        t.greenfield.get(),
+                        t.payload
+                    ])
                     .map_err(map_err)?;
             }
             let events: Vec<MetaEvent> = rows
@@ -56,7 +62,8 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn next_queued(&self, labourer: &str, start: i64, limit: usize) -> StoreResult<Vec<Task>> {
+    async fn next_queued(&self, labourer: &str, start: Greenfield, limit: usize) -> StoreResult<Vec<Task>> {
+        let start = start.get();
         let labourer = labourer.to_string();
         self.run(move |conn| {
             select_tasks(
@@ -74,13 +81,14 @@ impl TaskStore for SqliteStore {
     async fn claim_recorded(
         &self,
         labourer: &str,
-        tasks: &[(String, i64)],
-        start: i64,
-        invoked_greenfield: i64,
+        tasks: &[(String, Greenfield)],
+        start: Greenfield,
+        invoked_greenfield: Greenfield,
         stamp: Option<&Stamp>,
     ) -> StoreResult<Vec<Claim>> {
         let labourer = labourer.to_string();
         let tasks = tasks.to_vec();
+        let (start, invoked_greenfield) = (start.get(), invoked_greenfield.get());
         let stamp = stamp.cloned();
         self.write(move |tx| {
             let mut update = tx
@@ -92,7 +100,7 @@ impl TaskStore for SqliteStore {
             let mut out = Vec::with_capacity(tasks.len());
             for (id, read) in &tasks {
                 let changed = update
-                    .execute(params![id, labourer, read, invoked_greenfield, start])
+                    .execute(params![id, labourer, read.get(), invoked_greenfield, start])
                     .map_err(map_err)?;
                 out.push(if changed == 1 {
                     insert_events(tx, &stamped(stamp.as_ref(), id, &labourer, Recorded::Invoked))?;
@@ -112,10 +120,11 @@ impl TaskStore for SqliteStore {
     async fn release_claim_recorded(
         &self,
         task_id: &str,
-        invoked_greenfield: i64,
-        previous_greenfield: i64,
+        invoked_greenfield: Greenfield,
+        previous_greenfield: Greenfield,
         events: &[MetaEvent],
     ) -> StoreResult<()> {
+        let (invoked_greenfield, previous_greenfield) = (invoked_greenfield.get(), previous_greenfield.get());
         let id = task_id.to_string();
         let events = events.to_vec();
         self.write(move |tx| {
@@ -137,7 +146,8 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn count_running(&self, labourer: &str, expired: i64) -> StoreResult<u64> {
+    async fn count_running(&self, labourer: &str, expired: Greenfield) -> StoreResult<u64> {
+        let expired = expired.get();
         let labourer = labourer.to_string();
         self.run(move |conn| {
             conn.prepare_cached(
@@ -151,7 +161,14 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn list_expired(&self, labourer: &str, start: i64, expired: i64, limit: usize) -> StoreResult<Vec<Task>> {
+    async fn list_expired(
+        &self,
+        labourer: &str,
+        start: Greenfield,
+        expired: Greenfield,
+        limit: usize,
+    ) -> StoreResult<Vec<Task>> {
+        let (start, expired) = (start.get(), expired.get());
         let labourer = labourer.to_string();
         self.run(move |conn| {
             select_tasks(
@@ -166,7 +183,8 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn list_completed(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
+    async fn list_completed(&self, labourer: &str, start: Greenfield, limit: usize) -> StoreResult<Vec<Task>> {
+        let now = start.get();
         let labourer = labourer.to_string();
         self.run(move |conn| {
             select_tasks(
@@ -265,7 +283,7 @@ impl TaskStore for SqliteStore {
     async fn move_to_retry_recorded(
         &self,
         task_id: &str,
-        expected_greenfield: i64,
+        expected_greenfield: Greenfield,
         desired_launch_time: i64,
         events: &[MetaEvent],
     ) -> StoreResult<()> {
@@ -293,7 +311,8 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn due_retries(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
+    async fn due_retries(&self, labourer: &str, now: Time, limit: usize) -> StoreResult<Vec<Task>> {
+        let now = now.secs();
         let labourer = labourer.to_string();
         self.run(move |conn| {
             select_tasks(
@@ -308,7 +327,8 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn revive_recorded(&self, task_id: &str, greenfield: i64, events: &[MetaEvent]) -> StoreResult<()> {
+    async fn revive_recorded(&self, task_id: &str, greenfield: Greenfield, events: &[MetaEvent]) -> StoreResult<()> {
+        let greenfield = greenfield.get();
         let id = task_id.to_string();
         let events = events.to_vec();
         self.write(move |tx| {
@@ -342,9 +362,10 @@ impl TaskStore for SqliteStore {
         &self,
         task_id: &str,
         labourer: &str,
-        greenfield: i64,
+        greenfield: Greenfield,
         events: &[MetaEvent],
     ) -> StoreResult<()> {
+        let greenfield = greenfield.get();
         let id = task_id.to_string();
         let labourer = labourer.to_string();
         let events = events.to_vec();
@@ -373,12 +394,19 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn newest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
+    async fn newest_queued(&self, labourer: &str, start: Greenfield) -> StoreResult<Option<Greenfield>> {
         let labourer = labourer.to_string();
-        self.run(move |conn| queue_end(conn, &labourer, now, "MAX")).await
+        self.run(move |conn| queue_end(conn, &labourer, start, "MAX")).await
     }
 
-    async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64, of: Option<Invocation>) -> StoreResult<()> {
+    async fn heartbeat(
+        &self,
+        task_id: &str,
+        expired: Greenfield,
+        greenfield: Greenfield,
+        of: Option<Invocation>,
+    ) -> StoreResult<()> {
+        let (expired, greenfield) = (expired.get(), greenfield.get());
         let id = task_id.to_string();
         self.write(move |tx| {
             let changed = tx
@@ -410,9 +438,9 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
+    async fn oldest_queued(&self, labourer: &str, start: Greenfield) -> StoreResult<Option<Greenfield>> {
         let labourer = labourer.to_string();
-        self.run(move |conn| queue_end(conn, &labourer, now, "MIN")).await
+        self.run(move |conn| queue_end(conn, &labourer, start, "MIN")).await
     }
 
     async fn get(&self, task_id: &str) -> StoreResult<Option<StoredTask>> {

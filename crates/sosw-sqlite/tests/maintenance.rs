@@ -9,7 +9,7 @@ use sosw_core::check::{Check, CheckReport};
 use sosw_core::greenfield::DEFAULT_INVOCATION_DELTA as DELTA;
 use sosw_core::meta::{MetaAction, MetaEvent};
 use sosw_core::ports::{ArchiveExpect, Claim, MetaSink, StoreError, Table, TaskQuery, TaskStore};
-use sosw_core::{NewTask, Time, WorkerReport};
+use sosw_core::{Greenfield, NewTask, Time, WorkerReport};
 use sosw_sqlite::SqliteStore;
 use std::path::{Path, PathBuf};
 
@@ -360,14 +360,17 @@ async fn varied_store(dir: &Path) -> SqliteStore {
         })
         .collect();
     let created = store.create_tasks(&tasks, STEP, NOW).await.expect("create");
-    let invoked = NOW.secs() + DELTA;
-    let claims: Vec<(String, i64)> = created
+    let invoked = Greenfield::new(NOW.secs() + DELTA);
+    let claims: Vec<(String, Greenfield)> = created
         .created
         .iter()
         .filter(|t| t.task_id != "q")
         .map(|t| (t.task_id.clone(), t.greenfield))
         .collect();
-    let claimed = store.claim("w", &claims, NOW.secs(), invoked).await.expect("claim");
+    let claimed = store
+        .claim("w", &claims, Greenfield::start(NOW), invoked)
+        .await
+        .expect("claim");
     assert!(claimed.iter().all(|c| matches!(c, Claim::Claimed { .. })));
     let report = WorkerReport {
         stats: serde_json::json!({"rows": 3}).as_object().cloned().unwrap_or_default(),

@@ -13,7 +13,7 @@ use sosw_core::meta::{MetaAction, MetaEvent, Stamp};
 use sosw_core::ports::{
     ArchiveExpect, Claim, Completion, JobProgress, ListCursor, StoreError, StoreResult, Table, TaskQuery, TaskStore,
 };
-use sosw_core::{Invocation, Markers, NewTask, Place, Time, WorkerReport};
+use sosw_core::{Greenfield, Invocation, Markers, NewTask, Place, Time, WorkerReport};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -22,6 +22,11 @@ pub const NOW: i64 = 1_700_000_000;
 
 fn now() -> Time {
     Time::from_secs(NOW)
+}
+
+/// A greenfield, for the cases' literal positions and markers.
+fn gf(value: i64) -> Greenfield {
+    Greenfield::new(value)
 }
 
 fn new_task(id: &str, labourer: &str) -> NewTask {
@@ -40,14 +45,14 @@ async fn create(store: &dyn TaskStore, labourer: &str, ids: &[&str]) -> Vec<i64>
         "fresh ids reported as existing: {:?}",
         report.existing
     );
-    report.created.iter().map(|t| t.greenfield).collect()
+    report.created.iter().map(|t| t.greenfield.get()).collect()
 }
 
 /// `(task_id, greenfield as stored now)` for `ids` (a missing task gets greenfield 0).
 async fn as_read(store: &dyn TaskStore, ids: &[&str]) -> Vec<(String, i64)> {
     let mut out = Vec::new();
     for id in ids {
-        let g = store.get(id).await.expect("get").map_or(0, |t| t.task.greenfield);
+        let g = store.get(id).await.expect("get").map_or(0, |t| t.task.greenfield.get());
         out.push((id.to_string(), g));
     }
     out
@@ -55,8 +60,15 @@ async fn as_read(store: &dyn TaskStore, ids: &[&str]) -> Vec<(String, i64)> {
 
 /// Claims `ids` as they are now, for a pass starting at `start`, moving them to `invoked`.
 async fn claim(store: &dyn TaskStore, labourer: &str, ids: &[&str], start: i64, invoked: i64) -> Vec<Claim> {
-    let read = as_read(store, ids).await;
-    store.claim(labourer, &read, start, invoked).await.expect("claim")
+    let read: Vec<(String, Greenfield)> = as_read(store, ids)
+        .await
+        .into_iter()
+        .map(|(id, g)| (id, gf(g)))
+        .collect();
+    store
+        .claim(labourer, &read, gf(start), gf(invoked))
+        .await
+        .expect("claim")
 }
 
 /// Claims `ids` at `at`, asserting each is claimed; returns the invoked greenfield.
@@ -120,7 +132,7 @@ pub async fn create_assigns_fifo_positions_per_labourer(h: &Harness) {
     let got: Vec<(String, i64)> = mixed
         .created
         .iter()
-        .map(|t| (t.task_id.clone(), t.greenfield))
+        .map(|t| (t.task_id.clone(), t.greenfield.get()))
         .collect();
     assert_eq!(got, vec![("g".into(), 3000), ("y".into(), 3000), ("h".into(), 4000)]);
 }
@@ -141,7 +153,7 @@ pub async fn create_skips_existing_ids(h: &Harness) {
     assert_eq!(r.created[0].task_id, "b");
     // An id that moved to the closed table still exists.
     let g = claim_all(s, "w", &["a"], NOW).await;
-    s.archive("a", ArchiveExpect::Dead { greenfield: g }, now())
+    s.archive("a", ArchiveExpect::Dead { greenfield: gf(g) }, now())
         .await
         .expect("archive");
     let r = s
@@ -190,7 +202,7 @@ pub async fn create_refuses_a_full_queue_and_writes_nothing(h: &Harness) {
     let early = Time::from_secs(10_000);
     let seven: Vec<NewTask> = (0..7).map(|i| new_task(&format!("t{i}"), "w")).collect();
     let r = s.create_tasks(&seven, STEP, early).await.expect("seven fit");
-    assert_eq!(r.created.last().map(|t| t.greenfield), Some(8000));
+    assert_eq!(r.created.last().map(|t| t.greenfield.get()), Some(8000));
     let more = [new_task("t7", "w"), new_task("t8", "w")];
     let err = s.create_tasks(&more, STEP, early).await;
     assert!(
@@ -201,7 +213,7 @@ pub async fn create_refuses_a_full_queue_and_writes_nothing(h: &Harness) {
         s.get("t7").await.expect("get").is_none(),
         "a failed create writes nothing"
     );
-    let q = s.next_queued("w", 10_000, 100).await.expect("next");
+    let q = s.next_queued("w", gf(10_000), 100).await.expect("next");
     assert_eq!(q.len(), 7);
 }
 
@@ -210,20 +222,20 @@ pub async fn next_queued_is_fifo_with_a_strict_bound(h: &Harness) {
     create(s, "w", &["a", "b", "c"]).await;
     create(s, "v", &["z"]).await;
     let ids = |v: Vec<sosw_core::Task>| v.into_iter().map(|t| t.task_id).collect::<Vec<_>>();
-    assert_eq!(ids(s.next_queued("w", NOW, 2).await.expect("next")), vec!["a", "b"]);
+    assert_eq!(ids(s.next_queued("w", gf(NOW), 2).await.expect("next")), vec!["a", "b"]);
     assert_eq!(
-        ids(s.next_queued("w", NOW, 5000).await.expect("next")),
+        ids(s.next_queued("w", gf(NOW), 5000).await.expect("next")),
         vec!["a", "b", "c"]
     );
     // greenfield < start is strict: the task at 3000 is not queued for a pass starting at 3000.
-    assert_eq!(ids(s.next_queued("w", 3000, 10).await.expect("next")), vec!["a"]);
+    assert_eq!(ids(s.next_queued("w", gf(3000), 10).await.expect("next")), vec!["a"]);
     claim_all(s, "w", &["a"], NOW).await;
     assert_eq!(
-        ids(s.next_queued("w", NOW, 10).await.expect("next")),
+        ids(s.next_queued("w", gf(NOW), 10).await.expect("next")),
         vec!["b", "c"],
         "invoked tasks are excluded"
     );
-    assert!(s.next_queued("nobody", NOW, 10).await.expect("next").is_empty());
+    assert!(s.next_queued("nobody", gf(NOW), 10).await.expect("next").is_empty());
 }
 
 pub async fn claim_is_conditional(h: &Harness) {
@@ -235,26 +247,26 @@ pub async fn claim_is_conditional(h: &Harness) {
         vec![
             Claim::Claimed {
                 task_id: "a".into(),
-                previous_greenfield: 2000
+                previous_greenfield: gf(2000)
             },
             Claim::Lost {
                 task_id: "missing".into()
             },
             Claim::Claimed {
                 task_id: "b".into(),
-                previous_greenfield: 3000
+                previous_greenfield: gf(3000)
             },
         ]
     );
     let a = s.get("a").await.expect("get").expect("a");
-    assert_eq!((a.task.greenfield, a.task.attempts), (NOW + D, 1));
+    assert_eq!((a.task.greenfield.get(), a.task.attempts), (NOW + D, 1));
     // Already invoked: lost, and nothing changes.
     assert_eq!(
         claim(s, "w", &["a"], NOW + 1, NOW + 1 + D).await,
         vec![Claim::Lost { task_id: "a".into() }]
     );
     let a = s.get("a").await.expect("get").expect("a");
-    assert_eq!((a.task.greenfield, a.task.attempts), (NOW + D, 1));
+    assert_eq!((a.task.greenfield.get(), a.task.attempts), (NOW + D, 1));
     // Another labourer's claim on it is lost too.
     create(s, "w", &["c", "d"]).await;
     assert_eq!(
@@ -263,7 +275,7 @@ pub async fn claim_is_conditional(h: &Harness) {
     );
     // Read at another greenfield (it moved since): lost, and nothing changes.
     let stale = s
-        .claim("w", &[("c".to_string(), 1)], NOW, NOW + D)
+        .claim("w", &[("c".to_string(), gf(1))], gf(NOW), gf(NOW + D))
         .await
         .expect("claim");
     assert_eq!(stale, vec![Claim::Lost { task_id: "c".into() }]);
@@ -293,9 +305,9 @@ pub async fn concurrent_claims_never_double(h: &Harness) {
             let mut won = Vec::new();
             for chunk in mine.chunks(5) {
                 // Everyone read the queue before anyone claimed: every task at its first position.
-                let read: Vec<(String, i64)> = chunk.iter().map(|id| (id.clone(), position(id))).collect();
+                let read: Vec<(String, Greenfield)> = chunk.iter().map(|id| (id.clone(), gf(position(id)))).collect();
                 for c in store
-                    .claim("w", &read, NOW + worker, NOW + worker + D)
+                    .claim("w", &read, gf(NOW + worker), gf(NOW + worker + D))
                     .await
                     .expect("claim")
                 {
@@ -327,11 +339,11 @@ pub async fn release_claim_restores_position_and_attempts(h: &Harness) {
     let s = h.store.as_ref();
     create(s, "w", &["a", "b"]).await;
     let invoked = claim_all(s, "w", &["a"], NOW).await;
-    s.release_claim("a", invoked, 2000).await.expect("release");
+    s.release_claim("a", gf(invoked), gf(2000)).await.expect("release");
     let a = s.get("a").await.expect("get").expect("a").task;
-    assert_eq!((a.greenfield, a.attempts), (2000, 0));
+    assert_eq!((a.greenfield.get(), a.attempts), (2000, 0));
     let next: Vec<String> = s
-        .next_queued("w", NOW, 10)
+        .next_queued("w", gf(NOW), 10)
         .await
         .expect("next")
         .into_iter()
@@ -339,16 +351,16 @@ pub async fn release_claim_restores_position_and_attempts(h: &Harness) {
         .collect();
     assert_eq!(next, vec!["a", "b"], "back at its place at the head");
     assert!(
-        is_conflict(&s.release_claim("a", invoked, 2000).await),
+        is_conflict(&s.release_claim("a", gf(invoked), gf(2000)).await),
         "a second release is a conflict"
     );
-    assert!(is_not_found(&s.release_claim("missing", invoked, 2000).await));
+    assert!(is_not_found(&s.release_claim("missing", gf(invoked), gf(2000)).await));
     let invoked = claim_all(s, "w", &["b"], NOW).await;
     s.complete("b", now(), &WorkerReport::default())
         .await
         .expect("complete");
     assert!(
-        is_conflict(&s.release_claim("b", invoked, 3000).await),
+        is_conflict(&s.release_claim("b", gf(invoked), gf(3000)).await),
         "a completed task is not released"
     );
 }
@@ -358,10 +370,10 @@ pub async fn running_and_expired_bounds(h: &Harness) {
     let m = Markers::new(now(), D, 900, 300);
     // Invoked at: the E tie (1200 s ago), 1199 s ago, exactly S − D (greenfield = S), a concurrent pass after I.
     let cases = [
-        ("tie", m.expired),
-        ("fresh", m.expired + 1),
-        ("oldest", m.start),
-        ("later", m.invoked + 10),
+        ("tie", m.expired.get()),
+        ("fresh", m.expired.get() + 1),
+        ("oldest", m.start.get()),
+        ("later", m.invoked.get() + 10),
     ];
     create(s, "w", &cases.map(|(id, _)| id)).await;
     for (id, g) in cases {
@@ -433,7 +445,7 @@ pub async fn complete_only_invoked_tasks_and_never_create_rows(h: &Harness) {
         }
         other => panic!("expected a live completion, got {other:?}"),
     }
-    let done = s.list_completed("w", NOW, 10).await.expect("completed");
+    let done = s.list_completed("w", gf(NOW), 10).await.expect("completed");
     assert_eq!(done.len(), 1);
     assert_eq!(Value::Object(done[0].result.clone()), json!({"url": "s3://x"}));
     // Archived: a later report is refused and writes nothing.
@@ -485,7 +497,7 @@ pub async fn fail_counts_and_keeps_state(h: &Harness) {
     let a = s.get("a").await.expect("get").expect("a");
     assert_eq!(a.place, Place::Live);
     assert_eq!(
-        (a.task.greenfield, a.task.attempts, a.task.completed_at),
+        (a.task.greenfield.get(), a.task.attempts, a.task.completed_at),
         (invoked, 1, None)
     );
     assert_eq!(a.task.result.get("some_info"), Some(&json!(33)));
@@ -522,18 +534,18 @@ pub async fn archive_is_conditional(h: &Harness) {
         "the payload stays JSON text"
     );
     assert_eq!(got.to_row()["labourer_id_task_status"], json!("w_1"));
-    assert!(s.list_completed("w", NOW, 10).await.expect("completed").is_empty());
+    assert!(s.list_completed("w", gf(NOW), 10).await.expect("completed").is_empty());
     let again = s.archive("done", ArchiveExpect::Completed, closed_at).await;
     assert!(is_conflict(&again), "archiving twice is refused: {again:?}");
 
     assert!(
         is_conflict(
-            &s.archive("dead", ArchiveExpect::Dead { greenfield: g - 1 }, now())
+            &s.archive("dead", ArchiveExpect::Dead { greenfield: gf(g - 1) }, now())
                 .await
         ),
         "stale greenfield"
     );
-    s.archive("dead", ArchiveExpect::Dead { greenfield: g }, closed_at)
+    s.archive("dead", ArchiveExpect::Dead { greenfield: gf(g) }, closed_at)
         .await
         .expect("archive dead");
     let got = s.get("dead").await.expect("get").expect("dead");
@@ -550,7 +562,10 @@ pub async fn archive_is_conditional(h: &Harness) {
         .await
         .expect("complete");
     assert!(
-        is_conflict(&s.archive("raced", ArchiveExpect::Dead { greenfield: g }, now()).await),
+        is_conflict(
+            &s.archive("raced", ArchiveExpect::Dead { greenfield: gf(g) }, now())
+                .await
+        ),
         "a completion wins"
     );
     assert!(is_not_found(
@@ -569,7 +584,7 @@ pub async fn reports_between_listing_and_archiving_are_kept(h: &Harness) {
             .await
             .expect("complete");
     }
-    let listed = s.list_completed("w", NOW, 10).await.expect("completed");
+    let listed = s.list_completed("w", gf(NOW), 10).await.expect("completed");
     assert_eq!(listed.len(), 2);
     // The same second: `completed_at` stays as it was, only the report changes.
     s.complete("a", now(), &report(json!({"rows": 2}), json!({"late": true})))
@@ -606,22 +621,26 @@ pub async fn move_to_retry_loses_to_a_completion(h: &Harness) {
     s.complete("a", now(), &WorkerReport::default())
         .await
         .expect("complete");
-    assert!(is_conflict(&s.move_to_retry("a", g, NOW + 900).await));
+    assert!(is_conflict(&s.move_to_retry("a", gf(g), NOW + 900).await));
     assert_eq!(place(s, "a").await, Some(Place::Live));
     assert!(
-        is_conflict(&s.move_to_retry("b", g + 1, NOW + 900).await),
+        is_conflict(&s.move_to_retry("b", gf(g + 1), NOW + 900).await),
         "stale greenfield"
     );
-    s.move_to_retry("b", g, NOW + 900).await.expect("move");
+    s.move_to_retry("b", gf(g), NOW + 900).await.expect("move");
     assert_eq!(
         place(s, "b").await,
         Some(Place::Retry {
             desired_launch_time: NOW + 900
         })
     );
-    assert!(is_not_found(&s.move_to_retry("missing", g, NOW).await));
-    assert!(s.due_retries("w", NOW + 899, 10).await.expect("due").is_empty());
-    let due = s.due_retries("w", NOW + 900, 10).await.expect("due");
+    assert!(is_not_found(&s.move_to_retry("missing", gf(g), NOW).await));
+    assert!(s
+        .due_retries("w", Time::from_secs(NOW + 899), 10)
+        .await
+        .expect("due")
+        .is_empty());
+    let due = s.due_retries("w", Time::from_secs(NOW + 900), 10).await.expect("due");
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].task_id, "b");
 }
@@ -634,30 +653,36 @@ pub async fn retry_round_trip_keeps_every_field(h: &Harness) {
         .await
         .expect("fail");
     for (id, launch) in [("a", NOW + 20), ("b", NOW + 10), ("c", NOW + 99)] {
-        s.move_to_retry(id, g, launch).await.expect("move");
+        s.move_to_retry(id, gf(g), launch).await.expect("move");
     }
     let due: Vec<String> = s
-        .due_retries("w", NOW + 50, 10)
+        .due_retries("w", Time::from_secs(NOW + 50), 10)
         .await
         .expect("due")
         .into_iter()
         .map(|t| t.task_id)
         .collect();
     assert_eq!(due, vec!["b", "a"], "earliest desired launch time first");
-    assert_eq!(s.due_retries("w", NOW + 50, 1).await.expect("due").len(), 1);
-    s.requeue("a", "w", 999).await.expect("requeue");
+    assert_eq!(
+        s.due_retries("w", Time::from_secs(NOW + 50), 1)
+            .await
+            .expect("due")
+            .len(),
+        1
+    );
+    s.requeue("a", "w", gf(999)).await.expect("requeue");
     let a = s.get("a").await.expect("get").expect("a");
     assert_eq!(a.place, Place::Live);
     assert_eq!(
-        (a.task.greenfield, a.task.attempts, a.task.failed_attempts),
+        (a.task.greenfield.get(), a.task.attempts, a.task.failed_attempts),
         (999, 1, 1)
     );
     assert_eq!(a.task.stats.get("rows"), Some(&json!(3)));
     assert_eq!(a.task.result.get("err"), Some(&json!("boom")));
     assert_eq!(a.task.payload, new_task("a", "w").payload);
-    assert!(is_conflict(&s.requeue("a", "w", 998).await), "already live");
-    assert!(is_not_found(&s.requeue("missing", "w", 998).await));
-    let wrong = s.requeue("b", "other", 998).await;
+    assert!(is_conflict(&s.requeue("a", "w", gf(998)).await), "already live");
+    assert!(is_not_found(&s.requeue("missing", "w", gf(998)).await));
+    let wrong = s.requeue("b", "other", gf(998)).await;
     assert!(wrong.is_err(), "a retry row is requeued only for its own labourer");
     assert_eq!(
         place(s, "b").await,
@@ -666,7 +691,7 @@ pub async fn retry_round_trip_keeps_every_field(h: &Harness) {
         })
     );
     let next: Vec<String> = s
-        .next_queued("w", NOW + 50, 10)
+        .next_queued("w", gf(NOW + 50), 10)
         .await
         .expect("next")
         .into_iter()
@@ -679,7 +704,7 @@ pub async fn completion_of_a_task_waiting_for_retry_closes_it(h: &Harness) {
     let s = h.store.as_ref();
     create(s, "w", &["a"]).await;
     let g = claim_all(s, "w", &["a"], NOW).await;
-    s.move_to_retry("a", g, NOW + 900).await.expect("move");
+    s.move_to_retry("a", gf(g), NOW + 900).await.expect("move");
     let late = Time::from_secs(NOW + 60);
     match s
         .complete("a", late, &report(json!({"n": 2}), json!({})))
@@ -698,11 +723,15 @@ pub async fn completion_of_a_task_waiting_for_retry_closes_it(h: &Harness) {
         }
     );
     assert_eq!(got.task.stats.get("n"), Some(&json!(2)));
-    assert!(s.due_retries("w", NOW + 1000, 10).await.expect("due").is_empty());
+    assert!(s
+        .due_retries("w", Time::from_secs(NOW + 1000), 10)
+        .await
+        .expect("due")
+        .is_empty());
     // A failure report for a waiting retry is recorded there.
     create(s, "w", &["b"]).await;
     let g = claim_all(s, "w", &["b"], NOW).await;
-    s.move_to_retry("b", g, NOW + 900).await.expect("move");
+    s.move_to_retry("b", gf(g), NOW + 900).await.expect("move");
     assert_eq!(
         s.fail("b", &WorkerReport::default())
             .await
@@ -720,14 +749,14 @@ pub async fn completion_of_a_task_waiting_for_retry_closes_it(h: &Harness) {
 
 pub async fn oldest_queued_ignores_invoked_tasks(h: &Harness) {
     let s = h.store.as_ref();
-    assert_eq!(s.oldest_queued("w", NOW).await.expect("oldest"), None);
-    assert_eq!(s.newest_queued("w", NOW).await.expect("newest"), None);
+    assert_eq!(s.oldest_queued("w", gf(NOW)).await.expect("oldest"), None);
+    assert_eq!(s.newest_queued("w", gf(NOW)).await.expect("newest"), None);
     create(s, "w", &["a", "b", "c"]).await;
     claim_all(s, "w", &["a"], NOW).await;
-    assert_eq!(s.oldest_queued("w", NOW).await.expect("oldest"), Some(3000));
-    assert_eq!(s.newest_queued("w", NOW).await.expect("newest"), Some(4000));
-    assert_eq!(s.oldest_queued("other", NOW).await.expect("oldest"), None);
-    assert_eq!(s.newest_queued("other", NOW).await.expect("newest"), None);
+    assert_eq!(s.oldest_queued("w", gf(NOW)).await.expect("oldest"), Some(gf(3000)));
+    assert_eq!(s.newest_queued("w", gf(NOW)).await.expect("newest"), Some(gf(4000)));
+    assert_eq!(s.oldest_queued("other", gf(NOW)).await.expect("oldest"), None);
+    assert_eq!(s.newest_queued("other", gf(NOW)).await.expect("newest"), None);
 }
 
 pub async fn counts_and_listing(h: &Harness) {
@@ -741,7 +770,7 @@ pub async fn counts_and_listing(h: &Harness) {
     .await;
     create(s, "v", &["other"]).await;
     claim_all(s, "w", &["run", "done", "closed_ok"], NOW).await;
-    claim(s, "w", &["exp", "retry", "closed_dead"], NOW, m.expired).await;
+    claim(s, "w", &["exp", "retry", "closed_dead"], NOW, m.expired.get()).await;
     s.complete("done", now(), &WorkerReport::default())
         .await
         .expect("complete");
@@ -840,8 +869,8 @@ pub async fn listing_pages_concatenate_to_the_whole_listing(h: &Harness) {
             .await
             .expect("archive");
     }
-    claim(s, "w", &["w3", "w4", "w5", "w6"], NOW, m.expired).await;
-    claim(s, "v", &["v0", "v1"], NOW, m.expired).await;
+    claim(s, "w", &["w3", "w4", "w5", "w6"], NOW, m.expired.get()).await;
+    claim(s, "v", &["v0", "v1"], NOW, m.expired.get()).await;
     for (id, secs) in [("w3", 1), ("w4", 0), ("v0", 1)] {
         let dead = ArchiveExpect::Dead { greenfield: m.expired };
         s.archive(id, dead, at(secs)).await.expect("archive");
@@ -1014,10 +1043,10 @@ pub async fn create_skips_existing_ids_in_large_ordered_batches(h: &Harness) {
     let first: Vec<NewTask> = ids.iter().step_by(10).map(|id| new_task(id, "w")).collect();
     s.create_tasks(&first, STEP, now()).await.expect("create");
     let g = NOW + D;
-    let read = vec![(ids[10].clone(), 3000), (ids[20].clone(), 4000)];
-    s.claim("w", &read, NOW, g).await.expect("claim");
-    s.move_to_retry(&ids[10], g, NOW + 60).await.expect("retry");
-    s.archive(&ids[20], ArchiveExpect::Dead { greenfield: g }, now())
+    let read = vec![(ids[10].clone(), gf(3000)), (ids[20].clone(), gf(4000))];
+    s.claim("w", &read, gf(NOW), gf(g)).await.expect("claim");
+    s.move_to_retry(&ids[10], gf(g), NOW + 60).await.expect("retry");
+    s.archive(&ids[20], ArchiveExpect::Dead { greenfield: gf(g) }, now())
         .await
         .expect("close");
     let mut batch: Vec<NewTask> = ids.iter().map(|id| new_task(id, "w")).collect();
@@ -1040,8 +1069,8 @@ pub async fn completion_of_a_requeued_task_closes_it(h: &Harness) {
     let s = h.store.as_ref();
     create(s, "w", &["a", "b"]).await;
     let g = claim_all(s, "w", &["a", "b"], NOW).await;
-    s.move_to_retry("a", g, NOW + 60).await.expect("retry");
-    s.requeue("a", "w", 999).await.expect("requeue");
+    s.move_to_retry("a", gf(g), NOW + 60).await.expect("retry");
+    s.requeue("a", "w", gf(999)).await.expect("requeue");
     // Attempt 1's report arrives while attempt 2 waits in the queue: done, closed, never invoked again.
     let late = Time::from_secs(NOW + 30);
     match s
@@ -1061,11 +1090,18 @@ pub async fn completion_of_a_requeued_task_closes_it(h: &Harness) {
         }
     );
     assert_eq!(got.task.stats.get("n"), Some(&json!(1)));
-    assert!(s.next_queued("w", NOW + 60, 10).await.expect("next").is_empty());
+    assert!(s.next_queued("w", gf(NOW + 60), 10).await.expect("next").is_empty());
     // A completed live task is listed while its marker is current (greenfield >= now).
     s.complete("b", late, &WorkerReport::default()).await.expect("complete");
-    assert_eq!(s.list_completed("w", NOW + 30, 10).await.expect("completed").len(), 1);
-    assert!(s.list_completed("w", g + 1, 10).await.expect("completed").is_empty());
+    assert_eq!(
+        s.list_completed("w", gf(NOW + 30), 10).await.expect("completed").len(),
+        1
+    );
+    assert!(s
+        .list_completed("w", gf(g + 1), 10)
+        .await
+        .expect("completed")
+        .is_empty());
 }
 
 /// The audit rule of [`TaskStore`]: a `*_recorded` move records its events if and only if it takes effect.
@@ -1097,10 +1133,10 @@ pub async fn moves_record_their_events_only_when_they_take_effect(h: &Harness) {
     let g = NOW + D;
     let read = as_read(s, &["a", "b", "c", "d"]).await;
     // "b" is read stale (another orchestrator moved it): its claim is lost and records nothing.
-    let mut stale = read.clone();
-    stale[1].1 += 1;
+    let mut stale: Vec<(String, Greenfield)> = read.iter().map(|(id, g)| (id.clone(), gf(*g))).collect();
+    stale[1].1 = stale[1].1.saturating_add(1);
     let claims = s
-        .claim_recorded("w", &stale, NOW, g, Some(&stamp))
+        .claim_recorded("w", &stale, gf(NOW), gf(g), Some(&stamp))
         .await
         .expect("claim");
     assert!(matches!(claims[1], Claim::Lost { .. }));
@@ -1118,17 +1154,17 @@ pub async fn moves_record_their_events_only_when_they_take_effect(h: &Harness) {
     let wrong = s
         .archive_recorded(
             "a",
-            ArchiveExpect::Dead { greenfield: g + 1 },
+            ArchiveExpect::Dead { greenfield: gf(g + 1) },
             now(),
             &[event("a", MetaAction::ArchivedDead)],
         )
         .await;
     assert!(matches!(wrong, Err(StoreError::Conflict { .. })), "{wrong:?}");
     assert_eq!(actions("a").await, ["created", "invoked"]);
-    s.move_to_retry_recorded("a", g, NOW + 60, &[event("a", MetaAction::ScheduledForRetry)])
+    s.move_to_retry_recorded("a", gf(g), NOW + 60, &[event("a", MetaAction::ScheduledForRetry)])
         .await
         .expect("retry");
-    s.requeue_recorded("a", "w", 999, &[event("a", MetaAction::ReadyForRetry)])
+    s.requeue_recorded("a", "w", gf(999), &[event("a", MetaAction::ReadyForRetry)])
         .await
         .expect("requeue");
     assert_eq!(
@@ -1136,7 +1172,7 @@ pub async fn moves_record_their_events_only_when_they_take_effect(h: &Harness) {
         ["created", "invoked", "scheduled_for_retry", "ready_for_retry"]
     );
     let read_c = as_read(s, &["c"]).await[0].1;
-    s.release_claim_recorded("c", g, read_c, &[event("c", MetaAction::InvocationThrottled)])
+    s.release_claim_recorded("c", gf(g), gf(read_c), &[event("c", MetaAction::InvocationThrottled)])
         .await
         .expect("release");
     assert_eq!(actions("c").await, ["created", "invoked", "invocation_throttled"]);
@@ -1185,7 +1221,7 @@ pub async fn moves_record_their_events_only_when_they_take_effect(h: &Harness) {
     assert_eq!(actions("d").await.last().map(String::as_str), Some("archived"));
     assert_eq!(actions("b").await, ["created"]);
     // The plain forms record nothing.
-    s.claim("w", &as_read(s, &["b"]).await, NOW, g).await.expect("claim");
+    claim(s, "w", &["b"], NOW, g).await;
     assert_eq!(actions("b").await, ["created"]);
 }
 
@@ -1195,10 +1231,10 @@ pub async fn heartbeat_extends_only_running_tasks(h: &Harness) {
     let s = h.store.as_ref();
     let positions = create(s, "w", &["run", "queued", "done", "late", "retry"]).await;
     let m = Markers::new(now(), D, 60, 30);
-    let claims: Vec<(String, i64)> = ["run", "done", "late", "retry"]
+    let claims: Vec<(String, Greenfield)> = ["run", "done", "late", "retry"]
         .iter()
         .zip([positions[0], positions[2], positions[3], positions[4]])
-        .map(|(id, g)| (id.to_string(), g))
+        .map(|(id, g)| (id.to_string(), gf(g)))
         .collect();
     s.claim("w", &claims, m.start, m.invoked).await.expect("claim");
     s.complete("done", now(), &WorkerReport::default())
@@ -1208,11 +1244,11 @@ pub async fn heartbeat_extends_only_running_tasks(h: &Harness) {
     // 100 s later, a task invoked at `now` with a 90 s window has expired.
     let later = Markers::new(now().plus_secs(100), D, 60, 30);
     let before = s.get("run").await.expect("get").expect("run");
-    s.heartbeat("run", m.expired, m.invoked + 10, None)
+    s.heartbeat("run", m.expired, m.invoked.saturating_add(10), None)
         .await
         .expect("a running task");
     let after = s.get("run").await.expect("get").expect("run");
-    assert_eq!(after.task.greenfield, m.invoked + 10);
+    assert_eq!(after.task.greenfield.get(), m.invoked.get() + 10);
     assert_eq!(
         (after.task.attempts, after.task.completed_at, after.place),
         (before.task.attempts, None, Place::Live),
@@ -1244,7 +1280,7 @@ pub async fn reports_on_a_superseded_invocation_are_refused(h: &Harness) {
     let positions = create(s, "w", &["a", "b"]).await;
     let first_invoked = claim_all(s, "w", &["a"], NOW).await;
     let first = s.get("a").await.expect("get").expect("a").task.invocation();
-    s.release_claim("a", first_invoked, positions[0])
+    s.release_claim("a", gf(first_invoked), gf(positions[0]))
         .await
         .expect("a refund");
     let refunded = s.get("a").await.expect("get").expect("a").task;
@@ -1274,7 +1310,8 @@ pub async fn reports_on_a_superseded_invocation_are_refused(h: &Harness) {
         ("fail", s.fail("a", &of_first).await.map(|_| ())),
         (
             "heartbeat",
-            s.heartbeat("a", m.expired, m.invoked + 10, Some(first)).await,
+            s.heartbeat("a", m.expired, m.invoked.saturating_add(10), Some(first))
+                .await,
         ),
     ];
     for (what, r) in refused {
@@ -1286,7 +1323,7 @@ pub async fn reports_on_a_superseded_invocation_are_refused(h: &Harness) {
         of: Some(second),
         ..report(json!({"rows": 3}), json!({}))
     };
-    s.heartbeat("a", m.expired, m.invoked + 10, Some(second))
+    s.heartbeat("a", m.expired, m.invoked.saturating_add(10), Some(second))
         .await
         .expect("a heartbeat of the latest invocation");
     s.fail("a", &of_second).await.expect("its failure");
@@ -1305,7 +1342,7 @@ pub async fn reports_on_a_superseded_invocation_are_refused(h: &Harness) {
 
     // In the retry table: a report naming another invocation than the retry row's is refused as well.
     let invoked = claim_all(s, "w", &["b"], NOW).await;
-    s.move_to_retry("b", invoked, NOW + 60).await.expect("retry");
+    s.move_to_retry("b", gf(invoked), NOW + 60).await.expect("retry");
     let waiting = s.get("b").await.expect("get");
     let at = waiting.as_ref().expect("b").task.invocation();
     let other = Invocation {
@@ -1372,10 +1409,10 @@ pub async fn revive_moves_only_dead_tasks(h: &Harness) {
     let s = h.store.as_ref();
     let positions = create(s, "w", &["dead", "done", "queued", "retry", "twice"]).await;
     let m = Markers::new(now(), D, 60, 30);
-    let claims: Vec<(String, i64)> = ["dead", "done", "retry", "twice"]
+    let claims: Vec<(String, Greenfield)> = ["dead", "done", "retry", "twice"]
         .iter()
         .zip([positions[0], positions[1], positions[3], positions[4]])
-        .map(|(id, g)| (id.to_string(), g))
+        .map(|(id, g)| (id.to_string(), gf(g)))
         .collect();
     s.claim("w", &claims, m.start, m.invoked).await.expect("claim");
     s.fail("dead", &report(json!({"why": "boom"}), json!({})))
@@ -1404,12 +1441,12 @@ pub async fn revive_moves_only_dead_tasks(h: &Harness) {
         author: "sosw_operator ops".into(),
         details: Some(json!({"greenfield": 7})),
     };
-    s.revive_recorded("dead", 7, std::slice::from_ref(&event))
+    s.revive_recorded("dead", gf(7), std::slice::from_ref(&event))
         .await
         .expect("revive");
     let after = s.get("dead").await.expect("get").expect("dead");
     assert_eq!(after.place, Place::Live);
-    assert_eq!(after.task.greenfield, 7);
+    assert_eq!(after.task.greenfield.get(), 7);
     assert_eq!(
         (
             after.task.attempts,
@@ -1439,7 +1476,7 @@ pub async fn revive_moves_only_dead_tasks(h: &Harness) {
     for id in ["dead", "done", "queued", "retry", "nope"] {
         let before = s.get(id).await.expect("get");
         let events_before = h.meta.events_of(id).await.expect("events").len();
-        let r = s.revive_recorded(id, 5, std::slice::from_ref(&event)).await;
+        let r = s.revive_recorded(id, gf(5), std::slice::from_ref(&event)).await;
         if id == "nope" {
             assert!(is_not_found(&r), "{id}: {r:?}");
         } else {
@@ -1460,7 +1497,7 @@ pub async fn revive_moves_only_dead_tasks(h: &Harness) {
         let racers: Vec<_> = (0..4)
             .map(|i| {
                 let store = h.store.clone();
-                tokio::spawn(async move { store.revive_recorded("twice", 3 - i, &[]).await })
+                tokio::spawn(async move { store.revive_recorded("twice", gf(3 - i), &[]).await })
             })
             .collect();
         for r in racers {
@@ -1468,7 +1505,7 @@ pub async fn revive_moves_only_dead_tasks(h: &Harness) {
         }
     } else {
         for i in 0..4 {
-            outcomes.push(s.revive_recorded("twice", 3 - i, &[]).await);
+            outcomes.push(s.revive_recorded("twice", gf(3 - i), &[]).await);
         }
     }
     let mut moved = 0;
@@ -1489,7 +1526,7 @@ pub async fn counts_many_is_counts_of_each(h: &Harness) {
     create(s, "a", &["a1", "a2", "a3"]).await;
     let positions = create(s, "b", &["b1", "b2"]).await;
     let m = Markers::new(now(), D, 60, 30);
-    s.claim("b", &[("b1".to_string(), positions[0])], m.start, m.invoked)
+    s.claim("b", &[("b1".to_string(), gf(positions[0]))], m.start, m.invoked)
         .await
         .expect("claim");
     assert!(s.counts_many(&[]).await.expect("none").is_empty());

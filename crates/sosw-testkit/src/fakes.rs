@@ -163,7 +163,7 @@ pub fn sample_task(task_id: &str) -> Task {
         task_id: task_id.into(),
         labourer_id: "w".into(),
         created_at: 1.0,
-        greenfield: 2000,
+        greenfield: sosw_core::Greenfield::new(2000),
         attempts: 1,
         payload: "{}".into(),
         completed_at: None,

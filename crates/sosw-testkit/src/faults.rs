@@ -11,7 +11,7 @@ use sosw_core::ports::{
     ArchiveExpect, Claim, Completion, CreateReport, JobProgress, LabourerCounts, LabourerStore, StoreError,
     StoreResult, TaskQuery, TaskStore,
 };
-use sosw_core::{Invocation, Markers, NewTask, StoredTask, Task, Time, WorkerReport};
+use sosw_core::{Greenfield, Invocation, Markers, NewTask, StoredTask, Task, Time, WorkerReport};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -168,7 +168,7 @@ impl TaskStore for FaultyStore {
         .await
     }
 
-    async fn next_queued(&self, labourer: &str, start: i64, limit: usize) -> StoreResult<Vec<Task>> {
+    async fn next_queued(&self, labourer: &str, start: Greenfield, limit: usize) -> StoreResult<Vec<Task>> {
         self.read("next_queued", self.inner.next_queued(labourer, start, limit))
             .await
     }
@@ -176,9 +176,9 @@ impl TaskStore for FaultyStore {
     async fn claim_recorded(
         &self,
         labourer: &str,
-        tasks: &[(String, i64)],
-        start: i64,
-        invoked_greenfield: i64,
+        tasks: &[(String, Greenfield)],
+        start: Greenfield,
+        invoked_greenfield: Greenfield,
         stamp: Option<&Stamp>,
     ) -> StoreResult<Vec<Claim>> {
         let call = self
@@ -190,8 +190,8 @@ impl TaskStore for FaultyStore {
     async fn release_claim_recorded(
         &self,
         task_id: &str,
-        invoked_greenfield: i64,
-        previous_greenfield: i64,
+        invoked_greenfield: Greenfield,
+        previous_greenfield: Greenfield,
         events: &[MetaEvent],
     ) -> StoreResult<()> {
         let call = self
@@ -200,17 +200,23 @@ impl TaskStore for FaultyStore {
         self.write("release_claim", call).await
     }
 
-    async fn count_running(&self, labourer: &str, expired: i64) -> StoreResult<u64> {
+    async fn count_running(&self, labourer: &str, expired: Greenfield) -> StoreResult<u64> {
         self.read("count_running", self.inner.count_running(labourer, expired))
             .await
     }
 
-    async fn list_expired(&self, labourer: &str, start: i64, expired: i64, limit: usize) -> StoreResult<Vec<Task>> {
+    async fn list_expired(
+        &self,
+        labourer: &str,
+        start: Greenfield,
+        expired: Greenfield,
+        limit: usize,
+    ) -> StoreResult<Vec<Task>> {
         self.read("list_expired", self.inner.list_expired(labourer, start, expired, limit))
             .await
     }
 
-    async fn list_completed(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
+    async fn list_completed(&self, labourer: &str, now: Greenfield, limit: usize) -> StoreResult<Vec<Task>> {
         self.read("list_completed", self.inner.list_completed(labourer, now, limit))
             .await
     }
@@ -255,7 +261,7 @@ impl TaskStore for FaultyStore {
     async fn move_to_retry_recorded(
         &self,
         task_id: &str,
-        expected_greenfield: i64,
+        expected_greenfield: Greenfield,
         desired_launch_time: i64,
         events: &[MetaEvent],
     ) -> StoreResult<()> {
@@ -265,7 +271,7 @@ impl TaskStore for FaultyStore {
         self.write("move_to_retry", call).await
     }
 
-    async fn due_retries(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
+    async fn due_retries(&self, labourer: &str, now: Time, limit: usize) -> StoreResult<Vec<Task>> {
         self.read("due_retries", self.inner.due_retries(labourer, now, limit))
             .await
     }
@@ -274,7 +280,7 @@ impl TaskStore for FaultyStore {
         &self,
         task_id: &str,
         labourer: &str,
-        greenfield: i64,
+        greenfield: Greenfield,
         events: &[MetaEvent],
     ) -> StoreResult<()> {
         self.write(
@@ -284,7 +290,7 @@ impl TaskStore for FaultyStore {
         .await
     }
 
-    async fn revive_recorded(&self, task_id: &str, greenfield: i64, events: &[MetaEvent]) -> StoreResult<()> {
+    async fn revive_recorded(&self, task_id: &str, greenfield: Greenfield, events: &[MetaEvent]) -> StoreResult<()> {
         self.write(
             "revive_recorded",
             self.inner.revive_recorded(task_id, greenfield, events),
@@ -292,17 +298,23 @@ impl TaskStore for FaultyStore {
         .await
     }
 
-    async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64, of: Option<Invocation>) -> StoreResult<()> {
+    async fn heartbeat(
+        &self,
+        task_id: &str,
+        expired: Greenfield,
+        greenfield: Greenfield,
+        of: Option<Invocation>,
+    ) -> StoreResult<()> {
         self.write("heartbeat", self.inner.heartbeat(task_id, expired, greenfield, of))
             .await
     }
 
-    async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
+    async fn oldest_queued(&self, labourer: &str, now: Greenfield) -> StoreResult<Option<Greenfield>> {
         self.read("oldest_queued", self.inner.oldest_queued(labourer, now))
             .await
     }
 
-    async fn newest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
+    async fn newest_queued(&self, labourer: &str, now: Greenfield) -> StoreResult<Option<Greenfield>> {
         self.read("newest_queued", self.inner.newest_queued(labourer, now))
             .await
     }

@@ -44,7 +44,7 @@ use sosw_core::ports::{
     StoreResult, Table, TaskQuery, TaskStore,
 };
 use sosw_core::task::closed_status;
-use sosw_core::{Invocation, Markers, NewTask, Place, StoredTask, Task, Time, WorkerReport};
+use sosw_core::{Greenfield, Invocation, Markers, NewTask, Place, StoredTask, Task, Time, WorkerReport};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

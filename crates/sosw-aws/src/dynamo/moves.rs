@@ -72,7 +72,7 @@ impl DynamoStore {
         // Every position is allocated (and checked) before anything is written.
         let mut tails = Vec::new();
         for (labourer, _) in labourer_counts(fresh.iter().copied()) {
-            tails.push((labourer, self.newest_queued(labourer, now.secs()).await?));
+            tails.push((labourer, self.newest_queued(labourer, Greenfield::start(now)).await?));
         }
         report.created = queued_rows(&fresh, &tails, step, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let (created, existing) = self.put_new_tasks(&report.created).await?;
@@ -84,9 +84,9 @@ impl DynamoStore {
     pub(crate) async fn claim_move(
         &self,
         labourer: &str,
-        tasks: &[(String, i64)],
-        start: i64,
-        invoked_greenfield: i64,
+        tasks: &[(String, Greenfield)],
+        start: Greenfield,
+        invoked_greenfield: Greenfield,
     ) -> StoreResult<Vec<Claim>> {
         let results: Vec<StoreResult<Claim>> = stream::iter(tasks.to_vec())
             .map(|(id, read)| async move {
@@ -101,12 +101,12 @@ impl DynamoStore {
                     .expression_attribute_names("#a", "attempts")
                     .expression_attribute_names("#l", "labourer_id")
                     .expression_attribute_names("#c", "completed_at")
-                    .expression_attribute_values(":inv", n(invoked_greenfield))
+                    .expression_attribute_values(":inv", n(invoked_greenfield.get()))
                     .expression_attribute_values(":zero", n(0))
                     .expression_attribute_values(":one", n(1))
                     .expression_attribute_values(":l", s(labourer))
-                    .expression_attribute_values(":read", n(read))
-                    .expression_attribute_values(":s", n(start))
+                    .expression_attribute_values(":read", n(read.get()))
+                    .expression_attribute_values(":s", n(start.get()))
                     .send()
                     .await;
                 match out {
@@ -313,14 +313,18 @@ impl DynamoStore {
     pub(crate) async fn move_to_retry_move(
         &self,
         task_id: &str,
-        expected_greenfield: i64,
+        expected_greenfield: Greenfield,
         desired_launch_time: i64,
     ) -> StoreResult<()> {
         let Some(mut item) = self.get_live(task_id).await? else {
             return Err(self.already_closed(task_id).await?);
         };
         let g = greenfield_of(&item)?;
-        if let Some(reason) = retry_refusal(item.contains_key("completed_at"), g, expected_greenfield) {
+        if let Some(reason) = retry_refusal(
+            item.contains_key("completed_at"),
+            Greenfield::new(g),
+            expected_greenfield,
+        ) {
             return Err(StoreError::conflict(task_id, reason));
         }
         item.insert("desired_launch_time".into(), n(desired_launch_time));

@@ -350,7 +350,7 @@ impl DynamoStore {
         let labourer = labourer_of(&item);
         let completed = item.contains_key("completed_at");
         let greenfield = greenfield_of(&item)?;
-        if let Some(reason) = expect.refusal(completed, greenfield) {
+        if let Some(reason) = expect.refusal(completed, Greenfield::new(greenfield)) {
             return Err(StoreError::conflict(task_id, reason));
         }
         let (condition, values) = match expect {

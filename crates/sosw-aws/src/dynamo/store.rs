@@ -25,9 +25,9 @@ impl TaskStore for DynamoStore {
     async fn claim_recorded(
         &self,
         labourer: &str,
-        tasks: &[(String, i64)],
-        start: i64,
-        invoked_greenfield: i64,
+        tasks: &[(String, Greenfield)],
+        start: Greenfield,
+        invoked_greenfield: Greenfield,
         stamp: Option<&Stamp>,
     ) -> StoreResult<Vec<Claim>> {
         let claims = self.claim_move(labourer, tasks, start, invoked_greenfield).await?;
@@ -46,11 +46,11 @@ impl TaskStore for DynamoStore {
     async fn release_claim_recorded(
         &self,
         task_id: &str,
-        invoked_greenfield: i64,
-        previous_greenfield: i64,
+        invoked_greenfield: Greenfield,
+        previous_greenfield: Greenfield,
         events: &[MetaEvent],
     ) -> StoreResult<()> {
-        self.release_claim_move(task_id, invoked_greenfield, previous_greenfield)
+        self.release_claim_move(task_id, invoked_greenfield.get(), previous_greenfield.get())
             .await?;
         self.recorded(events.to_vec()).await;
         Ok(())
@@ -113,7 +113,7 @@ impl TaskStore for DynamoStore {
     async fn move_to_retry_recorded(
         &self,
         task_id: &str,
-        expected_greenfield: i64,
+        expected_greenfield: Greenfield,
         desired_launch_time: i64,
         events: &[MetaEvent],
     ) -> StoreResult<()> {
@@ -123,8 +123,8 @@ impl TaskStore for DynamoStore {
         Ok(())
     }
 
-    async fn revive_recorded(&self, task_id: &str, greenfield: i64, events: &[MetaEvent]) -> StoreResult<()> {
-        self.revive_move(task_id, greenfield).await?;
+    async fn revive_recorded(&self, task_id: &str, greenfield: Greenfield, events: &[MetaEvent]) -> StoreResult<()> {
+        self.revive_move(task_id, greenfield.get()).await?;
         self.recorded(events.to_vec()).await;
         Ok(())
     }
@@ -133,10 +133,10 @@ impl TaskStore for DynamoStore {
         &self,
         task_id: &str,
         labourer: &str,
-        greenfield: i64,
+        greenfield: Greenfield,
         events: &[MetaEvent],
     ) -> StoreResult<()> {
-        self.requeue_move(task_id, labourer, greenfield).await?;
+        self.requeue_move(task_id, labourer, greenfield.get()).await?;
         self.recorded(events.to_vec()).await;
         Ok(())
     }
@@ -145,31 +145,37 @@ impl TaskStore for DynamoStore {
         tables::ensure(&self.client, &self.tables).await
     }
 
-    async fn next_queued(&self, labourer: &str, start: i64, limit: usize) -> StoreResult<Vec<Task>> {
+    async fn next_queued(&self, labourer: &str, start: Greenfield, limit: usize) -> StoreResult<Vec<Task>> {
         let mut r = self.by_greenfield(labourer, "#g < :s", Some("attribute_not_exists(#c)"));
-        r.values.push((":s", n(start)));
+        r.values.push((":s", n(start.get())));
         r.limit = Some(limit);
         self.tasks_of(r).await
     }
 
-    async fn count_running(&self, labourer: &str, expired: i64) -> StoreResult<u64> {
+    async fn count_running(&self, labourer: &str, expired: Greenfield) -> StoreResult<u64> {
         let mut r = self.by_greenfield(labourer, "#g > :e", Some("attribute_not_exists(#c)"));
-        r.values.push((":e", n(expired)));
+        r.values.push((":e", n(expired.get())));
         r.count = true;
         Ok(self.read(r).await?.1)
     }
 
-    async fn list_expired(&self, labourer: &str, start: i64, expired: i64, limit: usize) -> StoreResult<Vec<Task>> {
+    async fn list_expired(
+        &self,
+        labourer: &str,
+        start: Greenfield,
+        expired: Greenfield,
+        limit: usize,
+    ) -> StoreResult<Vec<Task>> {
         let mut r = self.by_greenfield(labourer, "#g BETWEEN :s AND :e", Some("attribute_not_exists(#c)"));
-        r.values.push((":s", n(start)));
-        r.values.push((":e", n(expired)));
+        r.values.push((":s", n(start.get())));
+        r.values.push((":e", n(expired.get())));
         r.limit = Some(limit);
         self.tasks_of(r).await
     }
 
-    async fn list_completed(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
+    async fn list_completed(&self, labourer: &str, start: Greenfield, limit: usize) -> StoreResult<Vec<Task>> {
         let mut r = self.by_greenfield(labourer, "#g >= :now", Some("attribute_exists(#c)"));
-        r.values.push((":now", n(now)));
+        r.values.push((":now", n(start.get())));
         r.limit = Some(limit);
         let items = self.read(r).await?.0;
         let tasks = items.iter().map(task_from_item).collect::<StoreResult<Vec<Task>>>()?;
@@ -184,13 +190,13 @@ impl TaskStore for DynamoStore {
         Ok(tasks)
     }
 
-    async fn due_retries(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>> {
+    async fn due_retries(&self, labourer: &str, now: Time, limit: usize) -> StoreResult<Vec<Task>> {
         let r = Read {
             table: self.tables.retry.clone(),
             index: Some(self.tables.retry_index.clone()),
             key: Some("#l = :l AND #d <= :now".into()),
             names: vec![("#l", "labourer_id"), ("#d", "desired_launch_time")],
-            values: vec![(":l", s(labourer)), (":now", n(now))],
+            values: vec![(":l", s(labourer)), (":now", n(now.secs()))],
             limit: Some(limit),
             consistent: true,
             ..Read::default()
@@ -198,25 +204,43 @@ impl TaskStore for DynamoStore {
         self.tasks_of(r).await
     }
 
-    async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64, of: Option<Invocation>) -> StoreResult<()> {
-        self.heartbeat_move(task_id, expired, greenfield, of).await
+    async fn heartbeat(
+        &self,
+        task_id: &str,
+        expired: Greenfield,
+        greenfield: Greenfield,
+        of: Option<Invocation>,
+    ) -> StoreResult<()> {
+        self.heartbeat_move(task_id, expired.get(), greenfield.get(), of).await
     }
 
-    async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
+    async fn oldest_queued(&self, labourer: &str, start: Greenfield) -> StoreResult<Option<Greenfield>> {
         let mut r = self.by_greenfield(labourer, "#g < :now", None);
-        r.values.push((":now", n(now)));
+        r.values.push((":now", n(start.get())));
         r.names.retain(|(k, _)| *k != "#c");
         r.limit = Some(1);
-        Ok(self.read(r).await?.0.first().and_then(|i| get_i64(i, "greenfield")))
+        Ok(self
+            .read(r)
+            .await?
+            .0
+            .first()
+            .and_then(|i| get_i64(i, "greenfield"))
+            .map(Greenfield::new))
     }
 
-    async fn newest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>> {
+    async fn newest_queued(&self, labourer: &str, start: Greenfield) -> StoreResult<Option<Greenfield>> {
         let mut r = self.by_greenfield(labourer, "#g < :now", None);
-        r.values.push((":now", n(now)));
+        r.values.push((":now", n(start.get())));
         r.names.retain(|(k, _)| *k != "#c");
         r.limit = Some(1);
         r.backwards = true;
-        Ok(self.read(r).await?.0.first().and_then(|i| get_i64(i, "greenfield")))
+        Ok(self
+            .read(r)
+            .await?
+            .0
+            .first()
+            .and_then(|i| get_i64(i, "greenfield"))
+            .map(Greenfield::new))
     }
 
     async fn get(&self, task_id: &str) -> StoreResult<Option<StoredTask>> {
@@ -249,7 +273,7 @@ impl TaskStore for DynamoStore {
                 };
                 let items = match &q.labourer {
                     Some(l) => {
-                        let (lo, hi) = q.greenfield.map_or((i64::MIN, i64::MAX), |g| (g.lo, g.hi));
+                        let (lo, hi) = q.greenfield.map_or((i64::MIN, i64::MAX), |g| (g.lo.get(), g.hi.get()));
                         let base = Read {
                             table: self.tables.tasks.clone(),
                             index: Some(self.tables.greenfield_index.clone()),
@@ -367,7 +391,7 @@ impl TaskStore for DynamoStore {
             }
         };
         let order = |t: &StoredTask| match t.place {
-            Place::Live => t.task.greenfield,
+            Place::Live => t.task.greenfield.get(),
             Place::Retry { desired_launch_time } => desired_launch_time,
             Place::Closed { closed_at, .. } => closed_at,
         };

@@ -339,7 +339,7 @@ fn where_a_stored_task_is() {
             task_id: "t".into(),
             labourer_id: "w".into(),
             created_at: 0.0,
-            greenfield,
+            greenfield: crate::Greenfield::new(greenfield),
             attempts: 1,
             payload: "{}".into(),
             completed_at: completed.then_some(now.secs()),
@@ -387,7 +387,7 @@ fn where_a_stored_task_is() {
     }
     // A labourer the config does not know is read with the default window (900 + 300 s).
     let stranger = c.markers_for("gone", now);
-    assert_eq!(stranger.expired, invoked - 1200);
+    assert_eq!(stranger.expired.get(), invoked - 1200);
     assert_eq!(Whereabouts::Dead.as_str(), "dead");
 }
 

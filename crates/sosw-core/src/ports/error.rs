@@ -1,5 +1,6 @@
 //! The one error type of every store, and the refusals every store gives in the same words.
 
+use crate::greenfield::Greenfield;
 use std::time::Duration;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -83,13 +84,13 @@ pub enum ArchiveExpect {
     /// `completed_at` is set: the row goes to closed with status `_1`.
     Completed,
     /// Not completed and still at `greenfield`: the row goes to closed with status `_0`.
-    Dead { greenfield: i64 },
+    Dead { greenfield: Greenfield },
 }
 
 impl ArchiveExpect {
     /// Why a live task that is (or is not) `completed`, at `greenfield`, does not meet this expectation — `None`
     /// when it does. Every backend refuses with these reasons.
-    pub fn refusal(self, completed: bool, greenfield: i64) -> Option<String> {
+    pub fn refusal(self, completed: bool, greenfield: Greenfield) -> Option<String> {
         match self {
             ArchiveExpect::Completed if !completed => {
                 Some("is not completed, so it cannot be archived as completed".into())
@@ -102,7 +103,7 @@ impl ArchiveExpect {
 }
 
 /// Why a live task cannot be parked for retry (see [`super::TaskStore::move_to_retry`]) — `None` when it can.
-pub fn retry_refusal(completed: bool, greenfield: i64, expected_greenfield: i64) -> Option<String> {
+pub fn retry_refusal(completed: bool, greenfield: Greenfield, expected_greenfield: Greenfield) -> Option<String> {
     if completed {
         Some("was completed, so it is not retried".into())
     } else if greenfield != expected_greenfield {
@@ -125,7 +126,7 @@ pub fn report_refusal(task_id: &str, attempts: u32) -> Result<(), StoreError> {
     }
 }
 
-fn moved(expected: i64, actual: i64) -> String {
+fn moved(expected: Greenfield, actual: Greenfield) -> String {
     format!("moved since it was read (greenfield {expected} is now {actual})")
 }
 

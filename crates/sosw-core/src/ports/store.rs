@@ -2,7 +2,7 @@
 
 use super::LabourerStore;
 use super::{ArchiveExpect, StoreResult};
-use crate::greenfield::{GreenfieldRange, Markers};
+use crate::greenfield::{Greenfield, GreenfieldRange, Markers};
 use crate::meta::{MetaEvent, Stamp};
 use crate::task::{Invocation, NewTask, Place, StoredTask, Task, WorkerReport};
 use crate::time::Time;
@@ -39,7 +39,10 @@ impl CreateReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// The task moved from `previous_greenfield` (its queue position) to the invoked range, with one more attempt.
-    Claimed { task_id: String, previous_greenfield: i64 },
+    Claimed {
+        task_id: String,
+        previous_greenfield: Greenfield,
+    },
     /// Someone else claimed, completed, moved or deleted it first.
     Lost { task_id: String },
 }
@@ -103,7 +106,7 @@ impl ListCursor {
     /// The value a listing orders rows of one labourer by.
     pub fn order_of(row: &StoredTask) -> i64 {
         match row.place {
-            Place::Live => row.task.greenfield,
+            Place::Live => row.task.greenfield.get(),
             Place::Retry { desired_launch_time } => desired_launch_time,
             Place::Closed { closed_at, .. } => closed_at,
         }
@@ -181,7 +184,7 @@ pub trait TaskStore: LabourerStore {
     }
 
     /// The head of a labourer's queue: `greenfield < start`, not completed, in ascending greenfield order.
-    async fn next_queued(&self, labourer: &str, start: i64, limit: usize) -> StoreResult<Vec<Task>>;
+    async fn next_queued(&self, labourer: &str, start: Greenfield, limit: usize) -> StoreResult<Vec<Task>>;
 
     /// For each `(task_id, greenfield as read)`, atomically: if the row is still at that greenfield, queued
     /// (`greenfield < start`) and not completed, set `greenfield = invoked_greenfield` and `attempts += 1`. One result
@@ -192,9 +195,9 @@ pub trait TaskStore: LabourerStore {
     async fn claim_recorded(
         &self,
         labourer: &str,
-        tasks: &[(String, i64)],
-        start: i64,
-        invoked_greenfield: i64,
+        tasks: &[(String, Greenfield)],
+        start: Greenfield,
+        invoked_greenfield: Greenfield,
         stamp: Option<&Stamp>,
     ) -> StoreResult<Vec<Claim>>;
 
@@ -202,9 +205,9 @@ pub trait TaskStore: LabourerStore {
     async fn claim(
         &self,
         labourer: &str,
-        tasks: &[(String, i64)],
-        start: i64,
-        invoked_greenfield: i64,
+        tasks: &[(String, Greenfield)],
+        start: Greenfield,
+        invoked_greenfield: Greenfield,
     ) -> StoreResult<Vec<Claim>> {
         self.claim_recorded(labourer, tasks, start, invoked_greenfield, None)
             .await
@@ -216,25 +219,36 @@ pub trait TaskStore: LabourerStore {
     async fn release_claim_recorded(
         &self,
         task_id: &str,
-        invoked_greenfield: i64,
-        previous_greenfield: i64,
+        invoked_greenfield: Greenfield,
+        previous_greenfield: Greenfield,
         events: &[MetaEvent],
     ) -> StoreResult<()>;
 
-    async fn release_claim(&self, task_id: &str, invoked_greenfield: i64, previous_greenfield: i64) -> StoreResult<()> {
+    async fn release_claim(
+        &self,
+        task_id: &str,
+        invoked_greenfield: Greenfield,
+        previous_greenfield: Greenfield,
+    ) -> StoreResult<()> {
         self.release_claim_recorded(task_id, invoked_greenfield, previous_greenfield, &[])
             .await
     }
 
     /// Live, not completed, `greenfield > expired` (see [`Markers`]).
-    async fn count_running(&self, labourer: &str, expired: i64) -> StoreResult<u64>;
+    async fn count_running(&self, labourer: &str, expired: Greenfield) -> StoreResult<u64>;
 
     /// Live, not completed, `start <= greenfield <= expired`, oldest invocation first.
-    async fn list_expired(&self, labourer: &str, start: i64, expired: i64, limit: usize) -> StoreResult<Vec<Task>>;
+    async fn list_expired(
+        &self,
+        labourer: &str,
+        start: Greenfield,
+        expired: Greenfield,
+        limit: usize,
+    ) -> StoreResult<Vec<Task>>;
 
-    /// Live with `completed_at` set and `greenfield >= now` (a completed live task carries the marker of its
+    /// Live with `completed_at` set and `greenfield >= start` (a completed live task carries the marker of its
     /// invocation; Python sosw's query, which lets a backend read only the invoked range).
-    async fn list_completed(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>>;
+    async fn list_completed(&self, labourer: &str, start: Greenfield, limit: usize) -> StoreResult<Vec<Task>>;
 
     /// WorkerAssistant's `mark_task_as_completed`. Only for a task that has been invoked (`attempts >= 1`) and is
     /// live or waiting for retry, and still at the invocation the report names ([`WorkerReport::of`]), decided by
@@ -296,7 +310,7 @@ pub trait TaskStore: LabourerStore {
     async fn move_to_retry_recorded(
         &self,
         task_id: &str,
-        expected_greenfield: i64,
+        expected_greenfield: Greenfield,
         desired_launch_time: i64,
         events: &[MetaEvent],
     ) -> StoreResult<()>;
@@ -304,26 +318,26 @@ pub trait TaskStore: LabourerStore {
     async fn move_to_retry(
         &self,
         task_id: &str,
-        expected_greenfield: i64,
+        expected_greenfield: Greenfield,
         desired_launch_time: i64,
     ) -> StoreResult<()> {
         self.move_to_retry_recorded(task_id, expected_greenfield, desired_launch_time, &[])
             .await
     }
 
-    /// Retry rows of a labourer with `desired_launch_time <= now`, earliest first.
-    async fn due_retries(&self, labourer: &str, now: i64, limit: usize) -> StoreResult<Vec<Task>>;
+    /// Retry rows of a labourer with `desired_launch_time <= now` (to the second), earliest first.
+    async fn due_retries(&self, labourer: &str, now: Time, limit: usize) -> StoreResult<Vec<Task>>;
 
     /// Moves a retry row back to the live table at `greenfield`, keeping every field (reference §7.5).
     async fn requeue_recorded(
         &self,
         task_id: &str,
         labourer: &str,
-        greenfield: i64,
+        greenfield: Greenfield,
         events: &[MetaEvent],
     ) -> StoreResult<()>;
 
-    async fn requeue(&self, task_id: &str, labourer: &str, greenfield: i64) -> StoreResult<()> {
+    async fn requeue(&self, task_id: &str, labourer: &str, greenfield: Greenfield) -> StoreResult<()> {
         self.requeue_recorded(task_id, labourer, greenfield, &[]).await
     }
 
@@ -331,19 +345,25 @@ pub trait TaskStore: LabourerStore {
     /// attempt), keeping its attempts, payload, stats and results, with `events` recorded as a move's are. Only a
     /// dead task moves: a live, retrying or completed one is a [`super::StoreError::Conflict`], an unknown one
     /// [`super::StoreError::NotFound`], and nothing changes. Of two concurrent revivals, one moves the task.
-    async fn revive_recorded(&self, task_id: &str, greenfield: i64, events: &[MetaEvent]) -> StoreResult<()>;
+    async fn revive_recorded(&self, task_id: &str, greenfield: Greenfield, events: &[MetaEvent]) -> StoreResult<()>;
 
     /// Moves a running task's greenfield to `greenfield` (a worker's heartbeat): only if it is live, not completed,
     /// still running (`greenfield > expired`) and, when the heartbeat names its invocation `of`, still at that
     /// invocation; otherwise a refusal ([`super::StoreError::Conflict`], [`super::StoreError::StaleReport`] or
     /// [`super::StoreError::NotFound`]) and nothing changes.
-    async fn heartbeat(&self, task_id: &str, expired: i64, greenfield: i64, of: Option<Invocation>) -> StoreResult<()>;
+    async fn heartbeat(
+        &self,
+        task_id: &str,
+        expired: Greenfield,
+        greenfield: Greenfield,
+        of: Option<Invocation>,
+    ) -> StoreResult<()>;
 
-    /// The lowest queue position (`greenfield < now`) of a labourer, if its queue is not empty.
-    async fn oldest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>>;
+    /// The lowest queue position (`greenfield < start`) of a labourer, if its queue is not empty.
+    async fn oldest_queued(&self, labourer: &str, start: Greenfield) -> StoreResult<Option<Greenfield>>;
 
-    /// The highest queue position (`greenfield < now`) of a labourer, if its queue is not empty.
-    async fn newest_queued(&self, labourer: &str, now: i64) -> StoreResult<Option<i64>>;
+    /// The highest queue position (`greenfield < start`) of a labourer, if its queue is not empty.
+    async fn newest_queued(&self, labourer: &str, start: Greenfield) -> StoreResult<Option<Greenfield>>;
 
     async fn get(&self, task_id: &str) -> StoreResult<Option<StoredTask>>;
 
@@ -405,7 +425,7 @@ mod list_cursor_tests {
                 task_id: task_id.into(),
                 labourer_id: labourer.into(),
                 created_at: 0.0,
-                greenfield,
+                greenfield: crate::Greenfield::new(greenfield),
                 attempts: 0,
                 payload: "{}".into(),
                 completed_at: None,

@@ -1,16 +1,16 @@
 //! How many tasks a job may still add to a queue: the checks the Scheduler makes before writing anything.
 
-use crate::Time;
+use crate::{Greenfield, Time};
 
 /// How many more tasks fit at the end of a queue whose newest queued position is `newest_queued` (`None`: empty):
 /// tasks go at `newest + step·k` (an empty queue starts at `step`), and every position must stay below `now`, where
 /// the invocation range begins (the store refuses a batch that would reach it). Checked arithmetic throughout: a
 /// position or step near `i64::MAX` means no room, never a wrap-around.
-pub fn queue_room(newest_queued: Option<i64>, step: i64, now: Time) -> u64 {
+pub fn queue_room(newest_queued: Option<Greenfield>, step: i64, now: Time) -> u64 {
     if step <= 0 {
         return 0;
     }
-    let base = newest_queued.unwrap_or(step);
+    let base = newest_queued.map_or(step, Greenfield::get);
     // The last position may be `now - 1`: k ≤ (now − 1 − base) / step.
     match now.secs().checked_sub(1).and_then(|last| last.checked_sub(base)) {
         Some(span) if span >= 0 => u64::try_from(span / step).unwrap_or(0),
@@ -49,7 +49,11 @@ mod tests {
             (None, 0, 0),
             (None, -3, 0),
         ] {
-            assert_eq!(queue_room(newest, step, now), room, "{newest:?} at step {step}");
+            assert_eq!(
+                queue_room(newest.map(Greenfield::new), step, now),
+                room,
+                "{newest:?} at step {step}"
+            );
         }
     }
 

@@ -13,6 +13,7 @@ use sosw_core::config::Labourer;
 use sosw_core::decide::FailureKind;
 use sosw_core::flow::{self, AllowanceInput, FlowState, LabourerControl, Lesson, Signals};
 use sosw_core::ports::{Claim, InvokeError, Invoker};
+use sosw_core::Greenfield;
 use sosw_core::{Markers, Task, Time};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -123,7 +124,7 @@ impl Orchestrator {
             r.errors.push("no invoker was built for this labourer".into());
             return None;
         };
-        let read: Vec<(String, i64)> = queued.iter().map(|t| (t.task_id.clone(), t.greenfield)).collect();
+        let read: Vec<(String, Greenfield)> = queued.iter().map(|t| (t.task_id.clone(), t.greenfield)).collect();
         // Each claim records its `invoked` event with it: every spent attempt has one, crash or not.
         let stamp = self.meta.stamp(now);
         let claims = match self

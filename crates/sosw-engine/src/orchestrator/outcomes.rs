@@ -11,6 +11,7 @@ use sosw_core::payload::worker_event;
 use sosw_core::ports::{ArchiveExpect, Claim, InvokeError, InvokeOutcome};
 use sosw_core::task::ReportKind;
 use sosw_core::time::duration_secs;
+use sosw_core::Greenfield;
 use sosw_core::{MetaAction, MetaEvent, Task};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -46,7 +47,7 @@ pub(super) enum Outcome {
 pub(super) struct Failed {
     /// The row as the claim left it.
     pub(super) task: Task,
-    pub(super) previous_greenfield: i64,
+    pub(super) previous_greenfield: Greenfield,
     pub(super) err: InvokeError,
 }
 
@@ -112,7 +113,7 @@ impl Orchestrator {
         pass: &Pass<'_>,
         queued: &Task,
         claimed: Task,
-        previous_greenfield: i64,
+        previous_greenfield: Greenfield,
     ) -> (Outcome, Vec<MetaEvent>) {
         let id = claimed.task_id.as_str();
         let event = match worker_event(queued) {
@@ -188,7 +189,7 @@ impl Orchestrator {
         &self,
         pass: &Pass<'_>,
         claimed: &Task,
-        previous_greenfield: i64,
+        previous_greenfield: Greenfield,
         why: PutBack,
     ) -> (Outcome, Vec<MetaEvent>) {
         let (l, id, now) = (pass.l, claimed.task_id.as_str(), pass.now);
@@ -243,7 +244,7 @@ impl Orchestrator {
         &self,
         pass: &Pass<'_>,
         claimed: &Task,
-        previous_greenfield: i64,
+        previous_greenfield: Greenfield,
         err: InvokeError,
     ) -> (Outcome, Vec<MetaEvent>) {
         let (l, now) = (pass.l, pass.now);

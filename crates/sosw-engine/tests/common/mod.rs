@@ -83,7 +83,7 @@ impl World {
             })
             .collect();
         let report = tm.create(&tasks, self.now()).await.expect("create");
-        report.created.iter().map(|t| t.greenfield).collect()
+        report.created.iter().map(|t| t.greenfield.get()).collect()
     }
 
     pub async fn place(&self, id: &str) -> Place {
