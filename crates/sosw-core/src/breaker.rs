@@ -20,6 +20,8 @@
 //!
 //! The state is stored (so every orchestrator, and `sosw status`, sees it); concurrent orchestrators may overwrite
 //! each other's update of it, which at worst holds a labourer a pass more or less: no task depends on it.
+//!
+//! Longer than 500 lines because of its tests (the state machine's table, about 270 lines).
 
 use crate::decide::FailureKind;
 use crate::time::Time;
