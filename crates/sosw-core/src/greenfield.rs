@@ -354,10 +354,16 @@ mod tests {
             assert_eq!(g.saturating_add(by).get(), sat_add, "{start} +| {by}");
             assert_eq!(g.saturating_sub(by).get(), sat_sub, "{start} -| {by}");
         }
-        assert_eq!(Greenfield::start(Time::from_millis(1_700_000_000_999)), gf(1_700_000_000));
+        assert_eq!(
+            Greenfield::start(Time::from_millis(1_700_000_000_999)),
+            gf(1_700_000_000)
+        );
         assert_eq!(gf(-3).to_string(), "-3");
         assert_eq!(serde_json::to_value(gf(2000)).expect("json"), serde_json::json!(2000));
-        assert_eq!(serde_json::from_value::<Greenfield>(serde_json::json!(2000)).expect("json"), gf(2000));
+        assert_eq!(
+            serde_json::from_value::<Greenfield>(serde_json::json!(2000)).expect("json"),
+            gf(2000)
+        );
         assert!(gf(1) < gf(2) && Greenfield::MIN < gf(i64::MIN + 1) && gf(i64::MAX) == Greenfield::MAX);
     }
 
@@ -575,41 +581,54 @@ pub fn labourer_counts<'a>(tasks: impl IntoIterator<Item = &'a crate::task::NewT
     out
 }
 
-/// The rows of new tasks at the tails of their queues, in order: `tails` gives each labourer's highest queue
-/// position (as [`labourer_counts`] listed them, looked up by the store). Every position is checked before any row
-/// is returned, so a full queue fails the whole batch.
-pub fn queued_rows(
+/// The queue positions of new tasks at the tails of their queues, one per task, in order: `tails` gives each
+/// labourer's highest queue position (as [`labourer_counts`] listed them, looked up by the store). Every position is
+/// checked before any is returned, so a full queue fails the whole batch.
+pub fn queued_positions(
     tasks: &[&crate::task::NewTask],
     tails: &[(&str, Option<Greenfield>)],
     step: i64,
     now: Time,
-) -> Result<Vec<crate::task::Task>, GreenfieldError> {
+) -> Result<Vec<Greenfield>, GreenfieldError> {
     let counts = labourer_counts(tasks.iter().copied());
     let mut positions: Vec<(&str, std::vec::IntoIter<Greenfield>)> = Vec::with_capacity(counts.len());
     for (labourer, n) in counts {
         let tail = tails.iter().find(|(l, _)| *l == labourer).and_then(|(_, t)| *t);
         positions.push((labourer, tail_positions(labourer, tail, step, n, now)?.into_iter()));
     }
-    let created_at = now.as_secs_f64();
+    // Every task's labourer is in `positions` with exactly its count of positions.
     Ok(tasks
         .iter()
-        .filter_map(|t| {
-            let greenfield = positions.iter_mut().find(|(l, _)| *l == t.labourer_id)?.1.next()?;
-            Some(crate::task::Task {
-                task_id: t.task_id.clone(),
-                labourer_id: t.labourer_id.clone(),
-                created_at,
-                greenfield,
-                attempts: 0,
-                payload: t.payload.clone(),
-                completed_at: None,
-                failed_attempts: 0,
-                refunded_attempts: 0,
-                stats: Default::default(),
-                result: Default::default(),
-            })
-        })
+        .filter_map(|t| positions.iter_mut().find(|(l, _)| *l == t.labourer_id)?.1.next())
         .collect())
+}
+
+/// The stored row of a new task queued at `greenfield` at `now`.
+pub fn new_row(task: &crate::task::NewTask, greenfield: Greenfield, now: Time) -> crate::task::Task {
+    crate::task::Task {
+        task_id: task.task_id.clone(),
+        labourer_id: task.labourer_id.clone(),
+        created_at: now.as_secs_f64(),
+        greenfield,
+        attempts: 0,
+        payload: task.payload.clone(),
+        completed_at: None,
+        failed_attempts: 0,
+        refunded_attempts: 0,
+        stats: Default::default(),
+        result: Default::default(),
+    }
+}
+
+/// The rows of new tasks at the tails of their queues, in order ([`queued_positions`] and [`new_row`]).
+pub fn queued_rows(
+    tasks: &[&crate::task::NewTask],
+    tails: &[(&str, Option<Greenfield>)],
+    step: i64,
+    now: Time,
+) -> Result<Vec<crate::task::Task>, GreenfieldError> {
+    let positions = queued_positions(tasks, tails, step, now)?;
+    Ok(tasks.iter().zip(positions).map(|(t, g)| new_row(t, g, now)).collect())
 }
 
 #[cfg(test)]

@@ -88,17 +88,26 @@ pub fn partition_new<'a>(
     tasks: &'a [NewTask],
     existing: &HashSet<String>,
 ) -> Result<(Vec<&'a NewTask>, Vec<String>), StoreError> {
+    let (fresh, skipped) = partition_new_indices(tasks, existing)?;
+    Ok((fresh.into_iter().map(|i| &tasks[i]).collect(), skipped))
+}
+
+/// [`partition_new`], with the tasks to write given by their indexes in `tasks`.
+pub fn partition_new_indices(
+    tasks: &[NewTask],
+    existing: &HashSet<String>,
+) -> Result<(Vec<usize>, Vec<String>), StoreError> {
     if tasks.iter().any(|t| t.task_id.is_empty()) {
         return Err(StoreError::Invalid("a task id must not be empty".into()));
     }
     let mut taken = HashSet::new();
     let mut fresh = Vec::with_capacity(tasks.len());
     let mut skipped = Vec::new();
-    for t in tasks {
+    for (i, t) in tasks.iter().enumerate() {
         if existing.contains(&t.task_id) || !taken.insert(t.task_id.as_str()) {
             skipped.push(t.task_id.clone());
         } else {
-            fresh.push(t);
+            fresh.push(i);
         }
     }
     Ok((fresh, skipped))

@@ -25,10 +25,10 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 use serde_json::{Map, Value};
 use sosw_core::breaker::LabourerState;
-use sosw_core::greenfield::{labourer_counts, queued_rows};
+use sosw_core::greenfield::{labourer_counts, new_row, queued_positions};
 use sosw_core::meta::{stamped, MetaAction, MetaEvent, Recorded, Stamp};
 use sosw_core::moves::{
-    check_report, closed_refusal, moved_since_claimed, not_waiting_for_retry, partition_new, plan_completion,
+    check_report, closed_refusal, moved_since_claimed, not_waiting_for_retry, partition_new_indices, plan_completion,
     stale_report, CompletionPlan, Found,
 };
 use sosw_core::ports::{

@@ -245,7 +245,16 @@ pub(crate) fn fail_in(tx: &Connection, id: &str, report: &WorkerReport) -> Store
 
 /// Records audit events in the caller's transaction (the move they record commits with them, or neither does).
 pub(crate) fn insert_events(tx: &Connection, events: &[MetaEvent]) -> StoreResult<()> {
-    if events.is_empty() {
+    insert_events_of(tx, events)
+}
+
+/// [`insert_events`] of events from anywhere.
+pub(crate) fn insert_events_of<'a>(
+    tx: &Connection,
+    events: impl IntoIterator<Item = &'a MetaEvent>,
+) -> StoreResult<()> {
+    let mut events = events.into_iter().peekable();
+    if events.peek().is_none() {
         return Ok(());
     }
     let mut st = tx

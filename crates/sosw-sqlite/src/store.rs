@@ -20,46 +20,50 @@ impl TaskStore for SqliteStore {
         now: Time,
         stamp: Option<&Stamp>,
     ) -> StoreResult<CreateReport> {
-        let tasks = tasks.to_vec();
-        let stamp = stamp.cloned();
-        self.write(move |tx| {
-            let (fresh, skipped) = partition_new(&tasks, &existing_ids(tx, &tasks)?)?;
-            let mut report = CreateReport {
-                existing: skipped,
-                ..CreateReport::default()
-            };
-            // Every position is allocated (and checked) before anything is written.
-            let mut tails = Vec::new();
-            for (labourer, _) in labourer_counts(fresh.iter().copied()) {
-                tails.push((labourer, queue_end(tx, labourer, Greenfield::start(now), "MAX")?));
-            }
-            let rows = queued_rows(&fresh, &tails, step, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO tasks (task_id, labourer_id, created_at, greenfield, attempts, payload) \
-                     VALUES (?1, ?2, ?3, ?4, 0, ?5)",
-                )
-                .map_err(map_err)?;
-            for t in &rows {
-                insert
-                    .execute(params![
-                        t.task_id,
-                        t.labourer_id,
-                        t.created_at,
-                        t.greenfield.get(),
-                        t.payload
-                    ])
-                    .map_err(map_err)?;
-            }
-            let events: Vec<MetaEvent> = rows
+        // What does not need the transaction is done here, off the writer thread: the rows and the `created`
+        // events are built from the positions the write allocated.
+        let tasks = Arc::new(tasks.to_vec());
+        let events: Arc<Vec<Vec<MetaEvent>>> = Arc::new(
+            tasks
                 .iter()
-                .flat_map(|t| stamped(stamp.as_ref(), &t.task_id, &t.labourer_id, Recorded::Created))
-                .collect();
-            insert_events(tx, &events)?;
-            report.created = rows;
-            Ok(report)
+                .map(|t| stamped(stamp, &t.task_id, &t.labourer_id, Recorded::Created))
+                .collect(),
+        );
+        let (batch, recorded) = (tasks.clone(), events.clone());
+        let (fresh, positions, existing) = self
+            .write(move |tx| {
+                let (fresh, skipped) = partition_new_indices(&batch, &existing_ids(tx, &batch)?)?;
+                let new: Vec<&NewTask> = fresh.iter().map(|&i| &batch[i]).collect();
+                // Every position is allocated (and checked) before anything is written.
+                let mut tails = Vec::new();
+                for (labourer, _) in labourer_counts(new.iter().copied()) {
+                    tails.push((labourer, queue_end(tx, labourer, Greenfield::start(now), "MAX")?));
+                }
+                let positions =
+                    queued_positions(&new, &tails, step, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO tasks (task_id, labourer_id, created_at, greenfield, attempts, payload) \
+                         VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+                    )
+                    .map_err(map_err)?;
+                for (t, g) in new.iter().zip(&positions) {
+                    insert
+                        .execute(params![t.task_id, t.labourer_id, now.as_secs_f64(), g.get(), t.payload])
+                        .map_err(map_err)?;
+                }
+                insert_events_of(tx, fresh.iter().flat_map(|&i| &recorded[i]))?;
+                Ok((fresh, positions, skipped))
+            })
+            .await?;
+        Ok(CreateReport {
+            created: fresh
+                .iter()
+                .zip(positions)
+                .map(|(&i, g)| new_row(&tasks[i], g, now))
+                .collect(),
+            existing,
         })
-        .await
     }
 
     async fn next_queued(&self, labourer: &str, start: Greenfield, limit: usize) -> StoreResult<Vec<Task>> {
