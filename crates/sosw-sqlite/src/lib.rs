@@ -1,6 +1,7 @@
 //! The embedded store: sosw's live, retry, closed and meta tables in one SQLite file.
 //!
-//! - Two connections per store: reads on one, writes on a writer thread that group-commits (`writer.rs`); several
+//! - Three connections per store: reads on one, writes on a writer thread that group-commits, WAL checkpoints on a
+//!   thread beside it (`writer.rs`); several
 //!   processes may share the file (WAL mode, a busy timeout). Every write runs in a `BEGIN IMMEDIATE` transaction,
 //!   so a conditional move (claim, archive, retry, requeue) checks its condition and moves the row with no other
 //!   writer in between, with its audit events, and a crash at any instant leaves each task in exactly one table.
@@ -63,7 +64,24 @@ use writer::*;
 pub struct SqliteStore {
     reader: Arc<Mutex<Connection>>,
     writer: std::sync::mpsc::Sender<Box<dyn WriteJob>>,
+    /// Declared after `writer`: when the last handle of a store goes, the writer's channel closes first, then this
+    /// waits for the writer and checkpoint threads to finish and close their connections — a dropped store is
+    /// closed, as one connection would be.
+    _threads: Arc<Threads>,
     path: PathBuf,
+}
+
+/// The store's threads, joined when the last handle goes.
+#[derive(Debug)]
+struct Threads(Vec<std::thread::JoinHandle<()>>);
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        for thread in self.0.drain(..) {
+            // A panicked thread has nothing left to close.
+            let _ = thread.join();
+        }
+    }
 }
 
 impl SqliteStore {
@@ -103,6 +121,7 @@ impl SqliteStore {
     }
 
     fn open_connection(path: &Path, create: bool) -> StoreResult<Connection> {
+        // (Several processes may share one file: a write waits up to BUSY_TIMEOUT for another's.)
         let mut flags =
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
         if create {
@@ -110,7 +129,7 @@ impl SqliteStore {
         }
         let conn = Connection::open_with_flags(path, flags)
             .map_err(|e| StoreError::Unavailable(format!("cannot open `{}`: {e}", path.display())))?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(backend)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
         // WAL lets readers run beside the one writer; NORMAL sync is durable across process crashes (the WAL is
         // only at risk on power loss, where the last transactions may roll back, never corrupt).
         conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
@@ -120,16 +139,34 @@ impl SqliteStore {
     }
 
     fn connect(path: &Path, create: bool) -> StoreResult<SqliteStore> {
+        SqliteStore::connect_with(path, create, WalBound::DEFAULT_MAX_BYTES)
+    }
+
+    /// The writer thread, with its WAL bound, and the checkpoint thread beside it ([`writer`]).
+    fn connect_with(path: &Path, create: bool, wal_max_bytes: u64) -> StoreResult<SqliteStore> {
         let reader = SqliteStore::open_connection(path, create)?;
         let write_conn = SqliteStore::open_connection(path, false)?;
+        write_conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(backend)?;
+        let checkpoint_conn = SqliteStore::open_connection(path, false)?;
+        let wal = WalBound::of(path, wal_max_bytes);
+        let (nudge, nudges) = std::sync::mpsc::sync_channel::<()>(1);
+        let checkpointing = wal.checkpointing.clone();
+        let checkpointer = std::thread::Builder::new()
+            .name("sosw-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, nudges, checkpointing))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
         let (writer, jobs) = std::sync::mpsc::channel::<Box<dyn WriteJob>>();
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("sosw-sqlite-writer".into())
-            .spawn(move || writer_loop(write_conn, jobs))
+            .spawn(move || writer_loop(write_conn, jobs, nudge, wal))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             reader: Arc::new(Mutex::new(reader)),
             writer,
+            // The writer first: the checkpoint thread ends when the writer does.
+            _threads: Arc::new(Threads(vec![writer_thread, checkpointer])),
             path: path.to_path_buf(),
         })
     }
@@ -173,6 +210,9 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("the store's writer thread stopped before answering".into()))?
     }
 }
+
+/// How long a statement waits for another connection's lock (another process's writer, a checkpoint).
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
@@ -265,6 +305,75 @@ mod tests {
             v
         });
         drop(store);
+    }
+
+    /// The WAL is copied into the database beside the commits; it grows while a reader pins an old snapshot (and
+    /// the writer does not wait for that reader), and once the reader is gone the next commit empties it.
+    #[tokio::test]
+    async fn the_wal_is_emptied_past_its_bound_once_no_reader_pins_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.db");
+        let bound = 256 << 10;
+        let store = SqliteStore::connect_with(&path, true, bound).expect("open");
+        store.init().await.expect("init");
+        let wal = WalBound::of(&path, bound).path;
+        let batch = |k: usize| -> Vec<NewTask> {
+            (0..200)
+                .map(|i| NewTask {
+                    task_id: format!("t{k:04}{i:04}"),
+                    labourer_id: "w".into(),
+                    payload: format!(r#"{{"pad": "{}"}}"#, "x".repeat(500)),
+                })
+                .collect()
+        };
+        let now = Time::from_secs(1_700_000_000);
+        let reader = Connection::open(&path).expect("a reader");
+        reader
+            .execute_batch("BEGIN; SELECT count(*) FROM tasks;")
+            .expect("a read snapshot");
+        for k in 0..20 {
+            store.create_tasks(&batch(k), 1000, now).await.expect("create");
+        }
+        let pinned = std::fs::metadata(&wal).expect("wal").len();
+        assert!(pinned > bound, "a pinned WAL grows: {pinned} bytes");
+        reader.execute_batch("COMMIT").expect("the reader is done");
+        store.create_tasks(&batch(20), 1000, now).await.expect("create");
+        let after = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        assert!(
+            after < bound,
+            "emptied after the next commit: {after} bytes (was {pinned})"
+        );
+        let stored: i64 = reader
+            .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(stored, 21 * 200, "every commit kept");
+    }
+
+    /// Dropping the last handle closes the store: its threads finish their writes and close their connections, so
+    /// SQLite folds the WAL into the file and removes it, as when one connection closes.
+    #[tokio::test]
+    async fn a_dropped_store_is_closed() {
+        let (dir, store) = store().await;
+        let copy = store.clone();
+        let tasks = [NewTask {
+            task_id: "a".into(),
+            labourer_id: "w".into(),
+            payload: "{}".into(),
+        }];
+        store
+            .create_tasks(&tasks, 1000, Time::from_secs(1_700_000_000))
+            .await
+            .expect("create");
+        let wal = WalBound::of(&dir.path().join("t.db"), 0).path;
+        drop(store);
+        assert!(wal.exists(), "another handle keeps the store open");
+        drop(copy);
+        assert!(!wal.exists(), "closed: the WAL is folded into the file");
+        let conn = Connection::open(dir.path().join("t.db")).expect("reopen");
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 1);
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! The writer thread: one write connection, and group commits (every write queued at that moment in one
 //! `BEGIN IMMEDIATE … COMMIT`, each caller answered after the commit; a group that fails is re-run write by write).
+//! Beside it, the checkpoint thread copies the WAL into the database file ([`checkpoint_loop`], [`WalBound`]).
 
 use super::*;
 
@@ -81,7 +82,12 @@ pub(crate) fn run_group(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Re
     })
 }
 
-pub(crate) fn writer_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Box<dyn WriteJob>>) {
+pub(crate) fn writer_loop(
+    conn: Connection,
+    jobs: std::sync::mpsc::Receiver<Box<dyn WriteJob>>,
+    checkpoint: std::sync::mpsc::SyncSender<()>,
+    wal: WalBound,
+) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < GROUP_COMMIT_MAX {
@@ -91,7 +97,12 @@ pub(crate) fn writer_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Box<
             }
         }
         match run_group(&conn, &mut batch) {
-            Ok(()) => batch.into_iter().for_each(|j| j.deliver(None)),
+            Ok(()) => {
+                wal.keep(&conn);
+                batch.into_iter().for_each(|j| j.deliver(None));
+                // A checkpoint is due (one already pending is enough).
+                let _ = checkpoint.try_send(());
+            }
             Err(e) if batch.len() == 1 => batch.into_iter().for_each(|j| j.deliver(Some(&e))),
             Err(e) => {
                 tracing::warn!(writes = batch.len(), error = %e, "a group commit failed; running its writes one by one");
@@ -102,6 +113,69 @@ pub(crate) fn writer_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Box<
                     job.deliver(outcome.err().as_deref());
                 }
             }
+        }
+    }
+}
+
+/// The bound on the WAL: the checkpoint thread's PASSIVE checkpoints copy the WAL into the database beside the
+/// commits, but cannot restart a WAL that keeps growing. So after a commit that leaves it larger than `max_bytes`,
+/// the writer empties it (a TRUNCATE checkpoint: the rest of the pages, most already copied), unless a reader holds
+/// an older snapshot: then it does not wait (a long read must never stall the writes) and tries after a later commit.
+#[derive(Debug, Clone)]
+pub(crate) struct WalBound {
+    pub(crate) path: PathBuf,
+    pub(crate) max_bytes: u64,
+    /// Held by the checkpoint thread during each of its checkpoints, and by the writer to empty the WAL: otherwise
+    /// a PASSIVE checkpoint in progress would make every attempt to empty it fail.
+    pub(crate) checkpointing: Arc<Mutex<()>>,
+}
+
+impl WalBound {
+    /// 64 MiB: a few seconds of the heaviest load, and a bounded file however long the load lasts.
+    pub(crate) const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+
+    pub(crate) fn of(database: &Path, max_bytes: u64) -> WalBound {
+        let mut path = database.as_os_str().to_os_string();
+        path.push("-wal");
+        WalBound {
+            path: PathBuf::from(path),
+            max_bytes,
+            checkpointing: Arc::default(),
+        }
+    }
+
+    fn keep(&self, conn: &Connection) {
+        if !std::fs::metadata(&self.path).is_ok_and(|m| m.len() > self.max_bytes) {
+            return;
+        }
+        // A checkpoint in progress on the other thread finishes first (it has copied most of the pages by then).
+        let _checkpointing = self
+            .checkpointing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let emptied = conn
+            .busy_timeout(Duration::ZERO)
+            .and_then(|()| conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)));
+        if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
+            tracing::warn!(error = %e, "cannot restore the writer's busy timeout");
+        }
+        match emptied {
+            Ok(0) => {}
+            Ok(_) => tracing::debug!("the WAL is still in use by a reader; emptied after a later commit"),
+            Err(e) => tracing::warn!(error = %e, "emptying the WAL failed; tried again after a later commit"),
+        }
+    }
+}
+
+/// The WAL checkpoints, on a thread and connection of their own: the writer's connection has
+/// `wal_autocheckpoint = 0`, so copying the WAL into the database file (and its fsync) runs beside the commits
+/// instead of inside them. Each nudge after a commit runs a PASSIVE checkpoint, which neither waits for nor blocks
+/// the writer or the readers (nudges that arrive meanwhile fold into one). Ends when the writer ends.
+pub(crate) fn checkpoint_loop(conn: Connection, nudges: std::sync::mpsc::Receiver<()>, checkpointing: Arc<Mutex<()>>) {
+    while nudges.recv().is_ok() {
+        let _checkpointing = checkpointing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "a WAL checkpoint failed; the next commit tries again");
         }
     }
 }
