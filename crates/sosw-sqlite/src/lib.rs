@@ -60,6 +60,9 @@ use writer::*;
 /// leaves nothing behind and needs no rollback. A write that fails in SQLite itself, or a commit that fails, rolls
 /// the group back; each write of the group is then run again alone, so only the broken one reports an error.
 /// Reads use their own connection; WAL lets them run beside the writer.
+///
+/// Dropping the last handle closes the store: it waits for the queued writes and the final checkpoint (so, in an
+/// async context, it blocks that thread for as long; drop it where a short wait is acceptable, as at shutdown).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     reader: Arc<Mutex<Connection>>,
@@ -150,7 +153,10 @@ impl SqliteStore {
             .pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(backend)?;
         let checkpoint_conn = SqliteStore::open_connection(path, false)?;
-        let wal = WalBound::of(path, wal_max_bytes);
+        // PASSIVE checkpoints never wait; nor does loading the schema for one.
+        checkpoint_conn.busy_timeout(Duration::ZERO).map_err(backend)?;
+        let resolved = write_conn.path().map_or_else(|| path.to_path_buf(), PathBuf::from);
+        let wal = WalBound::of(&resolved, wal_max_bytes);
         let (nudge, nudges) = std::sync::mpsc::sync_channel::<()>(1);
         let checkpointing = wal.checkpointing.clone();
         let checkpointer = std::thread::Builder::new()
@@ -313,10 +319,28 @@ mod tests {
     async fn the_wal_is_emptied_past_its_bound_once_no_reader_pins_it() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("t.db");
+        wal_bound_holds(&path, &path).await;
+    }
+
+    /// The same through a symbolic link: the WAL lies beside the real file, and that is the one kept in bounds.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_wal_bound_holds_through_a_symbolic_link() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let real = dir.path().join("real").join("t.db");
+        std::fs::create_dir(dir.path().join("real")).expect("dir");
+        let link = dir.path().join("link.db");
+        std::fs::File::create(&real).expect("the file");
+        std::os::unix::fs::symlink(&real, &link).expect("link");
+        wal_bound_holds(&link, &real).await;
+    }
+
+    async fn wal_bound_holds(open: &Path, real: &Path) {
+        let path = real;
         let bound = 256 << 10;
-        let store = SqliteStore::connect_with(&path, true, bound).expect("open");
+        let store = SqliteStore::connect_with(open, true, bound).expect("open");
         store.init().await.expect("init");
-        let wal = WalBound::of(&path, bound).path;
+        let wal = WalBound::of(real, bound).path;
         let batch = |k: usize| -> Vec<NewTask> {
             (0..200)
                 .map(|i| NewTask {

@@ -96,12 +96,15 @@ pub(crate) fn writer_loop(
                 Err(_) => break,
             }
         }
+        // After every commit: the WAL kept within its bound, then a checkpoint due (one pending is enough).
+        let committed = || {
+            wal.keep(&conn);
+            let _ = checkpoint.try_send(());
+        };
         match run_group(&conn, &mut batch) {
             Ok(()) => {
-                wal.keep(&conn);
+                committed();
                 batch.into_iter().for_each(|j| j.deliver(None));
-                // A checkpoint is due (one already pending is enough).
-                let _ = checkpoint.try_send(());
             }
             Err(e) if batch.len() == 1 => batch.into_iter().for_each(|j| j.deliver(Some(&e))),
             Err(e) => {
@@ -109,6 +112,9 @@ pub(crate) fn writer_loop(
                 for job in batch {
                     let mut one = [job];
                     let outcome = run_group(&conn, &mut one);
+                    if outcome.is_ok() {
+                        committed();
+                    }
                     let [job] = one;
                     job.deliver(outcome.err().as_deref());
                 }
@@ -121,6 +127,8 @@ pub(crate) fn writer_loop(
 /// commits, but cannot restart a WAL that keeps growing. So after a commit that leaves it larger than `max_bytes`,
 /// the writer empties it (a TRUNCATE checkpoint: the rest of the pages, most already copied), unless a reader holds
 /// an older snapshot: then it does not wait (a long read must never stall the writes) and tries after a later commit.
+/// The bound therefore holds between long reads (`sosw backup`, `sosw check`, a long listing), and for one process:
+/// a checkpoint that another process runs at that moment also makes the attempt wait for a later commit.
 #[derive(Debug, Clone)]
 pub(crate) struct WalBound {
     pub(crate) path: PathBuf,
@@ -131,9 +139,11 @@ pub(crate) struct WalBound {
 }
 
 impl WalBound {
-    /// 64 MiB: a few seconds of the heaviest load, and a bounded file however long the load lasts.
+    /// 64 MiB: a few seconds of the heaviest load.
     pub(crate) const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 
+    /// The bound of the WAL of `database` — the file's name as SQLite resolved it (through symbolic links: the WAL
+    /// lies beside the real file).
     pub(crate) fn of(database: &Path, max_bytes: u64) -> WalBound {
         let mut path = database.as_os_str().to_os_string();
         path.push("-wal");
