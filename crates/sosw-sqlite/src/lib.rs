@@ -351,7 +351,7 @@ mod tests {
                 .collect()
         };
         let now = Time::from_secs(1_700_000_000);
-        let reader = Connection::open(&path).expect("a reader");
+        let reader = Connection::open(path).expect("a reader");
         reader
             .execute_batch("BEGIN; SELECT count(*) FROM tasks;")
             .expect("a read snapshot");
