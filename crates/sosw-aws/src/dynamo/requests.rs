@@ -148,6 +148,26 @@ impl DynamoStore {
         }
     }
 
+    /// The lowest (or, `newest`, the highest) queue position of a labourer below `start`: one item from the
+    /// greenfield index, either end.
+    pub(crate) async fn queue_end(
+        &self,
+        labourer: &str,
+        start: Greenfield,
+        newest: bool,
+    ) -> StoreResult<Option<Greenfield>> {
+        let mut r = self.by_greenfield(labourer, "#g < :start", None);
+        r.values.push((":start", n(start.get())));
+        r.names.retain(|(k, _)| *k != "#c");
+        r.limit = Some(1);
+        r.backwards = newest;
+        let items = self.read(r).await?.0;
+        Ok(items
+            .first()
+            .and_then(|i| get_i64(i, "greenfield"))
+            .map(Greenfield::new))
+    }
+
     pub(crate) async fn tasks_of(&self, r: Read) -> StoreResult<Vec<Task>> {
         self.read(r).await?.0.iter().map(task_from_item).collect()
     }

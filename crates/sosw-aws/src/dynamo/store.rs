@@ -215,32 +215,11 @@ impl TaskStore for DynamoStore {
     }
 
     async fn oldest_queued(&self, labourer: &str, start: Greenfield) -> StoreResult<Option<Greenfield>> {
-        let mut r = self.by_greenfield(labourer, "#g < :now", None);
-        r.values.push((":now", n(start.get())));
-        r.names.retain(|(k, _)| *k != "#c");
-        r.limit = Some(1);
-        Ok(self
-            .read(r)
-            .await?
-            .0
-            .first()
-            .and_then(|i| get_i64(i, "greenfield"))
-            .map(Greenfield::new))
+        self.queue_end(labourer, start, false).await
     }
 
     async fn newest_queued(&self, labourer: &str, start: Greenfield) -> StoreResult<Option<Greenfield>> {
-        let mut r = self.by_greenfield(labourer, "#g < :now", None);
-        r.values.push((":now", n(start.get())));
-        r.names.retain(|(k, _)| *k != "#c");
-        r.limit = Some(1);
-        r.backwards = true;
-        Ok(self
-            .read(r)
-            .await?
-            .0
-            .first()
-            .and_then(|i| get_i64(i, "greenfield"))
-            .map(Greenfield::new))
+        self.queue_end(labourer, start, true).await
     }
 
     async fn get(&self, task_id: &str) -> StoreResult<Option<StoredTask>> {
