@@ -22,9 +22,10 @@ pub(crate) async fn task_create(g: &Global, labourer: &str, payload: Option<&str
     let base = payload.map(|p| parse_json_arg("--payload", p)).transpose()?;
     let payload = Value::Object(construct_payload(base, Map::new())).to_string();
     let now = app.clock.now();
-    let tasks: Vec<NewTask> = (0..count)
-        .map(|_| NewTask {
-            task_id: sosw_engine::tasks::new_task_id(now),
+    let tasks: Vec<NewTask> = sosw_engine::tasks::new_task_ids(now, count as usize)
+        .into_iter()
+        .map(|task_id| NewTask {
+            task_id,
             labourer_id: labourer.to_string(),
             payload: payload.clone(),
         })

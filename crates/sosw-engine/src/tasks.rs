@@ -48,12 +48,41 @@ impl TaskManager {
 /// whose first 48 bits are `now` in milliseconds and whose other 74 bits are random — so that tasks created together
 /// sit together in every index keyed by id (SQLite's tables and the audit trail's index are b-trees: random ids make
 /// every insert a random page write). Ids stay unique across processes and machines by their random bits, as
-/// uuid4's do; a time before 1970 counts as 1970.
+/// uuid4's do; a time before 1970 counts as 1970. Tasks made together take [`new_task_ids`].
 pub fn new_task_id(now: Time) -> String {
-    let random = uuid::Uuid::new_v4();
+    new_task_ids(now, 1).pop().unwrap_or_default()
+}
+
+/// `n` new task ids ([`new_task_id`]) that sort in the order they are given: the first takes 74 random bits below
+/// half their range, each next one adds a random step of 1 to 2³² (RFC 9562's monotonic random). Tasks created
+/// together are queued in that order and run in it, so each of their moves — claim, completion, archive, every
+/// audit row — writes next to the previous one's page instead of anywhere in the batch's range.
+pub fn new_task_ids(now: Time, n: usize) -> Vec<String> {
+    const RANDOM_BITS: u32 = 74;
+    let random = || u128::from_be_bytes(*uuid::Uuid::new_v4().as_bytes());
+    let mut millis = u64::try_from(now.millis()).unwrap_or(0);
+    let mut next = random() >> (128 - (RANDOM_BITS - 1));
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(v7_id(millis, next));
+        let step = 1 + (random() >> 96);
+        next = match next.checked_add(step).filter(|r| r >> RANDOM_BITS == 0) {
+            Some(r) => r,
+            // The millisecond's range is spent (after some 2⁴¹ ids): the next ids borrow the next millisecond.
+            None => {
+                millis = millis.saturating_add(1);
+                random() >> (128 - (RANDOM_BITS - 1))
+            }
+        };
+    }
+    ids
+}
+
+/// The UUIDv7 of `millis` and 74 bits `r` (12 in `rand_a`, 62 in `rand_b`), in hex: ids sort as `(millis, r)` do.
+fn v7_id(millis: u64, r: u128) -> String {
     let mut bytes = [0u8; 10];
-    bytes.copy_from_slice(&random.as_bytes()[6..]);
-    let millis = u64::try_from(now.millis()).unwrap_or(0);
+    bytes[..2].copy_from_slice(&(((r >> 62) as u16) & 0x0fff).to_be_bytes());
+    bytes[2..].copy_from_slice(&((r as u64) & ((1 << 62) - 1)).to_be_bytes());
     uuid::Builder::from_unix_timestamp_millis(millis, &bytes)
         .into_uuid()
         .simple()
@@ -220,6 +249,7 @@ pub async fn requeue_dead(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn task_ids_are_python_shaped_and_ordered_by_time() {
@@ -246,5 +276,23 @@ mod tests {
         assert_ne!(at(1_796_000_000_000), at(1_796_000_000_000));
         assert_eq!(&at(-5)[..12], "000000000000");
         assert_eq!(at(i64::MAX).len(), 32);
+    }
+
+    #[test]
+    fn ids_made_together_sort_in_the_order_they_are_made() {
+        let now = Time::from_millis(1_796_000_000_000);
+        let ids = new_task_ids(now, 10_000);
+        assert_eq!(ids.len(), 10_000);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order, and distinct");
+        assert!(ids.iter().all(|id| id[..12] == ids[0][..12]), "one millisecond");
+        for id in [&ids[0], &ids[9_999]] {
+            assert_eq!(id.len(), 32, "{id}");
+            assert_eq!(&id[12..13], "7", "a version-7 UUID: {id}");
+            assert!(matches!(&id[16..17], "8" | "9" | "a" | "b"), "RFC 9562's variant: {id}");
+        }
+        // Two batches of the same millisecond are distinct (by their random bits), and none is empty.
+        let again = new_task_ids(now, 10_000);
+        assert!(ids.iter().collect::<HashSet<_>>().is_disjoint(&again.iter().collect()));
+        assert!(new_task_ids(now, 0).is_empty());
     }
 }

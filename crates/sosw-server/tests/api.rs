@@ -281,6 +281,15 @@ async fn tasks_are_created_shown_and_listed_in_cursor_pages_stable_under_inserts
         .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     assert_eq!(v["created"].as_array().map(Vec::len), Some(5));
+    // The ids a request makes sort in its order (and so do its tasks' queue positions).
+    let ids: Vec<&str> = v["created"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["task_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 5);
+    assert!(ids.windows(2).all(|p| p[0] < p[1]), "{ids:?}");
     let batch = json!({"tasks": [
         {"labourer_id": "v", "task_id": "mine-1"},
         {"labourer_id": "v", "task_id": "mine-2", "payload": {"x": [1, 2]}}

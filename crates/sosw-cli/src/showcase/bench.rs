@@ -107,10 +107,12 @@ pub async fn run(args: BenchArgs, json_out: bool) -> Result<()> {
     while created < args.tasks {
         let batch = (args.tasks - created).min(10_000);
         let now = clock.now();
+        // The ids `sosw task create` and the API give (time-ordered, a batch's in its order).
+        let ids = sosw_engine::tasks::new_task_ids(now, batch as usize);
         let tasks: Vec<NewTask> = (created..created + batch)
-            .map(|i| NewTask {
-                // The ids `sosw task create` and the API give (time-ordered).
-                task_id: sosw_engine::tasks::new_task_id(now),
+            .zip(ids)
+            .map(|(i, task_id)| NewTask {
+                task_id,
                 labourer_id: format!("bench{}", i % args.labourers),
                 payload: format!(r#"{{"n": {i}}}"#),
             })

@@ -96,9 +96,11 @@ pub async fn run(args: DemoArgs, json_out: bool) -> Result<()> {
     let tm = wiring.task_manager(app.config.clone());
     for (labourer, what) in [("resize", "image"), ("reports", "report")] {
         let now = app.clock.now();
+        let ids = sosw_engine::tasks::new_task_ids(now, args.tasks as usize);
         let tasks: Vec<NewTask> = (1..=args.tasks)
-            .map(|n| NewTask {
-                task_id: sosw_engine::tasks::new_task_id(now),
+            .zip(ids)
+            .map(|(n, task_id)| NewTask {
+                task_id,
                 labourer_id: labourer.to_string(),
                 payload: json!({"n": n, what: format!("{what}-{n:05}")}).to_string(),
             })

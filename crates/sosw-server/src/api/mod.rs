@@ -16,7 +16,7 @@ use sosw_core::config::Scope;
 use sosw_core::payload::construct_payload;
 use sosw_core::ports::{Table, TaskQuery};
 use sosw_core::task::Whereabouts;
-use sosw_core::{Invocation, NewTask, TaskState, Time};
+use sosw_core::{Invocation, NewTask, TaskState};
 use sosw_engine::control::{change, ControlChange};
 use sosw_engine::status::{labourer_status, status};
 use sosw_engine::tasks::{list_page, listed_labourers, PageCursor};

@@ -97,14 +97,16 @@ pub(super) async fn create_tasks(State(s): Shared, headers: HeaderMap, body: Bod
                 )));
             }
             let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
+            // Ids made together, in the list's order ([`sosw_engine::tasks::new_task_ids`]).
+            let fresh = sosw_engine::tasks::new_task_ids(now, items.len());
+            for ((i, item), id) in items.iter().enumerate().zip(fresh) {
                 let Value::Object(t) = item else {
                     return Err(ApiError::bad_request(format!("`tasks[{i}]`: expected an object")));
                 };
                 known_keys(t, &["labourer_id", "payload", "task_id"])
                     .map_err(|e| prefix(&format!("`tasks[{i}]`"), e))?;
                 out.push(
-                    new_task(t, 1, now)
+                    new_task(t, vec![id])
                         .map_err(|e| prefix(&format!("`tasks[{i}]`"), e))?
                         .remove(0),
                 );
@@ -122,7 +124,7 @@ pub(super) async fn create_tasks(State(s): Shared, headers: HeaderMap, body: Bod
                     .ok_or_else(|| ApiError::bad_request(format!("`count`: expected 1 to {MAX_BATCH}, got {v}")))?
                     as usize,
             };
-            new_task(&body, count, now)?
+            new_task(&body, sosw_engine::tasks::new_task_ids(now, count))?
         }
     };
     let report = s.wiring.task_manager(s.config.clone()).create(&tasks, now).await?;
@@ -137,8 +139,10 @@ pub(super) async fn create_tasks(State(s): Shared, headers: HeaderMap, body: Bod
 /// The most bytes of payload one request may make (`count` copies of one payload): 64 MiB.
 pub(super) const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
 
-/// `count` tasks of one `{"labourer_id", "payload"?, "task_id"?}` (a `task_id` only with a count of 1).
-pub(super) fn new_task(t: &Map<String, Value>, count: usize, now: Time) -> Result<Vec<NewTask>, ApiError> {
+/// Tasks of one `{"labourer_id", "payload"?, "task_id"?}`, one per fresh id (a `task_id`, which replaces the fresh
+/// one, only with a count of 1).
+pub(super) fn new_task(t: &Map<String, Value>, fresh_ids: Vec<String>) -> Result<Vec<NewTask>, ApiError> {
+    let count = fresh_ids.len();
     let labourer = match t.get("labourer_id") {
         Some(Value::String(l)) if !l.is_empty() => l.clone(),
         _ => {
@@ -177,9 +181,14 @@ pub(super) fn new_task(t: &Map<String, Value>, count: usize, now: Time) -> Resul
             ))
         }
     };
-    Ok((0..count)
-        .map(|_| NewTask {
-            task_id: id.clone().unwrap_or_else(|| sosw_engine::tasks::new_task_id(now)),
+    let ids = match id {
+        Some(id) => vec![id],
+        None => fresh_ids,
+    };
+    Ok(ids
+        .into_iter()
+        .map(|task_id| NewTask {
+            task_id,
             labourer_id: labourer.clone(),
             payload: payload.clone(),
         })
