@@ -299,6 +299,13 @@ impl App {
         self.invokers_reporting_to(wiring, None, None).await
     }
 
+    /// [`App::invokers`] for a process that exits right after its pass (`orchestrate --no-wait`): local workers
+    /// are started detached ([`Supervisor::detached`]).
+    pub async fn detached_invokers(&self, wiring: &Wiring) -> Box<dyn InvokerFactory> {
+        let supervisor = Supervisor::detached(Arc::new(wiring.worker_assistant(self.config.clone())));
+        self.invokers_with(supervisor, None, None).await
+    }
+
     /// [`App::invokers`] whose workers are told to POST their reports to `report_url` (`sosw run --listen`), each
     /// with its invocation's report token from `signer`.
     pub async fn invokers_reporting_to(
@@ -308,6 +315,18 @@ impl App {
         signer: Option<Arc<dyn sosw_core::ports::ReportSigner>>,
     ) -> (Box<dyn InvokerFactory>, Arc<Supervisor>) {
         let supervisor = Supervisor::new(Arc::new(wiring.worker_assistant(self.config.clone())));
+        (
+            self.invokers_with(supervisor.clone(), report_url, signer).await,
+            supervisor,
+        )
+    }
+
+    async fn invokers_with(
+        &self,
+        supervisor: Arc<Supervisor>,
+        report_url: Option<String>,
+        signer: Option<Arc<dyn sosw_core::ports::ReportSigner>>,
+    ) -> Box<dyn InvokerFactory> {
         let mut env = vec![
             ("SOSW_CONFIG".to_string(), self.config_path.display().to_string()),
             ("SOSW_STORE".to_string(), self.store_url.clone()),
@@ -315,7 +334,7 @@ impl App {
         if let Ok(exe) = std::env::current_exe() {
             env.push(("SOSW_BIN".to_string(), exe.display().to_string()));
         }
-        let mut local = LocalInvokers::new(supervisor.clone(), env, Some(self.config_dir()));
+        let mut local = LocalInvokers::new(supervisor, env, Some(self.config_dir()));
         if let Some(url) = report_url {
             local = local.with_report_url(url);
         }
@@ -333,7 +352,7 @@ impl App {
         } else {
             local
         };
-        (local, supervisor)
+        local
     }
 
     /// The directory of the config (the config itself, for a Python-style config directory).

@@ -42,8 +42,9 @@ pub enum Command {
     Task(TaskCommand),
     /// One Orchestrator pass: invoke queued tasks within each labourer's limits.
     Orchestrate {
-        /// Do not wait for local worker processes to finish before exiting (their exits then go unreported; the
-        /// tasks expire and are retried).
+        /// Do not wait for local worker processes to finish before exiting. Each worker still gets its whole event
+        /// (from a file of its own) and outlives sosw; its output is discarded, its timeout is not enforced, and in
+        /// `exit_code` mode its exit goes unreported (the task expires and is retried).
         #[arg(long)]
         no_wait: bool,
     },

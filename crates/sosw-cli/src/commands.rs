@@ -179,12 +179,18 @@ fn throttled(requests: u64) {
 async fn orchestrate(g: &Global, no_wait: bool) -> Result<()> {
     let app = App::load(g, Essential::Orchestrator).await?;
     let wiring = app.wiring();
-    let (invokers, supervisor) = app.invokers(&wiring).await;
+    let (invokers, supervisor) = match no_wait {
+        false => {
+            let (invokers, supervisor) = app.invokers(&wiring).await;
+            (invokers, Some(supervisor))
+        }
+        true => (app.detached_invokers(&wiring).await, None),
+    };
     let orchestrator =
         Orchestrator::new(app.config.clone(), &wiring, invokers.as_ref()).map_err(|e| UsageError(e.to_string()))?;
     let report = orchestrator.run_once(app.clock.now()).await;
     print_orchestration(g.json, &report);
-    if !no_wait {
+    if let Some(supervisor) = supervisor {
         reap(&supervisor, longest_process_timeout(&app.config) + 5.0).await;
     }
     Ok(())

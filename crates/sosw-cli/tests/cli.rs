@@ -73,6 +73,54 @@ fn a_task_through_its_whole_life_with_a_process_worker() {
     assert!(s.json_lines(&["task", "list", "--state", "queued"]).is_empty());
 }
 
+/// Reads a FIFO to its end on a thread of its own: opening it waits for a writer, however slow (a writer that never
+/// comes fails the test after `within`, rather than hanging it).
+fn read_fifo(path: PathBuf, within: std::time::Duration) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(std::fs::read_to_string(&path)));
+    rx.recv_timeout(within)
+        .expect("the worker wrote to its FIFO")
+        .expect("readable")
+}
+
+#[test]
+fn orchestrate_no_wait_exits_at_once_and_its_workers_still_get_their_whole_event() {
+    // The worker writes to its stdout first (nobody reads it once sosw has exited: a pipe would kill it), then
+    // hands its event to the test through a FIFO, then reports itself.
+    let script = r#"data=$(cat); echo "$data"; echo "$data" >&2; printf '%s' "$data" > event.fifo;
+        "$SOSW_BIN" complete "$SOSW_TASK_ID"; echo reported > done.fifo"#;
+    let s = Sandbox::new(config(json!({"w": worker(script, json!({"report": "self"}))})));
+    for fifo in ["event.fifo", "done.fifo"] {
+        let made = Command::new("mkfifo")
+            .arg(s.path().join(fifo))
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+    }
+    // 256 KiB: more than a pipe holds, so a worker fed through a pipe would need sosw to stay.
+    let blob = "x".repeat(256 * 1024);
+    std::fs::write(s.path().join("big.json"), json!({"blob": blob}).to_string()).expect("write");
+    let id = s
+        .ok(&["task", "create", "w", "--payload", "@big.json"])
+        .trim()
+        .to_string();
+    let report = s.json(&["orchestrate", "--no-wait"]);
+    assert_eq!(report["labourers"]["w"]["invoked"], json!(1));
+    // `orchestrate` has exited: the worker is on its own.
+    let event: Value = serde_json::from_str(&read_fifo(
+        s.path().join("event.fifo"),
+        std::time::Duration::from_secs(60),
+    ))
+    .expect("the whole event");
+    assert_eq!(event["blob"].as_str().map(str::len), Some(blob.len()));
+    assert_eq!(event["task_id"], json!(id));
+    assert_eq!(
+        read_fifo(s.path().join("done.fifo"), std::time::Duration::from_secs(60)).trim(),
+        "reported"
+    );
+    assert_eq!(s.json(&["task", "show", &id])["state"], json!("completed"));
+}
+
 #[test]
 fn a_failing_worker_is_reported_and_its_task_stays_until_it_expires() {
     let s = Sandbox::new(config(json!({"w": worker("echo 'no disk' >&2; exit 4", json!({}))})));

@@ -5,6 +5,10 @@
 //! a worker that outlives its `timeout`, reaps it (no zombies), and in `exit_code` mode reports the outcome through
 //! the [`TaskReporter`]. If sosw itself dies, a worker simply finishes unobserved: its task expires and is retried,
 //! nothing is written half-way.
+//!
+//! A [`Supervisor::detached`] one (`sosw orchestrate --no-wait`) watches nothing: each worker reads its event from a
+//! file of its own and writes its output nowhere, so that sosw may exit at once without cutting a worker's input
+//! short or killing it with a broken pipe.
 
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
@@ -31,6 +35,7 @@ const STDERR_TAIL: usize = 4096;
 pub struct Supervisor {
     reporter: Arc<dyn TaskReporter>,
     running: Mutex<JoinSet<()>>,
+    detached: bool,
 }
 
 impl Supervisor {
@@ -38,6 +43,19 @@ impl Supervisor {
         Arc::new(Supervisor {
             reporter,
             running: Mutex::new(JoinSet::new()),
+            detached: false,
+        })
+    }
+
+    /// A supervisor for a process that will not outlive its workers' start: each worker gets its event on a
+    /// stdin of its own (an unlinked temporary file, complete before it starts) and its stdout and stderr go to
+    /// `/dev/null`. Nothing is watched: no timeout is enforced and no exit is reported (in `exit_code` mode the
+    /// task expires and is retried; a self-reporting worker reports as always).
+    pub fn detached(reporter: Arc<dyn TaskReporter>) -> Arc<Supervisor> {
+        Arc::new(Supervisor {
+            reporter,
+            running: Mutex::new(JoinSet::new()),
+            detached: true,
         })
     }
 
@@ -135,10 +153,19 @@ fn program_exists(program: &str, cwd: Option<&Path>) -> bool {
 impl Invoker for ProcessInvoker {
     async fn invoke(&self, task: &Task, event: &str) -> Result<InvokeOutcome, InvokeError> {
         let mut cmd = Command::new(&self.spec.command[0]);
+        let detached = self.supervisor.detached;
+        if detached {
+            let stdin = event_file(event.as_bytes().to_vec()).await.map_err(|e| {
+                InvokeError::new(
+                    classify::spawn(spawn_failure(&e)),
+                    format!("cannot write the event of `{}` to a temporary file: {e}", task.task_id),
+                )
+            })?;
+            cmd.stdin(stdin).stdout(Stdio::null()).stderr(Stdio::null());
+        } else {
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
         cmd.args(&self.spec.command[1..])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
             .env("SOSW_TASK_ID", &task.task_id)
@@ -165,6 +192,11 @@ impl Invoker for ProcessInvoker {
                 format!("cannot start `{}`: {e}", self.spec.command.join(" ")),
             )
         })?;
+        if detached {
+            // Left to run on its own (tokio reaps it if it exits while sosw still runs).
+            drop(child);
+            return Ok(InvokeOutcome::Accepted);
+        }
         let watch = Watch {
             task_id: task.task_id.clone(),
             invocation: task.invocation(),
@@ -176,6 +208,19 @@ impl Invoker for ProcessInvoker {
         self.supervisor.watch(watch.run(child));
         Ok(InvokeOutcome::Accepted)
     }
+}
+
+/// An unlinked temporary file holding `event`, read from its start: a detached worker's stdin.
+async fn event_file(event: Vec<u8>) -> std::io::Result<std::fs::File> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Seek, Write};
+        let mut file = tempfile::tempfile()?;
+        file.write_all(&event)?;
+        file.rewind()?;
+        Ok(file)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Why `spawn` failed, for [`classify::spawn`]: our own lack of resources never spends the task's attempt.

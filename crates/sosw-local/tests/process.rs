@@ -170,6 +170,48 @@ async fn invoke_does_not_wait_for_the_worker() {
     assert_eq!(reports.0.lock().expect("lock").len(), 2);
 }
 
+#[test]
+fn a_detached_worker_gets_its_whole_event_and_outlives_the_runtime_that_started_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let fifo = dir.path().join("out");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+    // 1 MiB: more than a pipe holds. The worker writes to stdout and stderr before it hands the event back: a
+    // broken pipe there would kill it.
+    let event = json!({"blob": "x".repeat(1 << 20)}).to_string();
+    let reports = Arc::new(Reports::default());
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let sup = Supervisor::detached(reports.clone());
+            let mut s = spec(r#"data=$(cat); echo "$data"; echo "$data" >&2; printf '%s' "$data" > "$OUT""#);
+            s.env.push(("OUT".into(), fifo.display().to_string()));
+            let inv = ProcessInvoker::new("w", s, vec![], sup.clone()).expect("invoker");
+            assert_eq!(
+                inv.invoke(&sample_task("a"), &event).await.expect("spawned"),
+                InvokeOutcome::Accepted
+            );
+            assert_eq!(sup.active(), 0, "a detached worker is not watched");
+        });
+    }
+    // The runtime, the supervisor and every handle on the worker are gone. Opening the FIFO waits for the worker.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(std::fs::read_to_string(&fifo)));
+    let got = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the worker handed its event back")
+        .expect("read");
+    assert_eq!(got.len(), event.len());
+    assert!(got == event, "the same bytes");
+    assert!(reports.0.lock().expect("lock").is_empty(), "no exit is reported");
+}
+
 #[tokio::test]
 async fn drain_gives_up_after_the_grace_period() {
     let reports = Arc::new(Reports::default());
