@@ -11,6 +11,12 @@ use sosw_core::payload::construct_payload;
 use sosw_core::ports::ListCursor;
 use sosw_core::{Essential, NewTask, StoredTask, Time};
 use std::io::Write;
+
+/// `task create --count N` writes at most this many tasks per transaction, and at most [`CREATE_CHUNK_BYTES`] of
+/// payload: memory stays flat in N, and the ids are printed as each chunk commits.
+const CREATE_CHUNK_TASKS: usize = 10_000;
+const CREATE_CHUNK_BYTES: usize = 64 << 20;
+
 pub(crate) async fn task_create(g: &Global, labourer: &str, payload: Option<&str>, count: u32) -> Result<()> {
     let app = App::load(g, Essential::Scheduler).await?;
     if app.config.labourer(labourer).is_none() {
@@ -22,30 +28,96 @@ pub(crate) async fn task_create(g: &Global, labourer: &str, payload: Option<&str
     let base = payload.map(|p| parse_json_arg("--payload", p)).transpose()?;
     let payload = Value::Object(construct_payload(base, Map::new())).to_string();
     let now = app.clock.now();
-    let tasks: Vec<NewTask> = sosw_engine::tasks::new_task_ids(now, count as usize)
-        .into_iter()
-        .map(|task_id| NewTask {
-            task_id,
-            labourer_id: labourer.to_string(),
-            payload: payload.clone(),
-        })
-        .collect();
     let wiring = app.wiring();
     let tm = wiring.task_manager(app.config.clone());
-    let report = tm.create(&tasks, now).await?;
-    if g.json {
-        let rows: Vec<Value> = report.created_rows();
-        print_json(&if count == 1 {
-            rows.into_iter().next().unwrap_or(Value::Null)
-        } else {
-            Value::Array(rows)
-        });
-    } else {
-        for t in report.created {
-            println!("{}", t.task_id);
+    let per_chunk = (CREATE_CHUNK_BYTES / payload.len().max(1)).clamp(1, CREATE_CHUNK_TASKS);
+    // One run of ids for all chunks: every task of the command sorts in creation order.
+    let mut ids = sosw_engine::tasks::NewTaskIds::at(now);
+    // `--json` with a count: one array, written as the chunks commit (closed even when a chunk fails, so that what
+    // was printed is the valid list of the tasks created). Output that cannot be written (`| head`) does not stop
+    // the creation.
+    let array = g.json && count > 1;
+    let mut out = Printer::default();
+    if array {
+        out.print("[");
+    }
+    let (mut created, mut left) = (0usize, count as usize);
+    while left > 0 {
+        let n = left.min(per_chunk);
+        let tasks: Vec<NewTask> = ids
+            .by_ref()
+            .take(n)
+            .map(|task_id| NewTask {
+                task_id,
+                labourer_id: labourer.to_string(),
+                payload: payload.clone(),
+            })
+            .collect();
+        let report = match tm.create(&tasks, now).await {
+            Ok(report) => report,
+            Err(e) => {
+                if array {
+                    out.print("\n]\n");
+                }
+                let e = anyhow::Error::from(e);
+                return Err(match created {
+                    0 => e,
+                    n => e.context(format!(
+                        "{n} of the {count} tasks were created before this failure; they stay"
+                    )),
+                });
+            }
+        };
+        for row in report.created_rows() {
+            let text = match g.json {
+                true => serde_json::to_string_pretty(&row)?,
+                false => row["task_id"].as_str().unwrap_or_default().to_string(),
+            };
+            let sep = match (array, created) {
+                (true, 0) => "\n",
+                (true, _) => ",\n",
+                (false, _) => "",
+            };
+            out.print(&format!("{sep}{text}{}", if array { "" } else { "\n" }));
+            created += 1;
+        }
+        out.flush();
+        left -= n;
+    }
+    if array {
+        out.print("\n]\n");
+    }
+    out.finish()
+}
+
+/// Standard output that keeps its first write error and writes nothing after it.
+#[derive(Debug, Default)]
+struct Printer {
+    failed: Option<std::io::Error>,
+}
+
+impl Printer {
+    fn print(&mut self, text: &str) {
+        if self.failed.is_none() {
+            self.failed = std::io::stdout().lock().write_all(text.as_bytes()).err();
         }
     }
-    Ok(())
+
+    fn flush(&mut self) {
+        if self.failed.is_none() {
+            self.failed = std::io::stdout().lock().flush().err();
+        }
+    }
+
+    /// The write error, if one happened and it was not a reader that had seen enough (`| head`).
+    fn finish(mut self) -> Result<()> {
+        self.flush();
+        match self.failed {
+            Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::Error::from(e)
+                .context("the tasks were created, but their ids could not all be written to standard output")),
+            _ => Ok(()),
+        }
+    }
 }
 
 pub(crate) async fn task_show(g: &Global, task_id: &str) -> Result<()> {

@@ -398,6 +398,40 @@ fn task_list_streams_pages_as_json_lines_and_a_table() {
 }
 
 #[test]
+fn task_create_with_a_count_writes_in_chunks_and_a_closed_stdout_does_not_stop_it() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let s = Sandbox::new(config(json!({"w": worker("true", json!({}))})));
+    // 25,000 tasks: three chunks, one JSON array, every id in creation order.
+    let created = s.json(&["task", "create", "w", "--count", "25000"]);
+    let ids: Vec<&str> = created
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|t| t["task_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 25_000);
+    assert!(ids.windows(2).all(|p| p[0] < p[1]), "in creation order");
+    assert_eq!(s.status()["w"]["queued"], json!(25_000));
+    // `| head -1`: the reader leaves after one id (the rest, 800 KB, does not fit in the pipe); every task is
+    // still created.
+    let mut child = s
+        .cmd(&["task", "create", "w", "--count", "25000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("one line");
+    assert_eq!(first.trim().len(), 32, "{first}");
+    let out = child.wait_with_output().expect("exits");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s.status()["w"]["queued"], json!(50_000));
+}
+
+#[test]
 fn a_foreign_sqlite_file_is_not_touched() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("theirs.db");

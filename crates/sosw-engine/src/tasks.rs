@@ -53,29 +53,58 @@ pub fn new_task_id(now: Time) -> String {
     new_task_ids(now, 1).pop().unwrap_or_default()
 }
 
-/// `n` new task ids ([`new_task_id`]) that sort in the order they are given: the first takes 74 random bits below
-/// half their range, each next one adds a random step of 1 to 2³² (RFC 9562's monotonic random). Tasks created
-/// together are queued in that order and run in it, so each of their moves — claim, completion, archive, every
-/// audit row — writes next to the previous one's page instead of anywhere in the batch's range.
+/// `n` new task ids ([`new_task_id`]) that sort in the order they are given ([`NewTaskIds`]).
 pub fn new_task_ids(now: Time, n: usize) -> Vec<String> {
+    NewTaskIds::at(now).take(n).collect()
+}
+
+/// New task ids ([`new_task_id`]), without end, that sort in the order they are given: the first takes 74 random
+/// bits below half their range, each next one adds a random step of 1 to 2³² (RFC 9562's monotonic random). Tasks
+/// created together are queued in that order and run in it, so each of their moves — claim, completion, archive,
+/// every audit row — writes next to the previous one's page instead of anywhere in the batch's range.
+#[derive(Debug, Clone)]
+pub struct NewTaskIds {
+    millis: u64,
+    next: u128,
+}
+
+impl NewTaskIds {
     const RANDOM_BITS: u32 = 74;
-    let random = || u128::from_be_bytes(*uuid::Uuid::new_v4().as_bytes());
-    let mut millis = u64::try_from(now.millis()).unwrap_or(0);
-    let mut next = random() >> (128 - (RANDOM_BITS - 1));
-    let mut ids = Vec::with_capacity(n);
-    for _ in 0..n {
-        ids.push(v7_id(millis, next));
-        let step = 1 + (random() >> 96);
-        next = match next.checked_add(step).filter(|r| r >> RANDOM_BITS == 0) {
+
+    /// Ids of the millisecond `now` (a time before 1970 counts as 1970).
+    pub fn at(now: Time) -> NewTaskIds {
+        NewTaskIds {
+            millis: u64::try_from(now.millis()).unwrap_or(0),
+            next: Self::start(),
+        }
+    }
+
+    fn random() -> u128 {
+        u128::from_be_bytes(*uuid::Uuid::new_v4().as_bytes())
+    }
+
+    /// Random, with half of the range left to step through.
+    fn start() -> u128 {
+        Self::random() >> (128 - (Self::RANDOM_BITS - 1))
+    }
+}
+
+impl Iterator for NewTaskIds {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let id = v7_id(self.millis, self.next);
+        let step = 1 + (Self::random() >> 96);
+        self.next = match self.next.checked_add(step).filter(|r| r >> Self::RANDOM_BITS == 0) {
             Some(r) => r,
             // The millisecond's range is spent (after some 2⁴¹ ids): the next ids borrow the next millisecond.
             None => {
-                millis = millis.saturating_add(1);
-                random() >> (128 - (RANDOM_BITS - 1))
+                self.millis = self.millis.saturating_add(1);
+                Self::start()
             }
         };
+        Some(id)
     }
-    ids
 }
 
 /// The UUIDv7 of `millis` and 74 bits `r` (12 in `rand_a`, 62 in `rand_b`), in hex: ids sort as `(millis, r)` do.
@@ -294,5 +323,14 @@ mod tests {
         let again = new_task_ids(now, 10_000);
         assert!(ids.iter().collect::<HashSet<_>>().is_disjoint(&again.iter().collect()));
         assert!(new_task_ids(now, 0).is_empty());
+        // A millisecond's range spent: the next id borrows the next millisecond, still in order.
+        let mut ids = NewTaskIds {
+            millis: 1_796_000_000_000,
+            next: (1 << 74) - 1,
+        };
+        let (last, borrowed) = (ids.next().expect("id"), ids.next().expect("id"));
+        assert_eq!(&last[..12], &format!("{:012x}", 1_796_000_000_000u64));
+        assert_eq!(&borrowed[..12], &format!("{:012x}", 1_796_000_000_001u64));
+        assert!(last < borrowed);
     }
 }
