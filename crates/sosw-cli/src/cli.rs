@@ -43,8 +43,8 @@ pub enum Command {
     /// One Orchestrator pass: invoke queued tasks within each labourer's limits.
     Orchestrate {
         /// Do not wait for local worker processes to finish before exiting. Each worker still gets its whole event
-        /// (from a file of its own) and outlives sosw; its output is discarded, its timeout is not enforced, and in
-        /// `exit_code` mode its exit goes unreported (the task expires and is retried).
+        /// (from a file of its own) and outlives sosw; its output is discarded and its timeout is not enforced.
+        /// Refused when a process labourer reports by its exit code (nobody would record it).
         #[arg(long)]
         no_wait: bool,
     },

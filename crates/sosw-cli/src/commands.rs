@@ -178,6 +178,16 @@ fn throttled(requests: u64) {
 
 async fn orchestrate(g: &Global, no_wait: bool) -> Result<()> {
     let app = App::load(g, Essential::Orchestrator).await?;
+    let by_exit = app.config.labourers_reporting_by_exit();
+    if no_wait && !by_exit.is_empty() {
+        return Err(UsageError(format!(
+            "`--no-wait` leaves nobody to record the exit of a worker that reports by it, so its task would expire \
+             and run again until it is dead: labourer(s) `{}` (set their `report` to \"self\", or run without \
+             `--no-wait`)",
+            by_exit.join("`, `")
+        ))
+        .into());
+    }
     let wiring = app.wiring();
     let (invokers, supervisor) = match no_wait {
         false => {

@@ -13,9 +13,10 @@ use sosw_core::{Essential, NewTask, StoredTask, Time};
 use std::io::Write;
 
 /// `task create --count N` writes at most this many tasks per transaction, and at most [`CREATE_CHUNK_BYTES`] of
-/// payload: memory stays flat in N, and the ids are printed as each chunk commits.
+/// payload (held a few times over while a chunk is written): memory stays flat in N, and the ids are printed as
+/// each chunk commits.
 const CREATE_CHUNK_TASKS: usize = 10_000;
-const CREATE_CHUNK_BYTES: usize = 64 << 20;
+const CREATE_CHUNK_BYTES: usize = 16 << 20;
 
 pub(crate) async fn task_create(g: &Global, labourer: &str, payload: Option<&str>, count: u32) -> Result<()> {
     let app = App::load(g, Essential::Scheduler).await?;

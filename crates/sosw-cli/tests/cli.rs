@@ -73,6 +73,29 @@ fn a_task_through_its_whole_life_with_a_process_worker() {
     assert!(s.json_lines(&["task", "list", "--state", "queued"]).is_empty());
 }
 
+/// FIFOs made for a test; dropped (the test passed or failed), each is opened for reading without waiting, so that
+/// a worker still waiting to write to one is let through (and ends) rather than left blocked for ever.
+struct Fifos(Vec<PathBuf>);
+
+impl Fifos {
+    fn make(paths: &[PathBuf]) -> Fifos {
+        for p in paths {
+            assert!(Command::new("mkfifo").arg(p).status().expect("mkfifo").success());
+        }
+        Fifos(paths.to_vec())
+    }
+}
+
+impl Drop for Fifos {
+    fn drop(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        const O_NONBLOCK: i32 = 0o4000; // Linux
+        for p in &self.0 {
+            let _ = std::fs::OpenOptions::new().read(true).custom_flags(O_NONBLOCK).open(p);
+        }
+    }
+}
+
 /// Reads a FIFO to its end on a thread of its own: opening it waits for a writer, however slow (a writer that never
 /// comes fails the test after `within`, rather than hanging it).
 fn read_fifo(path: PathBuf, within: std::time::Duration) -> String {
@@ -90,13 +113,7 @@ fn orchestrate_no_wait_exits_at_once_and_its_workers_still_get_their_whole_event
     let script = r#"data=$(cat); echo "$data"; echo "$data" >&2; printf '%s' "$data" > event.fifo;
         "$SOSW_BIN" complete "$SOSW_TASK_ID"; echo reported > done.fifo"#;
     let s = Sandbox::new(config(json!({"w": worker(script, json!({"report": "self"}))})));
-    for fifo in ["event.fifo", "done.fifo"] {
-        let made = Command::new("mkfifo")
-            .arg(s.path().join(fifo))
-            .status()
-            .expect("mkfifo");
-        assert!(made.success());
-    }
+    let _unblock = Fifos::make(&[s.path().join("event.fifo"), s.path().join("done.fifo")]);
     // 256 KiB: more than a pipe holds, so a worker fed through a pipe would need sosw to stay.
     let blob = "x".repeat(256 * 1024);
     std::fs::write(s.path().join("big.json"), json!({"blob": blob}).to_string()).expect("write");
@@ -119,6 +136,17 @@ fn orchestrate_no_wait_exits_at_once_and_its_workers_still_get_their_whole_event
         "reported"
     );
     assert_eq!(s.json(&["task", "show", &id])["state"], json!("completed"));
+
+    // A worker that reports by its exit code needs sosw to wait for it: refused, nothing invoked.
+    let s = Sandbox::new(config(json!({
+        "w": worker("true", json!({})),
+        "v": worker("true", json!({"report": "self"}))
+    })));
+    let id = s.ok(&["task", "create", "w"]).trim().to_string();
+    let (code, err) = s.fails(&["orchestrate", "--no-wait"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("labourer(s) `w`") && err.contains("--no-wait"), "{err}");
+    assert_eq!(s.json(&["task", "show", &id])["state"], json!("queued"));
 }
 
 #[test]
@@ -429,6 +457,19 @@ fn task_create_with_a_count_writes_in_chunks_and_a_closed_stdout_does_not_stop_i
     let out = child.wait_with_output().expect("exits");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(s.status()["w"]["queued"], json!(50_000));
+
+    // A chunk that fails (a queue that holds about 15,000 tasks: positions 120,000 apart must stay below now):
+    // the chunk before it stays, the JSON printed is the valid list of it, and the error says so.
+    let mut c = config(json!({"w": worker("true", json!({}))}));
+    c["task_config"]["greenfield_task_step"] = json!(120_000);
+    let s = Sandbox::new(c);
+    let out = s.run(&["--json", "task", "create", "w", "--count", "25000"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("10000 of the 25000 tasks were created"), "{err}");
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("a valid JSON array");
+    assert_eq!(printed.as_array().map(Vec::len), Some(10_000));
+    assert_eq!(s.status()["w"]["queued"], json!(10_000));
 }
 
 #[test]

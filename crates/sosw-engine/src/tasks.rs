@@ -45,12 +45,14 @@ impl TaskManager {
 }
 
 /// A new task's id: 32 lowercase hex characters like Python sosw's `uuid.uuid4().hex`, but time-ordered — a UUIDv7
-/// whose first 48 bits are `now` in milliseconds and whose other 74 bits are random — so that tasks created together
+/// whose first 48 bits are `now` in milliseconds and whose other 74 bits are random (73 of them, and a 0 that leaves
+/// room for [`NewTaskIds`] to step through) — so that tasks created together
 /// sit together in every index keyed by id (SQLite's tables and the audit trail's index are b-trees: random ids make
 /// every insert a random page write). Ids stay unique across processes and machines by their random bits, as
-/// uuid4's do; a time before 1970 counts as 1970. Tasks made together take [`new_task_ids`].
+/// uuid4's do; a time before 1970 counts as 1970, one past the year 10889 as that year. Tasks made together take
+/// [`new_task_ids`].
 pub fn new_task_id(now: Time) -> String {
-    new_task_ids(now, 1).pop().unwrap_or_default()
+    NewTaskIds::at(now).next().unwrap_or_default()
 }
 
 /// `n` new task ids ([`new_task_id`]) that sort in the order they are given ([`NewTaskIds`]).
@@ -58,11 +60,12 @@ pub fn new_task_ids(now: Time, n: usize) -> Vec<String> {
     NewTaskIds::at(now).take(n).collect()
 }
 
-/// New task ids ([`new_task_id`]), without end, that sort in the order they are given: the first takes 74 random
-/// bits below half their range, each next one adds a random step of 1 to 2³² (RFC 9562's monotonic random). Tasks
-/// created together are queued in that order and run in it, so each of their moves — claim, completion, archive,
-/// every audit row — writes next to the previous one's page instead of anywhere in the batch's range.
-#[derive(Debug, Clone)]
+/// New task ids ([`new_task_id`]), without end, that sort in the order they are given: the first is 73 random bits
+/// (half of the 74 bits' range is left to step through), each next one adds a random step of 1 to 2³² (RFC 9562's
+/// monotonic random). Tasks created together are queued in that order and run in it, so each of their moves — claim,
+/// completion, archive, every audit row — writes next to the previous one's page instead of anywhere in the batch's
+/// range. Not `Clone`: a copy would give the same ids again.
+#[derive(Debug)]
 pub struct NewTaskIds {
     millis: u64,
     next: u128,
@@ -70,22 +73,32 @@ pub struct NewTaskIds {
 
 impl NewTaskIds {
     const RANDOM_BITS: u32 = 74;
+    /// The last millisecond a UUIDv7 holds (48 bits: the year 10889).
+    const MAX_MILLIS: u64 = (1 << 48) - 1;
 
-    /// Ids of the millisecond `now` (a time before 1970 counts as 1970).
+    /// Ids of the millisecond `now` (a time before 1970 counts as 1970; past the last one a UUIDv7 holds, the ids
+    /// of that last millisecond, unique by their random bits but no longer in order).
     pub fn at(now: Time) -> NewTaskIds {
         NewTaskIds {
-            millis: u64::try_from(now.millis()).unwrap_or(0),
+            millis: u64::try_from(now.millis()).unwrap_or(0).min(Self::MAX_MILLIS),
             next: Self::start(),
         }
     }
 
-    fn random() -> u128 {
-        u128::from_be_bytes(*uuid::Uuid::new_v4().as_bytes())
+    /// 74 random bits: the 122 random bits of a UUIDv4 less its version (bits 76–79) and variant (62–63).
+    fn random74() -> u128 {
+        let u = uuid::Uuid::new_v4().as_u128();
+        (u & ((1 << 62) - 1)) | (((u >> 64) & 0xfff) << 62)
     }
 
-    /// Random, with half of the range left to step through.
+    /// 73 random bits: half of the range is left to step through.
     fn start() -> u128 {
-        Self::random() >> (128 - (Self::RANDOM_BITS - 1))
+        Self::random74() >> 1
+    }
+
+    /// 1 to 2³².
+    fn step() -> u128 {
+        1 + (Self::random74() & 0xffff_ffff)
     }
 }
 
@@ -94,12 +107,15 @@ impl Iterator for NewTaskIds {
 
     fn next(&mut self) -> Option<String> {
         let id = v7_id(self.millis, self.next);
-        let step = 1 + (Self::random() >> 96);
-        self.next = match self.next.checked_add(step).filter(|r| r >> Self::RANDOM_BITS == 0) {
+        self.next = match self
+            .next
+            .checked_add(Self::step())
+            .filter(|r| r >> Self::RANDOM_BITS == 0)
+        {
             Some(r) => r,
             // The millisecond's range is spent (after some 2⁴¹ ids): the next ids borrow the next millisecond.
             None => {
-                self.millis = self.millis.saturating_add(1);
+                self.millis = (self.millis + 1).min(Self::MAX_MILLIS);
                 Self::start()
             }
         };
@@ -332,5 +348,33 @@ mod tests {
         assert_eq!(&last[..12], &format!("{:012x}", 1_796_000_000_000u64));
         assert_eq!(&borrowed[..12], &format!("{:012x}", 1_796_000_000_001u64));
         assert!(last < borrowed);
+        // Past the last millisecond a UUIDv7 holds: that millisecond, ids still distinct.
+        let mut late = NewTaskIds::at(Time::from_millis(i64::MAX));
+        let (a, b) = (late.next().expect("id"), late.next().expect("id"));
+        assert_eq!(&a[..12], "ffffffffffff");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn the_74_bits_pack_around_version_and_variant_in_order() {
+        let m = 0x0123_4567_89ab;
+        let cases: [(u128, &str); 4] = [
+            (0, "0123456789ab70008000000000000000"),
+            ((1 << 62) - 1, "0123456789ab7000bfffffffffffffff"),
+            (1 << 62, "0123456789ab70018000000000000000"),
+            ((1 << 74) - 1, "0123456789ab7fffbfffffffffffffff"),
+        ];
+        for (r, hex) in cases {
+            assert_eq!(v7_id(m, r), hex, "r = {r:#x}");
+        }
+        assert!(cases.windows(2).all(|w| w[0].1 < w[1].1));
+        // Every random bit of a start and a step is used: over many draws, each of the 74 is seen set and clear.
+        let (mut or, mut and) = (0u128, (1u128 << 74) - 1);
+        for _ in 0..512 {
+            let r = NewTaskIds::random74();
+            assert_eq!(r >> 74, 0);
+            (or, and) = (or | r, and & r);
+        }
+        assert_eq!((or, and), ((1 << 74) - 1, 0), "all 74 bits random");
     }
 }

@@ -155,12 +155,9 @@ impl Invoker for ProcessInvoker {
         let mut cmd = Command::new(&self.spec.command[0]);
         let detached = self.supervisor.detached;
         if detached {
-            let stdin = event_file(event.as_bytes().to_vec()).await.map_err(|e| {
-                InvokeError::new(
-                    classify::spawn(spawn_failure(&e)),
-                    format!("cannot write the event of `{}` to a temporary file: {e}", task.task_id),
-                )
-            })?;
+            let stdin = event_file(event.as_bytes().to_vec())
+                .await
+                .map_err(|e| event_file_failure(&task.task_id, &e))?;
             cmd.stdin(stdin).stdout(Stdio::null()).stderr(Stdio::null());
         } else {
             cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -221,6 +218,18 @@ async fn event_file(event: Vec<u8>) -> std::io::Result<std::fs::File> {
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+/// A detached worker's event could not be written: sosw's own trouble (its temporary directory, its disk), never
+/// the labourer's, so the task goes back unspent.
+fn event_file_failure(task_id: &str, e: &std::io::Error) -> InvokeError {
+    InvokeError::new(
+        classify::spawn(SpawnFailure::Resources),
+        format!(
+            "cannot write the event of `{task_id}` to a temporary file in `{}`: {e}",
+            std::env::temp_dir().display()
+        ),
+    )
 }
 
 /// Why `spawn` failed, for [`classify::spawn`]: our own lack of resources never spends the task's attempt.

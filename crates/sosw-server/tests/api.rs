@@ -352,6 +352,27 @@ async fn tasks_are_created_shown_and_listed_in_cursor_pages_stable_under_inserts
 }
 
 #[tokio::test]
+async fn the_ids_a_list_of_tasks_is_given_sort_in_its_order() {
+    let w = World::new(false).await;
+    let list = json!({"tasks": [
+        {"labourer_id": "w"}, {"labourer_id": "w"}, {"labourer_id": "w", "task_id": "given"},
+        {"labourer_id": "w"}, {"labourer_id": "w"}, {"labourer_id": "w"}
+    ]});
+    let (status, v) = w.call("POST", "/api/tasks", None, Some(list.to_string())).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let ids: Vec<&str> = v["created"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["task_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 6);
+    assert_eq!(ids[2], "given");
+    let made: Vec<&str> = ids.iter().copied().filter(|id| *id != "given").collect();
+    assert!(made.windows(2).all(|p| p[0] < p[1]), "{made:?}");
+}
+
+#[tokio::test]
 async fn bad_input_is_refused_with_the_value_named_and_nothing_written() {
     let w = World::new(true).await;
     let cases: Vec<(&str, &str, Option<String>, StatusCode, &str)> = vec![

@@ -225,6 +225,16 @@ impl Config {
         }
     }
 
+    /// The labourers whose workers are local processes reporting by their exit (`report: "exit_code"`): only a
+    /// process that outlives them can record their outcome (`sosw orchestrate --no-wait` refuses them).
+    pub fn labourers_reporting_by_exit(&self) -> Vec<&str> {
+        self.labourers
+            .iter()
+            .filter(|l| matches!(&l.invoker, InvokerSpec::Process(p) if p.report == ReportMode::ExitCode))
+            .map(|l| l.id.as_str())
+            .collect()
+    }
+
     /// The markers of labourer `id` at `now`; a labourer the store knows but the config does not is read with
     /// the default `duration` and `cooldown`.
     pub fn markers_for(&self, id: &str, now: Time) -> Markers {

@@ -643,6 +643,20 @@ fn the_aws_services_a_config_uses() {
 }
 
 #[test]
+fn the_labourers_reporting_by_exit() {
+    let config = load(json!({"task_config": {"labourers": {
+        "a": {"command": "true"},
+        "b": {"command": "true", "report": "self"},
+        "c": {"command": "true", "report": "exit_code"},
+        "h": {"url": "http://127.0.0.1:1/x"},
+        "l": {"arn": "arn:aws:lambda:us-east-1:1:function:f"}
+    }}}));
+    let mut got = config.labourers_reporting_by_exit();
+    got.sort_unstable();
+    assert_eq!(got, ["a", "c"]);
+}
+
+#[test]
 fn loopback_hosts_and_urls() {
     for (host, local) in [
         ("127.0.0.1:8787", true),
