@@ -35,7 +35,7 @@ pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
-        tracing::info!("shutting down: finishing the current pass");
+        tracing::info!("stopping: finishing what is under way");
     }
 }
 

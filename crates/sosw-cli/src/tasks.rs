@@ -43,7 +43,19 @@ pub(crate) async fn task_create(g: &Global, labourer: &str, payload: Option<&str
         out.print("[");
     }
     let (mut created, mut left) = (0usize, count as usize);
+    // More than one chunk: Ctrl-C (or SIGTERM) stops between chunks, so that what was printed is what was created.
+    let mut stop = (left > per_chunk).then(|| Box::pin(crate::daemon::shutdown_signal()));
     while left > 0 {
+        if let Some(signal) = stop.as_mut() {
+            if futures::FutureExt::now_or_never(signal.as_mut()).is_some() {
+                if array {
+                    out.print("\n]\n");
+                }
+                return Err(anyhow::anyhow!(
+                    "interrupted: {created} of the {count} tasks were created (they stay); the rest were not"
+                ));
+            }
+        }
         let n = left.min(per_chunk);
         let tasks: Vec<NewTask> = ids
             .by_ref()

@@ -458,6 +458,29 @@ fn task_create_with_a_count_writes_in_chunks_and_a_closed_stdout_does_not_stop_i
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(s.status()["w"]["queued"], json!(50_000));
 
+    // Ctrl-C between chunks: the creation stops after the chunk being written; every id printed is a task created.
+    let s = Sandbox::new(config(json!({"w": worker("true", json!({}))})));
+    let mut child = s
+        .cmd(&["task", "create", "w", "--count", "10000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    assert!(lines.next().is_some(), "the first chunk is printed");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let printed = 1 + lines.map_while(Result::ok).count();
+    let out = child.wait_with_output().expect("exits");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("interrupted: {printed} of the 10000000 tasks were created")),
+        "{err}"
+    );
+    assert!(printed < 10_000_000 && printed % 10_000 == 0, "{printed}");
+    assert_eq!(s.status()["w"]["queued"], json!(printed));
+
     // A chunk that fails (a queue that holds about 15,000 tasks: positions 120,000 apart must stay below now):
     // the chunk before it stays, the JSON printed is the valid list of it, and the error says so.
     let mut c = config(json!({"w": worker("true", json!({}))}));
