@@ -145,6 +145,16 @@ fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
+/// The ids of the tasks a POST /api/tasks answer says it created, in its order.
+fn created_ids(v: &Value) -> Vec<&str> {
+    v["created"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["task_id"].as_str())
+        .collect()
+}
+
 #[tokio::test]
 async fn health_and_readiness_need_no_token() {
     let w = World::new(true).await;
@@ -282,12 +292,7 @@ async fn tasks_are_created_shown_and_listed_in_cursor_pages_stable_under_inserts
     assert_eq!(status, StatusCode::CREATED, "{v}");
     assert_eq!(v["created"].as_array().map(Vec::len), Some(5));
     // The ids a request makes sort in its order (and so do its tasks' queue positions).
-    let ids: Vec<&str> = v["created"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t["task_id"].as_str())
-        .collect();
+    let ids = created_ids(&v);
     assert_eq!(ids.len(), 5);
     assert!(ids.windows(2).all(|p| p[0] < p[1]), "{ids:?}");
     let batch = json!({"tasks": [
@@ -360,12 +365,7 @@ async fn the_ids_a_list_of_tasks_is_given_sort_in_its_order() {
     ]});
     let (status, v) = w.call("POST", "/api/tasks", None, Some(list.to_string())).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
-    let ids: Vec<&str> = v["created"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t["task_id"].as_str())
-        .collect();
+    let ids = created_ids(&v);
     assert_eq!(ids.len(), 6);
     assert_eq!(ids[2], "given");
     let made: Vec<&str> = ids.iter().copied().filter(|id| *id != "given").collect();
