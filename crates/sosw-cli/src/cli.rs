@@ -225,8 +225,8 @@ pub struct Report {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Tasks to queue for each of the two labourers.
-    #[arg(long, default_value_t = 1500)]
+    /// Tasks to queue for each of the two labourers (at most 100,000: the demo's workers are real processes).
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub tasks: u32,
     /// Keep the demo's directory here instead of a temporary one.
     #[arg(long)]

@@ -58,7 +58,7 @@ async fn init(g: &Global) -> Result<()> {
     if g.json {
         print_json(&json!({"store": store.url, "ready": store.describe}));
     } else {
-        println!("store ready: {}", store.describe);
+        outln!("store ready: {}", store.describe);
     }
     Ok(())
 }
@@ -172,7 +172,7 @@ fn print_scavenge(json: bool, r: &sosw_engine::ScavengerReport) {
 /// Throttling that the store's retries hid, said when there was any.
 fn throttled(requests: u64) {
     if requests > 0 {
-        println!("{requests} store request(s) were throttled during the pass (and retried)");
+        outln!("{requests} store request(s) were throttled during the pass (and retried)");
     }
 }
 
@@ -199,10 +199,11 @@ async fn orchestrate(g: &Global, no_wait: bool) -> Result<()> {
     let orchestrator =
         Orchestrator::new(app.config.clone(), &wiring, invokers.as_ref()).map_err(|e| UsageError(e.to_string()))?;
     let report = orchestrator.run_once(app.clock.now()).await;
-    print_orchestration(g.json, &report);
+    // The workers' exits are recorded before anything is printed (printing can fail; recording must not wait on it).
     if let Some(supervisor) = supervisor {
         reap(&supervisor, longest_process_timeout(&app.config) + 5.0).await;
     }
+    print_orchestration(g.json, &report);
     Ok(())
 }
 
@@ -245,7 +246,7 @@ async fn report(g: &Global, r: Report, completed: bool) -> Result<()> {
         let stored = app.store.get(&r.task_id).await?;
         print_json(&stored.map(|s| Value::Object(s.to_row())).unwrap_or(Value::Null));
     } else {
-        println!(
+        outln!(
             "{} marked as {}",
             r.task_id,
             if completed { "completed" } else { "failed" }
@@ -264,7 +265,7 @@ async fn heartbeat(g: &Global, task_id: &str) -> Result<()> {
     if g.json {
         print_json(&json!({"task_id": task_id, "running_until": sosw_core::time::iso8601(until)}));
     } else {
-        println!("{task_id}: running until {}", sosw_core::time::iso8601(until));
+        outln!("{task_id}: running until {}", sosw_core::time::iso8601(until));
     }
     Ok(())
 }
@@ -315,7 +316,7 @@ async fn labourer(g: &Global, c: LabourerCommand) -> Result<()> {
     let limit = control
         .limit
         .map_or("the configured limit".to_string(), |n| format!("a limit of {n}"));
-    println!("{id}: {paused}; {limit}. Every orchestrator applies it at its next pass.");
+    outln!("{id}: {paused}; {limit}. Every orchestrator applies it at its next pass.");
     Ok(())
 }
 
@@ -333,9 +334,12 @@ async fn labourer_show(g: &Global, app: &App, id: &str) -> Result<()> {
     }
     if let Some(s) = &status {
         let c = &s.counts;
-        println!(
+        outln!(
             "{id}: {} queued, {} running, {} expired, {} waiting for a retry",
-            c.queued, c.running, c.expired, c.retry_waiting
+            c.queued,
+            c.running,
+            c.expired,
+            c.retry_waiting
         );
         if let Some(l) = &s.limit {
             let max = l
@@ -343,15 +347,16 @@ async fn labourer_show(g: &Global, app: &App, id: &str) -> Result<()> {
                 .map_or(format!("{}", l.max_simultaneous_invocations), |n| {
                     format!("{n} (an operator's; configured {})", l.max_simultaneous_invocations)
                 });
-            println!(
+            outln!(
                 "  limit: max {max}, eco status {} → desired {}",
-                l.eco_status, l.desired
+                l.eco_status,
+                l.desired
             );
             if let Some(a) = l.adaptive {
-                println!("  adaptive limit: {a}");
+                outln!("  adaptive limit: {a}");
             }
             if let Some(r) = l.rate_per_second {
-                println!("  rate limit: {r} invocations/s");
+                outln!("  rate limit: {r} invocations/s");
             }
         }
         for h in &s.held_back {
@@ -359,11 +364,11 @@ async fn labourer_show(g: &Global, app: &App, id: &str) -> Result<()> {
                 .until
                 .map(|u| format!(" until {}", sosw_core::time::iso8601(u)))
                 .unwrap_or_default();
-            println!("  held back ({}){until}: {}", h.code.as_str(), h.reason);
+            outln!("  held back ({}){until}: {}", h.code.as_str(), h.reason);
         }
     }
     for e in &trail {
-        println!(
+        outln!(
             "  {}  {}  {}  {}",
             sosw_core::time::iso8601(e.at),
             e.action.as_str(),
@@ -479,14 +484,14 @@ async fn status(g: &Global) -> Result<()> {
     );
     for (id, hold) in &holds {
         match hold.until {
-            Some(until) => println!(
+            Some(until) => outln!(
                 "{id}: held back ({}) until {} (in {} s): {}",
                 hold.code.as_str(),
                 sosw_core::time::iso8601(until),
                 (until.secs() - now.secs()).max(0),
                 hold.reason
             ),
-            None => println!("{id}: held back ({}): {}", hold.code.as_str(), hold.reason),
+            None => outln!("{id}: held back ({}): {}", hold.code.as_str(), hold.reason),
         }
     }
     Ok(())
@@ -503,8 +508,8 @@ fn token_new(g: &Global, scope: &str, name: &str) {
     if g.json {
         print_json(&json!({"token": token, "config_entry": entry}));
     } else {
-        println!("{token}");
+        outln!("{token}");
         eprintln!("Give the token above to `{name}` (it is shown once). Add this to `server.tokens` in the config:");
-        println!("{entry}");
+        outln!("{entry}");
     }
 }

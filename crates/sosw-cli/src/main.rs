@@ -2,13 +2,15 @@
 //! into the engine, runs one library call per command, and renders the result. Exit codes: 0 ok, 2 usage or config
 //! error, 1 runtime error.
 
+// First: its `outln!` is used by the others.
+#[macro_use]
+mod output;
 mod app;
 mod args;
 mod cli;
 mod commands;
 mod daemon;
 mod maintenance;
-mod output;
 mod schedule;
 mod showcase;
 mod tasks;
@@ -69,7 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    match runtime.block_on(commands::run(cli)).and_then(|()| output::written()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sosw: error: {e:#}");

@@ -56,7 +56,7 @@ pub async fn backup(g: &Global, dest: &Path, force: bool) -> Result<()> {
             "meta": report.meta,
         }));
     } else {
-        println!(
+        outln!(
             "backed up `{}` to `{}`: {} bytes; {} live, {} retry, {} closed tasks; {} meta events",
             path.display(),
             report.path.display(),
@@ -89,7 +89,7 @@ pub async fn check(g: &Global, quick: bool) -> Result<()> {
         }));
     } else {
         let r = report.rows;
-        println!(
+        outln!(
             "checked `{}` ({} and the store's invariants): {} live, {} retry, {} closed tasks; {} meta events",
             path.display(),
             report.integrity.as_deref().unwrap_or("no integrity check"),
@@ -99,13 +99,13 @@ pub async fn check(g: &Global, quick: bool) -> Result<()> {
             r.meta
         );
         for p in &report.problems {
-            println!("problem: {p}");
+            outln!("problem: {p}");
         }
         if report.omitted > 0 {
-            println!("... and {} more problems", report.omitted);
+            outln!("... and {} more problems", report.omitted);
         }
         if report.clean() {
-            println!("no problems found");
+            outln!("no problems found");
         }
     }
     if found > 0 {

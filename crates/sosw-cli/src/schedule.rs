@@ -90,9 +90,13 @@ pub async fn schedule(g: &Global, source: &str, dry_run: bool) -> Result<()> {
     if g.json {
         print_json(&serde_json::to_value(&report)?);
     } else {
-        println!(
+        outln!(
             "job {}: {} tasks for `{}` ({} created, {} already there)",
-            report.job_id, report.total, report.labourer_id, report.created, report.existing
+            report.job_id,
+            report.total,
+            report.labourer_id,
+            report.created,
+            report.existing
         );
     }
     Ok(())

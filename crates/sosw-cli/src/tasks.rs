@@ -38,9 +38,8 @@ pub(crate) async fn task_create(g: &Global, labourer: &str, payload: Option<&str
     // was printed is the valid list of the tasks created). Output that cannot be written (`| head`) does not stop
     // the creation.
     let array = g.json && count > 1;
-    let mut out = Printer::default();
     if array {
-        out.print("[");
+        crate::output::out("[");
     }
     let (mut created, mut left) = (0usize, count as usize);
     // More than one chunk: Ctrl-C (or SIGTERM) stops between chunks, so that what was printed is what was created.
@@ -49,7 +48,7 @@ pub(crate) async fn task_create(g: &Global, labourer: &str, payload: Option<&str
         if let Some(signal) = stop.as_mut() {
             if futures::FutureExt::now_or_never(signal.as_mut()).is_some() {
                 if array {
-                    out.print("\n]\n");
+                    crate::output::out("\n]\n");
                 }
                 return Err(anyhow::anyhow!(
                     "interrupted: {created} of the {count} tasks were created (they stay); the rest were not"
@@ -70,7 +69,7 @@ pub(crate) async fn task_create(g: &Global, labourer: &str, payload: Option<&str
             Ok(report) => report,
             Err(e) => {
                 if array {
-                    out.print("\n]\n");
+                    crate::output::out("\n]\n");
                 }
                 let e = anyhow::Error::from(e);
                 return Err(match created {
@@ -91,46 +90,15 @@ pub(crate) async fn task_create(g: &Global, labourer: &str, payload: Option<&str
                 (true, _) => ",\n",
                 (false, _) => "",
             };
-            out.print(&format!("{sep}{text}{}", if array { "" } else { "\n" }));
+            crate::output::out(&format!("{sep}{text}{}", if array { "" } else { "\n" }));
             created += 1;
         }
-        out.flush();
         left -= n;
     }
     if array {
-        out.print("\n]\n");
+        crate::output::out("\n]\n");
     }
-    out.finish()
-}
-
-/// Standard output that keeps its first write error and writes nothing after it.
-#[derive(Debug, Default)]
-struct Printer {
-    failed: Option<std::io::Error>,
-}
-
-impl Printer {
-    fn print(&mut self, text: &str) {
-        if self.failed.is_none() {
-            self.failed = std::io::stdout().lock().write_all(text.as_bytes()).err();
-        }
-    }
-
-    fn flush(&mut self) {
-        if self.failed.is_none() {
-            self.failed = std::io::stdout().lock().flush().err();
-        }
-    }
-
-    /// The write error, if one happened and it was not a reader that had seen enough (`| head`).
-    fn finish(mut self) -> Result<()> {
-        self.flush();
-        match self.failed {
-            Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::Error::from(e)
-                .context("the tasks were created, but their ids could not all be written to standard output")),
-            _ => Ok(()),
-        }
-    }
+    Ok(())
 }
 
 pub(crate) async fn task_show(g: &Global, task_id: &str) -> Result<()> {
@@ -145,7 +113,7 @@ pub(crate) async fn task_show(g: &Global, task_id: &str) -> Result<()> {
         print_json(&json!({"state": state, "task": Value::Object(t.to_row()), "events": events}));
         return Ok(());
     }
-    println!("state: {state}");
+    outln!("state: {state}");
     for (k, v) in t.to_row() {
         // Times for people: ISO 8601 (the stored epoch seconds are in `--json`).
         let time = matches!(
@@ -156,15 +124,15 @@ pub(crate) async fn task_show(g: &Global, task_id: &str) -> Result<()> {
         .flatten()
         .map(|secs| sosw_core::time::iso8601(Time::from_millis((secs * 1000.0) as i64)));
         match time {
-            Some(iso) => println!("{k}: {iso}"),
-            None => println!("{k}: {}", v.as_str().map_or_else(|| v.to_string(), str::to_string)),
+            Some(iso) => outln!("{k}: {iso}"),
+            None => outln!("{k}: {}", v.as_str().map_or_else(|| v.to_string(), str::to_string)),
         }
     }
     if !events.is_empty() {
-        println!("events:");
+        outln!("events:");
         for e in events {
             let details = e.details.map(|d| format!(" {d}")).unwrap_or_default();
-            println!(
+            outln!(
                 "  {}  {:<20}  {}{details}",
                 sosw_core::time::iso8601(e.at),
                 e.action.as_str(),
@@ -184,10 +152,10 @@ pub(crate) async fn task_requeue(g: &Global, task_id: &str, by: &str) -> Result<
         row.insert("state".into(), app.config.state_of(&t, now).as_str().into());
         print_json(&Value::Object(row));
     } else {
-        println!(
+        outln!(
             "task `{task_id}` is queued again at the head of `{}`'s queue (attempt {} next)",
             t.task.labourer_id,
-            t.task.attempts + 1
+            t.task.attempts.saturating_add(1)
         );
     }
     Ok(())

@@ -150,6 +150,19 @@ fn orchestrate_no_wait_exits_at_once_and_its_workers_still_get_their_whole_event
 }
 
 #[test]
+fn output_that_cannot_be_written_is_an_error_after_the_work_is_recorded() {
+    let s = Sandbox::new(config(json!({"w": worker("cat >/dev/null", json!({}))})));
+    let id = s.ok(&["task", "create", "w"]).trim().to_string();
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let out = s.cmd(&["orchestrate"]).stdout(full).output().expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot write to standard output"), "{err}");
+    // The worker's exit was recorded all the same.
+    assert_eq!(s.json(&["task", "show", &id])["state"], json!("completed"));
+}
+
+#[test]
 fn a_failing_worker_is_reported_and_its_task_stays_until_it_expires() {
     let s = Sandbox::new(config(json!({"w": worker("echo 'no disk' >&2; exit 4", json!({}))})));
     let id = s.ok(&["task", "create", "w"]).trim().to_string();
@@ -291,6 +304,9 @@ fn small_usage_refusals_exit_2_and_name_the_value() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("'0'") && err.contains("--count"), "{err}");
     assert_eq!(s.status()["w"]["queued"], json!(0));
+    let (code, err) = s.fails(&["demo", "--tasks", "4294967295"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("4294967295") && err.contains("--tasks"), "{err}");
 
     std::fs::write(s.path().join("latin1.json"), b"{\"store\": \"caf\xe9.db\"}").expect("write");
     let (code, err) = s.fails(&["--config", "latin1.json", "status"]);

@@ -296,7 +296,7 @@ impl Reporter {
             }
             Reporter::Cli { bin } => {
                 let mut cmd = tokio::process::Command::new(bin);
-                cmd.arg(outcome.cli_command()).arg(task_id);
+                cmd.arg(outcome.cli_command());
                 if !report.stats.is_empty() {
                     cmd.arg("--stats").arg(Value::Object(report.stats.clone()).to_string());
                 }
@@ -304,6 +304,8 @@ impl Reporter {
                     cmd.arg("--result")
                         .arg(Value::Object(report.result.clone()).to_string());
                 }
+                // After `--`, an id that looks like an option (`-h`, `--help`) is still the task's id.
+                cmd.arg("--").arg(task_id);
                 let out = cmd
                     .stdin(std::process::Stdio::null())
                     .output()

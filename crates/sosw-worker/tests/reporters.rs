@@ -13,7 +13,7 @@ async fn the_cli_reporter_runs_sosw_complete_fail_and_heartbeat() {
     std::fs::write(
         &bin,
         format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\n[ \"$2\" = refused ] && {{ echo 'task `refused` not found' >&2; exit 1; }}\nexit 0\n",
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nfor id; do :; done\n[ \"$id\" = refused ] && {{ echo 'task `refused` not found' >&2; exit 1; }}\nexit 0\n",
             log.display()
         ),
     )
@@ -26,6 +26,8 @@ async fn the_cli_reporter_runs_sosw_complete_fail_and_heartbeat() {
         .expect("completed");
     reporter.failed("t2", &Report::new()).await.expect("failed");
     reporter.heartbeat("t3").await.expect("heartbeat");
+    // An id that looks like an option stays the task's id.
+    reporter.completed("--help", &Report::new()).await.expect("completed");
     let err = reporter
         .completed("refused", &Report::new())
         .await
@@ -34,7 +36,8 @@ async fn the_cli_reporter_runs_sosw_complete_fail_and_heartbeat() {
     assert!(err.to_string().contains("task `refused` not found"), "{err}");
     assert_eq!(
         std::fs::read_to_string(&log).expect("log"),
-        "complete t1 --stats {\"rows\":3} --result {\"url\":\"s3://b/k\"}\nfail t2\nheartbeat t3\ncomplete refused\n"
+        "complete --stats {\"rows\":3} --result {\"url\":\"s3://b/k\"} -- t1\nfail -- t2\nheartbeat -- t3\n\
+         complete -- --help\ncomplete -- refused\n"
     );
 }
 #[tokio::test]

@@ -183,7 +183,7 @@ pub async fn run(args: BenchArgs, json_out: bool) -> Result<()> {
     if json_out {
         print_json(&report);
     } else {
-        println!(
+        outln!(
             "{} tasks, {} labourers, {} orchestrator(s), meta {}: full lifecycle in {:.2} s = {:.0} tasks/s",
             args.tasks,
             args.labourers,
@@ -192,7 +192,7 @@ pub async fn run(args: BenchArgs, json_out: bool) -> Result<()> {
             total.as_secs_f64(),
             rate(total)
         );
-        println!(
+        outln!(
             "  create {:.0}/s, orchestrate+complete {:.0}/s, scavenge (archive) {:.0}/s, {} passes, database {:.1} MiB",
             rate(create_time),
             rate(orchestrate_time),
@@ -201,7 +201,7 @@ pub async fn run(args: BenchArgs, json_out: bool) -> Result<()> {
             db_bytes as f64 / (1024.0 * 1024.0)
         );
         if let Some(s) = &scrapes {
-            println!("  {}", s.summary());
+            outln!("  {}", s.summary());
         }
     }
     Ok(())
@@ -372,14 +372,14 @@ async fn schedule(args: BenchArgs, json_out: bool) -> Result<()> {
     if json_out {
         print_json(&out);
     } else {
-        println!(
+        outln!(
             "scheduled one job of {} tasks ({days} days x {stores} stores), meta {}: {:.2} s = {:.0} tasks/s",
             report.total,
             if args.no_meta { "off" } else { "on" },
             total.as_secs_f64(),
             rate(total)
         );
-        println!(
+        outln!(
             "  validating pass {:.2} s, writes {:.0} tasks/s, database {:.1} MiB",
             planned.as_secs_f64(),
             rate(total - planned),

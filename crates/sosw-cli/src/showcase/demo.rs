@@ -108,7 +108,7 @@ pub async fn run(args: DemoArgs, json_out: bool) -> Result<()> {
         tm.create(&tasks, now).await?;
     }
     if !json_out {
-        println!(
+        outln!(
             "sosw demo in {}: {} tasks for each of `resize` (flaky and corrupt inputs) and `reports` (throttled by db_cpu)",
             dir.display(),
             args.tasks
@@ -153,7 +153,7 @@ pub async fn run(args: DemoArgs, json_out: bool) -> Result<()> {
                     ));
                 }
                 if !json_out && (elapsed * 4.0).round() as u64 % 4 == 0 {
-                    println!("{line}");
+                    outln!("{line}");
                 }
                 if done {
                     let _ = stop.send(());
@@ -250,12 +250,15 @@ pub async fn run(args: DemoArgs, json_out: bool) -> Result<()> {
     if json_out {
         print_json(&summary);
     } else {
-        println!();
-        println!("finished in {elapsed:.1} s: {} tasks through sosw", 2 * args.tasks);
+        outln!();
+        outln!("finished in {elapsed:.1} s: {} tasks through sosw", 2 * args.tasks);
         for (id, v) in summary["labourers"].as_object().into_iter().flatten() {
-            println!(
+            outln!(
                 "  {id}: {} completed, {} dead, {} invocations, {} retried after expiring",
-                v["completed"], v["dead"], v["invocations"], v["retried"]
+                v["completed"],
+                v["dead"],
+                v["invocations"],
+                v["retried"]
             );
             let changes: Vec<String> = v["desired_changes"]
                 .as_array()
@@ -263,11 +266,11 @@ pub async fn run(args: DemoArgs, json_out: bool) -> Result<()> {
                 .flatten()
                 .map(|c| format!("{}s: eco {} → {}", c["at"], c["eco_status"], c["desired"]))
                 .collect();
-            println!("    invocation limit: {}", changes.join(", "));
+            outln!("    invocation limit: {}", changes.join(", "));
         }
-        println!("  dead-task notifications: {notified} (in notifications.log)");
+        outln!("  dead-task notifications: {notified} (in notifications.log)");
         if args.dir.is_some() {
-            println!("  inspect: sosw --config {} status", dir.join("sosw.json").display());
+            outln!("  inspect: sosw --config {} status", dir.join("sosw.json").display());
         }
     }
     Ok(())

@@ -242,11 +242,21 @@ fn scheduler_keys_are_validated_up_front() {
     assert_eq!(c.utc_offset_secs, 5 * 3600 + 1800);
     assert_eq!(load(json!({"time_zone": "UTC"})).utc_offset_secs, 0);
     assert_eq!(load(json!({"time_zone": "-08:00"})).utc_offset_secs, -8 * 3600);
-    let errs = errors(json!({"time_zone": "Europe/Paris"}));
-    assert!(
-        errs[0].contains("`time_zone`") && errs[0].contains("Europe/Paris"),
-        "{errs:?}"
-    );
+    for bad in [
+        "Europe/Paris",
+        "+-1:-5",
+        "+1:30",
+        "+05:+3",
+        "+15:00",
+        "+05:60",
+        "+٠٥:٣٠",
+    ] {
+        let errs = errors(json!({"time_zone": bad}));
+        assert!(
+            errs[0].contains("`time_zone`") && errs[0].contains(bad),
+            "{bad}: {errs:?}"
+        );
+    }
     let errs = errors(json!({"job_schema_variants": {"daily": {"chunkable_attrs": ["stores"]}}}));
     assert!(
         errs[0].contains("job_schema_variants.daily") && errs[0].contains("`stores`"),
