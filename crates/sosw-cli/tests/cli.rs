@@ -153,7 +153,10 @@ fn orchestrate_no_wait_exits_at_once_and_its_workers_still_get_their_whole_event
 fn output_that_cannot_be_written_is_an_error_after_the_work_is_recorded() {
     let s = Sandbox::new(config(json!({"w": worker("cat >/dev/null", json!({}))})));
     let id = s.ok(&["task", "create", "w"]).trim().to_string();
-    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
     let out = s.cmd(&["orchestrate"]).stdout(full).output().expect("runs");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

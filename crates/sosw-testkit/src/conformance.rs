@@ -1036,6 +1036,18 @@ pub async fn job_progress_round_trip(h: &Harness) {
     assert_eq!(s.list_jobs(1).await.expect("list").len(), 1);
 }
 
+/// An id no task or job can have (empty, or longer than any store keeps) names nothing: it is not an error.
+pub async fn ids_no_task_can_have_name_nothing(h: &Harness) {
+    let s = h.store.as_ref();
+    create(s, "w", &["t1"]).await;
+    let long = "x".repeat(3000);
+    for id in ["", long.as_str()] {
+        assert!(s.get(id).await.expect("get").is_none(), "{} bytes", id.len());
+        assert_eq!(s.get_job(id).await.expect("get"), None, "{} bytes", id.len());
+    }
+    assert!(s.get("t1").await.expect("get").is_some());
+}
+
 pub async fn create_skips_existing_ids_in_large_ordered_batches(h: &Harness) {
     let s = h.store.as_ref();
     // A Scheduler-like batch: 200 ascending ids; some already live, some in retry, some closed, one duplicated.

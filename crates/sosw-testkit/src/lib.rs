@@ -99,6 +99,7 @@ macro_rules! store_conformance {
             meta_events_in_order,
             foreign_meta_actions_are_read_verbatim,
             job_progress_round_trip,
+            ids_no_task_can_have_name_nothing,
             heartbeat_extends_only_running_tasks,
             reports_on_a_superseded_invocation_are_refused,
             revive_moves_only_dead_tasks,

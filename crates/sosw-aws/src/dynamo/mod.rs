@@ -172,6 +172,11 @@ impl DynamoStore {
     }
 }
 
+/// Whether `id` can be a DynamoDB key at all (1 to 2,048 bytes): one that cannot names nothing stored.
+pub(crate) fn storable_key(id: &str) -> bool {
+    (1..=2048).contains(&id.len())
+}
+
 /// Whether a conditional request was refused because its condition did not hold (a lost race, a refusal): the
 /// one test every conditional write of the store makes.
 pub(crate) fn failed_condition<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
@@ -189,11 +194,18 @@ where
             "a sosw table is missing ({}); create them with `sosw init`",
             e.message().unwrap_or("no message")
         )),
+        // DynamoDB checks a request before it writes anything: a number out of its range, an item over 400 KB,
+        // a key over its size, nesting over 32 levels. What it says is the clearest name of the bad value.
+        Some("ValidationException") => StoreError::Invalid(format!(
+            "DynamoDB refused the request, nothing was written: {}",
+            e.message().unwrap_or("no message")
+        )),
         _ => match &e {
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
                 StoreError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string())
             }
-            _ => StoreError::Backend(Box::new(e)),
+            // The SDK's own message is only "service error": the context carries the code and DynamoDB's words.
+            _ => StoreError::Backend(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string().into()),
         },
     }
 }

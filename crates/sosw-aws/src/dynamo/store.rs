@@ -223,6 +223,9 @@ impl TaskStore for DynamoStore {
     }
 
     async fn get(&self, task_id: &str) -> StoreResult<Option<StoredTask>> {
+        if !storable_key(task_id) {
+            return Ok(None);
+        }
         if let Some(item) = self.get_live(task_id).await? {
             return Ok(Some(StoredTask {
                 task: task_from_item(&item)?,
@@ -473,6 +476,9 @@ impl TaskStore for DynamoStore {
     }
 
     async fn get_job(&self, job_id: &str) -> StoreResult<Option<JobProgress>> {
+        if !storable_key(job_id) {
+            return Ok(None);
+        }
         let out = self
             .client
             .get_item()
