@@ -111,6 +111,24 @@ fn our_resources(e: &reqwest::Error) -> bool {
     false
 }
 
+/// The most of a worker's answer that is read: a sync worker's result past it is cut (`result_body_truncated`, the
+/// start kept as `result_body`), and a worker that streams without end cannot fill sosw's memory.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// The body of `resp`, up to `limit` bytes, and whether there was more.
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> reqwest::Result<(Vec<u8>, bool)> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
 fn report_from_body(body: &[u8]) -> WorkerReport {
     if body.iter().all(u8::is_ascii_whitespace) {
         return WorkerReport::default();
@@ -146,18 +164,26 @@ impl Invoker for HttpInvoker {
         let resp = req.send().await.map_err(|e| classify(&e, &self.spec.url))?;
         let status = resp.status();
         let after = retry_after(resp.headers());
-        let body = resp.bytes().await.map_err(|e| classify(&e, &self.spec.url))?;
+        let (body, truncated) = read_capped(resp, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| classify(&e, &self.spec.url))?;
         let snippet = || String::from_utf8_lossy(&body).chars().take(200).collect::<String>();
         let Some(kind) = http_status(status.as_u16()) else {
             return Ok(match self.spec.mode {
                 HttpMode::Async => InvokeOutcome::Accepted,
-                HttpMode::Sync => InvokeOutcome::Finished(
-                    ReportKind::Completed,
-                    WorkerReport {
-                        of: Some(task.invocation()),
-                        ..report_from_body(&body)
-                    },
-                ),
+                HttpMode::Sync => {
+                    let mut report = report_from_body(&body);
+                    if truncated {
+                        report.result.insert("body_truncated".into(), true.into());
+                    }
+                    InvokeOutcome::Finished(
+                        ReportKind::Completed,
+                        WorkerReport {
+                            of: Some(task.invocation()),
+                            ..report
+                        },
+                    )
+                }
             });
         };
         Err(InvokeError {

@@ -20,6 +20,9 @@ use std::time::Duration;
 
 type Seen = Arc<Mutex<Vec<(HeaderMap, Value)>>>;
 
+/// What `/endless` sends, for ever.
+static CHUNK: [u8; 65536] = [b'x'; 65536];
+
 async fn server() -> (String, Seen) {
     let seen: Seen = Arc::default();
     let app = Router::new()
@@ -31,6 +34,11 @@ async fn server() -> (String, Seen) {
         .route("/sync-report", post(|| async { Json(json!({"stats": {"t": 1}, "result": "{\"r\": 2}"})) }))
         .route("/throttle", post(|| async { (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "7")], "slow down") }))
         .route("/unavailable", post(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+        .route("/endless", post(|| async {
+            axum::body::Body::from_stream(futures::stream::repeat_with(|| {
+                Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(&CHUNK))
+            }))
+        }))
         .route("/bad", post(|| async { (StatusCode::BAD_REQUEST, "missing field `x`") }))
         .route("/boom", post(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
         .route("/slow", post(|| async {
@@ -86,6 +94,14 @@ async fn responses_map_to_outcomes() {
                 (Value::Object(r.stats), Value::Object(r.result)),
                 (json!({"t": 1}), json!({"r": 2}))
             );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A worker that answers without end: the first MiB is read, the start of it kept, the rest cut.
+    match call("/endless", HttpMode::Sync).await {
+        Ok(InvokeOutcome::Finished(ReportKind::Completed, r)) => {
+            assert_eq!(r.result["body_truncated"], json!(true));
+            assert_eq!(r.result["body"].as_str().map(str::len), Some(4096));
         }
         other => panic!("{other:?}"),
     }
