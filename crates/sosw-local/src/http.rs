@@ -116,7 +116,7 @@ fn our_resources(e: &reqwest::Error) -> bool {
 const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// The body of `resp`, up to `limit` bytes, and whether there was more.
-async fn read_capped(mut resp: reqwest::Response, limit: usize) -> reqwest::Result<(Vec<u8>, bool)> {
+pub(crate) async fn read_capped(mut resp: reqwest::Response, limit: usize) -> reqwest::Result<(Vec<u8>, bool)> {
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         let room = limit - body.len();

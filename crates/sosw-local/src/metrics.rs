@@ -44,7 +44,14 @@ impl LocalMetrics {
             .await
             .map_err(|e| MetricError(format!("GET {url}: {e}")))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| MetricError(format!("GET {url}: {e}")))?;
+        let (body, cut) = crate::http::read_capped(resp, MAX_METRIC_ANSWER_BYTES)
+            .await
+            .map_err(|e| MetricError(format!("GET {url}: {e}")))?;
+        if cut {
+            return Err(MetricError(format!(
+                "GET {url}: the answer is larger than {MAX_METRIC_ANSWER_BYTES} bytes; ask for one value"
+            )));
+        }
         if !status.is_success() {
             let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
             return Err(MetricError(format!("GET {url}: {status}: {text}")));
@@ -52,6 +59,9 @@ impl LocalMetrics {
         serde_json::from_slice(&body).map_err(|e| MetricError(format!("GET {url}: the body is not JSON: {e}")))
     }
 }
+
+/// The most of a metric source's answer that is read.
+const MAX_METRIC_ANSWER_BYTES: usize = 16 << 20;
 
 /// A number, or a string holding one (Prometheus sends values as strings).
 fn as_number(v: &Value) -> Option<f64> {
