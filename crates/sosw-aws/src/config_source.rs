@@ -15,8 +15,12 @@ pub enum ConfigSourceError {
         source_name: String,
         reason: String,
     },
-    #[error("config `{name}` in {source_name} is not a JSON object")]
-    NotAnObject { name: String, source_name: String },
+    #[error("config `{name}` in {source_name} is not a JSON object: {reason}")]
+    NotAnObject {
+        name: String,
+        source_name: String,
+        reason: String,
+    },
     #[error("neither `sosw_essential_config` nor `{function}_config` exists in {source_name}")]
     Missing { function: String, source_name: String },
 }
@@ -89,6 +93,7 @@ impl ConfigSource {
                         return Err(ConfigSourceError::NotAnObject {
                             name: name.into(),
                             source_name: self.name(),
+                            reason: "`config_value` is not a string".into(),
                         })
                     }
                 }
@@ -104,13 +109,16 @@ impl ConfigSource {
                 }
             }
         };
-        match serde_json::from_str::<Value>(&text) {
-            Ok(v @ Value::Object(_)) => Ok(Some(v)),
-            _ => Err(ConfigSourceError::NotAnObject {
-                name: name.into(),
-                source_name: self.name(),
-            }),
-        }
+        let reason = match serde_json::from_str::<Value>(&text) {
+            Ok(v @ Value::Object(_)) => return Ok(Some(v)),
+            Ok(other) => format!("it is {}", sosw_core::payload::json_kind(&other)),
+            Err(e) => format!("it does not parse as JSON ({e})"),
+        };
+        Err(ConfigSourceError::NotAnObject {
+            name: name.into(),
+            source_name: self.name(),
+            reason,
+        })
     }
 
     /// The layers of `essential`'s config, for `Config::from_layers`: `sosw_essential_config`, then

@@ -273,19 +273,11 @@ pub fn row_problems(row: &RowFacts<'_>, now: i64, delta: i64) -> Vec<(Check, Str
 pub fn json_object_problem(column: &str, text: &str) -> Option<String> {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(_)) => None,
-        Ok(other) => Some(format!("`{column}` is JSON but not an object: {}", kind(&other))),
+        Ok(other) => Some(format!(
+            "`{column}` is JSON but not an object: {}",
+            crate::payload::json_kind(&other)
+        )),
         Err(e) => Some(format!("`{column}` is not valid JSON: {e}")),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

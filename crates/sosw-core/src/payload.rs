@@ -51,7 +51,7 @@ pub fn worker_event(task: &Task) -> Result<Map<String, Value>, PayloadError> {
         Ok(other) => {
             return Err(PayloadError::NotAnObject {
                 task_id: task.task_id.clone(),
-                reason: format!("found {}", kind(&other)),
+                reason: format!("found {}", json_kind(&other)),
             })
         }
         Err(e) => {
@@ -72,7 +72,8 @@ pub fn worker_event(task: &Task) -> Result<Map<String, Value>, PayloadError> {
     Ok(event)
 }
 
-fn kind(v: &Value) -> &'static str {
+/// What a JSON value is, for an error message ("a string", "an array", ...).
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -103,7 +104,7 @@ pub fn report_part(field: &'static str, v: Option<&Value>) -> Result<Map<String,
             Ok(Value::Object(m)) => Ok(m),
             _ => Err(bad(&truncate(s))),
         },
-        Some(other) => Err(bad(kind(other))),
+        Some(other) => Err(bad(json_kind(other))),
     }
 }
 
