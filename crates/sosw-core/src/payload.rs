@@ -72,6 +72,15 @@ pub fn worker_event(task: &Task) -> Result<Map<String, Value>, PayloadError> {
     Ok(event)
 }
 
+/// A JSON value as an error message shows it: its first 80 characters (a 64 MiB body is not sent back).
+pub fn shown(v: &Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s,
+    }
+}
+
 /// What a JSON value is, for an error message ("a string", "an array", ...).
 pub fn json_kind(v: &Value) -> &'static str {
     match v {

@@ -622,6 +622,20 @@ async fn bad_input_is_refused_with_the_value_named_and_nothing_written() {
         assert!(message.contains(want), "{method} {uri}: {message}");
         assert!(!code(&v).is_empty(), "{v}");
     }
+    // A large wrong value is named by its start, not sent back whole (3 KB here; `server.max_body` up to 64 MiB).
+    let huge = serde_json::to_string(&vec![7; 1500]).expect("json");
+    for body in [
+        huge.clone(),
+        json!({"labourer_id": "w", "payload": vec![7; 1500]}).to_string(),
+    ] {
+        let (status, v) = w.call("POST", "/api/tasks", Some(ADMIN), Some(body)).await;
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
+        assert!(
+            message.contains("[7,7,7") && message.contains('…') && message.len() < 300,
+            "{message}"
+        );
+    }
     assert_eq!(w.task_count().await, 0, "nothing was created");
     assert!(
         w.store.labourer_controls().await.expect("controls").is_empty(),

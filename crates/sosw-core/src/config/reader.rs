@@ -18,12 +18,7 @@ pub(crate) fn join(path: &str, key: &str) -> String {
 }
 
 pub(crate) fn show(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 80 {
-        format!("{}…", s.chars().take(80).collect::<String>())
-    } else {
-        s
-    }
+    crate::payload::shown(v)
 }
 
 impl Reader {

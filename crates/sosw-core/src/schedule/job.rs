@@ -15,12 +15,7 @@ pub struct Job {
 }
 
 fn describe(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(60).collect::<String>())
-    } else {
-        s
-    }
+    crate::payload::shown(v)
 }
 
 fn object(v: &Value) -> Result<Map<String, Value>, JobError> {

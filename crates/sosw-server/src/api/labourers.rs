@@ -31,7 +31,8 @@ pub(super) async fn pause(State(s): Shared, headers: HeaderMap, Path(id): Path<S
         }
         Some(other) => {
             return Err(ApiError::bad_request(format!(
-                "`until`: expected a time such as \"2h\" or \"2026-12-01T09:30:00Z\", got {other}"
+                "`until`: expected a time such as \"2h\" or \"2026-12-01T09:30:00Z\", got {}",
+                sosw_core::payload::shown(other)
             )))
         }
     };
@@ -41,7 +42,8 @@ pub(super) async fn pause(State(s): Shared, headers: HeaderMap, Path(id): Path<S
         Some(Value::String(_)) => return Err(ApiError::bad_request("`reason`: at most 500 characters")),
         Some(other) => {
             return Err(ApiError::bad_request(format!(
-                "`reason`: expected a string, got {other}"
+                "`reason`: expected a string, got {}",
+                sosw_core::payload::shown(other)
             )))
         }
     };
@@ -84,8 +86,9 @@ pub(super) async fn set_limit(State(s): Shared, headers: HeaderMap, Path(id): Pa
             Some(n) => ControlChange::Limit(n),
             None => {
                 return Err(ApiError::bad_request(format!(
-                    "`limit`: expected a whole number from 0 to {}, or null to clear it, got {v}",
-                    u32::MAX
+                    "`limit`: expected a whole number from 0 to {}, or null to clear it, got {}",
+                    u32::MAX,
+                    sosw_core::payload::shown(v)
                 )))
             }
         },

@@ -211,7 +211,10 @@ fn object_or_empty(v: Value) -> Result<Map<String, Value>, ApiError> {
     match v {
         Value::Null => Ok(Map::new()),
         Value::Object(m) => Ok(m),
-        other => Err(ApiError::bad_request(format!("expected a JSON object, got {other}"))),
+        other => Err(ApiError::bad_request(format!(
+            "expected a JSON object, got {}",
+            sosw_core::payload::shown(&other)
+        ))),
     }
 }
 

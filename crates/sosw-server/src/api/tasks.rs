@@ -121,8 +121,12 @@ pub(super) async fn create_tasks(State(s): Shared, headers: HeaderMap, body: Bod
                 Some(v) => v
                     .as_u64()
                     .filter(|n| (1..=MAX_BATCH as u64).contains(n))
-                    .ok_or_else(|| ApiError::bad_request(format!("`count`: expected 1 to {MAX_BATCH}, got {v}")))?
-                    as usize,
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "`count`: expected 1 to {MAX_BATCH}, got {}",
+                            sosw_core::payload::shown(v)
+                        ))
+                    })? as usize,
             };
             new_task(&body, sosw_engine::tasks::new_task_ids(now, count))?
         }
@@ -156,7 +160,8 @@ pub(super) fn new_task(t: &Map<String, Value>, fresh_ids: Vec<String>) -> Result
         Some(p @ Value::Object(_)) => Some(p.clone()),
         Some(other) => {
             return Err(ApiError::bad_request(format!(
-                "`payload`: expected a JSON object, got {other}"
+                "`payload`: expected a JSON object, got {}",
+                sosw_core::payload::shown(other)
             )))
         }
     };

@@ -6,12 +6,7 @@ use super::Tally;
 use serde_json::{Map, Value};
 
 pub(super) fn describe(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(60).collect::<String>())
-    } else {
-        s
-    }
+    crate::payload::shown(v)
 }
 
 pub(super) fn is_flag(key: &str) -> bool {
