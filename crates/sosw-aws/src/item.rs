@@ -161,10 +161,100 @@ pub fn item_of(t: &Task) -> Item {
     item
 }
 
+/// DynamoDB's limit on one item, in its own reckoning of size.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+/// The size DynamoDB counts for `item` (attribute names plus values: strings and binaries by their bytes, numbers
+/// at most 21 bytes, one byte per boolean or null, three per list or map and one per element), so that a write
+/// DynamoDB would refuse for size is refused before anything is sent, naming the task.
+pub fn item_size(item: &Item) -> usize {
+    item.iter().map(|(k, v)| k.len() + value_size(v)).sum()
+}
+
+fn value_size(v: &AttributeValue) -> usize {
+    match v {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => number_size(n),
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
+        AttributeValue::Ns(v) => v.iter().map(|n| number_size(n)).sum(),
+        AttributeValue::Bs(v) => v.iter().map(|b| b.as_ref().len()).sum(),
+        AttributeValue::M(m) => 3 + m.iter().map(|(k, v)| k.len() + 1 + value_size(v)).sum::<usize>(),
+        AttributeValue::L(l) => 3 + l.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+/// A number: about one byte per two significant digits, plus one (at most 21).
+fn number_size(n: &str) -> usize {
+    let digits = n.bytes().filter(u8::is_ascii_digit).count();
+    (digits.div_ceil(2) + 1).min(21)
+}
+
+/// Consecutive groups of items, each at most `max_items` long and at most `max_bytes` in total size (an item
+/// larger than `max_bytes` alone is a group of its own): the transactions a batch of writes is split into.
+pub fn groups(sizes: &[usize], max_items: usize, max_bytes: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, &size) in sizes.iter().enumerate() {
+        if i > start && (i - start == max_items || bytes.saturating_add(size) > max_bytes) {
+            out.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(size);
+    }
+    if start < sizes.len() {
+        out.push(start..sizes.len());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn item_sizes_count_as_dynamodb_does() {
+        let item: Item = [
+            ("task_id".to_string(), s("abc")),
+            ("greenfield".to_string(), n(1_796_000_000_i64)),
+            ("payload".to_string(), s("é".repeat(10))),
+            (
+                "stat_m".to_string(),
+                AttributeValue::M([("k".to_string(), AttributeValue::Bool(true))].into()),
+            ),
+            (
+                "result_l".to_string(),
+                AttributeValue::L(vec![n(1), AttributeValue::Null(true)]),
+            ),
+        ]
+        .into();
+        // 7+3, 10+(5+1), 7+20 bytes of UTF-8, 6+(3+1+1+1), 8+(3+(1+2)+(1+1))
+        assert_eq!(item_size(&item), 10 + 16 + 27 + 12 + 16);
+        assert_eq!(number_size("-12345678901234567890.12345678901234567890"), 21);
+        assert_eq!(number_size("1.5"), 2);
+    }
+
+    #[test]
+    fn groups_are_bounded_by_count_and_bytes() {
+        // (sizes, max items, max bytes, the groups)
+        let table: &[(&[usize], usize, usize, &[std::ops::Range<usize>])] = &[
+            (&[], 100, 1000, &[]),
+            (&[10; 5], 2, 1000, &[0..2, 2..4, 4..5]),
+            (&[400, 400, 400], 100, 1000, &[0..2, 2..3]),
+            (&[1000, 1, 1], 100, 1000, &[0..1, 1..3]),
+            (&[5000, 1, 6000], 100, 1000, &[0..1, 1..2, 2..3]),
+            (&[usize::MAX, usize::MAX], 100, 1000, &[0..1, 1..2]),
+        ];
+        for (sizes, items, bytes, want) in table {
+            assert_eq!(
+                groups(sizes, *items, *bytes),
+                want.to_vec(),
+                "{sizes:?} {items} {bytes}"
+            );
+        }
+    }
 
     #[test]
     fn a_task_round_trips_with_sosw_attribute_names() {

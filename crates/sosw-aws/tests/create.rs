@@ -73,3 +73,34 @@ async fn a_second_writer_never_overwrites_a_task_or_requeues_an_invoked_one() {
     let other = store.get("t0007").await.expect("get").expect("task").task;
     assert_eq!(other.greenfield, written[7].greenfield, "queued tasks keep their place");
 }
+
+#[tokio::test]
+#[ignore = "needs moto_server (SOSW_TEST_DYNAMODB); `.ci/run` starts it and runs ignored tests"]
+async fn a_task_dynamodb_cannot_store_is_refused_by_name_and_large_batches_are_split_by_size() {
+    let Some(endpoint) = sosw_testkit::service("SOSW_TEST_DYNAMODB") else {
+        return;
+    };
+    let tables = Tables::prefixed(&format!("cs{}_", std::process::id()));
+    let store = DynamoStore::connect(Some(&endpoint), tables).await;
+    store.init().await.expect("tables");
+    let now = Time::from_secs(NOW);
+    let task = |i: usize, bytes: usize| NewTask {
+        task_id: format!("s{i:04}"),
+        labourer_id: "w".into(),
+        payload: format!(r#"{{"blob": "{}"}}"#, "x".repeat(bytes)),
+    };
+    // One task of 500 KB among small ones: the batch is refused, naming it, and nothing is created.
+    let batch = vec![task(0, 10), task(1, 500 * 1024), task(2, 10)];
+    let err = store.create_tasks(&batch, 1000, now).await.expect_err("refused");
+    assert!(
+        matches!(err, sosw_core::ports::StoreError::Invalid(_)) && err.to_string().contains("`s0001`"),
+        "{err}"
+    );
+    for i in 0..3 {
+        assert!(store.get(&format!("s{i:04}")).await.expect("get").is_none());
+    }
+    // 100 tasks of 60 KB (6 MB, over a transaction's 4 MB): written in transactions small enough, all created.
+    let batch: Vec<NewTask> = (10..110).map(|i| task(i, 60 * 1024)).collect();
+    let report = store.create_tasks(&batch, 1000, now).await.expect("created");
+    assert_eq!(report.created.len(), 100);
+}

@@ -68,6 +68,10 @@ pub(crate) const COUNT_SETTLE: Duration = Duration::from_secs(1);
 /// Actions in one `TransactWriteItems` (DynamoDB's limit).
 pub(crate) const TRANSACTION_ITEMS: usize = 100;
 
+/// Bytes of items in one `TransactWriteItems`: DynamoDB's limit is 4 MB, less a margin for what our estimate
+/// ([`crate::item::item_size`]) does not count.
+pub(crate) const TRANSACTION_BYTES: usize = 3_500_000;
+
 /// Requests of one labourer in flight at once (claims, archive moves).
 pub(crate) const IN_FLIGHT: usize = 16;
 
@@ -123,10 +127,25 @@ impl DynamoStore {
     /// writer created meanwhile (the same job delivered twice and run at once) is never overwritten — an overwrite
     /// would put an invoked task back in the queue, to be invoked again. `create_tasks` uses it after its lookup.
     pub async fn put_new_tasks(&self, tasks: &[Task]) -> StoreResult<(Vec<Task>, Vec<String>)> {
+        // A task DynamoDB could not store is refused before anything is written.
+        let sizes: Vec<usize> = tasks.iter().map(|t| crate::item::item_size(&item_of(t))).collect();
+        if let Some((t, size)) = tasks
+            .iter()
+            .zip(&sizes)
+            .find(|(_, s)| **s > crate::item::MAX_ITEM_BYTES)
+        {
+            return Err(StoreError::Invalid(format!(
+                "task `{}` would be a DynamoDB item of about {size} bytes (its payload is {} bytes): over DynamoDB's \
+                 {} bytes per item; nothing was created",
+                t.task_id,
+                t.payload.len(),
+                crate::item::MAX_ITEM_BYTES
+            )));
+        }
         let mut created = Vec::with_capacity(tasks.len());
         let mut existing = Vec::new();
-        for chunk in tasks.chunks(TRANSACTION_ITEMS) {
-            let mut pending: Vec<&Task> = chunk.iter().collect();
+        for group in crate::item::groups(&sizes, TRANSACTION_ITEMS, TRANSACTION_BYTES) {
+            let mut pending: Vec<&Task> = tasks[group].iter().collect();
             let mut attempt = 0;
             while !pending.is_empty() {
                 let items = pending
