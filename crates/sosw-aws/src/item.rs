@@ -239,7 +239,8 @@ mod tests {
     #[test]
     fn groups_are_bounded_by_count_and_bytes() {
         // (sizes, max items, max bytes, the groups)
-        let table: &[(&[usize], usize, usize, &[std::ops::Range<usize>])] = &[
+        type Case<'a> = (&'a [usize], usize, usize, &'a [std::ops::Range<usize>]);
+        let table: &[Case] = &[
             (&[], 100, 1000, &[]),
             (&[10; 5], 2, 1000, &[0..2, 2..4, 4..5]),
             (&[400, 400, 400], 100, 1000, &[0..2, 2..3]),
