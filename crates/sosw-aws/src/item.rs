@@ -161,6 +161,27 @@ pub fn item_of(t: &Task) -> Item {
     item
 }
 
+/// Why DynamoDB cannot store `v` as an attribute value, if it cannot: a number outside its range (magnitudes from
+/// 1e-130 to below 1e126, or 0) or nesting deeper than its 32 levels.
+pub fn unstorable(v: &Value) -> Option<String> {
+    fn walk(v: &Value, depth: usize) -> Option<String> {
+        match v {
+            Value::Number(x) => {
+                let f = x.as_f64().unwrap_or(f64::INFINITY).abs();
+                (f != 0.0 && !(1e-130..1e126).contains(&f))
+                    .then(|| format!("the number {x} is outside DynamoDB's range (1e-130 to 1e126)"))
+            }
+            Value::Array(_) | Value::Object(_) if depth >= 32 => {
+                Some("it nests deeper than DynamoDB's 32 levels".into())
+            }
+            Value::Array(items) => items.iter().find_map(|v| walk(v, depth + 1)),
+            Value::Object(m) => m.values().find_map(|v| walk(v, depth + 1)),
+            _ => None,
+        }
+    }
+    walk(v, 0)
+}
+
 /// DynamoDB's limit on one item, in its own reckoning of size.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 
@@ -234,6 +255,36 @@ mod tests {
         assert_eq!(item_size(&item), 10 + 16 + 27 + 12 + 16);
         assert_eq!(number_size("-12345678901234567890.12345678901234567890"), 21);
         assert_eq!(number_size("1.5"), 2);
+    }
+
+    #[test]
+    fn values_dynamodb_cannot_store_are_named() {
+        let mut deep = json!(1);
+        for _ in 0..33 {
+            deep = json!([deep]);
+        }
+        let mut ok_deep = json!(1);
+        for _ in 0..31 {
+            ok_deep = json!({"k": ok_deep});
+        }
+        // (value, refused)
+        let table = [
+            (json!(1e300), true),
+            (json!(-1e126), true),
+            (json!(1e-200), true),
+            (json!({"a": [1, {"b": 1e130}]}), true),
+            (deep, true),
+            (json!(0), false),
+            (json!(-0.0), false),
+            (json!(9.99e125), false),
+            (json!(1e-130), false),
+            (json!(u64::MAX), false),
+            (json!("1e300"), false),
+            (ok_deep, false),
+        ];
+        for (v, refused) in table {
+            assert_eq!(unstorable(&v).is_some(), refused, "{v}: {:?}", unstorable(&v));
+        }
     }
 
     #[test]

@@ -11,6 +11,24 @@ pub(crate) fn merge_report(item: &mut Item, report: &WorkerReport) {
     }
 }
 
+/// DynamoDB's limit on an update expression.
+const MAX_EXPRESSION_BYTES: usize = 4096;
+
+/// A report whose every value DynamoDB can store, or the refusal naming the first that it cannot.
+fn storable(report: &WorkerReport) -> StoreResult<()> {
+    let attributes = [("stat_", &report.stats), ("result_", &report.result)]
+        .into_iter()
+        .flat_map(|(prefix, map)| map.iter().map(move |(k, v)| (prefix, k, v)));
+    for (prefix, k, v) in attributes {
+        if let Some(why) = item::unstorable(v) {
+            return Err(StoreError::Invalid(format!(
+                "the report's `{prefix}{k}`: {why}; nothing was recorded"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The `SET` clauses of a worker report: its `stat_<k>` / `result_<k>` attributes, and the revision bump.
 pub(crate) fn report_updates(
     report: &WorkerReport,
@@ -73,6 +91,7 @@ pub(crate) struct ReportUpdate<'a> {
 
 impl DynamoStore {
     pub(crate) async fn apply_report(&self, u: ReportUpdate<'_>, report: &WorkerReport) -> StoreResult<Option<Task>> {
+        storable(report)?;
         let mut names: HashMap<String, String> = u.names.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut values: HashMap<String, AttributeValue> =
             u.values.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
@@ -89,12 +108,21 @@ impl DynamoStore {
             names.extend(guard_names.map(|(k, v)| (k.to_string(), v.to_string())));
             values.extend(guard_values.map(|(k, v)| (k.to_string(), v)));
         }
+        let update = format!("SET {}", sets.join(", "));
+        if update.len() > MAX_EXPRESSION_BYTES {
+            return Err(StoreError::Invalid(format!(
+                "a report of {} keys is more than one DynamoDB update can set (its expression would be {} bytes, \
+                 over {MAX_EXPRESSION_BYTES}); nothing was recorded: report fewer keys, or nest them in one",
+                report.stats.len() + report.result.len(),
+                update.len()
+            )));
+        }
         let out = self
             .client
             .update_item()
             .table_name(u.table)
             .set_key(Some(u.key))
-            .update_expression(format!("SET {}", sets.join(", ")))
+            .update_expression(update)
             .condition_expression(condition)
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
