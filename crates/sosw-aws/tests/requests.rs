@@ -211,6 +211,65 @@ async fn a_report_on_a_task_waiting_for_retry_scans_nothing() {
     );
 }
 
+/// A page of one labourer's closed tasks reads its status index and the page's items, never the archive: no Scan,
+/// whatever the archive holds.
+#[tokio::test]
+#[ignore = "needs moto_server (SOSW_TEST_DYNAMODB); `.ci/run` starts it and runs ignored tests"]
+async fn a_page_of_one_labourers_closed_tasks_scans_nothing() {
+    let Some(endpoint) = sosw_testkit::service("SOSW_TEST_DYNAMODB") else {
+        return;
+    };
+    let (store, counter) = counted_store(&endpoint, "cl").await;
+    let now = sosw_core::Time::from_secs(1_700_000_000);
+    let tasks: Vec<NewTask> = (0..30)
+        .map(|i| NewTask {
+            task_id: format!("c{i:02}"),
+            labourer_id: if i % 3 == 0 { "v" } else { "w" }.into(),
+            payload: "{}".into(),
+        })
+        .collect();
+    let created = store.create_tasks(&tasks, 1000, now).await.expect("create");
+    for t in &created.created {
+        let invoked = sosw_core::Greenfield::new(now.secs() + 60);
+        store
+            .claim(
+                &t.labourer_id,
+                &[(t.task_id.clone(), t.greenfield)],
+                sosw_core::Greenfield::start(now),
+                invoked,
+            )
+            .await
+            .expect("claim");
+        store
+            .complete(&t.task_id, now, &Default::default())
+            .await
+            .expect("complete");
+        store
+            .archive(&t.task_id, sosw_core::ports::ArchiveExpect::Completed, now)
+            .await
+            .expect("archive");
+    }
+    counter.take();
+    let mut query = sosw_core::ports::TaskQuery {
+        table: sosw_core::ports::Table::Closed,
+        labourer: Some("w".into()),
+        greenfield: None,
+        completed: None,
+        limit: 5,
+        after: None,
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list(&query).await.expect("list");
+        let Some(last) = page.last() else { break };
+        query.after = Some(sosw_core::ports::ListCursor::after(last));
+        seen.extend(page.iter().map(|t| t.task.task_id.clone()));
+    }
+    assert_eq!(seen.len(), 20, "every one of w's closed tasks, once: {seen:?}");
+    let (counts, _) = counter.take();
+    assert_eq!(counts.get("Scan"), None, "{counts:?}");
+}
+
 /// `Intercept` for an `Arc` we keep a handle on.
 #[derive(Debug)]
 struct CounterRef(Arc<Counter>);

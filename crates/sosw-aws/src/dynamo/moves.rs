@@ -42,25 +42,9 @@ impl DynamoStore {
                     .map_err(build_err)?;
                 request.insert(table.clone(), ka);
             }
-            let mut attempt = 0;
-            while !request.is_empty() {
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .set_request_items(Some(request))
-                    .send()
-                    .await
-                    .map_err(sdk_err)?;
-                for items in out.responses().map(|r| r.values()).into_iter().flatten() {
-                    for item in items {
-                        if let Some(AttributeValue::S(id)) = item.get("task_id") {
-                            existing.insert(id.clone());
-                        }
-                    }
-                }
-                request = out.unprocessed_keys().cloned().unwrap_or_default();
-                if !request.is_empty() {
-                    self.back_off(&mut attempt).await?;
+            for item in self.batch_get(request).await?.into_values().flatten() {
+                if let Some(AttributeValue::S(id)) = item.get("task_id") {
+                    existing.insert(id.clone());
                 }
             }
         }

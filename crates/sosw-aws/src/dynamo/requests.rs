@@ -172,6 +172,51 @@ impl DynamoStore {
         self.read(r).await?.0.iter().map(task_from_item).collect()
     }
 
+    /// One `BatchGetItem` request (at most 100 keys over its tables) to its end: the items found, by table, with
+    /// the keys DynamoDB leaves unprocessed asked again after a back-off.
+    pub(crate) async fn batch_get(
+        &self,
+        mut request: HashMap<String, KeysAndAttributes>,
+    ) -> StoreResult<HashMap<String, Vec<Item>>> {
+        let mut found: HashMap<String, Vec<Item>> = HashMap::new();
+        let mut attempt = 0;
+        while !request.is_empty() {
+            let out = self
+                .client
+                .batch_get_item()
+                .set_request_items(Some(request))
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            for (table, items) in out.responses().into_iter().flatten() {
+                found.entry(table.clone()).or_default().extend(items.iter().cloned());
+            }
+            request = out.unprocessed_keys().cloned().unwrap_or_default();
+            if !request.is_empty() {
+                self.back_off(&mut attempt).await?;
+            }
+        }
+        Ok(found)
+    }
+
+    /// The items of `ids` in `table` (keyed by `task_id` alone), in the order of `ids`; an id not there is left out.
+    pub(crate) async fn get_many(&self, table: &str, ids: &[String]) -> StoreResult<Vec<Item>> {
+        let mut by_id: HashMap<String, Item> = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(100) {
+            let keys = KeysAndAttributes::builder()
+                .set_keys(Some(chunk.iter().map(|id| DynamoStore::task_key(id)).collect()))
+                .build()
+                .map_err(build_err)?;
+            let found = self.batch_get(HashMap::from([(table.to_string(), keys)])).await?;
+            for item in found.into_values().flatten() {
+                if let Some(id) = get_s_attr(&item, "task_id") {
+                    by_id.insert(id, item);
+                }
+            }
+        }
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+
     /// A task's item in a table keyed by `task_id` alone (live or closed), read consistently.
     pub(crate) async fn get_by_id(&self, table: &str, task_id: &str) -> StoreResult<Option<Item>> {
         let out = self
