@@ -9,6 +9,14 @@ use sosw_core::Essential;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigSourceError {
+    /// AWS could not be reached, or throttled or failed the read: it may work when tried again.
+    #[error("config `{name}` cannot be read from {source_name} now: {reason}")]
+    Unavailable {
+        name: String,
+        source_name: String,
+        reason: String,
+    },
+    /// The read was refused (no such table, no access): the config names a source that cannot serve it.
     #[error("config `{name}` cannot be read from {source_name}: {reason}")]
     Unreadable {
         name: String,
@@ -71,10 +79,17 @@ impl ConfigSource {
 
     /// One config by name: `Ok(None)` when there is no such row or parameter.
     pub async fn get(&self, name: &str) -> Result<Option<Value>, ConfigSourceError> {
-        let unreadable = |reason: String| ConfigSourceError::Unreadable {
-            name: name.to_string(),
-            source_name: self.name(),
-            reason,
+        let unreadable = |transient: bool, reason: String| match transient {
+            true => ConfigSourceError::Unavailable {
+                name: name.to_string(),
+                source_name: self.name(),
+                reason,
+            },
+            false => ConfigSourceError::Unreadable {
+                name: name.to_string(),
+                source_name: self.name(),
+                reason,
+            },
         };
         let text = match self {
             ConfigSource::Dynamo { client, table, env } => {
@@ -85,7 +100,12 @@ impl ConfigSource {
                     .key("config_name", AttributeValue::S(name.to_string()))
                     .send()
                     .await
-                    .map_err(|e| unreadable(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()))?;
+                    .map_err(|e| {
+                        unreadable(
+                            transient(&e),
+                            aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
+                        )
+                    })?;
                 match out.item().and_then(|i| i.get("config_value")) {
                     None => return Ok(None),
                     Some(AttributeValue::S(v)) => v.clone(),
@@ -105,7 +125,12 @@ impl ConfigSource {
                         None => return Ok(None),
                     },
                     Err(e) if e.as_service_error().is_some_and(|se| se.is_parameter_not_found()) => return Ok(None),
-                    Err(e) => return Err(unreadable(aws_sdk_ssm::error::DisplayErrorContext(&e).to_string())),
+                    Err(e) => {
+                        return Err(unreadable(
+                            transient(&e),
+                            aws_sdk_ssm::error::DisplayErrorContext(&e).to_string(),
+                        ))
+                    }
                 }
             }
         };
@@ -140,5 +165,22 @@ impl ConfigSource {
             layers.push(Value::Object(section));
         }
         Ok(layers)
+    }
+}
+
+/// Whether a failed read may succeed if tried again: AWS not reached or timed out, throttling, a server error.
+fn transient<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+    match e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(_) => e.code().is_some_and(|c| {
+            crate::sdk::THROTTLING_CODES.contains(&c)
+                || c == "InternalServerError"
+                || c == "InternalServerErrorException"
+        }),
+        _ => false,
     }
 }

@@ -46,10 +46,11 @@ async fn aws_layers(path: &Path, essential: Essential) -> Result<Option<Vec<Valu
         let _ = kind;
         let aws = sosw_aws::Aws::from_env().await;
         match sosw_aws::ConfigSource::from_spec(&aws, &text).map_err(UsageError)? {
-            // A config that is missing or malformed is the user's to fix (exit 2); AWS unreachable is not (exit 1).
+            // A config that is missing, malformed or refused is the user's to fix (exit 2); AWS unreachable,
+            // throttling or failing is not (exit 1).
             Some(source) => match source.layers(essential).await {
                 Ok(layers) => Ok(Some(layers)),
-                Err(e @ sosw_aws::ConfigSourceError::Unreadable { .. }) => Err(anyhow::Error::from(e)),
+                Err(e @ sosw_aws::ConfigSourceError::Unavailable { .. }) => Err(anyhow::Error::from(e)),
                 Err(e) => Err(UsageError(e.to_string()).into()),
             },
             None => Ok(None),

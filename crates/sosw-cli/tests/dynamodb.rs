@@ -190,6 +190,27 @@ fn an_unreadable_aws_config_is_an_error_not_an_empty_config() {
         err.contains("cannot be read from DynamoDB table `no_such_config_table`"),
         "{err}"
     );
+
+    // AWS that cannot be reached is not the config's fault: exit 1, and the message says so.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let nobody = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let out = Command::new(env!("CARGO_BIN_EXE_sosw"))
+        .args(["--config", "dynamodb:config", "status"])
+        .current_dir(dir.path())
+        .env("AWS_ENDPOINT_URL", &nobody)
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("SOSW_CONFIG")
+        .output()
+        .expect("sosw runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot be read from DynamoDB table `config`") && err.contains("now"),
+        "{err}"
+    );
 }
 
 /// A loopback HTTP server that answers every request with `status` and no body, recording each request line: a
