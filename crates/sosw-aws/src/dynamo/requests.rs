@@ -3,15 +3,24 @@
 use super::*;
 
 impl DynamoStore {
+    /// Every item `r` reads (at most `r.limit`), and the count DynamoDB gave.
     pub(crate) async fn read(&self, r: Read) -> StoreResult<(Vec<Item>, u64)> {
         let mut items = Vec::new();
+        let count = self.read_pages(r, |page| items.extend(page)).await?;
+        Ok((items, count))
+    }
+
+    /// The paginated Query or Scan `r`, each page handed to `each` and not kept (memory is one page), at most
+    /// `r.limit` items in all; the count DynamoDB gave.
+    pub(crate) async fn read_pages(&self, r: Read, mut each: impl FnMut(Vec<Item>)) -> StoreResult<u64> {
+        let mut taken = 0usize;
         let mut count = 0u64;
         let mut start: Option<Item> = None;
         loop {
             let names: HashMap<String, String> = r.names.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             let values: HashMap<String, AttributeValue> =
                 r.values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-            let page_limit = r.limit.map(|l| (l.saturating_sub(items.len())).clamp(1, 1000) as i32);
+            let page_limit = r.limit.map(|l| (l.saturating_sub(taken)).clamp(1, 1000) as i32);
             let (page_items, page_count, next) = match &r.key {
                 Some(key) => {
                     let out = self
@@ -53,16 +62,17 @@ impl DynamoStore {
                 }
             };
             count += u64::try_from(page_count).unwrap_or(0);
-            items.extend(page_items);
-            if let Some(l) = r.limit {
-                if items.len() >= l {
-                    items.truncate(l);
-                    return Ok((items, count));
-                }
-            }
+            let mut page_items = page_items;
+            let full = r.limit.is_some_and(|l| {
+                page_items.truncate(l.saturating_sub(taken));
+                taken + page_items.len() >= l
+            });
+            let n = page_items.len();
+            each(page_items);
+            taken += n;
             match next {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok((items, count)),
+                Some(k) if !k.is_empty() && !full => start = Some(k),
+                _ => return Ok(count),
             }
         }
     }
@@ -170,6 +180,28 @@ impl DynamoStore {
 
     pub(crate) async fn tasks_of(&self, r: Read) -> StoreResult<Vec<Task>> {
         self.read(r).await?.0.iter().map(task_from_item).collect()
+    }
+
+    /// A listing of every labourer: each labourer's listing ([`TaskStore::list`] with the labourer) in labourer
+    /// order from the cursor's, until the page is full — the order one listing of all would have.
+    pub(crate) async fn list_every_labourer(&self, q: &TaskQuery) -> StoreResult<Vec<StoredTask>> {
+        let mut rows = Vec::new();
+        for l in self.labourer_ids().await? {
+            if q.after.as_ref().is_some_and(|c| l < c.labourer_id) {
+                continue;
+            }
+            let left = q.limit.saturating_sub(rows.len());
+            if left == 0 {
+                break;
+            }
+            let one = TaskQuery {
+                labourer: Some(l),
+                limit: left,
+                ..q.clone()
+            };
+            rows.extend(self.list(&one).await?);
+        }
+        Ok(rows)
     }
 
     /// One `BatchGetItem` request (at most 100 keys over its tables) to its end: the items found, by table, with

@@ -245,7 +245,13 @@ impl TaskStore for DynamoStore {
         }
     }
 
+    /// One labourer's listing reads that labourer's index page by page; every labourer's is theirs one after
+    /// another ([`DynamoStore::list_every_labourer`]). Nothing reads more than a page and its ties.
     async fn list(&self, q: &TaskQuery) -> StoreResult<Vec<StoredTask>> {
+        let Some(l) = q.labourer.as_deref() else {
+            return self.list_every_labourer(q).await;
+        };
+        let after = cursor_within(q, l);
         let mut rows: Vec<StoredTask> = match q.table {
             Table::Live => {
                 let filter = match q.completed {
@@ -253,41 +259,22 @@ impl TaskStore for DynamoStore {
                     Some(false) => Some("attribute_not_exists(#c)"),
                     None => None,
                 };
-                let items = match &q.labourer {
-                    Some(l) => {
-                        let (lo, hi) = q.greenfield.map_or((i64::MIN, i64::MAX), |g| (g.lo.get(), g.hi.get()));
-                        let base = Read {
-                            table: self.tables.tasks.clone(),
-                            index: Some(self.tables.greenfield_index.clone()),
-                            key: Some("#l = :l".into()),
-                            filter: filter.map(str::to_string),
-                            names: if filter.is_some() {
-                                vec![("#l", "labourer_id"), ("#c", "completed_at")]
-                            } else {
-                                vec![("#l", "labourer_id")]
-                            },
-                            values: vec![(":l", s(l))],
-                            ..Read::default()
-                        };
-                        self.ordered_page(base, "greenfield", (lo, hi), cursor_within(q, l), q.limit)
-                            .await?
-                    }
-                    None => {
-                        self.read(Read {
-                            table: self.tables.tasks.clone(),
-                            filter: filter.map(str::to_string),
-                            names: if filter.is_some() {
-                                vec![("#c", "completed_at")]
-                            } else {
-                                vec![]
-                            },
-                            ..Read::default()
-                        })
-                        .await?
-                        .0
-                    }
+                let (lo, hi) = q.greenfield.map_or((i64::MIN, i64::MAX), |g| (g.lo.get(), g.hi.get()));
+                let base = Read {
+                    table: self.tables.tasks.clone(),
+                    index: Some(self.tables.greenfield_index.clone()),
+                    key: Some("#l = :l".into()),
+                    filter: filter.map(str::to_string),
+                    names: if filter.is_some() {
+                        vec![("#l", "labourer_id"), ("#c", "completed_at")]
+                    } else {
+                        vec![("#l", "labourer_id")]
+                    },
+                    values: vec![(":l", s(l))],
+                    ..Read::default()
                 };
-                items
+                self.ordered_page(base, "greenfield", (lo, hi), after, q.limit)
+                    .await?
                     .iter()
                     .map(|i| {
                         Ok(StoredTask {
@@ -298,35 +285,16 @@ impl TaskStore for DynamoStore {
                     .collect::<StoreResult<_>>()?
             }
             Table::Retry => {
-                let items = match &q.labourer {
-                    Some(l) => {
-                        let base = Read {
-                            table: self.tables.retry.clone(),
-                            index: Some(self.tables.retry_index.clone()),
-                            key: Some("#l = :l".into()),
-                            names: vec![("#l", "labourer_id")],
-                            values: vec![(":l", s(l))],
-                            ..Read::default()
-                        };
-                        self.ordered_page(
-                            base,
-                            "desired_launch_time",
-                            (i64::MIN, i64::MAX),
-                            cursor_within(q, l),
-                            q.limit,
-                        )
-                        .await?
-                    }
-                    None => {
-                        self.read(Read {
-                            table: self.tables.retry.clone(),
-                            ..Read::default()
-                        })
-                        .await?
-                        .0
-                    }
+                let base = Read {
+                    table: self.tables.retry.clone(),
+                    index: Some(self.tables.retry_index.clone()),
+                    key: Some("#l = :l".into()),
+                    names: vec![("#l", "labourer_id")],
+                    values: vec![(":l", s(l))],
+                    ..Read::default()
                 };
-                items
+                self.ordered_page(base, "desired_launch_time", (i64::MIN, i64::MAX), after, q.limit)
+                    .await?
                     .iter()
                     .map(|i| {
                         let desired_launch_time = get_i64(i, "desired_launch_time").unwrap_or_default();
@@ -337,10 +305,9 @@ impl TaskStore for DynamoStore {
                     })
                     .collect::<StoreResult<_>>()?
             }
-            // One labourer's closed tasks: its status index, ordered by close time, one page of ids (once per
-            // status asked for), then those items whole — the cost of a page, however large the archive.
-            Table::Closed if q.labourer.is_some() => {
-                let l = q.labourer.as_deref().unwrap_or_default();
+            // The status index, ordered by close time, one page of ids (once per status asked for), then those
+            // items whole: the cost of a page, however large the archive.
+            Table::Closed => {
                 let mut rows = Vec::new();
                 for done in q.completed.map_or(vec![true, false], |d| vec![d]) {
                     let base = Read {
@@ -352,7 +319,7 @@ impl TaskStore for DynamoStore {
                         ..Read::default()
                     };
                     let keys = self
-                        .ordered_page(base, "closed_at", (i64::MIN, i64::MAX), cursor_within(q, l), q.limit)
+                        .ordered_page(base, "closed_at", (i64::MIN, i64::MAX), after.clone(), q.limit)
                         .await?;
                     let ids: Vec<String> = keys.iter().filter_map(|i| get_s_attr(i, "task_id")).collect();
                     for item in self.get_many(&self.tables.closed, &ids).await? {
@@ -361,60 +328,25 @@ impl TaskStore for DynamoStore {
                 }
                 rows
             }
-            Table::Closed => {
-                let mut filters = Vec::new();
-                let mut names = vec![];
-                let mut values = vec![];
-                if q.labourer.is_some() {
-                    filters.push("#l = :l");
-                    names.push(("#l", "labourer_id"));
-                    values.push((":l", s(q.labourer.clone().unwrap_or_default())));
-                }
-                match q.completed {
-                    Some(true) => {
-                        filters.push("attribute_exists(#c)");
-                        names.push(("#c", "completed_at"));
-                    }
-                    Some(false) => {
-                        filters.push("attribute_not_exists(#c)");
-                        names.push(("#c", "completed_at"));
-                    }
-                    None => {}
-                }
-                let r = Read {
-                    table: self.tables.closed.clone(),
-                    filter: (!filters.is_empty()).then(|| filters.join(" AND ")),
-                    names,
-                    values,
-                    ..Read::default()
-                };
-                self.read(r)
-                    .await?
-                    .0
-                    .iter()
-                    .map(stored_closed)
-                    .collect::<StoreResult<_>>()?
-            }
         };
         let order = |t: &StoredTask| match t.place {
             Place::Live => t.task.greenfield.get(),
             Place::Retry { desired_launch_time } => desired_launch_time,
             Place::Closed { closed_at, .. } => closed_at,
         };
-        // Listings of every labourer are Scans: read whole, then cut to the page here.
         if let Some(after) = &q.after {
             rows.retain(|t| after.precedes(t));
         }
-        rows.sort_by(|a, b| {
-            (&a.task.labourer_id, order(a), &a.task.task_id).cmp(&(&b.task.labourer_id, order(b), &b.task.task_id))
-        });
+        rows.sort_by(|a, b| (order(a), &a.task.task_id).cmp(&(order(b), &b.task.task_id)));
         rows.dedup_by(|a, b| a.task.task_id == b.task.task_id);
         rows.truncate(q.limit);
         Ok(rows)
     }
 
+    /// Every labourer with a task in any table, in order. The tables are scanned for their `labourer_id` alone,
+    /// page by page, keeping only the distinct ids: memory grows with the labourers, not the tasks.
     async fn labourer_ids(&self) -> StoreResult<Vec<String>> {
-        let mut ids: Vec<String> = Vec::new();
+        let mut ids = std::collections::BTreeSet::new();
         for table in [&self.tables.tasks, &self.tables.retry, &self.tables.closed] {
             let r = Read {
                 table: table.clone(),
@@ -422,15 +354,18 @@ impl TaskStore for DynamoStore {
                 names: vec![("#l", "labourer_id")],
                 ..Read::default()
             };
-            for item in self.read(r).await?.0 {
-                if let Some(AttributeValue::S(l)) = item.get("labourer_id") {
-                    ids.push(l.clone());
+            self.read_pages(r, |page| {
+                for item in page {
+                    if let Some(AttributeValue::S(l)) = item.get("labourer_id") {
+                        if !ids.contains(l) {
+                            ids.insert(l.clone());
+                        }
+                    }
                 }
-            }
+            })
+            .await?;
         }
-        ids.sort();
-        ids.dedup();
-        Ok(ids)
+        Ok(ids.into_iter().collect())
     }
 
     async fn counts(&self, labourer: &str, m: &Markers) -> StoreResult<LabourerCounts> {
