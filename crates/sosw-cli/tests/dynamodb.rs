@@ -174,16 +174,20 @@ fn lambda_labourers_are_invoked_in_the_aws_build() {
 fn an_unreadable_aws_config_is_an_error_not_an_empty_config() {
     let Some(endpoint) = endpoint() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = Command::new(env!("CARGO_BIN_EXE_sosw"))
-        .args(["--config", "dynamodb:no_such_config_table", "status"])
-        .current_dir(dir.path())
-        .env("AWS_ENDPOINT_URL", &endpoint)
-        .env("AWS_ACCESS_KEY_ID", "local")
-        .env("AWS_SECRET_ACCESS_KEY", "local")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("SOSW_CONFIG")
-        .output()
-        .expect("sosw runs");
+    // `sosw status` with its config in DynamoDB table `table` at `endpoint`.
+    let status = |table: &str, endpoint: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sosw"))
+            .args(["--config", &format!("dynamodb:{table}"), "status"])
+            .current_dir(dir.path())
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_ACCESS_KEY_ID", "local")
+            .env("AWS_SECRET_ACCESS_KEY", "local")
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("SOSW_CONFIG")
+            .output()
+            .expect("sosw runs")
+    };
+    let out = status("no_such_config_table", &endpoint);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -195,16 +199,7 @@ fn an_unreadable_aws_config_is_an_error_not_an_empty_config() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let nobody = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
-    let out = Command::new(env!("CARGO_BIN_EXE_sosw"))
-        .args(["--config", "dynamodb:config", "status"])
-        .current_dir(dir.path())
-        .env("AWS_ENDPOINT_URL", &nobody)
-        .env("AWS_ACCESS_KEY_ID", "local")
-        .env("AWS_SECRET_ACCESS_KEY", "local")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("SOSW_CONFIG")
-        .output()
-        .expect("sosw runs");
+    let out = status("config", &nobody);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
