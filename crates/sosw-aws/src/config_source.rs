@@ -169,18 +169,16 @@ impl ConfigSource {
 }
 
 /// Whether a failed read may succeed if tried again: AWS not reached or timed out, throttling, a server error.
-fn transient<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+fn transient<E>(e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> bool
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
 {
     use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
     match e {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(_) => e.code().is_some_and(|c| {
-            crate::sdk::THROTTLING_CODES.contains(&c)
-                || c == "InternalServerError"
-                || c == "InternalServerErrorException"
-        }),
+        SdkError::ServiceError(s) => {
+            s.raw().status().is_server_error() || e.code().is_some_and(|c| crate::sdk::THROTTLING_CODES.contains(&c))
+        }
         _ => false,
     }
 }

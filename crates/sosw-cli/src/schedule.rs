@@ -61,11 +61,16 @@ pub async fn schedule(g: &Global, source: &str, dry_run: bool) -> Result<()> {
             }
         })
         .map_err(|e| UsageError(e.to_string()))?;
-        if let Some(e) = write_error.filter(|e| e.kind() != std::io::ErrorKind::BrokenPipe) {
-            return Err(e.into());
-        }
-        out.flush().ok();
-        return Ok(());
+        let flushed = match write_error {
+            Some(e) => Err(e),
+            None => out.flush(),
+        };
+        return match flushed {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(anyhow::Error::from(e).context("cannot write to standard output"))
+            }
+            _ => Ok(()),
+        };
     }
     let bar = (!g.json && std::io::stderr().is_terminal() && plan.total >= 10_000).then(|| {
         let bar = indicatif::ProgressBar::new(plan.total);

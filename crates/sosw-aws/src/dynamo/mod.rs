@@ -68,6 +68,10 @@ pub(crate) const COUNT_SETTLE: Duration = Duration::from_secs(1);
 /// Actions in one `TransactWriteItems` (DynamoDB's limit).
 pub(crate) const TRANSACTION_ITEMS: usize = 100;
 
+/// What a task's item gains over its life, beyond a second copy of its labourer id: `completed_at`,
+/// `desired_launch_time`, `closed_at`, `labourer_id_task_status`, the revision and attempt counters, with margin.
+pub(crate) const LIFE_ATTRIBUTE_BYTES: usize = 1024;
+
 /// Bytes of items in one `TransactWriteItems`: DynamoDB's limit is 4 MB, less a margin for what our estimate
 /// ([`crate::item::item_size`]) does not count.
 pub(crate) const TRANSACTION_BYTES: usize = 3_500_000;
@@ -128,17 +132,17 @@ impl DynamoStore {
     /// would put an invoked task back in the queue, to be invoked again. `create_tasks` uses it after its lookup.
     pub async fn put_new_tasks(&self, tasks: &[Task]) -> StoreResult<(Vec<Task>, Vec<String>)> {
         // A task DynamoDB could not store is refused before anything is written.
+        // Room is left for what its life adds (invocation, completion, retry and archive attributes).
         let sizes: Vec<usize> = tasks.iter().map(|t| crate::item::item_size(&item_of(t))).collect();
-        if let Some((t, size)) = tasks
-            .iter()
-            .zip(&sizes)
-            .find(|(_, s)| **s > crate::item::MAX_ITEM_BYTES)
-        {
+        let room = |t: &Task| crate::item::MAX_ITEM_BYTES - LIFE_ATTRIBUTE_BYTES - t.labourer_id.len().min(2048);
+        if let Some((t, size)) = tasks.iter().zip(&sizes).find(|(t, s)| **s > room(t)) {
             return Err(StoreError::Invalid(format!(
-                "task `{}` would be a DynamoDB item of about {size} bytes (its payload is {} bytes): over DynamoDB's \
-                 {} bytes per item; nothing was created",
+                "task `{}` would be a DynamoDB item of about {size} bytes (its payload is {} bytes): over the {} \
+                 bytes a task may start with (DynamoDB's {} per item, less room for what its life adds); nothing \
+                 was created",
                 t.task_id,
                 t.payload.len(),
+                room(t),
                 crate::item::MAX_ITEM_BYTES
             )));
         }
@@ -167,7 +171,7 @@ impl DynamoStore {
                 };
                 let reasons = match e.as_service_error() {
                     Some(TransactWriteItemsError::TransactionCanceledException(c)) => c.cancellation_reasons().to_vec(),
-                    _ => return Err(sdk_err(e)),
+                    _ => return Err(refused_err(e, "the new tasks")),
                 };
                 let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
                 if reasons.len() == pending.len() && (0..pending.len()).any(|i| code(i) == "ConditionalCheckFailed") {
@@ -213,12 +217,6 @@ where
             "a sosw table is missing ({}); create them with `sosw init`",
             e.message().unwrap_or("no message")
         )),
-        // DynamoDB checks a request before it writes anything: a number out of its range, an item over 400 KB,
-        // a key over its size, nesting over 32 levels. What it says is the clearest name of the bad value.
-        Some("ValidationException") => StoreError::Invalid(format!(
-            "DynamoDB refused the request, nothing was written: {}",
-            e.message().unwrap_or("no message")
-        )),
         _ => match &e {
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
                 StoreError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string())
@@ -226,6 +224,24 @@ where
             // The SDK's own message is only "service error": the context carries the code and DynamoDB's words.
             _ => StoreError::Backend(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string().into()),
         },
+    }
+}
+
+/// [`sdk_err`] for a request that carries values from a user (new tasks, a worker's report): DynamoDB's
+/// `ValidationException` there is about those values (a number out of its range, an item over 400 KB, nesting over
+/// 32 levels), so it is the user's to fix — `Invalid`, in DynamoDB's words. Elsewhere the same exception means
+/// sosw's tables are not what it expects, and stays a backend error.
+pub(crate) fn refused_err<E, R>(e: SdkError<E, R>, what: &str) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match e.code() {
+        Some("ValidationException") => StoreError::Invalid(format!(
+            "DynamoDB refused {what}: {}",
+            e.message().unwrap_or("no message")
+        )),
+        _ => sdk_err(e),
     }
 }
 

@@ -137,7 +137,7 @@ impl DynamoStore {
                 Ok(Some(task_from_item(item)?))
             }
             Err(e) if failed_condition(&e) => Ok(None),
-            Err(e) => Err(sdk_err(e)),
+            Err(e) => Err(refused_err(e, "the report (nothing was recorded)")),
         }
     }
 }

@@ -182,6 +182,53 @@ impl DynamoStore {
         self.read(r).await?.0.iter().map(task_from_item).collect()
     }
 
+    /// Up to `limit` of labourer `l`'s closed tasks of one status after `after`, in `(closed_at, task_id)` order:
+    /// the status index read a page at a time (keys only, ordered by close time), then just the page's items
+    /// whole. A task whose item is gone by then (requeued since, or the index lagging) is skipped and the index
+    /// read on, so that a short page still means the end of the listing.
+    pub(crate) async fn closed_page(
+        &self,
+        l: &str,
+        done: bool,
+        mut after: Option<(i64, String)>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredTask>> {
+        let base = Read {
+            table: self.tables.closed.clone(),
+            index: Some(self.tables.closed_index.clone()),
+            key: Some("#s = :s".into()),
+            names: vec![("#s", "labourer_id_task_status")],
+            values: vec![(":s", s(closed_status(l, done)))],
+            ..Read::default()
+        };
+        let mut rows = Vec::new();
+        while rows.len() < limit {
+            let want = limit - rows.len();
+            let page = self
+                .ordered_page(base.clone(), "closed_at", (i64::MIN, i64::MAX), after.clone(), want)
+                .await?;
+            let mut keys: Vec<(i64, String)> = page
+                .iter()
+                .filter_map(|i| Some((get_i64(i, "closed_at")?, get_s_attr(i, "task_id")?)))
+                .filter(|k| after.as_ref().is_none_or(|a| k > a))
+                .collect();
+            keys.sort();
+            keys.dedup();
+            // Fewer than asked for after the cursor: the index has no more.
+            let last_page = keys.len() < want;
+            keys.truncate(want);
+            let ids: Vec<String> = keys.iter().map(|(_, id)| id.clone()).collect();
+            for item in self.get_many(&self.tables.closed, &ids).await? {
+                rows.push(stored_closed(&item)?);
+            }
+            match keys.pop() {
+                Some(last) if !last_page => after = Some(last),
+                _ => break,
+            }
+        }
+        Ok(rows)
+    }
+
     /// A listing of every labourer: each labourer's listing ([`TaskStore::list`] with the labourer) in labourer
     /// order from the cursor's, until the page is full — the order one listing of all would have.
     pub(crate) async fn list_every_labourer(&self, q: &TaskQuery) -> StoreResult<Vec<StoredTask>> {
@@ -220,12 +267,19 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(sdk_err)?;
+            let mut progress = false;
             for (table, items) in out.responses().into_iter().flatten() {
+                progress |= !items.is_empty();
                 found.entry(table.clone()).or_default().extend(items.iter().cloned());
             }
             request = out.unprocessed_keys().cloned().unwrap_or_default();
             if !request.is_empty() {
-                self.back_off(&mut attempt).await?;
+                // Keys left over from a response that made progress (its size cap) are asked again at once.
+                if progress {
+                    attempt = 0;
+                } else {
+                    self.back_off(&mut attempt).await?;
+                }
             }
         }
         Ok(found)

@@ -245,8 +245,9 @@ impl TaskStore for DynamoStore {
         }
     }
 
-    /// One labourer's listing reads that labourer's index page by page; every labourer's is theirs one after
-    /// another ([`DynamoStore::list_every_labourer`]). Nothing reads more than a page and its ties.
+    /// One labourer's listing reads that labourer's index page by page (a page, and the rows tying with its last
+    /// in queue position or close time); every labourer's is theirs one after another
+    /// ([`DynamoStore::list_every_labourer`], which first scans the tables for the labourers).
     async fn list(&self, q: &TaskQuery) -> StoreResult<Vec<StoredTask>> {
         let Some(l) = q.labourer.as_deref() else {
             return self.list_every_labourer(q).await;
@@ -305,26 +306,10 @@ impl TaskStore for DynamoStore {
                     })
                     .collect::<StoreResult<_>>()?
             }
-            // The status index, ordered by close time, one page of ids (once per status asked for), then those
-            // items whole: the cost of a page, however large the archive.
             Table::Closed => {
                 let mut rows = Vec::new();
                 for done in q.completed.map_or(vec![true, false], |d| vec![d]) {
-                    let base = Read {
-                        table: self.tables.closed.clone(),
-                        index: Some(self.tables.closed_index.clone()),
-                        key: Some("#s = :s".into()),
-                        names: vec![("#s", "labourer_id_task_status")],
-                        values: vec![(":s", s(closed_status(l, done)))],
-                        ..Read::default()
-                    };
-                    let keys = self
-                        .ordered_page(base, "closed_at", (i64::MIN, i64::MAX), after.clone(), q.limit)
-                        .await?;
-                    let ids: Vec<String> = keys.iter().filter_map(|i| get_s_attr(i, "task_id")).collect();
-                    for item in self.get_many(&self.tables.closed, &ids).await? {
-                        rows.push(stored_closed(&item)?);
-                    }
+                    rows.extend(self.closed_page(l, done, after.clone(), q.limit).await?);
                 }
                 rows
             }
