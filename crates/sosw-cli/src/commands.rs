@@ -509,7 +509,7 @@ fn token_new(g: &Global, scope: &str, name: &str) {
         print_json(&json!({"token": token, "config_entry": entry}));
     } else {
         outln!("{token}");
-        eprintln!("Give the token above to `{name}` (it is shown once). Add this to `server.tokens` in the config:");
+        errln!("Give the token above to `{name}` (it is shown once). Add this to `server.tokens` in the config:");
         outln!("{entry}");
     }
 }

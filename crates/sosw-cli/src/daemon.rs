@@ -65,7 +65,7 @@ pub(crate) async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std
         intervals.orchestrator_interval = i;
         intervals.scavenger_interval = i;
     }
-    eprintln!(
+    errln!(
         "sosw running: {} labourer(s), store {}, orchestrating every {} s and scavenging every {} s; Ctrl-C or SIGTERM \
          stops it (-v shows each pass)",
         app.config.labourers.len(),
@@ -74,8 +74,8 @@ pub(crate) async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std
         intervals.scavenger_interval
     );
     if let Some((server, service)) = &served {
-        eprintln!("sosw serving worker reports on {}/report", server.url);
-        eprintln!(
+        errln!("sosw serving worker reports on {}/report", server.url);
+        errln!(
             "sosw serving the API on {url}/api and Prometheus metrics on {url}/metrics{}",
             if service.auth.is_open() {
                 " (no token configured: loopback only)"
@@ -113,11 +113,7 @@ pub(crate) async fn daemon(g: &Global, interval: Option<f64>, listen: Option<std
     .await;
     crate::commands::reap(&supervisor, app.config.daemon.shutdown_grace).await;
     drop(served);
-    // Not `eprintln!`: a closed stderr must not turn a clean shutdown into a panic.
-    let _ = writeln!(
-        std::io::stderr(),
-        "sosw stopped after {o} orchestrator and {s} scavenger passes"
-    );
+    errln!("sosw stopped after {o} orchestrator and {s} scavenger passes");
     Ok(())
 }
 

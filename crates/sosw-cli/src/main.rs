@@ -67,14 +67,14 @@ fn main() -> ExitCode {
     let runtime = match runtime_for(&cli.command).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("sosw: error: cannot start the async runtime: {e}");
+            errln!("sosw: error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(commands::run(cli)).and_then(|()| output::written()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sosw: error: {e:#}");
+            errln!("sosw: error: {e:#}");
             let usage = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some());
             ExitCode::from(if usage { 2 } else { 1 })
         }

@@ -27,6 +27,14 @@ macro_rules! outln {
     };
 }
 
+/// `eprintln!` that never panics: a closed standard error loses the message, not the command.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 /// `Err` if standard output could not be written, other than to a reader that had seen enough.
 pub fn written() -> anyhow::Result<()> {
     let failed = FAILED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();

@@ -43,7 +43,7 @@ pub async fn schedule(g: &Global, source: &str, dry_run: bool) -> Result<()> {
     let plan = scheduler.plan(&event, app.clock.now()).await.map_err(classify)?;
     // Valid but probably not what was meant (a chunking flag with no effect): said on stderr, even with --json.
     for w in &plan.warnings {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     if dry_run {
         let stdout = std::io::stdout();

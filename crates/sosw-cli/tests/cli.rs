@@ -166,6 +166,21 @@ fn output_that_cannot_be_written_is_an_error_after_the_work_is_recorded() {
 }
 
 #[test]
+fn a_closed_stderr_loses_the_message_not_the_exit_code() {
+    let s = Sandbox::new(config(json!({"w": worker("true", json!({}))})));
+    // Standard error a pipe nobody reads any more: every write to it fails (EPIPE).
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let status = s
+        .cmd(&["task", "show", "nope"])
+        .stdout(std::process::Stdio::null())
+        .stderr(writer)
+        .status()
+        .expect("runs");
+    assert_eq!(status.code(), Some(1), "a runtime error, not a panic (101)");
+}
+
+#[test]
 fn a_failing_worker_is_reported_and_its_task_stays_until_it_expires() {
     let s = Sandbox::new(config(json!({"w": worker("echo 'no disk' >&2; exit 4", json!({}))})));
     let id = s.ok(&["task", "create", "w"]).trim().to_string();
