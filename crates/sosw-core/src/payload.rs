@@ -74,10 +74,34 @@ pub fn worker_event(task: &Task) -> Result<Map<String, Value>, PayloadError> {
 
 /// A JSON value as an error message shows it: its first 80 characters (a 64 MiB body is not sent back).
 pub fn shown(v: &Value) -> String {
-    let s = v.to_string();
-    match s.char_indices().nth(80) {
+    const CHARS: usize = 80;
+    // Serialised only as far as shown (at most 4 bytes a character): a large value costs no more than a small one.
+    let mut head = Head(Vec::with_capacity(CHARS * 4));
+    let whole = serde_json::to_writer(&mut head, v).is_ok();
+    let s = String::from_utf8_lossy(&head.0);
+    match s.char_indices().nth(CHARS) {
         Some((cut, _)) => format!("{}…", &s[..cut]),
-        None => s,
+        None if whole => s.into_owned(),
+        None => format!("{s}…"),
+    }
+}
+
+/// A writer that takes the first `capacity` bytes and then refuses more.
+struct Head(Vec<u8>);
+
+impl std::io::Write for Head {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = self.0.capacity() - self.0.len();
+        if room == 0 {
+            return Err(std::io::Error::other("enough"));
+        }
+        let n = buf.len().min(room);
+        self.0.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -137,6 +161,22 @@ fn truncate(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_is_shown_by_its_first_80_characters() {
+        use serde_json::json;
+        let cases = [
+            (json!(7), "7".to_string()),
+            (json!("short"), "\"short\"".to_string()),
+            (json!(vec![7; 100]), format!("[{}…", vec!["7"; 40].join(","))),
+            (json!("é".repeat(200)), format!("\"{}…", "é".repeat(79))),
+        ];
+        for (v, want) in cases {
+            assert_eq!(shown(&v), want);
+        }
+        // A value of 8 MB is cut as early, without writing it out.
+        assert_eq!(shown(&json!(vec![1; 4_000_000])).chars().count(), 81);
+    }
     use serde_json::json;
 
     fn obj(v: Value) -> Map<String, Value> {
