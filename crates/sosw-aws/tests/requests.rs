@@ -270,6 +270,105 @@ async fn a_page_of_one_labourers_closed_tasks_scans_nothing() {
     assert_eq!(counts.get("Scan"), None, "{counts:?}");
 }
 
+/// `status` and `/metrics` ask for every labourer with tasks on each poll. On DynamoDB that is one Scan of the
+/// labourers' table, whatever the task tables hold: task creation registers its labourers, a rescan finds those
+/// whose tasks another program wrote (Python sosw's `TaskManager`), and the first look at tables never scanned
+/// rescans by itself.
+#[tokio::test]
+#[ignore = "needs moto_server (SOSW_TEST_DYNAMODB); `.ci/run` starts it and runs ignored tests"]
+async fn labourers_are_listed_from_the_registry_without_reading_the_task_tables() {
+    let Some(endpoint) = sosw_testkit::service("SOSW_TEST_DYNAMODB") else {
+        return;
+    };
+    let (store, counter) = counted_store(&endpoint, "lr").await;
+    let raw = sosw_aws::Aws::local(&endpoint).await.dynamodb();
+    // A task as Python sosw writes it, straight into a table, for `labourer`.
+    let python_task = |table: String, labourer: &str, id: &str| {
+        let raw = raw.clone();
+        let (labourer, id) = (labourer.to_string(), id.to_string());
+        async move {
+            use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+            raw.put_item()
+                .table_name(table)
+                .item("task_id", S(id))
+                .item("labourer_id", S(labourer))
+                .item("greenfield", N("1000".into()))
+                .item("attempts", N("0".into()))
+                .item("created_at", N("1700000000".into()))
+                .item("payload", S("{}".into()))
+                .send()
+                .await
+                .expect("put a Python task");
+        }
+    };
+    let delete = |table: String, id: &str| {
+        let raw = raw.clone();
+        let id = id.to_string();
+        async move {
+            raw.delete_item()
+                .table_name(table)
+                .key("task_id", aws_sdk_dynamodb::types::AttributeValue::S(id))
+                .send()
+                .await
+                .expect("delete");
+        }
+    };
+    let tables = store.tables().clone();
+    let now = sosw_core::Time::from_secs(1_700_000_000);
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    // Tables from before the registry (or filled by Python sosw): the first look scans them, once.
+    python_task(tables.tasks.clone(), "py1", "p1").await;
+    assert_eq!(store.labourer_ids().await.expect("ids"), ids(&["py1"]));
+    counter.take();
+
+    // From then on, a Scan of the labourers' table alone.
+    python_task(tables.closed.clone(), "py2", "p2").await;
+    assert_eq!(store.labourer_ids().await.expect("ids"), ids(&["py1"]));
+    let (counts, _) = counter.take();
+    assert_eq!(counts, BTreeMap::from([("Scan".to_string(), 1)]), "{counts:?}");
+
+    // Tasks this store creates register their labourer first: one update, then none for ten minutes.
+    let task = |id: &str| NewTask {
+        task_id: id.into(),
+        labourer_id: "w".into(),
+        payload: "{}".into(),
+    };
+    store.create_tasks(&[task("w1")], 1000, now).await.expect("create");
+    assert_eq!(counter.take().0.get("UpdateItem"), Some(&1));
+    store
+        .create_tasks(&[task("w2")], 1000, now.plus_secs(599))
+        .await
+        .expect("create");
+    assert_eq!(counter.take().0.get("UpdateItem"), None);
+    store
+        .create_tasks(&[task("w3")], 1000, now.plus_secs(600))
+        .await
+        .expect("create");
+    assert_eq!(counter.take().0.get("UpdateItem"), Some(&1));
+    assert_eq!(store.labourer_ids().await.expect("ids"), ids(&["py1", "w"]));
+
+    // A rescan finds what another program wrote since.
+    assert_eq!(
+        store.rescan_labourers(now).await.expect("rescan"),
+        ids(&["py1", "py2", "w"])
+    );
+    assert_eq!(store.labourer_ids().await.expect("ids"), ids(&["py1", "py2", "w"]));
+
+    // A labourer with no task left is unregistered by a rescan, unless it registered within the last hour.
+    delete(tables.tasks.clone(), "p1").await;
+    delete(tables.closed.clone(), "p2").await;
+    assert_eq!(store.rescan_labourers(now).await.expect("rescan"), ids(&["w"]));
+    assert_eq!(
+        store.labourer_ids().await.expect("ids"),
+        ids(&["py2", "w"]),
+        "py1 was registered by the first scan, which has no clock; py2 by the rescan at `now`"
+    );
+    let later = now.plus_secs(3601);
+    assert_eq!(store.rescan_labourers(later).await.expect("rescan"), ids(&["w"]));
+    assert_eq!(store.labourer_ids().await.expect("ids"), ids(&["w"]));
+}
+
 /// `Intercept` for an `Arc` we keep a handle on.
 #[derive(Debug)]
 struct CounterRef(Arc<Counter>);

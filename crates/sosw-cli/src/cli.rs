@@ -152,6 +152,10 @@ pub enum TokenCommand {
 pub enum LabourerCommand {
     /// A labourer's counts, limit in force, holds and control, with its audit trail (pauses, resumes, limits).
     Show { labourer: String },
+    /// Find every labourer with tasks by reading every task table, and list them. On DynamoDB, `status` and
+    /// /metrics list the labourers of a registry that task creation keeps; this brings it up to date with tasks
+    /// that another program (Python sosw) created, at the cost of a Scan of the three task tables.
+    Rescan,
     /// Invoke none of the labourer's tasks until resumed (or until `--until`); tasks keep queueing.
     Pause {
         labourer: String,

@@ -277,6 +277,7 @@ async fn labourer(g: &Global, c: LabourerCommand) -> Result<()> {
     let now = app.clock.now();
     let (id, what) = match c {
         LabourerCommand::Show { labourer } => return labourer_show(g, &app, &labourer).await,
+        LabourerCommand::Rescan => return labourer_rescan(g, &app).await,
         LabourerCommand::Pause {
             labourer,
             until,
@@ -317,6 +318,29 @@ async fn labourer(g: &Global, c: LabourerCommand) -> Result<()> {
         .limit
         .map_or("the configured limit".to_string(), |n| format!("a limit of {n}"));
     outln!("{id}: {paused}; {limit}. Every orchestrator applies it at its next pass.");
+    Ok(())
+}
+
+/// `sosw labourer rescan`: every labourer with tasks, found by reading every table; unconfigured ones are marked.
+async fn labourer_rescan(g: &Global, app: &App) -> Result<()> {
+    let ids = app.store.rescan_labourers(app.clock.now()).await?;
+    if g.json {
+        let rows: Vec<_> = ids
+            .iter()
+            .map(|id| json!({"labourer_id": id, "configured": app.config.labourer(id).is_some()}))
+            .collect();
+        print_json(&json!({ "labourers": rows }));
+        return Ok(());
+    }
+    if ids.is_empty() {
+        outln!("no labourer has tasks");
+    }
+    for id in &ids {
+        match app.config.labourer(id) {
+            Some(_) => outln!("{id}"),
+            None => outln!("{id} (not configured)"),
+        }
+    }
     Ok(())
 }
 

@@ -97,6 +97,10 @@ fn sosw_runs_on_dynamodb() {
         json!("finished")
     );
     assert_eq!(sosw(&["status"])["w"]["queued"], json!(3));
+    assert_eq!(
+        sosw(&["labourer", "rescan"]),
+        json!({"labourers": [{"labourer_id": "w", "configured": true}]})
+    );
 
     // The service mode over the same tables: the API and the metrics say what `status` says.
     sosw(&["labourer", "pause", "w", "--reason", "checking the dashboard"]);

@@ -94,6 +94,23 @@ fn an_operator_pauses_resumes_and_limits_a_labourer() {
     );
 }
 
+/// `sosw labourer rescan` lists every labourer with tasks, read from every table, and marks the ones the config no
+/// longer has (their tasks stay, and `status` keeps showing them).
+#[test]
+fn labourer_rescan_lists_labourers_with_tasks_and_marks_unconfigured_ones() {
+    let s = Sandbox::new(config(10));
+    assert_eq!(s.ok(&["labourer", "rescan"]).trim(), "no labourer has tasks");
+    s.ok(&["task", "create", "w", "--count", "2"]);
+    let renamed = json!({"task_config": {"labourers": {"v": {"command": ["true"]}}}});
+    std::fs::write(s.path().join("sosw.json"), renamed.to_string()).expect("config");
+    assert_eq!(s.ok(&["labourer", "rescan"]), "w (not configured)\n");
+    assert_eq!(
+        s.json(&["labourer", "rescan"]),
+        json!({"labourers": [{"labourer_id": "w", "configured": false}]})
+    );
+    assert_eq!(s.status()["w"]["queued"], json!(2));
+}
+
 #[test]
 fn a_worker_heartbeat_extends_its_running_task() {
     let s = Sandbox::new(config(10));

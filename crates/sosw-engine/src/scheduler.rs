@@ -145,7 +145,7 @@ impl Scheduler {
         }
         // Only what will be written must fit in the queue: a resumed or resubmitted job has some or all of its tasks
         // in the store already. (The store checks again per batch, against concurrent writers.)
-        let present = self.present(&job_id, total).await?;
+        let present = self.present(&job.labourer, &job_id, total).await?;
         let writes = to_write(total, present);
         let newest = self.store.newest_queued(&job.labourer, Greenfield::start(now)).await?;
         let step = self.config.greenfield.step;
@@ -179,14 +179,14 @@ impl Scheduler {
     /// in order, batch after batch, so what the store has of a job is a prefix of it: the tasks its progress
     /// records (certainly there), then possibly more (a batch committed just before a crash, before its progress
     /// was saved; or progress that was never recorded). The end of the prefix is found by looking tasks up from
-    /// there at growing distances, then by bisection: O(log total) reads.
-    async fn present(&self, job_id: &str, total: u64) -> Result<u64, ScheduleError> {
+    /// there at growing distances, then by bisection: O(log total) reads, each [`TaskStore::has_task`] of `labourer`'s.
+    async fn present(&self, labourer: &str, job_id: &str, total: u64) -> Result<u64, ScheduleError> {
         let previous = self.store.get_job(job_id).await?;
         let mut there = already_written(previous.as_ref(), total);
         let ids = TaskIds::new(job_id);
         let has = |i: u64| {
             let id = ids.id(i);
-            async move { self.store.get(&id).await.map(|t| t.is_some()) }
+            async move { self.store.has_task(labourer, &id).await }
         };
         if there >= total || !has(there).await? {
             return Ok(there);

@@ -1,14 +1,18 @@
 //! The four essentials' Lambda handlers against moto_server, end to end: schedule → orchestrate (the worker's
 //! asynchronous invocations recorded by the server) → worker assistant → scavenge archives; and for the tasks that
 //! never report, expire → retry → invoked again → dead, with the SNS notification. The time is a manual clock.
+//! Every request each handler sends is checked against its function's IAM policy in `deploy/template.yaml`.
 
 mod common;
 
-use common::{config, container, place};
+use common::iam::Policies;
+use common::{config, container, place, Moto};
 use lambda_runtime::Context;
 use serde_json::{json, Value};
 use sosw_core::meta::MetaAction;
 use sosw_core::{Essential, Place};
+use sosw_lambda::Container;
+use sosw_testkit::moto::invocations_in;
 use sosw_testkit::ManualClock;
 use std::collections::BTreeSet;
 
@@ -19,6 +23,18 @@ fn ids(events: &[Value]) -> BTreeSet<String> {
         .iter()
         .map(|e| e["task_id"].as_str().expect("task_id").to_string())
         .collect()
+}
+
+/// One handler call with the server recording: fails unless the template's policy for `e`'s function grants
+/// every request the handler sent. Returns the handler's answer and the requests.
+async fn handled(moto: &Moto, policies: &Policies, c: &Container, e: Essential, event: Value) -> (Value, Vec<Value>) {
+    moto.start_recording().await;
+    let answer = c.handle(event, &Context::default()).await;
+    let requests = moto.recorded_requests().await;
+    let answer = answer.unwrap_or_else(|err| panic!("{e:?}: {err}"));
+    let checked = policies.assert_granted(e.function_name(), &requests);
+    assert!(checked > 0, "{e:?} sent no request the recorder saw");
+    (answer, requests)
 }
 
 #[tokio::test]
@@ -49,17 +65,14 @@ async fn schedule_orchestrate_complete_scavenge_and_expire_retry_die() {
         Essential::Scavenger,
     ]
     .map(|e| container(&moto, &config, e, clock.clone()));
-    let ctx = Context::default();
     let store = scheduler.store().clone();
+    let policies = Policies::of_template(&tables, &arn, Some(&topic), None);
+    use Essential::{Orchestrator as O, Scavenger as S, Scheduler as Sch, WorkerAssistant as W};
 
     // The Scheduler: a job (the labourer named by its ARN, as Python sosw's callers do) → five tasks.
-    let report = scheduler
-        .handle(
-            json!({"job": {"lambda_name": arn, "isolate_items": true, "items": [1, 2, 3, 4, 5], "day": "2023-11-14"}}),
-            &ctx,
-        )
-        .await
-        .expect("scheduled");
+    let job =
+        json!({"job": {"lambda_name": arn, "isolate_items": true, "items": [1, 2, 3, 4, 5], "day": "2023-11-14"}});
+    let (report, _) = handled(&moto, &policies, &scheduler, Sch, job).await;
     assert_eq!(
         (report["created"].clone(), report["finished"].clone()),
         (json!(5), json!(true)),
@@ -67,12 +80,9 @@ async fn schedule_orchestrate_complete_scavenge_and_expire_retry_die() {
     );
 
     // The Orchestrator invokes all five asynchronously, each once, with the flat worker event.
-    moto.start_recording().await;
-    let report = orchestrator
-        .handle(json!({"source": "aws.events"}), &ctx)
-        .await
-        .expect("orchestrated");
-    let events = moto.recorded_invocations(&worker).await;
+    let (report, orchestrator_requests) =
+        handled(&moto, &policies, &orchestrator, O, json!({"source": "aws.events"})).await;
+    let events = invocations_in(&orchestrator_requests, &worker);
     assert_eq!(report["labourers"][&worker]["invoked"], json!(5), "{report}");
     assert_eq!(events.len(), 5, "{events:?}");
     let tasks = ids(&events);
@@ -100,25 +110,15 @@ async fn schedule_orchestrate_complete_scavenge_and_expire_retry_die() {
         } else {
             json!("{\"rows\": 8}")
         };
-        assistant
-            .handle(
-                json!({"action": "mark_task_as_completed", "task_id": id, "stats": stats, "result": {"ok": true}}),
-                &ctx,
-            )
-            .await
-            .expect("completed");
+        let report = json!({"action": "mark_task_as_completed", "task_id": id, "stats": stats, "result": {"ok": true}});
+        handled(&moto, &policies, &assistant, W, report).await;
     }
     // A failure report is informational: the task stays invoked until it expires.
-    assistant
-        .handle(
-            json!({"action": "mark_task_as_failed", "task_id": tasks[3], "stats": {"error": 1}}),
-            &ctx,
-        )
-        .await
-        .expect("failed");
+    let report = json!({"action": "mark_task_as_failed", "task_id": tasks[3], "stats": {"error": 1}});
+    handled(&moto, &policies, &assistant, W, report).await;
 
     // The Scavenger archives the completed ones.
-    let report = scavenger.handle(json!({}), &ctx).await.expect("scavenged");
+    let (report, _) = handled(&moto, &policies, &scavenger, S, json!({})).await;
     assert_eq!(report["labourers"][&worker]["archived"], json!(3), "{report}");
     for id in &tasks[..3] {
         assert!(
@@ -131,15 +131,18 @@ async fn schedule_orchestrate_complete_scavenge_and_expire_retry_die() {
 
     // The other two never complete: expired 90 s after invocation → the retry table for 60 s.
     clock.set(sosw_core::Time::from_secs(T0 + 90));
-    let report = scavenger.handle(json!({}), &ctx).await.expect("scavenged");
+    let (report, _) = handled(&moto, &policies, &scavenger, S, json!({})).await;
     assert_eq!(report["labourers"][&worker]["retried"], json!(2), "{report}");
+    // A late report of a task waiting for retry is recorded on its retry row (found through its audit trail).
+    let late = json!({"action": "mark_task_as_failed", "task_id": tasks[3], "stats": {"error": 2}});
+    handled(&moto, &policies, &assistant, W, late).await;
+    assert!(matches!(place(&store, &tasks[3]).await, Place::Retry { .. }));
     clock.advance_secs(60);
-    let report = scavenger.handle(json!({}), &ctx).await.expect("scavenged");
+    let (report, _) = handled(&moto, &policies, &scavenger, S, json!({})).await;
     assert_eq!(report["labourers"][&worker]["requeued"], json!(2), "{report}");
 
-    moto.start_recording().await;
-    orchestrator.handle(json!({}), &ctx).await.expect("orchestrated");
-    let again = moto.recorded_invocations(&worker).await;
+    let (_, requests) = handled(&moto, &policies, &orchestrator, O, json!({})).await;
+    let again = invocations_in(&requests, &worker);
     assert_eq!(
         ids(&again),
         tasks[3..].iter().cloned().collect(),
@@ -149,7 +152,7 @@ async fn schedule_orchestrate_complete_scavenge_and_expire_retry_die() {
 
     // Their second attempt expires too: dead, closed as not completed, one SNS message naming both.
     clock.advance_secs(90);
-    let report = scavenger.handle(json!({}), &ctx).await.expect("scavenged");
+    let (report, _) = handled(&moto, &policies, &scavenger, S, json!({})).await;
     assert_eq!(report["labourers"][&worker]["dead"], json!(2), "{report}");
     for id in &tasks[3..] {
         assert!(
@@ -183,4 +186,10 @@ async fn schedule_orchestrate_complete_scavenge_and_expire_retry_die() {
             ArchivedDead
         ]
     );
+
+    // The check can fail: the WorkerAssistant's policy does not let it do what the Orchestrator did.
+    let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        policies.assert_granted(W.function_name(), &orchestrator_requests)
+    }));
+    assert!(refused.is_err(), "the WorkerAssistant may not invoke labourers");
 }

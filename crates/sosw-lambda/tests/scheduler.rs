@@ -1,9 +1,11 @@
 //! The Scheduler's Lambda handler on moto_server: a job that does not fit before the invocation's deadline is saved
 //! to S3 and continued by an asynchronous invocation of the function itself (recorded by the server); the
-//! continuation finishes the job with each task once, in order, and removes the file.
+//! continuation finishes the job with each task once, in order, and removes the file. What both invocations send
+//! is checked against the Scheduler's IAM policy in `deploy/template.yaml`.
 
 mod common;
 
+use common::iam::{template_function, Policies};
 use common::{config, container};
 use lambda_runtime::Context;
 use serde_json::{json, Value};
@@ -45,11 +47,18 @@ async fn a_job_cut_by_the_deadline_continues_in_a_new_invocation() {
     let mut ctx = Context::default();
     ctx.deadline = u64::try_from(clock.now().millis()).expect("positive") + 60_000;
     ctx.invoked_function_arn = function.clone();
+    let policies = Policies::of_template(
+        &tables,
+        "arn:aws:lambda:us-east-1:123456789012:function:w",
+        None,
+        Some(&bucket),
+    )
+    .naming(&function, &template_function("sosw_scheduler"));
     moto.start_recording().await;
     let first = scheduler.handle(job.clone(), &ctx).await.expect("first part");
-    let sibling = moto
-        .recorded_invocations(&format!("sosw_scheduler_{}", std::process::id()))
-        .await;
+    let requests = moto.recorded_requests().await;
+    policies.assert_granted("sosw_scheduler", &requests);
+    let sibling = sosw_testkit::moto::invocations_in(&requests, &format!("sosw_scheduler_{}", std::process::id()));
     assert_eq!(
         (first["created"].clone(), first["finished"].clone()),
         (json!(10), json!(false)),
@@ -73,10 +82,10 @@ async fn a_job_cut_by_the_deadline_continues_in_a_new_invocation() {
 
     // The sibling, a day later (the job keeps its day and so its id), with time to spare.
     clock.advance_secs(86_400);
-    let rest = scheduler
-        .handle(json!({"file_name": key}), &Context::default())
-        .await
-        .expect("the rest");
+    moto.start_recording().await;
+    let rest = scheduler.handle(json!({"file_name": key}), &Context::default()).await;
+    policies.assert_granted("sosw_scheduler", &moto.recorded_requests().await);
+    let rest = rest.expect("the rest");
     assert_eq!(
         (
             rest["created"].clone(),

@@ -1532,6 +1532,56 @@ pub async fn revive_moves_only_dead_tasks(h: &Harness) {
     assert_eq!(s.counts("w", &m).await.expect("counts").closed_dead, 0);
 }
 
+/// `has_task` finds a task of its labourer in each table, and neither an unknown id nor another labourer's task.
+pub async fn has_task_looks_in_every_table_for_the_labourers_task(h: &Harness) {
+    let s = h.store.as_ref();
+    create(s, "w", &["live", "retry", "closed"]).await;
+    create(s, "v", &["other"]).await;
+    let m = Markers::new(now(), D, 60, 30);
+    claim(s, "w", &["retry"], NOW, m.expired.get()).await;
+    s.move_to_retry("retry", m.expired, NOW + 60).await.expect("retry");
+    claim_all(s, "w", &["closed"], NOW).await;
+    s.complete("closed", now(), &WorkerReport::default())
+        .await
+        .expect("complete");
+    s.archive("closed", ArchiveExpect::Completed, now())
+        .await
+        .expect("archive");
+    for id in ["live", "retry", "closed"] {
+        assert!(s.has_task("w", id).await.expect("has_task"), "{id}");
+        assert!(!s.has_task("v", id).await.expect("has_task"), "{id} is w's");
+    }
+    assert!(s.has_task("v", "other").await.expect("has_task"));
+    assert!(!s.has_task("w", "nothing").await.expect("has_task"));
+    assert!(!s.has_task("w", "").await.expect("has_task"));
+    assert!(!s.has_task("", "live").await.expect("has_task"));
+}
+
+/// The labourers with tasks in any table are listed, in order, by `labourer_ids` and by a rescan alike, and a
+/// rescan changes nothing the store already knew.
+pub async fn labourers_with_tasks_are_listed_and_rescanned(h: &Harness) {
+    let s = h.store.as_ref();
+    assert!(s.labourer_ids().await.expect("ids").is_empty());
+    assert!(s.rescan_labourers(now()).await.expect("rescan").is_empty());
+    create(s, "w", &["closed"]).await;
+    create(s, "v", &["retry"]).await;
+    create(s, "u", &["queued"]).await;
+    claim_all(s, "w", &["closed"], NOW).await;
+    s.complete("closed", now(), &WorkerReport::default())
+        .await
+        .expect("complete");
+    s.archive("closed", ArchiveExpect::Completed, now())
+        .await
+        .expect("archive");
+    let m = Markers::new(now(), D, 60, 30);
+    claim(s, "v", &["retry"], NOW, m.expired.get()).await;
+    s.move_to_retry("retry", m.expired, NOW + 60).await.expect("retry");
+    let every = vec!["u".to_string(), "v".into(), "w".into()];
+    assert_eq!(s.labourer_ids().await.expect("ids"), every);
+    assert_eq!(s.rescan_labourers(now()).await.expect("rescan"), every);
+    assert_eq!(s.labourer_ids().await.expect("ids"), every);
+}
+
 /// `counts_many` is `counts` of each labourer, in their order (an empty list, a labourer with no task too).
 pub async fn counts_many_is_counts_of_each(h: &Harness) {
     let s = h.store.as_ref();

@@ -327,8 +327,16 @@ impl TaskStore for FaultyStore {
         self.read("list", self.inner.list(query)).await
     }
 
+    async fn has_task(&self, labourer: &str, task_id: &str) -> StoreResult<bool> {
+        self.read("has_task", self.inner.has_task(labourer, task_id)).await
+    }
+
     async fn labourer_ids(&self) -> StoreResult<Vec<String>> {
         self.read("labourer_ids", self.inner.labourer_ids()).await
+    }
+
+    async fn rescan_labourers(&self, now: Time) -> StoreResult<Vec<String>> {
+        self.read("rescan_labourers", self.inner.rescan_labourers(now)).await
     }
 
     async fn counts(&self, labourer: &str, markers: &Markers) -> StoreResult<LabourerCounts> {

@@ -132,8 +132,9 @@ fn flow_of(item: &Item) -> FlowState {
 }
 
 impl DynamoStore {
-    /// Every item of the labourers' table, by labourer id (one per configured labourer at most: a scan is cheap).
-    async fn labourer_items(&self) -> StoreResult<Vec<Item>> {
+    /// Every item of the labourers' table, by labourer id: one per labourer at most (configured, or with tasks), and
+    /// the registry's marker (`registry.rs`): a scan is cheap.
+    pub(crate) async fn labourer_items(&self) -> StoreResult<Vec<Item>> {
         // Consistent: a pause must be seen by the next pass, and a control change must start from the latest one.
         let r = Read {
             table: self.tables.labourers.clone(),
@@ -145,7 +146,7 @@ impl DynamoStore {
         Ok(items)
     }
 
-    fn update_labourer(&self, labourer_id: &str) -> UpdateItemFluentBuilder {
+    pub(crate) fn update_labourer(&self, labourer_id: &str) -> UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(&self.tables.labourers)

@@ -6,12 +6,14 @@
 //! - `moves.rs`: each move between tables, conditional and atomic;
 //! - `store.rs`: the port (`TaskStore`), adding the audit trail to the moves;
 //! - `labourers.rs`: the labourers' items (`LabourerStore`: breaker, controls, dispatch lease);
+//! - `registry.rs`: which labourers have tasks (`labourer_ids` without reading the task tables);
 //! - `items.rs`, `meta.rs`: items to values, and the audit trail.
 
 mod items;
 mod labourers;
 mod meta;
 mod moves;
+mod registry;
 mod report;
 mod requests;
 mod store;
@@ -91,6 +93,8 @@ pub struct DynamoStore {
     completed_copies: std::sync::Arc<std::sync::Mutex<HashMap<String, Item>>>,
     /// Moves' audit events on their way to the meta table (group commit, see [`MetaQueue`]).
     meta_queue: std::sync::Arc<MetaQueue>,
+    /// When this store last registered each labourer it created tasks of (milliseconds; see `registry.rs`).
+    registered: std::sync::Arc<std::sync::Mutex<HashMap<String, i64>>>,
 }
 
 impl DynamoStore {
@@ -102,6 +106,7 @@ impl DynamoStore {
             throttled: std::sync::Arc::default(),
             completed_copies: std::sync::Arc::default(),
             meta_queue: std::sync::Arc::default(),
+            registered: std::sync::Arc::default(),
         }
     }
 
@@ -113,6 +118,7 @@ impl DynamoStore {
             throttled: aws.throttle_counter(),
             completed_copies: std::sync::Arc::default(),
             meta_queue: std::sync::Arc::default(),
+            registered: std::sync::Arc::default(),
         }
     }
 

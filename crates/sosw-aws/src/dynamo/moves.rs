@@ -59,6 +59,8 @@ impl DynamoStore {
             tails.push((labourer, self.newest_queued(labourer, Greenfield::start(now)).await?));
         }
         report.created = queued_rows(&fresh, &tails, step, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        // Registered before any task is written: a labourer with tasks is always listed (see `registry.rs`).
+        self.register_labourers(tails.iter().map(|(l, _)| *l), now).await?;
         let (created, existing) = self.put_new_tasks(&report.created).await?;
         report.created = created;
         report.existing.extend(existing);

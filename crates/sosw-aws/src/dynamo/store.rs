@@ -245,6 +245,34 @@ impl TaskStore for DynamoStore {
         }
     }
 
+    /// One consistent `BatchGetItem` of the task's three possible keys (its labourer's is the retry table's).
+    async fn has_task(&self, labourer: &str, task_id: &str) -> StoreResult<bool> {
+        if !storable_key(task_id) || !storable_key(labourer) {
+            return Ok(false);
+        }
+        let keys = |key: Item| {
+            KeysAndAttributes::builder()
+                .keys(key)
+                .projection_expression("labourer_id")
+                .consistent_read(true)
+                .build()
+                .map_err(build_err)
+        };
+        let request = HashMap::from([
+            (self.tables.tasks.clone(), keys(DynamoStore::task_key(task_id))?),
+            (self.tables.closed.clone(), keys(DynamoStore::task_key(task_id))?),
+            (
+                self.tables.retry.clone(),
+                keys(DynamoStore::retry_key(labourer, task_id))?,
+            ),
+        ]);
+        let found = self.batch_get(request).await?;
+        Ok(found
+            .values()
+            .flatten()
+            .any(|item| get_s_attr(item, "labourer_id").as_deref() == Some(labourer)))
+    }
+
     /// One labourer's listing reads that labourer's index page by page (a page, and the rows tying with its last
     /// in queue position or close time); every labourer's is theirs one after another
     /// ([`DynamoStore::list_every_labourer`], which first scans the tables for the labourers).
@@ -328,29 +356,14 @@ impl TaskStore for DynamoStore {
         Ok(rows)
     }
 
-    /// Every labourer with a task in any table, in order. The tables are scanned for their `labourer_id` alone,
-    /// page by page, keeping only the distinct ids: memory grows with the labourers, not the tasks.
+    /// The registered labourers (see `registry.rs`): one consistent Scan of the labourers' table, whatever the
+    /// tasks stored.
     async fn labourer_ids(&self) -> StoreResult<Vec<String>> {
-        let mut ids = std::collections::BTreeSet::new();
-        for table in [&self.tables.tasks, &self.tables.retry, &self.tables.closed] {
-            let r = Read {
-                table: table.clone(),
-                projection: Some("#l".into()),
-                names: vec![("#l", "labourer_id")],
-                ..Read::default()
-            };
-            self.read_pages(r, |page| {
-                for item in page {
-                    if let Some(AttributeValue::S(l)) = item.get("labourer_id") {
-                        if !ids.contains(l) {
-                            ids.insert(l.clone());
-                        }
-                    }
-                }
-            })
-            .await?;
-        }
-        Ok(ids.into_iter().collect())
+        self.registered_labourers().await
+    }
+
+    async fn rescan_labourers(&self, now: Time) -> StoreResult<Vec<String>> {
+        self.rescan(Some(now)).await
     }
 
     async fn counts(&self, labourer: &str, m: &Markers) -> StoreResult<LabourerCounts> {

@@ -163,6 +163,12 @@ pub(super) fn read_labourer(
     let errors_before = r.errors.len();
     if id.trim().is_empty() {
         r.error(path, "a labourer id must not be empty");
+    } else if id.chars().any(char::is_control) {
+        let escaped = id.escape_debug();
+        r.error(
+            format!("task_config.labourers.\"{escaped}\""),
+            format!("a labourer id must not contain control characters (\"{escaped}\")"),
+        );
     }
     r.unknown_keys(lc, path, LABOURER_KEYS, |k| COMPUTED_LABOURER_KEYS.contains(&k));
     for k in COMPUTED_LABOURER_KEYS {

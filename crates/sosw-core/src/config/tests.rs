@@ -191,6 +191,21 @@ fn a_labourer_needs_a_way_to_be_invoked() {
     assert!(errs[0].contains("`task_config.labourers.w.command`"), "{errs:?}");
 }
 
+/// A labourer id is shown in terminals and metric labels, and DynamoDB's labourer registry keeps an item whose key
+/// starts with a NUL (see sosw-aws `registry.rs`): no control character, and the error shows the id escaped.
+#[test]
+fn a_labourer_id_has_no_control_characters() {
+    for id in ["\u{0}sosw labourer registry", "a\nb", "tab\there", "\u{1b}[31mred"] {
+        let errs = errors(json!({"task_config": {"labourers": {id: {"command": "true"}}}}));
+        assert_eq!(errs.len(), 1, "{id:?}: {errs:?}");
+        assert!(errs[0].contains("control characters"), "{errs:?}");
+        assert!(errs[0].contains(&id.escape_debug().to_string()), "{errs:?}");
+        assert!(!errs[0].contains(id), "shown escaped: {errs:?}");
+    }
+    let config = load(json!({"task_config": {"labourers": {"ünïcode labourer ✓": {"command": "true"}}}}));
+    assert!(config.labourer("ünïcode labourer ✓").is_some());
+}
+
 #[test]
 fn metric_sources() {
     let c = load(process(json!({"health_metrics": {

@@ -367,10 +367,28 @@ pub trait TaskStore: LabourerStore {
 
     async fn get(&self, task_id: &str) -> StoreResult<Option<StoredTask>>;
 
+    /// Whether task `task_id` of `labourer` is in any table (a task of another labourer is not). Cheaper than
+    /// [`TaskStore::get`] where the store keys a table by labourer (DynamoDB's retry table: knowing the labourer, one
+    /// `BatchGetItem` of three keys; not knowing it, `get` may need the task's audit trail, or a Scan).
+    async fn has_task(&self, labourer: &str, task_id: &str) -> StoreResult<bool> {
+        Ok(self.get(task_id).await?.is_some_and(|t| t.task.labourer_id == labourer))
+    }
+
     async fn list(&self, query: &TaskQuery) -> StoreResult<Vec<StoredTask>>;
 
-    /// Every labourer id that has a row in any table.
+    /// Every labourer id that has a row in any table, in order, at a cost that does not grow with the tasks stored
+    /// (what `status` and `/metrics` read on every poll). Exact on SQLite. DynamoDB reads its registry of labourers
+    /// instead: every labourer it created tasks of, and those its last [`TaskStore::rescan_labourers`] found.
     async fn labourer_ids(&self) -> StoreResult<Vec<String>>;
+
+    /// Every labourer id that has a row in any table, in order, by reading every table, whatever it costs; where
+    /// [`TaskStore::labourer_ids`] reads a registry, the registry is brought up to date (labourers whose tasks
+    /// another program wrote are added; those with no task left are removed, unless registered within the last
+    /// hour before `now`).
+    async fn rescan_labourers(&self, now: Time) -> StoreResult<Vec<String>> {
+        let _ = now;
+        self.labourer_ids().await
+    }
 
     async fn counts(&self, labourer: &str, markers: &Markers) -> StoreResult<LabourerCounts>;
 

@@ -3,6 +3,8 @@
 //! server's request recorder, which shows what the handlers invoked.
 #![allow(dead_code)]
 
+pub mod iam;
+
 use serde_json::{json, Value};
 use sosw_aws::{Aws, DynamoStore, Tables};
 use sosw_core::ports::TaskStore;
@@ -83,6 +85,11 @@ impl Moto {
 
     pub async fn recorded_invocations(&self, function: &str) -> Vec<Value> {
         sosw_testkit::moto::recorded_invocations(&self.endpoint, function).await
+    }
+
+    /// Stops recording; every request recorded since [`Moto::start_recording`].
+    pub async fn recorded_requests(&self) -> Vec<Value> {
+        sosw_testkit::moto::recorded_requests(&self.endpoint).await
     }
 }
 
