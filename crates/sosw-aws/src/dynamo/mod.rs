@@ -33,7 +33,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, KeysAndAttributes, Put, PutRequest, ReturnValue, Select, TransactWriteItem, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use sosw_core::breaker::LabourerState;
 use sosw_core::greenfield::{labourer_counts, queued_rows};
 use sosw_core::meta::{stamped, MetaAction, MetaEvent, Recorded, Stamp};
@@ -80,6 +80,9 @@ pub(crate) const TRANSACTION_BYTES: usize = 3_500_000;
 
 /// Requests of one labourer in flight at once (claims, archive moves).
 pub(crate) const IN_FLIGHT: usize = 16;
+
+/// Labourers counted at once by `counts_many` (seven queries each: 28 in flight).
+pub(crate) const COUNTING_LABOURERS: usize = 4;
 
 /// A [`TaskStore`] and [`MetaSink`] on DynamoDB.
 #[derive(Debug, Clone)]

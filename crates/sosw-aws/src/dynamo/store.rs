@@ -366,22 +366,14 @@ impl TaskStore for DynamoStore {
         self.rescan(Some(now)).await
     }
 
+    /// Seven `Select=COUNT` queries, sent at once: the latency of one poll is that of the slowest, not their sum.
     async fn counts(&self, labourer: &str, m: &Markers) -> StoreResult<LabourerCounts> {
-        let count = |key: &str, filter: Option<&str>, values: Vec<(&'static str, AttributeValue)>| {
-            let mut r = self.by_greenfield(labourer, key, filter);
+        let live = |key: &str, filter: &str, values: Vec<(&'static str, AttributeValue)>| {
+            let mut r = self.by_greenfield(labourer, key, Some(filter));
             r.values.extend(values);
             r.count = true;
-            async move { self.read(r).await.map(|(_, c)| c) }
+            r
         };
-        let queued = count("#g < :s", Some("attribute_not_exists(#c)"), vec![(":s", n(m.start))]).await?;
-        let running = count("#g > :e", Some("attribute_not_exists(#c)"), vec![(":e", n(m.expired))]).await?;
-        let expired = count(
-            "#g BETWEEN :s AND :e",
-            Some("attribute_not_exists(#c)"),
-            vec![(":s", n(m.start)), (":e", n(m.expired))],
-        )
-        .await?;
-        let completed = count("#g >= :s", Some("attribute_exists(#c)"), vec![(":s", n(m.start))]).await?;
         let retry = Read {
             table: self.tables.retry.clone(),
             key: Some("#l = :l".into()),
@@ -399,15 +391,39 @@ impl TaskStore for DynamoStore {
             count: true,
             ..Read::default()
         };
+        let live_task = "attribute_not_exists(#c)";
+        let reads = [
+            live("#g < :s", live_task, vec![(":s", n(m.start))]),
+            live("#g > :e", live_task, vec![(":e", n(m.expired))]),
+            live(
+                "#g BETWEEN :s AND :e",
+                live_task,
+                vec![(":s", n(m.start)), (":e", n(m.expired))],
+            ),
+            live("#g >= :s", "attribute_exists(#c)", vec![(":s", n(m.start))]),
+            retry,
+            closed(true),
+            closed(false),
+        ];
+        let counted =
+            futures::future::try_join_all(reads.map(|r| async move { self.read(r).await.map(|(_, c)| c) })).await?;
+        let [queued, running, expired, completed, retry_waiting, closed_completed, closed_dead] =
+            <[u64; 7]>::try_from(counted).map_err(|_| StoreError::Backend("seven counts, not seven".into()))?;
         Ok(LabourerCounts {
             queued,
             running,
             expired,
             completed,
-            retry_waiting: self.read(retry).await?.1,
-            closed_completed: self.read(closed(true)).await?.1,
-            closed_dead: self.read(closed(false)).await?.1,
+            retry_waiting,
+            closed_completed,
+            closed_dead,
         })
+    }
+
+    /// [`TaskStore::counts`] of a few labourers at once (each sends its seven queries at once), in their order.
+    async fn counts_many(&self, labourers: &[(String, Markers)]) -> StoreResult<Vec<LabourerCounts>> {
+        let each: Vec<_> = labourers.iter().map(|(l, m)| self.counts(l, m)).collect();
+        stream::iter(each).buffered(COUNTING_LABOURERS).try_collect().await
     }
 
     async fn save_job(&self, job: &JobProgress) -> StoreResult<()> {
