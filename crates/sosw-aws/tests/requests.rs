@@ -18,9 +18,9 @@ use sosw_testkit::ManualClock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-/// Requests sent, by operation, and how many of them the server failed with a 5xx.
+/// Requests sent, by operation, and how many of them the server failed with a 5xx; and by "operation table".
 #[derive(Debug, Default)]
-struct Counter(Mutex<BTreeMap<String, u64>>, Mutex<u64>);
+struct Counter(Mutex<BTreeMap<String, u64>>, Mutex<u64>, Mutex<BTreeMap<String, u64>>);
 
 impl Intercept for Counter {
     fn name(&self) -> &'static str {
@@ -40,6 +40,14 @@ impl Intercept for Counter {
             .and_then(|t| t.rsplit('.').next())
             .unwrap_or("?")
             .to_string();
+        let table = context
+            .request()
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+            .and_then(|v| v["TableName"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        *self.2.lock().expect("lock").entry(format!("{op} {table}")).or_default() += 1;
         *self.0.lock().expect("lock").entry(op).or_default() += 1;
         Ok(())
     }
@@ -60,6 +68,7 @@ impl Intercept for Counter {
 impl Counter {
     /// (requests by operation, server errors among them), since the last call.
     fn take(&self) -> (BTreeMap<String, u64>, u64) {
+        self.2.lock().expect("lock").clear();
         (
             std::mem::take(&mut *self.0.lock().expect("lock")),
             std::mem::take(&mut *self.1.lock().expect("lock")),
@@ -313,6 +322,20 @@ async fn labourers_are_listed_from_the_registry_without_reading_the_task_tables(
                 .expect("delete");
         }
     };
+    let delete_retry = |table: String, labourer: &str, id: &str| {
+        let raw = raw.clone();
+        let (labourer, id) = (labourer.to_string(), id.to_string());
+        async move {
+            use aws_sdk_dynamodb::types::AttributeValue::S;
+            raw.delete_item()
+                .table_name(table)
+                .key("labourer_id", S(labourer))
+                .key("task_id", S(id))
+                .send()
+                .await
+                .expect("delete");
+        }
+    };
     let tables = store.tables().clone();
     let now = sosw_core::Time::from_secs(1_700_000_000);
     let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -355,18 +378,65 @@ async fn labourers_are_listed_from_the_registry_without_reading_the_task_tables(
     );
     assert_eq!(store.labourer_ids().await.expect("ids"), ids(&["py1", "py2", "w"]));
 
-    // A labourer with no task left is unregistered by a rescan, unless it registered within the last hour.
+    // A labourer with no task left is only marked by a rescan; one that finds none of its tasks an hour later or more
+    // unregisters it, unless it registered within that hour. A task found in between clears the mark.
     delete(tables.tasks.clone(), "p1").await;
     delete(tables.closed.clone(), "p2").await;
     assert_eq!(store.rescan_labourers(now).await.expect("rescan"), ids(&["w"]));
     assert_eq!(
         store.labourer_ids().await.expect("ids"),
-        ids(&["py2", "w"]),
-        "py1 was registered by the first scan, which has no clock; py2 by the rescan at `now`"
+        ids(&["py1", "py2", "w"]),
+        "missed once"
     );
+    python_task(tables.retry.clone(), "py2", "p3").await;
     let later = now.plus_secs(3601);
+    assert_eq!(store.rescan_labourers(later).await.expect("rescan"), ids(&["py2", "w"]));
+    assert_eq!(
+        store.labourer_ids().await.expect("ids"),
+        ids(&["py2", "w"]),
+        "py1 missed twice an hour apart; py2 found again"
+    );
+    delete_retry(tables.retry.clone(), "py2", "p3").await;
     assert_eq!(store.rescan_labourers(later).await.expect("rescan"), ids(&["w"]));
+    assert_eq!(
+        store.rescan_labourers(later.plus_secs(1800)).await.expect("rescan"),
+        ids(&["w"])
+    );
+    assert_eq!(
+        store.labourer_ids().await.expect("ids"),
+        ids(&["py2", "w"]),
+        "py2's mark is half an hour old"
+    );
+    assert_eq!(
+        store.rescan_labourers(later.plus_secs(3601)).await.expect("rescan"),
+        ids(&["w"])
+    );
     assert_eq!(store.labourer_ids().await.expect("ids"), ids(&["w"]));
+}
+
+/// The first look at tables never scanned is one rescan, however many callers ask at once.
+#[tokio::test]
+#[ignore = "needs moto_server (SOSW_TEST_DYNAMODB); `.ci/run` starts it and runs ignored tests"]
+async fn callers_at_once_share_the_first_rescan() {
+    let Some(endpoint) = sosw_testkit::service("SOSW_TEST_DYNAMODB") else {
+        return;
+    };
+    let (store, counter) = counted_store(&endpoint, "lf").await;
+    let asked = futures::future::join_all((0..8).map(|_| store.labourer_ids())).await;
+    assert!(
+        asked.iter().all(|ids| ids.as_ref().is_ok_and(Vec::is_empty)),
+        "{asked:?}"
+    );
+    let by_table = std::mem::take(&mut *counter.2.lock().expect("lock"));
+    let t = store.tables();
+    for table in [&t.tasks, &t.retry, &t.closed] {
+        assert_eq!(by_table.get(&format!("Scan {table}")), Some(&1), "{by_table:?}");
+    }
+    assert_eq!(
+        by_table.get(&format!("UpdateItem {}", t.labourers)),
+        Some(&1),
+        "one marker: {by_table:?}"
+    );
 }
 
 /// `Intercept` for an `Arc` we keep a handle on.

@@ -51,7 +51,9 @@ async fn schedule_orchestrate_complete_scavenge_and_expire_retry_die() {
         &tables,
         json!({
             "task_config": {"labourers": {&worker: {
-                "arn": arn, "max_simultaneous_invocations": 10, "duration": 60, "cooldown": 30, "max_attempts": 2
+                "arn": arn, "max_simultaneous_invocations": 10, "duration": 60, "cooldown": 30, "max_attempts": 2,
+                // Adaptive: the WorkerAssistant adds each report to the labourer's counts (and its policy must let it).
+                "adaptive": {"min": 5}
             }}},
             "sns_config": {"recipient": topic},
             "job_schema": {"chunkable_attrs": [["item", {}]]},

@@ -57,7 +57,7 @@ async fn a_job_cut_by_the_deadline_continues_in_a_new_invocation() {
     moto.start_recording().await;
     let first = scheduler.handle(job.clone(), &ctx).await.expect("first part");
     let requests = moto.recorded_requests().await;
-    policies.assert_granted("sosw_scheduler", &requests);
+    assert!(policies.assert_granted("sosw_scheduler", &requests) > 0);
     let sibling = sosw_testkit::moto::invocations_in(&requests, &format!("sosw_scheduler_{}", std::process::id()));
     assert_eq!(
         (first["created"].clone(), first["finished"].clone()),
@@ -84,7 +84,7 @@ async fn a_job_cut_by_the_deadline_continues_in_a_new_invocation() {
     clock.advance_secs(86_400);
     moto.start_recording().await;
     let rest = scheduler.handle(json!({"file_name": key}), &Context::default()).await;
-    policies.assert_granted("sosw_scheduler", &moto.recorded_requests().await);
+    assert!(policies.assert_granted("sosw_scheduler", &moto.recorded_requests().await) > 0);
     let rest = rest.expect("the rest");
     assert_eq!(
         (

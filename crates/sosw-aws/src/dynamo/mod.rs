@@ -98,6 +98,8 @@ pub struct DynamoStore {
     meta_queue: std::sync::Arc<MetaQueue>,
     /// When this store last registered each labourer it created tasks of (milliseconds; see `registry.rs`).
     registered: std::sync::Arc<std::sync::Mutex<HashMap<String, i64>>>,
+    /// Held by the one rescan that the first `labourer_ids` on never-scanned tables runs (see `registry.rs`).
+    first_rescan: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl DynamoStore {
@@ -110,6 +112,7 @@ impl DynamoStore {
             completed_copies: std::sync::Arc::default(),
             meta_queue: std::sync::Arc::default(),
             registered: std::sync::Arc::default(),
+            first_rescan: std::sync::Arc::default(),
         }
     }
 
@@ -122,6 +125,7 @@ impl DynamoStore {
             completed_copies: std::sync::Arc::default(),
             meta_queue: std::sync::Arc::default(),
             registered: std::sync::Arc::default(),
+            first_rescan: std::sync::Arc::default(),
         }
     }
 

@@ -13,35 +13,7 @@ impl DynamoStore {
         let mut seen = HashSet::new();
         let unique: Vec<&NewTask> = tasks.iter().filter(|t| seen.insert(t.task_id.clone())).collect();
         for chunk in unique.chunks(33) {
-            let mut request: HashMap<String, KeysAndAttributes> = HashMap::new();
-            for (table, keys) in [
-                (
-                    &self.tables.tasks,
-                    chunk
-                        .iter()
-                        .map(|t| DynamoStore::task_key(&t.task_id))
-                        .collect::<Vec<_>>(),
-                ),
-                (
-                    &self.tables.closed,
-                    chunk.iter().map(|t| DynamoStore::task_key(&t.task_id)).collect(),
-                ),
-                (
-                    &self.tables.retry,
-                    chunk
-                        .iter()
-                        .map(|t| DynamoStore::retry_key(&t.labourer_id, &t.task_id))
-                        .collect(),
-                ),
-            ] {
-                let ka = KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .projection_expression("task_id")
-                    .consistent_read(true)
-                    .build()
-                    .map_err(build_err)?;
-                request.insert(table.clone(), ka);
-            }
+            let request = self.lookup(chunk.iter().map(|t| (t.labourer_id.as_str(), t.task_id.as_str())))?;
             for item in self.batch_get(request).await?.into_values().flatten() {
                 if let Some(AttributeValue::S(id)) = item.get("task_id") {
                     existing.insert(id.clone());

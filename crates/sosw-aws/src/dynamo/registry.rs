@@ -9,11 +9,14 @@
 //!   [`REREGISTER_MILLIS`], so a process that creates tasks all day writes one small update per labourer every ten
 //!   minutes.
 //! - **Tasks this store did not create** (Python sosw's `TaskManager`, or sosw-rs before the registry) are found by
-//!   a rescan ([`TaskStore::rescan_labourers`], `sosw labourer rescan`): one consistent Scan of the three task
-//!   tables, reading their `labourer_id` alone. It registers every labourer found and unregisters those it found no
-//!   task of, unless they registered within [`UNREGISTER_GRACE_MILLIS`] (their tasks may be being written).
+//!   a rescan ([`TaskStore::rescan_labourers`], `sosw labourer rescan`): a consistent Scan of each of the three task
+//!   tables, reading their `labourer_id` alone. It registers every labourer found. A registered labourer it finds no
+//!   task of is only marked (`unseen_at`); a later rescan, at least [`UNREGISTER_GRACE_MILLIS`] after the mark,
+//!   that finds none either unregisters it, unless it registered within that time. (The three Scans are not one
+//!   snapshot: a task moving between tables while they run can be missed once, never twice an hour apart.)
 //! - **The first `labourer_ids` on tables never scanned** rescans by itself (tables from before the registry, or
-//!   filled by Python sosw), and leaves the marker item [`MARKER`] so that it happens once.
+//!   filled by Python sosw), and leaves the marker item [`MARKER`]. Concurrent callers share that one rescan, which
+//!   runs on as its own task if they give up waiting (a scrape's timeout), so that it finishes once.
 //!
 //! What a rescan cannot see between two runs: a labourer that is not in the config and whose tasks only Python sosw
 //! creates. `status` lists every configured labourer anyway.
@@ -23,6 +26,9 @@ use super::*;
 /// `registered_at` (milliseconds): the labourer has tasks, as of then.
 const REGISTERED: &str = "registered_at";
 
+/// `unseen_at` (milliseconds): a rescan then found no task of this registered labourer.
+const UNSEEN: &str = "unseen_at";
+
 /// The key of the item that says the task tables were scanned (`scanned_at`, milliseconds; 0 for the first scan,
 /// which has no clock). No labourer can have this id: the configuration refuses control characters in one.
 pub(crate) const MARKER: &str = "\u{0}sosw labourer registry";
@@ -30,8 +36,24 @@ pub(crate) const MARKER: &str = "\u{0}sosw labourer registry";
 /// How often one store writes a labourer's registration again while it keeps creating its tasks.
 pub const REREGISTER_MILLIS: i64 = 10 * 60 * 1000;
 
-/// How long after its last registration a labourer stays registered even when a rescan finds no task of it.
+/// How long after its last registration, and after a rescan first found no task of it, a labourer stays
+/// registered.
 pub const UNREGISTER_GRACE_MILLIS: i64 = 60 * 60 * 1000;
+
+/// The registered labourers among the labourers' items (which come sorted by id).
+fn registered(items: &[Item]) -> impl Iterator<Item = (String, &Item)> {
+    items
+        .iter()
+        .filter(|i| i.contains_key(REGISTERED))
+        .filter_map(|i| Some((get_s_attr(i, "labourer_id")?, i)))
+        .filter(|(id, _)| id != MARKER)
+}
+
+fn scanned(items: &[Item]) -> bool {
+    items
+        .iter()
+        .any(|i| get_s_attr(i, "labourer_id").as_deref() == Some(MARKER))
+}
 
 impl DynamoStore {
     /// Registers `labourers` as having tasks at `now`, except those this store registered less than
@@ -58,9 +80,10 @@ impl DynamoStore {
                 .update_item()
                 .table_name(&self.tables.labourers)
                 .key("labourer_id", s(labourer))
-                .update_expression("SET #r = :at")
+                .update_expression("SET #r = :at REMOVE #u")
                 .condition_expression("attribute_not_exists(#r) OR #r < :at")
                 .expression_attribute_names("#r", REGISTERED)
+                .expression_attribute_names("#u", UNSEEN)
                 .expression_attribute_values(":at", n(now.millis()))
                 .send()
                 .await;
@@ -75,25 +98,31 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// The registered labourers, in order; rescans first if the task tables were never scanned.
+    /// The registered labourers, in order; rescans first if the task tables were never scanned (one rescan for all
+    /// callers, which finishes even if they stop waiting).
     pub(crate) async fn registered_labourers(&self) -> StoreResult<Vec<String>> {
         let items = self.labourer_items().await?;
-        if !items
-            .iter()
-            .any(|i| get_s_attr(i, "labourer_id").as_deref() == Some(MARKER))
-        {
-            return self.rescan(None).await;
+        if scanned(&items) {
+            return Ok(registered(&items).map(|(id, _)| id).collect());
         }
-        Ok(items
-            .iter()
-            .filter(|i| i.contains_key(REGISTERED))
-            .filter_map(|i| get_s_attr(i, "labourer_id"))
-            .filter(|id| id != MARKER)
-            .collect())
+        let turn = self.first_rescan.clone().lock_owned().await;
+        let items = self.labourer_items().await?;
+        if scanned(&items) {
+            return Ok(registered(&items).map(|(id, _)| id).collect());
+        }
+        let store = self.clone();
+        let rescan = tokio::spawn(async move {
+            let _turn = turn;
+            store.rescan(None).await
+        });
+        rescan
+            .await
+            .map_err(|e| StoreError::Backend(format!("the first rescan of the labourers stopped: {e}").into()))?
     }
 
-    /// Scans the task tables for their labourers, registers each one found and, given `now`, unregisters those
-    /// with no task that registered over [`UNREGISTER_GRACE_MILLIS`] before `now`. Returns the labourers found.
+    /// Scans the task tables for their labourers and registers each one found (clearing a mark of a previous
+    /// miss). Given `now`, a registered labourer with no task is marked unseen, or unregistered if it was marked
+    /// unseen and registered over [`UNREGISTER_GRACE_MILLIS`] before `now`. Returns the labourers found.
     pub(crate) async fn rescan(&self, now: Option<Time>) -> StoreResult<Vec<String>> {
         let found = self.scanned_labourer_ids().await?;
         let at = now.map_or(0, Time::millis);
@@ -101,8 +130,9 @@ impl DynamoStore {
             .iter()
             .map(|labourer| {
                 self.update_labourer(labourer)
-                    .update_expression("SET #r = if_not_exists(#r, :at)")
+                    .update_expression("SET #r = if_not_exists(#r, :at) REMOVE #u")
                     .expression_attribute_names("#r", REGISTERED)
+                    .expression_attribute_names("#u", UNSEEN)
                     .expression_attribute_values(":at", n(at))
             })
             .collect();
@@ -113,33 +143,40 @@ impl DynamoStore {
             .await;
         results.into_iter().try_for_each(|r| r.map(drop).map_err(sdk_err))?;
         if let Some(now) = now {
-            let cutoff = now.millis().saturating_sub(UNREGISTER_GRACE_MILLIS);
-            let gone: Vec<String> = self
-                .labourer_items()
-                .await?
-                .iter()
-                .filter(|i| i.contains_key(REGISTERED))
-                .filter_map(|i| get_s_attr(i, "labourer_id"))
-                .filter(|id| id != MARKER && found.binary_search(id).is_err())
+            let cutoff = n(now.millis().saturating_sub(UNREGISTER_GRACE_MILLIS));
+            let items = self.labourer_items().await?;
+            let missed: Vec<(String, bool)> = registered(&items)
+                .filter(|(id, _)| found.binary_search(id).is_err())
+                .map(|(id, item)| (id, item.contains_key(UNSEEN)))
                 .collect();
-            for labourer in gone {
-                let out = self
+            for (labourer, marked) in missed {
+                // The conditions are checked where the item is: a registration since the read wins.
+                let request = self
                     .update_labourer(&labourer)
-                    .update_expression("REMOVE #r")
-                    .condition_expression("#r < :cutoff")
                     .expression_attribute_names("#r", REGISTERED)
-                    .expression_attribute_values(":cutoff", n(cutoff))
-                    .send()
-                    .await;
-                match out {
+                    .expression_attribute_names("#u", UNSEEN);
+                let request = if marked {
+                    request
+                        .update_expression("REMOVE #r, #u")
+                        .condition_expression("#r < :cutoff AND #u < :cutoff")
+                        .expression_attribute_values(":cutoff", cutoff.clone())
+                } else {
+                    request
+                        .update_expression("SET #u = :now")
+                        .condition_expression("attribute_exists(#r) AND attribute_not_exists(#u)")
+                        .expression_attribute_values(":now", n(now.millis()))
+                };
+                match request.send().await {
+                    Ok(_) if marked => {
+                        self.registered
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&labourer);
+                    }
                     Ok(_) => {}
-                    Err(e) if failed_condition(&e) => {} // registered within the grace: its tasks may be coming
+                    Err(e) if failed_condition(&e) => {} // registered or marked since: left as it is
                     Err(e) => return Err(sdk_err(e)),
                 }
-                self.registered
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&labourer);
             }
         }
         self.update_labourer(MARKER)

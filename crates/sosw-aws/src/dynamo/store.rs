@@ -250,23 +250,7 @@ impl TaskStore for DynamoStore {
         if !storable_key(task_id) || !storable_key(labourer) {
             return Ok(false);
         }
-        let keys = |key: Item| {
-            KeysAndAttributes::builder()
-                .keys(key)
-                .projection_expression("labourer_id")
-                .consistent_read(true)
-                .build()
-                .map_err(build_err)
-        };
-        let request = HashMap::from([
-            (self.tables.tasks.clone(), keys(DynamoStore::task_key(task_id))?),
-            (self.tables.closed.clone(), keys(DynamoStore::task_key(task_id))?),
-            (
-                self.tables.retry.clone(),
-                keys(DynamoStore::retry_key(labourer, task_id))?,
-            ),
-        ]);
-        let found = self.batch_get(request).await?;
+        let found = self.batch_get(self.lookup([(labourer, task_id)])?).await?;
         Ok(found
             .values()
             .flatten()
@@ -275,7 +259,7 @@ impl TaskStore for DynamoStore {
 
     /// One labourer's listing reads that labourer's index page by page (a page, and the rows tying with its last
     /// in queue position or close time); every labourer's is theirs one after another
-    /// ([`DynamoStore::list_every_labourer`], which first scans the tables for the labourers).
+    /// ([`DynamoStore::list_every_labourer`], over the registered labourers: see `registry.rs`).
     async fn list(&self, q: &TaskQuery) -> StoreResult<Vec<StoredTask>> {
         let Some(l) = q.labourer.as_deref() else {
             return self.list_every_labourer(q).await;

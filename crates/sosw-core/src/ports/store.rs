@@ -72,6 +72,7 @@ pub enum Table {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskQuery {
     pub table: Table,
+    /// One labourer's tasks, or (`None`) those of every labourer [`TaskStore::labourer_ids`] lists.
     pub labourer: Option<String>,
     /// Live table only.
     pub greenfield: Option<GreenfieldRange>,
@@ -382,9 +383,9 @@ pub trait TaskStore: LabourerStore {
     async fn labourer_ids(&self) -> StoreResult<Vec<String>>;
 
     /// Every labourer id that has a row in any table, in order, by reading every table, whatever it costs; where
-    /// [`TaskStore::labourer_ids`] reads a registry, the registry is brought up to date (labourers whose tasks
-    /// another program wrote are added; those with no task left are removed, unless registered within the last
-    /// hour before `now`).
+    /// [`TaskStore::labourer_ids`] reads a registry, the registry is brought up to date: labourers whose tasks
+    /// another program wrote are added; one with no task is removed when a rescan finds none for the second time,
+    /// an hour or more after the first (and it did not register within that hour before `now`).
     async fn rescan_labourers(&self, now: Time) -> StoreResult<Vec<String>> {
         let _ = now;
         self.labourer_ids().await

@@ -173,16 +173,7 @@ impl Policies {
                     .and_then(|rest| rest.strip_suffix("/invocations"))
                     .unwrap_or_else(|| panic!("a Lambda request other than Invoke: {url}"));
                 let function = percent_decode(function);
-                let resource = if function.starts_with("arn:") {
-                    self.names
-                        .iter()
-                        .find(|(ours, _)| *ours == function)
-                        .map(|(_, theirs)| theirs.clone())
-                        .unwrap_or_else(|| template_function(&function))
-                } else {
-                    template_function(&function)
-                };
-                vec![("lambda:InvokeFunction".into(), resource)]
+                vec![("lambda:InvokeFunction".into(), self.named(&function))]
             }
             "sns" | "monitoring" => {
                 let form = String::from_utf8(body).expect("a form");
@@ -202,6 +193,10 @@ impl Policies {
             "s3" => {
                 let path = url.splitn(4, '/').nth(3).unwrap_or_default();
                 let path = percent_decode(path.split('?').next().unwrap_or_default());
+                assert!(
+                    path.trim_end_matches('/').contains('/'),
+                    "an S3 request on a bucket, not an object (s3:ListBucket and others): {url}"
+                );
                 let action = match entry["method"].as_str() {
                     Some("GET") => "GetObject",
                     Some("PUT") => "PutObject",
