@@ -310,27 +310,17 @@ async fn labourers_are_listed_from_the_registry_without_reading_the_task_tables(
                 .expect("put a Python task");
         }
     };
-    let delete = |table: String, id: &str| {
+    // Deletes the item with `key` (attribute, string value) from `table`.
+    let delete = |table: String, key: &[(&str, &str)]| {
         let raw = raw.clone();
-        let id = id.to_string();
+        let key: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> = key
+            .iter()
+            .map(|(k, v)| (k.to_string(), aws_sdk_dynamodb::types::AttributeValue::S(v.to_string())))
+            .collect();
         async move {
             raw.delete_item()
                 .table_name(table)
-                .key("task_id", aws_sdk_dynamodb::types::AttributeValue::S(id))
-                .send()
-                .await
-                .expect("delete");
-        }
-    };
-    let delete_retry = |table: String, labourer: &str, id: &str| {
-        let raw = raw.clone();
-        let (labourer, id) = (labourer.to_string(), id.to_string());
-        async move {
-            use aws_sdk_dynamodb::types::AttributeValue::S;
-            raw.delete_item()
-                .table_name(table)
-                .key("labourer_id", S(labourer))
-                .key("task_id", S(id))
+                .set_key(Some(key))
                 .send()
                 .await
                 .expect("delete");
@@ -380,8 +370,8 @@ async fn labourers_are_listed_from_the_registry_without_reading_the_task_tables(
 
     // A labourer with no task left is only marked by a rescan; one that finds none of its tasks an hour later or more
     // unregisters it, unless it registered within that hour. A task found in between clears the mark.
-    delete(tables.tasks.clone(), "p1").await;
-    delete(tables.closed.clone(), "p2").await;
+    delete(tables.tasks.clone(), &[("task_id", "p1")]).await;
+    delete(tables.closed.clone(), &[("task_id", "p2")]).await;
     assert_eq!(store.rescan_labourers(now).await.expect("rescan"), ids(&["w"]));
     assert_eq!(
         store.labourer_ids().await.expect("ids"),
@@ -396,7 +386,7 @@ async fn labourers_are_listed_from_the_registry_without_reading_the_task_tables(
         ids(&["py2", "w"]),
         "py1 missed twice an hour apart; py2 found again"
     );
-    delete_retry(tables.retry.clone(), "py2", "p3").await;
+    delete(tables.retry.clone(), &[("labourer_id", "py2"), ("task_id", "p3")]).await;
     assert_eq!(store.rescan_labourers(later).await.expect("rescan"), ids(&["w"]));
     assert_eq!(
         store.rescan_labourers(later.plus_secs(1800)).await.expect("rescan"),

@@ -1532,21 +1532,27 @@ pub async fn revive_moves_only_dead_tasks(h: &Harness) {
     assert_eq!(s.counts("w", &m).await.expect("counts").closed_dead, 0);
 }
 
+/// Task `id` of `labourer`, queued: invoked, completed and archived.
+async fn close_completed(s: &dyn TaskStore, labourer: &str, id: &str) {
+    claim_all(s, labourer, &[id], NOW).await;
+    s.complete(id, now(), &WorkerReport::default()).await.expect("complete");
+    s.archive(id, ArchiveExpect::Completed, now()).await.expect("archive");
+}
+
+/// Task `id` of `labourer`, queued: invoked, expired and moved to the retry table.
+async fn wait_for_retry(s: &dyn TaskStore, labourer: &str, id: &str) {
+    let m = Markers::new(now(), D, 60, 30);
+    claim(s, labourer, &[id], NOW, m.expired.get()).await;
+    s.move_to_retry(id, m.expired, NOW + 60).await.expect("retry");
+}
+
 /// `has_task` finds a task of its labourer in each table, and neither an unknown id nor another labourer's task.
 pub async fn has_task_looks_in_every_table_for_the_labourers_task(h: &Harness) {
     let s = h.store.as_ref();
     create(s, "w", &["live", "retry", "closed"]).await;
     create(s, "v", &["other"]).await;
-    let m = Markers::new(now(), D, 60, 30);
-    claim(s, "w", &["retry"], NOW, m.expired.get()).await;
-    s.move_to_retry("retry", m.expired, NOW + 60).await.expect("retry");
-    claim_all(s, "w", &["closed"], NOW).await;
-    s.complete("closed", now(), &WorkerReport::default())
-        .await
-        .expect("complete");
-    s.archive("closed", ArchiveExpect::Completed, now())
-        .await
-        .expect("archive");
+    wait_for_retry(s, "w", "retry").await;
+    close_completed(s, "w", "closed").await;
     for id in ["live", "retry", "closed"] {
         assert!(s.has_task("w", id).await.expect("has_task"), "{id}");
         assert!(!s.has_task("v", id).await.expect("has_task"), "{id} is w's");
@@ -1566,16 +1572,8 @@ pub async fn labourers_with_tasks_are_listed_and_rescanned(h: &Harness) {
     create(s, "w", &["closed"]).await;
     create(s, "v", &["retry"]).await;
     create(s, "u", &["queued"]).await;
-    claim_all(s, "w", &["closed"], NOW).await;
-    s.complete("closed", now(), &WorkerReport::default())
-        .await
-        .expect("complete");
-    s.archive("closed", ArchiveExpect::Completed, now())
-        .await
-        .expect("archive");
-    let m = Markers::new(now(), D, 60, 30);
-    claim(s, "v", &["retry"], NOW, m.expired.get()).await;
-    s.move_to_retry("retry", m.expired, NOW + 60).await.expect("retry");
+    close_completed(s, "w", "closed").await;
+    wait_for_retry(s, "v", "retry").await;
     let every = vec!["u".to_string(), "v".into(), "w".into()];
     assert_eq!(s.labourer_ids().await.expect("ids"), every);
     assert_eq!(s.rescan_labourers(now()).await.expect("rescan"), every);
