@@ -86,25 +86,18 @@ async fn statuses(
         .iter()
         .filter(|l| only.is_none_or(|id| l.id == id))
         .collect();
-    let health = EcologyManager::new(wiring.metrics.clone())
-        .statuses(config, &labourers, now)
-        .await;
+    // Independent reads, at once: a poll waits for the slowest (a metric, a store round trip), not their sum.
+    let ecology = EcologyManager::new(wiring.metrics.clone());
+    let (health, states, controls, records) = futures::join!(
+        ecology.statuses(config, &labourers, now),
+        store.labourer_states(),
+        store.labourer_controls(),
+        store.dispatch_records(),
+    );
     let mut unread = Vec::new();
-    let states = keyed("the breaker states", store.labourer_states().await, &mut unread, |s| {
-        &s.labourer_id
-    });
-    let controls = keyed(
-        "the operators' controls",
-        store.labourer_controls().await,
-        &mut unread,
-        |c| &c.labourer_id,
-    );
-    let records = keyed(
-        "the dispatch records",
-        store.dispatch_records().await,
-        &mut unread,
-        |r| &r.labourer_id,
-    );
+    let states = keyed("the breaker states", states, &mut unread, |s| &s.labourer_id);
+    let controls = keyed("the operators' controls", controls, &mut unread, |c| &c.labourer_id);
+    let records = keyed("the dispatch records", records, &mut unread, |r| &r.labourer_id);
     let state_of = |id: &str| states.get(id);
     let control_of = |id: &str| controls.get(id);
     let record_of = |id: &str| records.get(id);
