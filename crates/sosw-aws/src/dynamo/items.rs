@@ -1,4 +1,4 @@
-//! Items to values: jobs, closed tasks, listing cursors.
+//! Items to values and back: jobs, closed tasks, listing cursors; a task's keys in each table.
 
 use super::*;
 
@@ -48,4 +48,43 @@ pub(crate) fn job_from_item(item: &Item) -> StoreResult<JobProgress> {
         updated_at: Time::from_millis(num("updated_at")?),
         finished_at: get_i64(item, "finished_at").map(Time::from_millis),
     })
+}
+
+/// A task's keys: where it can be, in each table.
+impl DynamoStore {
+    /// A consistent `BatchGetItem` request of every key where each (labourer, task id) could be: its live, closed
+    /// and retry keys (at most 33 tasks: DynamoDB takes 100 keys a request), reading `task_id` and `labourer_id`.
+    pub(crate) fn lookup<'a>(
+        &self,
+        tasks: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> StoreResult<HashMap<String, KeysAndAttributes>> {
+        let live = tasks.clone().into_iter().map(|(_, id)| DynamoStore::task_key(id));
+        let closed = tasks.clone().into_iter().map(|(_, id)| DynamoStore::task_key(id));
+        let retry = tasks.into_iter().map(|(l, id)| DynamoStore::retry_key(l, id));
+        let keys = |table: &String, keys: Vec<Item>| {
+            let ka = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .projection_expression("task_id, labourer_id")
+                .consistent_read(true)
+                .build()
+                .map_err(build_err)?;
+            Ok::<_, StoreError>((table.clone(), ka))
+        };
+        Ok(HashMap::from([
+            keys(&self.tables.tasks, live.collect())?,
+            keys(&self.tables.closed, closed.collect())?,
+            keys(&self.tables.retry, retry.collect())?,
+        ]))
+    }
+
+    pub(crate) fn task_key(task_id: &str) -> Item {
+        HashMap::from([("task_id".to_string(), s(task_id))])
+    }
+
+    pub(crate) fn retry_key(labourer: &str, task_id: &str) -> Item {
+        HashMap::from([
+            ("labourer_id".to_string(), s(labourer)),
+            ("task_id".to_string(), s(task_id)),
+        ])
+    }
 }

@@ -1,4 +1,6 @@
 //! Reads, writes and transactions against the tables: pagination, batches, conditional transactions.
+//! Longer than 500 lines because every request shape the store sends is here, each with its retries of
+//! unprocessed parts; the task keys they use are in `items.rs`.
 
 use super::*;
 
@@ -460,42 +462,6 @@ impl DynamoStore {
             }
         }
         Ok(())
-    }
-
-    /// A consistent `BatchGetItem` request of every key where each (labourer, task id) could be: its live, closed
-    /// and retry keys (at most 33 tasks: DynamoDB takes 100 keys a request), reading `task_id` and `labourer_id`.
-    pub(crate) fn lookup<'a>(
-        &self,
-        tasks: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
-    ) -> StoreResult<HashMap<String, KeysAndAttributes>> {
-        let live = tasks.clone().into_iter().map(|(_, id)| DynamoStore::task_key(id));
-        let closed = tasks.clone().into_iter().map(|(_, id)| DynamoStore::task_key(id));
-        let retry = tasks.into_iter().map(|(l, id)| DynamoStore::retry_key(l, id));
-        let keys = |table: &String, keys: Vec<Item>| {
-            let ka = KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .projection_expression("task_id, labourer_id")
-                .consistent_read(true)
-                .build()
-                .map_err(build_err)?;
-            Ok::<_, StoreError>((table.clone(), ka))
-        };
-        Ok(HashMap::from([
-            keys(&self.tables.tasks, live.collect())?,
-            keys(&self.tables.closed, closed.collect())?,
-            keys(&self.tables.retry, retry.collect())?,
-        ]))
-    }
-
-    pub(crate) fn task_key(task_id: &str) -> Item {
-        HashMap::from([("task_id".to_string(), s(task_id))])
-    }
-
-    pub(crate) fn retry_key(labourer: &str, task_id: &str) -> Item {
-        HashMap::from([
-            ("labourer_id".to_string(), s(labourer)),
-            ("task_id".to_string(), s(task_id)),
-        ])
     }
 
     /// The live item moved to closed, completed or dead, at `now`.
