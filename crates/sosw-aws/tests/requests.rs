@@ -404,6 +404,59 @@ async fn labourers_are_listed_from_the_registry_without_reading_the_task_tables(
     assert_eq!(store.labourer_ids().await.expect("ids"), ids(&["w"]));
 }
 
+/// A principal that may read the tables but not write the registry (here: a labourers' table keyed by a number, so
+/// DynamoDB refuses every write to it) still gets the labourers with tasks from the first look, each time, as before
+/// the registry; the explicit rescan says it could not record them.
+#[tokio::test]
+#[ignore = "needs moto_server (SOSW_TEST_DYNAMODB); `.ci/run` starts it and runs ignored tests"]
+async fn labourers_are_found_when_the_registry_cannot_be_written() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue::S, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let Some(endpoint) = sosw_testkit::service("SOSW_TEST_DYNAMODB") else {
+        return;
+    };
+    let raw = sosw_aws::Aws::local(&endpoint).await.dynamodb();
+    let tables = Tables::prefixed(&format!("lw{}_", std::process::id()));
+    raw.create_table()
+        .table_name(&tables.labourers)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("labourer_id")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("labourer_id")
+                .attribute_type(ScalarAttributeType::N)
+                .build()
+                .expect("attribute"),
+        )
+        .send()
+        .await
+        .expect("a labourers' table we cannot write to");
+    let store = DynamoStore::new(raw.clone(), tables.clone());
+    store.init().await.expect("the other tables");
+    raw.put_item()
+        .table_name(&tables.tasks)
+        .item("task_id", S("p1".into()))
+        .item("labourer_id", S("py".into()))
+        .send()
+        .await
+        .expect("a Python task");
+    for _ in 0..2 {
+        assert_eq!(store.labourer_ids().await.expect("ids"), vec!["py".to_string()]);
+    }
+    let now = sosw_core::Time::from_secs(1_700_000_000);
+    assert!(
+        store.rescan_labourers(now).await.is_err(),
+        "the explicit rescan reports the refused write"
+    );
+}
+
 /// The first look at tables never scanned is one rescan, however many callers ask at once.
 #[tokio::test]
 #[ignore = "needs moto_server (SOSW_TEST_DYNAMODB); `.ci/run` starts it and runs ignored tests"]

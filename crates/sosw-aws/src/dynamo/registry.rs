@@ -113,7 +113,13 @@ impl DynamoStore {
         let store = self.clone();
         let rescan = tokio::spawn(async move {
             let _turn = turn;
-            store.rescan(None).await
+            let found = store.scanned_labourer_ids().await?;
+            // The answer is the scan's; a principal that may read but not write the tables (a read-only dashboard)
+            // still gets it, and the next call scans again, as before the registry.
+            if let Err(e) = store.record_rescan(&found, None).await {
+                tracing::warn!(error = %e, "the labourers with tasks were found, but not recorded in the registry");
+            }
+            Ok(found)
         });
         rescan
             .await
@@ -121,10 +127,17 @@ impl DynamoStore {
     }
 
     /// Scans the task tables for their labourers and registers each one found (clearing a mark of a previous
-    /// miss). Given `now`, a registered labourer with no task is marked unseen, or unregistered if it was marked
-    /// unseen and registered over [`UNREGISTER_GRACE_MILLIS`] before `now`. Returns the labourers found.
-    pub(crate) async fn rescan(&self, now: Option<Time>) -> StoreResult<Vec<String>> {
+    /// miss). A registered labourer with no task is marked unseen, or unregistered if it was marked unseen and
+    /// registered over [`UNREGISTER_GRACE_MILLIS`] before `now`. Returns the labourers found.
+    pub(crate) async fn rescan(&self, now: Time) -> StoreResult<Vec<String>> {
         let found = self.scanned_labourer_ids().await?;
+        self.record_rescan(&found, Some(now)).await?;
+        Ok(found)
+    }
+
+    /// What a rescan that `found` these labourers (sorted) writes; without `now` (the first, automatic rescan) it
+    /// only registers them and leaves the marker.
+    async fn record_rescan(&self, found: &[String], now: Option<Time>) -> StoreResult<()> {
         let at = now.map_or(0, Time::millis);
         let registrations: Vec<_> = found
             .iter()
@@ -186,7 +199,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(sdk_err)?;
-        Ok(found)
+        Ok(())
     }
 
     /// Every labourer with a task in any table, in order, by a consistent Scan of each table for its

@@ -347,7 +347,7 @@ impl TaskStore for DynamoStore {
     }
 
     async fn rescan_labourers(&self, now: Time) -> StoreResult<Vec<String>> {
-        self.rescan(Some(now)).await
+        self.rescan(now).await
     }
 
     /// Seven `Select=COUNT` queries, sent at once: the latency of one poll is that of the slowest, not their sum.
