@@ -154,7 +154,8 @@ pub enum LabourerCommand {
     Show { labourer: String },
     /// Find every labourer with tasks by reading every task table, and list them. On DynamoDB, `status` and
     /// /metrics list the labourers of a registry that task creation keeps; this brings it up to date with tasks
-    /// that another program (Python sosw) created, at the cost of a Scan of the three task tables.
+    /// that another program (Python sosw) created, at the cost of a Scan of the three task tables; it also counts
+    /// each labourer's closed tasks again (DynamoDB keeps what closed long ago counted).
     Rescan,
     /// Invoke none of the labourer's tasks until resumed (or until `--until`); tasks keep queueing.
     Pause {

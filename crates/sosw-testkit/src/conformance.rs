@@ -1532,6 +1532,68 @@ pub async fn revive_moves_only_dead_tasks(h: &Harness) {
     assert_eq!(s.counts("w", &m).await.expect("counts").closed_dead, 0);
 }
 
+/// The closed counts stay right as time passes (a store may keep what is long closed counted, as the DynamoDB
+/// store does): polls hours apart, tasks closed between them, revivals of tasks closed long ago and just now, and
+/// a rescan change nothing but what the moves change.
+pub async fn closed_counts_stay_right_as_time_passes(h: &Harness) {
+    let s = h.store.as_ref();
+    const HOUR: i64 = 3600;
+    let counts_at = |at: i64| async move {
+        let c = s
+            .counts("w", &Markers::new(Time::from_secs(at), D, 60, 30))
+            .await
+            .expect("counts");
+        (c.closed_completed, c.closed_dead)
+    };
+    // Closes `ids` at `at`: the first completed, the others dead.
+    let close = |ids: &'static [&'static str], at: i64| async move {
+        create(s, "w", ids).await;
+        claim_all(s, "w", ids, at).await;
+        let m = Markers::new(Time::from_secs(at), D, 60, 30);
+        s.complete(ids[0], Time::from_secs(at), &WorkerReport::default())
+            .await
+            .expect("complete");
+        s.archive(ids[0], ArchiveExpect::Completed, Time::from_secs(at))
+            .await
+            .expect("archive");
+        for id in &ids[1..] {
+            s.archive(id, ArchiveExpect::Dead { greenfield: m.invoked }, Time::from_secs(at))
+                .await
+                .expect("close as dead");
+        }
+    };
+    assert_eq!(counts_at(NOW).await, (0, 0));
+    close(&["old-done", "old-dead-1", "old-dead-2", "old-dead-3"], NOW).await;
+    assert_eq!(counts_at(NOW).await, (1, 3));
+    assert_eq!(counts_at(NOW + HOUR).await, (1, 3), "an hour later");
+    assert_eq!(counts_at(NOW + HOUR).await, (1, 3), "asked again");
+    close(&["new-done", "new-dead-1", "new-dead-2"], NOW + HOUR).await;
+    assert_eq!(counts_at(NOW + HOUR).await, (2, 5));
+
+    s.revive_recorded("old-dead-1", gf(NOW + HOUR), &[])
+        .await
+        .expect("revive old");
+    assert_eq!(counts_at(NOW + HOUR).await, (2, 4), "revived, closed an hour before");
+    s.revive_recorded("new-dead-1", gf(NOW + HOUR), &[])
+        .await
+        .expect("revive new");
+    assert_eq!(counts_at(NOW + HOUR).await, (2, 3), "revived, closed just now");
+    for later in [2 * HOUR, 2 * HOUR + 60, 5 * HOUR, 24 * HOUR] {
+        assert_eq!(counts_at(NOW + later).await, (2, 3), "{later} s later");
+    }
+    s.revive_recorded("new-dead-2", gf(NOW + 2 * HOUR), &[])
+        .await
+        .expect("revive, now settled");
+    assert_eq!(counts_at(NOW + 24 * HOUR).await, (2, 2));
+    s.rescan_labourers(Time::from_secs(NOW + 25 * HOUR))
+        .await
+        .expect("rescan");
+    assert_eq!(counts_at(NOW + 25 * HOUR).await, (2, 2), "after a rescan");
+    assert_eq!(counts_at(NOW + 48 * HOUR).await, (2, 2), "a day after it");
+    // A poll whose clock runs behind the others' sees the same.
+    assert_eq!(counts_at(NOW).await, (2, 2), "an earlier clock");
+}
+
 /// Task `id` of `labourer`, queued: invoked, completed and archived.
 async fn close_completed(s: &dyn TaskStore, labourer: &str, id: &str) {
     claim_all(s, labourer, &[id], NOW).await;

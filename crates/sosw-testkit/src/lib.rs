@@ -104,6 +104,7 @@ macro_rules! store_conformance {
             reports_on_a_superseded_invocation_are_refused,
             revive_moves_only_dead_tasks,
             counts_many_is_counts_of_each,
+            closed_counts_stay_right_as_time_passes,
             labourers_with_tasks_are_listed_and_rescanned,
             has_task_looks_in_every_table_for_the_labourers_task,
             labourer_states_round_trip,

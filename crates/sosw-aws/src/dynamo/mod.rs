@@ -7,8 +7,10 @@
 //! - `store.rs`: the port (`TaskStore`), adding the audit trail to the moves;
 //! - `labourers.rs`: the labourers' items (`LabourerStore`: breaker, controls, dispatch lease);
 //! - `registry.rs`: which labourers have tasks (`labourer_ids` without reading the task tables);
+//! - `closed_counts.rs`: the closed tasks counted without reading the whole archive;
 //! - `items.rs`, `meta.rs`: items to values, and the audit trail.
 
+mod closed_counts;
 mod items;
 mod labourers;
 mod meta;

@@ -355,6 +355,8 @@ impl DynamoStore {
                 },
             ));
         }
+        let closed_at = get_i64(&item, "closed_at");
+        let labourer = labourer_of(&item);
         item.remove("closed_at");
         item.remove("labourer_id_task_status");
         item.insert("greenfield".into(), n(greenfield));
@@ -370,7 +372,7 @@ impl DynamoStore {
                 vec![],
             )?,
         ];
-        self.transact(task_id, items, "was moved by someone else first").await
+        self.revive_counted(task_id, &labourer, closed_at, items).await
     }
 }
 

@@ -132,6 +132,7 @@ impl DynamoStore {
     pub(crate) async fn rescan(&self, now: Time) -> StoreResult<Vec<String>> {
         let found = self.scanned_labourer_ids().await?;
         self.record_rescan(&found, Some(now)).await?;
+        self.recount_closed(&found, now).await?;
         Ok(found)
     }
 

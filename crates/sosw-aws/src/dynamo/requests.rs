@@ -387,6 +387,15 @@ impl DynamoStore {
 
     /// Runs a transaction; a failed condition is a [`StoreError::Conflict`] about `task_id`.
     pub(crate) async fn transact(&self, task_id: &str, items: Vec<TransactWriteItem>, reason: &str) -> StoreResult<()> {
+        match self.transact_reasons(items).await? {
+            None => Ok(()),
+            Some(_) => Err(StoreError::conflict(task_id, reason)),
+        }
+    }
+
+    /// A transaction: `None` if it took effect, else which of its items' conditions failed (empty when the server
+    /// does not say); a cancellation for any other reason (a conflict with another transaction) is an error.
+    pub(crate) async fn transact_reasons(&self, items: Vec<TransactWriteItem>) -> StoreResult<Option<Vec<bool>>> {
         match self
             .client
             .transact_write_items()
@@ -394,15 +403,16 @@ impl DynamoStore {
             .send()
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(None),
             Err(e) => {
                 if let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() {
-                    let conditional = c
+                    let failed: Vec<bool> = c
                         .cancellation_reasons()
                         .iter()
-                        .any(|r| r.code() == Some("ConditionalCheckFailed"));
-                    if conditional || c.cancellation_reasons().is_empty() {
-                        return Err(StoreError::conflict(task_id, reason));
+                        .map(|r| r.code() == Some("ConditionalCheckFailed"))
+                        .collect();
+                    if failed.is_empty() || failed.contains(&true) {
+                        return Ok(Some(failed));
                     }
                 }
                 Err(sdk_err(e))

@@ -350,7 +350,9 @@ impl TaskStore for DynamoStore {
         self.rescan(now).await
     }
 
-    /// Seven `Select=COUNT` queries, sent at once: the latency of one poll is that of the slowest, not their sum.
+    /// Five `Select=COUNT` queries of the live tables, sent at once beside the closed counts (`closed_counts.rs`:
+    /// the labourer's item, then only the tasks closed since its mark): the latency of one poll is that of the
+    /// slowest, not their sum, and the archive's size does not matter.
     async fn counts(&self, labourer: &str, m: &Markers) -> StoreResult<LabourerCounts> {
         let live = |key: &str, filter: &str, values: Vec<(&'static str, AttributeValue)>| {
             let mut r = self.by_greenfield(labourer, key, Some(filter));
@@ -366,15 +368,6 @@ impl TaskStore for DynamoStore {
             count: true,
             ..Read::default()
         };
-        let closed = |done: bool| Read {
-            table: self.tables.closed.clone(),
-            index: Some(self.tables.closed_index.clone()),
-            key: Some("#s = :s".into()),
-            names: vec![("#s", "labourer_id_task_status")],
-            values: vec![(":s", s(closed_status(labourer, done)))],
-            count: true,
-            ..Read::default()
-        };
         let live_task = "attribute_not_exists(#c)";
         let reads = [
             live("#g < :s", live_task, vec![(":s", n(m.start))]),
@@ -386,13 +379,14 @@ impl TaskStore for DynamoStore {
             ),
             live("#g >= :s", "attribute_exists(#c)", vec![(":s", n(m.start))]),
             retry,
-            closed(true),
-            closed(false),
         ];
-        let counted =
-            futures::future::try_join_all(reads.map(|r| async move { self.read(r).await.map(|(_, c)| c) })).await?;
-        let [queued, running, expired, completed, retry_waiting, closed_completed, closed_dead] =
-            <[u64; 7]>::try_from(counted).map_err(|_| StoreError::Backend("seven counts, not seven".into()))?;
+        let (counted, (closed_completed, closed_dead)) = futures::try_join!(
+            futures::future::try_join_all(reads.map(|r| async move { self.read(r).await.map(|(_, c)| c) })),
+            // The markers' start is the poll's `now`, in seconds.
+            self.closed_counts(labourer, m.start.get(), false),
+        )?;
+        let [queued, running, expired, completed, retry_waiting] =
+            <[u64; 5]>::try_from(counted).map_err(|_| StoreError::Backend("five counts, not five".into()))?;
         Ok(LabourerCounts {
             queued,
             running,

@@ -385,12 +385,15 @@ pub trait TaskStore: LabourerStore {
     /// Every labourer id that has a row in any table, in order, by reading every table, whatever it costs; where
     /// [`TaskStore::labourer_ids`] reads a registry, the registry is brought up to date: labourers whose tasks
     /// another program wrote are added; one with no task is removed when a rescan finds none for the second time,
-    /// an hour or more after the first (and it did not register within that hour before `now`).
+    /// an hour or more after the first (and it did not register within that hour before `now`). Where
+    /// [`TaskStore::counts`] keeps closed tasks counted, they are counted again from the archive.
     async fn rescan_labourers(&self, now: Time) -> StoreResult<Vec<String>> {
         let _ = now;
         self.labourer_ids().await
     }
 
+    /// The labourer's tasks by state, as of `markers.start` (the poll's `now`). A store may keep what closed long
+    /// before `now` counted rather than count it again (DynamoDB does); the counts are the same.
     async fn counts(&self, labourer: &str, markers: &Markers) -> StoreResult<LabourerCounts>;
 
     /// [`TaskStore::counts`] of several labourers, in their order: one request where the store can (what
