@@ -1,7 +1,7 @@
-//! The DynamoDB store's closed counts (`closed_counts.rs`): what closed long ago is counted once and kept on the
-//! labourer's item, so a poll reads only what closed since; a rescan counts everything again. Against a local
-//! moto_server (`SOSW_TEST_DYNAMODB`); the shared conformance case `closed_counts_stay_right_as_time_passes`
-//! covers the counts themselves on every store.
+//! The DynamoDB store's closed counts (`src/dynamo/closed_counts/`): what closed long ago is counted once and kept
+//! on the labourer's counts item, so a poll reads only what closed since; a rescan counts everything again.
+//! Against a local moto_server (`SOSW_TEST_DYNAMODB`); the shared conformance case
+//! `closed_counts_stay_right_as_time_passes` covers the counts themselves on every store.
 
 use sosw_aws::{DynamoStore, Tables};
 use sosw_core::ports::{ArchiveExpect, Claim, TaskStore};
@@ -28,6 +28,7 @@ async fn what_closed_long_ago_is_not_read_again_until_a_rescan() {
     let endpoint = endpoint();
     let tables = Tables::prefixed(&format!("cc{}_", std::process::id()));
     let closed_table = tables.closed.clone();
+    let labourers_table = tables.labourers.clone();
     let store = DynamoStore::connect(Some(&endpoint), tables).await;
     store.init().await.expect("tables");
     let at = Time::from_secs(NOW);
@@ -90,4 +91,37 @@ async fn what_closed_long_ago_is_not_read_again_until_a_rescan() {
         .expect("rescan");
     assert_eq!(closed_counts(&store, NOW + 3 * HOUR).await, (3, 5));
     assert_eq!(closed_counts(&store, NOW + 30 * HOUR).await, (3, 5));
+
+    // A revival of a settled task: the closed index may still show it for a moment, so the mark waits a minute
+    // after a poll first notices the revival before it moves again.
+    let mark = || async {
+        let item = raw
+            .get_item()
+            .table_name(&labourers_table)
+            .key(
+                "labourer_id",
+                aws_sdk_dynamodb::types::AttributeValue::S("\u{1}closed counts\u{1}w".into()),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("counts item")
+            .item
+            .expect("a counts item");
+        match item.get("closed_counted_to") {
+            Some(aws_sdk_dynamodb::types::AttributeValue::N(n)) => n.parse::<i64>().expect("a number"),
+            other => panic!("no mark: {other:?}"),
+        }
+    };
+    let before = mark().await;
+    store
+        .revive_recorded(&created[5].task_id, created[5].greenfield, &[])
+        .await
+        .expect("revive");
+    let later = NOW + 40 * HOUR;
+    for (at, moved) in [(later, false), (later + 59, false), (later + 60, true)] {
+        assert_eq!(closed_counts(&store, at).await, (3, 4));
+        assert_eq!(mark().await != before, moved, "{} s after the first poll", at - later);
+    }
+    assert_eq!(mark().await, later + 60 - 20 * 60);
 }

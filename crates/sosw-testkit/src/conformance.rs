@@ -1592,6 +1592,16 @@ pub async fn closed_counts_stay_right_as_time_passes(h: &Harness) {
     assert_eq!(counts_at(NOW + 48 * HOUR).await, (2, 2), "a day after it");
     // A poll whose clock runs behind the others' sees the same.
     assert_eq!(counts_at(NOW).await, (2, 2), "an earlier clock");
+
+    // Closes a second apart around where the DynamoDB store's mark lands (20 minutes before a poll): each counted
+    // once, whichever side of the mark.
+    let q = NOW + 72 * HOUR;
+    close(&["edge-1-done", "edge-1-dead"], q - 1201).await;
+    close(&["edge-2-done", "edge-2-dead"], q - 1200).await;
+    close(&["edge-3-done", "edge-3-dead"], q - 1199).await;
+    for at in [q, q + 1, q + 600, q + 2 * HOUR] {
+        assert_eq!(counts_at(at).await, (5, 5), "{} s after the edge", at - q);
+    }
 }
 
 /// Task `id` of `labourer`, queued: invoked, completed and archived.
@@ -1642,7 +1652,8 @@ pub async fn labourers_with_tasks_are_listed_and_rescanned(h: &Harness) {
     assert_eq!(s.labourer_ids().await.expect("ids"), every);
 }
 
-/// `counts_many` is `counts` of each labourer, in their order (an empty list, a labourer with no task too).
+/// `counts_many` is `counts` of each labourer, in their order (an empty list, a labourer with no task, one asked
+/// twice too), also hours after a task closed.
 pub async fn counts_many_is_counts_of_each(h: &Harness) {
     let s = h.store.as_ref();
     create(s, "a", &["a1", "a2", "a3"]).await;
@@ -1663,4 +1674,14 @@ pub async fn counts_many_is_counts_of_each(h: &Harness) {
         (many[0].queued, many[0].running, many[1].queued, many[2].queued),
         (1, 1, 0, 3)
     );
+    // With a closed task, one labourer asked twice in one call, and hours later (a store may keep it counted).
+    close_completed(s, "a", "a1").await;
+    for at in [NOW, NOW + 3600, NOW + 7200] {
+        let m = Markers::new(Time::from_secs(at), D, 60, 30);
+        let asked: Vec<(String, Markers)> = ["a", "b", "a"].iter().map(|l| (l.to_string(), m)).collect();
+        let many = s.counts_many(&asked).await.expect("counts_many");
+        assert_eq!(many[0], many[2], "the same labourer twice");
+        assert_eq!((many[0].closed_completed, many[1].closed_completed), (1, 0), "at {at}");
+        assert_eq!(many[0], s.counts("a", &m).await.expect("counts"), "at {at}");
+    }
 }

@@ -7,7 +7,7 @@
 //! - `store.rs`: the port (`TaskStore`), adding the audit trail to the moves;
 //! - `labourers.rs`: the labourers' items (`LabourerStore`: breaker, controls, dispatch lease);
 //! - `registry.rs`: which labourers have tasks (`labourer_ids` without reading the task tables);
-//! - `closed_counts.rs`: the closed tasks counted without reading the whole archive;
+//! - `closed_counts/`: the closed tasks counted without reading the whole archive (`plan.rs` its decisions);
 //! - `items.rs`, `meta.rs`: items to values, and the audit trail.
 
 mod closed_counts;
@@ -21,6 +21,7 @@ mod requests;
 mod store;
 
 use crate::{item, sdk, tables};
+use closed_counts::Settled;
 use items::*;
 use moves::*;
 use report::*;
@@ -83,7 +84,7 @@ pub(crate) const TRANSACTION_BYTES: usize = 3_500_000;
 /// Requests of one labourer in flight at once (claims, archive moves).
 pub(crate) const IN_FLIGHT: usize = 16;
 
-/// Labourers counted at once by `counts_many` (seven queries each: 28 in flight).
+/// Labourers counted at once by `counts_many` (five live queries and two or four closed ones each).
 pub(crate) const COUNTING_LABOURERS: usize = 4;
 
 /// A [`TaskStore`] and [`MetaSink`] on DynamoDB.
@@ -276,6 +277,15 @@ pub(crate) async fn existing_tables(client: &Client) -> StoreResult<HashSet<Stri
             None => return Ok(out),
         }
     }
+}
+
+/// Why DynamoDB cancelled a transaction.
+#[derive(Debug)]
+pub(crate) enum Cancelled {
+    /// Which of its items' conditions failed (empty when the server does not say).
+    Conditions(Vec<bool>),
+    /// Another transaction or write held one of its items at that moment (as an error, for who does not retry).
+    Conflict(StoreError),
 }
 
 /// One paginated Query or Scan.

@@ -389,13 +389,13 @@ impl DynamoStore {
     pub(crate) async fn transact(&self, task_id: &str, items: Vec<TransactWriteItem>, reason: &str) -> StoreResult<()> {
         match self.transact_reasons(items).await? {
             None => Ok(()),
-            Some(_) => Err(StoreError::conflict(task_id, reason)),
+            Some(Cancelled::Conditions(_)) => Err(StoreError::conflict(task_id, reason)),
+            Some(Cancelled::Conflict(e)) => Err(e),
         }
     }
 
-    /// A transaction: `None` if it took effect, else which of its items' conditions failed (empty when the server
-    /// does not say); a cancellation for any other reason (a conflict with another transaction) is an error.
-    pub(crate) async fn transact_reasons(&self, items: Vec<TransactWriteItem>) -> StoreResult<Option<Vec<bool>>> {
+    /// A transaction: `None` if it took effect, else why DynamoDB cancelled it.
+    pub(crate) async fn transact_reasons(&self, items: Vec<TransactWriteItem>) -> StoreResult<Option<Cancelled>> {
         match self
             .client
             .transact_write_items()
@@ -412,7 +412,13 @@ impl DynamoStore {
                         .map(|r| r.code() == Some("ConditionalCheckFailed"))
                         .collect();
                     if failed.is_empty() || failed.contains(&true) {
-                        return Ok(Some(failed));
+                        return Ok(Some(Cancelled::Conditions(failed)));
+                    }
+                    if c.cancellation_reasons()
+                        .iter()
+                        .any(|r| r.code() == Some("TransactionConflict"))
+                    {
+                        return Ok(Some(Cancelled::Conflict(sdk_err(e))));
                     }
                 }
                 Err(sdk_err(e))

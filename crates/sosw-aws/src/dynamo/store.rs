@@ -350,57 +350,20 @@ impl TaskStore for DynamoStore {
         self.rescan(now).await
     }
 
-    /// Five `Select=COUNT` queries of the live tables, sent at once beside the closed counts (`closed_counts.rs`:
-    /// the labourer's item, then only the tasks closed since its mark): the latency of one poll is that of the
-    /// slowest, not their sum, and the archive's size does not matter.
+    /// See [`DynamoStore::counts_of`].
     async fn counts(&self, labourer: &str, m: &Markers) -> StoreResult<LabourerCounts> {
-        let live = |key: &str, filter: &str, values: Vec<(&'static str, AttributeValue)>| {
-            let mut r = self.by_greenfield(labourer, key, Some(filter));
-            r.values.extend(values);
-            r.count = true;
-            r
-        };
-        let retry = Read {
-            table: self.tables.retry.clone(),
-            key: Some("#l = :l".into()),
-            names: vec![("#l", "labourer_id")],
-            values: vec![(":l", s(labourer))],
-            count: true,
-            ..Read::default()
-        };
-        let live_task = "attribute_not_exists(#c)";
-        let reads = [
-            live("#g < :s", live_task, vec![(":s", n(m.start))]),
-            live("#g > :e", live_task, vec![(":e", n(m.expired))]),
-            live(
-                "#g BETWEEN :s AND :e",
-                live_task,
-                vec![(":s", n(m.start)), (":e", n(m.expired))],
-            ),
-            live("#g >= :s", "attribute_exists(#c)", vec![(":s", n(m.start))]),
-            retry,
-        ];
-        let (counted, (closed_completed, closed_dead)) = futures::try_join!(
-            futures::future::try_join_all(reads.map(|r| async move { self.read(r).await.map(|(_, c)| c) })),
-            // The markers' start is the poll's `now`, in seconds.
-            self.closed_counts(labourer, m.start.get(), false),
-        )?;
-        let [queued, running, expired, completed, retry_waiting] =
-            <[u64; 5]>::try_from(counted).map_err(|_| StoreError::Backend("five counts, not five".into()))?;
-        Ok(LabourerCounts {
-            queued,
-            running,
-            expired,
-            completed,
-            retry_waiting,
-            closed_completed,
-            closed_dead,
-        })
+        self.counts_of(labourer, m, None).await
     }
 
-    /// [`TaskStore::counts`] of a few labourers at once (each sends its seven queries at once), in their order.
+    /// [`TaskStore::counts`] of a few labourers at once (each sends its queries at once), in their order, their
+    /// stored closed counts read first in one request.
     async fn counts_many(&self, labourers: &[(String, Markers)]) -> StoreResult<Vec<LabourerCounts>> {
-        let each: Vec<_> = labourers.iter().map(|(l, m)| self.counts(l, m)).collect();
+        let ids: Vec<&str> = labourers.iter().map(|(l, _)| l.as_str()).collect();
+        let settled = self.settled_of_many(&ids).await?;
+        let each: Vec<_> = labourers
+            .iter()
+            .map(|(l, m)| self.counts_of(l, m, Some(settled.get(l).copied().unwrap_or_default())))
+            .collect();
         stream::iter(each).buffered(COUNTING_LABOURERS).try_collect().await
     }
 
@@ -466,5 +429,60 @@ impl TaskStore for DynamoStore {
 
     fn throttled_requests(&self) -> u64 {
         self.throttled.load(Ordering::Relaxed)
+    }
+}
+
+impl DynamoStore {
+    /// Five `Select=COUNT` queries of the live tables, sent at once beside the closed counts (`closed_counts/`:
+    /// the labourer's `stored` counts, read here unless given, then only the tasks closed since their mark): the
+    /// latency of one poll is that of the slowest, not their sum, and the archive's size does not matter.
+    async fn counts_of(&self, labourer: &str, m: &Markers, stored: Option<Settled>) -> StoreResult<LabourerCounts> {
+        let live = |key: &str, filter: &str, values: Vec<(&'static str, AttributeValue)>| {
+            let mut r = self.by_greenfield(labourer, key, Some(filter));
+            r.values.extend(values);
+            r.count = true;
+            r
+        };
+        let retry = Read {
+            table: self.tables.retry.clone(),
+            key: Some("#l = :l".into()),
+            names: vec![("#l", "labourer_id")],
+            values: vec![(":l", s(labourer))],
+            count: true,
+            ..Read::default()
+        };
+        let live_task = "attribute_not_exists(#c)";
+        let reads = [
+            live("#g < :s", live_task, vec![(":s", n(m.start))]),
+            live("#g > :e", live_task, vec![(":e", n(m.expired))]),
+            live(
+                "#g BETWEEN :s AND :e",
+                live_task,
+                vec![(":s", n(m.start)), (":e", n(m.expired))],
+            ),
+            live("#g >= :s", "attribute_exists(#c)", vec![(":s", n(m.start))]),
+            retry,
+        ];
+        let (counted, (closed_completed, closed_dead)) = futures::try_join!(
+            futures::future::try_join_all(reads.map(|r| async move { self.read(r).await.map(|(_, c)| c) })),
+            // The markers' start is the poll's `now`, in seconds.
+            async {
+                match stored {
+                    Some(stored) => self.closed_counts_from(labourer, stored, m.start.get()).await,
+                    None => self.closed_counts(labourer, m.start.get()).await,
+                }
+            },
+        )?;
+        let [queued, running, expired, completed, retry_waiting] =
+            <[u64; 5]>::try_from(counted).map_err(|_| StoreError::Backend("five counts, not five".into()))?;
+        Ok(LabourerCounts {
+            queued,
+            running,
+            expired,
+            completed,
+            retry_waiting,
+            closed_completed,
+            closed_dead,
+        })
     }
 }

@@ -393,7 +393,8 @@ pub trait TaskStore: LabourerStore {
     }
 
     /// The labourer's tasks by state, as of `markers.start` (the poll's `now`). A store may keep what closed long
-    /// before `now` counted rather than count it again (DynamoDB does); the counts are the same.
+    /// before `now` counted rather than count it again (DynamoDB does; what it cannot see that way is listed in
+    /// `docs/api.md`, and [`TaskStore::rescan_labourers`] counts it all again).
     async fn counts(&self, labourer: &str, markers: &Markers) -> StoreResult<LabourerCounts>;
 
     /// [`TaskStore::counts`] of several labourers, in their order: one request where the store can (what
