@@ -43,8 +43,8 @@ struct Range {
     to: Option<i64>,
 }
 
-/// Set once the first counts write failed for a reason other than a moved item, so that it is logged once.
-static WRITE_FAILED: AtomicBool = AtomicBool::new(false);
+/// Set once a counts write was refused for lack of permission, so that it is logged once.
+static DENIED: AtomicBool = AtomicBool::new(false);
 
 impl DynamoStore {
     /// The labourer's (completed, dead) closed tasks at `now` (seconds), from its counts item.
@@ -61,17 +61,10 @@ impl DynamoStore {
         stored: Settled,
         now: i64,
     ) -> StoreResult<(u64, u64)> {
-        let plan = plan(&stored, now, Purpose::Poll);
-        let (answer, write) = self.count(labourer, &stored, plan, Purpose::Poll, now).await?;
+        let (answer, write) = self.count(labourer, &stored, Purpose::Poll, now).await?;
         if let Some(write) = write {
-            if let Err(e) = self.write_counts(labourer, &stored, write).await {
-                if !e.is_lost_race() && !WRITE_FAILED.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        labourer,
-                        "the closed counts cannot be stored ({e}): each poll counts the whole archive (logged once)"
-                    );
-                }
-            }
+            // Best-effort: `write_counts` logged why it failed, and the answer is right either way.
+            self.write_counts(labourer, &stored, write).await.ok();
         }
         Ok(answer)
     }
@@ -81,11 +74,8 @@ impl DynamoStore {
     /// its settled past is counted right from then on.
     pub(crate) async fn recount_closed(&self, found: &[String], now: Time) -> StoreResult<()> {
         let mut labourers: std::collections::BTreeSet<String> = found.iter().cloned().collect();
-        let prefix = counts_key("");
         for item in self.labourer_items().await? {
-            if let Some(key) = get_s_attr(&item, "labourer_id") {
-                labourers.extend(key.strip_prefix(&prefix).map(str::to_string));
-            }
+            labourers.extend(labourer_of_counts_item(&item));
         }
         let recounts: Vec<_> = labourers.iter().map(|l| self.recount(l, now.secs())).collect();
         stream::iter(recounts)
@@ -99,13 +89,14 @@ impl DynamoStore {
     async fn recount(&self, labourer: &str, now: i64) -> StoreResult<()> {
         for _ in 0..TRIES {
             let stored = self.settled(labourer).await?;
-            let plan = plan(&stored, now, Purpose::Recount);
-            let (_, write) = self.count(labourer, &stored, plan, Purpose::Recount, now).await?;
+            let (_, write) = self.count(labourer, &stored, Purpose::Recount, now).await?;
             match write {
                 Some(write @ Write::Move { .. }) => match self.write_counts(labourer, &stored, write).await {
                     Err(e) if e.is_lost_race() => continue,
                     done => return done,
                 },
+                // Nothing closed and nothing stored: nothing to recount.
+                None if stored == Settled::default() => return Ok(()),
                 // A revival moments ago: the index may still show its task.
                 other => {
                     if let Some(write) = other {
@@ -126,15 +117,16 @@ impl DynamoStore {
         ))
     }
 
-    /// The counts `plan` needs: the answer (settled + from the mark on) and what to write.
+    /// The counts a poll or a recount at `now` needs ([`plan`]): the answer (settled + from the mark on) and what
+    /// to write.
     async fn count(
         &self,
         labourer: &str,
         stored: &Settled,
-        plan: Plan,
         purpose: Purpose,
         now: i64,
     ) -> StoreResult<((u64, u64), Option<Write>)> {
+        let plan = plan(stored, now, purpose);
         let base = match purpose {
             Purpose::Poll => *stored,
             Purpose::Recount => Settled {
@@ -199,7 +191,6 @@ impl DynamoStore {
         let read = |done: bool| {
             let mut values = vec![(":s", s(closed_status(labourer, done)))];
             let mut names = vec![("#s", "labourer_id_task_status")];
-            let mut filter = None;
             let key = match (r.from, r.to) {
                 (None, None) => "#s = :s",
                 (Some(from), None) => {
@@ -210,12 +201,12 @@ impl DynamoStore {
                     values.push((":to", n(to)));
                     "#s = :s AND #t < :to"
                 }
-                // A key condition has one range test: BETWEEN, with the end left out by the filter.
+                // A key condition has one range test, and a query's filter may not name the index's keys: BETWEEN,
+                // up to the largest number DynamoDB can store below `to`.
                 (Some(from), Some(to)) => {
                     values.push((":from", n(from)));
-                    values.push((":to", n(to)));
-                    filter = Some("#t < :to".to_string());
-                    "#s = :s AND #t BETWEEN :from AND :to"
+                    values.push((":below", just_below(to)));
+                    "#s = :s AND #t BETWEEN :from AND :below"
                 }
             };
             if key.contains("#t") {
@@ -225,7 +216,6 @@ impl DynamoStore {
                 table: self.tables.closed.clone(),
                 index: Some(self.tables.closed_index.clone()),
                 key: Some(key.into()),
-                filter,
                 names,
                 values,
                 count: true,
@@ -268,7 +258,24 @@ impl DynamoStore {
         match request.send().await {
             Ok(_) => Ok(()),
             Err(e) if failed_condition(&e) => Err(StoreError::conflict(labourer, "its closed counts moved meanwhile")),
-            Err(e) => Err(sdk_err(e)),
+            Err(e) => {
+                if e.code() == Some("AccessDeniedException") {
+                    if !DENIED.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            labourer,
+                            "the closed counts cannot be stored in `sosw_labourers` (access denied): each poll \
+                             counts the whole archive (logged once)"
+                        );
+                    }
+                } else {
+                    tracing::debug!(
+                        labourer,
+                        "the closed counts were not stored this time: {}",
+                        e.code().unwrap_or("?")
+                    );
+                }
+                Err(sdk_err(e))
+            }
         }
     }
 
@@ -291,7 +298,6 @@ impl DynamoStore {
     pub(crate) async fn settled_of_many(&self, labourers: &[&str]) -> StoreResult<HashMap<String, Settled>> {
         let unique: std::collections::BTreeSet<String> = labourers.iter().map(|l| counts_key(l)).collect();
         let unique: Vec<String> = unique.into_iter().collect();
-        let prefix = counts_key("");
         let mut out = HashMap::with_capacity(unique.len());
         for chunk in unique.chunks(100) {
             let keys = KeysAndAttributes::builder()
@@ -308,9 +314,7 @@ impl DynamoStore {
                 .batch_get(HashMap::from([(self.tables.labourers.clone(), keys)]))
                 .await?;
             for item in found.into_values().flatten() {
-                if let Some(labourer) =
-                    get_s_attr(&item, "labourer_id").and_then(|k| k.strip_prefix(&prefix).map(str::to_string))
-                {
+                if let Some(labourer) = labourer_of_counts_item(&item) {
                     out.insert(labourer, Settled::of(Some(&item)));
                 }
             }
@@ -329,10 +333,10 @@ impl DynamoStore {
         moves: Vec<TransactWriteItem>,
     ) -> StoreResult<()> {
         let reason = "was moved by someone else first";
-        if labourer.is_empty() {
-            // Without a labourer the item is in no index, so in no count.
+        let Some(closed_at) = closed_at.filter(|_| !labourer.is_empty()) else {
+            // Without a labourer or a close time the item is in no index, so in no count.
             return self.transact(task_id, moves, reason).await;
-        }
+        };
         let mut attempt = 0;
         for _ in 0..TRIES {
             let read = self.settled(labourer).await?;
@@ -356,27 +360,25 @@ impl DynamoStore {
     /// The update of the labourer's counts item for a revival of a task closed as dead at `closed_at`: off the
     /// settled count if it is below the mark read (on the condition that it still is), a new revision either way
     /// (on the condition that the mark is still not past it).
-    fn uncount(&self, labourer: &str, read: &Settled, closed_at: Option<i64>) -> StoreResult<TransactWriteItem> {
+    fn uncount(&self, labourer: &str, read: &Settled, at: i64) -> StoreResult<TransactWriteItem> {
         let mut update = Update::builder()
             .table_name(&self.tables.labourers)
             .key("labourer_id", s(counts_key(labourer)))
             .expression_attribute_names("#r", CLOSED_REVISION)
             .expression_attribute_values(":one", n(1));
-        update = match (read.mark, closed_at) {
-            (Some(mark), Some(at)) if at < mark => update
+        update = match read.mark {
+            Some(mark) if at < mark => update
                 .update_expression("SET #d = if_not_exists(#d, :zero) - :one ADD #r :one")
                 .condition_expression("#m > :at")
                 .expression_attribute_names("#d", DEAD)
                 .expression_attribute_names("#m", MARK)
                 .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":at", n(at)),
-            (_, Some(at)) => update
+            _ => update
                 .update_expression("ADD #r :one")
                 .condition_expression("attribute_not_exists(#m) OR #m <= :at")
                 .expression_attribute_names("#m", MARK)
                 .expression_attribute_values(":at", n(at)),
-            // In no index, so in no count.
-            (_, None) => update.update_expression("ADD #r :one"),
         };
         Ok(TransactWriteItem::builder()
             .update(update.build().map_err(build_err)?)

@@ -27,6 +27,26 @@ pub fn counts_key(labourer: &str) -> String {
     format!("\u{1}closed counts\u{1}{labourer}")
 }
 
+/// The labourer whose counts item `item` is, if it is one.
+pub(crate) fn labourer_of_counts_item(item: &Item) -> Option<String> {
+    match item.get("labourer_id") {
+        Some(AttributeValue::S(key)) => key.strip_prefix(&counts_key("")).map(str::to_string),
+        _ => None,
+    }
+}
+
+/// The largest number DynamoDB can store (38 significant digits) below `to`: `BETWEEN from AND just_below(to)` is
+/// `[from, to)` for a fractional `closed_at` too (a query's filter cannot name the index's range key instead).
+pub(crate) fn just_below(to: i64) -> AttributeValue {
+    let whole = to.saturating_sub(1);
+    let digits = whole.unsigned_abs().to_string().len();
+    if whole < 0 || digits >= 38 {
+        // Before 1970: whole seconds are exact enough.
+        return n(whole);
+    }
+    AttributeValue::N(format!("{whole}.{}", "9".repeat(38 - digits)))
+}
+
 /// What a labourer's counts item says.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Settled {
@@ -254,10 +274,30 @@ mod tests {
     #[test]
     fn a_counts_key_is_no_labourer_id() {
         let key = counts_key("w");
-        assert_eq!(key.strip_prefix(&counts_key("")), Some("w"));
+        let item = Item::from([("labourer_id".to_string(), AttributeValue::S(key.clone()))]);
+        assert_eq!(labourer_of_counts_item(&item).as_deref(), Some("w"));
+        let labourer = Item::from([("labourer_id".to_string(), AttributeValue::S("w".into()))]);
+        assert_eq!(labourer_of_counts_item(&labourer), None);
         assert!(
             key.chars().any(char::is_control),
             "labourer ids have no control characters"
         );
+    }
+
+    #[test]
+    fn just_below_is_the_last_storable_number_before_the_mark() {
+        let cases = [
+            (1_800_000_000, "1799999999.9999999999999999999999999999".to_string()),
+            (1, format!("0.{}", "9".repeat(37))),
+            (0, "-1".to_string()),
+            (i64::MIN, "-9223372036854775808".to_string()),
+        ];
+        for (to, expected) in cases {
+            assert_eq!(just_below(to), AttributeValue::N(expected), "{to}");
+        }
+        let AttributeValue::N(text) = just_below(i64::MAX) else {
+            panic!("a number")
+        };
+        assert_eq!(text.replace('.', "").len(), 38, "38 significant digits: {text}");
     }
 }
