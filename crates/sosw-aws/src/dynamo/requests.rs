@@ -396,33 +396,28 @@ impl DynamoStore {
 
     /// A transaction: `None` if it took effect, else why DynamoDB cancelled it.
     pub(crate) async fn transact_reasons(&self, items: Vec<TransactWriteItem>) -> StoreResult<Option<Cancelled>> {
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(None),
-            Err(e) => {
-                if let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() {
-                    let failed: Vec<bool> = c
-                        .cancellation_reasons()
-                        .iter()
-                        .map(|r| r.code() == Some("ConditionalCheckFailed"))
-                        .collect();
-                    if failed.is_empty() || failed.contains(&true) {
-                        return Ok(Some(Cancelled::Conditions(failed)));
-                    }
-                    if c.cancellation_reasons()
-                        .iter()
-                        .any(|r| r.code() == Some("TransactionConflict"))
-                    {
-                        return Ok(Some(Cancelled::Conflict(sdk_err(e))));
-                    }
-                }
-                Err(sdk_err(e))
-            }
+        let request = self.client.transact_write_items().set_transact_items(Some(items));
+        let Err(e) = request.send().await else {
+            return Ok(None);
+        };
+        let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() else {
+            return Err(sdk_err(e));
+        };
+        let failed: Vec<bool> = c
+            .cancellation_reasons()
+            .iter()
+            .map(|r| r.code() == Some("ConditionalCheckFailed"))
+            .collect();
+        let conflict = c
+            .cancellation_reasons()
+            .iter()
+            .any(|r| r.code() == Some("TransactionConflict"));
+        if failed.is_empty() || failed.contains(&true) {
+            Ok(Some(Cancelled::Conditions(failed)))
+        } else if conflict {
+            Ok(Some(Cancelled::Conflict(sdk_err(e))))
+        } else {
+            Err(sdk_err(e))
         }
     }
 
