@@ -76,10 +76,7 @@ impl DynamoStore {
         };
         for labourer in due {
             let out = self
-                .client
-                .update_item()
-                .table_name(&self.tables.labourers)
-                .key("labourer_id", s(labourer))
+                .update_labourer(labourer)
                 .update_expression("SET #r = :at REMOVE #u")
                 .condition_expression("attribute_not_exists(#r) OR #r < :at")
                 .expression_attribute_names("#r", REGISTERED)

@@ -366,15 +366,15 @@ impl DynamoStore {
             .key("labourer_id", s(counts_key(labourer)))
             .expression_attribute_names("#r", CLOSED_REVISION)
             .expression_attribute_values(":one", n(1));
-        update = match read.mark {
-            Some(mark) if at < mark => update
+        update = match revival(read, at) {
+            Revival::Settled => update
                 .update_expression("SET #d = if_not_exists(#d, :zero) - :one ADD #r :one")
                 .condition_expression("#m > :at")
                 .expression_attribute_names("#d", DEAD)
                 .expression_attribute_names("#m", MARK)
                 .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":at", n(at)),
-            _ => update
+            Revival::Recent => update
                 .update_expression("ADD #r :one")
                 .condition_expression("attribute_not_exists(#m) OR #m <= :at")
                 .expression_attribute_names("#m", MARK)

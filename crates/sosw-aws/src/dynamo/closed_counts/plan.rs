@@ -47,6 +47,22 @@ pub(crate) fn just_below(to: i64) -> AttributeValue {
     AttributeValue::N(format!("{whole}.{}", "9".repeat(38 - digits)))
 }
 
+/// Where a revived task closed at `at` stands in the counts read: below the mark, counted in the settled counts (the
+/// revival takes it off, on the condition that the mark is still past it), or from the mark on, counted by each poll
+/// (the revival only bumps the revision, on the condition that the mark has not passed it meanwhile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Revival {
+    Settled,
+    Recent,
+}
+
+pub(crate) fn revival(read: &Settled, at: i64) -> Revival {
+    match read.mark {
+        Some(mark) if at < mark => Revival::Settled,
+        _ => Revival::Recent,
+    }
+}
+
 /// What a labourer's counts item says.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Settled {
@@ -232,6 +248,28 @@ mod tests {
             (at(Some(0), Some(1), Some(1), Some(NOW - GRACE_SECS)), Move(SETTLED)),
         ] {
             assert_eq!(plan(&settled, NOW, Purpose::Recount), expected, "{settled:?}");
+        }
+    }
+
+    #[test]
+    fn a_revival_below_the_mark_comes_off_the_settled_counts() {
+        let cases = [
+            (None, 0, Revival::Recent, "nothing counted yet"),
+            (Some(100), 99, Revival::Settled, "closed before the mark"),
+            (Some(100), 100, Revival::Recent, "closed at the mark: counted by polls"),
+            (Some(100), 101, Revival::Recent, "closed after it"),
+            (Some(i64::MIN), i64::MIN, Revival::Recent, "the smallest mark"),
+            (Some(i64::MAX), i64::MIN, Revival::Settled, "far below"),
+        ];
+        for (mark, at, expected, why) in cases {
+            assert_eq!(revival(&at_mark(mark), at), expected, "{why}");
+        }
+    }
+
+    fn at_mark(mark: Option<i64>) -> Settled {
+        Settled {
+            mark,
+            ..Settled::default()
         }
     }
 
